@@ -1,0 +1,49 @@
+"""User-facing errors.
+
+Every problem caused by user input (a file, a model, a flag, a network that does not fit) is raised as an
+`NmcError` subclass whose message is one line naming what is wrong (the file, node, field or resource) and,
+where there is one, the fix. The CLI prints that line and exits non-zero; it never shows a traceback for these.
+"""
+
+from __future__ import annotations
+
+
+class NmcError(Exception):
+    """Base of all user-facing errors; `str(err)` is the single line the CLI prints."""
+
+    exit_code = 1
+
+    def __init__(self, message: str):
+        super().__init__(" ".join(message.split()))
+
+
+class InputFileError(NmcError):
+    """A file is missing, empty, truncated, corrupt or of the wrong kind."""
+
+
+class GraphError(NmcError):
+    """The network graph is malformed: unknown node, dangling edge, illegal cycle, bad parameter."""
+
+
+class ShapeError(GraphError):
+    """Tensor shapes do not agree (an edge, a weight, an input file)."""
+
+
+class NumericError(GraphError):
+    """A parameter holds NaN/inf or a value outside its legal range."""
+
+
+class UnsupportedError(NmcError):
+    """A layer, option or feature is not supported (by nmcompile, or by the chosen target)."""
+
+
+class ResourceError(NmcError):
+    """A network does not fit the target: names the layer, the resource, what is needed and what exists."""
+
+
+class ToolMissingError(NmcError):
+    """An external tool (Lava venv, verilator, arm-none-eabi-gcc, qemu) is not installed; says how to install it."""
+
+
+class VerificationError(NmcError):
+    """A deployed network's output differs from the integer reference."""

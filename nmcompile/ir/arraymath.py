@@ -1,0 +1,85 @@
+"""Array kernels shared by the float and integer simulators: convolution, pooling and exact integer products.
+
+Every function takes a batch of samples in front: x has shape [N, C, *spatial]. Integer products run through
+float64 BLAS when every partial sum provably stays below 2^53 (then they are exact), else through int64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+EXACT_FLOAT_LIMIT = 2**53
+_CHUNK_BYTES = 1 << 27  # bound on the im2col buffer per chunk
+
+
+def _pad(x: np.ndarray, padding: tuple[int, ...]) -> np.ndarray:
+    if not any(padding):
+        return x
+    widths = [(0, 0), (0, 0)] + [(p, p) for p in padding]
+    return np.pad(x, widths)
+
+
+def _windows(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...],
+             dilation: tuple[int, ...]) -> np.ndarray:
+    """View of shape [N, C, *out_spatial, *kernel] (dilation applied)."""
+    nd = len(kernel)
+    span = tuple(dilation[k] * (kernel[k] - 1) + 1 for k in range(nd))
+    view = sliding_window_view(x, span, axis=tuple(range(2, 2 + nd)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(None, None, stride[k]) for k in range(nd))
+    index += tuple(slice(None, None, dilation[k]) for k in range(nd))
+    return view[index]
+
+
+def conv(x: np.ndarray, weight: np.ndarray, stride: tuple[int, ...], padding: tuple[int, ...],
+         dilation: tuple[int, ...], groups: int) -> np.ndarray:
+    """PyTorch-style cross-correlation: x [N, C_in, *S], weight [C_out, C_in/groups, *K] -> [N, C_out, *S']."""
+    nd = weight.ndim - 2
+    kernel = tuple(weight.shape[2:])
+    xp = _pad(x, padding)
+    n = x.shape[0]
+    c_out = weight.shape[0]
+    cin_g = weight.shape[1]
+    cout_g = c_out // groups
+    win_probe = _windows(xp[:1], kernel, stride, dilation)
+    out_spatial = win_probe.shape[2 : 2 + nd]
+    out = np.empty((n, c_out, *out_spatial), dtype=np.result_type(x.dtype, weight.dtype))
+    per_sample = max(int(np.prod(win_probe.shape)) * out.itemsize, 1)
+    chunk = max(1, _CHUNK_BYTES // per_sample)
+    # contraction axes: channel + kernel axes of the window view against the weight's
+    w_axes = (1, *range(2, 2 + nd))
+    for start in range(0, n, chunk):
+        win = _windows(xp[start : start + chunk], kernel, stride, dilation)
+        for g in range(groups):
+            wg = weight[g * cout_g : (g + 1) * cout_g]
+            xg = win[:, g * cin_g : (g + 1) * cin_g]
+            x_axes = (1, *range(2 + nd, 2 + 2 * nd))
+            res = np.tensordot(xg, wg, axes=(x_axes, w_axes))  # [n, *out_spatial, cout_g]
+            out[start : start + chunk, g * cout_g : (g + 1) * cout_g] = np.moveaxis(res, -1, 1)
+    return out
+
+
+def sum_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
+               padding: tuple[int, int]) -> np.ndarray:
+    """Sum over each window with zero padding: x [N, C, H, W] -> [N, C, H', W']."""
+    win = _windows(_pad(x, padding), kernel, stride, (1, 1))
+    return win.sum(axis=(-2, -1))
+
+
+def int_matmul(x: np.ndarray, weight_t: np.ndarray, row_bound: int) -> np.ndarray:
+    """Exact x @ weight_t for int64 arrays; `row_bound` = max over outputs of sum |w| (per input unit)."""
+    xmax = int(np.abs(x).max()) if x.size else 0
+    if xmax * row_bound < EXACT_FLOAT_LIMIT:
+        return np.rint(x.astype(np.float64) @ weight_t.astype(np.float64)).astype(np.int64)
+    return x.astype(np.int64) @ weight_t.astype(np.int64)
+
+
+def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    """Exact integer convolution (float64 BLAS when provably exact, else int64)."""
+    xmax = int(np.abs(x).max()) if x.size else 0
+    bound = int(np.abs(weight).reshape(weight.shape[0], -1).sum(axis=1).max()) if weight.size else 0
+    if xmax * bound < EXACT_FLOAT_LIMIT:
+        out = conv(x.astype(np.float64), weight.astype(np.float64), stride, padding, dilation, groups)
+        return np.rint(out).astype(np.int64)
+    return conv(x.astype(np.int64), weight.astype(np.int64), stride, padding, dilation, groups)

@@ -1,0 +1,388 @@
+"""Per-op simulation kernels: the executable form of docs/semantics.md.
+
+A kernel runs one node. Stateless and delay-only kernels process all T steps at once (`run`, one matrix
+product for a feed-forward projection); stateful kernels loop over steps vectorised over batch and neurons.
+Inside a recurrent loop the engine drives kernels step by step: `step(x_t)`, or for a kernel whose output
+lags its input by >= 1 step (`lagged`), `peek()` before and `push(x_t)` after the loop body.
+Arrays are [T, B, *shape] in `run` and [B, *shape] in `step`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from nmcompile.errors import UnsupportedError
+from nmcompile.ir import arraymath, fixed
+from nmcompile.ir import ops as O
+from nmcompile.ir.base import Op, Shape
+from nmcompile.ir.neurons import NeuronOp
+
+Apply = Callable[[np.ndarray], np.ndarray]
+
+
+class Kernel:
+    """Base: a stateless elementwise/linear map `apply` on arrays with any leading dims."""
+
+    lagged = False
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype):
+        self.in_shape = in_shape
+        self.out_shape = out_shape
+        self.dtype = dtype
+        self._recorded: dict[str, np.ndarray] = {}
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        return self.apply(x)
+
+    def reset(self, batch: int) -> None:
+        """Prepare step-by-step evaluation for `batch` samples."""
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        return self.apply(x)
+
+    def states(self) -> dict[str, np.ndarray]:
+        """Per-step state recorded by the last run (stateful kernels only)."""
+        return self._recorded
+
+    def set_recorded(self, recorded: dict[str, np.ndarray]) -> None:
+        self._recorded = recorded
+
+
+def _flat_lead(x: np.ndarray, in_shape: Shape) -> tuple[np.ndarray, tuple[int, ...]]:
+    lead = x.shape[: x.ndim - len(in_shape)]
+    return x.reshape((-1, *in_shape)), lead
+
+
+class Identity(Kernel):
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+
+class FlattenKernel(Kernel):
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        lead = x.shape[: x.ndim - len(self.in_shape)]
+        return x.reshape((*lead, *self.out_shape))
+
+
+class MapKernel(Kernel):
+    """A kernel defined by a function on [N, *in_shape] arrays."""
+
+    def __init__(self, in_shape, out_shape, dtype, fn: Apply):
+        super().__init__(in_shape, out_shape, dtype)
+        self.fn = fn
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        flat, lead = _flat_lead(x, self.in_shape)
+        return self.fn(flat).reshape((*lead, *self.out_shape))
+
+
+class DelayedSum(Kernel):
+    """y[t] = sum over groups (d, f) of f(x[t - d]) + const; the general form of delayed projections."""
+
+    def __init__(self, in_shape, out_shape, dtype, groups: list[tuple[int, Apply]],
+                 const: np.ndarray | None = None):
+        super().__init__(in_shape, out_shape, dtype)
+        self.groups = groups
+        self.const = const
+        self.max_delay = max(d for d, _ in groups)
+        self.lagged = min(d for d, _ in groups) >= 1 and const is None
+        self._buffer: deque[np.ndarray] = deque()
+
+    def _map(self, f: Apply, x: np.ndarray) -> np.ndarray:
+        flat, lead = _flat_lead(x, self.in_shape)
+        return f(flat).reshape((*lead, *self.out_shape))
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        steps = x.shape[0]
+        y = np.zeros((steps, *x.shape[1 : x.ndim - len(self.in_shape)], *self.out_shape), dtype=self.dtype)
+        for d, f in self.groups:
+            if d < steps:
+                y[d:] += self._map(f, x[: steps - d])
+        if self.const is not None:
+            y += self.const
+        return y
+
+    def reset(self, batch: int) -> None:
+        zero = np.zeros((batch, *self.in_shape), dtype=self.dtype)
+        self._buffer = deque([zero] * (self.max_delay + 1), maxlen=self.max_delay + 1)
+
+    def _emit(self, offset: int) -> np.ndarray:
+        y = None
+        for d, f in self.groups:
+            part = self._map(f, self._buffer[-1 - d + offset])
+            y = part if y is None else y + part
+        if self.const is not None:
+            y = y + self.const
+        return y
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        self._buffer.append(x)
+        return self._emit(0)
+
+    def peek(self) -> np.ndarray:
+        return self._emit(1)  # x[t] is not pushed yet: x[t - d] sits at position -d
+
+    def push(self, x: np.ndarray) -> None:
+        self._buffer.append(x)
+
+
+# -- neurons --------------------------------------------------------------------------------------------
+class FloatNeuron(Kernel):
+    """The float neuron update of nmcompile.ir.neurons (one step vectorised over batch and neurons)."""
+
+    def __init__(self, op: NeuronOp, out_shape: Shape, dtype: np.dtype):
+        super().__init__(out_shape, out_shape, dtype)
+        self.op = op
+        p = {k: v.astype(dtype) for k, v in op.array_params().items()}
+        self.p = p
+        self.cuba = isinstance(op, (O.CubaLIF, O.CubaLI))
+        self.mpbn = isinstance(op, O.MPBNLIF)
+        self.beta = None if isinstance(op, O.IF) else p["beta"]
+        self.unit_gain = bool(np.all(op.gain == 1.0))
+        self.zero_bias = bool(np.all(op.bias == 0.0))
+        if self.mpbn:  # ATen's eval batch norm: y = x * a + b, a = weight / sqrt(var + eps), b = bias - mean * a
+            a = (1.0 / np.sqrt(op.bn_var + op.bn_eps) * op.bn_weight).astype(dtype)
+            self.bn_scale = a
+            self.bn_shift = (op.bn_bias - op.bn_mean * a).astype(dtype)
+        self.state_names = ("v", "i") if self.cuba else ("v",)
+
+    def _fire(self, value: np.ndarray) -> np.ndarray:
+        if self.op.compare == ">":
+            return value > self.p["threshold"]
+        return value >= self.p["threshold"]
+
+    def reset(self, batch: int) -> None:
+        shape = (batch, *self.out_shape)
+        self.v = np.broadcast_to(self.p["v_init"], shape).astype(self.dtype)
+        self.i = np.broadcast_to(self.p["i_init"], shape).astype(self.dtype) if self.cuba else None
+        self.refractory_left = np.zeros(shape, dtype=np.int64) if self.op.refractory else None
+
+    def step(self, x: np.ndarray) -> np.ndarray:
+        op, p = self.op, self.p
+        if self.cuba:
+            self.i = p["alpha"] * self.i + p["syn_gain"] * x
+            current = self.i
+        else:
+            current = x
+        drive = current if self.unit_gain else p["gain"] * current
+        h = (self.v + drive) if self.beta is None else (self.beta * self.v + drive)
+        if not self.zero_bias:
+            h = h + p["bias"]
+        if not op.spiking:
+            self.v = h
+            return h
+        pending = None
+        if op.reset_timing != "immediate":
+            pending = self._fire(self.v)
+            if op.reset_mode == "subtract":
+                h = h - pending * p["threshold"]
+            elif op.reset_mode == "zero":
+                h = np.where(pending, p["v_reset"], h)
+        if self.refractory_left is not None:
+            held = self.refractory_left > 0
+            h = np.where(held, p["v_reset"], h)
+        spikes = self._fire(h * self.bn_scale + self.bn_shift) if self.mpbn else self._fire(h)
+        if self.refractory_left is not None:
+            spikes &= ~held
+            self.refractory_left = np.where(spikes, op.refractory, np.maximum(self.refractory_left - 1, 0))
+        if op.reset_timing == "immediate":
+            if op.reset_mode == "zero":
+                h = np.where(spikes, p["v_reset"], h)
+            elif op.reset_mode == "subtract":
+                h = h - spikes * (p["reset_amount"] if self.mpbn else p["threshold"])
+        elif op.reset_timing == "snntorch_immediate":
+            h = h - (spikes.astype(self.dtype) - pending) * p["threshold"]
+        self.v = h
+        return spikes.astype(self.dtype)
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        steps, batch = x.shape[0], x.shape[1]
+        self.reset(batch)
+        out = np.empty((steps, batch, *self.out_shape), dtype=self.dtype)
+        rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
+        for t in range(steps):
+            out[t] = self.step(x[t])
+            for k in rec:
+                rec[k][t] = getattr(self, k)
+        self._recorded = rec
+        return out
+
+
+class IntegerNeuron(Kernel):
+    """The integer CUBA LIF of nmcompile.ir.integer.QNeuron (Lava 0.10 bit-accurate plus options)."""
+
+    state_names = ("u", "v")
+
+    def __init__(self, op: O.QNeuron, out_shape: Shape):
+        super().__init__(out_shape, out_shape, np.dtype(np.int64))
+        self.op = op
+        self.du_plus = op.du.astype(np.int64) + 1
+        self.dv = op.dv.astype(np.int64)
+        self.vth = np.left_shift(op.vth.astype(np.int64), fixed.VTH_SHIFT)
+        self.bias = fixed.effective_bias(op.bias_mant, op.bias_exp)
+
+    def _fire(self, v: np.ndarray) -> np.ndarray:
+        return v > self.vth if self.op.compare == ">" else v >= self.vth
+
+    def reset(self, batch: int) -> None:
+        shape = (batch, *self.out_shape)
+        self.u = np.broadcast_to(self.op.u_init, shape).astype(np.int64)
+        self.v = np.broadcast_to(self.op.v_init, shape).astype(np.int64)
+        self.refractory_left = np.zeros(shape, dtype=np.int64) if self.op.refractory else None
+
+    def step(self, a: np.ndarray) -> np.ndarray:
+        op = self.op
+        self.u = fixed.wrap_current(fixed.decay(self.u, self.du_plus) + np.left_shift(a, fixed.ACT_SHIFT))
+        v = fixed.decay(self.v, self.dv) + self.u + self.bias
+        if not op.spiking:
+            self.v = fixed.clip_voltage(v)
+            return self.v
+        if op.reset_timing == "delayed":
+            pending = self._fire(self.v)
+            if op.reset_mode == "subtract":
+                v = v - pending * self.vth
+            elif op.reset_mode == "zero":
+                v = np.where(pending, 0, v)
+        v = fixed.clip_voltage(v)
+        if self.refractory_left is not None:
+            held = self.refractory_left > 0
+            v = np.where(held, 0, v)
+        spikes = self._fire(v)
+        if self.refractory_left is not None:
+            spikes &= ~held
+            self.refractory_left = np.where(spikes, op.refractory, np.maximum(self.refractory_left - 1, 0))
+        if op.reset_timing == "immediate":
+            if op.reset_mode == "zero":
+                v = np.where(spikes, 0, v)
+            elif op.reset_mode == "subtract":
+                v = v - spikes * self.vth
+        self.v = v
+        return spikes.astype(np.int64)
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        steps, batch = x.shape[0], x.shape[1]
+        self.reset(batch)
+        out = np.empty((steps, batch, *self.out_shape), dtype=np.int64)
+        rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
+        for t in range(steps):
+            out[t] = self.step(x[t])
+            for k in rec:
+                rec[k][t] = getattr(self, k)
+        self._recorded = rec
+        return out
+
+
+# -- factory --------------------------------------------------------------------------------------------
+def _channel_param(array: np.ndarray, in_shape: Shape, dtype) -> np.ndarray:
+    """Reshape a per-channel (C,) array to broadcast over (C, *spatial)."""
+    return array.reshape((array.shape[0],) + (1,) * (len(in_shape) - 1)).astype(dtype)
+
+
+def _linear_groups(weight: np.ndarray, delays: np.ndarray, make: Callable[[np.ndarray], Apply]):
+    delays = np.broadcast_to(delays, weight.shape)
+    groups = []
+    for d in np.unique(delays):
+        wd = np.where(delays == d, weight, 0)
+        groups.append((int(d), make(wd)))
+    return groups
+
+
+def make_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, mode: str) -> Kernel:
+    """The kernel for `op` in `mode` ('float64', 'float32' or 'integer')."""
+    integer = mode == "integer"
+    dtype = np.dtype(np.int64) if integer else np.dtype(mode)
+    kind = op.kind
+    if kind in ("Input", "Output"):
+        return Identity(in_shape, out_shape, dtype)
+    if kind == "Flatten":
+        return FlattenKernel(in_shape, out_shape, dtype)
+    if kind == "SumPool2d":
+        return MapKernel(in_shape, out_shape, dtype,
+                         lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding))
+    if kind == "Delay":
+        delay = np.broadcast_to(op.delay, in_shape)
+        groups = [(int(d), (lambda m: lambda x: x * m)((delay == d).astype(dtype))) for d in np.unique(delay)]
+        return DelayedSum(in_shape, out_shape, dtype, groups)
+    if integer:
+        return _integer_kernel(op, in_shape, out_shape)
+    if kind in _INTEGER_KINDS:
+        raise UnsupportedError(f"{kind} is an integer op; simulate this graph with --integer")
+    return _float_kernel(op, in_shape, out_shape, dtype)
+
+
+_INTEGER_KINDS = {"QLinear", "QConv", "QNeuron"}
+
+
+def _float_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    kind = op.kind
+    if isinstance(op, NeuronOp):
+        return FloatNeuron(op, out_shape, dtype)
+    if kind == "Linear":
+        bias = None if op.bias is None else op.bias.astype(dtype)
+        if op.delays is None or not op.delays.any():
+            w_t = np.ascontiguousarray(op.weight.astype(dtype).T)
+            if bias is None:
+                return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)
+            return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t + bias)
+        groups = _linear_groups(op.weight.astype(dtype), op.delays,
+                                lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
+        return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)
+    if kind in ("Conv1d", "Conv2d"):
+        w = op.weight.astype(dtype)
+        bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)
+        stride, padding, dilation = (
+            ((op.stride,), (op.padding,), (op.dilation,)) if kind == "Conv1d" else (op.stride, op.padding, op.dilation)
+        )
+
+        def conv(x: np.ndarray) -> np.ndarray:
+            y = arraymath.conv(x, w, stride, padding, dilation, op.groups)
+            return y if bias is None else y + bias
+
+        return MapKernel(in_shape, out_shape, dtype, conv)
+    if kind == "AvgPool2d":
+        area = dtype.type(op.kernel_size[0] * op.kernel_size[1])
+        return MapKernel(in_shape, out_shape, dtype,
+                         lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding) / area)
+    if kind == "Scale":
+        scale = op.scale.astype(dtype)
+        return MapKernel(in_shape, out_shape, dtype, lambda x: x * scale)
+    if kind == "BatchNorm":
+        a = (1.0 / np.sqrt(op.var + op.eps) * op.weight)
+        b = _channel_param(op.bias - op.mean * a, in_shape, dtype)
+        a = _channel_param(a, in_shape, dtype)
+        return MapKernel(in_shape, out_shape, dtype, lambda x: x * a + b)
+    raise UnsupportedError(f"the float simulator has no kernel for {kind}")
+
+
+def _integer_kernel(op: Op, in_shape: Shape | None, out_shape: Shape) -> Kernel:
+    kind = op.kind
+    int64 = np.dtype(np.int64)
+    if kind == "QNeuron":
+        return IntegerNeuron(op, out_shape)
+    if kind == "QLinear":
+        weight = op.effective_weight()
+
+        def make(w: np.ndarray) -> Apply:
+            w_t = np.ascontiguousarray(w.T)
+            bound = int(np.abs(w).sum(axis=1).max()) if w.size else 0
+            return lambda x: fixed.floor_shift(arraymath.int_matmul(x, w_t, bound), op.weight_exp)
+
+        return DelayedSum(in_shape, out_shape, int64, _linear_groups(weight, op.delay, make))
+    if kind == "QConv":
+
+        def conv(x: np.ndarray) -> np.ndarray:
+            acc = arraymath.int_conv(x, op.weight, op.stride, op.padding, op.dilation, op.groups)
+            acc = fixed.floor_shift(acc, op.weight_exp)
+            return fixed.wrap_signed(acc, op.wrap_bits) if op.wrap_bits else acc
+
+        return DelayedSum(in_shape, out_shape, int64, [(op.delay, conv)])
+    raise UnsupportedError(
+        f"{kind} has no integer semantics; quantize the graph for a target before simulating it as integers"
+    )

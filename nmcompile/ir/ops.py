@@ -1,0 +1,291 @@
+"""Float IR ops: graph boundaries, projections (synaptic ops) and structural ops.
+
+Shapes never include batch or time. A projection maps the sum of its inputs at step t to a current at
+step t (zero latency, as in PyTorch) unless it carries per-synapse delays. Neuron ops live in
+`nmcompile.ir.neurons`, integer ops in `nmcompile.ir.integer`; all are re-exported here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmcompile.ir.base import Op, Provenance, Shape, array_field, as_pair, as_shape, broadcastable, same_op
+
+
+def conv_out_len(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """PyTorch's output length: floor((N + 2p - d(k-1) - 1) / s + 1)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Input(Op):
+    """A network input: spikes (0/1) or currents of `shape` at every step."""
+
+    role = "io"
+    shape: Shape
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", as_shape(self.shape))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        return self.shape
+
+    def expects_input(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        if any(d <= 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape} has a non-positive dimension")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Output(Op):
+    """A network output: the sum of its inputs, recorded at every step."""
+
+    role = "io"
+    shape: Shape
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", as_shape(self.shape))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is not None and tuple(in_shape) != self.shape:
+            raise ValueError(f"declared shape {self.shape} but receives {tuple(in_shape)}")
+        return self.shape
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Linear(Op):
+    """y_j[t] = sum_i W[j,i] * x_i[t - D[j,i]] + b_j   (D = per-synapse delays in steps, absent = 0)."""
+
+    role = "projection"
+    weight: np.ndarray = array_field(np.float64)
+    bias: np.ndarray | None = array_field(np.float64, optional=True)
+    delays: np.ndarray | None = array_field(np.int64, optional=True)
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is not None and tuple(in_shape) != (self.weight.shape[1],):
+            raise ValueError(f"weight expects input ({self.weight.shape[1]},) but receives {tuple(in_shape)}")
+        return (self.weight.shape[0],)
+
+    def check(self) -> None:
+        if self.weight.ndim != 2:
+            raise ValueError(f"weight must be 2-D (out, in), got shape {self.weight.shape}")
+        if self.bias is not None and self.bias.shape != (self.weight.shape[0],):
+            raise ValueError(f"bias shape {self.bias.shape} != ({self.weight.shape[0]},)")
+        if self.delays is not None:
+            if self.delays.shape != self.weight.shape:
+                raise ValueError(f"delays shape {self.delays.shape} != weight shape {self.weight.shape}")
+            if self.delays.size and self.delays.min() < 0:
+                raise ValueError("delays must be >= 0 steps")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Conv1d(Op):
+    """PyTorch Conv1d (cross-correlation, zero padding) on (C, L)."""
+
+    role = "projection"
+    weight: np.ndarray = array_field(np.float64)
+    bias: np.ndarray | None = array_field(np.float64, optional=True)
+    stride: int = 1
+    padding: int = 0
+    dilation: int = 1
+    groups: int = 1
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or len(in_shape) != 2:
+            raise ValueError(f"expects an input of shape (C, L), got {in_shape}")
+        c, length = in_shape
+        if c != self.weight.shape[1] * self.groups:
+            raise ValueError(f"weight expects {self.weight.shape[1] * self.groups} input channels, got {c}")
+        out = conv_out_len(length, self.weight.shape[2], self.stride, self.padding, self.dilation)
+        if out <= 0:
+            raise ValueError(f"input length {length} is too small for the kernel")
+        return (self.weight.shape[0], out)
+
+    def check(self) -> None:
+        if self.weight.ndim != 3:
+            raise ValueError(f"weight must be 3-D (C_out, C_in/groups, K), got {self.weight.shape}")
+        _check_conv_common(self.weight.shape[0], self.bias, self.groups, [self.stride], [self.dilation],
+                           [self.padding])
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Conv2d(Op):
+    """PyTorch Conv2d (cross-correlation, zero padding) on (C, H, W); pairs are (H, W)."""
+
+    role = "projection"
+    weight: np.ndarray = array_field(np.float64)
+    bias: np.ndarray | None = array_field(np.float64, optional=True)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("stride", "padding", "dilation"):
+            object.__setattr__(self, name, as_pair(getattr(self, name), name))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or len(in_shape) != 3:
+            raise ValueError(f"expects an input of shape (C, H, W), got {in_shape}")
+        c, h, w = in_shape
+        if c != self.weight.shape[1] * self.groups:
+            raise ValueError(f"weight expects {self.weight.shape[1] * self.groups} input channels, got {c}")
+        ho = conv_out_len(h, self.weight.shape[2], self.stride[0], self.padding[0], self.dilation[0])
+        wo = conv_out_len(w, self.weight.shape[3], self.stride[1], self.padding[1], self.dilation[1])
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"input {h}x{w} is too small for the kernel")
+        return (self.weight.shape[0], ho, wo)
+
+    def check(self) -> None:
+        if self.weight.ndim != 4:
+            raise ValueError(f"weight must be 4-D (C_out, C_in/groups, kH, kW), got {self.weight.shape}")
+        _check_conv_common(self.weight.shape[0], self.bias, self.groups, self.stride, self.dilation,
+                           self.padding)
+
+
+def _check_conv_common(c_out: int, bias: np.ndarray | None, groups: int, stride, dilation, padding) -> None:
+    if bias is not None and bias.shape != (c_out,):
+        raise ValueError(f"bias shape {bias.shape} != ({c_out},)")
+    if groups < 1 or c_out % groups:
+        raise ValueError(f"groups={groups} must divide the {c_out} output channels")
+    if min(stride) < 1 or min(dilation) < 1 or min(padding) < 0:
+        raise ValueError("stride and dilation must be >= 1 and padding >= 0")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class _Pool2d(Op):
+    role = "projection"
+    kernel_size: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        for name in ("kernel_size", "stride", "padding"):
+            object.__setattr__(self, name, as_pair(getattr(self, name), name))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or len(in_shape) != 3:
+            raise ValueError(f"expects an input of shape (C, H, W), got {in_shape}")
+        c, h, w = in_shape
+        ho = conv_out_len(h, self.kernel_size[0], self.stride[0], self.padding[0], 1)
+        wo = conv_out_len(w, self.kernel_size[1], self.stride[1], self.padding[1], 1)
+        if ho <= 0 or wo <= 0:
+            raise ValueError(f"input {h}x{w} is too small for the pooling window")
+        return (c, ho, wo)
+
+    def check(self) -> None:
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError("kernel_size and stride must be >= 1 and padding >= 0")
+        if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
+            raise ValueError("padding must be at most half the kernel size")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SumPool2d(_Pool2d):
+    """y = sum over each window (zero padding)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AvgPool2d(_Pool2d):
+    """y = (sum over each window) / (kH * kW)   (PyTorch count_include_pad=True, ceil_mode=False)."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Flatten(Op):
+    """Merge dims start_dim..end_dim of the (unbatched) input shape, C-order."""
+
+    start_dim: int = 0
+    end_dim: int = -1
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None:
+            raise ValueError("needs an input")
+        n = len(in_shape)
+        start = self.start_dim + n if self.start_dim < 0 else self.start_dim
+        end = self.end_dim + n if self.end_dim < 0 else self.end_dim
+        if not (0 <= start <= end < n):
+            raise ValueError(f"dims {self.start_dim}..{self.end_dim} do not fit input shape {tuple(in_shape)}")
+        merged = int(np.prod(in_shape[start : end + 1]))
+        return (*in_shape[:start], merged, *in_shape[end + 1 :])
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Scale(Op):
+    """y = x * scale (elementwise; `scale` broadcasts to the input shape)."""
+
+    role = "projection"
+    scale: np.ndarray = array_field(np.float64)
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or not broadcastable(self.scale, tuple(in_shape)):
+            raise ValueError(f"scale of shape {self.scale.shape} does not broadcast to input {in_shape}")
+        return tuple(in_shape)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Delay(Op):
+    """y[t] = x[t - delay] elementwise (axonal delay in steps; `delay` broadcasts to the input shape)."""
+
+    delay: np.ndarray = array_field(np.int64)
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or not broadcastable(self.delay, tuple(in_shape)):
+            raise ValueError(f"delay of shape {self.delay.shape} does not broadcast to input {in_shape}")
+        return tuple(in_shape)
+
+    def check(self) -> None:
+        if self.delay.size and self.delay.min() < 0:
+            raise ValueError("delays must be >= 0 steps")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class BatchNorm(Op):
+    """Eval-mode batch norm over dim 0 (channels/features): y = (x - mean) / sqrt(var + eps) * weight + bias.
+
+    Kept as a node by the frontends; `fold_bn` folds it into the preceding projection.
+    """
+
+    mean: np.ndarray = array_field(np.float64)
+    var: np.ndarray = array_field(np.float64)
+    weight: np.ndarray = array_field(np.float64)
+    bias: np.ndarray = array_field(np.float64)
+    eps: float = 1e-5
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None or in_shape[0] != self.mean.shape[0]:
+            raise ValueError(f"has {self.mean.shape[0]} channels but receives shape {in_shape}")
+        return tuple(in_shape)
+
+    def check(self) -> None:
+        c = self.mean.shape
+        if len(c) != 1 or any(a.shape != c for a in (self.var, self.weight, self.bias)):
+            raise ValueError("mean, var, weight and bias must all have shape (C,)")
+        if np.any(self.var < 0) or not self.eps > 0:
+            raise ValueError("running variance must be >= 0 and eps > 0")
+
+
+# Re-export neuron and integer ops so that `nmcompile.ir.ops` is the one place to import ops from.
+from nmcompile.ir.integer import QConv, QLinear, QNeuron  # noqa: E402
+from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp  # noqa: E402
+
+OP_TYPES: dict[str, type[Op]] = {
+    cls.__name__: cls
+    for cls in (
+        Input, Output, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay, BatchNorm,
+        LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron,
+    )
+}
+
+__all__ = [
+    "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "CubaLI", "CubaLIF",
+    "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
+    "QNeuron", "Scale", "Shape", "SumPool2d", "same_op",
+]

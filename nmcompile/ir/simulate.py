@@ -1,0 +1,222 @@
+"""The reference simulator: float (float64/float32) and integer semantics, vectorised over a batch.
+
+Strongly connected components of the graph are evaluated in order. A component without a cycle runs all T
+steps at once (a feed-forward projection is one matrix product over T*B rows); a recurrent component runs
+step by step. Recurrent edges deliver the source's output of the previous step.
+
+    result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
+    result.output                                    # the single Output's [T, B, *shape]
+    simulate(graph, spikes, record=True).states      # every neuron's v (and i / u) at every step
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from nmcompile.errors import ShapeError, UnsupportedError
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.kernels import Kernel, make_kernel
+
+MODES = ("float64", "float32", "integer")
+
+
+@dataclass
+class SimResult:
+    """Outputs per Output node; with `record`, every node's output and every neuron's states."""
+
+    mode: str
+    outputs: dict[str, np.ndarray]
+    values: dict[str, np.ndarray] = field(default_factory=dict)
+    states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def output(self) -> np.ndarray:
+        if len(self.outputs) != 1:
+            raise UnsupportedError(f"the graph has {len(self.outputs)} outputs; pick one from .outputs")
+        return next(iter(self.outputs.values()))
+
+
+def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], shapes, mode: str):
+    names = graph.inputs
+    if not isinstance(inputs, Mapping):
+        if len(names) != 1:
+            raise ShapeError(f"the graph has {len(names)} inputs ({', '.join(names)}); pass a dict of arrays")
+        inputs = {names[0]: inputs}
+    unknown = set(inputs) - set(names)
+    if unknown:
+        raise ShapeError(f"no Input node named {sorted(unknown)[0]!r}; inputs are {names}")
+    prepared: dict[str, np.ndarray] = {}
+    steps_batch = None
+    for name in names:
+        if name not in inputs:
+            raise ShapeError(f"no data for input '{name}'")
+        x = np.asarray(inputs[name])
+        shape = shapes[name]
+        if x.ndim < 2:
+            raise ShapeError(f"input '{name}' must be [T, B, ...], got an array of shape {x.shape}")
+        if x.shape[2:] != tuple(shape):
+            if int(np.prod(x.shape[2:])) != int(np.prod(shape)):
+                raise ShapeError(f"input '{name}' has {int(np.prod(x.shape[2:]))} values per step but the "
+                                 f"network expects shape {tuple(shape)} ({int(np.prod(shape))} values)")
+            x = x.reshape(x.shape[:2] + tuple(shape))
+        if steps_batch is None:
+            steps_batch = x.shape[:2]
+        elif x.shape[:2] != steps_batch:
+            raise ShapeError(f"input '{name}' has [T, B] = {x.shape[:2]} but another input has {steps_batch}")
+        if mode == "integer":
+            if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
+                raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
+                                 "spikes (0/1) or integer currents")
+            x = x.astype(np.int64)
+        else:
+            if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+                raise ShapeError(f"input '{name}' holds NaN or inf")
+            x = x.astype(mode)
+        prepared[name] = x
+    return prepared
+
+
+class Simulator:
+    """A graph bound to a simulation mode. `run` processes whole input sequences (feed-forward parts as one
+    matrix product over all steps); `start` + `feed` stream chunks of steps while keeping every state."""
+
+    def __init__(self, graph: Graph, mode: str | None = None):
+        graph.verify()
+        if mode is None:
+            mode = "integer" if graph.is_integer else "float64"
+        if mode not in MODES:
+            raise UnsupportedError(f"unknown simulation mode {mode!r}; use one of {MODES}")
+        if graph.is_integer and mode != "integer":
+            raise UnsupportedError("this graph is quantized (integer ops); simulate it in integer mode")
+        self.graph = graph
+        self.mode = mode
+        self.dtype = np.dtype(np.int64) if mode == "integer" else np.dtype(mode)
+        self.shapes = graph.shapes()
+        self.components = graph.strongly_connected()
+        self._stream_batch: int | None = None
+
+    def _kernels(self) -> dict[str, Kernel]:
+        kernels = {}
+        for name, op in self.graph.nodes.items():
+            in_edges = self.graph.in_edges(name)
+            in_shape = self.shapes[in_edges[0].src] if in_edges else None
+            kernels[name] = make_kernel(op, in_shape, self.shapes[name], self.mode)
+        return kernels
+
+    def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
+        graph = self.graph
+        values: dict[str, np.ndarray] = dict(_prepare_inputs(graph, inputs, self.shapes, self.mode))
+        steps, batch = next(iter(values.values())).shape[:2]
+        kernels = self._kernels()
+        states: dict[str, dict[str, np.ndarray]] = {}
+        for component in self.components:
+            first = component[0]
+            recurrent_self = any(e.src == first for e in graph.in_edges(first))
+            if len(component) == 1 and not recurrent_self:
+                if graph.node(first).kind == "Input":
+                    continue
+                x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype)
+                values[first] = kernels[first].run(x, record)
+            else:
+                for n in component:
+                    kernels[n].reset(batch)
+                _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record)
+            if record:
+                for name in component:
+                    if kernels[name].states():
+                        states[name] = kernels[name].states()
+        outputs = {name: values[name] for name in graph.outputs}
+        return SimResult(self.mode, outputs, values if record else {}, states)
+
+    # -- streaming --------------------------------------------------------------------------------------
+    def start(self, batch: int) -> None:
+        """Reset every state for a stream of `batch` samples."""
+        self._stream_kernels = self._kernels()
+        for kernel in self._stream_kernels.values():
+            kernel.reset(batch)
+        self._stream_order = [n for n in self.graph.order()]
+        self._stream_prev: dict[str, np.ndarray] = {}
+        self._stream_batch = batch
+
+    def feed(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Advance the stream by the chunk's steps; returns each Output's values for those steps."""
+        if self._stream_batch is None:
+            raise UnsupportedError("call start(batch) before feed()")
+        values = dict(_prepare_inputs(self.graph, inputs, self.shapes, self.mode))
+        steps, batch = next(iter(values.values())).shape[:2]
+        if batch != self._stream_batch:
+            raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
+        order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
+        _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
+                      False, previous=self._stream_prev)
+        for name in self.graph.nodes:
+            self._stream_prev[name] = values[name][-1]
+        return {name: values[name] for name in self.graph.outputs}
+
+
+def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mode: str | None = None,
+             record: bool = False) -> SimResult:
+    """Run `graph` on `inputs` for all their T steps. `mode` defaults to 'integer' for an integer graph and
+    'float64' otherwise."""
+    return Simulator(graph, mode).run(inputs, record)
+
+
+def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dtype) -> np.ndarray:
+    """Sum of a node's inputs over all steps; recurrent edges shifted by one step."""
+    total = None
+    for e in graph.in_edges(name):
+        x = values[e.src]
+        if e.recurrent:
+            shifted = np.zeros_like(x)
+            shifted[1:] = x[:-1]
+            x = shifted
+        total = x.copy() if total is None else total + x
+    if total is None:
+        total = np.zeros((steps, batch, *shapes[name]), dtype=dtype)
+    return total
+
+
+def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel], values, steps: int,
+                  batch: int, shapes, dtype, record: bool, previous: dict[str, np.ndarray] | None = None) -> None:
+    """Evaluate `component` (kernels already reset) step by step; `previous` holds each node's output of the
+    step before the first one (for recurrent edges across streamed chunks)."""
+    members = set(component)
+    previous = previous or {}
+    out = {n: np.zeros((steps, batch, *shapes[n]), dtype=dtype) for n in component}
+    recs = {n: {k: np.zeros((steps, batch, *shapes[n]), dtype=dtype) for k in kernels[n].state_names}
+            for n in component} if record else {}
+    lagged = [n for n in component if kernels[n].lagged]
+    direct = [n for n in component if not kernels[n].lagged]
+    in_edges = {n: graph.in_edges(n) for n in component}
+
+    def input_at(n: str, t: int) -> np.ndarray:
+        total = None
+        for e in in_edges[n]:
+            tt = t - 1 if e.recurrent else t
+            if tt >= 0:
+                x = (out[e.src] if e.src in members else values[e.src])[tt]
+            elif e.src in previous:
+                x = previous[e.src]
+            else:
+                continue
+            total = x.copy() if total is None else total + x
+        if total is None:
+            total = np.zeros((batch, *shapes[n]), dtype=dtype)
+        return total
+
+    for t in range(steps):
+        for n in lagged:
+            out[n][t] = kernels[n].peek()
+        for n in direct:
+            out[n][t] = kernels[n].step(input_at(n, t))
+            for k in recs.get(n, {}):
+                recs[n][k][t] = getattr(kernels[n], k)
+        for n in lagged:
+            kernels[n].push(input_at(n, t))
+    for n in component:
+        values[n] = out[n]
+        if record and recs.get(n):
+            kernels[n].set_recorded(recs[n])
