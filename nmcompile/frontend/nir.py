@@ -74,7 +74,10 @@ def graph_from_nir(nir_graph: Any, dt: float = DEFAULT_DT, reset_mode: str | Non
         raise GraphError(f"reset_mode must be 'zero' or 'subtract', got {reset_mode!r}")
     graph_meta = dict(getattr(nir_graph, "metadata", {}) or {})
     nodes, edges = _flatten(nir_graph, "")
-    graph = Graph(name, dt=dt)
+    recorded_order = [n for n in str(graph_meta.get(META + "order", "")).splitlines() if n]
+    if sorted(recorded_order) == sorted(nodes):  # NIR's HDF5 groups sort names; ours records the IR order
+        nodes = {n: nodes[n] for n in recorded_order}
+    graph = Graph(str(graph_meta.get(META + "name", name)), dt=dt)
     foreign_neurons: list[str] = []
     for node_name, node in nodes.items():
         op, foreign = _node_to_op(node_name, node, dt, reset_mode)
@@ -378,7 +381,8 @@ def graph_to_nir(graph: Graph, dt: float | None = None) -> Any:
               "refractory period, a bias on a non-leaky neuron or a non-zero initial state, which NIR cannot "
               "express; they are kept as nmcompile metadata, which other NIR readers ignore")
     recurrent = "\n".join(f"{e.src} -> {e.dst}" for e in graph.edges if e.recurrent)
-    metadata = {META + "dt": float(dt), META + "recurrent": recurrent}
+    metadata = {META + "dt": float(dt), META + "recurrent": recurrent, META + "name": graph.name,
+                META + "order": "\n".join(graph.nodes)}
     edges = [(e.src, e.dst) for e in graph.edges]
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=False)
 
@@ -424,8 +428,10 @@ def _op_to_nir(name: str, op: Op, dt: float, in_shape, out_shape) -> Any:
 
 
 def _beyond_nir(op: Op) -> bool:
-    if not isinstance(op, O.NeuronOp):
+    if not isinstance(op, O.NeuronOp) or isinstance(op, O.MPBNLIF):
         return False
+    if _nir_neuron_fields(op, 1.0, "<check>")[0] == "Threshold":
+        return op.compare != ">"
     if op.spiking and (op.reset_mode != "zero" or op.reset_timing != "immediate" or op.compare != ">"
                        or op.refractory):
         return True
@@ -443,7 +449,8 @@ def _metadata_of(op: Op) -> dict[str, Any]:
     for key, value in op.scalar_params().items():
         meta[META + key] = np.array(value) if isinstance(value, tuple) else value
     for key, array in op.array_params().items():
-        meta[META + key] = np.array(array)
+        # h5py cannot compress a scalar dataset, so 0-d arrays travel as plain numbers
+        meta[META + key] = array.item() if array.ndim == 0 else np.array(array)
     return meta
 
 

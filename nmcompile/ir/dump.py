@@ -19,7 +19,7 @@ _DTYPE_TAG = {"f": "f", "i": "i", "u": "u", "b": "b"}
 
 
 def array_digest(array: np.ndarray) -> str:
-    a = np.ascontiguousarray(array)
+    a = np.array(array, order="C", copy=True)
     h = hashlib.sha256()
     h.update(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())

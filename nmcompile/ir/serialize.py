@@ -33,7 +33,7 @@ def _zip_write(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 def _npy_bytes(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.save(buffer, np.array(array, order="C", copy=True), allow_pickle=False)
     return buffer.getvalue()
 
 

@@ -1,0 +1,202 @@
+"""Simulator structure: whole-sequence, step-by-step and streamed evaluation agree; kernels match torch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nmcompile.errors import ShapeError, UnsupportedError
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.simulate import Simulator, simulate
+from tests.conftest import mlp, random_spikes
+
+
+def stepwise(graph: Graph, x: np.ndarray, chunk: int) -> np.ndarray:
+    sim = Simulator(graph)
+    sim.start(x.shape[1])
+    out = graph.outputs[0]
+    parts = [sim.feed(x[t : t + chunk])[out] for t in range(0, x.shape[0], chunk)]
+    return np.concatenate(parts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(["subtract", "zero", "none"]),
+       st.sampled_from(["immediate", "delayed"]), st.booleans(), st.sampled_from(["LIF", "CubaLIF", "IF"]),
+       st.integers(1, 7))
+def test_bulk_equals_streamed(seed, mode, timing, recurrent, neuron, chunk):
+    rng = np.random.default_rng(seed)
+    g = mlp(rng, (5, 7, 3), reset_mode=mode, reset_timing=timing, recurrent=recurrent, neuron=neuron)
+    x = random_spikes(rng, 20, 3, 5)
+    np.testing.assert_array_equal(simulate(g, x).output, stepwise(g, x, chunk))
+
+
+def test_recurrent_edge_reads_previous_step():
+    g = Graph("r")
+    g.add("in", O.Input(shape=(1,)))
+    g.add("n", O.IF(shape=(1,), threshold=0.5))
+    g.add("rec", O.Linear(weight=[[1.0]]))
+    g.add("out", O.Output(shape=(1,)))
+    g.chain("in", "n", "out")
+    g.connect("n", "rec", recurrent=True)
+    g.connect("rec", "n")
+    x = np.zeros((5, 1, 1))
+    x[0] = 1.0
+    # spike at t=0 feeds back 1.0 at t=1, which refires, forever
+    np.testing.assert_array_equal(simulate(g, x).output[:, 0, 0], [1, 1, 1, 1, 1])
+
+
+def test_per_synapse_delays_in_float():
+    g = Graph("d")
+    g.add("in", O.Input(shape=(2,)))
+    g.add("fc", O.Linear(weight=[[1.0, 10.0]], delays=[[0, 2]]))
+    g.add("out", O.Output(shape=(1,)))
+    g.chain("in", "fc", "out")
+    x = np.zeros((4, 1, 2))
+    x[0, 0] = [1, 1]
+    np.testing.assert_array_equal(simulate(g, x).output[:, 0, 0], [1, 0, 10, 0])
+    np.testing.assert_array_equal(stepwise(g, x, 1)[:, 0, 0], [1, 0, 10, 0])
+
+
+def test_axonal_delay_op():
+    g = Graph("d")
+    g.add("in", O.Input(shape=(3,)))
+    g.add("delay", O.Delay(delay=[0, 1, 3]))
+    g.add("out", O.Output(shape=(3,)))
+    g.chain("in", "delay", "out")
+    x = np.zeros((5, 1, 3))
+    x[0, 0] = 1
+    expected = np.zeros((5, 3))
+    expected[0, 0] = expected[1, 1] = expected[3, 2] = 1
+    np.testing.assert_array_equal(simulate(g, x).output[:, 0], expected)
+
+
+def conv_pool_net(rng) -> tuple[Graph, torch.nn.Module]:
+    conv = torch.nn.Conv2d(2, 4, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2), groups=2).double()
+    pool = torch.nn.AvgPool2d(2, stride=1, padding=1)
+    g = Graph("cnn")
+    g.add("in", O.Input(shape=(2, 7, 6)))
+    g.add("conv", O.Conv2d(weight=conv.weight.detach().numpy(), bias=conv.bias.detach().numpy(), stride=(2, 1),
+                           padding=(1, 0), dilation=(1, 2), groups=2))
+    g.add("pool", O.AvgPool2d(kernel_size=2, stride=1, padding=1))
+    g.add("flat", O.Flatten())
+    g.add("out", O.Output(shape=(4 * 5 * 5,)))
+    g.chain("in", "conv", "pool", "flat", "out")
+    return g, torch.nn.Sequential(conv, pool, torch.nn.Flatten())
+
+
+def test_conv_avgpool_flatten_match_torch(rng):
+    g, module = conv_pool_net(rng)
+    x = rng.normal(size=(3, 2, 2, 7, 6))
+    ours = simulate(g, x).output
+    theirs = module(torch.from_numpy(x.reshape(6, 2, 7, 6))).detach().numpy().reshape(3, 2, -1)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_conv1d_and_sumpool_match_torch(rng):
+    conv = torch.nn.Conv1d(3, 2, 3, stride=2, padding=1, dilation=2).double()
+    g = Graph("c1")
+    g.add("in", O.Input(shape=(3, 9)))
+    g.add("conv", O.Conv1d(weight=conv.weight.detach().numpy(), bias=conv.bias.detach().numpy(), stride=2,
+                           padding=1, dilation=2))
+    g.add("out", O.Output(shape=(2, 4)))
+    g.chain("in", "conv", "out")
+    x = rng.normal(size=(2, 2, 3, 9))
+    np.testing.assert_allclose(simulate(g, x).output,
+                               conv(torch.from_numpy(x.reshape(4, 3, 9))).detach().numpy().reshape(2, 2, 2, 4))
+    g = Graph("sp")
+    g.add("in", O.Input(shape=(1, 4, 4)))
+    g.add("pool", O.SumPool2d(kernel_size=2, stride=2))
+    g.add("out", O.Output(shape=(1, 2, 2)))
+    g.chain("in", "pool", "out")
+    x = np.arange(16.0).reshape(1, 1, 1, 4, 4)
+    np.testing.assert_array_equal(simulate(g, x).output[0, 0, 0], [[10, 18], [42, 50]])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 4), st.integers(1, 4), st.integers(1, 3),
+       st.integers(1, 3), st.integers(0, 2), st.integers(1, 2))
+def test_conv2d_shape_rule_matches_torch(h, w, kh, kw, sh, sw, pad, dil):
+    conv = torch.nn.Conv2d(1, 1, (kh, kw), stride=(sh, sw), padding=pad, dilation=dil)
+    op = O.Conv2d(weight=np.zeros((1, 1, kh, kw)), stride=(sh, sw), padding=pad, dilation=dil)
+    try:
+        expected = tuple(conv(torch.zeros(1, 1, h, w)).shape[1:])
+    except RuntimeError:
+        with pytest.raises(ValueError):
+            op.out_shape((1, h, w))
+        return
+    assert op.out_shape((1, h, w)) == expected
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 4), min_size=1, max_size=4), st.data())
+def test_flatten_shape_rule_matches_torch(shape, data):
+    n = len(shape)
+    start = data.draw(st.integers(-n, n - 1))
+    end = data.draw(st.integers(-n, n - 1))
+    op = O.Flatten(start_dim=start, end_dim=end)
+    s, e = start % n, end % n
+    if s > e:
+        with pytest.raises(ValueError):
+            op.out_shape(tuple(shape))
+        return
+    expected = tuple(torch.zeros(1, *shape).flatten(s + 1, e + 1).shape[1:])
+    assert op.out_shape(tuple(shape)) == expected
+
+
+def test_batchnorm_matches_torch_eval(rng):
+    bn = torch.nn.BatchNorm1d(4).double().eval()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.from_numpy(rng.normal(size=4)))
+        bn.running_var.copy_(torch.from_numpy(rng.uniform(0.5, 2, size=4)))
+        bn.weight.copy_(torch.from_numpy(rng.normal(size=4)))
+        bn.bias.copy_(torch.from_numpy(rng.normal(size=4)))
+    g = Graph("bn")
+    g.add("in", O.Input(shape=(4,)))
+    g.add("bn", O.BatchNorm(mean=bn.running_mean.numpy(), var=bn.running_var.numpy(), weight=bn.weight.detach().numpy(),
+                            bias=bn.bias.detach().numpy(), eps=bn.eps))
+    g.add("out", O.Output(shape=(4,)))
+    g.chain("in", "bn", "out")
+    x = rng.normal(size=(2, 3, 4))
+    np.testing.assert_allclose(simulate(g, x).output, bn(torch.from_numpy(x.reshape(6, 4))).detach().numpy()
+                               .reshape(2, 3, 4), rtol=1e-13, atol=1e-14)
+
+
+def test_float32_mode_runs_in_float32(rng):
+    g = mlp(rng)
+    out = simulate(g, random_spikes(rng, 10, 2, 6), mode="float32").output
+    assert out.dtype == np.float32
+
+
+def test_record_gives_every_layer_and_state(rng):
+    g = mlp(rng, neuron="CubaLIF", recurrent=True)
+    r = simulate(g, random_spikes(rng, 10, 2, 6), record=True)
+    assert set(r.states["lif0"]) == {"v", "i"} and r.states["lif0"]["v"].shape == (10, 2, 8)
+    assert r.values["fc1"].shape == (10, 2, 4)
+
+
+def test_input_errors(rng):
+    g = mlp(rng)
+    with pytest.raises(ShapeError, match="expects shape"):
+        simulate(g, np.zeros((5, 1, 7)))
+    with pytest.raises(ShapeError, match=r"\[T, B, ...\]"):
+        simulate(g, np.zeros(6))
+    with pytest.raises(ShapeError, match="NaN or inf"):
+        simulate(g, np.full((2, 1, 6), np.nan))
+    with pytest.raises(UnsupportedError, match="mode"):
+        simulate(g, np.zeros((2, 1, 6)), mode="float16")
+    with pytest.raises(UnsupportedError, match="integer"):
+        simulate(g, np.zeros((2, 1, 6)), mode="integer")
+
+
+def test_flattened_input_is_reshaped():
+    g = Graph("c")
+    g.add("in", O.Input(shape=(1, 2, 2)))
+    g.add("flat", O.Flatten())
+    g.add("out", O.Output(shape=(4,)))
+    g.chain("in", "flat", "out")
+    x = np.arange(4.0).reshape(1, 1, 4)
+    np.testing.assert_array_equal(simulate(g, x).output, x)
