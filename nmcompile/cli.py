@@ -64,14 +64,63 @@ def main() -> None:
     """
 
 
-def _nir_options(f):
-    f = click.option("--nir-dt", type=float, default=None, metavar="SECONDS",
+def _shape(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in value.replace("x", ",").split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a shape like 784 or 2,34,34") from None
+    if not shape or min(shape) <= 0:
+        raise click.BadParameter(f"{value!r} is not a shape like 784 or 2,34,34")
+    return shape
+
+
+def source_options(f):
+    """Options that tell the frontends how to read a network (all optional)."""
+    options = [
+        click.option("--model", "model_spec", metavar="PKG.MODULE:FACTORY",
+                     help="For a .pt state dict: the function that builds the untrained network "
+                          "(package.module:function or path/file.py:function)."),
+        click.option("--input-shape", callback=_shape, metavar="SHAPE",
+                     help="Per-step input shape without batch, e.g. 784 or 2,34,34 (PyTorch sources; default: "
+                          "INPUT_SHAPE defined next to the factory)."),
+        click.option("--forward", "forward_style", type=click.Choice(["auto", "step", "loop", "sequence"]),
+                     default="auto", show_default=True,
+                     help="How the model's forward treats time: one step per call, a loop over a constant input, "
+                          "or a loop over a [T, B, ...] input."),
+        click.option("--trace-steps", type=int, default=8, show_default=True,
+                     help="Steps of the probe input for a sequence-style model."),
+        click.option("--trust-pickle", is_flag=True,
+                     help="Load a checkpoint that holds pickled Python objects (a whole module). Unpickling can run "
+                          "arbitrary code: only for files you trust."),
+        click.option("--nir-dt", type=float, default=None, metavar="SECONDS",
                      help="Time step used to discretise NIR's continuous equations (default 1e-4 s, the "
-                          "snnTorch/SpikingJelly export convention).")(f)
-    f = click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
-                     help="Reset mode for neurons of a foreign NIR file (NIR cannot record it; default: "
-                          "reset to v_reset as the NIR spec says).")(f)
+                          "snnTorch/SpikingJelly export convention)."),
+        click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
+                     help="Reset mode of the neurons of a foreign NIR file (NIR cannot record it; default: reset to "
+                          "v_reset as the NIR spec says)."),
+        click.option("--calibration", type=click.Path(path_type=Path), default=None,
+                     help="For an .onnx ANN: .npz with inputs x [N, *shape] in [0, 1] (and labels y) used to balance "
+                          "thresholds and to report the converted network's accuracy."),
+        click.option("--percentile", type=float, default=99.9, show_default=True,
+                     help="ONNX conversion: activation percentile used as each layer's threshold."),
+        click.option("--snn-steps", type=int, default=64, show_default=True,
+                     help="ONNX conversion: steps of rate-coded input for the accuracy report."),
+    ]
+    for option in reversed(options):
+        f = option(f)
     return f
+
+
+def _options(kw: dict):
+    from nmcompile.api import SourceOptions
+
+    return SourceOptions(model=kw.pop("model_spec"), input_shape=kw.pop("input_shape"),
+                         forward=kw.pop("forward_style"), trace_steps=kw.pop("trace_steps"),
+                         trust_pickle=kw.pop("trust_pickle"), nir_dt=kw.pop("nir_dt"), nir_reset=kw.pop("nir_reset"),
+                         calibration=kw.pop("calibration"), percentile=kw.pop("percentile"),
+                         snn_steps=kw.pop("snn_steps"))
 
 
 @main.command()
@@ -85,21 +134,52 @@ def targets() -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--ir", "show_ir", is_flag=True, help="Print the exact IR text dump instead of the layer table.")
-@_nir_options
-def inspect(source: Path, show_ir: bool, nir_dt: float | None, nir_reset: str | None) -> None:
-    """Describe the network in SOURCE (.nir or .nmir): one row per layer with op, shape, neurons,
-    synapses and parameter count."""
-    from nmcompile.api import load_network
+@click.option("--check", is_flag=True,
+              help="PyTorch sources: run the framework's own forward and the IR on random spikes (T=50) and count "
+                   "differing output spikes, in float64 and in float32.")
+@source_options
+def inspect(source: Path, show_ir: bool, check: bool, **kw) -> None:
+    """Describe the network in SOURCE: one row per layer with op, shape, neurons, synapses and parameters.
 
-    graph = load_network(source, nir_dt=nir_dt, nir_reset=nir_reset)
+    SOURCE is a .nir, .nmir, .pt/.pth (with --model) or .onnx (with --calibration) file.
+    """
+    from nmcompile.api import load_source
+
+    loaded = load_source(source, _options(kw))
+    for note in loaded.notes:
+        click.echo(note if show_ir is False else f"# {note}")
     if show_ir:
         from nmcompile.ir.dump import dump
 
-        click.echo(dump(graph), nl=False)
+        click.echo(dump(loaded.graph), nl=False)
     else:
         from nmcompile.summary import layer_table
 
-        click.echo(layer_table(graph))
+        click.echo(layer_table(loaded.graph))
+    if check:
+        _frontend_check(loaded)
+
+
+def _frontend_check(loaded) -> None:
+    import numpy as np
+
+    from nmcompile.errors import UnsupportedError
+    from nmcompile.frontend.check import compare, float64_model
+
+    if loaded.model is None:
+        raise UnsupportedError("--check compares against the source framework, so it needs a PyTorch source (.pt)")
+    rng = np.random.default_rng(0)
+    shape = loaded.graph.node(loaded.graph.inputs[0]).shape
+    x = (rng.random((50, 8, *shape)) < 0.2).astype(np.float64)
+    if loaded.trace.style == "loop":
+        x[:] = x[:1]
+    with float64_model(loaded.model) as m64:
+        exact = compare(m64, loaded.graph, loaded.trace, x, "float64")
+    single = compare(loaded.model.float(), loaded.graph, loaded.trace, x, "float32")
+    click.echo(f"frontend check (random input, {x.shape[0]} steps x {x.shape[1]} samples): "
+               f"float64 {exact}; float32 {single}")
+    if exact.mismatches:
+        raise UnsupportedError(f"the IR does not reproduce the framework in float64 ({exact}); please report this")
 
 
 @main.command()
@@ -112,13 +192,13 @@ def inspect(source: Path, show_ir: bool, nir_dt: float | None, nir_reset: str | 
               help=".npz to write: `spikes` [T, B, N_out] and `latency` (steps).")
 @click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
 @click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
-@_nir_options
+@source_options
 def run(source: Path, board_url: str, input_path: Path, output_path: Path, integer: bool, use_float32: bool,
-        nir_dt: float | None, nir_reset: str | None) -> None:
+        **kw) -> None:
     """Run the network in SOURCE on a board and write the output spikes.
 
-    SOURCE is a .nir or .nmir file: a float network runs in the float semantics, a quantized (integer)
-    one in the integer golden model.
+    SOURCE is any network file `inspect` reads: a float network runs in the float semantics, a quantized
+    (integer) one in the integer golden model.
     """
     import numpy as np
 
@@ -127,7 +207,7 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     from nmcompile.runtime.spikes import load_spikes
 
     spikes = load_spikes(input_path)
-    graph = load_network(source, nir_dt=nir_dt, nir_reset=nir_reset)
+    graph = load_network(source, _options(kw))
     options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
     board = open_board(board_url, **options)
     try:

@@ -7,6 +7,8 @@ where there is one, the fix. The CLI prints that line and exits non-zero; it nev
 
 from __future__ import annotations
 
+import warnings
+
 
 class NmcError(Exception):
     """Base of all user-facing errors; `str(err)` is the single line the CLI prints."""
@@ -47,3 +49,11 @@ class ToolMissingError(NmcError):
 
 class VerificationError(NmcError):
     """A deployed network's output differs from the integer reference."""
+
+
+class NmcWarning(UserWarning):
+    """Something the user should know that does not stop the work; the CLI prints it as one `warning:` line."""
+
+
+def warn(message: str) -> None:
+    warnings.warn(" ".join(message.split()), NmcWarning, stacklevel=3)

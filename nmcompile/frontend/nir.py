@@ -14,13 +14,12 @@ with a warning that the source framework may have meant something else and how t
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from nmcompile.errors import GraphError, InputFileError, UnsupportedError
+from nmcompile.errors import GraphError, InputFileError, UnsupportedError, warn
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op, Provenance
 from nmcompile.ir.graph import Graph
@@ -31,12 +30,8 @@ SUPPORTED_NIR = ("Input", "Output", "Affine", "Linear", "Conv1d", "Conv2d", "Sum
                  "Scale", "Delay", "Threshold", "LIF", "CubaLIF", "IF", "LI", "CubaLI", "I", "NIRGraph")
 
 
-class NmcWarning(UserWarning):
-    """A warning the CLI prints as one `warning:` line."""
-
-
 def _warn(message: str) -> None:
-    warnings.warn(message, NmcWarning, stacklevel=3)
+    warn(message)
 
 
 # ======================================================================================================

@@ -1,0 +1,162 @@
+"""Safe checkpoint loading: a `.pt` file is untrusted data.
+
+    model = build_model("model.pt", "mypkg.models:make_net")
+
+The file is read with `torch.load(weights_only=True)`, which unpickles tensors and plain containers only. A
+file that holds other Python objects (a pickled full module, or anything crafted to run code) is refused with
+a message naming `--trust-pickle`; only that flag loads it with full unpickling. The factory (`module:function`,
+or `path/to/file.py:function`) builds the untrained network the state dict belongs to.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import pickle
+import re
+import sys
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from nmcompile.errors import InputFileError, NmcError, ShapeError, UnsupportedError
+
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
+
+
+class UnsafeCheckpointError(NmcError):
+    """The checkpoint would execute code or instantiate arbitrary classes when unpickled."""
+
+
+def import_factory(spec: str) -> tuple[Callable[[], Any], Any]:
+    """Resolve 'pkg.module:function' or 'path/to/file.py:function'; returns (factory, its module)."""
+    if spec.count(":") != 1 or not all(spec.split(":")):
+        raise UnsupportedError(f"--model {spec!r} must look like 'package.module:factory' or 'file.py:factory'")
+    target, attr = spec.split(":")
+    try:
+        if target.endswith(".py"):
+            path = Path(target)
+            if not path.is_file():
+                raise InputFileError(f"--model {spec!r}: no such file {target}")
+            module_spec = importlib.util.spec_from_file_location(f"_nmcompile_factory_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            cwd = str(Path.cwd())
+            added = cwd not in sys.path
+            if added:
+                sys.path.insert(0, cwd)
+            try:
+                module = importlib.import_module(target)
+            finally:
+                if added:
+                    sys.path.remove(cwd)
+    except NmcError:
+        raise
+    except Exception as err:  # ModuleNotFoundError, SyntaxError, errors raised by the module itself
+        detail = " ".join(str(err).split())[:160]
+        raise UnsupportedError(f"--model {spec!r}: cannot import '{target}' ({type(err).__name__}: {detail})") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise UnsupportedError(f"--model {spec!r}: module '{target}' has no attribute '{attr}'")
+    if not callable(factory):
+        raise UnsupportedError(f"--model {spec!r}: '{attr}' is not callable")
+    return factory, module
+
+
+def load_state(path: str | Path, trust_pickle: bool = False) -> Any:
+    """torch.load with weights_only=True; returns a state dict (or, with trust_pickle, whatever was saved)."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: file is empty")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        found = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err))))
+        what = f" ({', '.join(found[:3])})" if found else ""
+        if "GLOBAL" in str(err) or "Unsupported" in str(err) or "weights_only" in str(err):
+            raise UnsafeCheckpointError(
+                f"{path}: holds pickled Python objects{what}, not just tensors; unpickling it could run arbitrary "
+                "code, so nmcompile refuses. Save model.state_dict() and pass --model, or pass --trust-pickle if "
+                "you trust this file"
+            ) from None
+        raise InputFileError(f"{path}: corrupt checkpoint ({' '.join(str(err).split())[:100]})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError) as err:
+        raise InputFileError(f"{path}: truncated, corrupt or not a PyTorch checkpoint "
+                             f"({type(err).__name__}: {' '.join(str(err).split())[:100]})") from None
+    return data
+
+
+def unwrap_state_dict(data: Any, path: Path) -> dict[str, Any]:
+    """The tensor dict inside common wrappers ({'state_dict': ...}, {'model': ...})."""
+    import torch
+
+    if isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):
+        return data
+    if isinstance(data, dict):
+        for key in _WRAPPER_KEYS:
+            inner = data.get(key)
+            if isinstance(inner, dict) and inner and all(isinstance(v, torch.Tensor) for v in inner.values()):
+                return inner
+    raise InputFileError(f"{path}: not a state dict of tensors (found {type(data).__name__}"
+                         f"{' with keys ' + ', '.join(map(str, list(data)[:5])) if isinstance(data, dict) else ''})")
+
+
+def check_finite(state: dict[str, Any], path: Path) -> None:
+    import torch
+
+    for key, value in state.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            bad = "NaN" if torch.isnan(value).any() else "inf"
+            raise InputFileError(f"{path}: '{key}' contains {bad}; the checkpoint comes from a diverged training run "
+                                 "or is corrupt")
+
+
+def build_model(path: str | Path, model_spec: str | None, trust_pickle: bool = False) -> tuple[Any, Any]:
+    """The trained nn.Module for a checkpoint, and the factory's module (None for a trusted pickled module)."""
+    import torch
+
+    path = Path(path)
+    data = load_state(path, trust_pickle)
+    if isinstance(data, torch.nn.Module):
+        if model_spec:
+            raise UnsupportedError(f"{path}: holds a whole pickled module; --model is not needed")
+        return data, None
+    state = unwrap_state_dict(data, path)
+    check_finite(state, path)
+    if not model_spec:
+        raise UnsupportedError(f"{path}: a state dict needs --model package.module:factory to build the network "
+                               "it belongs to")
+    factory, module = import_factory(model_spec)
+    try:
+        model = factory()
+    except Exception as err:
+        raise UnsupportedError(f"--model {model_spec!r}: the factory raised {type(err).__name__}: "
+                               f"{' '.join(str(err).split())[:160]}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise UnsupportedError(f"--model {model_spec!r}: the factory returned {type(model).__name__}, not a "
+                               "torch.nn.Module")
+    _load_into(model, state, path, model_spec)
+    return model, module
+
+
+def _load_into(model, state: dict[str, Any], path: Path, spec: str) -> None:
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    if unexpected:
+        raise ShapeError(f"{path}: key '{unexpected[0]}' ({len(unexpected)} unexpected in all) is not in the model "
+                         f"built by {spec}; is it the right factory?")
+    if missing:
+        raise ShapeError(f"{path}: the model built by {spec} needs '{missing[0]}' ({len(missing)} missing in all), "
+                         "which the checkpoint lacks")
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ShapeError(f"{path}: '{key}' has shape {tuple(value.shape)} but the model built by {spec} expects "
+                             f"{tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=True)

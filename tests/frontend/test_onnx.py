@@ -1,0 +1,163 @@
+"""ONNX import and ANN-to-SNN conversion: op semantics against onnxruntime, accuracy on digits, errors."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+from nmcompile.errors import InputFileError, ShapeError, UnsupportedError
+from nmcompile.frontend.onnx import convert, evaluate, read_onnx, run_ann
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "examples" / "digits"))
+from model import load_digits_split  # noqa: E402
+
+
+def export(module: nn.Module, shape, path: Path, fold: bool = True) -> Path:
+    module.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, torch.zeros(1, *shape), str(path), dynamo=False, do_constant_folding=fold,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    return path
+
+
+def onnxruntime_output(path: Path, x: np.ndarray) -> np.ndarray:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x.astype(np.float32)})[0]
+
+
+class Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.c2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = torch.relu(self.bn(self.c1(x)))
+        b = torch.relu(self.c2(a) + a)
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(b, 1), 1))
+
+
+def trained_bn(module: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return module
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_residual_bn_gap_semantics_match_onnxruntime(tmp_path, fold):
+    path = export(trained_bn(Residual()), (2, 6, 6), tmp_path / "res.onnx", fold=fold)
+    ann = read_onnx(path)
+    assert ("batchnorm" in [layer.kind for layer in ann.layers]) == (not fold)
+    x = np.random.default_rng(0).random((5, 2, 6, 6))
+    np.testing.assert_allclose(run_ann(ann, x)[ann.output_name], onnxruntime_output(path, x), rtol=1e-4, atol=1e-5)
+
+
+def test_matmul_add_reshape_graph_matches_onnxruntime(tmp_path):
+    rng = np.random.default_rng(1)
+    w1, b1, w2 = rng.normal(size=(12, 8)), rng.normal(size=8), rng.normal(size=(8, 3))
+    nodes = [
+        helper.make_node("Reshape", ["x", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w1"], ["h"]),
+        helper.make_node("Add", ["h", "b1"], ["hb"]),
+        helper.make_node("Relu", ["hb"], ["r"]),
+        helper.make_node("Gemm", ["r", "w2"], ["y"], alpha=0.5),
+    ]
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"))]
+    inits.append(numpy_helper.from_array(np.array([-1, 12], dtype=np.int64), "shape"))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], inits)
+    path = tmp_path / "mm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    ann = read_onnx(path)
+    assert [layer.kind for layer in ann.layers] == ["flatten", "linear", "relu", "linear"]
+    x = rng.random((4, 3, 4))
+    np.testing.assert_allclose(run_ann(ann, x)[ann.output_name], onnxruntime_output(path, x), rtol=1e-4, atol=1e-5)
+
+
+def digits_cnn() -> tuple[nn.Module, tuple]:
+    x_tr, x_te, y_tr, y_te = load_digits_split()
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+                        nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x = torch.tensor(x_tr, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(y_tr)
+    optimizer = torch.optim.Adam(cnn.parameters(), 3e-3)
+    for _ in range(30):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            batch = order[i : i + 64]
+            loss = nn.functional.cross_entropy(cnn(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return cnn.eval(), (x_tr.reshape(-1, 1, 8, 8), x_te.reshape(-1, 1, 8, 8), y_tr, y_te)
+
+
+def test_digits_cnn_converts_within_three_points(tmp_path):
+    cnn, (x_tr, x_te, _, y_te) = digits_cnn()
+    ann = read_onnx(export(cnn, (1, 8, 8), tmp_path / "cnn.onnx"))
+    conversion = convert(ann, x_tr)
+    kinds = [conversion.graph.node(n).kind for n in conversion.graph.order()]
+    assert kinds.count("IF") == 4 and "ReLU" not in kinds
+    report = evaluate(ann, conversion.graph, x_te, y_te, steps=64)
+    print("\n".join(report.lines()))
+    assert report.ann_accuracy > 0.9
+    assert report.snn_accuracy >= report.ann_accuracy - 0.03
+    for name, lam in conversion.thresholds.items():
+        op = conversion.graph.node(name)
+        assert op.reset_mode == "subtract" and float(op.threshold) == lam > 0
+
+
+def test_unsupported_op_is_named(tmp_path):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
+    path = export(net, (1, 8, 8), tmp_path / "mp.onnx")
+    with pytest.raises(UnsupportedError, match=r"node '.*' \(MaxPool\) is not supported .*supported: Gemm, MatMul"):
+        read_onnx(path)
+
+
+def test_damaged_files_and_bad_calibration(tmp_path):
+    path = export(nn.Sequential(nn.Linear(4, 2)), (4,), tmp_path / "ok.onnx")
+    data = path.read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match=r"cut\.onnx: truncated, corrupt or not an ONNX model"):
+        read_onnx(tmp_path / "cut.onnx")
+    ann = read_onnx(path)
+    with pytest.raises(ShapeError, match="must lie in \\[0, 1\\]"):
+        convert(ann, np.full((3, 4), 2.0))
+    with pytest.raises(ShapeError, match="calibration inputs have shape \\(5,\\)"):
+        convert(ann, np.zeros((3, 5)))
+
+
+def test_cli_converts_and_reports(tmp_path):
+    import subprocess
+
+    cnn, (_, x_te, _, y_te) = digits_cnn()
+    path = export(cnn, (1, 8, 8), tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "calib.npz", x=x_te, y=y_te)
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "inspect", str(path), "--calibration",
+                           str(tmp_path / "calib.npz")], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    assert "converted ReLU layers to IF neurons" in proc.stdout and "accuracy: ANN" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "inspect", str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 1 and "--calibration" in proc.stderr
