@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nmcompile.frontend.nir import NmcWarning, write_nir
+from nmcompile.errors import NmcWarning
+from nmcompile.frontend.nir import write_nir
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from nmcompile import __version__
 from nmcompile.cli import main
-from nmcompile.frontend.nir import NmcWarning, write_nir
+from nmcompile.errors import NmcWarning
+from nmcompile.frontend.nir import write_nir
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save

@@ -8,8 +8,8 @@ import nir
 import numpy as np
 import pytest
 
-from nmcompile.errors import InputFileError, UnsupportedError
-from nmcompile.frontend.nir import NmcWarning, graph_from_nir, graph_to_nir, read_nir, write_nir
+from nmcompile.errors import InputFileError, NmcWarning, UnsupportedError
+from nmcompile.frontend.nir import graph_from_nir, graph_to_nir, read_nir, write_nir
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import same_op
 from nmcompile.ir.dump import dump
