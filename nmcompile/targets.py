@@ -1,14 +1,262 @@
-"""Hardware targets nmcompile can compile for. A target is added here when its backend lands."""
+"""Hardware targets: every resource limit and number format a pass or backend reads, with its source.
+
+Generic passes read these fields and never branch on a target's name. `get_target("loihi2", chips=4)` returns a
+copy with overrides. `nmcompile targets` prints them.
+"""
 
 from __future__ import annotations
 
-TARGETS: dict[str, object] = {}
-PLANNED = ("loihi2", "spinnaker2", "fpga")
+import dataclasses
+from dataclasses import dataclass, field
+
+from nmcompile.errors import UnsupportedError
+
+
+@dataclass(frozen=True)
+class SynapseFormat:
+    """How synapse memory is counted on one core (all sizes in bits)."""
+
+    description: str
+    word_bits: int            # memory is allocated in words of this size
+    per_synapse_bits: int     # weight + index (+ delay) bits of one synapse
+    per_row_header_bits: int  # per (input axon, core) row: header before its synapses
+    shared_conv_weights: bool  # conv kernels stored once per core (True) or as explicit synapses (False)
+    delay_bits: int = 0       # extra bits per synapse when the row carries per-synapse delays
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    # -- scale ---------------------------------------------------------------------------------------
+    cores_per_chip: int
+    chips: int
+    neurons_per_core: int
+    synapse_memory_bits: int          # synapse memory per core
+    synapse_format: SynapseFormat
+    fan_in_axons: int | None          # distinct presynaptic sources per core
+    fan_out_axons: int | None         # distinct (source neuron, destination core) routes leaving a core
+    router_entries: int | None        # routing table entries per chip
+    events_per_tick: int | None       # synaptic events a core can process per time step (None: unknown)
+    neuron_state_bits: int            # per-neuron state and parameter memory (counted against core memory)
+    memory_shared: bool               # neuron state and synapses share the same per-core memory
+    # -- number formats (integer model, docs/semantics.md §3) -------------------------------------
+    weight_min: int
+    weight_max: int
+    weight_step: int                  # representable weights are multiples of this (Lava MIXED 8-bit: 2)
+    num_weight_bits: int              # value written to QLinear.num_weight_bits (the golden model's truncation)
+    sign_modes: bool                  # all-positive/all-negative projections may use the full range once more
+    weight_exp_range: tuple[int, int]
+    conv_weight_exp: bool             # a conv projection can carry a weight exponent
+    conv_wrap_bits: int               # conv output wraps at this width (0: never)
+    vth_max: int                      # largest vth mantissa (threshold = vth << 6)
+    bias_mant_range: tuple[int, int]
+    bias_exp_range: tuple[int, int]
+    per_neuron_threshold: bool        # one vth per neuron (else one per layer)
+    delay_range: tuple[int, int]      # hardware delivery delay of a projection, in steps
+    # -- neuron options the hardware implements (integer model extensions) -------------------------
+    reset_modes: tuple[str, ...] = ("zero",)
+    reset_timings: tuple[str, ...] = ("immediate",)
+    comparisons: tuple[str, ...] = (">",)
+    max_refractory: int = 0
+    current_decay: bool = True        # u has its own decay (CUBA); False: u is cleared every step
+    readout_neurons: bool = False     # non-spiking readout layers (output v)
+    stdp: bool = False
+    # -- energy model (passes.md §5) -----------------------------------------------------------------
+    energy_per_synop_j: float | None = None
+    energy_per_neuron_update_j: float | None = None
+    energy_source: str = ""
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total_cores(self) -> int:
+        return self.cores_per_chip * self.chips
+
+    def supports(self, option: str, value: object) -> bool:
+        table = {"reset_mode": self.reset_modes, "reset_timing": self.reset_timings, "compare": self.comparisons}
+        if option in table:
+            return value in table[option]
+        if option == "refractory":
+            return int(value) <= self.max_refractory
+        raise KeyError(option)
+
+    def describe(self) -> str:
+        fmt = self.synapse_format
+        lines = [
+            f"{self.name}: {self.description}",
+            f"  cores           {self.cores_per_chip} per chip x {self.chips} chip(s) = {self.total_cores}",
+            f"  per core        {self.neurons_per_core} neurons, {self.synapse_memory_bits // 8192} KiB synapse memory "
+            f"({fmt.description}), fan-in {self.fan_in_axons or 'unlimited'} axons, fan-out "
+            f"{self.fan_out_axons or 'unlimited'} routes, "
+            f"{self.events_per_tick or 'unknown'} synaptic events per step",
+            f"  weights         [{self.weight_min}, {self.weight_max}] step {self.weight_step}, exponent "
+            f"{self.weight_exp_range[0]}..{self.weight_exp_range[1]}"
+            f"{', sign modes' if self.sign_modes else ''}"
+            f"{'' if self.conv_weight_exp else ', conv weights without exponent'}",
+            f"  neuron          24-bit u/v, 12-bit decays, vth <= {self.vth_max} (<<6), bias "
+            f"{self.bias_mant_range} << {self.bias_exp_range}, "
+            f"{'per-neuron' if self.per_neuron_threshold else 'per-layer'} threshold",
+            f"  options         reset {'/'.join(self.reset_modes)}, timing {'/'.join(self.reset_timings)}, "
+            f"compare {' '.join(self.comparisons)}, refractory <= {self.max_refractory}"
+            f"{', STDP' if self.stdp else ''}{', readouts' if self.readout_neurons else ''}",
+            f"  delays          {self.delay_range[0]}..{self.delay_range[1]} steps per projection",
+        ]
+        if self.router_entries:
+            lines.append(f"  router          {self.router_entries} entries per chip")
+        for key, source in self.sources.items():
+            lines.append(f"  source: {key}: {source}")
+        return "\n".join(lines)
+
+
+LOIHI2 = Target(
+    name="loihi2",
+    description="Intel Loihi 2 through Lava 0.10 (verified here against Lava's bit-accurate CPU models)",
+    cores_per_chip=128,
+    chips=1,
+    neurons_per_core=1024,
+    synapse_memory_bits=16384 * 64,
+    synapse_format=SynapseFormat(
+        description="rows of 64-bit words: per axon a 10-bit header, per synapse 8 weight + 10 index bits",
+        word_bits=64, per_synapse_bits=8 + 10, per_row_header_bits=10, shared_conv_weights=False, delay_bits=6),
+    fan_in_axons=4096,
+    fan_out_axons=4096,
+    router_entries=None,
+    events_per_tick=None,
+    neuron_state_bits=0,
+    memory_shared=False,
+    weight_min=-256,
+    weight_max=254,
+    weight_step=2,
+    num_weight_bits=8,
+    sign_modes=True,
+    weight_exp_range=(-8, 7),
+    conv_weight_exp=False,
+    conv_wrap_bits=24,
+    vth_max=(1 << 17) - 1,
+    bias_mant_range=(-4096, 4095),
+    bias_exp_range=(0, 7),
+    per_neuron_threshold=False,
+    delay_range=(1, 64),
+    energy_per_synop_j=(23.6 + 3.5) * 1e-12,
+    energy_per_neuron_update_j=81e-12,
+    energy_source="Davies et al., IEEE Micro 2018 (Loihi 1), as tabulated by KerasSpiking's ModelEnergy",
+    sources={
+        "per-core limits": "Loihi 1 values (nengo-loihi block.py: 1024 compartments, 4096 in/out axons, 16384x64-bit "
+                           "synapse memory); Loihi 2 per-core limits are not public",
+        "cores": "128 neurocores per Loihi 2 chip (Intel brief via open-neuromorphic.org); Lava's mapper assumes 120",
+        "formats": "Lava 0.10 PyLifModelBitAcc / PyDenseModelBitAcc (shared/research/lava_loihi.md §3)",
+        "weight exponent": "nengo-loihi discretize.py (Loihi 1 range -8..7)",
+        "delays": "Dense adds 1 step; DelayDense adds 0..63 more (6-bit delays)",
+        "per-layer threshold": "Lava LIF.vth is one value per process; per-neuron vth is unverified on hardware",
+    },
+)
+
+SPINNAKER2 = Target(
+    name="spinnaker2",
+    description="SpiNNaker 2: ARM Cortex-M4F processing elements running nmcompile's integer LIF kernel",
+    cores_per_chip=152,
+    chips=48,
+    neurons_per_core=256,
+    synapse_memory_bits=67328 * 8,
+    synapse_format=SynapseFormat(
+        description="rows of 32-bit words: per source a 3-word header, 16-bit synapse words (8 weight, 8 index)",
+        word_bits=32, per_synapse_bits=16, per_row_header_bits=3 * 32, shared_conv_weights=False, delay_bits=0),
+    fan_in_axons=None,
+    fan_out_axons=None,
+    router_entries=16384,
+    events_per_tick=10_000,
+    neuron_state_bits=6 * 32,
+    memory_shared=True,
+    weight_min=-128,
+    weight_max=127,
+    weight_step=1,
+    num_weight_bits=9,
+    sign_modes=False,
+    weight_exp_range=(-16, 16),
+    conv_weight_exp=True,
+    conv_wrap_bits=0,
+    vth_max=(1 << 17) - 1,
+    bias_mant_range=(-4096, 4095),
+    bias_exp_range=(0, 7),
+    per_neuron_threshold=True,
+    delay_range=(1, 8),
+    reset_modes=("zero", "subtract"),
+    reset_timings=("immediate", "delayed"),
+    comparisons=(">", ">="),
+    max_refractory=15,
+    readout_neurons=True,
+    energy_per_synop_j=450e-12,
+    energy_per_neuron_update_j=2.19e-9,
+    energy_source="Hoeppner et al., TCAS-I 2019 (SpiNNaker 2 prototype), as tabulated by KerasSpiking's ModelEnergy",
+    sources={
+        "chip": "152 Cortex-M4F PEs per chip, 128 KB SRAM each (SpiNNaker2 datasheet v0.03); 48-chip board (248)",
+        "memory": "py-spinnaker2 layout: 32 KB code (ITCM), network data 0xE900..0x1F000 = 67,328 B per PE",
+        "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
+        "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
+        "events per step": "estimate: >1.8 G synaptic events/s per chip (survey) over 152 PEs at a 1 ms tick",
+    },
+)
+
+FPGA = Target(
+    name="fpga",
+    description="nmcompile's Verilog LIF/STDP emulator (hdl/), default configuration for an Artix-7 100T",
+    cores_per_chip=1,
+    chips=1,
+    neurons_per_core=512,
+    synapse_memory_bits=(512 + 256) * 512 * 8,
+    synapse_format=SynapseFormat(
+        description="dense all-to-all 8-bit weight matrix: (neurons + inputs) rows x neurons columns",
+        word_bits=8, per_synapse_bits=8, per_row_header_bits=0, shared_conv_weights=False, delay_bits=0),
+    fan_in_axons=512 + 256,
+    fan_out_axons=None,
+    router_entries=None,
+    events_per_tick=None,
+    neuron_state_bits=0,
+    memory_shared=False,
+    weight_min=-128,
+    weight_max=127,
+    weight_step=1,
+    num_weight_bits=9,
+    sign_modes=False,
+    weight_exp_range=(-8, 8),
+    conv_weight_exp=True,
+    conv_wrap_bits=0,
+    vth_max=(1 << 17) - 1,
+    bias_mant_range=(-4096, 4095),
+    bias_exp_range=(0, 7),
+    per_neuron_threshold=True,
+    delay_range=(1, 1),
+    reset_modes=("zero", "subtract"),
+    reset_timings=("immediate",),
+    comparisons=(">", ">="),
+    max_refractory=15,
+    stdp=True,
+    sources={
+        "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
+        "formats": "the integer model of docs/semantics.md §3, implemented by hdl/ (issue: FPGA backend)",
+    },
+)
+
+TARGETS: dict[str, Target] = {t.name: t for t in (LOIHI2, SPINNAKER2, FPGA)}
+
+
+def get_target(name: str, **overrides: object) -> Target:
+    """The named target, optionally with fields replaced (e.g. chips=4, neurons_per_core=256)."""
+    if name not in TARGETS:
+        raise UnsupportedError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}")
+    target = TARGETS[name]
+    if overrides:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(Target)}
+        if unknown:
+            raise UnsupportedError(f"unknown target field(s): {', '.join(sorted(unknown))}")
+        target = dataclasses.replace(target, **overrides)
+    return target
 
 
 def describe_targets() -> str:
-    if not TARGETS:
-        return ("No compile targets are available in this build yet: the backends for "
-                + ", ".join(PLANNED) + " have not landed.\n"
-                "You can already inspect and simulate networks: `nmcompile inspect` and `nmcompile run --board ref://`.")
-    return "\n".join(str(t) for t in TARGETS.values())
+    from nmcompile.backends import backend_status
+
+    blocks = []
+    for target in TARGETS.values():
+        blocks.append(target.describe() + f"\n  backend         {backend_status(target.name)}")
+    return "\n\n".join(blocks)

@@ -70,7 +70,10 @@ def dump(graph: Graph) -> str:
     except GraphError:
         shapes = {}
     width = max((len(n) for n in order), default=1)
-    lines = [FORMAT_LINE, f"graph {graph.name!r} dt={_scalar(graph.dt) if graph.dt is not None else 'none'}"]
+    header = f"graph {graph.name!r} dt={_scalar(graph.dt) if graph.dt is not None else 'none'}"
+    if graph.latency:
+        header += f" latency={graph.latency}"
+    lines = [FORMAT_LINE, header]
     for name in order:
         op = graph.node(name)
         parts = [f"node {name:<{width}} {op.kind}"]

@@ -21,7 +21,7 @@ from nmcompile.ir.base import Op, Shape, same_op
 _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
 # Ops that may appear in either a float or an integer graph (they are exact on integers).
-_NEUTRAL = {"Input", "Output", "Flatten", "SumPool2d", "Delay"}
+_NEUTRAL = {"Input", "Constant", "Output", "Flatten", "SumPool2d", "Delay"}
 _INTEGER = {"QLinear", "QConv", "QNeuron"}
 
 
@@ -51,6 +51,8 @@ class Graph:
     def __init__(self, name: str = "network", dt: float | None = None):
         self.name = name
         self.dt = dt  # seconds per step, when the source defines one (NIR import); informational
+        self.latency = 0  # steps by which outputs lag the source network's (set by the retime pass)
+        self.mapping: object | None = None  # core assignment (set by the partition pass)
         self._nodes: dict[str, Op] = {}
         self._edges: list[Edge] = []
 
@@ -90,6 +92,8 @@ class Graph:
 
     def copy(self, name: str | None = None) -> Graph:
         g = Graph(self.name if name is None else name, self.dt)
+        g.latency = self.latency
+        g.mapping = self.mapping
         g._nodes = dict(self._nodes)
         g._edges = list(self._edges)
         return g
@@ -147,7 +151,8 @@ class Graph:
 
     def equals(self, other: Graph) -> bool:
         """Same nodes (by value, same insertion order), same edges and same dt."""
-        if list(self._nodes) != list(other._nodes) or self._edges != other._edges or self.dt != other.dt:
+        if (list(self._nodes) != list(other._nodes) or self._edges != other._edges or self.dt != other.dt
+                or self.latency != other.latency):
             return False
         return all(same_op(self._nodes[n], other._nodes[n]) for n in self._nodes)
 

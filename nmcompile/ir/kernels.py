@@ -65,6 +65,20 @@ class Identity(Kernel):
         return x
 
 
+class ConstantSource(Kernel):
+    """Emits the same value at every step; it has no input (run/step receive zeros of the batch shape)."""
+
+    def __init__(self, in_shape, out_shape, dtype, value):
+        super().__init__(in_shape, out_shape, dtype)
+        if dtype.kind == "i" and value != int(value):
+            raise UnsupportedError(f"a constant source of value {value} has no integer form")
+        self.value = value
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        lead = x.shape[: x.ndim - len(self.out_shape)]
+        return np.full((*lead, *self.out_shape), self.value, dtype=self.dtype)
+
+
 class FlattenKernel(Kernel):
     def apply(self, x: np.ndarray) -> np.ndarray:
         lead = x.shape[: x.ndim - len(self.in_shape)]
@@ -301,6 +315,8 @@ def make_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, mode: str) -> 
     kind = op.kind
     if kind in ("Input", "Output"):
         return Identity(in_shape, out_shape, dtype)
+    if kind == "Constant":
+        return ConstantSource(in_shape, out_shape, dtype, op.value)
     if kind == "Flatten":
         return FlattenKernel(in_shape, out_shape, dtype)
     if kind == "SumPool2d":

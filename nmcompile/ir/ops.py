@@ -42,6 +42,29 @@ class Input(Op):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
+class Constant(Op):
+    """A source that emits `value` at every step from step 0 (e.g. 1: a spike per step that carries biases)."""
+
+    role = "io"
+    shape: Shape
+    value: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", as_shape(self.shape))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        return self.shape
+
+    def expects_input(self) -> bool:
+        return False
+
+    def check(self) -> None:
+        if any(d <= 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape} has a non-positive dimension")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Output(Op):
     """A network output: the sum of its inputs, recorded at every step."""
 
@@ -279,13 +302,14 @@ from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp
 OP_TYPES: dict[str, type[Op]] = {
     cls.__name__: cls
     for cls in (
-        Input, Output, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay, BatchNorm,
+        Input, Constant, Output, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay, BatchNorm,
         LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron,
     )
 }
 
 __all__ = [
-    "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Conv1d", "Conv2d", "CubaLI", "CubaLIF",
+    "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d", "CubaLI",
+    "CubaLIF",
     "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
     "QNeuron", "Scale", "Shape", "SumPool2d", "same_op",
 ]

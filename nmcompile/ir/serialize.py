@@ -70,6 +70,7 @@ def graph_to_bytes(graph: Graph) -> bytes:
         "version": VERSION,
         "name": graph.name,
         "dt": graph.dt,
+        "latency": graph.latency,
         "nodes": nodes,
         "edges": [{"src": e.src, "dst": e.dst, "recurrent": e.recurrent} for e in graph.edges],
     }
@@ -112,6 +113,7 @@ def graph_from_bytes(data: bytes, label: str = "<bytes>") -> Graph:
         raise InputFileError(f"{label}: IR format version {document.get('version')} is not supported "
                              f"(this nmcompile reads version {VERSION})")
     graph = Graph(str(document.get("name", "network")), document.get("dt"))
+    graph.latency = int(document.get("latency", 0))
     try:
         for entry in document["nodes"]:
             op_type = OP_TYPES.get(entry["op"])

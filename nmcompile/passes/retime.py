@@ -1,0 +1,172 @@
+"""retime: hardware timing. Every weighted projection delivers one step late (at least), so the deployed network
+is the float network shifted by a latency L; paths of unequal length are balanced with extra delay.
+
+Each node n gets an offset tau(n): its retimed output at step t + tau(n) equals its original output at t.
+
+    Input                       tau = 0
+    weighted projection P       tau(P) = tau_in(P) + 1                (the hardware delay of the projection)
+    any other node n            tau(n) = tau_in(n)
+    tau_in(n) = max over in-edges e of tau(src) - [e is recurrent]   (a recurrent edge read the previous step)
+
+An edge whose source arrives early gets the difference as a Delay node (merged into the projection's delay by
+`quantize`); every projection gets a Delay of 1 in front of it; recurrent edges become ordinary edges, because
+the projection's own step of delay now provides the feedback delay. A cycle whose projections add more steps
+than the source network's feedback had (two projections in a loop closed by one recurrent edge) cannot be
+retimed and is named. The outputs are balanced to one latency L = graph.latency.
+
+Constant drive would leak into the steps before a layer's first input arrives (its "pre-roll"), so it is moved
+onto a `Constant` source (1 at every step) that travels through the same delays: each projection bias becomes
+a bias projection from such a source (Linear (n, 1) or a 1x1 convolution), and a neuron bias likewise when the
+neuron is not already at rest. A neuron whose initial state is not a fixed point of its input-free update (a
+non-zero v_init that leaks away) cannot start late exactly and is refused.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmcompile.errors import UnsupportedError
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.passes import PassContext
+from nmcompile.passes.common import is_weighted, per_channel, unique_name
+
+NEG = -(10**9)
+
+
+def offsets(g: Graph) -> tuple[dict[str, int], dict[str, int]]:
+    """(tau_in, tau) for every node, by longest-path relaxation; raises on a cycle that cannot be retimed."""
+    order = g.order()
+    tau_in = {n: (0 if g.node(n).kind in ("Input", "Constant") else NEG) for n in order}
+    tau = dict(tau_in)
+    for _ in range(len(order) + 1):
+        changed = False
+        for n in order:
+            op = g.node(n)
+            if op.kind not in ("Input", "Constant"):
+                value = max((tau[e.src] - int(e.recurrent) for e in g.in_edges(n) if tau[e.src] > NEG), default=NEG)
+                if value > tau_in[n]:
+                    tau_in[n], changed = value, True
+            out = tau_in[n] + (1 if is_weighted(op) else 0) if tau_in[n] > NEG else NEG
+            if out > tau[n]:
+                tau[n], changed = out, True
+        if not changed:
+            return tau_in, tau
+    loop = [n for n in order if tau[n] > len(order)]
+    raise UnsupportedError(
+        "the recurrent loop through " + ", ".join(f"'{n}'" for n in loop[:6]) + " feeds back after one step in the "
+        "source network, but its projections add more than one step on hardware; give the loop a single projection")
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    g = graph.copy()
+    moved = _biases_to_sources(g)
+    tau_in, tau = offsets(g)
+    unreachable = [n for n in g if tau[n] <= NEG]
+    if unreachable:
+        raise UnsupportedError(f"'{unreachable[0]}' is not reachable from any input")
+    latency = max(tau_in[n] for n in g.outputs)
+    inserted = 0
+    for edge in list(g.edges):
+        dst_op = g.node(edge.dst)
+        arrive = tau[edge.src] - int(edge.recurrent)
+        target_in = latency if dst_op.kind == "Output" else tau_in[edge.dst]
+        extra = target_in - arrive + (1 if is_weighted(dst_op) else 0)
+        if extra < 0:
+            raise AssertionError("retime: negative delay")  # tau_in is a maximum, so this cannot happen
+        if extra == 0 and not edge.recurrent:
+            continue
+        g.remove_edge(edge)
+        if extra == 0:
+            g.connect(edge.src, edge.dst)
+            continue
+        name = unique_name(g, f"{edge.dst}.delay")
+        g.add(name, O.Delay(delay=extra))
+        g.connect(edge.src, name)
+        g.connect(name, edge.dst)
+        inserted += 1
+    if any(e.recurrent for e in g.edges):
+        raise AssertionError("retime left a recurrent edge")
+    g.latency = graph.latency + latency
+    ctx.reports["retime"] = _Report(latency, inserted, moved)
+    return g
+
+
+def _bias_source(g: Graph, shape: tuple[int, ...], bias: np.ndarray, name: str) -> str:
+    """Constant(1) -> projection whose output is `bias` (per unit, or per channel on a map of `shape`)."""
+    if len(shape) == 1:
+        source = g.add(unique_name(g, f"{name}.bias_source"), O.Constant(shape=(1,)))
+        proj = O.Linear(weight=np.broadcast_to(bias, shape).reshape(-1, 1).astype(np.float64))
+    else:
+        source = g.add(unique_name(g, f"{name}.bias_source"), O.Constant(shape=(1, *shape[1:])))
+        per_c = per_channel(np.broadcast_to(bias, shape), shape[0])
+        if len(shape) == 2:
+            proj = O.Conv1d(weight=per_c.reshape(-1, 1, 1))
+        else:
+            proj = O.Conv2d(weight=per_c.reshape(-1, 1, 1, 1))
+    projection = g.add(unique_name(g, f"{name}.bias"), proj)
+    g.connect(source, projection)
+    return projection
+
+
+def _biases_to_sources(g: Graph) -> list[str]:
+    moved = []
+    shapes = g.shapes()
+    for name in list(g.order()):
+        op = g.node(name)
+        if is_weighted(op) and op.bias is not None and np.any(op.bias != 0):
+            g.replace_node(name, op.replace(bias=None))
+            bias_node = _bias_source(g, shapes[name], op.bias if op.kind == "Linear" else
+                                     op.bias.reshape((-1,) + (1,) * (len(shapes[name]) - 1)), name)
+            for edge in g.out_edges(name):
+                g.connect(bias_node, edge.dst)
+            moved.append(name)
+        elif op.role == "neuron":
+            moved += _neuron_bias(g, name, op, shapes[name])
+    return moved
+
+
+def _neuron_bias(g: Graph, name: str, op, shape) -> list[str]:
+    """Keep a neuron bias only where the neuron rests (v_init is a fixed point of its input-free update)."""
+    beta = np.broadcast_to(op.decay(), shape)
+    v0 = np.broadcast_to(op.v_init, shape)
+    i0 = np.broadcast_to(getattr(op, "i_init", 0.0), shape)
+    alpha = np.broadcast_to(getattr(op, "alpha", 0.0), shape)
+    gain = np.broadcast_to(op.gain, shape)
+    bias = np.broadcast_to(op.bias, shape)
+    current = alpha * i0 if hasattr(op, "alpha") else 0.0
+    h = beta * v0 + gain * current + bias
+
+    def rests(values: np.ndarray) -> bool:
+        still = np.abs(values - v0) <= 1e-12 * np.maximum(1.0, np.abs(v0))
+        quiet = ~((h > op.threshold) if op.compare == ">" else (h >= op.threshold)) if op.spiking else True
+        return bool(np.all(still & quiet)) and bool(np.all(current == i0))
+
+    if rests(h):
+        return []
+    if np.all(v0 == 0) and np.all(i0 == 0) and not hasattr(op, "alpha") and np.all(gain != 0) and np.any(bias != 0):
+        try:
+            bias_node = _bias_source(g, shape, bias / gain, name)
+        except ValueError:
+            bias_node = None
+        if bias_node is not None:
+            g.replace_node(name, op.replace(bias=0.0))
+            g.connect(bias_node, name)
+            return [name]
+    raise UnsupportedError(
+        f"neuron layer '{name}' changes on its own before its first input arrives (its initial state or bias is "
+        "not at rest), and on hardware its inputs arrive late; start it from rest (v_init = 0, no bias on a "
+        "current-based neuron) so the deployed network is the source network shifted in time")
+
+
+class _Report:
+    def __init__(self, latency: int, inserted: int, moved: list[str]):
+        self.latency, self.inserted, self.moved = latency, inserted, moved
+
+    def lines(self) -> list[str]:
+        lines = [f"latency L = {self.latency} steps (outputs at step t + L equal the source network's at t); "
+                 f"{self.inserted} delay node(s) placed for hardware timing"]
+        if self.moved:
+            lines.append(f"biases of {len(self.moved)} layer(s) moved onto constant sources so they start with their "
+                         f"layer's first input: {', '.join(self.moved)}")
+        return lines
