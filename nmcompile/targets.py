@@ -54,6 +54,7 @@ class Target:
     bias_exp_range: tuple[int, int]
     per_neuron_threshold: bool        # one vth per neuron (else one per layer)
     delay_range: tuple[int, int]      # hardware delivery delay of a projection, in steps
+    per_synapse_delays: bool          # each synapse its own delay (else one delay per projection)
     # -- neuron options the hardware implements (integer model extensions) -------------------------
     reset_modes: tuple[str, ...] = ("zero",)
     reset_timings: tuple[str, ...] = ("immediate",)
@@ -99,7 +100,8 @@ class Target:
             f"  options         reset {'/'.join(self.reset_modes)}, timing {'/'.join(self.reset_timings)}, "
             f"compare {' '.join(self.comparisons)}, refractory <= {self.max_refractory}"
             f"{', STDP' if self.stdp else ''}{', readouts' if self.readout_neurons else ''}",
-            f"  delays          {self.delay_range[0]}..{self.delay_range[1]} steps per projection",
+            f"  delays          {self.delay_range[0]}..{self.delay_range[1]} steps "
+            f"{'per synapse' if self.per_synapse_delays else 'per projection'}",
         ]
         if self.router_entries:
             lines.append(f"  router          {self.router_entries} entries per chip")
@@ -137,6 +139,7 @@ LOIHI2 = Target(
     bias_exp_range=(0, 7),
     per_neuron_threshold=False,
     delay_range=(1, 64),
+    per_synapse_delays=True,
     energy_per_synop_j=(23.6 + 3.5) * 1e-12,
     energy_per_neuron_update_j=81e-12,
     energy_source="Davies et al., IEEE Micro 2018 (Loihi 1), as tabulated by KerasSpiking's ModelEnergy",
@@ -180,6 +183,7 @@ SPINNAKER2 = Target(
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
     delay_range=(1, 8),
+    per_synapse_delays=True,
     reset_modes=("zero", "subtract"),
     reset_timings=("immediate", "delayed"),
     comparisons=(">", ">="),
@@ -225,7 +229,8 @@ FPGA = Target(
     bias_mant_range=(-4096, 4095),
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
-    delay_range=(1, 1),
+    delay_range=(1, 16),
+    per_synapse_delays=False,
     reset_modes=("zero", "subtract"),
     reset_timings=("immediate",),
     comparisons=(">", ">="),

@@ -1,5 +1,7 @@
 """The network of the digits example: 64 rate-coded pixels -> 64 LIF -> 10 LIF (snnTorch, one step per call).
 
+The neurons reset to zero: the reset Loihi's LIF implements, so the example compiles for every target.
+
 `make_model()` is the factory nmcompile needs to rebuild the trained network from its state dict:
 
     nmcompile inspect examples/digits/digits.pt --model examples/digits/model.py:make_model
@@ -20,9 +22,9 @@ def make_model() -> nn.Module:
     spike_grad = snn.surrogate.atan()
     return nn.Sequential(
         nn.Linear(64, 64),
-        snn.Leaky(beta=0.9, init_hidden=True, spike_grad=spike_grad),
+        snn.Leaky(beta=0.9, init_hidden=True, spike_grad=spike_grad, reset_mechanism="zero"),
         nn.Linear(64, CLASSES),
-        snn.Leaky(beta=0.9, init_hidden=True, spike_grad=spike_grad),
+        snn.Leaky(beta=0.9, init_hidden=True, spike_grad=spike_grad, reset_mechanism="zero"),
     )
 
 

@@ -1,0 +1,1 @@
+"""The loihi2 backend."""

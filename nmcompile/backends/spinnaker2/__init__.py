@@ -1,0 +1,1 @@
+"""The spinnaker2 backend."""

@@ -1,0 +1,396 @@
+"""quantize: the float network becomes the target's integer model (docs/semantics.md §3), co-scaled per layer.
+
+For a neuron layer with membrane scale S (integer v units per float membrane unit):
+
+    weights   W_int * 2^e  ~  S * g * W / 64     (g: neuron gain x synaptic gain; e per projection)
+    threshold vth << 6     ~  S * theta           bias  mant << exp  ~  S * b
+    decays    dv = round(4096 (1 - beta)),  du = round(4096 (1 - alpha)) - 1   (LIF: du = 4095, u cleared)
+
+S is the largest value for which the threshold fits vth_max, the worst-case input of one step cannot wrap u,
+the bias fits its mantissa and exponent, and conv weights fit without an exponent where the target has none.
+Targets with one threshold per layer get co-scaled rows first (exact: every voltage quantity of a row is
+multiplied by theta_common / theta). A reset to a non-zero value becomes a reset to zero by shifting the
+membrane (threshold - v_reset, bias + (beta - 1) v_reset). Options the target cannot run are refused, naming the
+layer and the targets that can. The report gives each layer's scale, clipped values and the spike agreement of
+the integer against the float model on calibration inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmcompile.errors import UnsupportedError
+from nmcompile.ir import fixed
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.neurons import NeuronOp
+from nmcompile.passes import PassContext
+from nmcompile.passes import formats as F
+from nmcompile.passes.common import is_weighted, per_channel
+
+ALLOWED = {"Input", "Constant", "Output", "Flatten", "Delay", "Linear", "Conv1d", "Conv2d", "LIF", "IF", "CubaLIF",
+           "LI", "CubaLI"}
+SAFETY = 0.999
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    target = ctx.require_target("quantize")
+    for name, op in graph.nodes.items():
+        if op.kind not in ALLOWED:
+            hint = {"BatchNorm": "fold_bn", "MPBNLIF": "fold_mpbn", "AvgPool2d": "fuse_projections",
+                    "SumPool2d": "fuse_projections", "Scale": "fuse_projections"}.get(op.kind, "an earlier pass")
+            raise UnsupportedError(f"'{name}' ({op.kind}) has no integer form; run {hint} before quantize")
+    shapes = graph.shapes()
+    groups = _projections_by_layer(graph)
+    out = Graph(graph.name, graph.dt)
+    out.latency = graph.latency
+    layers: list[LayerReport] = []
+    replaced: dict[str, O.Op] = {}
+    for name in graph.order():
+        op = graph.node(name)
+        if op.role != "neuron":
+            continue
+        neuron, projections, report = _quantize_layer(graph, name, op, groups.get(name, []), shapes, target)
+        replaced[name] = neuron
+        replaced.update(projections)
+        layers.append(report)
+    merged = _copy_structure(graph, out, replaced)
+    result = _Report(target.name, layers, merged)
+    result.measure(graph, out, ctx)
+    ctx.reports["quantize"] = result
+    return out
+
+
+# -- structure ----------------------------------------------------------------------------------------------
+def _projections_by_layer(g: Graph) -> dict[str, list[str]]:
+    """Neuron layer -> the weighted projections feeding it (through Flatten and Delay)."""
+    result: dict[str, list[str]] = {}
+    for name, op in g.nodes.items():
+        if not is_weighted(op):
+            continue
+        node = name
+        while True:
+            out = g.out_edges(node)
+            if len(out) != 1:
+                raise UnsupportedError(f"projection '{name}' must feed exactly one neuron layer (run fuse_projections)")
+            node = out[0].dst
+            kind = g.node(node).kind
+            if kind in ("Flatten", "Delay"):
+                continue
+            if g.node(node).role != "neuron":
+                raise UnsupportedError(f"projection '{name}' feeds '{node}' ({kind}); run fuse_projections first")
+            break
+        result.setdefault(node, []).append(name)
+    return result
+
+
+def _delay_before(g: Graph, name: str) -> np.ndarray:
+    """Total Delay on the (single) input path of projection `name`, as an array over its input elements."""
+    total = np.zeros((), dtype=np.int64)
+    node = name
+    while True:
+        ins = g.in_edges(node)
+        if len(ins) != 1:
+            return total
+        src = g.node(ins[0].src)
+        if src.kind == "Delay":
+            total = total + src.delay
+        elif src.kind != "Flatten":
+            return total
+        node = ins[0].src
+
+
+def _delay_after(g: Graph, name: str) -> np.ndarray:
+    total = np.zeros((), dtype=np.int64)
+    node = g.out_edges(name)[0].dst
+    while g.node(node).kind in ("Delay", "Flatten"):
+        if g.node(node).kind == "Delay":
+            total = total + g.node(node).delay
+        node = g.out_edges(node)[0].dst
+    return total
+
+
+def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str]:
+    """Rebuild the graph with integer ops; Delay nodes next to projections disappear into their delays."""
+    merged = {n for n in g if g.node(n).kind == "Delay" and _touches_projection(g, n)}
+    for name, op in g.nodes.items():
+        if name not in merged:
+            out.add(name, replaced.get(name, op))
+    existing: set[tuple[str, str]] = set()
+    for edge in g.edges:
+        if edge.src in merged:
+            continue
+        dst = edge.dst
+        while dst in merged:
+            dst = g.out_edges(dst)[0].dst
+        if (edge.src, dst) not in existing:
+            out.connect(edge.src, dst)
+            existing.add((edge.src, dst))
+    return sorted(merged)
+
+
+def _touches_projection(g: Graph, name: str) -> bool:
+    node = name
+    while g.node(node).kind in ("Delay", "Flatten"):
+        out = g.out_edges(node)
+        if len(out) != 1:
+            return False
+        node = out[0].dst
+    if is_weighted(g.node(node)):
+        return True
+    node = name
+    while g.node(node).kind in ("Delay", "Flatten"):
+        ins = g.in_edges(node)
+        if len(ins) != 1:
+            return False
+        node = ins[0].src
+    return is_weighted(g.node(node))
+
+
+# -- one layer ----------------------------------------------------------------------------------------------
+class LayerReport:
+    def __init__(self, name: str, scale: np.ndarray, vth, notes: list[str], clipped: int, total: int):
+        self.name, self.scale, self.vth, self.notes = name, scale, vth, notes
+        self.clipped, self.total = clipped, total
+        self.agreement: float | None = None
+
+    def line(self) -> str:
+        scale = float(np.min(self.scale)) if np.ndim(self.scale) else float(self.scale)
+        vth = np.atleast_1d(self.vth)
+        parts = [f"{self.name}: scale {scale:.4g}{' (min over neurons)' if np.ndim(self.scale) else ''}",
+                 f"vth {int(vth.min())}..{int(vth.max())}" if np.ptp(vth) else f"vth {int(vth.reshape(-1)[0])}",
+                 f"clipped {self.clipped}/{self.total} values"]
+        if self.agreement is not None:
+            parts.append(f"spike agreement {100 * self.agreement:.2f}%")
+        return ", ".join(parts) + ("; " + "; ".join(self.notes) if self.notes else "")
+
+
+def _refuse(name: str, what: str, option: str, value, target) -> None:
+    from nmcompile.targets import TARGETS
+
+    able = [t.name for t in TARGETS.values() if _can(t, option, value)]
+    where = f"supported by: {', '.join(able)}" if able else "no target supports it"
+    raise UnsupportedError(f"layer '{name}': {what} is not supported by {target.name} ({where})")
+
+
+def _can(t, option: str, value) -> bool:
+    try:
+        return t.supports(option, value)
+    except KeyError:
+        return False
+
+
+def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], shapes, target):
+    shape = op.shape
+    notes: list[str] = []
+    _check_options(name, op, target, notes)
+    full = lambda value: np.array(np.broadcast_to(value, shape), dtype=np.float64)  # noqa: E731
+    beta, gain, bias, theta = full(op.decay()), full(op.gain), full(op.bias), full(op.threshold)
+    v_init, v_reset = full(op.v_init), full(op.v_reset)
+    cuba = isinstance(op, (O.CubaLIF, O.CubaLI))
+    alpha = full(op.alpha) if cuba else np.zeros(shape)
+    rows = gain * (full(op.syn_gain) if cuba else 1.0)
+    i_init = full(op.i_init) if cuba else np.zeros(shape)
+    if op.spiking and op.reset_mode == "zero" and np.any(v_reset != 0):
+        theta, bias, v_init = theta - v_reset, bias + (beta - 1.0) * v_reset, v_init - v_reset
+        notes.append("reset value shifted to 0")
+    conv_fed = any(g.node(p).kind != "Linear" for p in projections)
+    if op.spiking and np.any(theta < 0):
+        raise UnsupportedError(f"layer '{name}': negative thresholds have no integer form (vth is unsigned)")
+    if op.spiking and not target.per_neuron_threshold and np.ptp(theta) > 0:
+        k = theta.max() / theta  # co-scale rows to one threshold
+        if conv_fed and not _per_channel_ok(k):
+            raise UnsupportedError(f"layer '{name}': thresholds differ within a channel of a convolution; "
+                                   f"{target.name} has one threshold per layer and shared kernels cannot absorb them")
+        rows, bias, v_init, theta, i_init = rows * k, bias * k, v_init * k, theta * k, i_init * k
+        notes.append("thresholds co-scaled to one")
+    ideal = {p: _effective_weights(g.node(p), rows, shapes[p], name, p) for p in projections}
+    scale = _choose_scale(name, op, target, theta, bias, alpha, ideal, g, conv_fed, shapes)
+    quantized: dict[str, O.Op] = {}
+    clipped = total = 0
+    for p in projections:
+        q, c = _quantize_projection(g, p, ideal[p], scale, target, shapes)
+        quantized[p] = q
+        clipped, total = clipped + c, total + q.weight.size
+    s_full = np.broadcast_to(scale, shape)
+    mant, bexp, sat = F.quantize_bias(s_full * bias, target)
+    clipped += sat
+    vth = np.rint(s_full * theta / 64.0).astype(np.int64) if op.spiking else np.zeros(shape, dtype=np.int64)
+    if np.any(vth > target.vth_max):
+        raise AssertionError("quantize: threshold beyond range after scale choice")
+    neuron = O.QNeuron(
+        shape=shape, du=_compact(F.current_decay_code(alpha) if cuba else np.full(shape, fixed.DECAY_UNITY - 1)),
+        dv=_compact(F.decay_code(beta)), vth=_compact(vth if op.spiking else np.zeros(shape, np.int64)),
+        bias_mant=_compact(mant), bias_exp=_compact(bexp),
+        compare=op.compare if target.supports("compare", op.compare) else ">",
+        reset_mode=op.reset_mode if op.spiking else "none", reset_timing=op.reset_timing if op.spiking else "immediate",
+        refractory=op.refractory, spiking=op.spiking,
+        u_init=_compact(np.rint(s_full * rows * i_init).astype(np.int64)),
+        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), provenance=op.provenance)
+    if op.compare != neuron.compare:
+        notes.append("'>=' realised as '>' at the rounded threshold")
+    return neuron, quantized, LayerReport(name, scale, vth, notes, clipped, total)
+
+
+def _compact(array: np.ndarray):
+    array = np.asarray(array)
+    flat = array.reshape(-1)
+    return flat[0] if flat.size and np.all(flat == flat[0]) else array
+
+
+def _per_channel_ok(values: np.ndarray) -> bool:
+    try:
+        per_channel(values, values.shape[0])
+        return True
+    except ValueError:
+        return False
+
+
+def _check_options(name: str, op: NeuronOp, target, notes: list[str]) -> None:
+    if not op.spiking:
+        if not target.readout_neurons:
+            _refuse(name, f"a non-spiking readout ({op.kind})", "readout", True, target)
+        return
+    if op.reset_timing == "snntorch_immediate":
+        raise UnsupportedError(f"layer '{name}': snnTorch's immediate reset by subtraction (reset_delay=False) has no "
+                               "integer form on any target; train with reset_delay=True or reset_mechanism='zero'")
+    if not target.supports("reset_mode", op.reset_mode):
+        _refuse(name, f"reset by {op.reset_mode}" if op.reset_mode != "none" else "no reset", "reset_mode",
+                op.reset_mode, target)
+    if not target.supports("reset_timing", op.reset_timing):
+        _refuse(name, f"{op.reset_timing} reset", "reset_timing", op.reset_timing, target)
+    if not target.supports("refractory", op.refractory):
+        _refuse(name, f"a refractory period of {op.refractory} steps", "refractory", op.refractory, target)
+    if isinstance(op, (O.CubaLIF, O.CubaLI)) and not target.current_decay and np.any(op.alpha != 0):
+        raise UnsupportedError(f"layer '{name}': a decaying synaptic current is not supported by {target.name}")
+
+
+def _effective_weights(op, rows: np.ndarray, out_shape, layer: str, name: str) -> np.ndarray:
+    """Float weights with the layer's row factors (gain, co-scaling) folded in."""
+    if op.kind == "Linear":
+        return op.weight * rows.reshape(-1)[:, None]
+    try:
+        factor = per_channel(rows.reshape(out_shape), op.weight.shape[0])
+    except ValueError:
+        raise UnsupportedError(f"layer '{layer}': its gains differ within a channel of the convolution '{name}'") \
+            from None
+    return op.weight * factor.reshape((-1,) + (1,) * (op.weight.ndim - 1))
+
+
+def _row_peak(ideal: dict[str, np.ndarray], g: Graph) -> float:
+    """Largest total |weight| one neuron can receive in one step (every input active)."""
+    peak = 0.0
+    for name, w in ideal.items():
+        if g.node(name).kind == "Linear":
+            peak += float(np.abs(w).sum(axis=1).max()) if w.size else 0.0
+        else:
+            peak += float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0.0
+    return peak
+
+
+def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g: Graph, conv_fed: bool, shapes):
+    """The largest membrane scale S satisfying every format limit (scalar: one per layer)."""
+    bounds = {}
+    if op.spiking and np.any(theta > 0):
+        bounds["threshold"] = 64.0 * target.vth_max / float(theta.max())
+    peak = _row_peak(ideal, g) / max(1e-12, 1.0 - float(alpha.max()))
+    if peak > 0:
+        bounds["input"] = (fixed.UV_LIMIT - 1) / peak
+    b = float(np.abs(bias).max())
+    if b > 0:
+        bounds["bias"] = target.bias_mant_range[1] * 2.0 ** target.bias_exp_range[1] / b
+    for p, w in ideal.items():
+        fmt = F.weight_format(target, w)
+        wmax = float(np.abs(w).max()) if w.size else 0.0
+        if wmax == 0:
+            continue
+        exp_max = target.weight_exp_range[1] if (g.node(p).kind == "Linear" or target.conv_weight_exp) else 0
+        bounds[f"weights of '{p}'"] = 64.0 * F.magnitude(fmt) * 2.0**exp_max / wmax
+    if not bounds:
+        return 64.0
+    scale = SAFETY * min(bounds.values())
+    if not np.isfinite(scale) or scale <= 0:
+        raise UnsupportedError(f"layer '{name}': no integer scale satisfies {', '.join(bounds)}")
+    return scale
+
+
+def _quantize_projection(g: Graph, name: str, ideal_float: np.ndarray, scale, target, shapes):
+    op = g.node(name)
+    ideal = ideal_float * (np.asarray(scale) / 64.0)
+    fmt = F.weight_format(target, ideal)
+    peak = float(np.abs(ideal).max()) if ideal.size else 0.0
+    if op.kind == "Linear":
+        exponent = F.choose_exponent(peak, fmt, target.weight_exp_range)
+        weight, clipped = F.quantize_weights(ideal, fmt, exponent)
+        delay = _linear_delays(g, name, op, shapes)
+        _check_delays(name, delay, target)
+        return O.QLinear(weight=weight, weight_exp=exponent, num_weight_bits=fmt.num_weight_bits,
+                         sign_mode=fmt.sign_mode, delay=delay, provenance=op.provenance), clipped
+    exp_range = target.weight_exp_range if target.conv_weight_exp else (0, 0)
+    exponent = F.choose_exponent(peak, fmt, exp_range)
+    conv_fmt = fmt if fmt.step == 1 and fmt.sign_mode == "mixed" else F.WeightFormat(
+        "mixed", 9, target.weight_min, target.weight_max, 1)
+    weight, clipped = F.quantize_weights(ideal, conv_fmt, exponent)
+    before, after = _delay_before(g, name), _delay_after(g, name)
+    if np.ptp(np.atleast_1d(before)) or np.ptp(np.atleast_1d(after)):
+        raise UnsupportedError(f"convolution '{name}': its inputs arrive with different delays; a conv has one delay")
+    delay = int(np.max(before)) + int(np.max(after))
+    _check_delays(name, np.array(delay), target)
+    stride, padding, dilation = ((op.stride,), (op.padding,), (op.dilation,)) if op.kind == "Conv1d" else (
+        op.stride, op.padding, op.dilation)
+    return O.QConv(weight=weight, stride=stride, padding=padding, dilation=dilation, groups=op.groups,
+                   weight_exp=exponent, wrap_bits=target.conv_wrap_bits, delay=delay,
+                   provenance=op.provenance), clipped
+
+
+def _linear_delays(g: Graph, name: str, op: O.Linear, shapes) -> np.ndarray:
+    base = np.zeros(op.weight.shape, dtype=np.int64) if op.delays is None else op.delays.astype(np.int64)
+    before, after = np.asarray(_delay_before(g, name)), np.asarray(_delay_after(g, name))
+    before = np.broadcast_to(before.reshape(-1) if before.size > 1 else before, (op.weight.shape[1],))
+    after = np.broadcast_to(after.reshape(-1) if after.size > 1 else after, (op.weight.shape[0],))
+    total = base + before[None, :] + after[:, None]
+    return total[0, 0] if np.all(total == total.reshape(-1)[0]) else total
+
+
+def _check_delays(name: str, delay: np.ndarray, target) -> None:
+    if not target.per_synapse_delays and np.ptp(delay):
+        raise UnsupportedError(f"projection '{name}' needs per-synapse delays "
+                               f"({int(np.min(delay))}..{int(np.max(delay))} steps); {target.name} has one delay per "
+                               "projection")
+    lo, hi = target.delay_range
+    if np.min(delay) < lo or np.max(delay) > hi:
+        raise UnsupportedError(f"projection '{name}' needs delays {int(np.min(delay))}..{int(np.max(delay))} steps; "
+                               f"{target.name} delivers after {lo}..{hi} steps")
+
+
+class _Report:
+    def __init__(self, target: str, layers: list[LayerReport], merged: list[str]):
+        self.target, self.layers, self.merged = target, layers, merged
+        self.output_agreement: float | None = None
+        self.calibration_note = ""
+
+    def measure(self, float_graph: Graph, int_graph: Graph, ctx: PassContext) -> None:
+        """Spike agreement of integer vs float on calibration inputs (random spikes when none were given)."""
+        from nmcompile.ir.simulate import simulate
+
+        x = ctx.calibration
+        shape = float_graph.node(float_graph.inputs[0]).shape
+        if x is None:
+            rng = np.random.default_rng(0)
+            x = (rng.random((50, 8, *shape)) < 0.2).astype(np.int64)
+            self.calibration_note = " (random input spikes at rate 0.2: no calibration data was given)"
+        fl = simulate(float_graph, x, record=True)
+        it = simulate(int_graph, np.asarray(x).astype(np.int64), record=True)
+        for layer in self.layers:
+            a, b = fl.values[layer.name], it.values[layer.name]
+            if int_graph.node(layer.name).spiking:
+                layer.agreement = float(np.mean((a > 0) == (b > 0)))
+        outs = [n for n in float_graph.outputs]
+        self.output_agreement = float(np.mean([np.mean(fl.outputs[o] == it.outputs[o]) for o in outs]))
+
+    def lines(self) -> list[str]:
+        lines = [f"integer model for {self.target}; agreement with the float model{self.calibration_note}:"]
+        lines += ["  " + layer.line() for layer in self.layers]
+        if self.output_agreement is not None:
+            lines.append(f"  output agreement {100 * self.output_agreement:.2f}%")
+        return lines
