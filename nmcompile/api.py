@@ -54,8 +54,10 @@ def load_source(path: str | Path, options: SourceOptions | None = None) -> Sourc
     options = options or SourceOptions()
     path = Path(path)
     if path.is_dir():
-        raise UnsupportedError(f"{path}: is a directory; compiled artifact directories arrive with "
-                               "`nmcompile compile`")
+        from nmcompile import artifact
+
+        art = artifact.read(path)
+        return Source(art.graph, "artifact", [f"compiled artifact for {art.target} (latency {art.latency} steps)"])
     suffix = path.suffix.lower()
     if suffix not in NETWORK_SUFFIXES:
         if not path.exists():
@@ -122,3 +124,111 @@ def _load_onnx(path: Path, options: SourceOptions) -> Source:
     notes = [f"converted ReLU layers to IF neurons (thresholds at the {options.percentile} percentile of "
              f"{len(x)} calibration inputs)", *report.lines()]
     return Source(conversion.graph, "onnx", notes)
+
+
+@dataclass
+class CompileRequest:
+    source: Path
+    target: str
+    out: Path
+    options: SourceOptions = field(default_factory=SourceOptions)
+    calibration_spikes: Path | None = None
+    dump_after: tuple[str, ...] = ()
+    print_ir_after_all: bool = False
+    stop_after: str | None = None
+    target_overrides: dict[str, Any] = field(default_factory=dict)
+
+
+REFERENCE_STEPS, REFERENCE_BATCH, REFERENCE_RATE = 50, 4, 0.2
+
+
+def compile_network(request: CompileRequest, log=print, emit=print):
+    """Load, run the target's pipeline, emit backend files, write the artifact. Returns the Artifact."""
+    import time
+
+    import numpy as np
+
+    from nmcompile import artifact, backends
+    from nmcompile.passes import PassContext, get_pass, run_pipeline
+    from nmcompile.targets import get_target
+
+    target = get_target(request.target, **request.target_overrides)
+    passes = backends.pipeline(target.name)
+    for name in [*request.dump_after, *([request.stop_after] if request.stop_after else [])]:
+        if name not in passes:
+            raise UnsupportedError(f"{name!r} is not a pass of the {target.name} pipeline ({', '.join(passes)})")
+    if request.stop_after is None and not backends.has_emitter(target.name):
+        raise UnsupportedError(f"the {target.name} backend is not in this build: no target files can be emitted; "
+                               "pass --stop-after partition to compile to the integer IR, report and reference only")
+    source = load_source(request.source, request.options)
+    for note in source.notes:
+        log(note)
+    graph = source.graph
+    calibration = _calibration(request, source, graph)
+    ctx = PassContext(target=target, calibration=calibration)
+    done: list[str] = []
+    for k, name in enumerate(passes):
+        start = time.perf_counter()
+        log(f"[{k + 1}/{len(passes)}] {name}: {get_pass(name).summary}")
+        graph = run_pipeline(graph, [name], ctx, dump_after=[name] if name in request.dump_after else (),
+                             print_ir_after_all=request.print_ir_after_all, emit=emit, prior=done)
+        done.append(name)
+        log(f"      done in {time.perf_counter() - start:.2f} s")
+        if name == request.stop_after:
+            break
+    inputs = calibration[:, :REFERENCE_BATCH] if calibration is not None else _random_spikes(graph)
+    files: dict[str, bytes] = {}
+    stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"
+    if request.stop_after is None:
+        from importlib import import_module
+
+        files = import_module(f"nmcompile.backends.{target.name}.emit").emit(graph, target, ctx)
+    report = _report(request, source, target, passes[: len(done)], ctx, stage)
+    return artifact.write(request.out, graph=graph, target=target.name, source=request.source,
+                          pipeline=passes[: len(done)], inputs=np.asarray(inputs).astype(np.int64), report=report,
+                          files=files, stage=stage)
+
+
+def _random_spikes(graph: Graph):
+    import numpy as np
+
+    shape = graph.node(graph.inputs[0]).shape
+    rng = np.random.default_rng(0)
+    return (rng.random((REFERENCE_STEPS, REFERENCE_BATCH, *shape)) < REFERENCE_RATE).astype(np.int64)
+
+
+def _calibration(request: CompileRequest, source: Source, graph: Graph):
+    """Spike calibration data: --calibration-spikes, or the rate-coded ONNX calibration set."""
+    import numpy as np
+
+    if request.calibration_spikes is not None:
+        from nmcompile.runtime.spikes import load_spikes
+
+        spikes = load_spikes(request.calibration_spikes)
+        shape = graph.node(graph.inputs[0]).shape
+        return spikes.reshape(spikes.shape[:2] + tuple(shape)).astype(np.int64)
+    if source.kind == "onnx" and request.options.calibration is not None:
+        from nmcompile.encoding import rate_encode
+        from nmcompile.frontend.onnx import load_calibration
+
+        x, _ = load_calibration(request.options.calibration)
+        return rate_encode(x[:64], request.options.snn_steps).astype(np.int64)
+    return None
+
+
+def _report(request: CompileRequest, source: Source, target, passes: list[str], ctx, stage: str) -> str:
+    from nmcompile import __version__
+
+    lines = [f"# nmcompile report: {request.source.name} for {target.name}", "",
+             f"- nmcompile {__version__}, stage: {stage}",
+             f"- target: {target.description}",
+             f"- calibration: {'given' if ctx.calibration is not None else 'none (random spikes where needed)'}"]
+    lines += [f"- {note}" for note in source.notes]
+    for name in passes:
+        report = ctx.reports.get(name)
+        lines += ["", f"## {name}", ""]
+        if report is None:
+            lines.append("(nothing to report)")
+        else:
+            lines += ["    " + line if line.startswith("  ") else line for line in report.lines()]
+    return "\n".join(lines) + "\n"

@@ -137,8 +137,13 @@ def targets() -> None:
 @click.option("--check", is_flag=True,
               help="PyTorch sources: run the framework's own forward and the IR on random spikes (T=50) and count "
                    "differing output spikes, in float64 and in float32.")
+@click.option("--energy", is_flag=True,
+              help="Synaptic operations, neuron updates, energy per target and bit budget (random input spikes at "
+                   "rate 0.2 for 100 steps, or --calibration-spikes).")
+@click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
+              help="With --energy: .npz with `spikes` [T, B, N_in] to measure activity on.")
 @source_options
-def inspect(source: Path, show_ir: bool, check: bool, **kw) -> None:
+def inspect(source: Path, show_ir: bool, check: bool, energy: bool, calibration_spikes: Path | None, **kw) -> None:
     """Describe the network in SOURCE: one row per layer with op, shape, neurons, synapses and parameters.
 
     SOURCE is a .nir, .nmir, .pt/.pth (with --model) or .onnx (with --calibration) file.
@@ -158,6 +163,29 @@ def inspect(source: Path, show_ir: bool, check: bool, **kw) -> None:
         click.echo(layer_table(loaded.graph))
     if check:
         _frontend_check(loaded)
+    if energy:
+        _energy(loaded.graph, calibration_spikes)
+
+
+def _energy(graph, calibration_spikes) -> None:
+    import numpy as np
+
+    from nmcompile.passes import PassContext
+    from nmcompile.passes.analyse import analyse
+    from nmcompile.targets import TARGETS
+
+    if calibration_spikes is not None:
+        from nmcompile.runtime.spikes import load_spikes
+
+        x = load_spikes(calibration_spikes)
+    else:
+        shape = graph.node(graph.inputs[0]).shape
+        x = (np.random.default_rng(0).random((100, 4, *shape)) < 0.2).astype(np.int8)
+    for target in TARGETS.values():
+        if target.energy_per_synop_j is None:
+            continue
+        click.echo(f"\nenergy estimate for {target.name}:")
+        click.echo("\n".join(analyse(graph, PassContext(target=target, calibration=x)).lines()))
 
 
 def _frontend_check(loaded) -> None:
@@ -180,6 +208,41 @@ def _frontend_check(loaded) -> None:
                f"float64 {exact}; float32 {single}")
     if exact.mismatches:
         raise UnsupportedError(f"the IR does not reproduce the framework in float64 ({exact}); please report this")
+
+
+@main.command("compile")
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("--target", "target_name", required=True, type=click.Choice(["loihi2", "spinnaker2", "fpga"]),
+              help="The hardware to compile for (`nmcompile targets` lists their limits).")
+@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
+              help="Artifact directory to write (default: <source name>-<target>).")
+@click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
+              help=".npz with `spikes` [T, B, N_in]: representative inputs used to measure quantization agreement, "
+                   "firing rates for partitioning and energy, and as the artifact's reference inputs.")
+@click.option("--dump-after", multiple=True, metavar="PASS", help="Print the IR after this pass (repeatable).")
+@click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass.")
+@click.option("--stop-after", metavar="PASS", default=None,
+              help="Stop after this pass and write the IR, report and reference reached so far.")
+@click.option("--chips", type=int, default=None, help="Number of chips available (default: the target's).")
+@source_options
+def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
+                print_ir_after_all: bool, stop_after: str | None, chips: int | None, **kw) -> None:
+    """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
+
+    \b
+    Writes an artifact directory: manifest.json, network.nmir (the integer golden model), reference/ (inputs
+    and expected outputs), report.md, and the target's own files. `nmcompile run DIR --board ref://` runs
+    the golden model; `nmcompile verify DIR --board ...` compares hardware against it.
+    """
+    from nmcompile.api import CompileRequest, compile_network
+
+    request = CompileRequest(
+        source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
+        calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
+        stop_after=stop_after, target_overrides={"chips": chips} if chips else {})
+    art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
+    click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
+               f"{len(art.manifest['files'])} files)")
 
 
 @main.command()

@@ -79,6 +79,8 @@ class Target:
             return value in table[option]
         if option == "refractory":
             return int(value) <= self.max_refractory
+        if option == "readout":
+            return self.readout_neurons
         raise KeyError(option)
 
     def describe(self) -> str:

@@ -74,6 +74,8 @@ def graph_to_bytes(graph: Graph) -> bytes:
         "nodes": nodes,
         "edges": [{"src": e.src, "dst": e.dst, "recurrent": e.recurrent} for e in graph.edges],
     }
+    if graph.mapping is not None:
+        document["mapping"] = graph.mapping.to_json() if hasattr(graph.mapping, "to_json") else graph.mapping
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
         _zip_write(zf, "graph.json", json.dumps(document, indent=1, sort_keys=True).encode())
@@ -114,6 +116,7 @@ def graph_from_bytes(data: bytes, label: str = "<bytes>") -> Graph:
                              f"(this nmcompile reads version {VERSION})")
     graph = Graph(str(document.get("name", "network")), document.get("dt"))
     graph.latency = int(document.get("latency", 0))
+    graph.mapping = document.get("mapping")
     try:
         for entry in document["nodes"]:
             op_type = OP_TYPES.get(entry["op"])

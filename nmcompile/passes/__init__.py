@@ -70,7 +70,7 @@ def get_pass(name: str) -> PassInfo:
 
 def run_pipeline(graph: Graph, passes: Sequence[str], ctx: PassContext | None = None, *, verify: bool = True,
                  dump_after: Sequence[str] = (), print_ir_after_all: bool = False, stop_after: str | None = None,
-                 emit: Callable[[str], None] | None = None) -> Graph:
+                 emit: Callable[[str], None] | None = None, prior: Sequence[str] = ()) -> Graph:
     """Run `passes` in order. `emit` receives IR dumps (after `dump_after` passes or all of them)."""
     from nmcompile.ir.dump import dump
 
@@ -78,7 +78,7 @@ def run_pipeline(graph: Graph, passes: Sequence[str], ctx: PassContext | None = 
     for name in [*dump_after, *([stop_after] if stop_after else [])]:
         if name not in passes:
             raise UnsupportedError(f"pass {name!r} is not in this pipeline: {', '.join(passes)}")
-    done: list[str] = []
+    done: list[str] = list(prior)
     for name in passes:
         info = get_pass(name)
         try:

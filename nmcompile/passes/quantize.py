@@ -255,7 +255,8 @@ def _check_options(name: str, op: NeuronOp, target, notes: list[str]) -> None:
         raise UnsupportedError(f"layer '{name}': snnTorch's immediate reset by subtraction (reset_delay=False) has no "
                                "integer form on any target; train with reset_delay=True or reset_mechanism='zero'")
     if not target.supports("reset_mode", op.reset_mode):
-        _refuse(name, f"reset by {op.reset_mode}" if op.reset_mode != "none" else "no reset", "reset_mode",
+        what = {"subtract": "reset by subtraction", "zero": "reset to zero", "none": "no reset"}[op.reset_mode]
+        _refuse(name, what, "reset_mode",
                 op.reset_mode, target)
     if not target.supports("reset_timing", op.reset_timing):
         _refuse(name, f"{op.reset_timing} reset", "reset_timing", op.reset_timing, target)

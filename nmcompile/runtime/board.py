@@ -56,6 +56,7 @@ class RefBoard:
             )
         mode = "integer" if graph.is_integer else self.precision
         self._sim = Simulator(graph, mode)
+        self.latency = graph.latency
         outputs = graph.outputs
         if len(outputs) != 1:
             raise UnsupportedError(f"boards run networks with one output; this one has {len(outputs)}")
