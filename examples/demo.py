@@ -66,7 +66,21 @@ def main() -> None:
     out = np.load(work / "out.npz")["spikes"]
     print(f"\noutput raster, sample 0 of {out.shape[1]}, {out.shape[0]} steps:")
     print(raster(out))
-    nmcompile("targets")
+    compile_digits(work)
+
+
+def compile_digits(work: Path) -> None:
+    """The trained digits example (snnTorch state dict + factory) through the compiler for every target."""
+    digits = Path(__file__).resolve().parent / "digits"
+    source = [str(digits / "digits.pt"), "--model", f"{digits / 'model.py'}:make_model"]
+    nmcompile("inspect", *source, "--check")
+    for target in ("loihi2", "spinnaker2", "fpga"):
+        out = work / f"digits-{target}"
+        nmcompile("compile", *source, "--target", target, "--stop-after", "analyse", "-o", str(out))
+        report = (out / "report.md").read_text().splitlines()
+        for line in report:
+            if any(key in line for key in ("latency L", "output agreement", "core(s) on", "energy on")):
+                print("   ", line.strip())
 
 
 if __name__ == "__main__":

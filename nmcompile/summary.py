@@ -13,6 +13,8 @@ def synapse_count(op: O.Op, in_shape, out_shape) -> int:
     out_size = int(np.prod(out_shape))
     if isinstance(op, (O.Linear, O.QLinear)):
         return int(np.count_nonzero(op.weight))
+    if isinstance(op, O.SparseLinear):
+        return int(np.count_nonzero(op.values))
     if isinstance(op, (O.Conv1d, O.Conv2d, O.QConv)):
         return out_size * int(np.prod(op.weight.shape[1:]))
     if isinstance(op, (O.SumPool2d, O.AvgPool2d)):

@@ -350,6 +350,12 @@ def _float_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, dtype: np.dt
         groups = _linear_groups(op.weight.astype(dtype), op.delays,
                                 lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
         return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)
+    if kind == "SparseLinear":
+        from scipy.sparse import csr_matrix
+
+        matrix = csr_matrix((op.values.astype(dtype), op.indices, op.indptr), shape=(op.out_features, op.in_features))
+        transposed = matrix.T.tocsr()
+        return MapKernel(in_shape, out_shape, dtype, lambda x: np.asarray(x @ transposed))
     if kind in ("Conv1d", "Conv2d"):
         w = op.weight.astype(dtype)
         bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)

@@ -108,6 +108,37 @@ class Linear(Op):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
+class SparseLinear(Op):
+    """y_j[t] = sum over k in indptr[j]..indptr[j+1] of values[k] * x_{indices[k]}[t]   (CSR rows, float)
+
+    For networks too large for dense matrices (partitioning, simulation). `quantize` does not take it yet.
+    """
+
+    role = "projection"
+    indptr: np.ndarray = array_field(np.int64)
+    indices: np.ndarray = array_field(np.int32)
+    values: np.ndarray = array_field(np.float64)
+    in_features: int
+
+    @property
+    def out_features(self) -> int:
+        return int(self.indptr.shape[0]) - 1
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is not None and tuple(in_shape) != (self.in_features,):
+            raise ValueError(f"expects input ({self.in_features},) but receives {tuple(in_shape)}")
+        return (self.out_features,)
+
+    def check(self) -> None:
+        if self.indptr.ndim != 1 or self.indptr.size < 2 or self.indptr[0] != 0 or np.any(np.diff(self.indptr) < 0):
+            raise ValueError("indptr must start at 0 and never decrease")
+        if self.indices.shape != self.values.shape or self.indptr[-1] != self.indices.size:
+            raise ValueError("indices and values must both have indptr[-1] entries")
+        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.in_features):
+            raise ValueError(f"column indices must lie in 0..{self.in_features - 1}")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Conv1d(Op):
     """PyTorch Conv1d (cross-correlation, zero padding) on (C, L)."""
 
@@ -302,8 +333,8 @@ from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp
 OP_TYPES: dict[str, type[Op]] = {
     cls.__name__: cls
     for cls in (
-        Input, Constant, Output, Linear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay, BatchNorm,
-        LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron,
+        Input, Constant, Output, Linear, SparseLinear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay,
+        BatchNorm, LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron,
     )
 }
 
@@ -311,5 +342,5 @@ __all__ = [
     "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d", "CubaLI",
     "CubaLIF",
     "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
-    "QNeuron", "Scale", "Shape", "SumPool2d", "same_op",
+    "QNeuron", "Scale", "Shape", "SparseLinear", "SumPool2d", "same_op",
 ]

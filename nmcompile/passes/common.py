@@ -8,7 +8,7 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op
 from nmcompile.ir.graph import Graph
 
-WEIGHTED = ("Linear", "Conv1d", "Conv2d")
+WEIGHTED = ("Linear", "SparseLinear", "Conv1d", "Conv2d")
 
 
 def channel_shape(array: np.ndarray, ndim: int) -> np.ndarray:

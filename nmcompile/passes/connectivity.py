@@ -45,6 +45,17 @@ def flat_range_to_boxes(start: int, stop: int, shape: tuple[int, ...]) -> list[B
     return boxes
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (a sort and a mask: faster than np.unique's hashing for these sizes)."""
+    if values.size == 0:
+        return values.astype(np.int64)
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep].astype(np.int64)
+
+
 def box_flat_indices(box: Box, shape: tuple[int, ...]) -> np.ndarray:
     grids = np.ix_(*(np.arange(a, b) for a, b in box))
     return np.ravel_multi_index(grids, shape).reshape(-1)
@@ -84,12 +95,12 @@ class Projection:
             return tuple((0, d) for d in self.source_shape)
         if self.kind == "sparse" and len(box) == 1:
             a, b = box[0]
-            return np.unique(self.op.indices[self.op.indptr[a] : self.op.indptr[b]])
+            return distinct(self.op.indices[self.op.indptr[a] : self.op.indptr[b]])
         rows = box_flat_indices(box, self.out_shape) if len(box) > 1 else np.arange(*box[0])
         if self.kind == "sparse":
             indptr, indices = self.op.indptr, self.op.indices
             parts = [indices[indptr[r] : indptr[r + 1]] for r in rows.tolist()]
-            return np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+            return distinct(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
         return np.flatnonzero(np.any(self.op.weight[rows] != 0, axis=0))
 
     # -- convolution geometry -----------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from nmcompile.passes.connectivity import (
     Projection,
     box_flat_indices,
     box_volume,
+    distinct,
     flat_range_to_boxes,
     projections,
 )
@@ -87,7 +88,7 @@ class Mapping:
                  + ("" if self.rates_measured else "; no calibration data: every source neuron counts 1")]
         if self.naive:
             lines.append(f"naive sequential fill: {int(self.naive['cores'])} core(s), traffic "
-                         f"{self.naive['traffic']:.6g}")
+                         f"{self.naive['traffic']:.6g}, largest fan-out {int(self.naive['max_fan_out'])} routes")
         util = self.core_use / np.maximum(self.capacity, 1)
         for k, r in enumerate(RESOURCES):
             if self.capacity[k] < np.inf and self.cores:
@@ -190,7 +191,7 @@ def _count_sources(parts: list) -> int:
         p = parts[0]
         return int(p.size) if isinstance(p, np.ndarray) else box_volume(p)
     if all(isinstance(p, np.ndarray) for p in parts):
-        return int(np.unique(np.concatenate(parts)).size)
+        return int(distinct(np.concatenate(parts)).size)
     boxes = [p for p in parts if not isinstance(p, np.ndarray)]
     if len(boxes) == len(parts):
         lo = [min(b[d][0] for b in boxes) for d in range(len(boxes[0]))]
@@ -231,7 +232,10 @@ def _tile_ranges(costs: Costs, n: int) -> list[Tile]:
         if not costs.fits(single):
             raise ResourceError(f"layer '{costs.layer}': a single neuron does not fit a core of "
                                 f"{costs.target.name}: {_overflow(costs, single)}")
-        lo, hi = start + 1, n
+        lo, step = start + 1, 1  # gallop: 1, 2, 4, ... neurons until a range no longer fits
+        while lo < n and costs.fits(costs.use(flat_range_to_boxes(start, min(start + 2 * step, n), shape))):
+            lo, step = min(start + 2 * step, n), step * 2
+        hi = min(start + 2 * step, n) - 1 if lo < n else n
         while lo < hi:
             mid = (lo + hi + 1) // 2
             if costs.fits(costs.use(flat_range_to_boxes(start, mid, shape))):
@@ -343,32 +347,29 @@ def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[s
     total = chips = 0.0
     fan_out = np.zeros(n_cores, dtype=np.float64)
     for core, core_tiles in by_core.items():
-        sources: dict[str, list] = {}
+        sources: dict[str, list[np.ndarray]] = {}
         for t in core_tiles:
             for proj in projs.get(t.layer, []):
                 for b in costs[t.layer]._proj_boxes(proj, t.boxes):
-                    sources.setdefault(proj.source, []).append((proj, proj.sources(b)))
+                    sources.setdefault(proj.source, []).append(_flat_sources(proj, proj.sources(b)))
         for source, parts in sources.items():
-            size = int(np.prod(parts[0][0].source_shape))
-            mask = np.zeros(size, dtype=bool)
-            for proj, part in parts:
-                if isinstance(part, np.ndarray):
-                    mask[part] = True
-                elif len(part) == len(proj.source_shape):
-                    mask[box_flat_indices(part, proj.source_shape)] = True
-                else:
-                    mask[box_flat_indices(part, (size,))] = True
-            src_core = where.get(source)
+            idx = parts[0] if len(parts) == 1 else distinct(np.concatenate(parts))
             rate = rates.get(source)
-            weight = np.ones(size) if rate is None else np.broadcast_to(rate, (size,))
+            weight = np.ones(idx.size) if rate is None else np.asarray(rate)[idx]
+            src_core = where.get(source)
             if src_core is None:          # input or constant: every receiving core gets its spikes from outside
-                total += float(weight[mask].sum())
+                total += float(weight.sum())
                 continue
-            remote = mask & (src_core != core)
+            cores_of = src_core[idx]
+            remote = cores_of != core
             total += float(weight[remote].sum())
-            chips += float(weight[remote & (chip_of[np.maximum(src_core, 0)] != chip_of[core])].sum())
-            np.add.at(fan_out, src_core[remote], 1.0)
+            chips += float(weight[remote & (chip_of[cores_of] != chip_of[core])].sum())
+            np.add.at(fan_out, cores_of[remote], 1.0)
     return total, chips, fan_out
+
+
+def _flat_sources(proj: Projection, part) -> np.ndarray:
+    return part if isinstance(part, np.ndarray) else box_flat_indices(part, proj.source_shape)
 
 
 # ======================================================================================================
@@ -424,7 +425,7 @@ def lower_bound(costs: dict[str, Costs], target) -> dict[str, int]:
     return bound
 
 
-def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, float]:
+def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, float, float]:
     """PACMAN-style: each layer cut in flat order into equal slices of the largest size that fits, no sharing."""
     tiles: list[Tile] = []
     core = 0
@@ -441,8 +442,8 @@ def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, floa
     shapes = {name: c.shape for name, c in costs.items()}
     where = neuron_cores(tiles, shapes)
     chips = [k // target.cores_per_chip for k in range(core)]
-    t, _, _ = traffic(tiles, projs, costs, where, rates, chips, core)
-    return core, t
+    t, _, fan_out = traffic(tiles, projs, costs, where, rates, chips, core)
+    return core, t, float(fan_out.max()) if core else 0.0
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -467,8 +468,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     mapping = Mapping(target.name, tiles, n_cores, (core_chip[-1] + 1) if core_chip else 0, core_chip, core_use, cap,
                       lower_bound(costs, target), total, chips, fan_out, bool(rates))
     if ctx.options.get("naive", True):
-        cores, naive_traffic = naive_fill(costs, projs, rates, target)
-        mapping.naive = {"cores": cores, "traffic": naive_traffic}
+        cores, naive_traffic, naive_fan_out = naive_fill(costs, projs, rates, target)
+        mapping.naive = {"cores": cores, "traffic": naive_traffic, "max_fan_out": naive_fan_out}
     g.mapping = mapping
     ctx.reports["partition"] = mapping
     return g

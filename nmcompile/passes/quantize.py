@@ -36,6 +36,9 @@ SAFETY = 0.999
 def run(graph: Graph, ctx: PassContext) -> Graph:
     target = ctx.require_target("quantize")
     for name, op in graph.nodes.items():
+        if op.kind == "SparseLinear":
+            raise UnsupportedError(f"'{name}' (SparseLinear): sparse projections are not quantized yet; use a dense "
+                                   "Linear (partitioning and simulation do support them)")
         if op.kind not in ALLOWED:
             hint = {"BatchNorm": "fold_bn", "MPBNLIF": "fold_mpbn", "AvgPool2d": "fuse_projections",
                     "SumPool2d": "fuse_projections", "Scale": "fuse_projections"}.get(op.kind, "an earlier pass")

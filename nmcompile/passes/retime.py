@@ -114,7 +114,7 @@ def _biases_to_sources(g: Graph) -> list[str]:
     shapes = g.shapes()
     for name in list(g.order()):
         op = g.node(name)
-        if is_weighted(op) and op.bias is not None and np.any(op.bias != 0):
+        if is_weighted(op) and getattr(op, "bias", None) is not None and np.any(op.bias != 0):
             g.replace_node(name, op.replace(bias=None))
             bias_node = _bias_source(g, shapes[name], op.bias if op.kind == "Linear" else
                                      op.bias.reshape((-1,) + (1,) * (len(shapes[name]) - 1)), name)
