@@ -338,14 +338,15 @@ def neuron_cores(tiles: list[Tile], shapes: dict[str, tuple[int, ...]]) -> dict[
 
 def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[str, Costs],
             where: dict[str, np.ndarray],
-            rates: dict[str, np.ndarray], core_chip: list[int], n_cores: int) -> tuple[float, float, np.ndarray]:
-    """(inter-core traffic, inter-chip traffic, per-core fan-out routes)."""
+            rates: dict[str, np.ndarray], core_chip: list[int], n_cores: int):
+    """(inter-core traffic, inter-chip traffic, per-core fan-out routes, (source core, destination core) links)."""
     by_core: dict[int, list[Tile]] = {}
     for t in tiles:
         by_core.setdefault(t.core, []).append(t)
     chip_of = np.asarray(core_chip, dtype=np.int64)
     total = chips = 0.0
     fan_out = np.zeros(n_cores, dtype=np.float64)
+    links: set[tuple[int, int]] = set()
     for core, core_tiles in by_core.items():
         sources: dict[str, list[np.ndarray]] = {}
         for t in core_tiles:
@@ -365,7 +366,20 @@ def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[s
             total += float(weight[remote].sum())
             chips += float(weight[remote & (chip_of[cores_of] != chip_of[core])].sum())
             np.add.at(fan_out, cores_of[remote], 1.0)
-    return total, chips, fan_out
+            links.update((int(c), core) for c in np.unique(cores_of[remote]))
+    return total, chips, fan_out, links
+
+
+def routing_entries(links: set[tuple[int, int]], core_chip: list[int]) -> dict[int, int]:
+    """Routing entries per chip: one key/mask entry per source core whose spikes enter the chip, plus one per
+    core of the chip that sends off-chip (its outgoing route)."""
+    entries: dict[int, set[tuple[str, int]]] = {}
+    for src, dst in links:
+        a, b = core_chip[src], core_chip[dst]
+        entries.setdefault(b, set()).add(("in", src))
+        if a != b:
+            entries.setdefault(a, set()).add(("out", src))
+    return {chip: len(v) for chip, v in entries.items()}
 
 
 def _flat_sources(proj: Projection, part) -> np.ndarray:
@@ -442,7 +456,7 @@ def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, floa
     shapes = {name: c.shape for name, c in costs.items()}
     where = neuron_cores(tiles, shapes)
     chips = [k // target.cores_per_chip for k in range(core)]
-    t, _, fan_out = traffic(tiles, projs, costs, where, rates, chips, core)
+    t, _, fan_out, _ = traffic(tiles, projs, costs, where, rates, chips, core)
     return core, t, float(fan_out.max()) if core else 0.0
 
 
@@ -453,7 +467,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     costs, projs = layer_costs(g, target, rates)
     cap = capacity(target)
     for _ in range(6):
-        tiles, n_cores, where, core_chip, total, chips, fan_out = _place(costs, projs, rates, target, cap)
+        tiles, n_cores, where, core_chip, total, chips, fan_out, links = _place(costs, projs, rates, target, cap)
         if not target.fan_out_axons or not n_cores or fan_out.max() <= target.fan_out_axons:
             break
         _limit_fan_out(tiles, costs, where, fan_out, target)
@@ -462,6 +476,12 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         layers = sorted({t.layer for t in tiles if t.core == worst})
         raise ResourceError(f"layer '{layers[0]}': core {worst} would send {int(fan_out[worst])} routes, more than "
                             f"the {target.fan_out_axons} output axons of a {target.name} core")
+    if target.router_entries:
+        entries = routing_entries(links, core_chip)
+        if entries and max(entries.values()) > target.router_entries:
+            chip = max(entries, key=entries.get)
+            raise ResourceError(f"chip {chip} needs {entries[chip]} routing entries, more than the "
+                                f"{target.router_entries} of a {target.name} router")
     core_use = np.zeros((n_cores, len(RESOURCES)))
     for t in tiles:
         core_use[t.core] += t.use
@@ -491,8 +511,8 @@ def _place(costs, projs, rates, target, cap):
                     f"at this layer")
     core_chip = [k // target.cores_per_chip for k in range(n_cores)]
     where = neuron_cores(tiles, {name: c.shape for name, c in costs.items()})
-    total, chips, fan_out = traffic(tiles, projs, costs, where, rates, core_chip, n_cores)
-    return tiles, n_cores, where, core_chip, total, chips, fan_out
+    total, chips, fan_out, links = traffic(tiles, projs, costs, where, rates, core_chip, n_cores)
+    return tiles, n_cores, where, core_chip, total, chips, fan_out, links
 
 
 def _limit_fan_out(tiles: list[Tile], costs: dict[str, Costs], where, fan_out: np.ndarray, target) -> None:

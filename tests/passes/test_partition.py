@@ -114,3 +114,11 @@ def test_rates_from_calibration_weight_the_traffic():
 
 def test_resource_error_class():
     assert issubclass(ResourceError, Exception)
+
+
+def test_router_entries_are_checked():
+    g = mlp(np.random.default_rng(0), (8, 600, 600))
+    with pytest.raises(PassError, match=r"chip \d+ needs \d+ routing entries, more than the 3 of a spinnaker2 router"):
+        partition(g, "spinnaker2", router_entries=3, cores_per_chip=2)
+    out, _ = partition(g, "spinnaker2")
+    assert out.mapping.cores > 2
