@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 lint: setup
 	$(BIN)/ruff check nmcompile tests benchmarks examples
 
-test: setup lint
+test: setup lint lava-env
 	$(BIN)/python -m pytest -q
 
 demo: setup
@@ -42,3 +42,23 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+
+# Lava 0.10 needs Python 3.10 (lava-nc declares >=3.10,<3.11): its own venv, used by the Loihi conformance
+# tests, `nmcompile verify --board lava://` and benchmarks/bench_lava.py. lava-dl is not installed (it pulls a
+# CUDA torch of several GB).
+LAVA_VENV := .venv-lava
+LAVA_STAMP := $(LAVA_VENV)/.installed
+# python3.10 on PATH if it runs (a pyenv shim without 3.10 selected does not), else pyenv's newest 3.10.
+PYTHON310 ?= $(shell (python3.10 -c 'import sys' >/dev/null 2>&1 && command -v python3.10) || \
+	(command -v pyenv >/dev/null 2>&1 && ls "$$(pyenv root)"/versions/3.10.*/bin/python3.10 2>/dev/null | tail -n 1))
+
+.PHONY: lava-env
+lava-env: $(LAVA_STAMP)
+
+$(LAVA_STAMP):
+	@test -n "$(PYTHON310)" || { echo "Lava needs Python 3.10: install python3.10 (apt install python3.10-venv) or run 'pyenv install 3.10.13', then make lava-env"; exit 1; }
+	$(PYTHON310) -m venv $(LAVA_VENV)
+	$(LAVA_VENV)/bin/pip install --quiet --upgrade pip
+	$(LAVA_VENV)/bin/pip install --quiet lava-nc==0.10.0
+	$(LAVA_VENV)/bin/python -c 'import lava.magma; print("lava", "ok")'
+	touch $(LAVA_STAMP)

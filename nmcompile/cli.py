@@ -246,6 +246,27 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
 
 
 @main.command()
+@click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
+@click.option("--board", "board_url", required=True,
+              help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts), ref:// (the "
+                   "integer reference itself, a self-check).")
+@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
+def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
+    """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
+    spike at every step with the integer golden model. Exit status 0 when equal, 1 otherwise."""
+    from nmcompile.errors import VerificationError
+    from nmcompile.runtime.hil import verify_artifact
+
+    result = verify_artifact(artifact_dir, board_url)
+    for line in result.lines():
+        click.echo(line)
+    if junit is not None:
+        junit.write_bytes(result.junit_xml())
+    if not result.passed:
+        raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
+
+
+@main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", default="ref://", show_default=True,
               help="Where to run: ref:// is nmcompile's reference simulator, in process.")

@@ -99,7 +99,13 @@ def _ref(url, options: dict[str, str]) -> RefBoard:
     return RefBoard(integer=options.get("integer") == "1", precision=options.get("precision", "float64"))
 
 
-BOARD_SCHEMES: dict[str, Callable] = {"ref": _ref}
+def _lava(url, options: dict[str, str]):
+    from nmcompile.runtime.lava_board import LavaBoard
+
+    return LavaBoard(states=options.get("states") == "1")
+
+
+BOARD_SCHEMES: dict[str, Callable] = {"ref": _ref, "lava": _lava}
 
 
 def open_board(url: str, **options: str) -> Board:

@@ -1,4 +1,4 @@
-"""Spike files: `.npz` archives holding `spikes` [T, B, N] (0/1, any integer or bool dtype)."""
+"""Spike files: `.npz` archives holding `spikes` [T, B, N] or [T, B, *input_shape] (0/1, integer or bool)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ def load_spikes(path: str | Path, key: str = "spikes") -> np.ndarray:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error):
         raise InputFileError(f"{path}: truncated or not an .npz file") from None
-    if spikes.ndim != 3:
-        raise InputFileError(f"{path}: '{key}' must have shape [T, B, N], got {spikes.shape}")
+    if spikes.ndim < 3:
+        raise InputFileError(f"{path}: '{key}' must have shape [T, B, N] (or [T, B, *input_shape]), got {spikes.shape}")
     if spikes.dtype.kind not in "biuf":
         raise InputFileError(f"{path}: '{key}' has dtype {spikes.dtype}; use an integer or bool array of 0/1")
     if spikes.size and not np.all((spikes == 0) | (spikes == 1)):

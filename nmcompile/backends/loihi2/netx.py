@@ -1,0 +1,136 @@
+"""model.net: the network in lava-dl netx's HDF5 layout (docs/formats/loihi.md, shared/research/lava_loihi.md §4).
+
+netx describes a chain `input -> (dense | conv | flatten)*` of CUBA LIF layers. A layer's bias is a neuron bias
+(netx: bias_mant = bias, bias_exp = 6). nmcompile carries biases on constant sources so they start with the layer's
+first input; here they are folded back into the neuron bias, which netx applies from the first step. model.net
+therefore equals the compiled network exactly for bias-free networks, and after the first L steps otherwise.
+Networks netx cannot describe (recurrence, skip connections, per-synapse delays, negative weight exponents, a
+bias that is not a multiple of 64) get no model.net, with the reason in the report.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from nmcompile.ir import fixed
+from nmcompile.ir.graph import Graph
+
+
+class NotNetx(Exception):
+    pass
+
+
+def netx_bytes(graph: Graph) -> tuple[bytes | None, str]:
+    try:
+        layers = _layers(graph)
+    except NotNetx as why:
+        return None, str(why)
+    return _write(layers), f"{len(layers)} layers"
+
+
+def _layers(g: Graph) -> list[dict]:
+    shapes = g.shapes()
+    inputs = g.inputs
+    if len(inputs) != 1 or len(g.outputs) != 1:
+        raise NotNetx("netx describes one input and one output")
+    layers: list[dict] = [{"type": "input", "shape": shapes[inputs[0]]}]
+    node = inputs[0]
+    while True:
+        consumers = [e.dst for e in g.out_edges(node)]
+        if len(consumers) != 1:
+            raise NotNetx(f"'{node}' feeds {len(consumers)} nodes; netx describes a chain")
+        nxt = consumers[0]
+        op = g.node(nxt)
+        if op.kind == "Output":
+            return layers
+        if op.kind == "Flatten":
+            layers.append({"type": "flatten", "shape": shapes[nxt]})
+            node = nxt
+            continue
+        if op.kind not in ("QLinear", "QConv"):
+            raise NotNetx(f"'{nxt}' ({op.kind}) is not a netx layer")
+        neuron = g.out_edges(nxt)[0].dst
+        if g.node(neuron).kind != "QNeuron":
+            raise NotNetx(f"'{nxt}' must feed a neuron layer directly")
+        layers.append(_layer(g, nxt, op, neuron, shapes))
+        node = neuron
+
+
+def _bias_from_sources(g: Graph, neuron: str, main: str, shape) -> np.ndarray:
+    """The per-step input a neuron receives from constant sources, as u units (a << 6 per step)."""
+    total = np.zeros(shape, dtype=np.int64)
+    for edge in g.in_edges(neuron):
+        if edge.src == main:
+            continue
+        op = g.node(edge.src)
+        src = g.in_edges(edge.src)[0].src
+        if g.node(src).kind != "Constant":
+            raise NotNetx(f"'{neuron}' has a second input '{edge.src}'; netx layers have one")
+        if op.kind == "QLinear":
+            a = fixed.floor_shift(op.effective_weight()[:, 0], op.weight_exp)
+            total += a.reshape(shape)
+        else:
+            total += op.weight[:, 0].reshape(-1, *([1] * (len(shape) - 1))).astype(np.int64)
+    return total
+
+
+def _layer(g: Graph, name: str, op, neuron_name: str, shapes) -> dict:
+    neuron = g.node(neuron_name)
+    shape = shapes[neuron_name]
+    if np.any(np.asarray(op.delay) != 1):
+        raise NotNetx(f"'{name}' has delays other than one step")
+    if np.ptp(neuron.du) or np.ptp(neuron.dv) or np.ptp(neuron.vth):
+        raise NotNetx(f"'{neuron_name}' has per-neuron decays or thresholds")
+    if np.any(neuron.u_init) or np.any(neuron.v_init):
+        raise NotNetx(f"'{neuron_name}' starts from a non-zero state")
+    source_bias = _bias_from_sources(g, neuron_name, name, shape)
+    if np.any(source_bias) and int(np.asarray(neuron.du).reshape(-1)[0]) != fixed.DECAY_UNITY - 1:
+        raise NotNetx(f"'{neuron_name}': a bias through a decaying current has no netx form")
+    total = (source_bias << fixed.ACT_SHIFT) + np.broadcast_to(fixed.effective_bias(neuron.bias_mant, neuron.bias_exp),
+                                                              shape)
+    if np.any(total % (1 << fixed.ACT_SHIFT)):
+        raise NotNetx(f"'{neuron_name}': its bias is not a multiple of 64 (netx biases have exponent 6)")
+    block = {"shape": shape, "neuron": {"type": "CUBA", "iDecay": int(np.asarray(neuron.du).reshape(-1)[0]) + 1,
+                                        "vDecay": int(np.asarray(neuron.dv).reshape(-1)[0]),
+                                        "vThMant": int(np.asarray(neuron.vth).reshape(-1)[0]), "refDelay": 1,
+                                        "gradedSpike": False}}
+    if np.any(total):
+        block["bias"] = (total >> fixed.ACT_SHIFT).astype(np.float32)
+    if op.weight_exp < 0:
+        raise NotNetx(f"'{name}': a negative weight exponent floors the sum; netx weights are integers")
+    if op.kind == "QLinear":
+        block.update(type="dense", inFeatures=op.weight.shape[1], outFeatures=op.weight.shape[0],
+                     weight=(op.effective_weight() << op.weight_exp).astype(np.float32))
+    else:
+        if op.weight.ndim != 4:
+            raise NotNetx(f"'{name}': netx convolutions are 2-D")
+        block.update(type="conv", inChannels=op.weight.shape[1] * op.groups, outChannels=op.weight.shape[0],
+                     kernelSize=np.array(op.weight.shape[2:]), stride=np.array(op.stride),
+                     padding=np.array(op.padding), dilation=np.array(op.dilation), groups=op.groups,
+                     weight=op.weight.astype(np.float32))
+    return block
+
+
+def _write(layers: list[dict]) -> bytes:
+    import h5py
+
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=False) as f:
+        group = f.create_group("layer")
+        for k, layer in enumerate(layers):
+            g = group.create_group(str(k))
+            for key, value in layer.items():
+                if key == "neuron":
+                    ng = g.create_group("neuron")
+                    for nk, nv in value.items():
+                        ng.create_dataset(nk, data=np.bytes_(nv) if isinstance(nv, str) else nv, track_times=False)
+                elif key == "type":
+                    g.create_dataset("type", data=np.array([value.encode()], dtype="S10"), track_times=False)
+                else:
+                    g.create_dataset(key, data=np.asarray(value), track_times=False)
+        sim = f.create_group("simulation")
+        sim.create_dataset("Ts", data=1.0, track_times=False)
+        sim.create_dataset("tSample", data=1, track_times=False)
+    return buffer.getvalue()

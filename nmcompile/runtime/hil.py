@@ -1,0 +1,88 @@
+"""Hardware in the loop: run an artifact's reference inputs on a board and compare with the golden model.
+
+    result = verify_artifact(Path("out"), "lava://")
+    result.passed, result.lines(), result.junit_xml()
+"""
+
+from __future__ import annotations
+
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nmcompile import artifact
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str
+    seconds: float = 0.0
+
+
+@dataclass
+class VerifyResult:
+    artifact: Path
+    board: str
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def lines(self) -> list[str]:
+        lines = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
+        verdict = "equals" if self.passed else "DIFFERS FROM"
+        lines.append(f"{self.board} {verdict} the integer reference of {self.artifact}")
+        return lines
+
+    def junit_xml(self) -> bytes:
+        suite = ET.Element("testsuite", name="nmcompile-verify", tests=str(len(self.checks)),
+                           failures=str(sum(not c.passed for c in self.checks)), errors="0",
+                           time=f"{sum(c.seconds for c in self.checks):.3f}")
+        for c in self.checks:
+            case = ET.SubElement(suite, "testcase", classname=f"{self.board}", name=c.name, time=f"{c.seconds:.3f}")
+            if not c.passed:
+                ET.SubElement(case, "failure", message=c.detail).text = c.detail
+        return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
+
+
+def first_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
+    index = tuple(int(i) for i in np.argwhere(ours != theirs)[0])
+    return (f"first at step {index[0]}, sample {index[1]}, neuron {index[2:]}: board {theirs[index]} vs reference "
+            f"{ours[index]}")
+
+
+def verify_artifact(path: Path, board_url: str, board=None) -> VerifyResult:
+    """Run reference/inputs.npz (plus L silent steps) on the board and compare every output at every step."""
+    from nmcompile.runtime.board import open_board
+
+    art = artifact.read(path)
+    inputs, expected = art.reference()
+    padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
+    board = board or open_board(board_url)
+    result = VerifyResult(path, board_url)
+    start = time.perf_counter()
+    try:
+        board.load(path)
+        outputs = board.run_all(padded) if hasattr(board, "run_all") else {
+            next(iter(expected)): board.run(padded).reshape(expected[next(iter(expected))].shape)}
+    finally:
+        board.close()
+    seconds = time.perf_counter() - start
+    for name, reference in expected.items():
+        got = np.asarray(outputs[name]).reshape(reference.shape)
+        if np.array_equal(got, reference):
+            neurons = int(np.prod(reference.shape[2:]))
+            detail = (f"{reference.shape[0]} steps x {reference.shape[1]} samples x {neurons} neurons equal "
+                      f"({int(np.count_nonzero(reference))} spikes)")
+            result.checks.append(Check(f"output {name}", True, detail, seconds))
+        else:
+            mismatches = int(np.count_nonzero(got != reference))
+            result.checks.append(Check(f"output {name}", False, f"{mismatches} values differ; "
+                                       f"{first_difference(reference, got)}", seconds))
+    return result
