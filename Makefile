@@ -37,8 +37,10 @@ test: setup lint lava-env
 demo: setup
 	$(BIN)/python examples/demo.py
 
-bench: setup
+bench: setup lava-env
 	$(BIN)/python benchmarks/bench_simulate.py
+	$(BIN)/python benchmarks/bench_partition.py
+	$(BIN)/python benchmarks/bench_lava.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -1,7 +1,8 @@
 """Array kernels shared by the float and integer simulators: convolution, pooling and exact integer products.
 
 Every function takes a batch of samples in front: x has shape [N, C, *spatial]. Integer products run through
-float64 BLAS when every partial sum provably stays below 2^53 (then they are exact), else through int64.
+float32 BLAS when every partial sum provably stays below 2^24, float64 below 2^53 (both exact: integers below
+those bounds are represented exactly and sums of them are computed exactly), else through int64.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 EXACT_FLOAT_LIMIT = 2**53
+EXACT_FLOAT32_LIMIT = 2**24
 _CHUNK_BYTES = 1 << 27  # bound on the im2col buffer per chunk
 
 
@@ -70,8 +72,10 @@ def sum_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
 def int_matmul(x: np.ndarray, weight_t: np.ndarray, row_bound: int) -> np.ndarray:
     """Exact x @ weight_t for int64 arrays; `row_bound` = max over outputs of sum |w| (per input unit)."""
     xmax = int(np.abs(x).max()) if x.size else 0
+    if xmax * row_bound < EXACT_FLOAT32_LIMIT:  # every partial sum is an integer below 2^24: exact in float32
+        return (x.astype(np.float32) @ weight_t.astype(np.float32)).astype(np.int64)
     if xmax * row_bound < EXACT_FLOAT_LIMIT:
-        return np.rint(x.astype(np.float64) @ weight_t.astype(np.float64)).astype(np.int64)
+        return (x.astype(np.float64) @ weight_t.astype(np.float64)).astype(np.int64)
     return x.astype(np.int64) @ weight_t.astype(np.int64)
 
 

@@ -238,6 +238,7 @@ class IntegerNeuron(Kernel):
         super().__init__(out_shape, out_shape, np.dtype(np.int64))
         self.op = op
         self.du_plus = op.du.astype(np.int64) + 1
+        self.clears_current = bool(np.all(self.du_plus == fixed.DECAY_UNITY))  # u = a << 6 every step
         self.dv = op.dv.astype(np.int64)
         self.vth = np.left_shift(op.vth.astype(np.int64), fixed.VTH_SHIFT)
         self.bias = fixed.effective_bias(op.bias_mant, op.bias_exp)
@@ -253,7 +254,8 @@ class IntegerNeuron(Kernel):
 
     def step(self, a: np.ndarray) -> np.ndarray:
         op = self.op
-        self.u = fixed.wrap_current(fixed.decay(self.u, self.du_plus) + np.left_shift(a, fixed.ACT_SHIFT))
+        drive = np.left_shift(a, fixed.ACT_SHIFT)
+        self.u = fixed.wrap_current(drive if self.clears_current else fixed.decay(self.u, self.du_plus) + drive)
         v = fixed.decay(self.v, self.dv) + self.u + self.bias
         if not op.spiking:
             self.v = fixed.clip_voltage(v)
@@ -300,6 +302,8 @@ def _channel_param(array: np.ndarray, in_shape: Shape, dtype) -> np.ndarray:
 
 
 def _linear_groups(weight: np.ndarray, delays: np.ndarray, make: Callable[[np.ndarray], Apply]):
+    if np.ndim(delays) == 0:
+        return [(int(delays), make(weight))]
     delays = np.broadcast_to(delays, weight.shape)
     groups = []
     for d in np.unique(delays):

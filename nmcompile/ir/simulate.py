@@ -97,14 +97,18 @@ class Simulator:
         self.shapes = graph.shapes()
         self.components = graph.strongly_connected()
         self._stream_batch: int | None = None
+        self._built: dict[str, Kernel] | None = None
 
     def _kernels(self) -> dict[str, Kernel]:
-        kernels = {}
-        for name, op in self.graph.nodes.items():
-            in_edges = self.graph.in_edges(name)
-            in_shape = self.shapes[in_edges[0].src] if in_edges else None
-            kernels[name] = make_kernel(op, in_shape, self.shapes[name], self.mode)
-        return kernels
+        """The kernels, built once (the 'compile' step: weight preparation, layouts) and reset per run."""
+        if self._built is None:
+            kernels = {}
+            for name, op in self.graph.nodes.items():
+                in_edges = self.graph.in_edges(name)
+                in_shape = self.shapes[in_edges[0].src] if in_edges else None
+                kernels[name] = make_kernel(op, in_shape, self.shapes[name], self.mode)
+            self._built = kernels
+        return self._built
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
         graph = self.graph
