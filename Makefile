@@ -34,7 +34,7 @@ lint: setup
 test: setup lint lava-env
 	$(BIN)/python -m pytest -q
 
-demo: setup
+demo: setup lava-env
 	$(BIN)/python examples/demo.py
 
 bench: setup lava-env

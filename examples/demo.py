@@ -1,4 +1,5 @@
-"""`make demo`: build a small spiking network in code, save it as NIR, inspect it and simulate it.
+"""`make demo`: build a small spiking network in code, save it as NIR, inspect it and simulate it; then compile
+the trained digits example for every target and verify the emitted networks on their boards (Lava for loihi2).
 
 Every step runs the real `nmcompile` command, so what you see is what a user types.
 """
@@ -70,17 +71,32 @@ def main() -> None:
 
 
 def compile_digits(work: Path) -> None:
-    """The trained digits example (snnTorch state dict + factory) through the compiler for every target."""
+    """The trained digits example (snnTorch state dict + factory) through the compiler for every target; targets
+    with a backend get their files and are verified on their board against the integer reference."""
+    from nmcompile.backends import has_emitter
+
     digits = Path(__file__).resolve().parent / "digits"
     source = [str(digits / "digits.pt"), "--model", f"{digits / 'model.py'}:make_model"]
     nmcompile("inspect", *source, "--check")
+    sys.path.insert(0, str(digits))
+    from model import encode, load_digits_split
+
+    _, x_test, _, _ = load_digits_split()
+    calibration = work / "digits-test.npz"
+    np.savez(calibration, spikes=encode(x_test[:64]).astype(np.int8))   # [T, 64, 64]: the reference input
+    print(f"\n64 test digits, rate-encoded, saved as {calibration}: calibration and reference input")
+    boards = {"loihi2": "lava://"}
     for target in ("loihi2", "spinnaker2", "fpga"):
         out = work / f"digits-{target}"
-        nmcompile("compile", *source, "--target", target, "--stop-after", "analyse", "-o", str(out))
+        full = has_emitter(target)
+        nmcompile("compile", *source, "--target", target, *(() if full else ("--stop-after", "analyse")),
+                  "--calibration-spikes", str(calibration), "--reference-samples", "16", "-o", str(out))
         report = (out / "report.md").read_text().splitlines()
         for line in report:
             if any(key in line for key in ("latency L", "output agreement", "core(s) on", "energy on")):
                 print("   ", line.strip())
+        if full and target in boards:
+            nmcompile("verify", str(out), "--board", boards[target], "--junit", str(work / f"verify-{target}.xml"))
 
 
 if __name__ == "__main__":

@@ -137,9 +137,10 @@ class CompileRequest:
     print_ir_after_all: bool = False
     stop_after: str | None = None
     target_overrides: dict[str, Any] = field(default_factory=dict)
+    reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
 
 
-REFERENCE_STEPS, REFERENCE_BATCH, REFERENCE_RATE = 50, 4, 0.2
+REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
 
 
 def compile_network(request: CompileRequest, log=print, emit=print):
@@ -176,7 +177,10 @@ def compile_network(request: CompileRequest, log=print, emit=print):
         log(f"      done in {time.perf_counter() - start:.2f} s")
         if name == request.stop_after:
             break
-    inputs = calibration[:, :REFERENCE_BATCH] if calibration is not None else _random_spikes(graph)
+    if request.reference_samples < 1:
+        raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
+    inputs = (calibration[:, :request.reference_samples] if calibration is not None
+              else _random_spikes(graph, request.reference_samples))
     files: dict[str, bytes] = {}
     stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"
     if request.stop_after is None:
@@ -189,12 +193,12 @@ def compile_network(request: CompileRequest, log=print, emit=print):
                           files=files, stage=stage)
 
 
-def _random_spikes(graph: Graph):
+def _random_spikes(graph: Graph, samples: int):
     import numpy as np
 
     shape = graph.node(graph.inputs[0]).shape
     rng = np.random.default_rng(0)
-    return (rng.random((REFERENCE_STEPS, REFERENCE_BATCH, *shape)) < REFERENCE_RATE).astype(np.int64)
+    return (rng.random((REFERENCE_STEPS, samples, *shape)) < REFERENCE_RATE).astype(np.int64)
 
 
 def _calibration(request: CompileRequest, source: Source, graph: Graph):

@@ -224,9 +224,13 @@ def _frontend_check(loaded) -> None:
 @click.option("--stop-after", metavar="PASS", default=None,
               help="Stop after this pass and write the IR, report and reference reached so far.")
 @click.option("--chips", type=int, default=None, help="Number of chips available (default: the target's).")
+@click.option("--reference-samples", type=int, default=4, show_default=True,
+              help="Samples in the artifact's reference run (the first ones of --calibration-spikes, else random "
+                   "spikes for 50 steps at rate 0.2); `verify` replays all of them on the board.")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
-                print_ir_after_all: bool, stop_after: str | None, chips: int | None, **kw) -> None:
+                print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
+                **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -239,7 +243,8 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
-        stop_after=stop_after, target_overrides={"chips": chips} if chips else {})
+        stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
+        reference_samples=reference_samples)
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")

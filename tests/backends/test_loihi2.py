@@ -209,9 +209,27 @@ np.save('{tmp_path}/netx.npy', sink.data.get()); net.stop()
     np.testing.assert_array_equal(netx_out, expected)
 
 
-def test_refusals_name_the_layer(tmp_path):
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("beta", "per-neuron", "layer 'l1': per-neuron decays"),
+    ("reset_mode", "subtract", r"layer 'l1': reset by subtraction is not supported by loihi2 \(supported by: "),
+    ("reset_timing", "delayed", "layer 'l1': delayed reset is not supported by loihi2"),
+    ("refractory", 2, "layer 'l1': a refractory period of 2 steps is not supported by loihi2"),
+])
+def test_refusals_name_the_layer(field, value, message, tmp_path):
     rng = np.random.default_rng(0)
     g = mlp(rng)
-    g.replace_node("l1", g.node("l1").replace(beta=rng.uniform(0.5, 0.9, 30)))
-    with pytest.raises(NmcError, match="layer 'l1': per-neuron decays"):
+    g.replace_node("l1", g.node("l1").replace(**{field: rng.uniform(0.5, 0.9, 30) if value == "per-neuron" else value}))
+    with pytest.raises(NmcError, match=message):
         compile_graph(g, tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+
+
+def test_exact_rewrites_instead_of_refusals(tmp_path):
+    """'>=' becomes '>' at the integer threshold below; per-neuron thresholds are co-scaled into the weight rows.
+    Both are exact, so the network still runs bit-exactly in Lava."""
+    rng = np.random.default_rng(3)
+    g = mlp(rng)
+    g.replace_node("l1", g.node("l1").replace(compare=">=", threshold=rng.uniform(0.7, 1.3, 30)))
+    out = compile_graph(g, tmp_path, (rng.random((30, 2, 20)) < 0.3).astype(np.int64))
+    report = (out / "report.md").read_text()
+    assert "thresholds co-scaled to one" in report and "'>=' realised as '>'" in report
+    assert_conformant(out)

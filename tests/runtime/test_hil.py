@@ -1,0 +1,72 @@
+"""`nmcompile verify`: replays the reference inputs on a board, PASS/FAIL per output, JUnit XML, exit status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nmcompile.api import CompileRequest, compile_network
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.serialize import save
+from nmcompile.runtime.board import RefBoard
+from nmcompile.runtime.hil import verify_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(0)
+    g = Graph("tiny")
+    g.add("in", O.Input(shape=(12,)))
+    g.add("fc", O.Linear(weight=rng.normal(0.4, 0.5, (8, 12))))
+    g.add("lif", O.LIF(shape=(8,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(8,)))
+    g.chain("in", "fc", "lif", "out")
+    work = tmp_path_factory.mktemp("hil")
+    out = work / "tiny-loihi2"
+    compile_network(CompileRequest(source=save(g, work / "tiny.nmir"), target="loihi2", out=out,
+                                   reference_samples=3), log=lambda m: None)
+    return out
+
+
+def nmcompile(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nmcompile", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_verify_passes_on_the_reference_board_with_junit(compiled, tmp_path):
+    proc = nmcompile("verify", str(compiled), "--board", "ref://", "--junit", str(tmp_path / "r.xml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS output out: 51 steps x 3 samples x 8 neurons equal" in proc.stdout
+    suite = ET.parse(tmp_path / "r.xml").getroot()
+    assert suite.tag == "testsuite" and suite.get("tests") == "1" and suite.get("failures") == "0"
+
+
+class FlipOneSpike(RefBoard):
+    """The reference with one output spike of sample 1 flipped: a board with a fault."""
+
+    def run(self, spikes):
+        out = super().run(spikes).copy()
+        out[7, 1, 3] ^= 1
+        return out
+
+
+def test_a_differing_board_fails_and_names_the_first_difference(compiled, tmp_path):
+    result = verify_artifact(compiled, "faulty://", board=FlipOneSpike())
+    assert not result.passed
+    assert "FAIL output out: 1 values differ; first at step 7, sample 1, neuron (3,)" in result.lines()[0]
+    suite = ET.fromstring(result.junit_xml())
+    assert suite.get("failures") == "1" and suite.find("testcase/failure") is not None
+
+
+def test_verify_errors_are_one_line(compiled, tmp_path):
+    proc = nmcompile("verify", str(tmp_path / "missing"), "--board", "ref://")
+    assert proc.returncode == 1 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+    proc = nmcompile("verify", str(compiled), "--board", "smoke://")
+    assert proc.returncode == 1 and "unknown board scheme 'smoke://'" in proc.stderr
