@@ -138,6 +138,7 @@ class CompileRequest:
     stop_after: str | None = None
     target_overrides: dict[str, Any] = field(default_factory=dict)
     reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
+    stdp: dict[str, dict[str, int]] = field(default_factory=dict)   # plastic projection -> rule parameters
 
 
 REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
@@ -161,12 +162,14 @@ def compile_network(request: CompileRequest, log=print, emit=print):
     if request.stop_after is None and not backends.has_emitter(target.name):
         raise UnsupportedError(f"the {target.name} backend is not in this build: no target files can be emitted; "
                                "pass --stop-after partition to compile to the integer IR, report and reference only")
+    if request.stdp and not target.stdp:
+        raise UnsupportedError(f"STDP (--stdp) is not supported by {target.name} (supported by: fpga)")
     source = load_source(request.source, request.options)
     for note in source.notes:
         log(note)
     graph = source.graph
     calibration = _calibration(request, source, graph)
-    ctx = PassContext(target=target, calibration=calibration)
+    ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp})
     done: list[str] = []
     for k, name in enumerate(passes):
         start = time.perf_counter()
@@ -235,4 +238,7 @@ def _report(request: CompileRequest, source: Source, target, passes: list[str], 
             lines.append("(nothing to report)")
         else:
             lines += ["    " + line if line.startswith("  ") else line for line in report.lines()]
+    backend = ctx.reports.get("emit")
+    if backend is not None:
+        lines += ["", f"## {target.name} backend", "", *backend.lines()]
     return "\n".join(lines) + "\n"

@@ -3,7 +3,8 @@
     out/manifest.json        format version, target, versions, source and IR digests, latency, shapes, file digests
     out/network.nmir         the compiled integer network (the golden model backends must equal)
     out/reference/inputs.npz     input spikes [T, B, *input_shape]
-    out/reference/outputs.npz    expected outputs [T + L, B, *output_shape] of the integer model
+    out/reference/outputs.npz    expected outputs [T + L, B, *output_shape] of the integer model, and for every
+                                 plastic projection P its final weights `weight:P` [B, out, in]
     out/report.md            what every pass did: folds, latency, quantization, cores, energy
     out/<target files>       written by the target's backend
 
@@ -64,7 +65,9 @@ def reference_run(graph: Graph, inputs: np.ndarray) -> dict[str, np.ndarray]:
     pad = np.zeros((graph.latency, *inputs.shape[1:]), dtype=inputs.dtype)
     x = np.concatenate([inputs, pad])
     result = simulate(graph, x.astype(np.int64) if graph.is_integer else x.astype(np.float64))
-    return {name: out for name, out in result.outputs.items()}
+    outputs = {name: out for name, out in result.outputs.items()}
+    outputs.update({f"weight:{name}": w for name, w in result.weights.items()})  # plastic: final W [B, out, in]
+    return outputs
 
 
 @dataclass

@@ -210,6 +210,21 @@ def _frontend_check(loaded) -> None:
         raise UnsupportedError(f"the IR does not reproduce the framework in float64 ({exact}); please report this")
 
 
+def _stdp_params(items) -> dict[str, int]:
+    from nmcompile.errors import UnsupportedError
+
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = int(value)
+        except ValueError:
+            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER") from None
+        if not sep:
+            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER")
+    return params
+
+
 @main.command("compile")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, type=click.Choice(["loihi2", "spinnaker2", "fpga"]),
@@ -227,10 +242,16 @@ def _frontend_check(loaded) -> None:
 @click.option("--reference-samples", type=int, default=4, show_default=True,
               help="Samples in the artifact's reference run (the first ones of --calibration-spikes, else random "
                    "spikes for 50 steps at rate 0.2); `verify` replays all of them on the board.")
+@click.option("--stdp", "stdp_layers", multiple=True, metavar="PROJECTION",
+              help="Make this projection plastic (pair-based STDP with 8-bit traces, docs/semantics.md §3.5; fpga "
+                   "only). Repeatable. Names are those of `nmcompile inspect --ir` after quantize, e.g. '2'.")
+@click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
+              help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
+                   "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
                 print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
-                **kw) -> None:
+                stdp_layers, stdp_params, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -244,7 +265,7 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
         stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
-        reference_samples=reference_samples)
+        reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers})
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")

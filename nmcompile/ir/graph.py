@@ -22,7 +22,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
 # Ops that may appear in either a float or an integer graph (they are exact on integers).
 _NEUTRAL = {"Input", "Constant", "Output", "Flatten", "SumPool2d", "Delay"}
-_INTEGER = {"QLinear", "QConv", "QNeuron"}
+_INTEGER = {"QLinear", "QConv", "QNeuron", "QPlasticLinear"}
 
 
 @dataclass(frozen=True)

@@ -180,3 +180,59 @@ class QNeuron(Op):
             value = getattr(self, key)
             if np.any(np.abs(value) >= fixed.UV_LIMIT):
                 raise ValueError(f"{key} must fit in 24 bits")
+
+
+TRACE_MAX = 255                   # STDP traces are 8-bit unsigned
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class QPlasticLinear(QLinear):
+    """A QLinear whose weight mantissas learn by pair-based STDP with 8-bit integer traces (docs/semantics.md §3.5).
+
+    One delay d for the whole projection; the weights are used as in QLinear (they must be unchanged by
+    `prepared_weights`). Per sample, after the neuron layer it feeds has produced its spikes post_i(t):
+
+        pre_j  = x_j(t - d)                                   (the spikes this projection delivered at t)
+        xp_j   = min(xp_j - (xp_j >> pre_decay) + pre_increment * pre_j, 255)
+        W_ij   = max(W_ij - (yp_i >> ltd_shift), w_min)        where pre_j     (yp of step t-1: depression)
+        W_ij   = min(W_ij + (xp_j >> ltp_shift), w_max)        where post_i    (xp including step t: potentiation)
+        yp_i   = min(yp_i - (yp_i >> post_decay) + post_increment * post_i, 255)
+    """
+
+    pre_increment: int = 128
+    post_increment: int = 128
+    pre_decay: int = 2
+    post_decay: int = 2
+    ltp_shift: int = 5
+    ltd_shift: int = 5
+    w_min: int = -128
+    w_max: int = 127
+
+    def check(self) -> None:
+        super().check()
+        if self.delay.ndim and np.ptp(self.delay):
+            raise ValueError("a plastic projection has one delay for all synapses")
+        if int(self.delay.reshape(-1)[0]) < 1:
+            raise ValueError("a plastic projection needs a delay >= 1")
+        for key in ("pre_increment", "post_increment"):
+            if not 0 <= getattr(self, key) <= TRACE_MAX:
+                raise ValueError(f"{key} must be in 0..{TRACE_MAX}")
+        for key in ("pre_decay", "post_decay", "ltp_shift", "ltd_shift"):
+            if not 0 <= getattr(self, key) <= 7:
+                raise ValueError(f"{key} must be in 0..7")
+        if not -128 <= self.w_min <= self.w_max <= 127:
+            raise ValueError(f"weight bounds must satisfy -128 <= w_min <= w_max <= 127, got {self.w_min}, "
+                             f"{self.w_max}")
+        if not np.array_equal(self.effective_weight(), self.weight):
+            raise ValueError("plastic weights must be used as stored (mixed sign mode, 9 weight bits)")
+        if self.weight.size and (self.weight.min() < self.w_min or self.weight.max() > self.w_max):
+            raise ValueError(f"initial weights {int(self.weight.min())}..{int(self.weight.max())} lie outside "
+                             f"[w_min, w_max] = [{self.w_min}, {self.w_max}]")
+
+    @property
+    def scalar_delay(self) -> int:
+        return int(self.delay.reshape(-1)[0])
+
+
+STDP_PARAMETERS = ("pre_increment", "post_increment", "pre_decay", "post_decay", "ltp_shift", "ltd_shift", "w_min",
+                   "w_max")

@@ -337,7 +337,7 @@ def make_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, mode: str) -> 
     return _float_kernel(op, in_shape, out_shape, dtype)
 
 
-_INTEGER_KINDS = {"QLinear", "QConv", "QNeuron"}
+_INTEGER_KINDS = {"QLinear", "QConv", "QNeuron", "QPlasticLinear"}
 
 
 def _float_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
@@ -392,6 +392,10 @@ def _integer_kernel(op: Op, in_shape: Shape | None, out_shape: Shape) -> Kernel:
     int64 = np.dtype(np.int64)
     if kind == "QNeuron":
         return IntegerNeuron(op, out_shape)
+    if kind == "QPlasticLinear":
+        from nmcompile.ir.plasticity import PlasticLinear
+
+        return PlasticLinear(op, in_shape, out_shape)
     if kind == "QLinear":
         weight = op.effective_weight()
 

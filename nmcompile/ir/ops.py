@@ -327,14 +327,14 @@ class BatchNorm(Op):
 
 
 # Re-export neuron and integer ops so that `nmcompile.ir.ops` is the one place to import ops from.
-from nmcompile.ir.integer import QConv, QLinear, QNeuron  # noqa: E402
+from nmcompile.ir.integer import QConv, QLinear, QNeuron, QPlasticLinear  # noqa: E402
 from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp  # noqa: E402
 
 OP_TYPES: dict[str, type[Op]] = {
     cls.__name__: cls
     for cls in (
         Input, Constant, Output, Linear, SparseLinear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay,
-        BatchNorm, LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron,
+        BatchNorm, LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron, QPlasticLinear,
     )
 }
 
@@ -342,5 +342,5 @@ __all__ = [
     "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d", "CubaLI",
     "CubaLIF",
     "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
-    "QNeuron", "Scale", "Shape", "SparseLinear", "SumPool2d", "same_op",
+    "QNeuron", "QPlasticLinear", "Scale", "Shape", "SparseLinear", "SumPool2d", "same_op",
 ]

@@ -31,6 +31,7 @@ class SimResult:
     outputs: dict[str, np.ndarray]
     values: dict[str, np.ndarray] = field(default_factory=dict)
     states: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    weights: dict[str, np.ndarray] = field(default_factory=dict)   # plastic projections: final W [B, out, in]
 
     @property
     def output(self) -> np.ndarray:
@@ -98,6 +99,7 @@ class Simulator:
         self.components = graph.strongly_connected()
         self._stream_batch: int | None = None
         self._built: dict[str, Kernel] | None = None
+        self.plastic = plastic_pairs(graph)
 
     def _kernels(self) -> dict[str, Kernel]:
         """The kernels, built once (the 'compile' step: weight preparation, layouts) and reset per run."""
@@ -116,6 +118,16 @@ class Simulator:
         steps, batch = next(iter(values.values())).shape[:2]
         kernels = self._kernels()
         states: dict[str, dict[str, np.ndarray]] = {}
+        if self.plastic:  # learning couples a projection to its neuron layer: the whole graph runs step by step
+            order = [n for n in graph.order() if graph.node(n).kind != "Input"]
+            for n in order:
+                kernels[n].reset(batch)
+            _run_stepwise(graph, order, kernels, values, steps, batch, self.shapes, self.dtype, record,
+                          learn=self.plastic)
+            states = {n: kernels[n].states() for n in order if record and kernels[n].states()}
+            outputs = {name: values[name] for name in graph.outputs}
+            weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
+            return SimResult(self.mode, outputs, values if record else {}, states, weights)
         for component in self.components:
             first = component[0]
             recurrent_self = any(e.src == first for e in graph.in_edges(first))
@@ -155,7 +167,7 @@ class Simulator:
             raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
-                      False, previous=self._stream_prev)
+                      False, previous=self._stream_prev, learn=self.plastic)
         for name in self.graph.nodes:
             self._stream_prev[name] = values[name][-1]
         return {name: values[name] for name in self.graph.outputs}
@@ -183,10 +195,24 @@ def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dty
     return total
 
 
+def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
+    """(plastic projection, the neuron layer it feeds) for every QPlasticLinear."""
+    pairs = []
+    for name, op in graph.nodes.items():
+        if op.kind == "QPlasticLinear":
+            consumers = [e.dst for e in graph.out_edges(name)]
+            if len(consumers) != 1 or graph.node(consumers[0]).kind != "QNeuron":
+                raise UnsupportedError(f"plastic projection '{name}' must feed exactly one neuron layer directly")
+            pairs.append((name, consumers[0]))
+    return pairs
+
+
 def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel], values, steps: int,
-                  batch: int, shapes, dtype, record: bool, previous: dict[str, np.ndarray] | None = None) -> None:
+                  batch: int, shapes, dtype, record: bool, previous: dict[str, np.ndarray] | None = None,
+                  learn: list[tuple[str, str]] = ()) -> None:
     """Evaluate `component` (kernels already reset) step by step; `previous` holds each node's output of the
-    step before the first one (for recurrent edges across streamed chunks)."""
+    step before the first one (for recurrent edges across streamed chunks); `learn` lists (plastic projection,
+    post layer) pairs whose weights update after every step."""
     members = set(component)
     previous = previous or {}
     out = {n: np.zeros((steps, batch, *shapes[n]), dtype=dtype) for n in component}
@@ -220,6 +246,8 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
                 recs[n][k][t] = getattr(kernels[n], k)
         for n in lagged:
             kernels[n].push(input_at(n, t))
+        for p, post in learn:
+            kernels[p].learn(out[post][t])
     for n in component:
         values[n] = out[n]
         if record and recs.get(n):

@@ -161,8 +161,8 @@ def projections(g: Graph) -> dict[str, list[Projection]]:
     shapes = g.shapes()
     result: dict[str, list[Projection]] = {}
     for name, op in g.nodes.items():
-        kind = {"Linear": "dense", "QLinear": "dense", "SparseLinear": "sparse", "Conv1d": "conv", "Conv2d": "conv",
-                "QConv": "conv"}.get(op.kind)
+        kind = {"Linear": "dense", "QLinear": "dense", "QPlasticLinear": "dense", "SparseLinear": "sparse",
+                "Conv1d": "conv", "Conv2d": "conv", "QConv": "conv"}.get(op.kind)
         if kind is None:
             continue
         source = _trace(g, name, backwards=True)
@@ -174,7 +174,7 @@ def projections(g: Graph) -> dict[str, list[Projection]]:
             nz = op.weight != 0
             proj.row_nnz = nz.sum(axis=1).astype(np.int64)
             proj.fully_dense = bool(nz.all())
-            delay = getattr(op, "delay", None) if op.kind == "QLinear" else getattr(op, "delays", None)
+            delay = getattr(op, "delay", None) if op.kind.startswith("Q") else getattr(op, "delays", None)
             proj.delay_bits = delay is not None and np.ndim(delay) > 0 and bool(np.ptp(delay))
         elif kind == "sparse":
             proj.row_nnz = np.diff(op.indptr).astype(np.int64)

@@ -505,10 +505,13 @@ def _place(costs, projs, rates, target, cap):
         for t in tiles:
             used = max(used, t.core + 1)
             if used > target.total_cores:
+                neurons = sum(int(np.prod(c.shape)) for c in costs.values())
+                layer = int(np.prod(costs[t.layer].shape))
                 raise ResourceError(
-                    f"layer '{t.layer}' does not fit: the network needs {n_cores} cores but {target.name} has "
-                    f"{target.total_cores} ({target.cores_per_chip} per chip x {target.chips} chip(s)); cores run out "
-                    f"at this layer")
+                    f"layer '{t.layer}' ({layer:,} neurons) does not fit: the network ({neurons:,} neurons) needs "
+                    f"{n_cores} cores but {target.name} has {target.total_cores} ({target.cores_per_chip} per chip x "
+                    f"{target.chips} chip(s), {target.neurons_per_core:,} neurons per core); cores run out at this "
+                    "layer")
     core_chip = [k // target.cores_per_chip for k in range(n_cores)]
     where = neuron_cores(tiles, {name: c.shape for name, c in costs.items()})
     total, chips, fan_out, links = traffic(tiles, projs, costs, where, rates, core_chip, n_cores)

@@ -53,7 +53,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         op = graph.node(name)
         if op.role != "neuron":
             continue
-        neuron, projections, report = _quantize_layer(graph, name, op, groups.get(name, []), shapes, target)
+        neuron, projections, report = _quantize_layer(graph, name, op, groups.get(name, []), shapes, target,
+                                                      plastic=set(ctx.options.get("stdp") or ()))
         replaced[name] = neuron
         replaced.update(projections)
         layers.append(report)
@@ -183,7 +184,8 @@ def _can(t, option: str, value) -> bool:
         return False
 
 
-def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], shapes, target):
+def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], shapes, target,
+                    plastic: set[str] = frozenset()):
     shape = op.shape
     notes: list[str] = []
     _check_options(name, op, target, notes)
@@ -208,7 +210,7 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         rows, bias, v_init, theta, i_init = rows * k, bias * k, v_init * k, theta * k, i_init * k
         notes.append("thresholds co-scaled to one")
     ideal = {p: _effective_weights(g.node(p), rows, shapes[p], name, p) for p in projections}
-    scale = _choose_scale(name, op, target, theta, bias, alpha, ideal, g, conv_fed, shapes)
+    scale = _choose_scale(name, op, target, theta, bias, alpha, ideal, g, conv_fed, shapes, plastic & set(ideal))
     quantized: dict[str, O.Op] = {}
     clipped = total = 0
     for p in projections:
@@ -281,23 +283,28 @@ def _effective_weights(op, rows: np.ndarray, out_shape, layer: str, name: str) -
     return op.weight * factor.reshape((-1,) + (1,) * (op.weight.ndim - 1))
 
 
-def _row_peak(ideal: dict[str, np.ndarray], g: Graph) -> float:
-    """Largest total |weight| one neuron can receive in one step (every input active)."""
+def _row_peak(ideal: dict[str, np.ndarray], g: Graph, plastic: set[str] = frozenset()) -> float:
+    """Largest total |weight| one neuron can receive in one step (every input active). A projection that will
+    learn (--stdp) counts every synapse at the largest magnitude its format allows: up to twice its largest ideal
+    weight, since the exponent rounds up."""
     peak = 0.0
     for name, w in ideal.items():
-        if g.node(name).kind == "Linear":
+        if name in plastic:
+            peak += w.shape[1] * float(np.abs(w).max(initial=0.0)) * 2.0 * 128.0 / 127.0
+        elif g.node(name).kind == "Linear":
             peak += float(np.abs(w).sum(axis=1).max()) if w.size else 0.0
         else:
             peak += float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0.0
     return peak
 
 
-def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g: Graph, conv_fed: bool, shapes):
+def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g: Graph, conv_fed: bool, shapes,
+                  plastic: set[str] = frozenset()):
     """The largest membrane scale S satisfying every format limit (scalar: one per layer)."""
     bounds = {}
     if op.spiking and np.any(theta > 0):
         bounds["threshold"] = 64.0 * target.vth_max / float(theta.max())
-    peak = _row_peak(ideal, g) / max(1e-12, 1.0 - float(alpha.max()))
+    peak = _row_peak(ideal, g, plastic) / max(1e-12, 1.0 - float(alpha.max()))
     if peak > 0:
         bounds["input"] = (fixed.UV_LIMIT - 1) / peak
     b = float(np.abs(bias).max())

@@ -6,7 +6,9 @@
     for chunk_out in board.stream(chunks): ...   # chunks [t, B, N_in], state kept across chunks
     board.close()
 
-Later targets add schemes behind the same protocol; an unknown scheme is an error listing the known ones.
+Schemes: ref:// (reference simulator), lava:// (Lava 0.10's simulator), verilator:// (the FPGA RTL;
+?program=0 skips the UART programming stream, ?blank=1 starts without memory images), serial://DEVICE?baud=N (an
+FPGA board or a pty). An unknown scheme is an error listing the known ones.
 """
 
 from __future__ import annotations
@@ -105,7 +107,21 @@ def _lava(url, options: dict[str, str]):
     return LavaBoard(states=options.get("states") == "1")
 
 
-BOARD_SCHEMES: dict[str, Callable] = {"ref": _ref, "lava": _lava}
+def _verilator(url, options: dict[str, str]):
+    from nmcompile.runtime.fpga_board import VerilatorBoard
+
+    return VerilatorBoard(program=options.get("program", "1") != "0", blank=options.get("blank") == "1")
+
+
+def _serial(url, options: dict[str, str]):
+    from nmcompile.runtime.fpga_board import SerialBoard
+
+    if not url.path:
+        raise UnsupportedError("serial:// needs a device path, e.g. serial:///dev/ttyUSB0?baud=1000000")
+    return SerialBoard(url.path, baud=int(options.get("baud", 1_000_000)), program=options.get("program", "1") != "0")
+
+
+BOARD_SCHEMES: dict[str, Callable] = {"ref": _ref, "lava": _lava, "verilator": _verilator, "serial": _serial}
 
 
 def open_board(url: str, **options: str) -> Board:
@@ -118,4 +134,7 @@ def open_board(url: str, **options: str) -> Board:
     if factory is None:
         raise UnsupportedError(f"unknown board scheme '{parsed.scheme}://'; known: "
                                + ", ".join(f"{s}://" for s in BOARD_SCHEMES))
-    return factory(parsed, options)
+    from urllib.parse import parse_qsl
+
+    merged = {**dict(parse_qsl(parsed.query)), **options}
+    return factory(parsed, merged)

@@ -75,6 +75,9 @@ def verify_artifact(path: Path, board_url: str, board=None) -> VerifyResult:
         board.close()
     seconds = time.perf_counter() - start
     for name, reference in expected.items():
+        if name.startswith("weight:"):
+            result.checks.append(_weight_check(name.split(":", 1)[1], reference, outputs.get(name), seconds))
+            continue
         got = np.asarray(outputs[name]).reshape(reference.shape)
         if np.array_equal(got, reference):
             neurons = int(np.prod(reference.shape[2:]))
@@ -86,3 +89,16 @@ def verify_artifact(path: Path, board_url: str, board=None) -> VerifyResult:
             result.checks.append(Check(f"output {name}", False, f"{mismatches} values differ; "
                                        f"{first_difference(reference, got)}", seconds))
     return result
+
+
+def _weight_check(name: str, reference: np.ndarray, got, seconds: float) -> Check:
+    """Final weights of a plastic projection [B, out, in] after the whole input sequence."""
+    if got is None:
+        return Check(f"weights {name}", False, "the board does not report learned weights", seconds)
+    got = np.asarray(got).reshape(reference.shape)
+    if np.array_equal(got, reference):
+        return Check(f"weights {name}", True, f"{reference.shape[0]} samples x {reference[0].size} synapses equal "
+                     "after learning", seconds)
+    index = tuple(int(i) for i in np.argwhere(got != reference)[0])
+    return Check(f"weights {name}", False, f"{int(np.count_nonzero(got != reference))} weights differ; first: sample "
+                 f"{index[0]}, synapse {index[1:]}: board {got[index]} vs reference {reference[index]}", seconds)

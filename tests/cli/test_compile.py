@@ -79,8 +79,8 @@ def test_dump_after_and_print_ir_after_all(tmp_path):
     assert "latency=2" in proc.stdout
     proc = nmcompile("compile", *DIGITS, "--target", "fpga", "--stop-after", "partition", "--print-ir-after-all",
                      "-o", str(tmp_path / "b"))
-    assert proc.stdout.count("# IR after pass") == 6
-    assert "[6/7] partition" in proc.stderr
+    assert proc.stdout.count("# IR after pass") == 7
+    assert "[7/8] partition" in proc.stderr
 
 
 def test_failing_pass_is_named_with_its_predecessors(tmp_path):

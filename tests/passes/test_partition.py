@@ -80,8 +80,8 @@ def test_fan_in_beyond_a_core_names_layer_and_numbers():
 
 def test_too_many_cores_names_the_layer():
     g = mlp(np.random.default_rng(0), (8, 3000, 8))
-    with pytest.raises(PassError, match=r"layer 'lif0' does not fit: the network needs 3 cores but loihi2 has 2 \(2 "
-                                        r"per chip x 1 chip\(s\)\)"):
+    with pytest.raises(PassError, match=r"layer 'lif0' \(3,000 neurons\) does not fit: the network \(3,008 neurons\) "
+                                        r"needs 3 cores but loihi2 has 2 \(2 per chip x 1 chip\(s\), 1,024 neurons"):
         partition(g, "loihi2", cores_per_chip=2)
 
 

@@ -44,7 +44,7 @@ def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
         files["model.net"] = model
     else:
         warn(f"model.net not written: {note}")
-    ctx.reports["loihi2"] = _Report(spec, note if model is None else None)
+    ctx.reports["emit"] = _Report(spec, note if model is None else None)
     return files
 
 

@@ -1,0 +1,235 @@
+"""Emit the FPGA project of an artifact (docs/formats/fpga.md), under `fpga/`:
+
+    nmc_top.v             generated top: sizes of this network, UART, host interface, engine, memory images
+    hdl/*.v               the emulator (copied from nmcompile's hdl/)
+    *.hex                 $readmemh images: syn, param, init, proj, const, config
+    program.bin           the UART frames that load this network into an already built design
+    tb/nmc_harness.cpp    the Verilator harness (UART pins to stdin/stdout or a pty)
+    synth.ys              Yosys script: synth_xilinx for the 7 series, utilisation statistics
+    layout.json           where every layer, input and plastic projection lives (read by the host runtime)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmcompile import __version__
+from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
+from nmcompile.ir.graph import Graph
+from nmcompile.runtime.fpga_protocol import Command, Region, frame, write_frames
+
+HDL = Path(__file__).resolve().parents[3] / "hdl"
+HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
+CLOCK_HZ = 100_000_000
+BAUD = 1_000_000
+
+
+@dataclass(frozen=True)
+class DesignSize:
+    """Parameters of the generated design (rounded up so that similar networks share one build)."""
+
+    neurons: int
+    in_words: int
+    syn_depth: int
+    projections: int
+    trace_depth: int
+    queue_steps: int = QSTEPS
+
+    @classmethod
+    def for_config(cls, config: FpgaConfig) -> DesignSize:
+        return cls(neurons=max(32, -(-config.neurons // 32) * 32), in_words=config.in_words,
+                   syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
+                   projections=max(2, len(config.projections)), trace_depth=max(64, -(-config.trace_words // 64) * 64))
+
+
+def entry_bytes(proj) -> bytes:
+    """The 24-byte projection table entry (docs/formats/fpga.md)."""
+    rule = proj.plastic
+    stdp = (rule.pre_increment, rule.post_increment, rule.pre_decay, rule.post_decay, rule.ltp_shift, rule.ltd_shift,
+            rule.w_min & 0xFF, rule.w_max & 0xFF) if rule is not None else (0,) * 8
+    return (proj.src_base.to_bytes(2, "little") + proj.src_len.to_bytes(2, "little")
+            + proj.dst_base.to_bytes(2, "little") + proj.dst_len.to_bytes(2, "little")
+            + proj.w_base.to_bytes(3, "little") + bytes([proj.delay, proj.exp & 0xFF, 1 if rule is not None else 0])
+            + bytes(stdp) + proj.trace_base.to_bytes(2, "little"))
+
+
+def _words(values, size: int) -> bytes:
+    return b"".join(int(v).to_bytes(size, "little") for v in values)
+
+
+def memory_contents(config: FpgaConfig) -> dict[Region, bytes]:
+    """Every writable region's used words, little-endian, in address order."""
+    syn = np.concatenate([p.block.reshape(-1) for p in config.projections]) if config.projections else np.zeros(0)
+    const = np.zeros(32 * config.in_words, dtype=np.uint8)
+    for channel in config.constants.values():
+        const[channel] = 1
+    out = config.output
+    return {
+        Region.CONFIG: _words([config.neurons, len(config.projections), out.base, out.size], 4),
+        Region.CONST: np.packbits(const, bitorder="little").tobytes(),
+        Region.PROJ: b"".join(entry_bytes(p) for p in config.projections),
+        Region.PARAM: _words(config.params, 9),
+        Region.INIT: _words(config.inits, 6),
+        Region.SYN: (syn.astype(np.int64) & 0xFF).astype(np.uint8).tobytes(),
+    }
+
+
+def program_stream(config: FpgaConfig) -> bytes:
+    """WRITE frames for every region, then RESET (which also clears spikes and traces)."""
+    frames = []
+    for region, data in memory_contents(config).items():
+        if data:
+            frames += write_frames(region, 0, data)
+    frames.append(frame(Command.RESET))
+    return b"".join(frames)
+
+
+def _hex_image(data: bytes, size: int, depth: int) -> bytes:
+    digits = 2 * size
+    lines = [int.from_bytes(data[k:k + size], "little") for k in range(0, len(data), size)]
+    lines += [0] * (depth - len(lines))
+    return "".join(f"{v:0{digits}x}\n" for v in lines).encode()
+
+
+def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
+    contents = memory_contents(config)
+    depth = {Region.SYN: size.syn_depth, Region.PARAM: size.neurons, Region.INIT: size.neurons,
+             Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
+    names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
+             Region.CONST: "const", Region.CONFIG: "config"}
+    from nmcompile.runtime.fpga_protocol import WORD_BYTES
+
+    return {f"{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names}
+
+
+def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
+    summary = (f"{config.neurons} neurons in {size.neurons} slots, {config.input_channels} inputs + "
+               f"{len(config.constants)} bias channels,\n// {len(config.projections)} projections, {config.syn_words} "
+               "synapse words")
+    uart = f"{BAUD} baud at {CLOCK_HZ // 1_000_000} MHz: CLKS_PER_BIT = {CLOCK_HZ // BAUD}"
+    sizes = (f"N = {size.neurons}, IN_WORDS = {size.in_words}, SYN_DEPTH = {size.syn_depth}, "
+             f"P = {size.projections};\n    localparam integer TRACE_DEPTH = {size.trace_depth}, "
+             f"QSTEPS = {size.queue_steps}")
+    return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
+// {summary}. Memories start from the *.hex images
+// next to this file; program.bin re-loads them over the UART ({uart}).
+`default_nettype none
+module nmc_top #(
+    parameter integer CLKS_PER_BIT = {CLOCK_HZ // BAUD}
+) (
+    input  wire clk,
+    input  wire rst,        // active high; a power-on reset is generated as well
+    input  wire uart_rx,
+    output wire uart_tx,
+    output wire idle        // nothing received, executing or sending
+);
+    localparam integer {sizes};
+
+    reg [3:0] power_on = 4'd0;
+    always @(posedge clk) if (!power_on[3]) power_on <= power_on + 4'd1;
+    wire reset = rst | !power_on[3];
+
+    wire        rx_valid, tx_start, tx_ready;
+    wire [7:0]  rx_byte, tx_byte;
+    wire        host_we, host_re, host_rvalid, inq_we, inq_commit, inq_abort, reset_req, run_req, core_idle;
+    wire        run_done, out_valid, out_ready, host_idle;
+    wire [2:0]  host_region;
+    wire [23:0] host_addr, inq_free_words;
+    wire [191:0] host_wdata, host_rdata;
+    wire [31:0] inq_wdata, run_steps;
+    wire [63:0] run_cycles;
+    wire [15:0] cfg_out_len;
+    wire [7:0]  out_byte;
+
+    nmc_uart_rx #(.CLKS_PER_BIT(CLKS_PER_BIT)) receiver (.clk(clk), .rst(reset), .rx(uart_rx), .valid(rx_valid),
+                                                          .data(rx_byte));
+    nmc_uart_tx #(.CLKS_PER_BIT(CLKS_PER_BIT)) transmitter (.clk(clk), .rst(reset), .start(tx_start),
+                                                             .data(tx_byte), .ready(tx_ready), .tx(uart_tx));
+    nmc_host #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH),
+               .QSTEPS(QSTEPS)) host (
+        .clk(clk), .rst(reset), .rx_valid(rx_valid), .rx_byte(rx_byte), .tx_start(tx_start), .tx_byte(tx_byte),
+        .tx_ready(tx_ready), .host_we(host_we), .host_re(host_re), .host_region(host_region), .host_addr(host_addr),
+        .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid), .inq_we(inq_we),
+        .inq_wdata(inq_wdata), .inq_commit(inq_commit), .inq_abort(inq_abort), .inq_free_words(inq_free_words),
+        .reset_req(reset_req), .run_req(run_req), .run_steps(run_steps), .core_idle(core_idle), .run_done(run_done),
+        .run_cycles(run_cycles), .cfg_out_len(cfg_out_len), .out_valid(out_valid), .out_byte(out_byte),
+        .out_ready(out_ready), .idle(host_idle));
+    nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
+               .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"),
+               .CONST_IMAGE("const.hex"), .CONFIG_IMAGE("config.hex")) core (
+        .clk(clk), .rst(reset), .host_we(host_we), .host_re(host_re), .host_region(host_region),
+        .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid),
+        .inq_we(inq_we), .inq_wdata(inq_wdata), .inq_commit(inq_commit), .inq_abort(inq_abort),
+        .inq_free_words(inq_free_words), .reset_req(reset_req), .run_req(run_req), .run_steps(run_steps),
+        .idle(core_idle), .run_done(run_done), .run_cycles(run_cycles), .cfg_out_len(cfg_out_len),
+        .out_valid(out_valid), .out_byte(out_byte), .out_ready(out_ready));
+
+    assign idle = host_idle & core_idle;
+endmodule
+`default_nettype wire
+"""
+
+
+def yosys_script() -> str:
+    sources = " ".join(f"hdl/{s}" for s in HDL_SOURCES)
+    return (f"# Yosys {'0.23'}+: resource estimate for a Xilinx 7-series part (nmcompile report runs this)\n"
+            f"read_verilog -DSYNTHESIS {sources} nmc_top.v\n"
+            "synth_xilinx -family xc7 -top nmc_top -flatten\n"
+            "tee -o utilization.txt stat -tech xilinx\n")
+
+
+def layout(config: FpgaConfig, size: DesignSize) -> dict:
+    return {
+        "network": config.name,
+        "design": {"neurons": size.neurons, "in_words": size.in_words, "syn_depth": size.syn_depth,
+                   "projections": size.projections, "trace_depth": size.trace_depth,
+                   "queue_steps": size.queue_steps, "clock_hz": CLOCK_HZ, "baud": BAUD},
+        "input": {"name": config.input_name, "shape": list(config.input_shape), "channels": config.input_channels},
+        "constants": config.constants,
+        "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape)}
+                   for n, layer in config.layers.items()},
+        "output": {"name": config.output_name, "layer": config.output_layer, "base": config.output.base,
+                   "size": config.output.size, "shape": list(config.output.shape)},
+        "projections": [{"name": p.name, "source": p.src, "target": p.dst, "src_base": p.src_base,
+                         "src_len": p.src_len, "dst_base": p.dst_base, "dst_len": p.dst_len, "w_base": p.w_base,
+                         "delay": p.delay, "weight_exp": p.exp, "plastic": p.plastic is not None,
+                         "trace_base": p.trace_base} for p in config.projections],
+        "used": {"neurons": config.neurons, "syn_words": config.syn_words, "trace_words": config.trace_words},
+    }
+
+
+def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
+    config = lower(graph, target)
+    size = DesignSize.for_config(config)
+    files = {"fpga/nmc_top.v": top_verilog(config, size).encode(), "fpga/program.bin": program_stream(config),
+             "fpga/synth.ys": yosys_script().encode(),
+             "fpga/layout.json": (json.dumps(layout(config, size), indent=1, sort_keys=True) + "\n").encode(),
+             "fpga/tb/nmc_harness.cpp": (HDL / "tb" / "nmc_harness.cpp").read_bytes()}
+    for source in HDL_SOURCES:
+        files[f"fpga/hdl/{source}"] = (HDL / source).read_bytes()
+    for name, data in images(config, size).items():
+        files[f"fpga/{name}"] = data
+    ctx.reports["emit"] = _Report(config, size)
+    return files
+
+
+class _Report:
+    def __init__(self, config: FpgaConfig, size: DesignSize):
+        self.config, self.size = config, size
+
+    def lines(self) -> list[str]:
+        c, s = self.config, self.size
+        plastic = [p.name for p in c.projections if p.plastic is not None]
+        lines = [f"FPGA design: {c.neurons} neurons in {s.neurons} slots, {c.input_channels} input channels + "
+                 f"{len(c.constants)} bias channels ({32 * s.in_words} channel slots), {len(c.projections)} "
+                 f"projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue {s.queue_steps} steps",
+                 "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})"
+                                         for n, layer in c.layers.items()),
+                 f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
+                 f"STDP on: {', '.join(plastic) if plastic else 'none'}",
+                 "resources: `nmcompile report DIR` runs Yosys synth_xilinx on fpga/ (see docs/formats/fpga.md)"]
+        return lines

@@ -1,0 +1,71 @@
+"""Pair-based STDP with 8-bit integer traces: the reference kernel of `QPlasticLinear` (docs/semantics.md §3.5).
+
+Every sample of a batch learns on its own copy of the weights. Per step the simulator calls `peek()` (the input
+delivered at t with the weights at the start of t), then the neuron layer runs, then `push(x[t])` and
+`learn(post[t])`.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+
+from nmcompile.ir import fixed
+from nmcompile.ir.integer import TRACE_MAX, QPlasticLinear
+from nmcompile.ir.kernels import Kernel
+
+
+def decay_trace(trace: np.ndarray, shift: int, spikes: np.ndarray, increment: int) -> np.ndarray:
+    """min(trace - (trace >> shift) + increment * spikes, 255)."""
+    return np.minimum(trace - np.right_shift(trace, shift) + increment * spikes, TRACE_MAX)
+
+
+def stdp_update(op: QPlasticLinear, weight: np.ndarray, pre_trace: np.ndarray, post_trace: np.ndarray,
+                pre: np.ndarray, post: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One learning step for a batch: weight [B, out, in], traces [B, in] / [B, out], spikes pre [B, in] and
+    post [B, out] (0/1). Returns the new (weight, pre_trace, post_trace)."""
+    pre_trace = decay_trace(pre_trace, op.pre_decay, pre, op.pre_increment)
+    depress = np.right_shift(post_trace, op.ltd_shift)[:, :, None]             # [B, out, 1]
+    weight = np.where(pre[:, None, :] > 0, np.maximum(weight - depress, op.w_min), weight)
+    potentiate = np.right_shift(pre_trace, op.ltp_shift)[:, None, :]           # [B, 1, in]
+    weight = np.where(post[:, :, None] > 0, np.minimum(weight + potentiate, op.w_max), weight)
+    post_trace = decay_trace(post_trace, op.post_decay, post, op.post_increment)
+    return weight, pre_trace, post_trace
+
+
+class PlasticLinear(Kernel):
+    """a[t] = floor_shift(W(t) x[t - d], weight_exp) per sample, then W learns from (x[t - d], post[t])."""
+
+    lagged = True
+    state_names = ()
+
+    def __init__(self, op: QPlasticLinear, in_shape, out_shape):
+        super().__init__(in_shape, out_shape, np.dtype(np.int64))
+        self.op = op
+        self.delay = op.scalar_delay
+
+    def reset(self, batch: int) -> None:
+        op = self.op
+        self.weight = np.broadcast_to(op.weight, (batch, *op.weight.shape)).astype(np.int64)
+        self.pre_trace = np.zeros((batch, op.weight.shape[1]), dtype=np.int64)
+        self.post_trace = np.zeros((batch, op.weight.shape[0]), dtype=np.int64)
+        zero = np.zeros((batch, op.weight.shape[1]), dtype=np.int64)
+        self._buffer: deque[np.ndarray] = deque([zero] * self.delay, maxlen=self.delay)
+        self._pre = zero
+
+    def peek(self) -> np.ndarray:
+        self._pre = self._buffer[0]                                            # x[t - d]
+        total = np.einsum("boi,bi->bo", self.weight, self._pre)
+        return fixed.floor_shift(total, self.op.weight_exp)
+
+    def push(self, x: np.ndarray) -> None:
+        self._buffer.append(np.asarray(x, dtype=np.int64).reshape(x.shape[0], -1))
+
+    def learn(self, post: np.ndarray) -> None:
+        post = np.asarray(post, dtype=np.int64).reshape(post.shape[0], -1)
+        self.weight, self.pre_trace, self.post_trace = stdp_update(self.op, self.weight, self.pre_trace,
+                                                                   self.post_trace, self._pre, post)
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        raise AssertionError("plastic projections are simulated step by step")

@@ -1,0 +1,72 @@
+"""stdp: make named projections plastic (pair-based STDP with 8-bit traces, docs/semantics.md §3.5).
+
+`ctx.options["stdp"]` maps projection names to rule parameters (the keys of QPlasticLinear, missing ones take the
+defaults). The projection must be an integer QLinear with one delay that feeds one neuron layer, its weights used
+as stored (the target's 8-bit format) and inside [w_min, w_max]. Without the option the graph is unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from nmcompile.errors import UnsupportedError
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.integer import STDP_PARAMETERS
+from nmcompile.passes import PassContext
+
+
+class StdpReport:
+    def __init__(self, lines: list[str]):
+        self._lines = lines
+
+    def lines(self) -> list[str]:
+        return self._lines
+
+
+def run(graph: Graph, ctx: PassContext) -> Graph:
+    requested: dict[str, dict[str, int]] = ctx.options.get("stdp") or {}
+    if not requested:
+        ctx.reports["stdp"] = StdpReport(["no plastic projections (--stdp LAYER makes one plastic)"])
+        return graph
+    target = ctx.require_target("stdp")
+    if not target.stdp:
+        raise UnsupportedError(f"STDP is not supported by {target.name} (supported by: fpga)")
+    g = graph.copy()
+    lines = []
+    for name, params in requested.items():
+        if name not in g.nodes:
+            raise UnsupportedError(f"--stdp {name}: no node of that name; projections: "
+                                   + ", ".join(n for n, op in g.nodes.items() if op.kind == "QLinear"))
+        op = g.node(name)
+        if op.kind == "QNeuron":
+            feeding = [e.src for e in g.in_edges(name) if g.node(e.src).kind == "QLinear"]
+            raise UnsupportedError(f"--stdp {name}: '{name}' is a neuron layer; name one of the projections feeding "
+                                   f"it: {', '.join(feeding)}")
+        if op.kind != "QLinear":
+            raise UnsupportedError(f"--stdp {name}: '{name}' is a {op.kind}; STDP applies to dense projections")
+        unknown = set(params) - set(STDP_PARAMETERS)
+        if unknown:
+            raise UnsupportedError(f"unknown STDP parameter(s) {', '.join(sorted(unknown))}; known: "
+                                   + ", ".join(STDP_PARAMETERS))
+        delay = np.asarray(op.delay)
+        if delay.size and np.ptp(delay):
+            raise UnsupportedError(f"--stdp {name}: the projection has per-synapse delays; a plastic projection has "
+                                   "one delay")
+        consumers = [e.dst for e in g.out_edges(name)]
+        if len(consumers) != 1 or g.node(consumers[0]).kind != "QNeuron":
+            raise UnsupportedError(f"--stdp {name}: the projection must feed one neuron layer directly")
+        fields = {f.name: getattr(op, f.name) for f in dataclasses.fields(op)}
+        fields["delay"] = int(delay.reshape(-1)[0]) if delay.size else 1
+        try:
+            plastic = O.QPlasticLinear(**fields, **params)
+            plastic.check()
+        except (TypeError, ValueError) as err:
+            raise UnsupportedError(f"--stdp {name}: {err}") from None
+        g.replace_node(name, plastic)
+        rule = ", ".join(f"{k}={getattr(plastic, k)}" for k in STDP_PARAMETERS)
+        lines.append(f"{name} -> {consumers[0]}: {op.weight.shape[1]} x {op.weight.shape[0]} synapses learn ({rule})")
+    ctx.reports["stdp"] = StdpReport(lines)
+    return g

@@ -1,0 +1,87 @@
+"""Build the Verilated FPGA emulator of an artifact, cached by the content of its sources.
+
+The cache key is the Verilog of the project (nmc_top.v holds the design's sizes), the harness, the build flags and
+the Verilator version; memory images are read at run time, so networks of the same design size share one build.
+The cache lives in $NMC_CACHE (default ~/.cache/nmcompile)/verilator; ccache is used when installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from nmcompile.errors import NmcError, ToolMissingError
+
+SIM_CLKS_PER_BIT = 4          # UART bit time in simulation (the harness and the RTL must agree)
+BINARY = "Vnmc_top"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("NMC_CACHE", Path.home() / ".cache" / "nmcompile")) / "verilator"
+
+
+def verilator() -> str:
+    path = shutil.which("verilator")
+    if path is None:
+        raise ToolMissingError("verilator is not installed; `make setup-tools` (apt-get install verilator) or see "
+                               "README.md")
+    return path
+
+
+def _sources(project: Path) -> list[Path]:
+    files = [*sorted((project / "hdl").glob("*.v")), project / "nmc_top.v", project / "tb" / "nmc_harness.cpp"]
+    missing = [str(f.relative_to(project)) for f in files if not f.is_file()]
+    if missing:
+        raise NmcError(f"{project}: not an fpga project ({', '.join(missing)} missing)")
+    return files
+
+
+def build_key(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT) -> str:
+    version = subprocess.run([verilator(), "--version"], capture_output=True, text=True).stdout.strip()
+    h = hashlib.sha256(f"{version}\nclks_per_bit={clks_per_bit}\n".encode())
+    for source in _sources(project):
+        h.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def build_model(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT, log=None) -> Path:
+    """The harness binary for `project` (an artifact's fpga/ directory), building it if not cached."""
+    project = Path(project)
+    key = build_key(project, clks_per_bit)
+    target = cache_root() / key
+    binary = target / BINARY
+    if binary.is_file():
+        return binary
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if log:
+        log(f"building the Verilated model of {project} (cached afterwards in {target.parent})")
+    work = Path(tempfile.mkdtemp(prefix=f"{key}-", dir=target.parent))
+    env = dict(os.environ)
+    if shutil.which("ccache"):
+        env["OBJCACHE"] = "ccache"
+    command = [verilator(), "--cc", "--exe", "--build", "-j", str(min(os.cpu_count() or 1, 4)), "-O3",
+               "-Wno-fatal", "--top-module", "nmc_top", f"-GCLKS_PER_BIT={clks_per_bit}",
+               "-CFLAGS", f"-DNMC_CLKS_PER_BIT={clks_per_bit}", "-LDFLAGS", "-lutil", "--Mdir", str(work / "obj"),
+               "-o", BINARY, *[str(s) for s in _sources(project)]]
+    proc = subprocess.run(command, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        shutil.rmtree(work, ignore_errors=True)
+        raise NmcError(f"verilator failed to build {project}:\n{tail}")
+    (work / BINARY).write_bytes((work / "obj" / BINARY).read_bytes())
+    (work / BINARY).chmod(0o755)
+    shutil.rmtree(work / "obj", ignore_errors=True)
+    try:
+        work.rename(target)
+    except OSError:                    # another process built it meanwhile
+        shutil.rmtree(work, ignore_errors=True)
+    return binary
+
+
+if __name__ == "__main__":  # python -m nmcompile.runtime.verilator_build ARTIFACT/fpga
+    print(build_model(Path(sys.argv[1]), log=print))

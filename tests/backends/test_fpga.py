@@ -1,0 +1,221 @@
+"""FPGA conformance: the emitted Verilog, Verilated and driven through its UART pins, equals the integer reference
+bit for bit: output spikes at every step and, with STDP, the learned weights."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nmcompile import artifact
+from nmcompile.api import CompileRequest, SourceOptions, compile_network
+from nmcompile.errors import NmcError
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.serialize import save
+from nmcompile.runtime.fpga_board import VerilatorBoard
+from nmcompile.runtime.hil import verify_artifact
+
+ROOT = Path(__file__).resolve().parents[2]
+SEEDS = (0, 1, 2)
+
+pytestmark = pytest.mark.skipif(shutil.which("verilator") is None,
+                                reason="verilator is not installed (make installs it with apt-get when run as root)")
+
+
+def dense(rng, n_in, n_out, mean=0.3, scale=0.6, bias=False, delays=None):
+    return O.Linear(weight=rng.normal(mean, scale, (n_out, n_in)), bias=rng.normal(0.1, 0.2, n_out) if bias else None,
+                    delays=delays)
+
+
+def mlp(rng) -> Graph:
+    g = Graph("mlp")
+    g.add("in", O.Input(shape=(20,)))
+    g.add("fc1", dense(rng, 20, 30))
+    g.add("l1", O.LIF(shape=(30,), beta=rng.uniform(0.6, 0.95), threshold=1.0))
+    g.add("fc2", dense(rng, 30, 10))
+    g.add("l2", O.IF(shape=(10,), threshold=1.5))
+    g.add("out", O.Output(shape=(10,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+def recurrent(rng) -> Graph:
+    g = Graph("rnn")
+    g.add("in", O.Input(shape=(12,)))
+    g.add("fc", dense(rng, 12, 40))
+    g.add("cuba", O.CubaLIF(shape=(40,), alpha=0.6, beta=0.8, threshold=1.0))
+    g.add("rec", dense(rng, 40, 40, mean=0.0, scale=0.3))
+    g.add("fc2", dense(rng, 40, 6))
+    g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc", "cuba", "fc2", "l2", "out")
+    g.connect("cuba", "rec", recurrent=True)
+    g.connect("rec", "cuba")
+    return g
+
+
+def subtract(rng) -> Graph:
+    """Reset by subtraction, a refractory period, '>=' and per-neuron thresholds, biases, a delay of 5."""
+    g = Graph("subtract")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 24, bias=True))
+    g.add("l1", O.LIF(shape=(24,), beta=0.9, threshold=rng.uniform(0.6, 1.4, 24), reset_mode="subtract",
+                      compare=">="))
+    g.add("fc2", dense(rng, 24, 8, bias=True, delays=np.full((8, 24), 4)))
+    g.add("l2", O.LIF(shape=(8,), beta=0.85, threshold=1.0, reset_mode="subtract", refractory=2))
+    g.add("out", O.Output(shape=(8,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+def conv(rng) -> Graph:
+    g = Graph("cnn")
+    g.add("in", O.Input(shape=(2, 6, 6)))
+    g.add("c1", O.Conv2d(weight=rng.normal(0.3, 0.5, (4, 2, 3, 3)), padding=1))
+    g.add("l1", O.LIF(shape=(4, 6, 6), beta=0.8, threshold=1.0))
+    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2))
+    g.add("c2", O.Conv2d(weight=rng.normal(0.3, 0.5, (6, 4, 3, 3)), bias=rng.normal(0.2, 0.1, 6)))
+    g.add("l2", O.LIF(shape=(6, 1, 1), beta=0.9, threshold=1.0))
+    g.add("flat", O.Flatten())
+    g.add("fc", dense(rng, 6, 5))
+    g.add("l3", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(5,)))
+    g.chain("in", "c1", "l1", "p1", "c2", "l2", "flat", "fc", "l3", "out")
+    return g
+
+
+NETWORKS = {"mlp": mlp, "recurrent": recurrent, "subtract": subtract, "conv": conv}
+
+
+def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, **request) -> Path:
+    graph.verify()
+    source = save(graph, tmp / f"{graph.name}.nmir")
+    np.savez(tmp / "calib.npz", spikes=calibration)
+    out = tmp / f"{graph.name}-fpga"
+    compile_network(CompileRequest(source=source, target="fpga", out=out, options=SourceOptions(),
+                                   calibration_spikes=tmp / "calib.npz", **request), log=lambda m: None)
+    return out
+
+
+def assert_verified(out: Path, url: str = "verilator://", board=None) -> dict:
+    result = verify_artifact(out, url, board=board)
+    assert result.passed, "\n".join(result.lines())
+    _, expected = artifact.read(out).reference()
+    for name, ref in expected.items():
+        if not name.startswith("weight:"):
+            assert ref.any(), "the reference network is silent: the comparison would be vacuous"
+    return expected
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("kind", sorted(NETWORKS))
+def test_rtl_equals_reference(kind, seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    graph = NETWORKS[kind](rng)
+    shape = graph.node("in").shape
+    out = compile_graph(graph, tmp_path, (rng.random((30, 3, *shape)) < 0.3).astype(np.int64))
+    files = set(artifact.read(out).manifest["files"])
+    assert {"fpga/nmc_top.v", "fpga/program.bin", "fpga/syn.hex", "fpga/synth.ys", "fpga/tb/nmc_harness.cpp"} <= files
+    assert_verified(out)
+
+
+def stdp_network(rng) -> Graph:
+    g = Graph("stdp")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 12, mean=0.2, scale=0.4))
+    g.add("l1", O.LIF(shape=(12,), beta=0.9, threshold=1.0))
+    g.add("fc2", dense(rng, 12, 6, mean=0.3, scale=0.4))
+    g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_stdp_weights_equal_reference(seed, tmp_path):
+    rng = np.random.default_rng(seed)
+    calibration = (rng.random((60, 2, 16)) < 0.35).astype(np.int64)
+    out = compile_graph(stdp_network(rng), tmp_path, calibration, reference_samples=2,
+                        stdp={"fc1": {"ltp_shift": 4, "ltd_shift": 4},
+                              "fc2": {"pre_decay": 1, "post_decay": 3}})
+    art = artifact.read(out)
+    assert art.graph.node("fc1").kind == "QPlasticLinear"
+    expected = assert_verified(out)
+    initial = art.graph.node("fc1").weight
+    learned = expected["weight:fc1"]
+    assert learned.shape == (2, *initial.shape) and np.any(learned != initial), "the weights did not change"
+
+
+def test_digits_example_on_the_rtl(tmp_path):
+    sys.path.insert(0, str(ROOT / "examples" / "digits"))
+    from model import encode, load_digits_split
+
+    x = load_digits_split()[1][:6]
+    np.savez(tmp_path / "calib.npz", spikes=encode(x).astype(np.int64))
+    out = tmp_path / "digits"
+    compile_network(CompileRequest(source=ROOT / "examples/digits/digits.pt", target="fpga", out=out,
+                                   options=SourceOptions(model=str(ROOT / "examples/digits/model.py") + ":make_model"),
+                                   calibration_spikes=tmp_path / "calib.npz", reference_samples=6),
+                    log=lambda m: None)
+    expected = assert_verified(out)
+    assert int(expected["output"].sum()) > 20
+
+
+def test_images_alone_and_programming_alone_both_work(tmp_path):
+    """The $readmemh images (a bitstream built with them) and program.bin (a blank design loaded over the UART)
+    each hold the whole network."""
+    rng = np.random.default_rng(5)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
+    assert_verified(out, "verilator://?program=0")
+    assert_verified(out, "verilator://?blank=1")
+
+
+def test_reprogramming_a_built_design_with_other_weights(tmp_path):
+    """Two networks of the same size share one Verilated build; the second is loaded over the UART."""
+    a = compile_graph(mlp(np.random.default_rng(1)), tmp_path / "a", (np.random.default_rng(1).random(
+        (20, 2, 20)) < 0.3).astype(np.int64)) if (tmp_path / "a").mkdir() is None else None
+    b = compile_graph(mlp(np.random.default_rng(2)), tmp_path / "b", (np.random.default_rng(2).random(
+        (20, 2, 20)) < 0.3).astype(np.int64)) if (tmp_path / "b").mkdir() is None else None
+    from nmcompile.runtime.verilator_build import build_key
+
+    assert build_key(a / "fpga") == build_key(b / "fpga")
+    assert (a / "fpga" / "syn.hex").read_bytes() != (b / "fpga" / "syn.hex").read_bytes()
+    assert_verified(b, board=VerilatorBoard(blank=True))
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda g: g.replace_node("l1", g.node("l1").replace(reset_timing="delayed", reset_mode="zero")),
+     "delayed reset is not supported by fpga"),
+    (lambda g: g.replace_node("fc1", g.node("fc1").replace(delays=np.arange(600).reshape(30, 20) % 3)),
+     "per-synapse delays"),
+])
+def test_refusals_name_the_layer(mutate, message, tmp_path):
+    rng = np.random.default_rng(0)
+    g = mlp(rng)
+    mutate(g)
+    with pytest.raises(NmcError, match=message):
+        compile_graph(g, tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+
+
+def test_network_too_big_names_the_numbers(tmp_path):
+    rng = np.random.default_rng(0)
+    g = Graph("big")
+    g.add("in", O.Input(shape=(8,)))
+    g.add("fc", dense(rng, 8, 600))
+    g.add("l", O.LIF(shape=(600,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(600,)))
+    g.chain("in", "fc", "l", "out")
+    with pytest.raises(NmcError, match="600"):
+        compile_graph(g, tmp_path, (rng.random((10, 2, 8)) < 0.3).astype(np.int64))
+
+
+def test_stdp_is_refused_on_other_targets(tmp_path):
+    rng = np.random.default_rng(0)
+    source = save(mlp(rng), tmp_path / "m.nmir")
+    with pytest.raises(NmcError, match=r"STDP \(--stdp\) is not supported by loihi2 \(supported by: fpga\)"):
+        compile_network(CompileRequest(source=source, target="loihi2", out=tmp_path / "o", stdp={"fc1": {}}),
+                        log=lambda m: None)
