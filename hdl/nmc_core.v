@@ -198,13 +198,13 @@ module nmc_core #(
     reg        n1_valid;
     reg [NA-1:0] n1_addr;
     reg [31:0] spike_word;
-    wire signed [24:0] u_next;
-    wire signed [23:0] v_next;
+    wire [24:0] u_next;
+    wire [23:0] v_next;
     wire [3:0] rc_next;
     wire       spike;
     nmc_neuron neuron (
-        .a($signed(acc_rdata)), .u($signed(sta_rdata[24:0])), .v($signed(sta_rdata[48:25])), .rc(sta_rdata[52:49]),
-        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth(par_rdata[42:26]), .bias($signed(par_rdata[63:43])),
+        .a(acc_rdata), .u(sta_rdata[24:0]), .v(sta_rdata[48:25]), .rc(sta_rdata[52:49]),
+        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth(par_rdata[42:26]), .bias(par_rdata[63:43]),
         .refractory(par_rdata[67:64]), .subtract(par_rdata[68]), .cmp_ge(par_rdata[69]),
         .u_next(u_next), .v_next(v_next), .rc_next(rc_next), .spike(spike));
 

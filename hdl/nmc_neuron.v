@@ -11,19 +11,19 @@
 // within (-2^23, 2^23] and fits 25 bits.
 `default_nettype none
 module nmc_neuron (
-    input  wire signed [31:0] a,
-    input  wire signed [24:0] u,
-    input  wire signed [23:0] v,
+    input  wire        [31:0] a,         // two's complement (ports are plain vectors; signed views below)
+    input  wire        [24:0] u,
+    input  wire        [23:0] v,
     input  wire        [3:0]  rc,
     input  wire        [12:0] ku,
     input  wire        [12:0] kv,
     input  wire        [16:0] vth,
-    input  wire signed [20:0] bias,
+    input  wire        [20:0] bias,
     input  wire        [3:0]  refractory,
     input  wire               subtract,
     input  wire               cmp_ge,
-    output wire signed [24:0] u_next,
-    output wire signed [23:0] v_next,
+    output wire        [24:0] u_next,
+    output wire        [23:0] v_next,
     output wire        [3:0]  rc_next,
     output wire               spike
 );
@@ -37,14 +37,18 @@ module nmc_neuron (
         begin
             magnitude = x[33] ? 34'(-x) : x;
             product = {13'd0, magnitude} * {34'd0, k};
-            trunc12 = x[33] ? -34'(product[45:12]) : 34'(product[45:12]);
+            trunc12 = x[33] ? -(34'(product[45:12])) : 34'(product[45:12]);
         end
     endfunction
 
-    wire signed [33:0] u_decayed = trunc12(34'(u), ku);
-    wire signed [33:0] u1 = u_decayed + (34'(a) <<< 6);
+    wire signed [31:0] a_s = a;
+    wire signed [24:0] u_s = u;
+    wire signed [23:0] v_s = v;
+    wire signed [20:0] bias_s = bias;
+    wire signed [33:0] u_decayed = trunc12(34'(u_s), ku);
+    wire signed [33:0] u1 = u_decayed + (34'(a_s) <<< 6);
     wire signed [33:0] u2 = (u1 > M) ? u1 - 2 * M : ((u1 <= -M) ? u1 + 2 * M : u1);
-    wire signed [33:0] v1 = trunc12(34'(v), kv) + u2 + 34'(bias);
+    wire signed [33:0] v1 = trunc12(34'(v_s), kv) + u2 + 34'(bias_s);
     wire signed [33:0] v2 = (v1 > M - 1) ? M - 1 : ((v1 < -(M - 1)) ? -(M - 1) : v1);
     wire               held = (rc != 4'd0);
     wire signed [33:0] v3 = held ? 34'sd0 : v2;

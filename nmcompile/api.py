@@ -139,6 +139,7 @@ class CompileRequest:
     target_overrides: dict[str, Any] = field(default_factory=dict)
     reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
     stdp: dict[str, dict[str, int]] = field(default_factory=dict)   # plastic projection -> rule parameters
+    backend_options: dict[str, Any] = field(default_factory=dict)    # fpga: synth (bool), fpga_part (str)
 
 
 REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
@@ -169,7 +170,8 @@ def compile_network(request: CompileRequest, log=print, emit=print):
         log(note)
     graph = source.graph
     calibration = _calibration(request, source, graph)
-    ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp})
+    ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
+                      log=log)
     done: list[str] = []
     for k, name in enumerate(passes):
         start = time.perf_counter()

@@ -248,10 +248,15 @@ def _stdp_params(items) -> dict[str, int]:
 @click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
               help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
                    "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
+@click.option("--synth", is_flag=True,
+              help="fpga: run Yosys synth_xilinx on the emitted design and put LUT/FF/BRAM/DSP in report.md "
+                   "(about 30 s for a small design).")
+@click.option("--fpga-part", default=None, metavar="PART",
+              help="fpga: the Artix-7 part the design must fit: xc7a35t, xc7a50t, xc7a100t (default), xc7a200t.")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
                 print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
-                stdp_layers, stdp_params, **kw) -> None:
+                stdp_layers, stdp_params, synth: bool, fpga_part: str | None, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -265,7 +270,8 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
         stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
-        reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers})
+        reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers},
+        backend_options={"synth": synth, "fpga_part": fpga_part})
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")
@@ -274,12 +280,15 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
 @main.command()
 @click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", required=True,
-              help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts), ref:// (the "
-                   "integer reference itself, a self-check).")
+              help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts); verilator:// (the "
+                   "FPGA RTL, Verilated and driven through its UART pins; ?program=0 uses only the memory images, "
+                   "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board); "
+                   "ref:// (the integer reference itself, a self-check).")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
-    spike at every step with the integer golden model. Exit status 0 when equal, 1 otherwise."""
+    spike at every step (and, with STDP, the learned weights) with the integer golden model. Exit status 0 when
+    equal, 1 otherwise."""
     from nmcompile.errors import VerificationError
     from nmcompile.runtime.hil import verify_artifact
 
@@ -290,6 +299,30 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
         junit.write_bytes(result.junit_xml())
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
+
+
+@main.command()
+@click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
+@click.option("--part", default=None, metavar="PART",
+              help="fpga: the Artix-7 part to compare with (default: the one given at compile time, else xc7a100t).")
+def report(artifact_dir: Path, part: str | None) -> None:
+    """Print an artifact's report; for an fpga artifact also the Yosys resource estimate (LUT, FF, BRAM, DSP)
+    of the emitted design, whether it fits the part, and NeuroCoreX's published numbers per neuron."""
+    import json
+
+    from nmcompile import artifact
+
+    art = artifact.read(artifact_dir)
+    click.echo((art.path / "report.md").read_text().rstrip())
+    layout_file = art.path / "fpga" / "layout.json"
+    if art.target == "fpga" and layout_file.is_file():
+        from nmcompile.backends.fpga.synth import report_lines, synthesize
+
+        layout = json.loads(layout_file.read_text())
+        util = synthesize(art.path / "fpga", log=lambda m: click.echo(m, err=True))
+        click.echo("\n## FPGA resources\n")
+        for line in report_lines(util, layout["used"]["neurons"], part or layout.get("part", "xc7a100t")):
+            click.echo(line)
 
 
 @main.command()

@@ -29,6 +29,7 @@ class PassContext:
     calibration: np.ndarray | None = None           # input spikes [T, B, *input_shape] (0/1)
     options: dict[str, Any] = field(default_factory=dict)
     reports: dict[str, Any] = field(default_factory=dict)
+    log: Any = None                                 # progress messages of long steps (a callable), or None
 
     def require_target(self, pass_name: str):
         if self.target is None:

@@ -219,3 +219,51 @@ def test_stdp_is_refused_on_other_targets(tmp_path):
     with pytest.raises(NmcError, match=r"STDP \(--stdp\) is not supported by loihi2 \(supported by: fpga\)"):
         compile_network(CompileRequest(source=source, target="loihi2", out=tmp_path / "o", stdp={"fc1": {}}),
                         log=lambda m: None)
+
+
+def test_verilog_is_lint_clean(tmp_path):
+    """The emulator and a generated top pass `verilator --lint-only -Wall` (every warning enabled)."""
+    rng = np.random.default_rng(0)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    import subprocess
+
+    fpga = out / "fpga"
+    sources = [str(p) for p in sorted((fpga / "hdl").glob("*.v"))] + [str(fpga / "nmc_top.v")]
+    proc = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "nmc_top", *sources],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")
+def test_report_synthesizes_with_yosys(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "report", str(out), "--part", "xc7a35t"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "| BRAM (36 Kb tiles) |" in proc.stdout and "NeuroCoreX" in proc.stdout
+    assert "The design fits the xc7a35t" in proc.stdout
+    from nmcompile.backends.fpga.synth import synthesize
+
+    util = synthesize(out / "fpga")             # cached now
+    assert util.lut > 500 and util.bram >= 1 and util.dsp >= 2
+
+
+def test_parse_yosys_statistics():
+    from nmcompile.backends.fpga.synth import parse_stat
+
+    log = """
+   Number of cells:                 20
+     DSP48E1                         2
+     FDRE                           10
+     FDSE                            1
+     LUT2                            3
+     LUT6                            2
+     RAM32M                          1
+     RAMB18E1                        3
+     RAMB36E1                        1
+"""
+    util = parse_stat(log)
+    assert (util.lut, util.lut_memory, util.ff, util.bram, util.dsp) == (9, 4, 11, 2.5, 2)

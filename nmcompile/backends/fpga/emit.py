@@ -176,15 +176,16 @@ endmodule
 
 def yosys_script() -> str:
     sources = " ".join(f"hdl/{s}" for s in HDL_SOURCES)
-    return (f"# Yosys {'0.23'}+: resource estimate for a Xilinx 7-series part (nmcompile report runs this)\n"
-            f"read_verilog -DSYNTHESIS {sources} nmc_top.v\n"
+    return ("# Yosys 0.23+: resource estimate for a Xilinx 7-series part (`nmcompile report` runs this)\n"
+            f"read_verilog -sv -DSYNTHESIS {sources} nmc_top.v\n"
             "synth_xilinx -family xc7 -top nmc_top -flatten\n"
-            "tee -o utilization.txt stat -tech xilinx\n")
+            "stat -tech xilinx\n")
 
 
-def layout(config: FpgaConfig, size: DesignSize) -> dict:
+def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
     return {
         "network": config.name,
+        "part": part,
         "design": {"neurons": size.neurons, "in_words": size.in_words, "syn_depth": size.syn_depth,
                    "projections": size.projections, "trace_depth": size.trace_depth,
                    "queue_steps": size.queue_steps, "clock_hz": CLOCK_HZ, "baud": BAUD},
@@ -203,23 +204,46 @@ def layout(config: FpgaConfig, size: DesignSize) -> dict:
 
 
 def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
+    from nmcompile.backends.fpga.synth import DEFAULT_PART, PARTS
+
     config = lower(graph, target)
     size = DesignSize.for_config(config)
+    part = ctx.options.get("fpga_part") or DEFAULT_PART
+    if part not in PARTS:
+        from nmcompile.errors import UnsupportedError
+
+        raise UnsupportedError(f"unknown FPGA part {part!r}; known: {', '.join(PARTS)}")
     files = {"fpga/nmc_top.v": top_verilog(config, size).encode(), "fpga/program.bin": program_stream(config),
              "fpga/synth.ys": yosys_script().encode(),
-             "fpga/layout.json": (json.dumps(layout(config, size), indent=1, sort_keys=True) + "\n").encode(),
+             "fpga/layout.json": (json.dumps(layout(config, size, part), indent=1, sort_keys=True) + "\n").encode(),
              "fpga/tb/nmc_harness.cpp": (HDL / "tb" / "nmc_harness.cpp").read_bytes()}
     for source in HDL_SOURCES:
         files[f"fpga/hdl/{source}"] = (HDL / source).read_bytes()
     for name, data in images(config, size).items():
         files[f"fpga/{name}"] = data
-    ctx.reports["emit"] = _Report(config, size)
+    synthesis = _synthesize(files, config, part, ctx.log) if ctx.options.get("synth") else None
+    ctx.reports["emit"] = _Report(config, size, synthesis)
     return files
 
 
+def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> list[str]:
+    """Yosys on the project written to a scratch directory (compile --synth)."""
+    import tempfile
+
+    from nmcompile.backends.fpga.synth import report_lines, synthesize
+
+    with tempfile.TemporaryDirectory(prefix="nmc-fpga-") as tmp:
+        for rel, data in files.items():
+            path = Path(tmp) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+        util = synthesize(Path(tmp) / "fpga", log=log)
+    return report_lines(util, config.neurons, part)
+
+
 class _Report:
-    def __init__(self, config: FpgaConfig, size: DesignSize):
-        self.config, self.size = config, size
+    def __init__(self, config: FpgaConfig, size: DesignSize, synthesis: list[str] | None):
+        self.config, self.size, self.synthesis = config, size, synthesis
 
     def lines(self) -> list[str]:
         c, s = self.config, self.size
@@ -230,6 +254,9 @@ class _Report:
                  "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})"
                                          for n, layer in c.layers.items()),
                  f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
-                 f"STDP on: {', '.join(plastic) if plastic else 'none'}",
-                 "resources: `nmcompile report DIR` runs Yosys synth_xilinx on fpga/ (see docs/formats/fpga.md)"]
+                 f"STDP on: {', '.join(plastic) if plastic else 'none'}"]
+        if self.synthesis:
+            lines += ["", *self.synthesis]
+        else:
+            lines.append("resources: `nmcompile report DIR` (or compile --synth) runs Yosys synth_xilinx on fpga/")
         return lines
