@@ -62,7 +62,7 @@ def parse_stat(text: str) -> Utilization:
 
 def _key(project: Path) -> str:
     h = hashlib.sha256()
-    for f in sorted((project / "hdl").glob("*.v")) + [project / "nmc_top.v", project / "synth.ys"]:
+    for f in [*sorted((project / "hdl").glob("*.v")), project / "nmc_top.v", project / "synth.ys"]:
         h.update(f.name.encode() + f.read_bytes())
     for f in sorted(project.glob("*.hex")):
         h.update(f.name.encode() + f.read_bytes())
