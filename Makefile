@@ -12,7 +12,7 @@ TORCH := torch==2.13.0
 # SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither.
 NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo bench clean tools
 
 setup: $(STAMP)
 
@@ -31,16 +31,17 @@ $(STAMP): pyproject.toml Makefile
 lint: setup
 	$(BIN)/ruff check nmcompile tests benchmarks examples
 
-test: setup lint lava-env
+test: setup lint lava-env tools
 	$(BIN)/python -m pytest -q
 
-demo: setup lava-env
+demo: setup lava-env tools
 	$(BIN)/python examples/demo.py
 
-bench: setup lava-env
+bench: setup lava-env tools
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_partition.py
 	$(BIN)/python benchmarks/bench_lava.py
+	$(BIN)/python benchmarks/bench_fpga.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
@@ -64,3 +65,18 @@ $(LAVA_STAMP):
 	$(LAVA_VENV)/bin/pip install --quiet lava-nc==0.10.0
 	$(LAVA_VENV)/bin/python -c 'import lava.magma; print("lava", "ok")'
 	touch $(LAVA_STAMP)
+
+# System tools of the FPGA backend: Verilator (builds the RTL conformance model), Yosys (resource estimates), a C++
+# compiler and make (Verilator's build), ccache (faster rebuilds). Installed with apt-get when missing and root.
+TOOL_PACKAGES := verilator yosys g++ make ccache
+
+tools:
+	@missing=""; for t in verilator yosys g++ make; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing$$missing with apt-get"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); \
+		else \
+			echo "missing:$$missing. Install them with: sudo apt-get install --no-install-recommends $(TOOL_PACKAGES)"; exit 1; \
+		fi; \
+	fi

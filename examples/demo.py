@@ -1,5 +1,6 @@
 """`make demo`: build a small spiking network in code, save it as NIR, inspect it and simulate it; then compile
-the trained digits example for every target and verify the emitted networks on their boards (Lava for loihi2).
+the trained digits example for every target and verify the emitted networks on their boards (Lava's simulator for
+loihi2, the Verilated RTL through its UART pins for fpga), with the FPGA design's Yosys resource estimate.
 
 Every step runs the real `nmcompile` command, so what you see is what a user types.
 """
@@ -85,7 +86,7 @@ def compile_digits(work: Path) -> None:
     calibration = work / "digits-test.npz"
     np.savez(calibration, spikes=encode(x_test[:64]).astype(np.int8))   # [T, 64, 64]: the reference input
     print(f"\n64 test digits, rate-encoded, saved as {calibration}: calibration and reference input")
-    boards = {"loihi2": "lava://"}
+    boards = {"loihi2": "lava://", "fpga": "verilator://"}
     for target in ("loihi2", "spinnaker2", "fpga"):
         out = work / f"digits-{target}"
         full = has_emitter(target)
@@ -97,6 +98,11 @@ def compile_digits(work: Path) -> None:
                 print("   ", line.strip())
         if full and target in boards:
             nmcompile("verify", str(out), "--board", boards[target], "--junit", str(work / f"verify-{target}.xml"))
+        if full and target == "fpga":
+            print(f"\n$ nmcompile report {out}   (Yosys synth_xilinx; the FPGA resources section)", flush=True)
+            text = subprocess.run([sys.executable, "-m", "nmcompile", "report", str(out)], check=True,
+                                  capture_output=True, text=True).stdout
+            print(text[text.index("## FPGA resources"):])
 
 
 if __name__ == "__main__":

@@ -167,24 +167,45 @@ def test_digits_example_on_the_rtl(tmp_path):
 
 def test_images_alone_and_programming_alone_both_work(tmp_path):
     """The $readmemh images (a bitstream built with them) and program.bin (a blank design loaded over the UART)
-    each hold the whole network."""
+    each hold the whole network; the CLI exits 0 and writes JUnit XML."""
+    import subprocess
+
     rng = np.random.default_rng(5)
     out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
     assert_verified(out, "verilator://?program=0")
-    assert_verified(out, "verilator://?blank=1")
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "verify", str(out), "--board", "verilator://?blank=1",
+                           "--junit", str(tmp_path / "v.xml")], capture_output=True, text=True)
+    assert proc.returncode == 0 and "PASS output out" in proc.stdout, proc.stdout + proc.stderr
+    assert 'failures="0"' in (tmp_path / "v.xml").read_text()
 
 
 def test_reprogramming_a_built_design_with_other_weights(tmp_path):
     """Two networks of the same size share one Verilated build; the second is loaded over the UART."""
-    a = compile_graph(mlp(np.random.default_rng(1)), tmp_path / "a", (np.random.default_rng(1).random(
-        (20, 2, 20)) < 0.3).astype(np.int64)) if (tmp_path / "a").mkdir() is None else None
-    b = compile_graph(mlp(np.random.default_rng(2)), tmp_path / "b", (np.random.default_rng(2).random(
-        (20, 2, 20)) < 0.3).astype(np.int64)) if (tmp_path / "b").mkdir() is None else None
     from nmcompile.runtime.verilator_build import build_key
 
+    outs = []
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        (tmp_path / str(seed)).mkdir()
+        outs.append(compile_graph(mlp(rng), tmp_path / str(seed), (rng.random((20, 2, 20)) < 0.3).astype(np.int64)))
+    a, b = outs
     assert build_key(a / "fpga") == build_key(b / "fpga")
     assert (a / "fpga" / "syn.hex").read_bytes() != (b / "fpga" / "syn.hex").read_bytes()
     assert_verified(b, board=VerilatorBoard(blank=True))
+
+
+def test_stdp_option_errors_are_one_line(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(0)
+    source = save(mlp(rng), tmp_path / "m.nmir")
+    base = [sys.executable, "-m", "nmcompile", "compile", str(source), "--target", "fpga", "-o", str(tmp_path / "o")]
+    for extra, message in [(["--stdp", "l1"], "'l1' is a neuron layer; name one of the projections feeding it: fc1"),
+                           (["--stdp", "fc2", "--stdp-param", "tau=3"], "unknown STDP parameter(s) tau"),
+                           (["--stdp", "fc2", "--stdp-param", "ltp_shift"], "expected KEY=INTEGER"),
+                           (["--stdp", "nope"], "--stdp nope: no node of that name")]:
+        proc = subprocess.run(base + extra, capture_output=True, text=True)
+        assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize(("mutate", "message"), [

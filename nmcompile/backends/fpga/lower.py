@@ -188,7 +188,7 @@ def _neuron_words(name: str, op) -> tuple[list[int], list[int]]:
 
 
 def _trace_back(graph: Graph, name: str) -> tuple[str, int]:
-    """The source behind Flatten and Delay nodes, and the delay those Delay nodes add."""
+    """The source behind Flatten and Delay nodes, and the delay those Delay nodes and recurrent edges add."""
     delay = 0
     while graph.node(name).kind in ("Flatten", "Delay"):
         op = graph.node(name)
@@ -201,6 +201,7 @@ def _trace_back(graph: Graph, name: str) -> tuple[str, int]:
         edges = graph.in_edges(name)
         if len(edges) != 1:
             raise UnsupportedError(f"node '{name}' must have exactly one input on fpga")
+        delay += int(edges[0].recurrent)
         name = edges[0].src
     return name, delay
 
@@ -212,13 +213,16 @@ def _only_source(graph: Graph, name: str) -> str | None:
     return _trace_back(graph, edges[0].src)[0]
 
 
-def _consumer(graph: Graph, name: str) -> str:
+def _consumer(graph: Graph, name: str) -> tuple[str, int]:
+    """The neuron layer a projection feeds (through Flatten) and the steps recurrent edges on the way add."""
     out = graph.out_edges(name)
+    delay = 0
     while len(out) == 1 and graph.node(out[0].dst).kind == "Flatten":
+        delay += int(out[0].recurrent)
         out = graph.out_edges(out[0].dst)
     if len(out) != 1 or graph.node(out[0].dst).kind != "QNeuron":
         raise UnsupportedError(f"projection '{name}' must feed one neuron layer on fpga")
-    return out[0].dst
+    return out[0].dst, delay + int(out[0].recurrent)
 
 
 def _projection(graph, name, op, shapes, layers, constants, input_name, in_pad) -> Projection:
@@ -226,7 +230,8 @@ def _projection(graph, name, op, shapes, layers, constants, input_name, in_pad) 
     if len(edges) != 1:
         raise UnsupportedError(f"projection '{name}' must have exactly one input on fpga")
     src, extra_delay = _trace_back(graph, edges[0].src)
-    dst = _consumer(graph, name)
+    dst, after = _consumer(graph, name)
+    extra_delay += int(edges[0].recurrent) + after     # a recurrent edge reads the previous step
     kind = graph.node(src).kind
     if kind == "Input":
         src_base, src_len = 0, int(np.prod(shapes[src]))

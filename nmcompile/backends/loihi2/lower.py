@@ -102,6 +102,10 @@ def _uniform(array: np.ndarray) -> int | None:
 
 
 def lower(graph: Graph) -> LavaSpec:
+    recurrent = [f"{e.src} -> {e.dst}" for e in graph.edges if e.recurrent]
+    if recurrent:
+        raise UnsupportedError(f"edge {recurrent[0]} is marked recurrent (one extra step); the loihi2 lowering takes "
+                               "graphs whose delays are all on projections: compile through the pipeline (retime)")
     spec = LavaSpec(graph.name)
     shapes = graph.shapes()
     for name in graph.order():
