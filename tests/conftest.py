@@ -15,6 +15,18 @@ from nmcompile.ir.graph import Graph
 GOLDEN = Path(__file__).parent / "golden"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_build_cache(tmp_path_factory):
+    """Verilated models are built into a cache of this test session (removed with pytest's temporary files),
+    unless NMC_CACHE points somewhere on purpose."""
+    if "NMC_CACHE" in os.environ:
+        yield
+        return
+    os.environ["NMC_CACHE"] = str(tmp_path_factory.mktemp("nmc-cache"))
+    yield
+    os.environ.pop("NMC_CACHE", None)
+
+
 def assert_golden(name: str, text: str) -> None:
     """Compare `text` with tests/golden/<name>; NMC_UPDATE_GOLDEN=1 rewrites the file instead."""
     path = GOLDEN / name
