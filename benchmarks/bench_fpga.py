@@ -2,9 +2,10 @@
 simulation speed against nmcompile's reference simulator on the same network, and Yosys LUT/BRAM per neuron.
 
 Network per N: 64 input channels (rate 10 %) fanning out to N LIF neurons that are connected all-to-all
-(a recurrent edge into a delay-1 projection: two steps), T = 50 steps, 2 samples. Output spikes are checked equal to the reference before any number
-is printed. Lower bound per step = N neuron updates + synaptic events (every spike delivered to every neuron of
-its projection), at the design's peak of one neuron update or one synaptic event per clock cycle.
+(a recurrent edge into a delay-1 projection: two steps), T = 50 steps, 2 samples. Output spikes are checked equal
+to the reference before any number is printed. Lower bound per step = N neuron updates + synaptic events (every
+spike delivered to every neuron of its projection), at the design's peak of one neuron update or one synaptic event
+per clock cycle.
 
     python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth]
 """
@@ -76,7 +77,7 @@ def run_case(n: int, synth: bool, work: Path) -> dict:
     got = board.run_all(x)
     wall = time.perf_counter() - start
     board.close()
-    inputs, expected = artifact.read(out).reference()
+    _, expected = artifact.read(out).reference()
     assert np.array_equal(got["output"], expected["output"][:STEPS]), f"N={n}: RTL differs from the reference"
     start = time.perf_counter()
     simulate(g, x)
