@@ -381,6 +381,21 @@ module nmc_core #(
         endcase
     end
 
+    // the projection entry p, field by field (docs/formats/fpga.md)
+    task automatic latch_entry;
+        begin
+            e_src_base <= entry[15:0];    e_src_len <= entry[31:16];
+            e_dst_base <= entry[47:32];   e_dst_len <= entry[63:48];
+            e_w_base   <= entry[87:64];   e_delay   <= entry[92:88];
+            e_exp      <= entry[103:96];
+            e_a_pre    <= entry[119:112]; e_a_post  <= entry[127:120];
+            e_k_pre    <= entry[130:128]; e_k_post  <= entry[138:136];
+            e_ltp      <= entry[146:144]; e_ltd     <= entry[154:152];
+            e_wmin     <= entry[167:160]; e_wmax    <= entry[175:168];
+            e_tbase    <= entry[191:176];
+        end
+    endtask
+
     // ---- sequential control ------------------------------------------------------------------------------------
     always @(posedge clk) begin
         host_rvalid <= 1'b0;
@@ -466,15 +481,7 @@ module nmc_core #(
                         k <= 24'd0;
                         q_has_step <= (q_fill != 24'd0);
                     end else begin
-                        e_src_base <= entry[15:0];    e_src_len <= entry[31:16];
-                        e_dst_base <= entry[47:32];   e_dst_len <= entry[63:48];
-                        e_w_base   <= entry[87:64];   e_delay   <= entry[92:88];
-                        e_exp      <= entry[103:96];
-                        e_a_pre    <= entry[119:112]; e_a_post  <= entry[127:120];
-                        e_k_pre    <= entry[130:128]; e_k_post  <= entry[138:136];
-                        e_ltp      <= entry[146:144]; e_ltd     <= entry[154:152];
-                        e_wmin     <= entry[167:160]; e_wmax    <= entry[175:168];
-                        e_tbase    <= entry[191:176];
+                        latch_entry();
                         sc_use  <= SCAN_ACC;
                         sc_slot <= slot - entry[92:88];
                         sc_base <= entry[15:0];
@@ -578,15 +585,7 @@ module nmc_core #(
                     end else if (!entry[104]) begin
                         p <= p + 8'd1;
                     end else begin
-                        e_src_base <= entry[15:0];    e_src_len <= entry[31:16];
-                        e_dst_base <= entry[47:32];   e_dst_len <= entry[63:48];
-                        e_w_base   <= entry[87:64];   e_delay   <= entry[92:88];
-                        e_exp      <= entry[103:96];
-                        e_a_pre    <= entry[119:112]; e_a_post  <= entry[127:120];
-                        e_k_pre    <= entry[130:128]; e_k_post  <= entry[138:136];
-                        e_ltp      <= entry[146:144]; e_ltd     <= entry[154:152];
-                        e_wmin     <= entry[167:160]; e_wmax    <= entry[175:168];
-                        e_tbase    <= entry[191:176];
+                        latch_entry();
                         j_loop <= 16'd0;
                         state <= E_PRE_RD;
                     end

@@ -18,44 +18,14 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.runtime.fpga_board import VerilatorBoard
 from nmcompile.runtime.hil import verify_artifact
+from tests.backends import networks
+from tests.backends.networks import conv, dense, mlp, recurrent
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)
 
 pytestmark = pytest.mark.skipif(shutil.which("verilator") is None,
                                 reason="verilator is not installed (make installs it with apt-get when run as root)")
-
-
-def dense(rng, n_in, n_out, mean=0.3, scale=0.6, bias=False, delays=None):
-    return O.Linear(weight=rng.normal(mean, scale, (n_out, n_in)), bias=rng.normal(0.1, 0.2, n_out) if bias else None,
-                    delays=delays)
-
-
-def mlp(rng) -> Graph:
-    g = Graph("mlp")
-    g.add("in", O.Input(shape=(20,)))
-    g.add("fc1", dense(rng, 20, 30))
-    g.add("l1", O.LIF(shape=(30,), beta=rng.uniform(0.6, 0.95), threshold=1.0))
-    g.add("fc2", dense(rng, 30, 10))
-    g.add("l2", O.IF(shape=(10,), threshold=1.5))
-    g.add("out", O.Output(shape=(10,)))
-    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
-    return g
-
-
-def recurrent(rng) -> Graph:
-    g = Graph("rnn")
-    g.add("in", O.Input(shape=(12,)))
-    g.add("fc", dense(rng, 12, 40))
-    g.add("cuba", O.CubaLIF(shape=(40,), alpha=0.6, beta=0.8, threshold=1.0))
-    g.add("rec", dense(rng, 40, 40, mean=0.0, scale=0.3))
-    g.add("fc2", dense(rng, 40, 6))
-    g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(6,)))
-    g.chain("in", "fc", "cuba", "fc2", "l2", "out")
-    g.connect("cuba", "rec", recurrent=True)
-    g.connect("rec", "cuba")
-    return g
 
 
 def subtract(rng) -> Graph:
@@ -72,33 +42,12 @@ def subtract(rng) -> Graph:
     return g
 
 
-def conv(rng) -> Graph:
-    g = Graph("cnn")
-    g.add("in", O.Input(shape=(2, 6, 6)))
-    g.add("c1", O.Conv2d(weight=rng.normal(0.3, 0.5, (4, 2, 3, 3)), padding=1))
-    g.add("l1", O.LIF(shape=(4, 6, 6), beta=0.8, threshold=1.0))
-    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2))
-    g.add("c2", O.Conv2d(weight=rng.normal(0.3, 0.5, (6, 4, 3, 3)), bias=rng.normal(0.2, 0.1, 6)))
-    g.add("l2", O.LIF(shape=(6, 1, 1), beta=0.9, threshold=1.0))
-    g.add("flat", O.Flatten())
-    g.add("fc", dense(rng, 6, 5))
-    g.add("l3", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(5,)))
-    g.chain("in", "c1", "l1", "p1", "c2", "l2", "flat", "fc", "l3", "out")
-    return g
-
-
-NETWORKS = {"mlp": mlp, "recurrent": recurrent, "subtract": subtract, "conv": conv}
+NETWORKS = {"mlp": mlp, "recurrent": lambda rng: recurrent(rng, hidden=40), "subtract": subtract,
+            "conv": lambda rng: conv(rng, size=6)}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, **request) -> Path:
-    graph.verify()
-    source = save(graph, tmp / f"{graph.name}.nmir")
-    np.savez(tmp / "calib.npz", spikes=calibration)
-    out = tmp / f"{graph.name}-fpga"
-    compile_network(CompileRequest(source=source, target="fpga", out=out, options=SourceOptions(),
-                                   calibration_spikes=tmp / "calib.npz", **request), log=lambda m: None)
-    return out
+    return networks.compile_graph(graph, tmp, calibration, "fpga", **request)
 
 
 def assert_verified(out: Path, url: str = "verilator://", board=None) -> dict:
@@ -126,9 +75,9 @@ def test_rtl_equals_reference(kind, seed, tmp_path):
 def stdp_network(rng) -> Graph:
     g = Graph("stdp")
     g.add("in", O.Input(shape=(16,)))
-    g.add("fc1", dense(rng, 16, 12, mean=0.2, scale=0.4))
+    g.add("fc1", dense(rng, 16, 12, mean=0.2, std=0.4))
     g.add("l1", O.LIF(shape=(12,), beta=0.9, threshold=1.0))
-    g.add("fc2", dense(rng, 12, 6, mean=0.3, scale=0.4))
+    g.add("fc2", dense(rng, 12, 6, mean=0.3, std=0.4))
     g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
     g.add("out", O.Output(shape=(6,)))
     g.chain("in", "fc1", "l1", "fc2", "l2", "out")

@@ -15,9 +15,10 @@ from nmcompile.api import CompileRequest, SourceOptions, compile_network
 from nmcompile.errors import NmcError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
-from nmcompile.ir.serialize import save
 from nmcompile.ir.simulate import simulate
 from nmcompile.runtime.lava_board import LavaBoard, lava_python
+from tests.backends import networks
+from tests.backends.networks import conv, dense, mlp, recurrent
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)
@@ -28,63 +29,13 @@ def lava_available():
     lava_python()  # fails (not skips) with the setup command when Lava is missing
 
 
-def dense(rng, n_in, n_out, bias=False, scale=1.0, density=1.0, delays=0):
-    w = rng.normal(0.3, 0.6, (n_out, n_in)) * scale * (rng.random((n_out, n_in)) < density)
-    d = rng.integers(0, delays + 1, (n_out, n_in)) if delays else None
-    return O.Linear(weight=w, bias=rng.normal(0.1, 0.2, n_out) if bias else None, delays=d)
-
-
-def mlp(rng, bias=False) -> Graph:
-    g = Graph("mlp")
-    g.add("in", O.Input(shape=(20,)))
-    g.add("fc1", dense(rng, 20, 30, bias))
-    g.add("l1", O.LIF(shape=(30,), beta=rng.uniform(0.6, 0.95), threshold=1.0,
-                      bias=rng.normal(0, 0.05) if bias else 0.0))
-    g.add("fc2", dense(rng, 30, 10, bias))
-    g.add("l2", O.IF(shape=(10,), threshold=1.5))
-    g.add("out", O.Output(shape=(10,)))
-    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
-    return g
-
-
-def recurrent(rng) -> Graph:
-    g = Graph("rnn")
-    g.add("in", O.Input(shape=(12,)))
-    g.add("fc", dense(rng, 12, 16))
-    g.add("cuba", O.CubaLIF(shape=(16,), alpha=0.6, beta=0.8, threshold=1.0))
-    g.add("rec", dense(rng, 16, 16, scale=0.5))
-    g.add("fc2", dense(rng, 16, 6))
-    g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(6,)))
-    g.chain("in", "fc", "cuba", "fc2", "l2", "out")
-    g.connect("cuba", "rec", recurrent=True)
-    g.connect("rec", "cuba")
-    return g
-
-
-def conv(rng) -> Graph:
-    g = Graph("cnn")
-    g.add("in", O.Input(shape=(2, 8, 8)))
-    g.add("c1", O.Conv2d(weight=rng.normal(0.3, 0.5, (4, 2, 3, 3)), padding=1))
-    g.add("l1", O.LIF(shape=(4, 8, 8), beta=0.8, threshold=1.0))
-    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2))
-    g.add("c2", O.Conv2d(weight=rng.normal(0.3, 0.5, (6, 4, 3, 3)), bias=rng.normal(0.2, 0.1, 6)))
-    g.add("l2", O.LIF(shape=(6, 2, 2), beta=0.9, threshold=1.0))
-    g.add("flat", O.Flatten())
-    g.add("fc", dense(rng, 24, 5))
-    g.add("l3", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(5,)))
-    g.chain("in", "c1", "l1", "p1", "c2", "l2", "flat", "fc", "l3", "out")
-    return g
-
-
 def delays(rng) -> Graph:
     """Per-synapse delays on a dense and on a sparse projection (DelayDense and DelaySparse)."""
     g = Graph("delays")
     g.add("in", O.Input(shape=(16,)))
     g.add("fc1", dense(rng, 16, 24, delays=6))
     g.add("l1", O.LIF(shape=(24,), beta=0.85, threshold=1.0))
-    g.add("fc2", dense(rng, 24, 8, density=0.08, scale=3.0, delays=3))
+    g.add("fc2", dense(rng, 24, 8, mean=0.9, std=1.8, density=0.08, delays=3))
     g.add("l2", O.LIF(shape=(8,), beta=0.9, threshold=0.8))
     g.add("out", O.Output(shape=(8,)))
     g.chain("in", "fc1", "l1", "fc2", "l2", "out")
@@ -96,13 +47,7 @@ NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent"
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray) -> Path:
-    graph.verify()
-    source = save(graph, tmp / f"{graph.name}.nmir")
-    np.savez(tmp / "calib.npz", spikes=calibration)
-    out = tmp / f"{graph.name}-loihi2"
-    compile_network(CompileRequest(source=source, target="loihi2", out=out, options=SourceOptions(),
-                                   calibration_spikes=tmp / "calib.npz"), log=lambda m: None)
-    return out
+    return networks.compile_graph(graph, tmp, calibration, "loihi2")
 
 
 def assert_conformant(out: Path) -> dict:

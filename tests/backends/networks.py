@@ -1,0 +1,78 @@
+"""Small float networks the backend conformance tests compile, and the compile helper they share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from nmcompile.api import CompileRequest, SourceOptions, compile_network
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.serialize import save
+
+
+def dense(rng, n_in, n_out, *, mean=0.3, std=0.6, bias=False, density=1.0, delays=None) -> O.Linear:
+    """Random weights N(mean, std) (a fraction `density` kept); `delays`: an int k draws per-synapse extra delays in
+    0..k, an array is used as given."""
+    w = rng.normal(mean, std, (n_out, n_in)) * (rng.random((n_out, n_in)) < density)
+    if isinstance(delays, int):
+        delays = rng.integers(0, delays + 1, (n_out, n_in)) if delays else None
+    return O.Linear(weight=w, bias=rng.normal(0.1, 0.2, n_out) if bias else None, delays=delays)
+
+
+def mlp(rng, bias=False) -> Graph:
+    g = Graph("mlp")
+    g.add("in", O.Input(shape=(20,)))
+    g.add("fc1", dense(rng, 20, 30, bias=bias))
+    g.add("l1", O.LIF(shape=(30,), beta=rng.uniform(0.6, 0.95), threshold=1.0,
+                      bias=rng.normal(0, 0.05) if bias else 0.0))
+    g.add("fc2", dense(rng, 30, 10, bias=bias))
+    g.add("l2", O.IF(shape=(10,), threshold=1.5))
+    g.add("out", O.Output(shape=(10,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+def recurrent(rng, hidden=16) -> Graph:
+    g = Graph("rnn")
+    g.add("in", O.Input(shape=(12,)))
+    g.add("fc", dense(rng, 12, hidden))
+    g.add("cuba", O.CubaLIF(shape=(hidden,), alpha=0.6, beta=0.8, threshold=1.0))
+    g.add("rec", dense(rng, hidden, hidden, mean=0.15, std=0.3))
+    g.add("fc2", dense(rng, hidden, 6))
+    g.add("l2", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc", "cuba", "fc2", "l2", "out")
+    g.connect("cuba", "rec", recurrent=True)
+    g.connect("rec", "cuba")
+    return g
+
+
+def conv(rng, size=8) -> Graph:
+    """conv 3x3 (padded) -> LIF -> avg pool 2 -> conv 3x3 with bias -> LIF -> flatten -> dense -> LIF."""
+    side = (size // 2) - 2
+    g = Graph("cnn")
+    g.add("in", O.Input(shape=(2, size, size)))
+    g.add("c1", O.Conv2d(weight=rng.normal(0.3, 0.5, (4, 2, 3, 3)), padding=1))
+    g.add("l1", O.LIF(shape=(4, size, size), beta=0.8, threshold=1.0))
+    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2))
+    g.add("c2", O.Conv2d(weight=rng.normal(0.3, 0.5, (6, 4, 3, 3)), bias=rng.normal(0.2, 0.1, 6)))
+    g.add("l2", O.LIF(shape=(6, side, side), beta=0.9, threshold=1.0))
+    g.add("flat", O.Flatten())
+    g.add("fc", dense(rng, 6 * side * side, 5))
+    g.add("l3", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(5,)))
+    g.chain("in", "c1", "l1", "p1", "c2", "l2", "flat", "fc", "l3", "out")
+    return g
+
+
+def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:
+    """Save `graph`, compile it for `target` with `calibration` spikes as calibration and reference inputs."""
+    graph.verify()
+    source = save(graph, tmp / f"{graph.name}.nmir")
+    np.savez(tmp / "calib.npz", spikes=calibration)
+    out = tmp / f"{graph.name}-{target}"
+    compile_network(CompileRequest(source=source, target=target, out=out, options=SourceOptions(),
+                                   calibration_spikes=tmp / "calib.npz", **request), log=lambda m: None)
+    return out
