@@ -16,7 +16,9 @@ from nmcompile.errors import NmcError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
+from nmcompile.ir.simulate import simulate
 from nmcompile.runtime.fpga_board import VerilatorBoard
+from nmcompile.runtime.fpga_protocol import Region
 from nmcompile.runtime.hil import verify_artifact
 from tests.backends import networks
 from tests.backends.networks import conv, dense, mlp, recurrent
@@ -237,3 +239,81 @@ def test_parse_yosys_statistics():
 """
     util = parse_stat(log)
     assert (util.lut, util.lut_memory, util.ff, util.bram, util.dsp) == (9, 4, 11, 2.5, 2)
+
+
+def random_integer_network(rng) -> Graph:
+    """An integer network with every feature the design has, drawn at random: layer sizes that do not align to 32,
+    delays 1..16, exponents, biases through constant sources, recurrent edges, skip projections, both resets,
+    both comparisons, refractory periods, non-zero initial states, decaying and held currents."""
+    g = Graph("random")
+    n_in = int(rng.integers(1, 70))
+    g.add("in", O.Input(shape=(n_in,)))
+    sizes = [int(s) for s in rng.integers(1, 40, int(rng.integers(1, 4)))]
+
+    def projection(name, src, dst, n_src, n_dst, recurrent=False):
+        exp = int(rng.integers(-3, 3))
+        weight = rng.integers(-128, 128, (n_dst, n_src)) // int(rng.choice([1, 2, 8]))
+        g.add(name, O.QLinear(weight=weight, weight_exp=exp, num_weight_bits=9, delay=int(rng.integers(1, 17))))
+        g.connect(src, name, recurrent=recurrent)
+        g.connect(name, dst)
+
+    prev, n_prev = "in", n_in
+    for k, n in enumerate(sizes):
+        layer = f"l{k}"
+        g.add(layer, O.QNeuron(
+            shape=(n,), du=int(rng.choice([4095, -1, int(rng.integers(0, 4096))])), dv=int(rng.integers(0, 4097)),
+            vth=rng.integers(1, 400, n), bias_mant=rng.integers(-300, 300, n), bias_exp=int(rng.integers(0, 4)),
+            compare=str(rng.choice([">", ">="])), reset_mode=str(rng.choice(["zero", "subtract"])),
+            refractory=int(rng.integers(0, 4)), u_init=rng.integers(-5000, 5000, n),
+            v_init=rng.integers(-9000, 9000, n)))
+        projection(f"p{k}", prev, layer, n_prev, n)
+        if rng.random() < 0.5:
+            projection(f"r{k}", layer, layer, n, n, recurrent=bool(rng.random() < 0.5))
+        if rng.random() < 0.5:
+            g.add(f"b{k}.src", O.Constant(shape=(1,), value=1.0))
+            projection(f"b{k}", f"b{k}.src", layer, 1, n)
+        if k and rng.random() < 0.5:
+            projection(f"s{k}", "in", layer, n_in, n)
+        prev, n_prev = layer, n
+    g.add("out", O.Output(shape=(n_prev,)))
+    g.connect(prev, "out")
+    g.verify()
+    return g
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_integer_networks(seed, tmp_path):
+    from nmcompile.backends.fpga.emit import emit
+    from nmcompile.passes import PassContext
+    from nmcompile.targets import get_target
+
+    rng = np.random.default_rng(100 + seed)
+    g = random_integer_network(rng)
+    target = get_target("fpga")
+    x = (rng.random((40, 2, g.node("in").shape[0])) < rng.uniform(0.05, 0.5)).astype(np.int64)
+    files = emit(g, target, PassContext(target=target))
+    out = tmp_path / "random"
+    artifact.write(out, graph=g, target="fpga", source=Path("random"), pipeline=[], inputs=x, report="", files=files)
+    result = verify_artifact(out, "verilator://")
+    assert result.passed, "\n".join(result.lines())
+    # every layer's u and v after the last step, read back from the STATE memory, equal the reference's
+    reference = simulate(g, x[:, :1], record=True)
+    assert sum(int(reference.values[n].sum()) for n in reference.states) > 0, "no layer spiked: vacuous"
+    board = VerilatorBoard(program=False)
+    board.load(out)
+    try:
+        board.link.reset()
+        board.link.run_sample(x[:, 0], board.layout["design"]["in_words"], board.layout["output"]["size"])
+        for name, layer in board.layout["layers"].items():
+            raw = board.link.read(Region.STATE, layer["base"], layer["size"])
+            words = [int.from_bytes(raw[7 * k:7 * k + 7], "little") for k in range(layer["size"])]
+            u = np.array([_signed(w & (1 << 25) - 1, 25) for w in words])
+            v = np.array([_signed(w >> 25 & (1 << 24) - 1, 24) for w in words])
+            np.testing.assert_array_equal(u, reference.states[name]["u"][-1, 0], err_msg=f"{name}.u")
+            np.testing.assert_array_equal(v, reference.states[name]["v"][-1, 0], err_msg=f"{name}.v")
+    finally:
+        board.close()
+
+
+def _signed(value: int, bits: int) -> int:
+    return value - (1 << bits) if value >> (bits - 1) else value

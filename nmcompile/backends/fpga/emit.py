@@ -43,7 +43,8 @@ class DesignSize:
     def for_config(cls, config: FpgaConfig) -> DesignSize:
         return cls(neurons=max(32, -(-config.neurons // 32) * 32), in_words=config.in_words,
                    syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
-                   projections=max(2, len(config.projections)), trace_depth=max(64, -(-config.trace_words // 64) * 64))
+                   projections=max(8, -(-len(config.projections) // 8) * 8),
+                   trace_depth=max(64, -(-config.trace_words // 64) * 64))
 
 
 def entry_bytes(proj) -> bytes:
