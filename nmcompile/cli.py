@@ -328,7 +328,8 @@ def report(artifact_dir: Path, part: str | None) -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", default="ref://", show_default=True,
-              help="Where to run: ref:// is nmcompile's reference simulator, in process.")
+              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator:// and "
+                   "serial://DEVICE run a compiled artifact directory of their target (see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
@@ -350,11 +351,11 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     from nmcompile.runtime.spikes import load_spikes
 
     spikes = load_spikes(input_path)
-    graph = load_network(source, _options(kw))
+    in_process = board_url.startswith("ref://")
     options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
-    board = open_board(board_url, **options)
+    board = open_board(board_url, **(options if in_process else {}))
     try:
-        board.load(graph)
+        board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
         out = board.run(spikes)
     finally:
         board.close()

@@ -317,3 +317,18 @@ def test_random_integer_networks(seed, tmp_path):
 
 def _signed(value: int, bits: int) -> int:
     return value - (1 << bits) if value >> (bits - 1) else value
+
+
+def test_cli_run_on_the_rtl_equals_the_reference(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(4)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
+    np.savez(tmp_path / "in.npz", spikes=(rng.random((25, 3, 20)) < 0.3).astype(np.int8))
+    for board in ("ref://", "verilator://"):
+        proc = subprocess.run([sys.executable, "-m", "nmcompile", "run", str(out), "--board", board, "--input",
+                               str(tmp_path / "in.npz"), "--output", str(tmp_path / f"{board[:3]}.npz")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    ours, theirs = (np.load(tmp_path / f"{b}.npz")["spikes"] for b in ("ref", "ver"))
+    assert ours.any() and np.array_equal(ours, theirs)

@@ -178,3 +178,18 @@ def test_exact_rewrites_instead_of_refusals(tmp_path):
     report = (out / "report.md").read_text()
     assert "thresholds co-scaled to one" in report and "'>=' realised as '>'" in report
     assert_conformant(out)
+
+
+def test_cli_run_in_lava_equals_the_reference(tmp_path):
+    import subprocess
+
+    rng = np.random.default_rng(4)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
+    np.savez(tmp_path / "in.npz", spikes=(rng.random((15, 2, 20)) < 0.3).astype(np.int8))
+    for board in ("ref://", "lava://"):
+        proc = subprocess.run([sys.executable, "-m", "nmcompile", "run", str(out), "--board", board, "--input",
+                               str(tmp_path / "in.npz"), "--output", str(tmp_path / f"{board[:3]}.npz")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    ours, theirs = (np.load(tmp_path / f"{b}.npz")["spikes"] for b in ("ref", "lav"))
+    assert ours.any() and np.array_equal(ours, theirs)
