@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile import artifact
-from nmcompile.backends.loihi2.emit import emit
+from nmcompile.backends.loihi.emit import emit
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import Simulator

@@ -74,7 +74,7 @@ def main() -> None:
 def compile_digits(work: Path) -> None:
     """The trained digits example (snnTorch state dict + factory) through the compiler for every target; targets
     with a backend get their files and are verified on their board against the integer reference."""
-    from nmcompile.backends import has_emitter
+    from nmcompile.backends import get_backend
 
     digits = Path(__file__).resolve().parent / "digits"
     source = [str(digits / "digits.pt"), "--model", f"{digits / 'model.py'}:make_model"]
@@ -89,7 +89,7 @@ def compile_digits(work: Path) -> None:
     boards = {"loihi2": "lava://", "fpga": "verilator://"}
     for target in ("loihi2", "spinnaker2", "fpga"):
         out = work / f"digits-{target}"
-        full = has_emitter(target)
+        full = get_backend(target).available
         nmcompile("compile", *source, "--target", target, *(() if full else ("--stop-after", "analyse")),
                   "--calibration-spikes", str(calibration), "--reference-samples", "16", "-o", str(out))
         report = (out / "report.md").read_text().splitlines()

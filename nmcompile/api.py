@@ -156,11 +156,12 @@ def compile_network(request: CompileRequest, log=print, emit=print):
     from nmcompile.targets import get_target
 
     target = get_target(request.target, **request.target_overrides)
-    passes = backends.pipeline(target.name)
+    backend = backends.get_backend(target.name)
+    passes = list(backend.pipeline)
     for name in [*request.dump_after, *([request.stop_after] if request.stop_after else [])]:
         if name not in passes:
             raise UnsupportedError(f"{name!r} is not a pass of the {target.name} pipeline ({', '.join(passes)})")
-    if request.stop_after is None and not backends.has_emitter(target.name):
+    if request.stop_after is None and not backend.available:
         raise UnsupportedError(f"the {target.name} backend is not in this build: no target files can be emitted; "
                                "pass --stop-after partition to compile to the integer IR, report and reference only")
     if request.stdp and not target.stdp:
@@ -189,9 +190,7 @@ def compile_network(request: CompileRequest, log=print, emit=print):
     files: dict[str, bytes] = {}
     stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"
     if request.stop_after is None:
-        from importlib import import_module
-
-        files = import_module(f"nmcompile.backends.{target.name}.emit").emit(graph, target, ctx)
+        files = backends.load_object(backend.emitter)(graph, target, ctx)
     report = _report(request, source, target, passes[: len(done)], ctx, stage)
     return artifact.write(request.out, graph=graph, target=target.name, source=request.source,
                           pipeline=passes[: len(done)], inputs=np.asarray(inputs).astype(np.int64), report=report,

@@ -261,9 +261,9 @@ def get_target(name: str, **overrides: object) -> Target:
 
 
 def describe_targets() -> str:
-    from nmcompile.backends import backend_status
+    from nmcompile.backends import get_backend
 
     blocks = []
     for target in TARGETS.values():
-        blocks.append(target.describe() + f"\n  backend         {backend_status(target.name)}")
+        blocks.append(target.describe() + f"\n  backend         {get_backend(target.name).status()}")
     return "\n\n".join(blocks)

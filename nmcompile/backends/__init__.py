@@ -1,23 +1,114 @@
-"""Backends: one package per target. Each has `pipeline.py` (the passes it runs, as visible code) and, once its
-emitter exists, `emit.py` (writes the target's files into an artifact directory) and `verify.py`."""
+"""Backends: one `Backend` object per target, listed in an explicit registry (no folder scanning).
+
+    backend = get_backend("fpga")
+    backend.pipeline                      # the passes `nmcompile compile --target fpga` runs, in order
+    backend.emit(view, target, options)   # files of the artifact (paths relative to it) and report lines
+
+A backend reads the lowered network (`nmcompile.lowered.LoweredNetwork`) built after partitioning, never the
+graph. The CLI derives `--target` choices, the backend's own compile options, `nmcompile targets` and the board
+URL schemes from this registry; cli.py and api.py name no backend. Adding a backend: docs/extending.md.
+Importing this module is cheap: every backend names its emitter, boards and report as "module:function"
+strings that are imported when used.
+"""
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nmcompile.errors import UnsupportedError
 
 
-def pipeline(target: str) -> list[str]:
-    """The pass list of a target's compile pipeline."""
-    return list(importlib.import_module(f"nmcompile.backends.{target}.pipeline").PIPELINE)
+def load_object(spec: str) -> Any:
+    """Import "package.module:attribute"."""
+    module, _, attribute = spec.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
-def has_emitter(target: str) -> bool:
-    return importlib.util.find_spec(f"nmcompile.backends.{target}.emit") is not None
+@dataclass(frozen=True)
+class BackendOption:
+    """A compile option a backend contributes to `nmcompile compile` (`--NAME`, underscores as dashes)."""
+
+    name: str
+    help: str
+    flag: bool = False
+    metavar: str | None = None
+    default: Any = None
 
 
-def backend_status(target: str) -> str:
-    if has_emitter(target):
-        return "available: `nmcompile compile --target " + target + "` writes the target's files"
-    return ("not in this build: the passes run and `--stop-after` writes the compiled integer IR, but no "
-            "target files are emitted")
+@dataclass(frozen=True)
+class Emitted:
+    """What an emitter returns: the target's files (relative path -> bytes) and its report.md section."""
+
+    files: dict[str, bytes]
+    report: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A target's backend.
+
+    name        the target name (`--target`, `nmcompile.targets.TARGETS`)
+    pipeline    the passes of its compile pipeline, in order
+    emitter     "module:function" with emit(view, target, options, log) -> Emitted; None: this build runs the
+                passes only (`--stop-after`)
+    options     compile options the backend reads from `options` in emit
+    boards      URL scheme -> "module:Class" of the boards that run its artifacts (Class.from_url(url, query))
+    conformance boards on which the conformance suite runs every shared test network (tests/backends)
+    report      "module:function" with section(artifact, options, log) -> list[str]: extra `nmcompile report` lines
+    """
+
+    name: str
+    summary: str
+    pipeline: tuple[str, ...]
+    emitter: str | None = None
+    options: tuple[BackendOption, ...] = ()
+    boards: dict[str, str] = field(default_factory=dict)
+    conformance: tuple[str, ...] = ()
+    report: str | None = None
+
+    @property
+    def available(self) -> bool:
+        return self.emitter is not None
+
+    def status(self) -> str:
+        if self.available:
+            return f"available: `nmcompile compile --target {self.name}` writes the target's files"
+        return ("not in this build: the passes run and `--stop-after` writes the compiled integer IR, but no target "
+                "files are emitted")
+
+    def emit(self, view: Any, target: Any, options: dict[str, Any], log: Callable[[str], None]) -> Emitted:
+        if self.emitter is None:
+            raise UnsupportedError(f"the {self.name} backend is not in this build: no target files can be emitted; "
+                                   "pass --stop-after partition to compile to the integer IR, report and reference "
+                                   "only")
+        return load_object(self.emitter)(view, target, options, log)
+
+
+def _registry() -> dict[str, Backend]:
+    from nmcompile.backends.fpga.backend import BACKEND as FPGA
+    from nmcompile.backends.loihi.backend import BACKEND as LOIHI
+    from nmcompile.backends.spinnaker2.backend import BACKEND as SPINNAKER2
+
+    return {b.name: b for b in (LOIHI, SPINNAKER2, FPGA)}
+
+
+BACKENDS: dict[str, Backend] = _registry()
+
+
+def get_backend(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise UnsupportedError(f"unknown target {name!r}; targets: {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+def all_options() -> list[tuple[Backend, BackendOption]]:
+    """Every backend's compile options (the CLI adds them to `nmcompile compile`)."""
+    return [(b, option) for b in BACKENDS.values() for option in b.options]
+
+
+def board_schemes() -> dict[str, tuple[str, str]]:
+    """URL scheme -> (target, "module:Class") over every backend."""
+    return {scheme: (b.name, spec) for b in BACKENDS.values() for scheme, spec in b.boards.items()}

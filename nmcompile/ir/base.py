@@ -61,6 +61,7 @@ class Op:
     """Base of all IR ops. Subclasses set `role` and implement `out_shape` and `check`."""
 
     role: ClassVar[str] = "structural"
+    transparent: ClassVar[bool] = False   # passes values through unweighted (Flatten, Delay): walkers step over it
     provenance: Provenance | None = None
 
     def __post_init__(self) -> None:

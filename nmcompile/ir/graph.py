@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nmcompile.errors import GraphError, ShapeError
+from nmcompile.errors import GraphError, ShapeError, UnsupportedError
 from nmcompile.ir.base import Op, Shape, same_op
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
@@ -43,6 +43,36 @@ def min_delay(op: Op) -> int:
             array = np.asarray(value)
             return int(array.min()) if array.size else 0
     return 0
+
+
+@dataclass(frozen=True)
+class Trace:
+    """A walk from `start` over transparent ops (Flatten, Delay) to the first other node, `end`.
+
+    `passed` lists the transparent nodes stepped over in walk order; `recurrent_steps` counts the recurrent
+    edges on the way (each reads the previous step, i.e. adds one step of delay).
+    """
+
+    start: str
+    end: str
+    passed: tuple[str, ...]
+    recurrent_steps: int
+
+    def delay(self, graph: Graph) -> np.ndarray:
+        """Steps the walk adds (Delay nodes + recurrent edges): a 0-d array when uniform, else one value per
+        element in C order (Flatten and Delay keep the element count)."""
+        total: np.ndarray = np.asarray(self.recurrent_steps, dtype=np.int64)
+        delays = [n for n in self.passed if graph.node(n).kind == "Delay"]
+        if not delays:
+            return total
+        shapes = graph.shapes()
+        for name in delays:
+            d = np.asarray(graph.node(name).delay, dtype=np.int64)
+            if d.size and np.ptp(d) == 0:
+                total = total + int(d.reshape(-1)[0])
+            else:
+                total = total + np.broadcast_to(d, shapes[name]).reshape(-1)
+        return total
 
 
 class Graph:
@@ -155,6 +185,30 @@ class Graph:
                 or self.latency != other.latency):
             return False
         return all(same_op(self._nodes[n], other._nodes[n]) for n in self._nodes)
+
+    # -- walking over transparent ops --------------------------------------------------------------------
+    def trace_back(self, name: str) -> Trace:
+        """From `name`'s single input back over Flatten/Delay to the node that produces the values."""
+        return self._walk(name, backwards=True)
+
+    def trace_forward(self, name: str) -> Trace:
+        """From `name`'s single consumer forward over Flatten/Delay to the node that receives the values."""
+        return self._walk(name, backwards=False)
+
+    def _walk(self, start: str, backwards: bool) -> Trace:
+        node, passed, recurrent = start, [], 0
+        while True:
+            edges = self.in_edges(node) if backwards else self.out_edges(node)
+            if len(edges) != 1:
+                what = "input" if backwards else "consumer"
+                where = "" if node == start else f" (at '{node}')"
+                raise UnsupportedError(f"'{start}' ({self.node(start).kind}) must have exactly one {what}; it has "
+                                       f"{len(edges)}{where}")
+            recurrent += int(edges[0].recurrent)
+            node = edges[0].src if backwards else edges[0].dst
+            if not self.node(node).transparent:
+                return Trace(start, node, tuple(passed), recurrent)
+            passed.append(node)
 
     # -- ordering ---------------------------------------------------------------------------------------
     def order(self) -> list[str]:

@@ -256,6 +256,8 @@ class AvgPool2d(_Pool2d):
 class Flatten(Op):
     """Merge dims start_dim..end_dim of the (unbatched) input shape, C-order."""
 
+    transparent = True
+
     start_dim: int = 0
     end_dim: int = -1
 
@@ -287,6 +289,8 @@ class Scale(Op):
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Delay(Op):
     """y[t] = x[t - delay] elementwise (axonal delay in steps; `delay` broadcasts to the input shape)."""
+
+    transparent = True
 
     delay: np.ndarray = array_field(np.int64)
 

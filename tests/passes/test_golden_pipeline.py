@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmcompile.backends import pipeline
+from nmcompile.backends import get_backend
 from nmcompile.ir import ops as O
 from nmcompile.ir.dump import dump
 from nmcompile.ir.graph import Graph
@@ -40,8 +40,8 @@ def network() -> Graph:
 def test_golden_ir_after_every_pass(target):
     dumps: list[str] = []
     ctx = PassContext(target=get_target(target))
-    run_pipeline(network(), pipeline(target), ctx, print_ir_after_all=True, emit=dumps.append)
-    assert len(dumps) == len(pipeline(target))
+    run_pipeline(network(), list(get_backend(target).pipeline), ctx, print_ir_after_all=True, emit=dumps.append)
+    assert len(dumps) == len(get_backend(target).pipeline)
     assert_golden(f"passes/{target}.txt", "".join(dumps))
     assert dumps[-1].split("\n", 1)[1] == dumps[-2].split("\n", 1)[1]  # analyse does not change the graph
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from nmcompile import __version__
 from nmcompile.artifact import npz_bytes
-from nmcompile.backends.loihi2.lower import ArrayRef, Expr, LavaSpec, lower
-from nmcompile.backends.loihi2.netx import netx_bytes
+from nmcompile.backends.loihi.lower import ArrayRef, Expr, LavaSpec, lower
+from nmcompile.backends.loihi.netx import netx_bytes
 from nmcompile.errors import NmcWarning, warn
 from nmcompile.ir.graph import Graph
 
