@@ -139,22 +139,23 @@ class CompileRequest:
     target_overrides: dict[str, Any] = field(default_factory=dict)
     reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
     stdp: dict[str, dict[str, int]] = field(default_factory=dict)   # plastic projection -> rule parameters
-    backend_options: dict[str, Any] = field(default_factory=dict)    # fpga: synth (bool), fpga_part (str)
+    backend_options: dict[str, Any] = field(default_factory=dict)    # the backends' own options (Backend.options)
 
 
 REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
 
 
-def compile_network(request: CompileRequest, log=print, emit=print):
-    """Load, run the target's pipeline, emit backend files, write the artifact. Returns the Artifact."""
-    import time
-
+def compile_network(request: CompileRequest, log=None, emit=None):
+    """Load, run the target's pipeline, lower to the network view, emit the backend's files, write the artifact.
+    `log` receives progress lines, `emit` IR dumps (both default to discarding). Returns the Artifact."""
     import numpy as np
 
     from nmcompile import artifact, backends
-    from nmcompile.passes import PassContext, get_pass, run_pipeline
-    from nmcompile.targets import get_target
+    from nmcompile.lowered import lower_network
+    from nmcompile.passes import PassContext, run_pipeline
+    from nmcompile.targets import TARGETS, get_target
 
+    log = log or (lambda message: None)
     target = get_target(request.target, **request.target_overrides)
     backend = backends.get_backend(target.name)
     passes = list(backend.pipeline)
@@ -162,10 +163,12 @@ def compile_network(request: CompileRequest, log=print, emit=print):
         if name not in passes:
             raise UnsupportedError(f"{name!r} is not a pass of the {target.name} pipeline ({', '.join(passes)})")
     if request.stop_after is None and not backend.available:
-        raise UnsupportedError(f"the {target.name} backend is not in this build: no target files can be emitted; "
-                               "pass --stop-after partition to compile to the integer IR, report and reference only")
+        backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
     if request.stdp and not target.stdp:
-        raise UnsupportedError(f"STDP (--stdp) is not supported by {target.name} (supported by: fpga)")
+        able = ", ".join(t.name for t in TARGETS.values() if t.stdp)
+        raise UnsupportedError(f"STDP (--stdp) is not supported by {target.name} (supported by: {able})")
+    if request.reference_samples < 1:
+        raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
     source = load_source(request.source, request.options)
     for note in source.notes:
         log(note)
@@ -173,28 +176,21 @@ def compile_network(request: CompileRequest, log=print, emit=print):
     calibration = _calibration(request, source, graph)
     ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
                       log=log)
-    done: list[str] = []
-    for k, name in enumerate(passes):
-        start = time.perf_counter()
-        log(f"[{k + 1}/{len(passes)}] {name}: {get_pass(name).summary}")
-        graph = run_pipeline(graph, [name], ctx, dump_after=[name] if name in request.dump_after else (),
-                             print_ir_after_all=request.print_ir_after_all, emit=emit, prior=done)
-        done.append(name)
-        log(f"      done in {time.perf_counter() - start:.2f} s")
-        if name == request.stop_after:
-            break
-    if request.reference_samples < 1:
-        raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
+    graph = run_pipeline(graph, passes, ctx, dump_after=request.dump_after,
+                         print_ir_after_all=request.print_ir_after_all, stop_after=request.stop_after, emit=emit,
+                         log=log)
+    done = passes if request.stop_after is None else passes[: passes.index(request.stop_after) + 1]
     inputs = (calibration[:, :request.reference_samples] if calibration is not None
               else _random_spikes(graph, request.reference_samples))
     files: dict[str, bytes] = {}
+    backend_report: list[str] = []
     stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"
     if request.stop_after is None:
-        files = backends.load_object(backend.emitter)(graph, target, ctx)
-    report = _report(request, source, target, passes[: len(done)], ctx, stage)
-    return artifact.write(request.out, graph=graph, target=target.name, source=request.source,
-                          pipeline=passes[: len(done)], inputs=np.asarray(inputs).astype(np.int64), report=report,
-                          files=files, stage=stage)
+        emitted = backend.emit(lower_network(graph), target, request.backend_options, log)
+        files, backend_report = emitted.files, emitted.report
+    report = _report(request, source, target, done, ctx, stage, backend_report)
+    return artifact.write(request.out, graph=graph, target=target.name, source=request.source, pipeline=done,
+                          inputs=np.asarray(inputs).astype(np.int64), report=report, files=files, stage=stage)
 
 
 def _random_spikes(graph: Graph, samples: int):
@@ -224,7 +220,8 @@ def _calibration(request: CompileRequest, source: Source, graph: Graph):
     return None
 
 
-def _report(request: CompileRequest, source: Source, target, passes: list[str], ctx, stage: str) -> str:
+def _report(request: CompileRequest, source: Source, target, passes: list[str], ctx, stage: str,
+            backend: list[str]) -> str:
     from nmcompile import __version__
 
     lines = [f"# nmcompile report: {request.source.name} for {target.name}", "",
@@ -239,7 +236,6 @@ def _report(request: CompileRequest, source: Source, target, passes: list[str], 
             lines.append("(nothing to report)")
         else:
             lines += ["    " + line if line.startswith("  ") else line for line in report.lines()]
-    backend = ctx.reports.get("emit")
-    if backend is not None:
-        lines += ["", f"## {target.name} backend", "", *backend.lines()]
+    if backend:
+        lines += ["", f"## {target.name} backend", "", *backend]
     return "\n".join(lines) + "\n"

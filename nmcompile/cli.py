@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from nmcompile import __version__
+from nmcompile.backends import BACKENDS
 from nmcompile.errors import NmcError
 
 EXIT_INTERNAL = 3
@@ -111,6 +112,39 @@ def source_options(f):
     for option in reversed(options):
         f = option(f)
     return f
+
+
+def backend_options(kind: str):
+    """The options every backend contributes to `compile` or `report` (nmcompile.backends registry)."""
+    from nmcompile.backends import all_options
+
+    def decorate(f):
+        for _, option in reversed(all_options(kind)):
+            flag = "--" + option.name.replace("_", "-")
+            if option.flag:
+                f = click.option(flag, option.name, is_flag=True, default=bool(option.default), help=option.help)(f)
+            else:
+                f = click.option(flag, option.name, default=option.default, metavar=option.metavar,
+                                 help=option.help)(f)
+        return f
+
+    return decorate
+
+
+def _backend_values(kind: str, target: str, kw: dict) -> dict:
+    """Pop the backends' options from `kw`; refuse one given for another target than `target`."""
+    from nmcompile.backends import all_options
+    from nmcompile.errors import UnsupportedError
+
+    chosen = {}
+    for backend, option in all_options(kind):
+        value = kw.pop(option.name)
+        if backend.name == target:
+            chosen[option.name] = value
+        elif value != option.default:
+            flag = "--" + option.name.replace("_", "-")
+            raise UnsupportedError(f"{flag} is an option of the {backend.name} backend; this is {target}")
+    return chosen
 
 
 def _options(kw: dict):
@@ -227,7 +261,7 @@ def _stdp_params(items) -> dict[str, int]:
 
 @main.command("compile")
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("--target", "target_name", required=True, type=click.Choice(["loihi2", "spinnaker2", "fpga"]),
+@click.option("--target", "target_name", required=True, type=click.Choice(list(BACKENDS)),
               help="The hardware to compile for (`nmcompile targets` lists their limits).")
 @click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
               help="Artifact directory to write (default: <source name>-<target>).")
@@ -248,15 +282,11 @@ def _stdp_params(items) -> dict[str, int]:
 @click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
               help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
                    "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
-@click.option("--synth", is_flag=True,
-              help="fpga: run Yosys synth_xilinx on the emitted design and put LUT/FF/BRAM/DSP in report.md "
-                   "(about 30 s for a small design).")
-@click.option("--fpga-part", default=None, metavar="PART",
-              help="fpga: the Artix-7 part the design must fit: xc7a35t, xc7a50t, xc7a100t (default), xc7a200t.")
+@backend_options("compile")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
                 print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
-                stdp_layers, stdp_params, synth: bool, fpga_part: str | None, **kw) -> None:
+                stdp_layers, stdp_params, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -266,12 +296,13 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     """
     from nmcompile.api import CompileRequest, compile_network
 
+    chosen = _backend_values("compile", target_name, kw)
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
         stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
         reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers},
-        backend_options={"synth": synth, "fpga_part": fpga_part})
+        backend_options=chosen)
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")
@@ -303,26 +334,22 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
 
 @main.command()
 @click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
-@click.option("--part", default=None, metavar="PART",
-              help="fpga: the Artix-7 part to compare with (default: the one given at compile time, else xc7a100t).")
-def report(artifact_dir: Path, part: str | None) -> None:
-    """Print an artifact's report; for an fpga artifact also the Yosys resource estimate (LUT, FF, BRAM, DSP)
-    of the emitted design, whether it fits the part, and NeuroCoreX's published numbers per neuron."""
-    import json
-
+@backend_options("report")
+def report(artifact_dir: Path, **kw) -> None:
+    """Print an artifact's report, followed by what its target's backend adds (fpga: the Yosys resource estimate
+    of the emitted design, whether it fits the part, and NeuroCoreX's published numbers per neuron)."""
     from nmcompile import artifact
+    from nmcompile.backends import get_backend, load_object
 
     art = artifact.read(artifact_dir)
     click.echo((art.path / "report.md").read_text().rstrip())
-    layout_file = art.path / "fpga" / "layout.json"
-    if art.target == "fpga" and layout_file.is_file():
-        from nmcompile.backends.fpga.synth import report_lines, synthesize
-
-        layout = json.loads(layout_file.read_text())
-        util = synthesize(art.path / "fpga", log=lambda m: click.echo(m, err=True))
-        click.echo("\n## FPGA resources\n")
-        for line in report_lines(util, layout["used"]["neurons"], part or layout.get("part", "xc7a100t")):
-            click.echo(line)
+    backend = get_backend(art.target)
+    chosen = _backend_values("report", art.target, kw)
+    if backend.report is not None and art.manifest.get("stage") == "complete":
+        lines = load_object(backend.report)(art, chosen, lambda m: click.echo(m, err=True))
+        if lines:
+            click.echo("")
+            click.echo("\n".join(lines))
 
 
 @main.command()

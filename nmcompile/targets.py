@@ -53,6 +53,7 @@ class Target:
     bias_mant_range: tuple[int, int]
     bias_exp_range: tuple[int, int]
     per_neuron_threshold: bool        # one vth per neuron (else one per layer)
+    per_neuron_decay: bool            # du/dv may differ per neuron (else one pair per layer)
     delay_range: tuple[int, int]      # hardware delivery delay of a projection, in steps
     per_synapse_delays: bool          # each synapse its own delay (else one delay per projection)
     # -- neuron options the hardware implements (integer model extensions) -------------------------
@@ -63,6 +64,7 @@ class Target:
     current_decay: bool = True        # u has its own decay (CUBA); False: u is cleared every step
     readout_neurons: bool = False     # non-spiking readout layers (output v)
     stdp: bool = False
+    bias_bits: int | None = None      # width of the effective bias mant << exp, signed (None: as the model's 24 bits)
     # -- energy model (passes.md §5) -----------------------------------------------------------------
     energy_per_synop_j: float | None = None
     energy_per_neuron_update_j: float | None = None
@@ -98,7 +100,9 @@ class Target:
             f"{'' if self.conv_weight_exp else ', conv weights without exponent'}",
             f"  neuron          24-bit u/v, 12-bit decays, vth <= {self.vth_max} (<<6), bias "
             f"{self.bias_mant_range} << {self.bias_exp_range}, "
-            f"{'per-neuron' if self.per_neuron_threshold else 'per-layer'} threshold",
+            f"{'per-neuron' if self.per_neuron_threshold else 'per-layer'} threshold, "
+            f"{'per-neuron' if self.per_neuron_decay else 'per-layer'} decays"
+            f"{f', {self.bias_bits}-bit bias' if self.bias_bits else ''}",
             f"  options         reset {'/'.join(self.reset_modes)}, timing {'/'.join(self.reset_timings)}, "
             f"compare {' '.join(self.comparisons)}, refractory <= {self.max_refractory}"
             f"{', STDP' if self.stdp else ''}{', readouts' if self.readout_neurons else ''}",
@@ -140,6 +144,7 @@ LOIHI2 = Target(
     bias_mant_range=(-4096, 4095),
     bias_exp_range=(0, 7),
     per_neuron_threshold=False,
+    per_neuron_decay=False,
     delay_range=(1, 64),
     per_synapse_delays=True,
     energy_per_synop_j=(23.6 + 3.5) * 1e-12,
@@ -153,6 +158,7 @@ LOIHI2 = Target(
         "weight exponent": "nengo-loihi discretize.py (Loihi 1 range -8..7)",
         "delays": "Dense adds 1 step; DelayDense adds 0..63 more (6-bit delays)",
         "per-layer threshold": "Lava LIF.vth is one value per process; per-neuron vth is unverified on hardware",
+        "per-layer decays": "Lava LIF.du/dv are one value per process (a layer with several needs several processes)",
     },
 )
 
@@ -184,6 +190,7 @@ SPINNAKER2 = Target(
     bias_mant_range=(-4096, 4095),
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
+    per_neuron_decay=True,
     delay_range=(1, 8),
     per_synapse_delays=True,
     reset_modes=("zero", "subtract"),
@@ -231,6 +238,7 @@ FPGA = Target(
     bias_mant_range=(-4096, 4095),
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
+    per_neuron_decay=True,
     delay_range=(1, 16),
     per_synapse_delays=False,
     reset_modes=("zero", "subtract"),
@@ -238,9 +246,12 @@ FPGA = Target(
     comparisons=(">", ">="),
     max_refractory=15,
     stdp=True,
+    bias_bits=21,
     sources={
         "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
         "formats": "the integer model of docs/semantics.md §3, implemented by hdl/ (issue: FPGA backend)",
+        "limits of the RTL": "hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; hdl/nmc_core.v: projection "
+                             "delays 1..16 (16-step spike history), int8 weights, exponents -8..8",
     },
 )
 

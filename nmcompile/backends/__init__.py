@@ -58,6 +58,7 @@ class Backend:
     boards      URL scheme -> "module:Class" of the boards that run its artifacts (Class.from_url(url, query))
     conformance boards on which the conformance suite runs every shared test network (tests/backends)
     report      "module:function" with section(artifact, options, log) -> list[str]: extra `nmcompile report` lines
+    report_options  the options that section reads (`nmcompile report --NAME`)
     """
 
     name: str
@@ -68,6 +69,7 @@ class Backend:
     boards: dict[str, str] = field(default_factory=dict)
     conformance: tuple[str, ...] = ()
     report: str | None = None
+    report_options: tuple[BackendOption, ...] = ()
 
     @property
     def available(self) -> bool:
@@ -104,9 +106,10 @@ def get_backend(name: str) -> Backend:
     return BACKENDS[name]
 
 
-def all_options() -> list[tuple[Backend, BackendOption]]:
-    """Every backend's compile options (the CLI adds them to `nmcompile compile`)."""
-    return [(b, option) for b in BACKENDS.values() for option in b.options]
+def all_options(kind: str = "compile") -> list[tuple[Backend, BackendOption]]:
+    """Every backend's options of `nmcompile compile` (kind "compile") or `nmcompile report` ("report")."""
+    return [(b, option) for b in BACKENDS.values()
+            for option in (b.options if kind == "compile" else b.report_options)]
 
 
 def board_schemes() -> dict[str, tuple[str, str]]:

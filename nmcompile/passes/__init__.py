@@ -72,8 +72,12 @@ def get_pass(name: str) -> PassInfo:
 
 def run_pipeline(graph: Graph, passes: Sequence[str], ctx: PassContext | None = None, *, verify: bool = True,
                  dump_after: Sequence[str] = (), print_ir_after_all: bool = False, stop_after: str | None = None,
-                 emit: Callable[[str], None] | None = None, prior: Sequence[str] = ()) -> Graph:
-    """Run `passes` in order. `emit` receives IR dumps (after `dump_after` passes or all of them)."""
+                 emit: Callable[[str], None] | None = None, prior: Sequence[str] = (),
+                 log: Callable[[str], None] | None = None) -> Graph:
+    """Run `passes` in order. `emit` receives IR dumps (after `dump_after` passes or all of them), `log` one
+    progress line before and after every pass."""
+    import time
+
     from nmcompile.ir.dump import dump
 
     ctx = ctx or PassContext()
@@ -81,8 +85,11 @@ def run_pipeline(graph: Graph, passes: Sequence[str], ctx: PassContext | None = 
         if name not in passes:
             raise UnsupportedError(f"pass {name!r} is not in this pipeline: {', '.join(passes)}")
     done: list[str] = list(prior)
-    for name in passes:
+    for k, name in enumerate(passes):
         info = get_pass(name)
+        start = time.perf_counter()
+        if log is not None:
+            log(f"[{k + 1}/{len(passes)}] {name}: {info.summary}")
         try:
             graph = info.load()(graph, ctx)
             if verify:
@@ -91,6 +98,8 @@ def run_pipeline(graph: Graph, passes: Sequence[str], ctx: PassContext | None = 
             before = f" (after {', '.join(done)})" if done else " (the first pass)"
             raise PassError(f"pass '{name}' failed{before}: {err}") from None
         done.append(name)
+        if log is not None:
+            log(f"      done in {time.perf_counter() - start:.2f} s")
         if emit is not None and (print_ir_after_all or name in dump_after):
             emit(f"# IR after pass '{name}'\n" + dump(graph))
         if name == stop_after:

@@ -24,8 +24,8 @@ import numpy as np
 
 from nmcompile.ir import arraymath
 from nmcompile.ir.graph import Graph
+from nmcompile.lowered import lower_network
 from nmcompile.passes import PassContext
-from nmcompile.passes.connectivity import projections
 
 ASSUMED_RATE = 0.1
 DEFAULT_STEPS = 100
@@ -96,7 +96,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
 
 def analyse(g: Graph, ctx: PassContext) -> Analysis:
-    projs = projections(g)
+    view = lower_network(g)
+    projs = {name: view.into(name) for name in view.layers}
     spikes: dict[str, np.ndarray] = {}
     measured = ctx.calibration is not None
     steps = int(ctx.options.get("steps", DEFAULT_STEPS))
@@ -115,11 +116,11 @@ def analyse(g: Graph, ctx: PassContext) -> Analysis:
         synapses = 0
         sops = 0.0
         for proj in projs.get(name, []):
-            binary = _binary(proj.op)
+            binary = _binary(proj)
             synapses += _synapse_count(proj, binary)
             if measured and proj.source in spikes:
                 sops += _events(proj, binary, spikes[proj.source])
-            elif g.node(proj.source).kind == "Constant":
+            elif proj.source in view.constants:
                 sops += _synapse_count(proj, binary)
             else:
                 sops += ASSUMED_RATE * _synapse_count(proj, binary)
@@ -130,10 +131,11 @@ def analyse(g: Graph, ctx: PassContext) -> Analysis:
     return Analysis(layers, steps, measured, bits, t)
 
 
-def _binary(op) -> object:
-    if op.kind == "SparseLinear":
-        return op
-    return (np.asarray(op.weight) != 0).astype(np.float64)
+def _binary(proj) -> object:
+    if proj.form == "csr":
+        return None
+    matrix = proj.weights.matrix if proj.form == "dense" else proj.weights.kernel
+    return (np.asarray(matrix) != 0).astype(np.float64)
 
 
 def _synapse_count(proj, binary) -> int:
@@ -146,14 +148,12 @@ def _events(proj, binary, source_spikes: np.ndarray) -> float:
     s = source_spikes.astype(np.float64)
     steps_batch = s.shape[0] * s.shape[1]
     flat = s.reshape(steps_batch, -1)
-    if proj.kind == "dense":
+    if proj.form == "dense":
         return float((flat @ binary.T).sum() / s.shape[0] / s.shape[1])
-    if proj.kind == "sparse":
-        op = proj.op
-        fan_out = np.bincount(op.indices, minlength=flat.shape[1]).astype(np.float64)
+    if proj.form == "csr":
+        fan_out = np.bincount(proj.weights.indices, minlength=flat.shape[1]).astype(np.float64)
         return float((flat @ fan_out).sum() / s.shape[0] / s.shape[1])
-    op = proj.op
+    w = proj.weights
     x = flat.reshape((steps_batch, *proj.in_shape))
-    stride, padding, dilation = (np.atleast_1d(v) for v in (op.stride, op.padding, op.dilation))
-    out = arraymath.conv(x, binary, tuple(stride), tuple(padding), tuple(dilation), op.groups)
+    out = arraymath.conv(x, binary, w.stride, w.padding, w.dilation, w.groups)
     return float(out.sum() / s.shape[0] / s.shape[1])

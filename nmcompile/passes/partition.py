@@ -25,16 +25,10 @@ import numpy as np
 
 from nmcompile.errors import ResourceError
 from nmcompile.ir.graph import Graph
+from nmcompile.lowered import Projection, lower_network
+from nmcompile.lowered.boxes import Box, box_volume, distinct, flat_range_to_boxes
+from nmcompile.lowered.network import boxes_over, neuron_cores
 from nmcompile.passes import PassContext
-from nmcompile.passes.connectivity import (
-    Box,
-    Projection,
-    box_flat_indices,
-    box_volume,
-    distinct,
-    flat_range_to_boxes,
-    projections,
-)
 
 WINDOW = 8                  # open cores considered when packing
 ASSUMED_RATE = 0.1          # spikes per neuron per step when no calibration data exists (events only)
@@ -136,14 +130,7 @@ class Costs:
         self.capacity[0] = min(self.capacity[0], max(1, n))
 
     def _proj_boxes(self, proj: Projection, boxes: list[Box]) -> list[Box]:
-        if tuple(proj.out_shape) == self.shape:
-            return boxes
-        out = []
-        for box in boxes:
-            flat = box_flat_indices(box, self.shape)
-            for a, b in _contiguous(flat):
-                out.extend(flat_range_to_boxes(a, b, tuple(proj.out_shape)))
-        return out
+        return boxes_over(proj, self.shape, boxes)
 
     def use(self, boxes: list[Box]) -> np.ndarray:
         neurons = sum(box_volume(b) for b in boxes)
@@ -153,7 +140,7 @@ class Costs:
             pboxes = self._proj_boxes(proj, boxes)
             syn = sum(proj.synapses(b) for b in pboxes)
             rows = _count_sources([proj.sources(b) for b in pboxes])
-            per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.delay_bits else 0)
+            per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.per_synapse_delays else 0)
             if rows:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows
@@ -171,16 +158,6 @@ def capacity(target) -> np.ndarray:
     return np.array([target.neurons_per_core, target.synapse_memory_bits,
                      target.fan_in_axons if target.fan_in_axons else np.inf,
                      target.events_per_tick if target.events_per_tick else np.inf], dtype=np.float64)
-
-
-def _contiguous(flat: np.ndarray) -> list[tuple[int, int]]:
-    if flat.size == 0:
-        return []
-    flat = np.sort(flat)
-    breaks = np.flatnonzero(np.diff(flat) != 1)
-    starts = np.concatenate([[flat[0]], flat[breaks + 1]])
-    stops = np.concatenate([flat[breaks] + 1, [flat[-1] + 1]])
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
 
 def _count_sources(parts: list) -> int:
@@ -214,7 +191,7 @@ def _overflow(costs: Costs, use: np.ndarray) -> str:
 def tile_layer(costs: Costs) -> list[Tile]:
     shape = costs.shape
     n = int(np.prod(shape))
-    if len(shape) == 1 or not any(p.kind == "conv" for p in costs.projs):
+    if len(shape) == 1 or not any(p.form == "conv" for p in costs.projs):
         tiles = _tile_ranges(costs, n)
     else:
         tiles = _tile_blocks(costs)
@@ -327,15 +304,6 @@ def pack(tiles: list[Tile], cap: np.ndarray, window: int = WINDOW) -> int:
     return len(loads)
 
 
-def neuron_cores(tiles: list[Tile], shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
-    """Per layer: the core of every neuron (flat index order)."""
-    result = {layer: np.full(int(np.prod(shape)), -1, dtype=np.int64) for layer, shape in shapes.items()}
-    for t in tiles:
-        for box in t.boxes:
-            result[t.layer][box_flat_indices(box, shapes[t.layer])] = t.core
-    return result
-
-
 def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[str, Costs],
             where: dict[str, np.ndarray],
             rates: dict[str, np.ndarray], core_chip: list[int], n_cores: int):
@@ -352,7 +320,7 @@ def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[s
         for t in core_tiles:
             for proj in projs.get(t.layer, []):
                 for b in costs[t.layer]._proj_boxes(proj, t.boxes):
-                    sources.setdefault(proj.source, []).append(_flat_sources(proj, proj.sources(b)))
+                    sources.setdefault(proj.source, []).append(proj.flat_sources(b))
         for source, parts in sources.items():
             idx = parts[0] if len(parts) == 1 else distinct(np.concatenate(parts))
             rate = rates.get(source)
@@ -382,10 +350,6 @@ def routing_entries(links: set[tuple[int, int]], core_chip: list[int]) -> dict[i
     return {chip: len(v) for chip, v in entries.items()}
 
 
-def _flat_sources(proj: Projection, part) -> np.ndarray:
-    return part if isinstance(part, np.ndarray) else box_flat_indices(part, proj.source_shape)
-
-
 # ======================================================================================================
 # the pass
 # ======================================================================================================
@@ -409,7 +373,8 @@ def measured_rates(g: Graph, ctx: PassContext) -> dict[str, np.ndarray]:
 
 
 def layer_costs(g: Graph, target, rates) -> tuple[dict[str, Costs], dict[str, list[Projection]]]:
-    projs = projections(g)
+    view = lower_network(g)
+    projs = {name: view.into(name) for name in view.layers}
     costs = {}
     for name in g.order():
         op = g.node(name)

@@ -284,14 +284,14 @@ def random_integer_network(rng) -> Graph:
 @pytest.mark.parametrize("seed", range(8))
 def test_random_integer_networks(seed, tmp_path):
     from nmcompile.backends.fpga.emit import emit
-    from nmcompile.passes import PassContext
+    from nmcompile.lowered import lower_network
     from nmcompile.targets import get_target
 
     rng = np.random.default_rng(100 + seed)
     g = random_integer_network(rng)
     target = get_target("fpga")
     x = (rng.random((40, 2, g.node("in").shape[0])) < rng.uniform(0.05, 0.5)).astype(np.int64)
-    files = emit(g, target, PassContext(target=target))
+    files = emit(lower_network(g), target, {}, None).files
     out = tmp_path / "random"
     artifact.write(out, graph=g, target="fpga", source=Path("random"), pipeline=[], inputs=x, report="", files=files)
     result = verify_artifact(out, "verilator://")

@@ -155,7 +155,8 @@ np.save('{tmp_path}/netx.npy', sink.data.get()); net.stop()
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [
-    ("beta", "per-neuron", "layer 'l1': per-neuron decays"),
+    ("beta", "per-neuron", r"layer 'l1': a decay \(du/dv\) per neuron is not supported by loihi2 \(supported by: "
+                           r"spinnaker2, fpga; loihi2 per_neuron_decay: False\)"),
     ("reset_mode", "subtract", r"layer 'l1': reset by subtraction is not supported by loihi2 \(supported by: "),
     ("reset_timing", "delayed", "layer 'l1': delayed reset is not supported by loihi2"),
     ("refractory", 2, "layer 'l1': a refractory period of 2 steps is not supported by loihi2"),

@@ -17,4 +17,8 @@ BACKEND = Backend(
             "serial": "nmcompile.runtime.fpga_board:SerialBoard"},
     conformance=("verilator://",),
     report="nmcompile.backends.fpga.synth:report_section",
+    report_options=(
+        BackendOption("part", "fpga: the Artix-7 part to compare the Yosys estimate with (default: the one given at "
+                              "compile time, else xc7a100t).", metavar="PART"),
+    ),
 )

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile import __version__
+from nmcompile.backends import Emitted
 from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
-from nmcompile.ir.graph import Graph
+from nmcompile.errors import UnsupportedError
+from nmcompile.lowered import LoweredNetwork
+from nmcompile.lowered.limits import check_target
 from nmcompile.runtime.fpga_protocol import Command, Region, frame, write_frames
 
 HDL = Path(__file__).resolve().parents[3] / "hdl"
@@ -204,15 +207,14 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
     }
 
 
-def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
+def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
     from nmcompile.backends.fpga.synth import DEFAULT_PART, PARTS
 
-    config = lower(graph, target)
+    check_target(view, target)
+    config = lower(view, target)
     size = DesignSize.for_config(config)
-    part = ctx.options.get("fpga_part") or DEFAULT_PART
+    part = options.get("fpga_part") or DEFAULT_PART
     if part not in PARTS:
-        from nmcompile.errors import UnsupportedError
-
         raise UnsupportedError(f"unknown FPGA part {part!r}; known: {', '.join(PARTS)}")
     files = {"fpga/nmc_top.v": top_verilog(config, size).encode(), "fpga/program.bin": program_stream(config),
              "fpga/synth.ys": yosys_script().encode(),
@@ -222,9 +224,8 @@ def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
         files[f"fpga/hdl/{source}"] = (HDL / source).read_bytes()
     for name, data in images(config, size).items():
         files[f"fpga/{name}"] = data
-    synthesis = _synthesize(files, config, part, ctx.log) if ctx.options.get("synth") else None
-    ctx.reports["emit"] = _Report(config, size, synthesis)
-    return files
+    synthesis = _synthesize(files, config, part, log) if options.get("synth") else None
+    return Emitted(files, _report_lines(config, size, synthesis))
 
 
 def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> list[str]:
@@ -242,22 +243,16 @@ def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> 
     return report_lines(util, config.neurons, part)
 
 
-class _Report:
-    def __init__(self, config: FpgaConfig, size: DesignSize, synthesis: list[str] | None):
-        self.config, self.size, self.synthesis = config, size, synthesis
-
-    def lines(self) -> list[str]:
-        c, s = self.config, self.size
-        plastic = [p.name for p in c.projections if p.plastic is not None]
-        lines = [f"FPGA design: {c.neurons} neurons in {s.neurons} slots, {c.input_channels} input channels + "
-                 f"{len(c.constants)} bias channels ({32 * s.in_words} channel slots), {len(c.projections)} "
-                 f"projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue {s.queue_steps} steps",
-                 "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})"
-                                         for n, layer in c.layers.items()),
-                 f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
-                 f"STDP on: {', '.join(plastic) if plastic else 'none'}"]
-        if self.synthesis:
-            lines += ["", *self.synthesis]
-        else:
-            lines.append("resources: `nmcompile report DIR` (or compile --synth) runs Yosys synth_xilinx on fpga/")
-        return lines
+def _report_lines(c: FpgaConfig, s: DesignSize, synthesis: list[str] | None) -> list[str]:
+    plastic = [p.name for p in c.projections if p.plastic is not None]
+    lines = [f"FPGA design: {c.neurons} neurons in {s.neurons} slots, {c.input_channels} input channels + "
+             f"{len(c.constants)} bias channels ({32 * s.in_words} channel slots), {len(c.projections)} "
+             f"projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue {s.queue_steps} steps",
+             "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})" for n, layer in c.layers.items()),
+             f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
+             f"STDP on: {', '.join(plastic) if plastic else 'none'}"]
+    if synthesis:
+        lines += ["", *synthesis]
+    else:
+        lines.append("resources: `nmcompile report DIR` (or compile --synth) runs Yosys synth_xilinx on fpga/")
+    return lines

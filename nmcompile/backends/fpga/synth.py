@@ -115,3 +115,14 @@ def report_lines(util: Utilization, neurons: int, part: str = DEFAULT_PART) -> l
     lines += ["", f"The design {verdict} the {part} ({util.lut_memory:,} of the LUTs are distributed RAM). "
               "Yosys counts are estimates; Vivado's can differ (shared/research/fpga.md §4.2)."]
     return lines
+
+
+def report_section(artifact, options: dict, log) -> list[str]:
+    """`nmcompile report` on an fpga artifact: the Yosys estimate of its design against the part."""
+    layout_file = artifact.path / "fpga" / "layout.json"
+    if not layout_file.is_file():
+        return []
+    layout = json.loads(layout_file.read_text())
+    util = synthesize(artifact.path / "fpga", log=log)
+    part = options.get("part") or layout.get("part", DEFAULT_PART)
+    return ["## FPGA resources", "", *report_lines(util, layout["used"]["neurons"], part)]

@@ -16,10 +16,12 @@ import numpy as np
 
 from nmcompile import __version__
 from nmcompile.artifact import npz_bytes
+from nmcompile.backends import Emitted
 from nmcompile.backends.loihi.lower import ArrayRef, Expr, LavaSpec, lower
 from nmcompile.backends.loihi.netx import netx_bytes
-from nmcompile.errors import NmcWarning, warn
-from nmcompile.ir.graph import Graph
+from nmcompile.errors import warn
+from nmcompile.lowered import LoweredNetwork
+from nmcompile.lowered.limits import check_target
 
 RUNNER = Path(__file__).with_name("lava_runner.py")
 IMPORTS = {
@@ -32,20 +34,20 @@ IMPORTS = {
 }
 
 
-def emit(graph: Graph, target, ctx) -> dict[str, bytes]:
-    spec = lower(graph)
+def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
+    check_target(view, target)
+    spec = lower(view)
     files = {
         "network.npz": npz_bytes(spec.arrays),
         "lava_network.py": render(spec).encode(),
         "run_lava.py": RUNNER.read_bytes(),
     }
-    model, note = netx_bytes(graph)
+    model, note = netx_bytes(view)
     if model is not None:
         files["model.net"] = model
     else:
         warn(f"model.net not written: {note}")
-    ctx.reports["emit"] = _Report(spec, note if model is None else None)
-    return files
+    return Emitted(files, _report_lines(spec, note if model is None else None))
 
 
 def _value(value: object) -> str:
@@ -125,19 +127,11 @@ def render(spec: LavaSpec) -> str:
     return "\n".join(lines)
 
 
-class _Report:
-    def __init__(self, spec: LavaSpec, netx_note: str | None):
-        self.spec, self.netx_note = spec, netx_note
-
-    def lines(self) -> list[str]:
-        counts: dict[str, int] = {}
-        for p in self.spec.processes:
-            counts[p.cls] = counts.get(p.cls, 0) + 1
-        lines = ["Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())),
-                 f"inputs driven by RingBuffers: {', '.join(self.spec.inputs) or 'none'}; constant sources: "
-                 f"{len(self.spec.constants)}"]
-        lines.append("model.net (netx): " + (self.netx_note or "written"))
-        return lines
-
-
-__all__ = ["NmcWarning", "emit", "render"]
+def _report_lines(spec: LavaSpec, netx_note: str | None) -> list[str]:
+    counts: dict[str, int] = {}
+    for p in spec.processes:
+        counts[p.cls] = counts.get(p.cls, 0) + 1
+    return ["Lava processes: " + ", ".join(f"{n} {c}" for c, n in sorted(counts.items())),
+            f"inputs driven by RingBuffers: {', '.join(spec.inputs) or 'none'}; constant sources: "
+            f"{len(spec.constants)}",
+            "model.net (netx): " + (netx_note or "written")]

@@ -3,8 +3,9 @@
 One Lava process per integer node: QNeuron -> LIF, QLinear -> Dense / DelayDense (per-synapse delays; Lava's Dense
 adds one step, DelayDense one more per unit of delay) or Sparse / DelaySparse where the matrix is sparse, QConv ->
 Conv (a true convolution on (X=W, Y=H, C) data: the kernel is flipped and transposed). Flatten becomes a port
-transform. Inputs and constant sources are driven by RingBuffers the runner creates. Everything Lava's
-bit-accurate models cannot run exactly is refused here, naming the node.
+transform. Inputs and constant sources are driven by RingBuffers the runner creates. The loihi2 Target's limits
+are checked by `nmcompile.lowered.limits` before; what is refused here is Lava's own format: weights that its
+sign mode would change, a convolution of a layer's spikes delayed by more than one step.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmcompile.errors import UnsupportedError
-from nmcompile.ir import fixed
-from nmcompile.ir.graph import Graph
+from nmcompile.lowered import Layer, LoweredNetwork, Projection
 
 SPARSE_DENSITY = 0.2   # a projection with at most this fraction of non-zero weights becomes Sparse
 
@@ -101,72 +101,27 @@ def _uniform(array: np.ndarray) -> int | None:
     return int(flat[0]) if flat.size and np.all(flat == flat[0]) else None
 
 
-def lower(graph: Graph) -> LavaSpec:
-    recurrent = [f"{e.src} -> {e.dst}" for e in graph.edges if e.recurrent]
-    if recurrent:
-        raise UnsupportedError(f"edge {recurrent[0]} is marked recurrent (one extra step); the loihi2 lowering takes "
-                               "graphs whose delays are all on projections: compile through the pipeline (retime)")
-    spec = LavaSpec(graph.name)
-    shapes = graph.shapes()
-    for name in graph.order():
-        op = graph.node(name)
-        kind = op.kind
-        if kind == "QNeuron":
-            _lif(spec, name, op)
-        elif kind == "QLinear":
-            _dense(spec, graph, name, op, shapes)
-        elif kind == "QConv":
-            _conv(spec, graph, name, op, shapes)
-        elif kind == "Output":
-            srcs = [_trace_back(graph, e.src) for e in graph.in_edges(name)]
-            if len(srcs) != 1 or graph.node(srcs[0][0]).kind != "QNeuron":
-                raise UnsupportedError(f"output '{name}' must be fed by exactly one neuron layer on loihi2")
-            neuron = srcs[0][0]
-            spec.outputs[name] = (neuron, shapes[neuron], layout_of(shapes[neuron]))
-        elif kind in ("Input", "Constant", "Flatten"):
-            continue
+def lower(view: LoweredNetwork) -> LavaSpec:
+    """The Lava process graph of a view that `check_target` accepted for loihi2."""
+    spec = LavaSpec(view.name)
+    for layer in view.layers.values():
+        _lif(spec, layer)
+    for p in view.projections:
+        if p.form == "conv":
+            _conv(spec, view, p)
         else:
-            raise UnsupportedError(f"node '{name}' ({kind}) has no Lava process; loihi2 runs LIF, Dense, Sparse, "
-                                   "DelayDense, DelaySparse and Conv")
+            _dense(spec, view, p)
+    for name, tap in view.outputs.items():
+        shape = view.layers[tap.layer].shape
+        spec.outputs[name] = (tap.layer, shape, layout_of(shape))
     return spec
 
 
-def _trace_back(graph: Graph, name: str) -> tuple[str, list[str]]:
-    """The producing node behind Flatten nodes, and the Flatten nodes passed."""
-    passed = []
-    while graph.node(name).kind == "Flatten":
-        passed.append(name)
-        name = graph.in_edges(name)[0].src
-    return name, passed
-
-
-def _trace_forward(graph: Graph, name: str) -> str:
-    out = graph.out_edges(name)
-    while len(out) == 1 and graph.node(out[0].dst).kind == "Flatten":
-        out = graph.out_edges(out[0].dst)
-    if len(out) != 1 or graph.node(out[0].dst).kind != "QNeuron":
-        raise UnsupportedError(f"projection '{name}' must feed one neuron layer")
-    return out[0].dst
-
-
-def _lif(spec: LavaSpec, name: str, op) -> None:
-    where = f"layer '{name}'"
-    if not op.spiking:
-        raise UnsupportedError(f"{where}: Lava's LIF always spikes; a readout layer is not supported on loihi2")
-    if op.compare != ">" or op.reset_mode != "zero" or op.reset_timing != "immediate" or op.refractory:
-        raise UnsupportedError(f"{where}: Lava's LIF compares with '>', resets to zero immediately and has no "
-                               "refractory period")
-    shape = op.shape
-    du, dv, vth = _uniform(op.du), _uniform(op.dv), _uniform(op.vth)
-    if du is None or dv is None:
-        raise UnsupportedError(f"{where}: per-neuron decays (du/dv) need one Lava LIF process per decay value; "
-                               "give the layer one decay")
-    if vth is None:
-        raise UnsupportedError(f"{where}: per-neuron thresholds are not supported by Lava's LIF (one vth per process)")
-    if vth >= 1 << fixed.VTH_BITS:
-        raise UnsupportedError(f"{where}: vth {vth} exceeds Lava's 17 bits")
+def _lif(spec: LavaSpec, layer: Layer) -> None:
+    op, name, shape = layer.op, layer.name, layer.shape
+    kwargs: dict[str, object] = {"shape": lava_shape(shape), "du": _uniform(op.du), "dv": _uniform(op.dv),
+                                 "vth": _uniform(op.vth)}
     arrays = {"bias_mant": op.bias_mant, "bias_exp": op.bias_exp, "u": op.u_init, "v": op.v_init}
-    kwargs: dict[str, object] = {"shape": lava_shape(shape), "du": du, "dv": dv, "vth": vth}
     for key, array in arrays.items():
         value = _uniform(array)
         if value is not None:
@@ -180,54 +135,45 @@ def _lif(spec: LavaSpec, name: str, op) -> None:
     spec.neurons[name] = (tuple(shape), layout_of(shape))
 
 
-def _source(spec: LavaSpec, graph: Graph, proj: str, expects: tuple[int, ...], port: str, start: int = 0) -> None:
+def _source(spec: LavaSpec, view: LoweredNetwork, p: Projection, port: str, start: int = 0) -> None:
     """Connect the projection's input: a neuron layer (with a port transform) or an input/constant source."""
-    src, _ = _trace_back(graph, graph.in_edges(proj)[0].src)
-    src_op = graph.node(src)
-    shape = graph.shapes()[src]
-    if src_op.kind in ("Input", "Constant"):
+    expects, shape = tuple(p.in_shape), tuple(p.source_shape)
+    if p.source not in view.layers:
         layout = "flat" if len(expects) == 1 else layout_of(expects)
-        use = SourceUse(layout, lava_shape(expects) if layout != "flat" else (int(np.prod(expects)),), proj, port,
+        use = SourceUse(layout, lava_shape(expects) if layout != "flat" else (int(np.prod(expects)),), p.name, port,
                         start)
-        (spec.inputs if src_op.kind == "Input" else spec.constants).setdefault(src, []).append(use)
-        if src_op.kind == "Input" and start:
-            raise AssertionError("inputs are never shifted")
+        (spec.inputs if p.source in view.inputs else spec.constants).setdefault(p.source, []).append(use)
         return
-    if start:
-        raise UnsupportedError(f"projection '{proj}' needs more than Lava's one step of delay for a convolution")
     transform: list[tuple] = []
     if len(shape) > 1 and len(expects) == 1:
         transform = [("transpose", [2, 1, 0]), ("flatten",)]
     elif len(shape) == 1 and len(expects) > 1:
         c_h_w = (expects[0], expects[1] if len(expects) == 3 else 1, expects[-1])
         transform = [("reshape", c_h_w), ("transpose", [2, 1, 0])]
-    elif tuple(shape) != tuple(expects):
-        raise UnsupportedError(f"projection '{proj}': its input of shape {shape} cannot be laid out as {expects}")
-    spec.connections.append(Connection(src, "s_out", transform, proj, port))
+    elif shape != expects:
+        raise UnsupportedError(f"projection '{p.name}': its input of shape {shape} cannot be laid out as {expects}")
+    spec.connections.append(Connection(p.source, "s_out", transform, p.name, port))
 
 
-def _target(spec: LavaSpec, graph: Graph, proj: str, out_shape: tuple[int, ...]) -> None:
-    dst = _trace_forward(graph, proj)
-    shape = graph.shapes()[dst]
+def _target(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
+    out_shape, shape = tuple(p.out_shape), tuple(view.layers[p.dest].shape)
     transform: list[tuple] = []
     if len(out_shape) > 1 and len(shape) == 1:
         transform = [("transpose", [2, 1, 0]), ("flatten",)]
-    elif tuple(out_shape) != tuple(shape):
-        raise UnsupportedError(f"projection '{proj}' of shape {out_shape} cannot feed layer '{dst}' of shape {shape}")
-    spec.connections.append(Connection(proj, "a_out", transform, dst, "a_in"))
+    elif out_shape != shape:
+        raise UnsupportedError(f"projection '{p.name}' of shape {out_shape} cannot feed layer '{p.dest}' of shape "
+                               f"{shape}")
+    spec.connections.append(Connection(p.name, "a_out", transform, p.dest, "a_in"))
 
 
-def _dense(spec: LavaSpec, graph: Graph, name: str, op, shapes) -> None:
-    weight = op.weight.astype(np.int64)
-    if not np.array_equal(op.effective_weight(), weight):
+def _dense(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
+    name = p.name
+    weight = p.weights.to_dense().astype(np.int64)
+    if not np.array_equal(p.effective_matrix(), weight):
         raise UnsupportedError(f"projection '{name}': weights are not exactly representable in Lava's format")
-    delay = np.broadcast_to(op.delay, weight.shape)
-    if delay.min() < 1 or delay.max() > 64:
-        raise UnsupportedError(f"projection '{name}': delays {int(delay.min())}..{int(delay.max())} outside Lava's "
-                               "1..64 steps (Dense adds 1, DelayDense up to 63 more)")
-    sign = Expr(f"SignMode.{op.sign_mode.upper()}")
-    kwargs: dict[str, object] = {"weight_exp": int(op.weight_exp), "num_weight_bits": int(op.num_weight_bits),
-                                 "sign_mode": sign}
+    delay = np.broadcast_to(p.delay, weight.shape)
+    sign = Expr(f"SignMode.{p.sign_mode.upper()}")
+    kwargs: dict[str, object] = {"weight_exp": p.weight_exp, "num_weight_bits": p.num_weight_bits, "sign_mode": sign}
     delayed = bool(np.any(delay > 1))
     sparse = np.count_nonzero(weight) <= SPARSE_DENSITY * weight.size
     if sparse:
@@ -249,35 +195,31 @@ def _dense(spec: LavaSpec, graph: Graph, name: str, op, shapes) -> None:
         cls = "DelayDense" if delayed else "Dense"
     kwargs["name"] = name
     spec.processes.append(ProcessSpec(name, cls, kwargs))
-    _source(spec, graph, name, (weight.shape[1],), "s_in")
-    _target(spec, graph, name, (weight.shape[0],))
+    _source(spec, view, p, "s_in")
+    _target(spec, view, p)
 
 
-def _conv(spec: LavaSpec, graph: Graph, name: str, op, shapes) -> None:
-    if op.weight_exp != 0 or op.wrap_bits != fixed.UV_BITS:
-        raise UnsupportedError(f"convolution '{name}': Lava's fixed-point Conv has no weight exponent and wraps at "
-                               "24 bits")
-    in_shape = shapes[graph.in_edges(name)[0].src]
-    src, _ = _trace_back(graph, graph.in_edges(name)[0].src)
-    start = op.delay - 1
-    if start and graph.node(src).kind != "Constant":
-        raise UnsupportedError(f"convolution '{name}' needs a delay of {op.delay} steps; Lava's Conv delivers after "
-                               "exactly one")
-    weight = op.weight.astype(np.int64)
+def _conv(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
+    name, w = p.name, p.weights
+    start = p.uniform_delay() - 1
+    if start and p.source not in view.constants:
+        raise UnsupportedError(f"convolution '{name}' needs a delay of {start + 1} steps; Lava's Conv delivers after "
+                               "exactly one (a delay on a convolution's input is supported for bias sources only)")
+    in_shape = p.in_shape
+    weight = w.kernel.astype(np.int64)
     if weight.ndim == 3:  # Conv1d (C, L) runs as a 2-D conv on (L, 1, C)
         weight = weight[:, :, :, None]
-        stride, padding, dilation = (op.stride[0], 1), (op.padding[0], 0), (op.dilation[0], 1)
+        stride, padding, dilation = (w.stride[0], 1), (w.padding[0], 0), (w.dilation[0], 1)
         lava_in = (in_shape[1], 1, in_shape[0])
     else:
-        stride, padding, dilation = op.stride, op.padding, op.dilation
+        stride, padding, dilation = w.stride, w.padding, w.dilation
         lava_in = (in_shape[2], in_shape[1], in_shape[0])
     # PyTorch cross-correlation (out, in, H, W) -> Lava true convolution (out, X=W, Y=H, in), as netx does
     lava_weight = weight[:, :, ::-1, ::-1].transpose(0, 3, 2, 1)
     spec.arrays[f"{name}.weight"] = np.ascontiguousarray(lava_weight)
     kwargs = {"weight": ArrayRef(f"{name}.weight"), "input_shape": lava_in,
               "padding": (int(padding[1]), int(padding[0])), "stride": (int(stride[1]), int(stride[0])),
-              "dilation": (int(dilation[1]), int(dilation[0])), "groups": int(op.groups), "name": name}
+              "dilation": (int(dilation[1]), int(dilation[0])), "groups": int(w.groups), "name": name}
     spec.processes.append(ProcessSpec(name, "Conv", kwargs))
-    out_shape = op.out_shape(in_shape)
-    _source(spec, graph, name, tuple(in_shape), "s_in", start)
-    _target(spec, graph, name, tuple(out_shape))
+    _source(spec, view, p, "s_in", start)
+    _target(spec, view, p)

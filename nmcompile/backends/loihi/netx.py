@@ -1,4 +1,4 @@
-"""model.net: the network in lava-dl netx's HDF5 layout (docs/formats/loihi.md, shared/research/lava_loihi.md §4).
+"""model.net: the network in lava-dl netx's HDF5 layout (docs/formats/loihi.md; lava-dl's netx/hdf5.py reader).
 
 netx describes a chain `input -> (dense | conv | flatten)*` of CUBA LIF layers. A layer's bias is a neuron bias
 (netx: bias_mant = bias, bias_exp = 6). nmcompile carries biases on constant sources so they start with the layer's
@@ -15,77 +15,72 @@ import io
 import numpy as np
 
 from nmcompile.ir import fixed
-from nmcompile.ir.graph import Graph
+from nmcompile.lowered import LoweredNetwork, Projection
 
 
 class NotNetx(Exception):
     pass
 
 
-def netx_bytes(graph: Graph) -> tuple[bytes | None, str]:
+def netx_bytes(view: LoweredNetwork) -> tuple[bytes | None, str]:
     try:
-        layers = _layers(graph)
+        layers = _layers(view)
     except NotNetx as why:
         return None, str(why)
     return _write(layers), f"{len(layers)} layers"
 
 
-def _layers(g: Graph) -> list[dict]:
-    shapes = g.shapes()
-    inputs = g.inputs
-    if len(inputs) != 1 or len(g.outputs) != 1:
+def _layers(view: LoweredNetwork) -> list[dict]:
+    if len(view.inputs) != 1 or len(view.outputs) != 1:
         raise NotNetx("netx describes one input and one output")
-    layers: list[dict] = [{"type": "input", "shape": shapes[inputs[0]]}]
-    node = inputs[0]
+    source = next(iter(view.inputs.values()))
+    output = next(iter(view.outputs.values()))
+    layers: list[dict] = [{"type": "input", "shape": source.shape}]
+    node = source.name
     while True:
-        consumers = [e.dst for e in g.out_edges(node)]
-        if len(consumers) != 1:
-            raise NotNetx(f"'{node}' feeds {len(consumers)} nodes; netx describes a chain")
-        nxt = consumers[0]
-        op = g.node(nxt)
-        if op.kind == "Output":
+        readers = [p for p in view.projections if p.source == node]
+        if node == output.layer and not readers:
             return layers
-        if op.kind == "Flatten":
-            layers.append({"type": "flatten", "shape": shapes[nxt]})
-            node = nxt
-            continue
-        if op.kind not in ("QLinear", "QConv"):
-            raise NotNetx(f"'{nxt}' ({op.kind}) is not a netx layer")
-        neuron = g.out_edges(nxt)[0].dst
-        if g.node(neuron).kind != "QNeuron":
-            raise NotNetx(f"'{nxt}' must feed a neuron layer directly")
-        layers.append(_layer(g, nxt, op, neuron, shapes))
-        node = neuron
+        if len(readers) != 1 or node == output.layer:
+            raise NotNetx(f"'{node}' feeds {len(readers) + (node == output.layer)} nodes; netx describes a chain")
+        p = readers[0]
+        if p.form == "csr":
+            raise NotNetx(f"'{p.name}' is a sparse projection")
+        if tuple(p.source_shape) != tuple(p.in_shape):
+            layers.append({"type": "flatten", "shape": p.in_shape})
+        if tuple(p.out_shape) != tuple(view.layers[p.dest].shape):
+            raise NotNetx(f"'{p.name}' must feed a neuron layer directly")
+        layers.append(_layer(view, p))
+        node = p.dest
 
 
-def _bias_from_sources(g: Graph, neuron: str, main: str, shape) -> np.ndarray:
-    """The per-step input a neuron receives from constant sources, as u units (a << 6 per step)."""
+def _bias_from_sources(view: LoweredNetwork, main: Projection, shape) -> np.ndarray:
+    """The per-step input a neuron layer receives from constant sources, as u units (a << 6 per step)."""
     total = np.zeros(shape, dtype=np.int64)
-    for edge in g.in_edges(neuron):
-        if edge.src == main:
+    for p in view.into(main.dest):
+        if p is main:
             continue
-        op = g.node(edge.src)
-        src = g.in_edges(edge.src)[0].src
-        if g.node(src).kind != "Constant":
-            raise NotNetx(f"'{neuron}' has a second input '{edge.src}'; netx layers have one")
-        if op.kind == "QLinear":
-            a = fixed.floor_shift(op.effective_weight()[:, 0], op.weight_exp)
+        if p.source not in view.constants:
+            raise NotNetx(f"'{main.dest}' has a second input '{p.name}'; netx layers have one")
+        if p.form == "dense":
+            a = fixed.floor_shift(p.effective_matrix()[:, 0], p.weight_exp)
             total += a.reshape(shape)
         else:
-            total += op.weight[:, 0].reshape(-1, *([1] * (len(shape) - 1))).astype(np.int64)
+            total += p.op.weight[:, 0].reshape(-1, *([1] * (len(shape) - 1))).astype(np.int64)
     return total
 
 
-def _layer(g: Graph, name: str, op, neuron_name: str, shapes) -> dict:
-    neuron = g.node(neuron_name)
-    shape = shapes[neuron_name]
-    if np.any(np.asarray(op.delay) != 1):
+def _layer(view: LoweredNetwork, p: Projection) -> dict:
+    op, name, neuron_name = p.op, p.name, p.dest
+    neuron = view.layers[neuron_name].op
+    shape = view.layers[neuron_name].shape
+    if np.any(p.delay != 1):
         raise NotNetx(f"'{name}' has delays other than one step")
     if np.ptp(neuron.du) or np.ptp(neuron.dv) or np.ptp(neuron.vth):
         raise NotNetx(f"'{neuron_name}' has per-neuron decays or thresholds")
     if np.any(neuron.u_init) or np.any(neuron.v_init):
         raise NotNetx(f"'{neuron_name}' starts from a non-zero state")
-    source_bias = _bias_from_sources(g, neuron_name, name, shape)
+    source_bias = _bias_from_sources(view, p, shape)
     if np.any(source_bias) and int(np.asarray(neuron.du).reshape(-1)[0]) != fixed.DECAY_UNITY - 1:
         raise NotNetx(f"'{neuron_name}': a bias through a decaying current has no netx form")
     total = (source_bias << fixed.ACT_SHIFT) + np.broadcast_to(fixed.effective_bias(neuron.bias_mant, neuron.bias_exp),
@@ -100,9 +95,9 @@ def _layer(g: Graph, name: str, op, neuron_name: str, shapes) -> dict:
         block["bias"] = (total >> fixed.ACT_SHIFT).astype(np.float32)
     if op.weight_exp < 0:
         raise NotNetx(f"'{name}': a negative weight exponent floors the sum; netx weights are integers")
-    if op.kind == "QLinear":
+    if p.form == "dense":
         block.update(type="dense", inFeatures=op.weight.shape[1], outFeatures=op.weight.shape[0],
-                     weight=(op.effective_weight() << op.weight_exp).astype(np.float32))
+                     weight=(p.effective_matrix() << op.weight_exp).astype(np.float32))
     else:
         if op.weight.ndim != 4:
             raise NotNetx(f"'{name}': netx convolutions are 2-D")

@@ -1,0 +1,180 @@
+"""The one place a compiled network is checked against a target's limits (the fields of `nmcompile.targets.Target`).
+
+Every backend's emitter calls `check_target(view, target)` before lowering; backends re-state no limit. A refusal
+is one line naming the layer or projection, what it needs, the targets that support it (computed from
+`TARGETS` with the same rule) and the target's own field and limit:
+
+    layer 'l1': reset by subtraction is not supported by loihi2 (supported by: spinnaker2, fpga; loihi2
+    reset_modes: zero)
+
+`check_structure` refuses what no target deploys: an output that does not read one neuron layer directly, a
+constant source that does not emit spikes, an op that is not part of the integer model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from nmcompile.errors import UnsupportedError
+from nmcompile.ir import fixed
+from nmcompile.lowered.network import Layer, LoweredNetwork, Projection
+from nmcompile.targets import TARGETS, Target
+
+
+def refuse(where: str, what: str, field: str, limit: object, ok: Callable[[Target], bool], target: Target) -> None:
+    """Raise the one-line refusal; `ok(t)` says whether target t supports the feature."""
+    able = [t.name for t in TARGETS.values() if ok(t)]
+    supported = f"supported by: {', '.join(able)}" if able else "no target supports it"
+    raise UnsupportedError(f"{where}: {what} is not supported by {target.name} ({supported}; {target.name} {field}: "
+                           f"{limit})")
+
+
+def _options(values: tuple[str, ...]) -> str:
+    return ", ".join(values) if values else "none"
+
+
+def check_structure(view: LoweredNetwork) -> None:
+    """What every deployment needs, whatever the target."""
+    for tap in view.outputs.values():
+        if tap.layer is None:
+            raise UnsupportedError(f"output '{tap.name}' must be fed by exactly one neuron layer directly (through "
+                                   "Flatten at most) to be deployed")
+    for source in view.constants.values():
+        if source.value != 1.0:
+            raise UnsupportedError(f"constant source '{source.name}' has value {source.value}; deployed constant "
+                                   "sources emit spikes (value 1)")
+    for layer in view.layers.values():
+        if layer.op.kind != "QNeuron":
+            raise UnsupportedError(f"layer '{layer.name}' ({layer.op.kind}) is not quantized; compile it through a "
+                                   "target's pipeline (quantize)")
+    for p in view.projections:
+        if not p.integer:
+            raise UnsupportedError(f"projection '{p.name}' ({p.op.kind}) is not quantized; compile it through a "
+                                   "target's pipeline (quantize)")
+
+
+def check_target(view: LoweredNetwork, target: Target) -> None:
+    """Refuse the first layer option, number or projection feature `target` cannot run exactly."""
+    check_structure(view)
+    for layer in view.layers.values():
+        check_layer(layer, target)
+    for projection in view.projections:
+        check_projection(projection, target)
+
+
+def _uniform(array: np.ndarray) -> bool:
+    flat = np.asarray(array).reshape(-1)
+    return flat.size == 0 or bool(np.all(flat == flat[0]))
+
+
+def check_layer(layer: Layer, target: Target) -> None:
+    op, where = layer.op, f"layer '{layer.name}'"
+    if not op.spiking:
+        if not target.readout_neurons:
+            refuse(where, "a non-spiking readout", "readout_neurons", False, lambda t: t.readout_neurons, target)
+    else:
+        what = {"subtract": "reset by subtraction", "zero": "reset to zero", "none": "no reset"}[op.reset_mode]
+        if op.reset_mode not in target.reset_modes:
+            refuse(where, what, "reset_modes", _options(target.reset_modes),
+                   lambda t: op.reset_mode in t.reset_modes, target)
+        if op.reset_timing not in target.reset_timings:
+            refuse(where, f"{op.reset_timing} reset", "reset_timings", _options(target.reset_timings),
+                   lambda t: op.reset_timing in t.reset_timings, target)
+        if op.compare not in target.comparisons:
+            refuse(where, f"the comparison '{op.compare}'", "comparisons", _options(target.comparisons),
+                   lambda t: op.compare in t.comparisons, target)
+        if op.refractory > target.max_refractory:
+            refuse(where, f"a refractory period of {op.refractory} steps", "max_refractory", target.max_refractory,
+                   lambda t: op.refractory <= t.max_refractory, target)
+    vth = int(np.max(op.vth)) if np.size(op.vth) else 0
+    if vth > target.vth_max:
+        refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", target.vth_max, lambda t: vth <= t.vth_max,
+               target)
+    if not _uniform(op.vth) and not target.per_neuron_threshold:
+        refuse(where, "a threshold per neuron", "per_neuron_threshold", False, lambda t: t.per_neuron_threshold,
+               target)
+    if not (_uniform(op.du) and _uniform(op.dv)) and not target.per_neuron_decay:
+        refuse(where, "a decay (du/dv) per neuron", "per_neuron_decay", False,
+               lambda t: t.per_neuron_decay, target)
+    if not target.current_decay and np.any(np.asarray(op.du) != fixed.DECAY_UNITY - 1):
+        refuse(where, "a decaying synaptic current (du < 4095)", "current_decay", False, lambda t: t.current_decay,
+               target)
+    _check_bias(layer, target)
+
+
+def _check_bias(layer: Layer, target: Target) -> None:
+    op, where = layer.op, f"layer '{layer.name}'"
+    lo, hi = target.bias_mant_range
+    mant = np.asarray(op.bias_mant)
+    if mant.size and (mant.min() < lo or mant.max() > hi):
+        values = (int(mant.min()), int(mant.max()))
+        refuse(where, f"bias mantissas {values[0]}..{values[1]}", "bias_mant_range", f"{lo}..{hi}",
+               lambda t: t.bias_mant_range[0] <= values[0] and values[1] <= t.bias_mant_range[1], target)
+    lo, hi = target.bias_exp_range
+    exp = np.asarray(op.bias_exp)
+    if exp.size and (exp.min() < lo or exp.max() > hi):
+        values = (int(exp.min()), int(exp.max()))
+        refuse(where, f"bias exponents {values[0]}..{values[1]}", "bias_exp_range", f"{lo}..{hi}",
+               lambda t: t.bias_exp_range[0] <= values[0] and values[1] <= t.bias_exp_range[1], target)
+    if target.bias_bits is not None:
+        peak = int(np.abs(fixed.effective_bias(op.bias_mant, op.bias_exp)).max(initial=0))
+        fits = lambda t: t.bias_bits is None or peak < 1 << (t.bias_bits - 1)  # noqa: E731
+        if not fits(target):
+            refuse(where, f"a bias of {peak:,} (mant << exp)", "bias_bits", f"{target.bias_bits} (signed)", fits,
+                   target)
+
+
+def check_projection(p: Projection, target: Target) -> None:
+    where = f"projection '{p.name}'"
+    if p.plastic is not None and not target.stdp:
+        refuse(where, "STDP (--stdp)", "stdp", False, lambda t: t.stdp, target)
+    low, high = p.delay_range()
+    dmin, dmax = target.delay_range
+    if low < dmin or high > dmax:
+        refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",
+               f"{dmin}..{dmax}", lambda t: t.delay_range[0] <= low and high <= t.delay_range[1], target)
+    if p.per_synapse_delays and not target.per_synapse_delays:
+        refuse(where, "per-synapse delays", "per_synapse_delays", False, lambda t: t.per_synapse_delays, target)
+    elo, ehi = target.weight_exp_range
+    if not elo <= p.weight_exp <= ehi:
+        exp = p.weight_exp
+        refuse(where, f"a weight exponent of {exp}", "weight_exp_range", f"{elo}..{ehi}",
+               lambda t: t.weight_exp_range[0] <= exp <= t.weight_exp_range[1], target)
+    if p.form == "conv":
+        _check_conv(p, target)
+    weights = p.effective_matrix() if p.form != "conv" else p.weights.kernel
+    if weights.size:
+        wmin, wmax = int(weights.min()), int(weights.max())
+        if wmin < target.weight_min or wmax > target.weight_max:
+            refuse(where, f"weights {wmin}..{wmax}", "weight range", f"{target.weight_min}..{target.weight_max}",
+                   lambda t: t.weight_min <= wmin and wmax <= t.weight_max, target)
+
+
+def _check_conv(p: Projection, target: Target) -> None:
+    where = f"convolution '{p.name}'"
+    if p.weight_exp != 0 and not target.conv_weight_exp:
+        refuse(where, f"a weight exponent of {p.weight_exp}", "conv_weight_exp", False, lambda t: t.conv_weight_exp,
+               target)
+    if p.wrap_bits == target.conv_wrap_bits:
+        return
+    worst = conv_peak(p)
+    if p.wrap_bits == 0:
+        wraps = lambda t: t.conv_wrap_bits == 0 or worst < 1 << (t.conv_wrap_bits - 1)  # noqa: E731
+        what = "a convolution that does not wrap"
+    else:
+        wraps = lambda t: t.conv_wrap_bits == p.wrap_bits or (t.conv_wrap_bits == 0  # noqa: E731
+                                                             and worst < 1 << (p.wrap_bits - 1))
+        what = f"a convolution that can wrap at {p.wrap_bits} bits"
+    if not wraps(target):
+        limit = f"{target.conv_wrap_bits} bits" if target.conv_wrap_bits else "never wraps"
+        refuse(where, what, "conv_wrap_bits", limit, wraps, target)
+
+
+def conv_peak(p: Projection) -> int:
+    """The largest |sum| one output of the convolution can reach in one step (every input active), shifted."""
+    matrix = p.weights.to_dense()
+    worst = max(int(np.clip(matrix, 0, None).sum(axis=1).max(initial=0)),
+                int(-np.clip(matrix, None, 0).sum(axis=1).min(initial=0)))
+    return int(fixed.shift_left(np.int64(worst), p.weight_exp))
