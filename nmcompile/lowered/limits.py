@@ -136,7 +136,7 @@ def check_projection(p: Projection, target: Target) -> None:
         refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",
                f"{dmin}..{dmax}", lambda t: t.delay_range[0] <= low and high <= t.delay_range[1], target)
     if p.per_synapse_delays and not target.per_synapse_delays:
-        refuse(where, "per-synapse delays", "per_synapse_delays", False, lambda t: t.per_synapse_delays, target)
+        refuse(where, "a delay per synapse", "per_synapse_delays", False, lambda t: t.per_synapse_delays, target)
     elo, ehi = target.weight_exp_range
     if not elo <= p.weight_exp <= ehi:
         exp = p.weight_exp

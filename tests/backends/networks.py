@@ -67,6 +67,40 @@ def conv(rng, size=8) -> Graph:
     return g
 
 
+def delays(rng) -> Graph:
+    """Per-synapse delays on a dense and on a sparse projection (Lava: DelayDense and DelaySparse)."""
+    g = Graph("delays")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 24, delays=6))
+    g.add("l1", O.LIF(shape=(24,), beta=0.85, threshold=1.0))
+    g.add("fc2", dense(rng, 24, 8, mean=0.9, std=1.8, density=0.08, delays=3))
+    g.add("l2", O.LIF(shape=(8,), beta=0.9, threshold=0.8))
+    g.add("out", O.Output(shape=(8,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+def subtract(rng) -> Graph:
+    """Reset by subtraction, a refractory period, '>=' and per-neuron thresholds, biases, a delay of 5."""
+    g = Graph("subtract")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 24, bias=True))
+    g.add("l1", O.LIF(shape=(24,), beta=0.9, threshold=rng.uniform(0.6, 1.4, 24), reset_mode="subtract",
+                      compare=">="))
+    g.add("fc2", dense(rng, 24, 8, bias=True, delays=np.full((8, 24), 4)))
+    g.add("l2", O.LIF(shape=(8,), beta=0.85, threshold=1.0, reset_mode="subtract", refractory=2))
+    g.add("out", O.Output(shape=(8,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
+# The shared conformance networks: every registered backend compiles each one and either runs it bit-exactly on
+# its conformance boards or refuses it naming a limit of its target (tests/backends/test_conformance.py).
+NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
+            "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract}
+BASELINE = ("mlp", "recurrent", "conv")      # every backend must run these
+
+
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:
     """Save `graph`, compile it for `target` with `calibration` spikes as calibration and reference inputs."""
     graph.verify()

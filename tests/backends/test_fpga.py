@@ -21,31 +21,13 @@ from nmcompile.runtime.fpga_board import VerilatorBoard
 from nmcompile.runtime.fpga_protocol import Region
 from nmcompile.runtime.hil import verify_artifact
 from tests.backends import networks
-from tests.backends.networks import conv, dense, mlp, recurrent
+from tests.backends.networks import dense, mlp
 
 ROOT = Path(__file__).resolve().parents[2]
 SEEDS = (0, 1, 2)
 
 pytestmark = pytest.mark.skipif(shutil.which("verilator") is None,
                                 reason="verilator is not installed (make installs it with apt-get when run as root)")
-
-
-def subtract(rng) -> Graph:
-    """Reset by subtraction, a refractory period, '>=' and per-neuron thresholds, biases, a delay of 5."""
-    g = Graph("subtract")
-    g.add("in", O.Input(shape=(16,)))
-    g.add("fc1", dense(rng, 16, 24, bias=True))
-    g.add("l1", O.LIF(shape=(24,), beta=0.9, threshold=rng.uniform(0.6, 1.4, 24), reset_mode="subtract",
-                      compare=">="))
-    g.add("fc2", dense(rng, 24, 8, bias=True, delays=np.full((8, 24), 4)))
-    g.add("l2", O.LIF(shape=(8,), beta=0.85, threshold=1.0, reset_mode="subtract", refractory=2))
-    g.add("out", O.Output(shape=(8,)))
-    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
-    return g
-
-
-NETWORKS = {"mlp": mlp, "recurrent": lambda rng: recurrent(rng, hidden=40), "subtract": subtract,
-            "conv": lambda rng: conv(rng, size=6)}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, **request) -> Path:
@@ -62,16 +44,12 @@ def assert_verified(out: Path, url: str = "verilator://", board=None) -> dict:
     return expected
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("kind", sorted(NETWORKS))
-def test_rtl_equals_reference(kind, seed, tmp_path):
-    rng = np.random.default_rng(seed)
-    graph = NETWORKS[kind](rng)
-    shape = graph.node("in").shape
-    out = compile_graph(graph, tmp_path, (rng.random((30, 3, *shape)) < 0.3).astype(np.int64))
+def test_fpga_project_files(tmp_path):
+    """The project an fpga artifact carries (the suite in test_conformance.py runs it under Verilator)."""
+    rng = np.random.default_rng(0)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
     files = set(artifact.read(out).manifest["files"])
     assert {"fpga/nmc_top.v", "fpga/program.bin", "fpga/syn.hex", "fpga/synth.ys", "fpga/tb/nmc_harness.cpp"} <= files
-    assert_verified(out)
 
 
 def stdp_network(rng) -> Graph:

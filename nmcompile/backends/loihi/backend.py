@@ -12,5 +12,5 @@ BACKEND = Backend(
     pipeline=("fold_bn", "fold_mpbn", "fuse_projections", "retime", "quantize", "partition", "analyse"),
     emitter="nmcompile.backends.loihi.emit:emit",
     boards={"lava": "nmcompile.runtime.lava_board:LavaBoard"},
-    conformance=("lava://",),
+    conformance=("lava://?states=1",),
 )
