@@ -154,7 +154,7 @@ LOIHI2 = Target(
         "per-core limits": "Loihi 1 values (nengo-loihi block.py: 1024 compartments, 4096 in/out axons, 16384x64-bit "
                            "synapse memory); Loihi 2 per-core limits are not public",
         "cores": "128 neurocores per Loihi 2 chip (Intel brief via open-neuromorphic.org); Lava's mapper assumes 120",
-        "formats": "Lava 0.10 PyLifModelBitAcc / PyDenseModelBitAcc (shared/research/lava_loihi.md §3)",
+        "formats": "Lava 0.10 PyLifModelBitAcc / PyDenseModelBitAcc (lava-nc 0.10: lava/proc/lif/models.py, lava/proc/dense/models.py)",
         "weight exponent": "nengo-loihi discretize.py (Loihi 1 range -8..7)",
         "delays": "Dense adds 1 step; DelayDense adds 0..63 more (6-bit delays)",
         "per-layer threshold": "Lava LIF.vth is one value per process; per-neuron vth is unverified on hardware",
@@ -250,8 +250,8 @@ FPGA = Target(
     sources={
         "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
         "formats": "the integer model of docs/semantics.md §3, implemented by hdl/ (issue: FPGA backend)",
-        "limits of the RTL": "hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; hdl/nmc_core.v: projection "
-                             "delays 1..16 (16-step spike history), int8 weights, exponents -8..8",
+        "limits of the RTL": "hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; hdl/nmc_core.v: one delay "
+                             "1..16 per projection (a 32-slot spike ring), int8 weights, exponents -8..8",
     },
 )
 
@@ -276,5 +276,7 @@ def describe_targets() -> str:
 
     blocks = []
     for target in TARGETS.values():
-        blocks.append(target.describe() + f"\n  backend         {get_backend(target.name).status()}")
+        backend = get_backend(target.name)
+        blocks.append(target.describe() + f"\n  backend         {backend.status()}\n  pipeline        "
+                      + " -> ".join(backend.pipeline))
     return "\n\n".join(blocks)

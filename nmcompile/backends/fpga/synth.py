@@ -1,7 +1,7 @@
 """Resource estimate of an emitted FPGA design: Yosys `synth_xilinx -family xc7`, next to the part's capacity and
 NeuroCoreX's published utilisation.
 
-Yosys counts are an estimate, not Vivado's numbers (shared/research/fpga.md §4.2: block RAM counts are the most
+Yosys counts are an estimate, not Vivado's numbers (Yosys vs Vivado comparisons in f4pga-arch-defs #716 and OpenFPGA #825: block RAM counts are the most
 stable; LUTs can differ by tens of percent either way). LUTs here include those used as distributed RAM, as
 Vivado's "Slice LUTs" does; block RAM is counted in 36 Kb tiles (a RAMB18 is half a tile).
 """
@@ -113,7 +113,7 @@ def report_lines(util: Utilization, neurons: int, part: str = DEFAULT_PART) -> l
                      f"{100 * value / cap[key]:.1f}% | {ncx[key]:,} | {ncx[key] / ncx['neurons']:.2f} |")
     verdict = "fits" if util.fits(part) else "does NOT fit"
     lines += ["", f"The design {verdict} the {part} ({util.lut_memory:,} of the LUTs are distributed RAM). "
-              "Yosys counts are estimates; Vivado's can differ (shared/research/fpga.md §4.2)."]
+              "Yosys counts are estimates; Vivado's can differ."]
     return lines
 
 
