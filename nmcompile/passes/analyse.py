@@ -5,7 +5,8 @@ non-zero synapse it has in a projection (NeuroBench's "effective ACs": the proje
 0/1 weights, so pruned synapses cost nothing). With calibration inputs the spikes are simulated, else every
 neuron is assumed to fire with probability 0.1 per step (said in the report). Every neuron is updated every step.
 
-Energy per inference of T steps, with published per-operation figures (KerasSpiking's ModelEnergy device table, keras_spiking/model_energy.py):
+Energy per inference of T steps, with published per-operation figures (as tabulated by KerasSpiking's ModelEnergy,
+keras_spiking/model_energy.py):
 
     neuromorphic:  E = SOPs * e_synop + neuron updates * e_neuron        (the target's own figures)
     ANN reference: E = MACs * 4.6 pJ  vs  SNN: SOPs * 0.9 pJ             (Horowitz ISSCC 2014, 45 nm, fp32)

@@ -1,8 +1,8 @@
 """Resource estimate of an emitted FPGA design: Yosys `synth_xilinx -family xc7`, next to the part's capacity and
 NeuroCoreX's published utilisation.
 
-Yosys counts are an estimate, not Vivado's numbers (Yosys vs Vivado comparisons in f4pga-arch-defs #716 and OpenFPGA #825: block RAM counts are the most
-stable; LUTs can differ by tens of percent either way). LUTs here include those used as distributed RAM, as
+Yosys counts are an estimate, not Vivado's numbers (Yosys vs Vivado comparisons in f4pga-arch-defs #716 and
+OpenFPGA #825: block RAM counts are the most stable; LUTs can differ by tens of percent either way). LUTs here include those used as distributed RAM, as
 Vivado's "Slice LUTs" does; block RAM is counted in 36 Kb tiles (a RAMB18 is half a tile).
 """
 
