@@ -154,7 +154,8 @@ LOIHI2 = Target(
         "per-core limits": "Loihi 1 values (nengo-loihi block.py: 1024 compartments, 4096 in/out axons, 16384x64-bit "
                            "synapse memory); Loihi 2 per-core limits are not public",
         "cores": "128 neurocores per Loihi 2 chip (Intel brief via open-neuromorphic.org); Lava's mapper assumes 120",
-        "formats": "Lava 0.10 PyLifModelBitAcc / PyDenseModelBitAcc (lava-nc 0.10: lava/proc/lif/models.py, lava/proc/dense/models.py)",
+        "formats": "Lava 0.10 PyLifModelBitAcc / PyDenseModelBitAcc (lava/proc/lif/models.py, "
+                   "lava/proc/dense/models.py)",
         "weight exponent": "nengo-loihi discretize.py (Loihi 1 range -8..7)",
         "delays": "Dense adds 1 step; DelayDense adds 0..63 more (6-bit delays)",
         "per-layer threshold": "Lava LIF.vth is one value per process; per-neuron vth is unverified on hardware",
