@@ -3,7 +3,8 @@ NeuroCoreX's published utilisation.
 
 Yosys counts are an estimate, not Vivado's numbers (Yosys vs Vivado comparisons in f4pga-arch-defs #716 and
 OpenFPGA #825: block RAM counts are the most stable; LUTs can differ by tens of percent either way). LUTs here
-include those used as distributed RAM, as Vivado's "Slice LUTs" does; block RAM is counted in 36 Kb tiles (a RAMB18 is half a tile).
+include those used as distributed RAM, as Vivado's "Slice LUTs" does; block RAM is counted in 36 Kb tiles (a
+RAMB18 is half a tile).
 """
 
 from __future__ import annotations
