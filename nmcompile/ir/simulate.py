@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmcompile.errors import ShapeError, UnsupportedError
+from nmcompile.ir import plasticity  # noqa: F401  (registers the QPlasticLinear kernel)
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import Kernel, make_kernel
 
