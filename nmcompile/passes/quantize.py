@@ -26,10 +26,11 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
-from nmcompile.passes.common import is_weighted, per_channel
+from nmcompile.passes.common import per_channel
 
-ALLOWED = {"Input", "Constant", "Output", "Flatten", "Delay", "Linear", "Conv1d", "Conv2d", "LIF", "IF", "CubaLIF",
-           "LI", "CubaLI"}
+# The float ops this pass converts (by exact class: a subclass brings its own conversion). Neutral ops are copied
+# as they are; an op some earlier pass removes (op.removed_by) and integer ops are refused.
+CONVERTS = (O.Linear, O.Conv1d, O.Conv2d, O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI)
 SAFETY = 0.999
 
 
@@ -39,9 +40,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if op.kind == "SparseLinear":
             raise UnsupportedError(f"'{name}' (SparseLinear): sparse projections are not quantized yet; use a dense "
                                    "Linear (partitioning and simulation do support them)")
-        if op.kind not in ALLOWED:
-            hint = {"BatchNorm": "fold_bn", "MPBNLIF": "fold_mpbn", "AvgPool2d": "fuse_projections",
-                    "SumPool2d": "fuse_projections", "Scale": "fuse_projections"}.get(op.kind, "an earlier pass")
+        if op.removed_by is not None or (op.numeric != "neutral" and type(op) not in CONVERTS):
+            hint = op.removed_by or "an earlier pass"
             raise UnsupportedError(f"'{name}' ({op.kind}) has no integer form; run {hint} before quantize")
     shapes = graph.shapes()
     groups = _projections_by_layer(graph)
@@ -70,7 +70,7 @@ def _projections_by_layer(g: Graph) -> dict[str, list[str]]:
     """Neuron layer -> the weighted projections feeding it (through Flatten and Delay)."""
     result: dict[str, list[str]] = {}
     for name, op in g.nodes.items():
-        if not is_weighted(op):
+        if not op.weighted:
             continue
         node = name
         while True:
@@ -140,7 +140,7 @@ def _touches_projection(g: Graph, name: str) -> bool:
         if len(out) != 1:
             return False
         node = out[0].dst
-    if is_weighted(g.node(node)):
+    if g.node(node).weighted:
         return True
     node = name
     while g.node(node).kind in ("Delay", "Flatten"):
@@ -148,7 +148,7 @@ def _touches_projection(g: Graph, name: str) -> bool:
         if len(ins) != 1:
             return False
         node = ins[0].src
-    return is_weighted(g.node(node))
+    return g.node(node).weighted
 
 
 # -- one layer ----------------------------------------------------------------------------------------------
