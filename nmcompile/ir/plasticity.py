@@ -11,10 +11,24 @@ from collections import deque
 
 import numpy as np
 
+from nmcompile.errors import UnsupportedError
 from nmcompile.ir import fixed
 from nmcompile.ir.base import Shape
+from nmcompile.ir.graph import Graph
 from nmcompile.ir.integer import TRACE_MAX, QPlasticLinear
 from nmcompile.ir.kernels import Kernel, register_kernel
+
+
+def post_layer(graph: Graph, name: str) -> str | None:
+    """The neuron layer (QNeuron) that projection `name` feeds without a step in between (only Flatten may sit
+    between them), or None. The rule pairs what the projection delivers at t with that layer's spikes at t."""
+    try:
+        trace = graph.trace_forward(name)
+    except UnsupportedError:
+        return None
+    if graph.node(trace.end).kind != "QNeuron" or np.any(trace.delay(graph)):
+        return None
+    return trace.end
 
 
 def decay_trace(trace: np.ndarray, shift: int, spikes: np.ndarray, increment: int) -> np.ndarray:

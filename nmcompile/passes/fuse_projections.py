@@ -157,19 +157,14 @@ def _fold_scale_down(g: Graph, name: str, op: O.Scale, notes: list[str]) -> bool
     shapes = g.shapes()
     in_shape = shapes[name]
     scale = np.broadcast_to(op.scale, in_shape)
-    node = name
-    while True:
-        edge = _only_out(g, node)
-        if edge is None or edge.recurrent or len(g.in_edges(edge.dst)) != 1:
-            return False
-        nxt = g.node(edge.dst)
-        if nxt.kind in ("Flatten", "Delay"):
-            node = edge.dst
-            continue
-        if not nxt.weighted:
-            return False
-        target = edge.dst
-        break
+    try:
+        trace = g.trace_forward(name)
+    except UnsupportedError:
+        return False
+    target = trace.end
+    nxt = g.node(target)
+    if trace.recurrent_steps or not nxt.weighted or any(len(g.in_edges(n)) != 1 for n in (*trace.passed, target)):
+        return False
     if nxt.kind == "Linear":
         columns = scale.reshape(-1)
         new = nxt.replace(weight=nxt.weight * columns[None, :])

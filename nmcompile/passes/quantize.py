@@ -72,46 +72,31 @@ def _projections_by_layer(g: Graph) -> dict[str, list[str]]:
     for name, op in g.nodes.items():
         if not op.weighted:
             continue
-        node = name
-        while True:
-            out = g.out_edges(node)
-            if len(out) != 1:
-                raise UnsupportedError(f"projection '{name}' must feed exactly one neuron layer (run fuse_projections)")
-            node = out[0].dst
-            kind = g.node(node).kind
-            if kind in ("Flatten", "Delay"):
-                continue
-            if g.node(node).role != "neuron":
-                raise UnsupportedError(f"projection '{name}' feeds '{node}' ({kind}); run fuse_projections first")
-            break
+        try:
+            node = g.trace_forward(name).end
+        except UnsupportedError:
+            raise UnsupportedError(f"projection '{name}' must feed exactly one neuron layer (run fuse_projections)") \
+                from None
+        if g.node(node).role != "neuron":
+            raise UnsupportedError(f"projection '{name}' feeds '{node}' ({g.node(node).kind}); run fuse_projections "
+                                   "first")
         result.setdefault(node, []).append(name)
     return result
 
 
 def _delay_before(g: Graph, name: str) -> np.ndarray:
-    """Total Delay on the (single) input path of projection `name`, as an array over its input elements."""
-    total = np.zeros((), dtype=np.int64)
-    node = name
-    while True:
-        ins = g.in_edges(node)
-        if len(ins) != 1:
-            return total
-        src = g.node(ins[0].src)
-        if src.kind == "Delay":
-            total = total + src.delay
-        elif src.kind != "Flatten":
-            return total
-        node = ins[0].src
+    """Steps on the (single) input path of projection `name` (Delay nodes, recurrent edges): 0-d when uniform,
+    else one value per input element."""
+    ins = g.in_edges(name)
+    if len(ins) != 1:
+        raise UnsupportedError(f"projection '{name}' sums {len(ins)} inputs; its input delays would be lost (only a "
+                               "projection with one input path can be quantized)")
+    return g.trace_back(name).delay(g)
 
 
 def _delay_after(g: Graph, name: str) -> np.ndarray:
-    total = np.zeros((), dtype=np.int64)
-    node = g.out_edges(name)[0].dst
-    while g.node(node).kind in ("Delay", "Flatten"):
-        if g.node(node).kind == "Delay":
-            total = total + g.node(node).delay
-        node = g.out_edges(node)[0].dst
-    return total
+    """Steps between projection `name` and the neuron layer it feeds: 0-d when uniform, else one per output."""
+    return g.trace_forward(name).delay(g)
 
 
 def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str]:
@@ -134,21 +119,11 @@ def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str
 
 
 def _touches_projection(g: Graph, name: str) -> bool:
-    node = name
-    while g.node(node).kind in ("Delay", "Flatten"):
-        out = g.out_edges(node)
-        if len(out) != 1:
-            return False
-        node = out[0].dst
-    if g.node(node).weighted:
-        return True
-    node = name
-    while g.node(node).kind in ("Delay", "Flatten"):
-        ins = g.in_edges(node)
-        if len(ins) != 1:
-            return False
-        node = ins[0].src
-    return g.node(node).weighted
+    """Whether the Delay `name` reaches a weighted projection over transparent ops, forwards or backwards."""
+    try:
+        return g.node(g.trace_forward(name).end).weighted or g.node(g.trace_back(name).end).weighted
+    except UnsupportedError:
+        return False
 
 
 # -- one layer ----------------------------------------------------------------------------------------------
