@@ -315,7 +315,8 @@ def register_kernel(op_type: type[Op], mode: str = "any") -> Callable[[KernelFac
     def deco(factory: KernelFactory) -> KernelFactory:
         known = _KERNELS.get((op_type, mode))
         if known is not None and (known.__module__, known.__qualname__) != (factory.__module__, factory.__qualname__):
-            raise ValueError(f"{op_type.__name__} already has a {mode} kernel: {known.__module__}.{known.__qualname__}")
+            raise ValueError(f"{op_type.__name__} already has a kernel for mode {mode!r}: "
+                             f"{known.__module__}.{known.__qualname__}")
         _KERNELS[(op_type, mode)] = factory
         return factory
 
