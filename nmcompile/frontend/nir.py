@@ -255,7 +255,8 @@ def _neuron_to_op(name: str, kind: str, node: Any, dt: float, reset_mode: str | 
     exact = _op_from_metadata(name, meta, prov)
     op = _euler_neuron(kind, node, dt, prov)
     if exact is not None:
-        if type(exact).__name__ == type(op).__name__ and _nir_fields_agree(exact, node, kind, dt):
+        # the recorded op is the one NIR's type reads as, or a subclass of it (a variant written as its base type)
+        if isinstance(exact, type(op)) and _nir_fields_agree(exact, node, kind, dt):
             return exact, False
         _warn(f"NIR node '{name}': nmcompile metadata disagrees with its NIR fields (edited by another tool?); "
               "using the NIR fields")

@@ -15,7 +15,7 @@ from nmcompile.ir.base import NUMERICS, OP_TYPES, ROLES, Op, Shape
 from nmcompile.ir.graph import Graph
 from nmcompile.passes import REGISTRY
 
-BUILT_IN = {
+BUILT_IN = {   # at least these, under these names (.nmir files name them)
     "Input", "Constant", "Output", "Linear", "SparseLinear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
     "Scale", "Delay", "BatchNorm", "LIF", "CubaLIF", "IF", "LI", "CubaLI", "MPBNLIF", "QLinear", "QConv", "QNeuron",
     "QPlasticLinear",
@@ -38,7 +38,7 @@ def scratch_registries():
 
 
 def test_op_types_holds_every_op_of_the_package_by_its_kind():
-    assert set(package_ops()) == BUILT_IN
+    assert set(package_ops()) >= BUILT_IN
     assert O.OP_TYPES is OP_TYPES
     for name, cls in package_ops().items():
         assert cls.__name__ == name
@@ -46,7 +46,7 @@ def test_op_types_holds_every_op_of_the_package_by_its_kind():
     assert "NeuronOp" not in OP_TYPES and "_Pool2d" not in OP_TYPES       # abstract bases
 
 
-@pytest.mark.parametrize("name", sorted(BUILT_IN))
+@pytest.mark.parametrize("name", sorted(package_ops()))
 def test_every_op_declares_consistent_categories(name):
     cls = OP_TYPES[name]
     assert cls.role in ROLES and cls.numeric in NUMERICS
@@ -56,11 +56,9 @@ def test_every_op_declares_consistent_categories(name):
         assert cls.numeric == "neutral" and not cls.weighted
     if cls.removed_by is not None:
         assert cls.removed_by in REGISTRY and cls.numeric != "integer"
-    if cls.numeric == "integer":
-        assert name.startswith("Q")
 
 
-@pytest.mark.parametrize("name", sorted(BUILT_IN))
+@pytest.mark.parametrize("name", sorted(package_ops()))
 def test_every_op_has_a_kernel_wherever_its_numeric_category_allows_it(name):
     cls = OP_TYPES[name]
     modes = {"float": ["float"], "integer": ["integer"], "neutral": ["float", "integer"]}[cls.numeric]
@@ -69,7 +67,7 @@ def test_every_op_has_a_kernel_wherever_its_numeric_category_allows_it(name):
 
 
 def test_the_categories_of_the_built_in_ops():
-    ops = package_ops()
+    ops = {name: OP_TYPES[name] for name in BUILT_IN}
     assert {n for n, c in ops.items() if c.numeric == "neutral"} == {"Input", "Constant", "Output", "Flatten",
                                                                        "SumPool2d", "Delay"}
     assert {n for n, c in ops.items() if c.numeric == "integer"} == {"QLinear", "QConv", "QNeuron", "QPlasticLinear"}
