@@ -418,8 +418,12 @@ def _op_to_nir(name: str, op: Op, dt: float, in_shape, out_shape) -> Any:
         node = getattr(nir, nir_kind)(**{k: _full(v, op.shape) for k, v in fields.items()})
         node.metadata = _metadata_of(op)
         return node
-    hint = {"BatchNorm": "run the fold_bn pass first", "MPBNLIF": "run the fold_mpbn pass first"}.get(
-        kind, "NIR has no integer ops; export the float graph")
+    if op.numeric == "integer":
+        hint = "NIR has no integer ops; export the float graph"
+    elif op.removed_by is not None:
+        hint = f"run the {op.removed_by} pass first"
+    else:
+        hint = "NIR has no equivalent"
     raise UnsupportedError(f"node '{name}' ({kind}) cannot be written to NIR: {hint}")
 
 
