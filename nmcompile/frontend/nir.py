@@ -255,7 +255,8 @@ def _neuron_to_op(name: str, kind: str, node: Any, dt: float, reset_mode: str | 
     exact = _op_from_metadata(name, meta, prov)
     op = _euler_neuron(kind, node, dt, prov)
     if exact is not None:
-        if type(exact).__name__ == type(op).__name__ and _nir_fields_agree(exact, node, kind, dt):
+        # the recorded op is the one NIR's type reads as, or a subclass of it (a variant written as its base type)
+        if isinstance(exact, type(op)) and _nir_fields_agree(exact, node, kind, dt):
             return exact, False
         _warn(f"NIR node '{name}': nmcompile metadata disagrees with its NIR fields (edited by another tool?); "
               "using the NIR fields")
@@ -417,8 +418,12 @@ def _op_to_nir(name: str, op: Op, dt: float, in_shape, out_shape) -> Any:
         node = getattr(nir, nir_kind)(**{k: _full(v, op.shape) for k, v in fields.items()})
         node.metadata = _metadata_of(op)
         return node
-    hint = {"BatchNorm": "run the fold_bn pass first", "MPBNLIF": "run the fold_mpbn pass first"}.get(
-        kind, "NIR has no integer ops; export the float graph")
+    if op.numeric == "integer":
+        hint = "NIR has no integer ops; export the float graph"
+    elif op.removed_by is not None:
+        hint = f"run the {op.removed_by} pass first"
+    else:
+        hint = "NIR has no equivalent"
     raise UnsupportedError(f"node '{name}' ({kind}) cannot be written to NIR: {hint}")
 
 

@@ -3,6 +3,11 @@
 Array parameters are declared with `array_field()`; they are converted to read-only numpy arrays of the
 declared dtype on construction, so an op can never be mutated after it is built. Equality is by value
 (`same_op`), not identity and not the dataclass default (which fails on numpy fields).
+
+What passes and the simulator need to know about a kind of op lives on its class as ClassVars (`role`,
+`numeric`, `weighted`, `transparent`, `removed_by`), never in lists of kind names. Every concrete op class
+registers itself by name in `OP_TYPES` (what `.nmir` files are read with); a base class that is not an op
+of its own says `abstract=True`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from nmcompile.errors import GraphError, NumericError
 Shape = tuple[int, ...]
 
 ROLES = ("io", "projection", "neuron", "structural")
+NUMERICS = ("float", "integer", "neutral")   # neutral: exact in float and integer graphs alike
+
+OP_TYPES: dict[str, type[Op]] = {}           # every concrete op class by name (its `kind`), filled on definition
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ def array_field(dtype: type, *, optional: bool = False, default: Any = dataclass
     if optional:
         default = None
     return field(default=default, metadata={"array": True, "dtype": dtype})
+
+
+def conv_out_len(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """PyTorch's output length: floor((N + 2p - d(k-1) - 1) / s + 1)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def as_shape(value: Any) -> Shape:
@@ -58,11 +71,33 @@ def as_pair(value: Any, what: str) -> tuple[int, int]:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class Op:
-    """Base of all IR ops. Subclasses set `role` and implement `out_shape` and `check`."""
+    """Base of all IR ops. Subclasses set their categories and implement `out_shape` and `check`."""
 
-    role: ClassVar[str] = "structural"
+    role: ClassVar[str] = "structural"    # one of ROLES
+    numeric: ClassVar[str] = "float"      # one of NUMERICS: which graphs may hold it (Graph.verify)
+    weighted: ClassVar[bool] = False      # a projection with a weight matrix or kernel (Linear, Conv, QLinear...)
     transparent: ClassVar[bool] = False   # passes values through unweighted (Flatten, Delay): walkers step over it
+    removed_by: ClassVar[str | None] = None  # the pass that must remove it before quantize (BatchNorm: fold_bn)
     provenance: Provenance | None = None
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        name = cls.__name__
+        if cls.role not in ROLES or cls.numeric not in NUMERICS:
+            raise TypeError(f"op {name}: role must be one of {ROLES} and numeric one of {NUMERICS}")
+        if cls.weighted and cls.role != "projection":
+            raise TypeError(f"op {name}: a weighted op must have role 'projection'")
+        if cls.transparent and (cls.weighted or cls.numeric != "neutral"):
+            raise TypeError(f"op {name}: a transparent op must be unweighted and numeric 'neutral'")
+        if cls.removed_by is not None and cls.numeric == "integer":
+            raise TypeError(f"op {name}: an integer op cannot be removed before quantize")
+        if abstract:
+            return
+        known = OP_TYPES.get(name)
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(f"op {name} ({cls.__module__}) has the name of {known.__module__}.{known.__qualname__}; "
+                            "op names must be unique (they are the kind in .nmir files)")
+        OP_TYPES[name] = cls
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

@@ -20,10 +20,6 @@ from nmcompile.ir.base import Op, Shape, same_op
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\[\]-]+$")
 
-# Ops that may appear in either a float or an integer graph (they are exact on integers).
-_NEUTRAL = {"Input", "Constant", "Output", "Flatten", "SumPool2d", "Delay"}
-_INTEGER = {"QLinear", "QConv", "QNeuron", "QPlasticLinear"}
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -177,7 +173,7 @@ class Graph:
 
     @property
     def is_integer(self) -> bool:
-        return any(op.kind in _INTEGER for op in self._nodes.values())
+        return any(op.numeric == "integer" for op in self._nodes.values())
 
     def equals(self, other: Graph) -> bool:
         """Same nodes (by value, same insertion order), same edges and same dt."""
@@ -384,9 +380,8 @@ class Graph:
         self.shapes()
 
     def _verify_kinds(self) -> None:
-        kinds = {op.kind for op in self._nodes.values()}
-        integer = kinds & _INTEGER
-        floating = kinds - _INTEGER - _NEUTRAL
+        integer = {op.kind for op in self._nodes.values() if op.numeric == "integer"}
+        floating = {op.kind for op in self._nodes.values() if op.numeric == "float"}
         if integer and floating:
             raise GraphError(
                 f"graph '{self.name}' mixes float ops ({', '.join(sorted(floating))}) with integer ops "

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmcompile.ir import fixed
-from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable
+from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable, conv_out_len
 from nmcompile.ir.neurons import COMPARISONS, RESET_MODES
 
 
@@ -34,6 +34,8 @@ class QLinear(Op):
     """
 
     role = "projection"
+    numeric = "integer"
+    weighted = True
     weight: np.ndarray = array_field(np.int64)
     weight_exp: int = 0
     num_weight_bits: int = 8
@@ -68,6 +70,8 @@ class QConv(Op):
     """
 
     role = "projection"
+    numeric = "integer"
+    weighted = True
     weight: np.ndarray = array_field(np.int64)
     stride: tuple[int, ...] = (1, 1)
     padding: tuple[int, ...] = (0, 0)
@@ -90,8 +94,6 @@ class QConv(Op):
         return self.weight.ndim - 2
 
     def out_shape(self, in_shape: Shape | None) -> Shape:
-        from nmcompile.ir.ops import conv_out_len
-
         nd = self.spatial_dims
         if in_shape is None or len(in_shape) != nd + 1:
             raise ValueError(f"expects an input with {nd} spatial dims plus channels, got {in_shape}")
@@ -131,6 +133,7 @@ class QNeuron(Op):
     """
 
     role = "neuron"
+    numeric = "integer"
     shape: Shape
     du: np.ndarray = array_field(np.int64, default=4095)
     dv: np.ndarray = array_field(np.int64, default=0)

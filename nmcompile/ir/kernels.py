@@ -5,6 +5,11 @@ product for a feed-forward projection); stateful kernels loop over steps vectori
 Inside a recurrent loop the engine drives kernels step by step: `step(x_t)`, or for a kernel whose output
 lags its input by >= 1 step (`lagged`), `peek()` before and `push(x_t)` after the loop body.
 Arrays are [T, B, *shape] in `run` and [B, *shape] in `step`.
+
+Kernels are registered per op class, for a mode ('float', 'integer' or 'any'), and found along the op's MRO:
+
+    @register_kernel(O.QNeuron, mode="integer")
+    def _integer_neuron(op, in_shape, out_shape, dtype) -> Kernel: ...
 """
 
 from __future__ import annotations
@@ -295,7 +300,59 @@ class IntegerNeuron(Kernel):
         return out
 
 
-# -- factory --------------------------------------------------------------------------------------------
+# -- registry -------------------------------------------------------------------------------------------
+KernelFactory = Callable[[Op, Shape | None, Shape, np.dtype], Kernel]
+KERNEL_MODES = ("float", "integer", "any")
+_KERNELS: dict[tuple[type[Op], str], KernelFactory] = {}
+
+
+def register_kernel(op_type: type[Op], mode: str = "any") -> Callable[[KernelFactory], KernelFactory]:
+    """Register `factory(op, in_shape, out_shape, dtype) -> Kernel` for `op_type` in `mode`: 'float' (float64
+    and float32), 'integer' or 'any'. Subclasses of `op_type` without a kernel of their own inherit it."""
+    if mode not in KERNEL_MODES:
+        raise ValueError(f"kernel mode must be one of {KERNEL_MODES}, got {mode!r}")
+
+    def deco(factory: KernelFactory) -> KernelFactory:
+        known = _KERNELS.get((op_type, mode))
+        if known is not None and (known.__module__, known.__qualname__) != (factory.__module__, factory.__qualname__):
+            raise ValueError(f"{op_type.__name__} already has a kernel for mode {mode!r}: "
+                             f"{known.__module__}.{known.__qualname__}")
+        _KERNELS[(op_type, mode)] = factory
+        return factory
+
+    return deco
+
+
+def find_kernel(op_type: type[Op], mode: str) -> KernelFactory | None:
+    """The factory of the nearest class along `op_type`'s MRO that has one for `mode` ('float' or 'integer');
+    within one class a kernel for exactly that mode wins over an 'any' kernel."""
+    for cls in op_type.__mro__:
+        for key in ((cls, mode), (cls, "any")):
+            if key in _KERNELS:
+                return _KERNELS[key]
+    return None
+
+
+def make_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, mode: str) -> Kernel:
+    """The kernel for `op` in simulation mode `mode` ('float64', 'float32' or 'integer')."""
+    integer = mode == "integer"
+    dtype = np.dtype(np.int64) if integer else np.dtype(mode)
+    factory = find_kernel(type(op), "integer" if integer else "float")
+    if factory is not None:
+        return factory(op, in_shape, out_shape, dtype)
+    kind = op.kind
+    if integer and op.numeric == "float":
+        raise UnsupportedError(
+            f"{kind} has no integer semantics; quantize the graph for a target before simulating it as integers"
+        )
+    if not integer and op.numeric == "integer":
+        raise UnsupportedError(f"{kind} is an integer op; simulate this graph with --integer")
+    which = "integer" if integer else "float"
+    raise UnsupportedError(f"the {which} simulator has no kernel for {kind}; register one with "
+                           f"@register_kernel({kind}, mode={which!r})")
+
+
+# -- kernels of the ops ----------------------------------------------------------------------------------
 def _channel_param(array: np.ndarray, in_shape: Shape, dtype) -> np.ndarray:
     """Reshape a per-channel (C,) array to broadcast over (C, *spatial)."""
     return array.reshape((array.shape[0],) + (1,) * (len(in_shape) - 1)).astype(dtype)
@@ -312,107 +369,130 @@ def _linear_groups(weight: np.ndarray, delays: np.ndarray, make: Callable[[np.nd
     return groups
 
 
-def make_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, mode: str) -> Kernel:
-    """The kernel for `op` in `mode` ('float64', 'float32' or 'integer')."""
-    integer = mode == "integer"
-    dtype = np.dtype(np.int64) if integer else np.dtype(mode)
-    kind = op.kind
-    if kind in ("Input", "Output"):
-        return Identity(in_shape, out_shape, dtype)
-    if kind == "Constant":
-        return ConstantSource(in_shape, out_shape, dtype, op.value)
-    if kind == "Flatten":
-        return FlattenKernel(in_shape, out_shape, dtype)
-    if kind == "SumPool2d":
-        return MapKernel(in_shape, out_shape, dtype,
-                         lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding))
-    if kind == "Delay":
-        delay = np.broadcast_to(op.delay, in_shape)
-        groups = [(int(d), (lambda m: lambda x: x * m)((delay == d).astype(dtype))) for d in np.unique(delay)]
-        return DelayedSum(in_shape, out_shape, dtype, groups)
-    if integer:
-        return _integer_kernel(op, in_shape, out_shape)
-    if kind in _INTEGER_KINDS:
-        raise UnsupportedError(f"{kind} is an integer op; simulate this graph with --integer")
-    return _float_kernel(op, in_shape, out_shape, dtype)
+@register_kernel(O.Input)
+@register_kernel(O.Output)
+def _identity(op: Op, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return Identity(in_shape, out_shape, dtype)
 
 
-_INTEGER_KINDS = {"QLinear", "QConv", "QNeuron", "QPlasticLinear"}
+@register_kernel(O.Constant)
+def _constant(op: O.Constant, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return ConstantSource(in_shape, out_shape, dtype, op.value)
 
 
-def _float_kernel(op: Op, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    kind = op.kind
-    if isinstance(op, NeuronOp):
-        return FloatNeuron(op, out_shape, dtype)
-    if kind == "Linear":
-        bias = None if op.bias is None else op.bias.astype(dtype)
-        if op.delays is None or not op.delays.any():
-            w_t = np.ascontiguousarray(op.weight.astype(dtype).T)
-            if bias is None:
-                return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)
-            return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t + bias)
-        groups = _linear_groups(op.weight.astype(dtype), op.delays,
-                                lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
-        return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)
-    if kind == "SparseLinear":
-        from scipy.sparse import csr_matrix
-
-        matrix = csr_matrix((op.values.astype(dtype), op.indices, op.indptr), shape=(op.out_features, op.in_features))
-        transposed = matrix.T.tocsr()
-        return MapKernel(in_shape, out_shape, dtype, lambda x: np.asarray(x @ transposed))
-    if kind in ("Conv1d", "Conv2d"):
-        w = op.weight.astype(dtype)
-        bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)
-        stride, padding, dilation = (
-            ((op.stride,), (op.padding,), (op.dilation,)) if kind == "Conv1d" else (op.stride, op.padding, op.dilation)
-        )
-
-        def conv(x: np.ndarray) -> np.ndarray:
-            y = arraymath.conv(x, w, stride, padding, dilation, op.groups)
-            return y if bias is None else y + bias
-
-        return MapKernel(in_shape, out_shape, dtype, conv)
-    if kind == "AvgPool2d":
-        area = dtype.type(op.kernel_size[0] * op.kernel_size[1])
-        return MapKernel(in_shape, out_shape, dtype,
-                         lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding) / area)
-    if kind == "Scale":
-        scale = op.scale.astype(dtype)
-        return MapKernel(in_shape, out_shape, dtype, lambda x: x * scale)
-    if kind == "BatchNorm":
-        a = (1.0 / np.sqrt(op.var + op.eps) * op.weight)
-        b = _channel_param(op.bias - op.mean * a, in_shape, dtype)
-        a = _channel_param(a, in_shape, dtype)
-        return MapKernel(in_shape, out_shape, dtype, lambda x: x * a + b)
-    raise UnsupportedError(f"the float simulator has no kernel for {kind}")
+@register_kernel(O.Flatten)
+def _flatten(op: O.Flatten, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return FlattenKernel(in_shape, out_shape, dtype)
 
 
-def _integer_kernel(op: Op, in_shape: Shape | None, out_shape: Shape) -> Kernel:
-    kind = op.kind
-    int64 = np.dtype(np.int64)
-    if kind == "QNeuron":
-        return IntegerNeuron(op, out_shape)
-    if kind == "QPlasticLinear":
-        from nmcompile.ir.plasticity import PlasticLinear
+@register_kernel(O.SumPool2d)
+def _sum_pool(op: O.SumPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return MapKernel(in_shape, out_shape, dtype,
+                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding))
 
-        return PlasticLinear(op, in_shape, out_shape)
-    if kind == "QLinear":
-        weight = op.effective_weight()
 
-        def make(w: np.ndarray) -> Apply:
-            w_t = np.ascontiguousarray(w.T)
-            bound = int(np.abs(w).sum(axis=1).max()) if w.size else 0
-            return lambda x: fixed.floor_shift(arraymath.int_matmul(x, w_t, bound), op.weight_exp)
+@register_kernel(O.Delay)
+def _delay(op: O.Delay, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    delay = np.broadcast_to(op.delay, in_shape)
+    groups = [(int(d), (lambda m: lambda x: x * m)((delay == d).astype(dtype))) for d in np.unique(delay)]
+    return DelayedSum(in_shape, out_shape, dtype, groups)
 
-        return DelayedSum(in_shape, out_shape, int64, _linear_groups(weight, op.delay, make))
-    if kind == "QConv":
 
-        def conv(x: np.ndarray) -> np.ndarray:
-            acc = arraymath.int_conv(x, op.weight, op.stride, op.padding, op.dilation, op.groups)
-            acc = fixed.floor_shift(acc, op.weight_exp)
-            return fixed.wrap_signed(acc, op.wrap_bits) if op.wrap_bits else acc
+def _float_neuron(op: NeuronOp, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return FloatNeuron(op, out_shape, dtype)
 
-        return DelayedSum(in_shape, out_shape, int64, [(op.delay, conv)])
-    raise UnsupportedError(
-        f"{kind} has no integer semantics; quantize the graph for a target before simulating it as integers"
+
+for _neuron in (O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI, O.MPBNLIF):
+    register_kernel(_neuron, mode="float")(_float_neuron)
+
+
+@register_kernel(O.Linear, mode="float")
+def _linear(op: O.Linear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    bias = None if op.bias is None else op.bias.astype(dtype)
+    if op.delays is None or not op.delays.any():
+        w_t = np.ascontiguousarray(op.weight.astype(dtype).T)
+        if bias is None:
+            return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)
+        return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t + bias)
+    groups = _linear_groups(op.weight.astype(dtype), op.delays,
+                            lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
+    return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)
+
+
+@register_kernel(O.SparseLinear, mode="float")
+def _sparse_linear(op: O.SparseLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    from scipy.sparse import csr_matrix
+
+    matrix = csr_matrix((op.values.astype(dtype), op.indices, op.indptr), shape=(op.out_features, op.in_features))
+    transposed = matrix.T.tocsr()
+    return MapKernel(in_shape, out_shape, dtype, lambda x: np.asarray(x @ transposed))
+
+
+@register_kernel(O.Conv1d, mode="float")
+@register_kernel(O.Conv2d, mode="float")
+def _conv(op: O.Conv1d | O.Conv2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    w = op.weight.astype(dtype)
+    bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)
+    stride, padding, dilation = (
+        ((op.stride,), (op.padding,), (op.dilation,)) if isinstance(op, O.Conv1d)
+        else (op.stride, op.padding, op.dilation)
     )
+
+    def conv(x: np.ndarray) -> np.ndarray:
+        y = arraymath.conv(x, w, stride, padding, dilation, op.groups)
+        return y if bias is None else y + bias
+
+    return MapKernel(in_shape, out_shape, dtype, conv)
+
+
+@register_kernel(O.AvgPool2d, mode="float")
+def _avg_pool(op: O.AvgPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    area = dtype.type(op.kernel_size[0] * op.kernel_size[1])
+    return MapKernel(in_shape, out_shape, dtype,
+                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding) / area)
+
+
+@register_kernel(O.Scale, mode="float")
+def _scale(op: O.Scale, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    scale = op.scale.astype(dtype)
+    return MapKernel(in_shape, out_shape, dtype, lambda x: x * scale)
+
+
+@register_kernel(O.BatchNorm, mode="float")
+def _batch_norm(op: O.BatchNorm, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    a = (1.0 / np.sqrt(op.var + op.eps) * op.weight)
+    b = _channel_param(op.bias - op.mean * a, in_shape, dtype)
+    a = _channel_param(a, in_shape, dtype)
+    return MapKernel(in_shape, out_shape, dtype, lambda x: x * a + b)
+
+
+@register_kernel(O.QNeuron, mode="integer")
+def _integer_neuron(op: O.QNeuron, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return IntegerNeuron(op, out_shape)
+
+
+@register_kernel(O.QLinear, mode="integer")
+def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    weight = op.effective_weight()
+
+    def make(w: np.ndarray) -> Apply:
+        w_t = np.ascontiguousarray(w.T)
+        bound = int(np.abs(w).sum(axis=1).max()) if w.size else 0
+        return lambda x: fixed.floor_shift(arraymath.int_matmul(x, w_t, bound), op.weight_exp)
+
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
+
+
+@register_kernel(O.QConv, mode="integer")
+def _integer_conv(op: O.QConv, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+
+    def conv(x: np.ndarray) -> np.ndarray:
+        acc = arraymath.int_conv(x, op.weight, op.stride, op.padding, op.dilation, op.groups)
+        acc = fixed.floor_shift(acc, op.weight_exp)
+        return fixed.wrap_signed(acc, op.wrap_bits) if op.wrap_bits else acc
+
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, conv)])
+
+
+# QPlasticLinear's kernel lives with its learning rule in nmcompile.ir.plasticity, which registers it (this module
+# never imports it). nmcompile.ir.simulate imports it, so it is registered whenever the simulator runs.

@@ -29,7 +29,7 @@ RESET_TIMINGS = ("immediate", "delayed", "snntorch_immediate")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class NeuronOp(Op):
+class NeuronOp(Op, abstract=True):
     """Fields shared by every neuron layer; see the module docstring for the update."""
 
     role = "neuron"
@@ -157,6 +157,8 @@ class MPBNLIF(NeuronOp):
     BN parameters broadcast to `shape`: (C,1,1) channel-wise on conv maps, (N,) or full shape element-wise.
     Only immediate reset timing is defined for this op.
     """
+
+    removed_by = "fold_mpbn"
 
     beta: np.ndarray = array_field(np.float64, default=1.0)
     bn_mean: np.ndarray = array_field(np.float64, default=0.0)

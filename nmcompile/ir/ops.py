@@ -11,12 +11,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nmcompile.ir.base import Op, Provenance, Shape, array_field, as_pair, as_shape, broadcastable, same_op
-
-
-def conv_out_len(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """PyTorch's output length: floor((N + 2p - d(k-1) - 1) / s + 1)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+from nmcompile.ir.base import (
+    OP_TYPES,
+    Op,
+    Provenance,
+    Shape,
+    array_field,
+    as_pair,
+    as_shape,
+    broadcastable,
+    conv_out_len,
+    same_op,
+)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -24,6 +30,7 @@ class Input(Op):
     """A network input: spikes (0/1) or currents of `shape` at every step."""
 
     role = "io"
+    numeric = "neutral"
     shape: Shape
 
     def __post_init__(self) -> None:
@@ -46,6 +53,7 @@ class Constant(Op):
     """A source that emits `value` at every step from step 0 (e.g. 1: a spike per step that carries biases)."""
 
     role = "io"
+    numeric = "neutral"
     shape: Shape
     value: float = 1.0
 
@@ -69,6 +77,7 @@ class Output(Op):
     """A network output: the sum of its inputs, recorded at every step."""
 
     role = "io"
+    numeric = "neutral"
     shape: Shape
 
     def __post_init__(self) -> None:
@@ -86,6 +95,7 @@ class Linear(Op):
     """y_j[t] = sum_i W[j,i] * x_i[t - D[j,i]] + b_j   (D = per-synapse delays in steps, absent = 0)."""
 
     role = "projection"
+    weighted = True
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     delays: np.ndarray | None = array_field(np.int64, optional=True)
@@ -115,6 +125,7 @@ class SparseLinear(Op):
     """
 
     role = "projection"
+    weighted = True
     indptr: np.ndarray = array_field(np.int64)
     indices: np.ndarray = array_field(np.int32)
     values: np.ndarray = array_field(np.float64)
@@ -143,6 +154,7 @@ class Conv1d(Op):
     """PyTorch Conv1d (cross-correlation, zero padding) on (C, L)."""
 
     role = "projection"
+    weighted = True
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     stride: int = 1
@@ -173,6 +185,7 @@ class Conv2d(Op):
     """PyTorch Conv2d (cross-correlation, zero padding) on (C, H, W); pairs are (H, W)."""
 
     role = "projection"
+    weighted = True
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     stride: tuple[int, int] = (1, 1)
@@ -214,8 +227,9 @@ def _check_conv_common(c_out: int, bias: np.ndarray | None, groups: int, stride,
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class _Pool2d(Op):
+class _Pool2d(Op, abstract=True):
     role = "projection"
+    removed_by = "fuse_projections"   # fused into the next Linear/Conv
     kernel_size: tuple[int, int]
     stride: tuple[int, int]
     padding: tuple[int, int] = (0, 0)
@@ -246,6 +260,8 @@ class _Pool2d(Op):
 class SumPool2d(_Pool2d):
     """y = sum over each window (zero padding)."""
 
+    numeric = "neutral"
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class AvgPool2d(_Pool2d):
@@ -256,6 +272,7 @@ class AvgPool2d(_Pool2d):
 class Flatten(Op):
     """Merge dims start_dim..end_dim of the (unbatched) input shape, C-order."""
 
+    numeric = "neutral"
     transparent = True
 
     start_dim: int = 0
@@ -278,6 +295,7 @@ class Scale(Op):
     """y = x * scale (elementwise; `scale` broadcasts to the input shape)."""
 
     role = "projection"
+    removed_by = "fuse_projections"
     scale: np.ndarray = array_field(np.float64)
 
     def out_shape(self, in_shape: Shape | None) -> Shape:
@@ -290,6 +308,7 @@ class Scale(Op):
 class Delay(Op):
     """y[t] = x[t - delay] elementwise (axonal delay in steps; `delay` broadcasts to the input shape)."""
 
+    numeric = "neutral"
     transparent = True
 
     delay: np.ndarray = array_field(np.int64)
@@ -311,6 +330,8 @@ class BatchNorm(Op):
     Kept as a node by the frontends; `fold_bn` folds it into the preceding projection.
     """
 
+    removed_by = "fold_bn"
+
     mean: np.ndarray = array_field(np.float64)
     var: np.ndarray = array_field(np.float64)
     weight: np.ndarray = array_field(np.float64)
@@ -330,21 +351,14 @@ class BatchNorm(Op):
             raise ValueError("running variance must be >= 0 and eps > 0")
 
 
-# Re-export neuron and integer ops so that `nmcompile.ir.ops` is the one place to import ops from.
+# Re-export neuron and integer ops so that `nmcompile.ir.ops` is the one place to import ops from. Importing
+# them also registers them: OP_TYPES (from base.py) then holds every op of the package, by name.
 from nmcompile.ir.integer import QConv, QLinear, QNeuron, QPlasticLinear  # noqa: E402
 from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp  # noqa: E402
-
-OP_TYPES: dict[str, type[Op]] = {
-    cls.__name__: cls
-    for cls in (
-        Input, Constant, Output, Linear, SparseLinear, Conv1d, Conv2d, SumPool2d, AvgPool2d, Flatten, Scale, Delay,
-        BatchNorm, LIF, CubaLIF, IF, LI, CubaLI, MPBNLIF, QLinear, QConv, QNeuron, QPlasticLinear,
-    )
-}
 
 __all__ = [
     "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d", "CubaLI",
     "CubaLIF",
     "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
-    "QNeuron", "QPlasticLinear", "Scale", "Shape", "SparseLinear", "SumPool2d", "same_op",
+    "QNeuron", "QPlasticLinear", "Scale", "Shape", "SparseLinear", "SumPool2d", "conv_out_len", "same_op",
 ]

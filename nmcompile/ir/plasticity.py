@@ -2,7 +2,7 @@
 
 Every sample of a batch learns on its own copy of the weights. Per step the simulator calls `peek()` (the input
 delivered at t with the weights at the start of t), then the neuron layer runs, then `push(x[t])` and
-`learn(post[t])`.
+`learn(post[t])`. Importing this module registers the kernel (nmcompile.ir.simulate does).
 """
 
 from __future__ import annotations
@@ -11,9 +11,24 @@ from collections import deque
 
 import numpy as np
 
+from nmcompile.errors import UnsupportedError
 from nmcompile.ir import fixed
+from nmcompile.ir.base import Shape
+from nmcompile.ir.graph import Graph
 from nmcompile.ir.integer import TRACE_MAX, QPlasticLinear
-from nmcompile.ir.kernels import Kernel
+from nmcompile.ir.kernels import Kernel, register_kernel
+
+
+def post_layer(graph: Graph, name: str) -> str | None:
+    """The neuron layer (QNeuron) that projection `name` feeds without a step in between (only Flatten may sit
+    between them), or None. The rule pairs what the projection delivers at t with that layer's spikes at t."""
+    try:
+        trace = graph.trace_forward(name)
+    except UnsupportedError:
+        return None
+    if graph.node(trace.end).kind != "QNeuron" or np.any(trace.delay(graph)):
+        return None
+    return trace.end
 
 
 def decay_trace(trace: np.ndarray, shift: int, spikes: np.ndarray, increment: int) -> np.ndarray:
@@ -69,3 +84,8 @@ class PlasticLinear(Kernel):
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
         raise AssertionError("plastic projections are simulated step by step")
+
+
+@register_kernel(QPlasticLinear, mode="integer")
+def _plastic_linear(op: QPlasticLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    return PlasticLinear(op, in_shape, out_shape)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmcompile.errors import ShapeError, UnsupportedError
+from nmcompile.ir import plasticity  # registers the QPlasticLinear kernel
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import Kernel, make_kernel
 
@@ -200,10 +201,10 @@ def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
     pairs = []
     for name, op in graph.nodes.items():
         if op.kind == "QPlasticLinear":
-            consumers = [e.dst for e in graph.out_edges(name)]
-            if len(consumers) != 1 or graph.node(consumers[0]).kind != "QNeuron":
+            post = plasticity.post_layer(graph, name)
+            if post is None:
                 raise UnsupportedError(f"plastic projection '{name}' must feed exactly one neuron layer directly")
-            pairs.append((name, consumers[0]))
+            pairs.append((name, post))
     return pairs
 
 

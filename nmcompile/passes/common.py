@@ -1,4 +1,7 @@
-"""Helpers shared by passes: reshaping per-channel arrays, rewiring, scaling projection rows."""
+"""Helpers shared by passes: reshaping per-channel arrays, rewiring, scaling projection rows.
+
+Which ops are weighted projections, transparent, neutral or integer is asked of the op (`op.weighted`, ...).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,6 @@ import numpy as np
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op
 from nmcompile.ir.graph import Graph
-
-WEIGHTED = ("Linear", "SparseLinear", "Conv1d", "Conv2d")
 
 
 def channel_shape(array: np.ndarray, ndim: int) -> np.ndarray:
@@ -60,10 +61,6 @@ def add_bias(op: Op, bias: np.ndarray) -> Op:
     return op.replace(bias=current + np.asarray(bias, dtype=np.float64))
 
 
-def is_weighted(op: Op) -> bool:
-    return op.kind in WEIGHTED
-
-
 def unique_name(graph: Graph, base: str) -> str:
     name, k = base, 1
     while name in graph:
@@ -73,12 +70,10 @@ def unique_name(graph: Graph, base: str) -> str:
 
 
 __all__ = [
-    "WEIGHTED",
     "O",
     "add_bias",
     "bypass",
     "channel_shape",
-    "is_weighted",
     "per_channel",
     "scale_rows",
     "unique_name",

@@ -15,7 +15,7 @@ from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.passes import PassContext
-from nmcompile.passes.common import bypass, channel_shape, is_weighted, scale_rows
+from nmcompile.passes.common import bypass, channel_shape, scale_rows
 
 
 def affine_of(bn: O.BatchNorm) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +31,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         a, c = affine_of(bn)
         preds = g.in_edges(name)
         src = preds[0].src if len(preds) == 1 and not preds[0].recurrent else None
-        if src is not None and is_weighted(g.node(src)) and len(g.out_edges(src)) == 1:
+        if src is not None and g.node(src).weighted and len(g.out_edges(src)) == 1:
             op = g.node(src)
             bias = np.zeros(op.weight.shape[0]) if op.bias is None else op.bias
             g.replace_node(src, scale_rows(op, a).replace(bias=bias * a + c))
@@ -40,7 +40,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             continue
         succ = g.out_edges(name)
         dst = succ[0].dst if len(succ) == 1 and not succ[0].recurrent and len(preds) == 1 else None
-        if dst is not None and is_weighted(g.node(dst)) and len(g.in_edges(dst)) == 1:
+        if dst is not None and g.node(dst).weighted and len(g.in_edges(dst)) == 1:
             g.replace_node(dst, _fold_into_input(g.node(dst), a, c, name, dst))
             for e in preds:
                 g.connect(e.src, dst, e.recurrent)

@@ -23,7 +23,7 @@ from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.passes import PassContext
-from nmcompile.passes.common import is_weighted, per_channel, scale_rows
+from nmcompile.passes.common import per_channel, scale_rows
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -78,7 +78,7 @@ def _negate_inputs(g: Graph, name: str, sign: np.ndarray, shape) -> None:
     """Multiply the rows of every projection feeding `name` by `sign` (per neuron or per channel)."""
     for edge in g.in_edges(name):
         src = g.node(edge.src)
-        if not is_weighted(src) or len(g.out_edges(edge.src)) != 1:
+        if not src.weighted or len(g.out_edges(edge.src)) != 1:
             raise UnsupportedError(
                 f"MPBN layer '{name}' has neurons with gamma < 0, which fold exactly only by negating their inputs, "
                 f"but its input '{edge.src}' ({src.kind}) is not a Linear/Conv feeding only this layer")
@@ -99,7 +99,7 @@ def _constant_neurons(g: Graph, name: str, params: dict, dead: np.ndarray, alway
     bias above its threshold. Both need their inputs removed, so only whole layers or inputs we can zero."""
     for edge in g.in_edges(name):
         src = g.node(edge.src)
-        if not is_weighted(src) or len(g.out_edges(edge.src)) != 1:
+        if not src.weighted or len(g.out_edges(edge.src)) != 1:
             raise UnsupportedError(f"MPBN layer '{name}' has neurons with gamma = 0 (constant output) fed by "
                                    f"'{edge.src}' ({src.kind}), whose rows cannot be zeroed")
         keep = (~dead).astype(np.float64)

@@ -22,9 +22,12 @@ from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Edge, Graph
 from nmcompile.passes import PassContext
-from nmcompile.passes.common import is_weighted, per_channel, scale_rows, unique_name
+from nmcompile.passes.common import per_channel, scale_rows, unique_name
 
-TRANSPARENT = ("Flatten", "SumPool2d", "Scale", "Delay")
+
+def _passes_through(op: O.Op) -> bool:
+    """Transparent (Flatten, Delay) or fused away by this pass (pools, scales): no weights of its own."""
+    return op.transparent or op.removed_by == "fuse_projections"
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
@@ -116,9 +119,9 @@ def _path_has_weights(g: Graph, edge: Edge) -> bool:
     while node not in seen:
         seen.add(node)
         op = g.node(node)
-        if is_weighted(op):
+        if op.weighted:
             return True
-        if op.kind not in TRANSPARENT:
+        if not _passes_through(op):
             return False
         ins = g.in_edges(node)
         if len(ins) != 1:
@@ -154,19 +157,14 @@ def _fold_scale_down(g: Graph, name: str, op: O.Scale, notes: list[str]) -> bool
     shapes = g.shapes()
     in_shape = shapes[name]
     scale = np.broadcast_to(op.scale, in_shape)
-    node = name
-    while True:
-        edge = _only_out(g, node)
-        if edge is None or edge.recurrent or len(g.in_edges(edge.dst)) != 1:
-            return False
-        nxt = g.node(edge.dst)
-        if nxt.kind in ("Flatten", "Delay"):
-            node = edge.dst
-            continue
-        if not is_weighted(nxt):
-            return False
-        target = edge.dst
-        break
+    try:
+        trace = g.trace_forward(name)
+    except UnsupportedError:
+        return False
+    target = trace.end
+    nxt = g.node(target)
+    if trace.recurrent_steps or not nxt.weighted or any(len(g.in_edges(n)) != 1 for n in (*trace.passed, target)):
+        return False
     if nxt.kind == "Linear":
         columns = scale.reshape(-1)
         new = nxt.replace(weight=nxt.weight * columns[None, :])
@@ -189,7 +187,7 @@ def _fold_scale_down(g: Graph, name: str, op: O.Scale, notes: list[str]) -> bool
 def _fold_scale_up(g: Graph, name: str, op: O.Scale, edge_in: Edge, notes: list[str]) -> bool:
     """weighted op -> Scale (its only consumer): multiply the op's output rows."""
     src = g.node(edge_in.src)
-    if edge_in.recurrent or not is_weighted(src) or len(g.out_edges(edge_in.src)) != 1:
+    if edge_in.recurrent or not src.weighted or len(g.out_edges(edge_in.src)) != 1:
         return False
     out_shape = g.shapes()[edge_in.src]
     scale = np.broadcast_to(op.scale, out_shape)
@@ -304,7 +302,7 @@ def _compose_linears(g: Graph, notes: list[str]) -> None:
 def _check(g: Graph) -> None:
     for name in g.order():
         op = g.node(name)
-        if op.kind in ("Scale", "SumPool2d", "AvgPool2d"):
+        if op.removed_by == "fuse_projections":
             raise UnsupportedError(f"'{name}' ({op.kind}) could not be fused into a projection")
         if op.role == "neuron" or op.kind == "Output":
             for edge in g.in_edges(name):
@@ -323,11 +321,11 @@ def _weights_on_path(g: Graph, edge: Edge) -> int:
         op = g.node(node)
         if op.role == "neuron" or op.kind == "Input":
             return count
-        if is_weighted(op):
+        if op.weighted:
             count += 1
         ins = g.in_edges(node)
         if len(ins) != 1:
-            if is_weighted(op) and count == 1:
+            if op.weighted and count == 1:
                 return count  # a projection summing several sources
             raise UnsupportedError(f"'{node}' ({op.kind}) sums {len(ins)} inputs between neuron layers")
         node = ins[0].src

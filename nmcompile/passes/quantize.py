@@ -26,10 +26,11 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
-from nmcompile.passes.common import is_weighted, per_channel
+from nmcompile.passes.common import per_channel
 
-ALLOWED = {"Input", "Constant", "Output", "Flatten", "Delay", "Linear", "Conv1d", "Conv2d", "LIF", "IF", "CubaLIF",
-           "LI", "CubaLI"}
+# The float ops this pass converts (by exact class: a subclass brings its own conversion). Neutral ops are copied
+# as they are; an op some earlier pass removes (op.removed_by) and integer ops are refused.
+CONVERTS = (O.Linear, O.Conv1d, O.Conv2d, O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI)
 SAFETY = 0.999
 
 
@@ -39,9 +40,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if op.kind == "SparseLinear":
             raise UnsupportedError(f"'{name}' (SparseLinear): sparse projections are not quantized yet; use a dense "
                                    "Linear (partitioning and simulation do support them)")
-        if op.kind not in ALLOWED:
-            hint = {"BatchNorm": "fold_bn", "MPBNLIF": "fold_mpbn", "AvgPool2d": "fuse_projections",
-                    "SumPool2d": "fuse_projections", "Scale": "fuse_projections"}.get(op.kind, "an earlier pass")
+        if op.removed_by is not None or (op.numeric != "neutral" and type(op) not in CONVERTS):
+            hint = op.removed_by or "an earlier pass"
             raise UnsupportedError(f"'{name}' ({op.kind}) has no integer form; run {hint} before quantize")
     shapes = graph.shapes()
     groups = _projections_by_layer(graph)
@@ -70,48 +70,33 @@ def _projections_by_layer(g: Graph) -> dict[str, list[str]]:
     """Neuron layer -> the weighted projections feeding it (through Flatten and Delay)."""
     result: dict[str, list[str]] = {}
     for name, op in g.nodes.items():
-        if not is_weighted(op):
+        if not op.weighted:
             continue
-        node = name
-        while True:
-            out = g.out_edges(node)
-            if len(out) != 1:
-                raise UnsupportedError(f"projection '{name}' must feed exactly one neuron layer (run fuse_projections)")
-            node = out[0].dst
-            kind = g.node(node).kind
-            if kind in ("Flatten", "Delay"):
-                continue
-            if g.node(node).role != "neuron":
-                raise UnsupportedError(f"projection '{name}' feeds '{node}' ({kind}); run fuse_projections first")
-            break
+        try:
+            node = g.trace_forward(name).end
+        except UnsupportedError:
+            raise UnsupportedError(f"projection '{name}' must feed exactly one neuron layer (run fuse_projections)") \
+                from None
+        if g.node(node).role != "neuron":
+            raise UnsupportedError(f"projection '{name}' feeds '{node}' ({g.node(node).kind}); run fuse_projections "
+                                   "first")
         result.setdefault(node, []).append(name)
     return result
 
 
 def _delay_before(g: Graph, name: str) -> np.ndarray:
-    """Total Delay on the (single) input path of projection `name`, as an array over its input elements."""
-    total = np.zeros((), dtype=np.int64)
-    node = name
-    while True:
-        ins = g.in_edges(node)
-        if len(ins) != 1:
-            return total
-        src = g.node(ins[0].src)
-        if src.kind == "Delay":
-            total = total + src.delay
-        elif src.kind != "Flatten":
-            return total
-        node = ins[0].src
+    """Steps on the (single) input path of projection `name` (Delay nodes, recurrent edges): 0-d when uniform,
+    else one value per input element."""
+    ins = g.in_edges(name)
+    if len(ins) != 1:
+        raise UnsupportedError(f"projection '{name}' sums {len(ins)} inputs; its input delays would be lost (only a "
+                               "projection with one input path can be quantized)")
+    return g.trace_back(name).delay(g)
 
 
 def _delay_after(g: Graph, name: str) -> np.ndarray:
-    total = np.zeros((), dtype=np.int64)
-    node = g.out_edges(name)[0].dst
-    while g.node(node).kind in ("Delay", "Flatten"):
-        if g.node(node).kind == "Delay":
-            total = total + g.node(node).delay
-        node = g.out_edges(node)[0].dst
-    return total
+    """Steps between projection `name` and the neuron layer it feeds: 0-d when uniform, else one per output."""
+    return g.trace_forward(name).delay(g)
 
 
 def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str]:
@@ -134,21 +119,11 @@ def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str
 
 
 def _touches_projection(g: Graph, name: str) -> bool:
-    node = name
-    while g.node(node).kind in ("Delay", "Flatten"):
-        out = g.out_edges(node)
-        if len(out) != 1:
-            return False
-        node = out[0].dst
-    if is_weighted(g.node(node)):
-        return True
-    node = name
-    while g.node(node).kind in ("Delay", "Flatten"):
-        ins = g.in_edges(node)
-        if len(ins) != 1:
-            return False
-        node = ins[0].src
-    return is_weighted(g.node(node))
+    """Whether the Delay `name` reaches a weighted projection over transparent ops, forwards or backwards."""
+    try:
+        return g.node(g.trace_forward(name).end).weighted or g.node(g.trace_back(name).end).weighted
+    except UnsupportedError:
+        return False
 
 
 # -- one layer ----------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.passes import PassContext
-from nmcompile.passes.common import is_weighted, per_channel, unique_name
+from nmcompile.passes.common import per_channel, unique_name
 
 NEG = -(10**9)
 
@@ -37,17 +37,17 @@ NEG = -(10**9)
 def offsets(g: Graph) -> tuple[dict[str, int], dict[str, int]]:
     """(tau_in, tau) for every node, by longest-path relaxation; raises on a cycle that cannot be retimed."""
     order = g.order()
-    tau_in = {n: (0 if g.node(n).kind in ("Input", "Constant") else NEG) for n in order}
+    tau_in = {n: (0 if not g.node(n).expects_input() else NEG) for n in order}   # sources start at 0
     tau = dict(tau_in)
     for _ in range(len(order) + 1):
         changed = False
         for n in order:
             op = g.node(n)
-            if op.kind not in ("Input", "Constant"):
+            if op.expects_input():
                 value = max((tau[e.src] - int(e.recurrent) for e in g.in_edges(n) if tau[e.src] > NEG), default=NEG)
                 if value > tau_in[n]:
                     tau_in[n], changed = value, True
-            out = tau_in[n] + (1 if is_weighted(op) else 0) if tau_in[n] > NEG else NEG
+            out = tau_in[n] + (1 if op.weighted else 0) if tau_in[n] > NEG else NEG
             if out > tau[n]:
                 tau[n], changed = out, True
         if not changed:
@@ -71,7 +71,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         dst_op = g.node(edge.dst)
         arrive = tau[edge.src] - int(edge.recurrent)
         target_in = latency if dst_op.kind == "Output" else tau_in[edge.dst]
-        extra = target_in - arrive + (1 if is_weighted(dst_op) else 0)
+        extra = target_in - arrive + (1 if dst_op.weighted else 0)
         if extra < 0:
             raise AssertionError("retime: negative delay")  # tau_in is a maximum, so this cannot happen
         if extra == 0 and not edge.recurrent:
@@ -114,7 +114,7 @@ def _biases_to_sources(g: Graph) -> list[str]:
     shapes = g.shapes()
     for name in list(g.order()):
         op = g.node(name)
-        if is_weighted(op) and getattr(op, "bias", None) is not None and np.any(op.bias != 0):
+        if op.weighted and getattr(op, "bias", None) is not None and np.any(op.bias != 0):
             g.replace_node(name, op.replace(bias=None))
             bias_node = _bias_source(g, shapes[name], op.bias if op.kind == "Linear" else
                                      op.bias.reshape((-1,) + (1,) * (len(shapes[name]) - 1)), name)

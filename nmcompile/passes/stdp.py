@@ -15,6 +15,7 @@ from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.integer import STDP_PARAMETERS
+from nmcompile.ir.plasticity import post_layer
 from nmcompile.passes import PassContext
 
 
@@ -55,8 +56,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         if delay.size and np.ptp(delay):
             raise UnsupportedError(f"--stdp {name}: the projection has per-synapse delays; a plastic projection has "
                                    "one delay")
-        consumers = [e.dst for e in g.out_edges(name)]
-        if len(consumers) != 1 or g.node(consumers[0]).kind != "QNeuron":
+        post = post_layer(g, name)
+        if post is None:
             raise UnsupportedError(f"--stdp {name}: the projection must feed one neuron layer directly")
         fields = {f.name: getattr(op, f.name) for f in dataclasses.fields(op)}
         fields["delay"] = int(delay.reshape(-1)[0]) if delay.size else 1
@@ -67,6 +68,6 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             raise UnsupportedError(f"--stdp {name}: {err}") from None
         g.replace_node(name, plastic)
         rule = ", ".join(f"{k}={getattr(plastic, k)}" for k in STDP_PARAMETERS)
-        lines.append(f"{name} -> {consumers[0]}: {op.weight.shape[1]} x {op.weight.shape[0]} synapses learn ({rule})")
+        lines.append(f"{name} -> {post}: {op.weight.shape[1]} x {op.weight.shape[0]} synapses learn ({rule})")
     ctx.reports["stdp"] = StdpReport(lines)
     return g
