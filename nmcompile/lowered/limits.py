@@ -69,25 +69,49 @@ def _uniform(array: np.ndarray) -> bool:
     return flat.size == 0 or bool(np.all(flat == flat[0]))
 
 
-def check_layer(layer: Layer, target: Target) -> None:
-    op, where = layer.op, f"layer '{layer.name}'"
+def check_neuron_options(name: str, op, target: Target, compare: bool = True) -> None:
+    """The neuron options a layer uses, float or integer (quantize checks them before it converts a layer, with
+    `compare=False`: it rewrites '>=' as '>' exactly where a target has only '>')."""
+    where = f"layer '{name}'"
     if not op.spiking:
         if not target.readout_neurons:
-            refuse(where, "a non-spiking readout", "readout_neurons", False, lambda t: t.readout_neurons, target)
-    else:
-        what = {"subtract": "reset by subtraction", "zero": "reset to zero", "none": "no reset"}[op.reset_mode]
-        if op.reset_mode not in target.reset_modes:
-            refuse(where, what, "reset_modes", _options(target.reset_modes),
-                   lambda t: op.reset_mode in t.reset_modes, target)
-        if op.reset_timing not in target.reset_timings:
-            refuse(where, f"{op.reset_timing} reset", "reset_timings", _options(target.reset_timings),
-                   lambda t: op.reset_timing in t.reset_timings, target)
-        if op.compare not in target.comparisons:
-            refuse(where, f"the comparison '{op.compare}'", "comparisons", _options(target.comparisons),
-                   lambda t: op.compare in t.comparisons, target)
-        if op.refractory > target.max_refractory:
-            refuse(where, f"a refractory period of {op.refractory} steps", "max_refractory", target.max_refractory,
-                   lambda t: op.refractory <= t.max_refractory, target)
+            refuse(where, f"a non-spiking readout ({op.kind})", "readout_neurons", False,
+                   lambda t: t.readout_neurons, target)
+        return
+    if op.reset_timing == "snntorch_immediate":
+        raise UnsupportedError(f"{where}: snnTorch's immediate reset by subtraction (reset_delay=False) has no "
+                               "integer form on any target; train with reset_delay=True or reset_mechanism='zero'")
+    what = {"subtract": "reset by subtraction", "zero": "reset to zero", "none": "no reset"}[op.reset_mode]
+    if op.reset_mode not in target.reset_modes:
+        refuse(where, what, "reset_modes", _options(target.reset_modes),
+               lambda t: op.reset_mode in t.reset_modes, target)
+    if op.reset_timing not in target.reset_timings:
+        refuse(where, f"{op.reset_timing} reset", "reset_timings", _options(target.reset_timings),
+               lambda t: op.reset_timing in t.reset_timings, target)
+    if compare and op.compare not in target.comparisons:
+        refuse(where, f"the comparison '{op.compare}'", "comparisons", _options(target.comparisons),
+               lambda t: op.compare in t.comparisons, target)
+    if op.refractory > target.max_refractory:
+        refuse(where, f"a refractory period of {op.refractory} steps", "max_refractory", target.max_refractory,
+               lambda t: op.refractory <= t.max_refractory, target)
+
+
+def check_delays(name: str, delay: np.ndarray, target: Target) -> None:
+    """A projection's delivery delays in steps (one value, or one per synapse)."""
+    where, delay = f"projection '{name}'", np.asarray(delay)
+    low, high = (int(delay.min()), int(delay.max())) if delay.size else (0, 0)
+    if low != high and not target.per_synapse_delays:
+        refuse(where, f"a delay per synapse ({low}..{high} steps)", "per_synapse_delays", False,
+               lambda t: t.per_synapse_delays, target)
+    dmin, dmax = target.delay_range
+    if low < dmin or high > dmax:
+        refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",
+               f"{dmin}..{dmax}", lambda t: t.delay_range[0] <= low and high <= t.delay_range[1], target)
+
+
+def check_layer(layer: Layer, target: Target) -> None:
+    op, where = layer.op, f"layer '{layer.name}'"
+    check_neuron_options(layer.name, op, target)
     vth = int(np.max(op.vth)) if np.size(op.vth) else 0
     if vth > target.vth_max:
         refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", target.vth_max, lambda t: vth <= t.vth_max,
@@ -130,13 +154,7 @@ def check_projection(p: Projection, target: Target) -> None:
     where = f"projection '{p.name}'"
     if p.plastic is not None and not target.stdp:
         refuse(where, "STDP (--stdp)", "stdp", False, lambda t: t.stdp, target)
-    low, high = p.delay_range()
-    dmin, dmax = target.delay_range
-    if low < dmin or high > dmax:
-        refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",
-               f"{dmin}..{dmax}", lambda t: t.delay_range[0] <= low and high <= t.delay_range[1], target)
-    if p.per_synapse_delays and not target.per_synapse_delays:
-        refuse(where, "a delay per synapse", "per_synapse_delays", False, lambda t: t.per_synapse_delays, target)
+    check_delays(p.name, p.delay, target)
     elo, ehi = target.weight_exp_range
     if not elo <= p.weight_exp <= ehi:
         exp = p.weight_exp

@@ -99,7 +99,7 @@ class Projection:
 
     @property
     def integer(self) -> bool:
-        return self.op.numeric == "integer" if hasattr(self.op, "numeric") else self.op.kind.startswith("Q")
+        return self.op.numeric == "integer"
 
     def uniform_delay(self) -> int | None:
         """The delay when every synapse has the same one, else None."""
@@ -231,7 +231,7 @@ class LoweredNetwork:
     @property
     def integer(self) -> bool:
         return all(p.integer for p in self.projections) and all(
-            layer.op.kind == "QNeuron" for layer in self.layers.values())
+            layer.op.numeric == "integer" for layer in self.layers.values())
 
     def into(self, layer: str) -> list[Projection]:
         """The projections whose destination is `layer`."""
@@ -321,7 +321,7 @@ def lower_network(graph: Graph) -> LoweredNetwork:
         elif op.kind == "Output":
             outputs[name] = _output_tap(graph, name, tuple(shapes[name]))
     for name in graph.order():
-        if _is_weighted(graph.node(name)):
+        if graph.node(name).weighted:
             projections.append(_projection(graph, name, shapes))
     mapping = graph.mapping
     if mapping is not None and getattr(mapping, "tiles", None) is not None:
@@ -330,10 +330,6 @@ def lower_network(graph: Graph) -> LoweredNetwork:
             cores.setdefault(tile.layer, set()).add(tile.core)
         layers = {n: Layer(n, layer.op, layer.shape, tuple(sorted(cores.get(n, ())))) for n, layer in layers.items()}
     return LoweredNetwork(graph.name, layers, projections, inputs, constants, outputs, graph.latency, mapping)
-
-
-def _is_weighted(op) -> bool:
-    return op.kind in {"Linear", "SparseLinear", "Conv1d", "Conv2d", "QLinear", "QConv", "QPlasticLinear"}
 
 
 def _output_tap(graph: Graph, name: str, shape: Shape) -> OutputTap:
@@ -359,7 +355,7 @@ def _projection(graph: Graph, name: str, shapes: dict[str, Shape]) -> Projection
     out_shape = tuple(shapes[name])
     weights = _weights(op, in_shape, out_shape)
     delay = _delay(name, op, weights, back.delay(graph), forward.delay(graph))
-    integer = op.kind.startswith("Q")
+    integer = op.numeric == "integer"
     return Projection(
         name=name, op=op, source=back.end, dest=forward.end, source_shape=tuple(shapes[back.end]),
         in_shape=in_shape, out_shape=out_shape, weights=weights, delay=delay,
@@ -382,7 +378,7 @@ def _weights(op, in_shape: Shape, out_shape: Shape) -> Weights:
 
 def _delay(name: str, op, weights: Weights, before: np.ndarray, after: np.ndarray) -> np.ndarray:
     """The op's delay plus the walks' delays: 0-d when uniform, else [out, in] (dense only)."""
-    own = getattr(op, "delay", None) if op.kind.startswith("Q") else getattr(op, "delays", None)
+    own = getattr(op, "delay", None) if op.numeric == "integer" else getattr(op, "delays", None)
     own = np.zeros((), dtype=np.int64) if own is None else np.asarray(own, dtype=np.int64)
     if own.ndim and own.size and np.ptp(own) == 0:
         own = np.asarray(int(own.reshape(-1)[0]), dtype=np.int64)

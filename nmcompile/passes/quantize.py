@@ -24,6 +24,7 @@ from nmcompile.ir import fixed
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
+from nmcompile.lowered.limits import check_delays, check_neuron_options, refuse
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
 from nmcompile.passes.common import per_channel
@@ -144,21 +145,6 @@ class LayerReport:
         return ", ".join(parts) + ("; " + "; ".join(self.notes) if self.notes else "")
 
 
-def _refuse(name: str, what: str, option: str, value, target) -> None:
-    from nmcompile.targets import TARGETS
-
-    able = [t.name for t in TARGETS.values() if _can(t, option, value)]
-    where = f"supported by: {', '.join(able)}" if able else "no target supports it"
-    raise UnsupportedError(f"layer '{name}': {what} is not supported by {target.name} ({where})")
-
-
-def _can(t, option: str, value) -> bool:
-    try:
-        return t.supports(option, value)
-    except KeyError:
-        return False
-
-
 def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], shapes, target,
                     plastic: set[str] = frozenset()):
     shape = op.shape
@@ -227,23 +213,10 @@ def _per_channel_ok(values: np.ndarray) -> bool:
 
 
 def _check_options(name: str, op: NeuronOp, target, notes: list[str]) -> None:
-    if not op.spiking:
-        if not target.readout_neurons:
-            _refuse(name, f"a non-spiking readout ({op.kind})", "readout", True, target)
-        return
-    if op.reset_timing == "snntorch_immediate":
-        raise UnsupportedError(f"layer '{name}': snnTorch's immediate reset by subtraction (reset_delay=False) has no "
-                               "integer form on any target; train with reset_delay=True or reset_mechanism='zero'")
-    if not target.supports("reset_mode", op.reset_mode):
-        what = {"subtract": "reset by subtraction", "zero": "reset to zero", "none": "no reset"}[op.reset_mode]
-        _refuse(name, what, "reset_mode",
-                op.reset_mode, target)
-    if not target.supports("reset_timing", op.reset_timing):
-        _refuse(name, f"{op.reset_timing} reset", "reset_timing", op.reset_timing, target)
-    if not target.supports("refractory", op.refractory):
-        _refuse(name, f"a refractory period of {op.refractory} steps", "refractory", op.refractory, target)
-    if isinstance(op, (O.CubaLIF, O.CubaLI)) and not target.current_decay and np.any(op.alpha != 0):
-        raise UnsupportedError(f"layer '{name}': a decaying synaptic current is not supported by {target.name}")
+    check_neuron_options(name, op, target, compare=False)
+    if op.spiking and isinstance(op, (O.CubaLIF, O.CubaLI)) and not target.current_decay and np.any(op.alpha != 0):
+        refuse(f"layer '{name}'", "a decaying synaptic current", "current_decay", False, lambda t: t.current_decay,
+               target)
 
 
 def _effective_weights(op, rows: np.ndarray, out_shape, layer: str, name: str) -> np.ndarray:
@@ -309,7 +282,7 @@ def _quantize_projection(g: Graph, name: str, ideal_float: np.ndarray, scale, ta
         exponent = F.choose_exponent(peak, fmt, target.weight_exp_range)
         weight, clipped = F.quantize_weights(ideal, fmt, exponent)
         delay = _linear_delays(g, name, op, shapes)
-        _check_delays(name, delay, target)
+        check_delays(name, delay, target)
         return O.QLinear(weight=weight, weight_exp=exponent, num_weight_bits=fmt.num_weight_bits,
                          sign_mode=fmt.sign_mode, delay=delay, provenance=op.provenance), clipped
     exp_range = target.weight_exp_range if target.conv_weight_exp else (0, 0)
@@ -321,7 +294,7 @@ def _quantize_projection(g: Graph, name: str, ideal_float: np.ndarray, scale, ta
     if np.ptp(np.atleast_1d(before)) or np.ptp(np.atleast_1d(after)):
         raise UnsupportedError(f"convolution '{name}': its inputs arrive with different delays; a conv has one delay")
     delay = int(np.max(before)) + int(np.max(after))
-    _check_delays(name, np.array(delay), target)
+    check_delays(name, np.array(delay), target)
     stride, padding, dilation = ((op.stride,), (op.padding,), (op.dilation,)) if op.kind == "Conv1d" else (
         op.stride, op.padding, op.dilation)
     return O.QConv(weight=weight, stride=stride, padding=padding, dilation=dilation, groups=op.groups,
@@ -336,17 +309,6 @@ def _linear_delays(g: Graph, name: str, op: O.Linear, shapes) -> np.ndarray:
     after = np.broadcast_to(after.reshape(-1) if after.size > 1 else after, (op.weight.shape[0],))
     total = base + before[None, :] + after[:, None]
     return total[0, 0] if np.all(total == total.reshape(-1)[0]) else total
-
-
-def _check_delays(name: str, delay: np.ndarray, target) -> None:
-    if not target.per_synapse_delays and np.ptp(delay):
-        raise UnsupportedError(f"projection '{name}' needs per-synapse delays "
-                               f"({int(np.min(delay))}..{int(np.max(delay))} steps); {target.name} has one delay per "
-                               "projection")
-    lo, hi = target.delay_range
-    if np.min(delay) < lo or np.max(delay) > hi:
-        raise UnsupportedError(f"projection '{name}' needs delays {int(np.min(delay))}..{int(np.max(delay))} steps; "
-                               f"{target.name} delivers after {lo}..{hi} steps")
 
 
 class _Report:

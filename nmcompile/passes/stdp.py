@@ -16,6 +16,7 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.integer import STDP_PARAMETERS
 from nmcompile.ir.plasticity import post_layer
+from nmcompile.lowered.limits import refuse
 from nmcompile.passes import PassContext
 
 
@@ -34,7 +35,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         return graph
     target = ctx.require_target("stdp")
     if not target.stdp:
-        raise UnsupportedError(f"STDP is not supported by {target.name} (supported by: fpga)")
+        refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
     g = graph.copy()
     lines = []
     for name, params in requested.items():

@@ -94,7 +94,8 @@ def test_failing_pass_is_named_with_its_predecessors(tmp_path):
                      "loihi2", "--stop-after", "partition", "-o", str(tmp_path / "x"), check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert ("error: pass 'quantize' failed (after fold_bn, fold_mpbn, fuse_projections, retime): layer '1': reset by "
-            "subtraction is not supported by loihi2 (supported by: spinnaker2, fpga)") in proc.stderr
+            "subtraction is not supported by loihi2 (supported by: spinnaker2, fpga; loihi2 reset_modes: zero)") \
+        in proc.stderr
 
 
 def test_unknown_stop_after_pass(tmp_path):

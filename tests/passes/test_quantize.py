@@ -54,7 +54,7 @@ def test_unsupported_reset_is_refused_by_name():
     g = mlp(np.random.default_rng(0), (4, 5, 3), reset_mode="subtract")
     with pytest.raises(PassError, match=r"pass 'quantize' failed \(after fold_bn, fold_mpbn, fuse_projections, "
                                         r"retime\): layer 'lif0': reset by subtraction is not supported by loihi2 "
-                                        r"\(supported by: spinnaker2, fpga\)"):
+                                        r"\(supported by: spinnaker2, fpga; loihi2 reset_modes: zero\)"):
         quantize(g, "loihi2")
     quantize(g, "spinnaker2")
 
