@@ -18,7 +18,8 @@ import numpy as np
 
 from nmcompile import artifact
 from nmcompile.errors import NmcError, ShapeError
-from nmcompile.runtime.fpga_protocol import FpgaLink, ProtocolError, Region
+from nmcompile.protocols.fpga_uart import ProtocolError, Region
+from nmcompile.runtime.fpga_link import FpgaLink
 
 
 class PipeStream:

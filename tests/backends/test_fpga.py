@@ -17,8 +17,8 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.ir.simulate import simulate
+from nmcompile.protocols.fpga_uart import Region
 from nmcompile.runtime.fpga_board import VerilatorBoard
-from nmcompile.runtime.fpga_protocol import Region
 from nmcompile.runtime.hil import verify_artifact
 from tests.backends import networks
 from tests.backends.networks import conv, dense, mlp, recurrent

@@ -20,7 +20,7 @@ import numpy as np
 from nmcompile import __version__
 from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
 from nmcompile.ir.graph import Graph
-from nmcompile.runtime.fpga_protocol import Command, Region, frame, write_frames
+from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
 
 HDL = Path(__file__).resolve().parents[3] / "hdl"
 HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
@@ -102,7 +102,7 @@ def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
              Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
-    from nmcompile.runtime.fpga_protocol import WORD_BYTES
+    from nmcompile.protocols.fpga_uart import WORD_BYTES
 
     return {f"{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names}
 
