@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files as package_files
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
 from nmcompile.ir.graph import Graph
 from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
 
-HDL = Path(__file__).resolve().parents[3] / "hdl"
+HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
 HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
 CLOCK_HZ = 100_000_000
 BAUD = 1_000_000
