@@ -12,7 +12,7 @@ TORCH := torch==2.13.0
 # SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither.
 NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0
 
-.PHONY: setup test lint demo bench clean tools
+.PHONY: setup test lint demo bench clean clean-lava tools
 
 setup: $(STAMP)
 
@@ -31,26 +31,36 @@ $(STAMP): pyproject.toml Makefile
 lint: setup
 	$(BIN)/ruff check nmcompile tests benchmarks examples
 
+# Lava 0.10 needs Python 3.10 (lava-nc declares >=3.10,<3.11): its own venv, used by the Loihi conformance
+# tests, `nmcompile verify --board lava://` and benchmarks/bench_lava.py. It lives per user, outside the checkout,
+# where the lava:// board looks when NMC_LAVA_PYTHON is not set: $XDG_DATA_HOME/nmcompile/lava-venv (default
+# ~/.local/share/nmcompile/lava-venv), shared by every checkout and by an installed nmcompile. `make LAVA_VENV=DIR`
+# puts it elsewhere; test, demo and bench run with NMC_LAVA_PYTHON set to its interpreter. lava-dl is not installed
+# (it pulls a CUDA torch of several GB).
+DATA_HOME := $(if $(filter /%,$(XDG_DATA_HOME)),$(XDG_DATA_HOME),$(HOME)/.local/share)
+LAVA_VENV ?= $(DATA_HOME)/nmcompile/lava-venv
+LAVA_PYTHON := $(LAVA_VENV)/bin/python
+LAVA_STAMP := $(LAVA_VENV)/.installed
+WITH_LAVA := NMC_LAVA_PYTHON=$(LAVA_PYTHON)
+
 test: setup lint lava-env tools
-	$(BIN)/python -m pytest -q
+	$(WITH_LAVA) $(BIN)/python -m pytest -q
 
 demo: setup lava-env tools
-	$(BIN)/python examples/demo.py
+	$(WITH_LAVA) $(BIN)/python examples/demo.py
 
 bench: setup lava-env tools
 	$(BIN)/python benchmarks/bench_simulate.py
 	$(BIN)/python benchmarks/bench_partition.py
-	$(BIN)/python benchmarks/bench_lava.py
+	$(WITH_LAVA) $(BIN)/python benchmarks/bench_lava.py
 	$(BIN)/python benchmarks/bench_fpga.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
 
-# Lava 0.10 needs Python 3.10 (lava-nc declares >=3.10,<3.11): its own venv, used by the Loihi conformance
-# tests, `nmcompile verify --board lava://` and benchmarks/bench_lava.py. lava-dl is not installed (it pulls a
-# CUDA torch of several GB).
-LAVA_VENV := .venv-lava
-LAVA_STAMP := $(LAVA_VENV)/.installed
+# The Lava venv is shared by every checkout of this user: removed only on request.
+clean-lava:
+	rm -rf $(LAVA_VENV)
 # python3.10 on PATH if it runs (a pyenv shim without 3.10 selected does not), else pyenv's newest 3.10.
 PYTHON310 ?= $(shell (python3.10 -c 'import sys' >/dev/null 2>&1 && command -v python3.10) || \
 	(command -v pyenv >/dev/null 2>&1 && ls "$$(pyenv root)"/versions/3.10.*/bin/python3.10 2>/dev/null | tail -n 1))
@@ -60,11 +70,13 @@ lava-env: $(LAVA_STAMP)
 
 $(LAVA_STAMP):
 	@test -n "$(PYTHON310)" || { echo "Lava needs Python 3.10: install python3.10 (apt install python3.10-venv) or run 'pyenv install 3.10.13', then make lava-env"; exit 1; }
-	$(PYTHON310) -m venv $(LAVA_VENV)
-	$(LAVA_VENV)/bin/pip install --quiet --upgrade pip
-	$(LAVA_VENV)/bin/pip install --quiet lava-nc==0.10.0
-	$(LAVA_VENV)/bin/python -c 'import lava.magma; print("lava", "ok")'
-	touch $(LAVA_STAMP)
+	@echo "creating the Lava venv in $(LAVA_VENV)"
+	@mkdir -p "$(dir $(LAVA_VENV))"
+	$(PYTHON310) -m venv "$(LAVA_VENV)"
+	"$(LAVA_VENV)/bin/pip" install --quiet --upgrade pip
+	"$(LAVA_VENV)/bin/pip" install --quiet lava-nc==0.10.0
+	"$(LAVA_PYTHON)" -c 'import lava.magma; print("lava", "ok")'
+	touch "$(LAVA_STAMP)"
 
 # System tools of the FPGA backend: Verilator (builds the RTL conformance model), Yosys (resource estimates), a C++
 # compiler and make (Verilator's build), ccache (faster rebuilds). Installed with apt-get when missing and root.

@@ -206,7 +206,7 @@ def _calibration(request: CompileRequest, source: Source, graph: Graph):
     import numpy as np
 
     if request.calibration_spikes is not None:
-        from nmcompile.runtime.spikes import load_spikes
+        from nmcompile.protocols.spike_files import load_spikes
 
         spikes = load_spikes(request.calibration_spikes)
         shape = graph.node(graph.inputs[0]).shape

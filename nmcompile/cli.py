@@ -209,7 +209,7 @@ def _energy(graph, calibration_spikes) -> None:
     from nmcompile.targets import TARGETS
 
     if calibration_spikes is not None:
-        from nmcompile.runtime.spikes import load_spikes
+        from nmcompile.protocols.spike_files import load_spikes
 
         x = load_spikes(calibration_spikes)
     else:
@@ -313,8 +313,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
 @click.option("--board", "board_url", required=True,
               help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts); verilator:// (the "
                    "FPGA RTL, Verilated and driven through its UART pins; ?program=0 uses only the memory images, "
-                   "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board); "
-                   "ref:// (the integer reference itself, a self-check).")
+                   "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board; "
+                   "?program=0 when it already holds the network, ?timeout=SECONDS); ref:// (the integer reference "
+                   "itself, a self-check). Unknown or malformed options are refused.")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
@@ -323,7 +324,7 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
     from nmcompile.errors import VerificationError
     from nmcompile.runtime.hil import verify_artifact
 
-    result = verify_artifact(artifact_dir, board_url)
+    result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True))
     for line in result.lines():
         click.echo(line)
     if junit is not None:
@@ -374,18 +375,16 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     import numpy as np
 
     from nmcompile.api import load_network
+    from nmcompile.protocols.spike_files import load_spikes
     from nmcompile.runtime.board import open_board
-    from nmcompile.runtime.spikes import load_spikes
 
     spikes = load_spikes(input_path)
     in_process = board_url.startswith("ref://")
     options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
-    board = open_board(board_url, **(options if in_process else {}))
-    try:
+    with open_board(board_url, progress=lambda m: click.echo(m, err=True),
+                    **(options if in_process else {})) as board:
         board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
         out = board.run(spikes)
-    finally:
-        board.close()
     np.savez(output_path, spikes=out, latency=np.int64(board.latency))
     total = int(np.count_nonzero(out)) if out.dtype.kind != "f" or np.all((out == 0) | (out == 1)) else None
     summary = f"{total} output spikes" if total is not None else "output values"

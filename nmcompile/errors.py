@@ -47,6 +47,11 @@ class ToolMissingError(NmcError):
     """An external tool (Lava venv, verilator, arm-none-eabi-gcc, qemu) is not installed; says how to install it."""
 
 
+class BoardError(NmcError):
+    """A board or its transport failed: no answer, a corrupt or unexpected frame, a simulator or runner that
+    exited, a device that cannot be opened. Raised by every board (`nmcompile.runtime`), never for user input."""
+
+
 class VerificationError(NmcError):
     """A deployed network's output differs from the integer reference."""
 

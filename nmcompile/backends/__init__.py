@@ -55,7 +55,8 @@ class Backend:
     emitter     "module:function" with emit(view, target, options, log) -> Emitted; None: this build runs the
                 passes only (`--stop-after`)
     options     compile options the backend reads from `options` in emit
-    boards      URL scheme -> "module:Class" of the boards that run its artifacts (Class.from_url(url, query))
+    boards      URL scheme -> "module:Class" of the boards that run its artifacts: `nmcompile.runtime.board.open_board`
+                imports the class and calls Class.from_url(parsed_url, query, progress=...)
     conformance boards on which the conformance suite runs every shared test network (tests/backends)
     report      "module:function" with section(artifact, options, log) -> list[str]: extra `nmcompile report` lines
     report_options  the options that section reads (`nmcompile report --NAME`)

@@ -1,6 +1,6 @@
 """Hardware in the loop: run an artifact's reference inputs on a board and compare with the golden model.
 
-    result = verify_artifact(Path("out"), "lava://")
+    result = verify_artifact(Path("out"), "lava://", progress=print)
     result.passed, result.lines(), result.junit_xml()
 """
 
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile import artifact
+from nmcompile.runtime.board import Board, Progress, open_board
 
 
 @dataclass
@@ -57,26 +58,25 @@ def first_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
             f"{ours[index]}")
 
 
-def verify_artifact(path: Path, board_url: str, board=None) -> VerifyResult:
-    """Run reference/inputs.npz (plus L silent steps) on the board and compare every output at every step."""
-    from nmcompile.runtime.board import open_board
-
+def verify_artifact(path: Path, board_url: str, board: Board | None = None,
+                    progress: Progress | None = None) -> VerifyResult:
+    """Run reference/inputs.npz (plus L silent steps) on the board (`board`, else the one `board_url` opens) and
+    compare every output at every step, and the learned weights where the board reports them."""
     art = artifact.read(path)
     inputs, expected = art.reference()
     padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
-    board = board or open_board(board_url)
     result = VerifyResult(path, board_url)
     start = time.perf_counter()
-    try:
-        board.load(path)
-        outputs = board.run_all(padded) if hasattr(board, "run_all") else {
-            next(iter(expected)): board.run(padded).reshape(expected[next(iter(expected))].shape)}
-    finally:
-        board.close()
+    with board or open_board(board_url, progress=progress) as opened:
+        opened.load(path)
+        outputs = opened.run_all(padded)
     seconds = time.perf_counter() - start
     for name, reference in expected.items():
         if name.startswith("weight:"):
             result.checks.append(_weight_check(name.split(":", 1)[1], reference, outputs.get(name), seconds))
+            continue
+        if name not in outputs:
+            result.checks.append(Check(f"output {name}", False, "the board returned no such output", seconds))
             continue
         got = np.asarray(outputs[name]).reshape(reference.shape)
         if np.array_equal(got, reference):

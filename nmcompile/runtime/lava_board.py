@@ -1,7 +1,11 @@
 """`lava://`: a loihi2 artifact run in Lava 0.10's bit-accurate CPU models, in Lava's own Python 3.10 venv.
 
-The board calls the artifact's run_lava.py with that interpreter (found at NMC_LAVA_PYTHON, else
-<checkout>/.venv-lava/bin/python, which `make lava-env` creates) and reads the result back.
+The board runs the installed nmcompile's runner (nmcompile/backends/loihi/lava_runner.py, read from the package, not
+the artifact's run_lava.py copy) with Lava's interpreter and reads the result back. The runner builds the network
+with the artifact's generated lava_network.py and network.npz.
+
+The interpreter: $NMC_LAVA_PYTHON if set, else the per-user venv `lava_venv()` =
+$XDG_DATA_HOME/nmcompile/lava-venv (default ~/.local/share/nmcompile/lava-venv), which `make lava-env` creates.
 """
 
 from __future__ import annotations
@@ -9,80 +13,106 @@ from __future__ import annotations
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from importlib.resources import as_file, files
 from pathlib import Path
 
 import numpy as np
 
-from nmcompile.errors import NmcError, ToolMissingError, UnsupportedError
+from nmcompile.errors import BoardError, ToolMissingError
+from nmcompile.runtime.board import BaseBoard, Progress, flag_option
 
-SETUP_HINT = ("run `make lava-env` in the nmcompile checkout (it needs python3.10: on PATH, or `pyenv install "
-              "3.10.13`), or set NMC_LAVA_PYTHON to a Python with lava-nc==0.10.0")
+LAVA_REQUIREMENT = "lava-nc==0.10.0"
+
+
+def lava_venv() -> Path:
+    """The per-user Lava venv: $XDG_DATA_HOME/nmcompile/lava-venv, default ~/.local/share/nmcompile/lava-venv."""
+    data = os.environ.get("XDG_DATA_HOME", "")
+    base = Path(data) if data and Path(data).is_absolute() else Path.home() / ".local" / "share"
+    return base / "nmcompile" / "lava-venv"
+
+
+def setup_hint() -> str:
+    venv = lava_venv()
+    return (f"run `make lava-env` in an nmcompile checkout (it creates {venv} from python3.10: on PATH, or "
+            f"`pyenv install 3.10.13`), or create it yourself: `python3.10 -m venv {venv} && {venv}/bin/pip install "
+            f"{LAVA_REQUIREMENT}`; or set NMC_LAVA_PYTHON to a Python 3.10 with {LAVA_REQUIREMENT}")
+
+
+_PROBED: set[Path] = set()
 
 
 def lava_python() -> Path:
-    """The interpreter of the Lava venv; raises ToolMissingError naming the fix."""
+    """The interpreter of the Lava venv; raises ToolMissingError saying where it looked and how to set it up."""
     env = os.environ.get("NMC_LAVA_PYTHON")
-    candidate = Path(env) if env else Path(__file__).resolve().parents[2] / ".venv-lava" / "bin" / "python"
+    if env:
+        candidate, where = Path(env), f"NMC_LAVA_PYTHON={env}"
+    else:
+        candidate = lava_venv() / "bin" / "python"
+        where = f"{candidate} (NMC_LAVA_PYTHON is not set)"
+    if candidate in _PROBED:
+        return candidate
     if not candidate.exists():
-        raise ToolMissingError(f"Lava is not set up ({candidate} is missing): {SETUP_HINT}")
+        raise ToolMissingError(f"Lava is not set up: looked for {where}, which does not exist; {setup_hint()}")
     probe = subprocess.run([str(candidate), "-c", "import lava.magma"], capture_output=True, text=True)
     if probe.returncode != 0:
-        raise ToolMissingError(f"{candidate} cannot import lava: {SETUP_HINT}")
+        raise ToolMissingError(f"Lava is not set up: {where} cannot import lava ({LAVA_REQUIREMENT}); {setup_hint()}")
+    _PROBED.add(candidate)
     return candidate
 
 
-class LavaBoard:
-    """Runs whole input sequences; every sample starts from a freshly built network."""
+class LavaBoard(BaseBoard):
+    """Runs whole input sequences; every sample starts from a freshly built network.
 
-    def __init__(self, states: bool = False):
+    lava://           outputs
+    lava://?states=1  also every LIF layer's u and v (`last_states["<layer>.u"]`, [T, B, *shape])
+    """
+
+    scheme = "lava"
+    target = "loihi2"
+    requires = ("lava_network.py", "network.npz")
+    options = (flag_option("states"),)
+
+    def __init__(self, states: bool = False, progress: Progress | None = None):
+        super().__init__(progress)
         self.states = states
-        self.latency = 0
         self._artifact: Path | None = None
         self.last_states: dict[str, np.ndarray] = {}
         self.seconds_per_step: np.ndarray | None = None
 
     def load(self, source: object) -> None:
-        from nmcompile import artifact
-
-        path = Path(str(source))
-        art = artifact.read(path)
-        if art.target != "loihi2" or not (path / "lava_network.py").is_file():
-            stopped = ", stopped before emitting" if art.manifest["stage"] != "complete" else ""
-            raise UnsupportedError(f"{path}: lava:// runs artifacts compiled with --target loihi2 (this one is for "
-                                   f"{art.target}{stopped})")
-        self._artifact = path
-        self.latency = art.latency
-        self._outputs = list(art.manifest["outputs"])
-
-    def run(self, spikes: np.ndarray) -> np.ndarray:
-        results = self.run_all(spikes)
-        out = results[self._outputs[0]]
-        return out.reshape(out.shape[0], out.shape[1], -1)
+        """A compiled loihi2 artifact directory."""
+        self._artifact = self.read_artifact(source).path
 
     def run_all(self, spikes: np.ndarray) -> dict[str, np.ndarray]:
-        """Every output (and, with states=True, every layer's u and v) for spikes [T, B, ...]."""
-        if self._artifact is None:
-            raise NmcError("no artifact loaded; call load() first")
+        """Every output (and, with states=True, every layer's u and v in `last_states`) for spikes [T, B, ...]."""
+        spikes = self.check_spikes(spikes)
         python = lava_python()
-        with tempfile.TemporaryDirectory(prefix="nmcompile-lava-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="nmcompile-lava-") as tmp, \
+                as_file(files("nmcompile.backends.loihi") / "lava_runner.py") as runner:
             inputs, result = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-            np.savez(inputs, spikes=np.asarray(spikes).astype(np.int64))
-            cmd = [str(python), str(self._artifact / "run_lava.py"), str(self._artifact), str(inputs), str(result)]
+            np.savez(inputs, spikes=spikes.astype(np.int64))
+            cmd = [str(python), str(runner), str(self._artifact), str(inputs), str(result)]
             if self.states:
                 cmd.append("--states")
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            try:
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+            except OSError as err:
+                raise BoardError(f"cannot start {python}: {err}") from None
             if proc.returncode != 0:
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
-                raise NmcError(f"Lava run failed: {tail[:400]}")
-            with np.load(result) as f:
-                data = {k: f[k] for k in f.files}
+                raise BoardError(f"Lava run failed (exit status {proc.returncode}): {tail[:400]}")
+            try:
+                with np.load(result) as f:
+                    data = {k: f[k] for k in f.files}
+            except (OSError, ValueError) as err:
+                raise BoardError(f"the Lava runner wrote no readable result: {err}") from None
         self.seconds_per_step = data.pop("seconds_per_step", None)
-        self.last_states = {k: v for k, v in data.items() if k not in self._outputs}
-        return {k: data[k] for k in self._outputs}
-
-    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        raise UnsupportedError("lava:// runs whole sequences (Lava's CPU simulator is driven per run); use run()")
+        missing = [k for k in self.outputs if k not in data]
+        if missing:
+            raise BoardError(f"the Lava runner returned no output {', '.join(missing)}")
+        self.last_states = {k: v for k, v in data.items() if k not in self.outputs}
+        return {k: data[k] for k in self.outputs}
 
     def close(self) -> None:
+        super().close()
         self._artifact = None

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from nmcompile.errors import NmcError, ToolMissingError
+from nmcompile.errors import BoardError, InputFileError, ToolMissingError
 
 SIM_CLKS_PER_BIT = 4          # UART bit time in simulation (the harness and the RTL must agree)
 BINARY = "Vnmc_top"
@@ -28,8 +28,8 @@ def cache_root() -> Path:
 def verilator() -> str:
     path = shutil.which("verilator")
     if path is None:
-        raise ToolMissingError("verilator is not installed; `make setup-tools` (apt-get install verilator) or see "
-                               "README.md")
+        raise ToolMissingError("verilator is not installed; install it with `apt-get install verilator` (`make tools` "
+                               "in an nmcompile checkout does this), see README.md")
     return path
 
 
@@ -37,7 +37,7 @@ def _sources(project: Path) -> list[Path]:
     files = [*sorted((project / "hdl").glob("*.v")), project / "nmc_top.v", project / "tb" / "nmc_harness.cpp"]
     missing = [str(f.relative_to(project)) for f in files if not f.is_file()]
     if missing:
-        raise NmcError(f"{project}: not an fpga project ({', '.join(missing)} missing)")
+        raise InputFileError(f"{project}: not an fpga project ({', '.join(missing)} missing)")
     return files
 
 
@@ -72,7 +72,7 @@ def build_model(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT, log=None) -
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         shutil.rmtree(work, ignore_errors=True)
-        raise NmcError(f"verilator failed to build {project}:\n{tail}")
+        raise BoardError(f"verilator failed to build {project}:\n{tail}")
     (work / BINARY).write_bytes((work / "obj" / BINARY).read_bytes())
     (work / BINARY).chmod(0o755)
     shutil.rmtree(work / "obj", ignore_errors=True)
@@ -83,5 +83,15 @@ def build_model(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT, log=None) -
     return binary
 
 
-if __name__ == "__main__":  # python -m nmcompile.runtime.verilator_build ARTIFACT/fpga
-    print(build_model(Path(sys.argv[1]), log=print))
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nmcompile.runtime.verilator_build ARTIFACT/fpga`: build (or find) the model, print its path."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m nmcompile.runtime.verilator_build ARTIFACT/fpga", file=sys.stderr)
+        return 2
+    print(build_model(Path(args[0]), log=lambda m: print(m, file=sys.stderr)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,8 +17,8 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.ir.simulate import simulate
+from nmcompile.protocols.fpga_uart import Region
 from nmcompile.runtime.fpga_board import VerilatorBoard
-from nmcompile.runtime.fpga_protocol import Region
 from nmcompile.runtime.hil import verify_artifact
 from tests.backends import networks
 from tests.backends.networks import dense, mlp
@@ -310,3 +310,34 @@ def test_cli_run_on_the_rtl_equals_the_reference(tmp_path):
         assert proc.returncode == 0, proc.stderr
     ours, theirs = (np.load(tmp_path / f"{b}.npz")["spikes"] for b in ("ref", "ver"))
     assert ours.any() and np.array_equal(ours, theirs)
+
+
+def test_stream_in_chunks_equals_run(tmp_path):
+    """stream() feeds one sample in chunks; the RTL keeps its state between them."""
+    from nmcompile.runtime.board import open_board
+
+    rng = np.random.default_rng(6)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
+    x = (rng.random((30, 1, 20)) < 0.3).astype(np.int8)
+    with open_board("verilator://?program=0") as board:
+        board.load(out)
+        whole = board.run(x)
+        parts = list(board.stream([x[:11], x[11:12], x[12:]]))
+        with pytest.raises(NmcError, match="streams one sample at a time"):
+            list(board.stream([np.zeros((3, 2, 20))]))
+    assert whole.any()
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+
+
+def test_build_progress_goes_to_the_callback(tmp_path, monkeypatch, capfd):
+    """A fresh Verilator build is announced through `progress`, not printed."""
+    from nmcompile.runtime.board import open_board
+
+    monkeypatch.setenv("NMC_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(7)
+    out = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64))
+    messages = []
+    with open_board("verilator://", progress=messages.append) as board:
+        board.load(out)
+    assert any("building the Verilated model" in m for m in messages), messages
+    assert capfd.readouterr().out == ""

@@ -103,8 +103,8 @@ def test_netx_loads_in_lava_dl_when_installed(tmp_path):
     python = lava_python()
     probe = subprocess.run([str(python), "-c", "import lava.lib.dl.netx"], capture_output=True)
     if probe.returncode != 0:
-        pytest.skip("lava-dl is not installed in the Lava venv (it pulls a CUDA torch of several GB); to run this "
-                    "check: .venv-lava/bin/pip install lava-dl==0.6.0")
+        pytest.skip(f"lava-dl is not installed in the Lava venv (it pulls a CUDA torch of several GB); to run this "
+                    f"check: {python.parent / 'pip'} install lava-dl==0.6.0")
     rng = np.random.default_rng(0)
     out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
     script = f"""

@@ -18,10 +18,8 @@ from nmcompile.api import CompileRequest, SourceOptions, compile_network
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
-from nmcompile.runtime.fpga_board import SerialBoard
-from nmcompile.runtime.fpga_protocol import (
+from nmcompile.protocols.fpga_uart import (
     Command,
-    FpgaLink,
     ProtocolError,
     Region,
     crc16,
@@ -30,6 +28,8 @@ from nmcompile.runtime.fpga_protocol import (
     split_frames,
     unpack_outputs,
 )
+from nmcompile.runtime.fpga_board import SerialBoard
+from nmcompile.runtime.fpga_link import FpgaLink
 from nmcompile.runtime.hil import verify_artifact
 from nmcompile.runtime.verilator_build import build_model
 

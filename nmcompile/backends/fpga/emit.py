@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from importlib.resources import files as package_files
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,9 @@ from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
-from nmcompile.runtime.fpga_protocol import Command, Region, frame, write_frames
+from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
 
-HDL = Path(__file__).resolve().parents[3] / "hdl"
+HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
 HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
 CLOCK_HZ = 100_000_000
 BAUD = 1_000_000
@@ -105,7 +106,7 @@ def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
              Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
-    from nmcompile.runtime.fpga_protocol import WORD_BYTES
+    from nmcompile.protocols.fpga_uart import WORD_BYTES
 
     return {f"{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names}
 

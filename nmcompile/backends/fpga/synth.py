@@ -81,7 +81,8 @@ def synthesize(project: Path, log=None) -> Utilization:
             return Utilization(**stored["utilization"])
     yosys = shutil.which("yosys")
     if yosys is None:
-        raise ToolMissingError("yosys is not installed; `make setup-tools` (apt-get install yosys) or see README.md")
+        raise ToolMissingError("yosys is not installed; install it with `apt-get install yosys` (`make tools` in an "
+                               "nmcompile checkout does this), see README.md")
     if log:
         log("running Yosys synth_xilinx -family xc7 (about 30 s for a small design, minutes for large memories)")
     with tempfile.TemporaryDirectory(prefix="nmc-yosys-") as tmp:
