@@ -73,7 +73,7 @@ def test_readout_needs_a_target_with_readouts():
     g.add("out", O.Output(shape=(2,)))
     g.chain("in", "fc", "li", "out")
     with pytest.raises(PassError, match="a non-spiking readout \\(LI\\) is not supported by loihi2 \\(supported by: "
-                                        "spinnaker2\\)"):
+                                        "spinnaker2; loihi2 readout_neurons: False\\)"):
         quantize(g, "loihi2")
     q, _ = quantize(g, "spinnaker2")
     assert q.node("li").spiking is False
