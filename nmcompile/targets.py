@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from nmcompile.errors import UnsupportedError
+from nmcompile.ir import fixed
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,6 @@ class SynapseFormat:
     word_bits: int            # memory is allocated in words of this size
     per_synapse_bits: int     # weight + index (+ delay) bits of one synapse
     per_row_header_bits: int  # per (input axon, core) row: header before its synapses
-    shared_conv_weights: bool  # conv kernels stored once per core (True) or as explicit synapses (False)
     delay_bits: int = 0       # extra bits per synapse when the row carries per-synapse delays
 
 
@@ -125,7 +125,7 @@ LOIHI2 = Target(
     synapse_memory_bits=16384 * 64,
     synapse_format=SynapseFormat(
         description="rows of 64-bit words: per axon a 10-bit header, per synapse 8 weight + 10 index bits",
-        word_bits=64, per_synapse_bits=8 + 10, per_row_header_bits=10, shared_conv_weights=False, delay_bits=6),
+        word_bits=64, per_synapse_bits=8 + 10, per_row_header_bits=10, delay_bits=6),
     fan_in_axons=4096,
     fan_out_axons=4096,
     router_entries=None,
@@ -140,8 +140,8 @@ LOIHI2 = Target(
     weight_exp_range=(-8, 7),
     conv_weight_exp=False,
     conv_wrap_bits=24,
-    vth_max=(1 << 17) - 1,
-    bias_mant_range=(-4096, 4095),
+    vth_max=(1 << fixed.VTH_BITS) - 1,
+    bias_mant_range=(-(1 << (fixed.BIAS_MANT_BITS - 1)), (1 << (fixed.BIAS_MANT_BITS - 1)) - 1),
     bias_exp_range=(0, 7),
     per_neuron_threshold=False,
     per_neuron_decay=False,
@@ -172,7 +172,7 @@ SPINNAKER2 = Target(
     synapse_memory_bits=67328 * 8,
     synapse_format=SynapseFormat(
         description="rows of 32-bit words: per source a 3-word header, 16-bit synapse words (8 weight, 8 index)",
-        word_bits=32, per_synapse_bits=16, per_row_header_bits=3 * 32, shared_conv_weights=False, delay_bits=0),
+        word_bits=32, per_synapse_bits=16, per_row_header_bits=3 * 32, delay_bits=0),
     fan_in_axons=None,
     fan_out_axons=None,
     router_entries=16384,
@@ -187,8 +187,8 @@ SPINNAKER2 = Target(
     weight_exp_range=(-16, 16),
     conv_weight_exp=True,
     conv_wrap_bits=0,
-    vth_max=(1 << 17) - 1,
-    bias_mant_range=(-4096, 4095),
+    vth_max=(1 << fixed.VTH_BITS) - 1,
+    bias_mant_range=(-(1 << (fixed.BIAS_MANT_BITS - 1)), (1 << (fixed.BIAS_MANT_BITS - 1)) - 1),
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
     per_neuron_decay=True,
@@ -213,14 +213,14 @@ SPINNAKER2 = Target(
 
 FPGA = Target(
     name="fpga",
-    description="nmcompile's Verilog LIF/STDP emulator (hdl/), default configuration for an Artix-7 100T",
+    description="nmcompile's Verilog LIF/STDP emulator (nmcompile/hdl/), default configuration for an Artix-7 100T",
     cores_per_chip=1,
     chips=1,
     neurons_per_core=512,
     synapse_memory_bits=(512 + 256) * 512 * 8,
     synapse_format=SynapseFormat(
         description="dense all-to-all 8-bit weight matrix: (neurons + inputs) rows x neurons columns",
-        word_bits=8, per_synapse_bits=8, per_row_header_bits=0, shared_conv_weights=False, delay_bits=0),
+        word_bits=8, per_synapse_bits=8, per_row_header_bits=0, delay_bits=0),
     fan_in_axons=512 + 256,
     fan_out_axons=None,
     router_entries=None,
@@ -235,8 +235,8 @@ FPGA = Target(
     weight_exp_range=(-8, 8),
     conv_weight_exp=True,
     conv_wrap_bits=0,
-    vth_max=(1 << 17) - 1,
-    bias_mant_range=(-4096, 4095),
+    vth_max=(1 << fixed.VTH_BITS) - 1,
+    bias_mant_range=(-(1 << (fixed.BIAS_MANT_BITS - 1)), (1 << (fixed.BIAS_MANT_BITS - 1)) - 1),
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
     per_neuron_decay=True,
@@ -250,9 +250,9 @@ FPGA = Target(
     bias_bits=21,
     sources={
         "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
-        "formats": "the integer model of docs/semantics.md §3, implemented by hdl/ (issue: FPGA backend)",
-        "limits of the RTL": "hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; hdl/nmc_core.v: one delay "
-                             "1..16 per projection (a 32-slot spike ring), int8 weights, exponents -8..8",
+        "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",
+        "limits of the RTL": "nmcompile/hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; nmc_core.v: one "
+                             "delay 1..16 per projection (a 32-slot spike ring), int8 weights, exponents -8..8",
     },
 )
 

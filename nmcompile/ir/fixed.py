@@ -69,15 +69,6 @@ def effective_bias(bias_mant: np.ndarray, bias_exp: np.ndarray) -> np.ndarray:
     return shift_left(bias_mant, bias_exp)
 
 
-def sign_mode_of(weight: np.ndarray) -> str:
-    """Lava's determine_sign_mode: all >= 0 excitatory, all <= 0 inhibitory, else mixed (all-zero: excitatory)."""
-    if weight.size == 0 or weight.min() >= 0:
-        return "excitatory"
-    if weight.max() <= 0:
-        return "inhibitory"
-    return "mixed"
-
-
 def prepared_weights(weight: np.ndarray, sign_mode: str, num_weight_bits: int) -> np.ndarray:
     """The weights Lava's bit-accurate Dense actually uses: clip to 8 bits by sign mode, then drop the low
     k = 8 - num_weight_bits + (mixed) bits (for inhibitory the magnitude is truncated)."""

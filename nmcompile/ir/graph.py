@@ -154,12 +154,6 @@ class Graph:
     def out_edges(self, name: str) -> list[Edge]:
         return [e for e in self._edges if e.src == name]
 
-    def predecessors(self, name: str) -> list[str]:
-        return [e.src for e in self.in_edges(name)]
-
-    def successors(self, name: str) -> list[str]:
-        return [e.dst for e in self.out_edges(name)]
-
     def of_kind(self, *kinds: str) -> list[str]:
         return [n for n, op in self._nodes.items() if op.kind in kinds]
 

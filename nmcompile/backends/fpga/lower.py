@@ -20,8 +20,8 @@ from nmcompile.ir import fixed
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered import Projection as LoweredProjection
 
-MAX_PROJECTIONS = 255           # entries of the projection table (hdl/nmc_core.v, 8-bit projection index)
-U_INPUT_LIMIT = 1 << 24          # |a << 6| per step: keeps u within (-2^23, 2^23] (hdl/nmc_neuron.v)
+MAX_PROJECTIONS = 255           # entries of the projection table (nmcompile/hdl/nmc_core.v)
+U_INPUT_LIMIT = 1 << 24          # |a << 6| per step: keeps u within (-2^23, 2^23] (nmcompile/hdl/nmc_neuron.v)
 QSTEPS = 64                      # input queue depth of the generated design, in steps
 
 
