@@ -152,8 +152,9 @@ def compile_network(request: CompileRequest, log=None, emit=None):
 
     from nmcompile import artifact, backends
     from nmcompile.lowered import lower_network
+    from nmcompile.lowered.limits import refuse
     from nmcompile.passes import PassContext, run_pipeline
-    from nmcompile.targets import TARGETS, get_target
+    from nmcompile.targets import get_target
 
     log = log or (lambda message: None)
     target = get_target(request.target, **request.target_overrides)
@@ -165,8 +166,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     if request.stop_after is None and not backend.available:
         backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
     if request.stdp and not target.stdp:
-        able = ", ".join(t.name for t in TARGETS.values() if t.stdp)
-        raise UnsupportedError(f"STDP (--stdp) is not supported by {target.name} (supported by: {able})")
+        refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
     if request.reference_samples < 1:
         raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
     source = load_source(request.source, request.options)

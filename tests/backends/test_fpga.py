@@ -167,7 +167,8 @@ def test_network_too_big_names_the_numbers(tmp_path):
 def test_stdp_is_refused_on_other_targets(tmp_path):
     rng = np.random.default_rng(0)
     source = save(mlp(rng), tmp_path / "m.nmir")
-    with pytest.raises(NmcError, match=r"STDP \(--stdp\) is not supported by loihi2 \(supported by: fpga\)"):
+    message = r"--stdp: STDP is not supported by loihi2 \(supported by: fpga; loihi2 stdp: False\)"
+    with pytest.raises(NmcError, match=message):
         compile_network(CompileRequest(source=source, target="loihi2", out=tmp_path / "o", stdp={"fc1": {}}),
                         log=lambda m: None)
 
