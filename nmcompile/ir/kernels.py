@@ -153,7 +153,24 @@ class DelayedSum(Kernel):
 
 
 # -- neurons --------------------------------------------------------------------------------------------
-class FloatNeuron(Kernel):
+class NeuronKernel(Kernel):
+    """A neuron layer: `step` advances one step for the whole batch; `run` loops over the steps and, with
+    `record`, keeps every state variable (`state_names`) of every step."""
+
+    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        steps, batch = x.shape[0], x.shape[1]
+        self.reset(batch)
+        out = np.empty((steps, batch, *self.out_shape), dtype=self.dtype)
+        rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
+        for t in range(steps):
+            out[t] = self.step(x[t])
+            for k in rec:
+                rec[k][t] = getattr(self, k)
+        self._recorded = rec
+        return out
+
+
+class FloatNeuron(NeuronKernel):
     """The float neuron update of nmcompile.ir.neurons (one step vectorised over batch and neurons)."""
 
     def __init__(self, op: NeuronOp, out_shape: Shape, dtype: np.dtype):
@@ -221,20 +238,8 @@ class FloatNeuron(Kernel):
         self.v = h
         return spikes.astype(self.dtype)
 
-    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
-        steps, batch = x.shape[0], x.shape[1]
-        self.reset(batch)
-        out = np.empty((steps, batch, *self.out_shape), dtype=self.dtype)
-        rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
-        for t in range(steps):
-            out[t] = self.step(x[t])
-            for k in rec:
-                rec[k][t] = getattr(self, k)
-        self._recorded = rec
-        return out
 
-
-class IntegerNeuron(Kernel):
+class IntegerNeuron(NeuronKernel):
     """The integer CUBA LIF of nmcompile.ir.integer.QNeuron (Lava 0.10 bit-accurate plus options)."""
 
     state_names = ("u", "v")
@@ -286,18 +291,6 @@ class IntegerNeuron(Kernel):
                 v = v - spikes * self.vth
         self.v = v
         return spikes.astype(np.int64)
-
-    def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
-        steps, batch = x.shape[0], x.shape[1]
-        self.reset(batch)
-        out = np.empty((steps, batch, *self.out_shape), dtype=np.int64)
-        rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
-        for t in range(steps):
-            out[t] = self.step(x[t])
-            for k in rec:
-                rec[k][t] = getattr(self, k)
-        self._recorded = rec
-        return out
 
 
 # -- registry -------------------------------------------------------------------------------------------

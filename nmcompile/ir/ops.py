@@ -26,8 +26,8 @@ from nmcompile.ir.base import (
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Input(Op):
-    """A network input: spikes (0/1) or currents of `shape` at every step."""
+class _Source(Op, abstract=True):
+    """A node without inputs that emits values of `shape` at every step."""
 
     role = "io"
     numeric = "neutral"
@@ -49,27 +49,15 @@ class Input(Op):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class Constant(Op):
+class Input(_Source):
+    """A network input: spikes (0/1) or currents of `shape` at every step."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Constant(_Source):
     """A source that emits `value` at every step from step 0 (e.g. 1: a spike per step that carries biases)."""
 
-    role = "io"
-    numeric = "neutral"
-    shape: Shape
     value: float = 1.0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "shape", as_shape(self.shape))
-        super().__post_init__()
-
-    def out_shape(self, in_shape: Shape | None) -> Shape:
-        return self.shape
-
-    def expects_input(self) -> bool:
-        return False
-
-    def check(self) -> None:
-        if any(d <= 0 for d in self.shape):
-            raise ValueError(f"shape {self.shape} has a non-positive dimension")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

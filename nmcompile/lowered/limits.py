@@ -130,18 +130,14 @@ def check_layer(layer: Layer, target: Target) -> None:
 
 def _check_bias(layer: Layer, target: Target) -> None:
     op, where = layer.op, f"layer '{layer.name}'"
-    lo, hi = target.bias_mant_range
-    mant = np.asarray(op.bias_mant)
-    if mant.size and (mant.min() < lo or mant.max() > hi):
-        values = (int(mant.min()), int(mant.max()))
-        refuse(where, f"bias mantissas {values[0]}..{values[1]}", "bias_mant_range", f"{lo}..{hi}",
-               lambda t: t.bias_mant_range[0] <= values[0] and values[1] <= t.bias_mant_range[1], target)
-    lo, hi = target.bias_exp_range
-    exp = np.asarray(op.bias_exp)
-    if exp.size and (exp.min() < lo or exp.max() > hi):
-        values = (int(exp.min()), int(exp.max()))
-        refuse(where, f"bias exponents {values[0]}..{values[1]}", "bias_exp_range", f"{lo}..{hi}",
-               lambda t: t.bias_exp_range[0] <= values[0] and values[1] <= t.bias_exp_range[1], target)
+    for field, values in (("bias_mant_range", op.bias_mant), ("bias_exp_range", op.bias_exp)):
+        lo, hi = getattr(target, field)
+        values = np.asarray(values)
+        if values.size and (values.min() < lo or values.max() > hi):
+            low, high = int(values.min()), int(values.max())
+            what = f"bias {'mantissas' if field == 'bias_mant_range' else 'exponents'} {low}..{high}"
+            refuse(where, what, field, f"{lo}..{hi}",
+                   lambda t, f=field, a=low, b=high: getattr(t, f)[0] <= a and b <= getattr(t, f)[1], target)
     if target.bias_bits is not None:
         peak = int(np.abs(fixed.effective_bias(op.bias_mant, op.bias_exp)).max(initial=0))
         fits = lambda t: t.bias_bits is None or peak < 1 << (t.bias_bits - 1)  # noqa: E731
