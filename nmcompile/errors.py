@@ -8,6 +8,7 @@ where there is one, the fix. The CLI prints that line and exits non-zero; it nev
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 
 class NmcError(Exception):
@@ -21,6 +22,16 @@ class NmcError(Exception):
 
 class InputFileError(NmcError):
     """A file is missing, empty, truncated, corrupt or of the wrong kind."""
+
+
+def existing_file(path) -> Path:
+    """`path` as a Path when it names a non-empty file; else InputFileError ('no such file', 'file is empty')."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise InputFileError(f"{path}: file is empty")
+    return path
 
 
 class GraphError(NmcError):

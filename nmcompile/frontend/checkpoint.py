@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nmcompile.errors import InputFileError, NmcError, ShapeError, UnsupportedError
+from nmcompile.errors import InputFileError, NmcError, ShapeError, UnsupportedError, existing_file
 
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 
@@ -69,11 +69,7 @@ def load_state(path: str | Path, trust_pickle: bool = False) -> Any:
     """torch.load with weights_only=True; returns a state dict (or, with trust_pickle, whatever was saved)."""
     import torch
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputFileError(f"{path}: file is empty")
+    path = existing_file(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:

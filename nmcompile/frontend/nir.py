@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from nmcompile.errors import GraphError, InputFileError, UnsupportedError, warn
+from nmcompile.errors import GraphError, InputFileError, UnsupportedError, existing_file, warn
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op, Provenance
 from nmcompile.ir.graph import Graph
@@ -41,11 +41,7 @@ def read_nir(path: str | Path, dt: float = DEFAULT_DT, reset_mode: str | None = 
     """Read a `.nir` file. `reset_mode` ('zero' or 'subtract') overrides NIR's reset for foreign files."""
     import nir
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputFileError(f"{path}: file is empty")
+    path = existing_file(path)
     try:
         nir_graph = nir.read(str(path))
     except Exception as first:  # nir/h5py raise OSError, KeyError, ValueError, AssertionError, TypeError...

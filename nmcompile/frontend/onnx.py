@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nmcompile.errors import InputFileError, ShapeError, UnsupportedError
+from nmcompile.errors import InputFileError, ShapeError, UnsupportedError, existing_file
 from nmcompile.ir import arraymath
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Provenance
@@ -54,11 +54,7 @@ def read_onnx(path: str | Path) -> Ann:
     import onnx
     from onnx import numpy_helper
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise InputFileError(f"{path}: file is empty")
+    path = existing_file(path)
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from nmcompile.errors import GraphError, InputFileError
+from nmcompile.errors import GraphError, InputFileError, existing_file
 from nmcompile.ir.base import Provenance
 from nmcompile.ir.graph import Graph
 
@@ -91,13 +91,8 @@ def save(graph: Graph, path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> Graph:
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(f"{path}: no such file")
-    data = path.read_bytes()
-    if not data:
-        raise InputFileError(f"{path}: file is empty")
-    return graph_from_bytes(data, str(path))
+    path = existing_file(path)
+    return graph_from_bytes(path.read_bytes(), str(path))
 
 
 def graph_from_bytes(data: bytes, label: str = "<bytes>") -> Graph:
