@@ -78,16 +78,24 @@ $(LAVA_STAMP):
 	"$(LAVA_PYTHON)" -c 'import lava.magma; print("lava", "ok")'
 	touch "$(LAVA_STAMP)"
 
-# System tools of the FPGA backend: Verilator (builds the RTL conformance model), Yosys (resource estimates), a C++
-# compiler and make (Verilator's build), ccache (faster rebuilds). Installed with apt-get when missing and root.
-TOOL_PACKAGES := verilator yosys g++ make ccache
+# System tools: Verilator (builds the FPGA RTL's conformance model), Yosys (resource estimates), a C++ compiler and make
+# (Verilator's build), ccache (faster rebuilds); arm-none-eabi-gcc with newlib and qemu-system-arm (the SpiNNaker 2
+# PE program, run on an emulated Cortex-M4). Installed with apt-get when missing and root; apt waits up to 10 minutes
+# for another apt/dpkg holding its lock instead of failing.
+TOOL_PACKAGES := verilator yosys g++ make ccache gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+APT_WAIT := -o DPkg::Lock::Timeout=600
 
 tools:
-	@missing=""; for t in verilator yosys g++ make; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for t in verilator yosys g++ make arm-none-eabi-gcc qemu-system-arm; do \
+		command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if command -v arm-none-eabi-gcc >/dev/null 2>&1 && \
+		! test -e "$$(arm-none-eabi-gcc -print-file-name=libc_nano.a)"; then missing="$$missing newlib"; fi; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing$$missing with apt-get"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(TOOL_PACKAGES); \
+			echo "installing$$missing with apt-get (waits for another apt/dpkg to finish)"; \
+			apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive apt-get $(APT_WAIT) install -y -qq \
+				--no-install-recommends $(TOOL_PACKAGES) || \
+				{ echo "apt-get failed; install them with: sudo apt-get install --no-install-recommends $(TOOL_PACKAGES)"; exit 1; }; \
 		else \
 			echo "missing:$$missing. Install them with: sudo apt-get install --no-install-recommends $(TOOL_PACKAGES)"; exit 1; \
 		fi; \
