@@ -26,7 +26,7 @@ from nmcompile.backends.fpga.synth import PARTS, synthesize
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import simulate
-from nmcompile.passes import PassContext
+from nmcompile.lowered import lower_network
 from nmcompile.runtime.fpga_board import VerilatorBoard
 from nmcompile.runtime.verilator_build import build_model
 from nmcompile.targets import get_target
@@ -53,7 +53,7 @@ def synaptic_events(g: Graph, x: np.ndarray, target) -> float:
     every neuron of the projection's block."""
     spikes = {"input": x, "lif": simulate(g, x).output}
     total = 0
-    for proj in lower(g, target).projections:
+    for proj in lower(lower_network(g), target).projections:
         source = spikes[proj.src]
         total += int(source[: max(x.shape[0] - proj.delay, 0)].sum()) * proj.dst_len
     return total / (x.shape[0] * x.shape[1])
@@ -65,7 +65,7 @@ def run_case(n: int, synth: bool, work: Path) -> dict:
     target = get_target("fpga", neurons_per_core=max(512, n), fan_in_axons=max(512, n) + 256,
                         synapse_memory_bits=(max(512, n) + 256) * max(512, n) * 8)
     x = (rng.random((STEPS, BATCH, INPUTS)) < RATE).astype(np.int64)
-    files = emit(g, target, PassContext(target=target))
+    files = emit(lower_network(g), target, {}, print).files
     out = work / f"n{n}"
     artifact.write(out, graph=g, target="fpga", source=Path("bench"), pipeline=[], inputs=x, report="", files=files)
     build_start = time.perf_counter()

@@ -22,7 +22,7 @@ from nmcompile.backends.loihi.emit import emit
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import Simulator
-from nmcompile.passes import PassContext
+from nmcompile.lowered import lower_network
 from nmcompile.runtime.lava_board import LavaBoard
 from nmcompile.targets import get_target
 
@@ -53,7 +53,7 @@ def main() -> None:
     x = (rng.random((args.steps, args.batch, args.neurons)) < 0.1).astype(np.int64)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "bench-loihi2"
-        files = emit(graph, get_target("loihi2"), PassContext())
+        files = emit(lower_network(graph), get_target("loihi2"), {}, print).files
         artifact.write(out, graph=graph, target="loihi2", source=Path("bench"), pipeline=[], inputs=x[:5, :1],
                        report="benchmark\n", files=files)
         board = LavaBoard()

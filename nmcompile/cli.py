@@ -204,10 +204,12 @@ def inspect(source: Path, show_ir: bool, check: bool, energy: bool, calibration_
 def _energy(graph, calibration_spikes) -> None:
     import numpy as np
 
-    from nmcompile.passes import PassContext
+    from nmcompile.passes import PassContext, run_pipeline
     from nmcompile.passes.analyse import analyse
     from nmcompile.targets import TARGETS
 
+    # the exact folding passes first: analysis counts synapses of projections between neuron layers
+    graph = run_pipeline(graph, ["fold_bn", "fold_mpbn", "fuse_projections"], PassContext())
     if calibration_spikes is not None:
         from nmcompile.protocols.spike_files import load_spikes
 

@@ -75,16 +75,6 @@ class Target:
     def total_cores(self) -> int:
         return self.cores_per_chip * self.chips
 
-    def supports(self, option: str, value: object) -> bool:
-        table = {"reset_mode": self.reset_modes, "reset_timing": self.reset_timings, "compare": self.comparisons}
-        if option in table:
-            return value in table[option]
-        if option == "refractory":
-            return int(value) <= self.max_refractory
-        if option == "readout":
-            return self.readout_neurons
-        raise KeyError(option)
-
     def describe(self) -> str:
         fmt = self.synapse_format
         lines = [

@@ -23,6 +23,7 @@ from nmcompile.errors import GraphError, NumericError
 Shape = tuple[int, ...]
 
 ROLES = ("io", "projection", "neuron", "structural")
+STORAGES = ("dense", "conv", "csr")   # weight[out, in]; a kernel with conv geometry; CSR indptr/indices/values
 NUMERICS = ("float", "integer", "neutral")   # neutral: exact in float and integer graphs alike
 
 OP_TYPES: dict[str, type[Op]] = {}           # every concrete op class by name (its `kind`), filled on definition
@@ -78,6 +79,7 @@ class Op:
     weighted: ClassVar[bool] = False      # a projection with a weight matrix or kernel (Linear, Conv, QLinear...)
     transparent: ClassVar[bool] = False   # passes values through unweighted (Flatten, Delay): walkers step over it
     removed_by: ClassVar[str | None] = None  # the pass that must remove it before quantize (BatchNorm: fold_bn)
+    storage: ClassVar[str | None] = None  # weighted ops: how the weights are declared, one of STORAGES
     provenance: Provenance | None = None
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -87,6 +89,8 @@ class Op:
             raise TypeError(f"op {name}: role must be one of {ROLES} and numeric one of {NUMERICS}")
         if cls.weighted and cls.role != "projection":
             raise TypeError(f"op {name}: a weighted op must have role 'projection'")
+        if cls.weighted != (cls.storage in STORAGES):
+            raise TypeError(f"op {name}: a weighted op declares its weight storage (one of {STORAGES}), others none")
         if cls.transparent and (cls.weighted or cls.numeric != "neutral"):
             raise TypeError(f"op {name}: a transparent op must be unweighted and numeric 'neutral'")
         if cls.removed_by is not None and cls.numeric == "integer":

@@ -54,19 +54,22 @@ class Trace:
     passed: tuple[str, ...]
     recurrent_steps: int
 
-    def delay(self, graph: Graph) -> np.ndarray:
+    def delay(self, graph: Graph, shapes: Mapping[str, Shape] | None = None,
+              counted: Iterable[str] | None = None) -> np.ndarray:
         """Steps the walk adds (Delay nodes + recurrent edges): a 0-d array when uniform, else one value per
-        element in C order (Flatten and Delay keep the element count)."""
+        element in C order (Flatten and Delay keep the element count). `counted` limits the Delay nodes that
+        count (a pass that merges only some of them); `shapes` saves re-inferring them for per-element delays."""
         total: np.ndarray = np.asarray(self.recurrent_steps, dtype=np.int64)
-        delays = [n for n in self.passed if graph.node(n).kind == "Delay"]
-        if not delays:
-            return total
-        shapes = graph.shapes()
-        for name in delays:
-            d = np.asarray(graph.node(name).delay, dtype=np.int64)
+        keep = None if counted is None else set(counted)
+        for name in self.passed:
+            op = graph.node(name)
+            if op.kind != "Delay" or (keep is not None and name not in keep):
+                continue
+            d = np.asarray(op.delay, dtype=np.int64)
             if d.size and np.ptp(d) == 0:
                 total = total + int(d.reshape(-1)[0])
             else:
+                shapes = shapes if shapes is not None else graph.shapes()
                 total = total + np.broadcast_to(d, shapes[name]).reshape(-1)
         return total
 

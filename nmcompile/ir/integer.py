@@ -36,6 +36,7 @@ class QLinear(Op):
     role = "projection"
     numeric = "integer"
     weighted = True
+    storage = "dense"
     weight: np.ndarray = array_field(np.int64)
     weight_exp: int = 0
     num_weight_bits: int = 8
@@ -72,6 +73,7 @@ class QConv(Op):
     role = "projection"
     numeric = "integer"
     weighted = True
+    storage = "conv"
     weight: np.ndarray = array_field(np.int64)
     stride: tuple[int, ...] = (1, 1)
     padding: tuple[int, ...] = (0, 0)

@@ -84,6 +84,7 @@ class Linear(Op):
 
     role = "projection"
     weighted = True
+    storage = "dense"
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     delays: np.ndarray | None = array_field(np.int64, optional=True)
@@ -114,6 +115,7 @@ class SparseLinear(Op):
 
     role = "projection"
     weighted = True
+    storage = "csr"
     indptr: np.ndarray = array_field(np.int64)
     indices: np.ndarray = array_field(np.int32)
     values: np.ndarray = array_field(np.float64)
@@ -143,6 +145,7 @@ class Conv1d(Op):
 
     role = "projection"
     weighted = True
+    storage = "conv"
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     stride: int = 1
@@ -174,6 +177,7 @@ class Conv2d(Op):
 
     role = "projection"
     weighted = True
+    storage = "conv"
     weight: np.ndarray = array_field(np.float64)
     bias: np.ndarray | None = array_field(np.float64, optional=True)
     stride: tuple[int, int] = (1, 1)

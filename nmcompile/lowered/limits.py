@@ -46,7 +46,7 @@ def check_structure(view: LoweredNetwork) -> None:
             raise UnsupportedError(f"constant source '{source.name}' has value {source.value}; deployed constant "
                                    "sources emit spikes (value 1)")
     for layer in view.layers.values():
-        if layer.op.kind != "QNeuron":
+        if layer.op.numeric != "integer":
             raise UnsupportedError(f"layer '{layer.name}' ({layer.op.kind}) is not quantized; compile it through a "
                                    "target's pipeline (quantize)")
     for p in view.projections:

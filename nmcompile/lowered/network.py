@@ -5,7 +5,7 @@
     for p in view.projections: p.source, p.dest, p.delay, p.weights.form
     view.inputs, view.constants, view.outputs, view.routes()
 
-Resolution rules (the only place they are written):
+Resolution rules (with Graph.trace_back/trace_forward, the only place they are written):
 - A projection is a weighted op (`op.weighted`). Its source is the node reached walking back over transparent
   ops (Flatten, Delay): an Input, a Constant or a neuron layer. Its destination is the neuron layer reached
   walking forward the same way.
@@ -13,7 +13,9 @@ Resolution rules (the only place they are written):
   one value (a 0-d array) when uniform, else one per synapse [out, in] (dense projections only).
 - An Output taps the neuron layer reached walking back from it (`OutputTap.layer`; None when it sums several
   inputs or reads something else; `check_structure` refuses that for a deployment).
-Backends, partitioning, analysis and the plasticity code read this view; none walks the graph itself.
+Backends, partitioning and analysis read this view; none walks the graph itself. (The reference simulator pairs a
+plastic projection with its layer by the same walk, `nmcompile.ir.plasticity.post_layer`, since the IR cannot
+import this layer above it.)
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from nmcompile.errors import UnsupportedError
 from nmcompile.ir.graph import Graph
+from nmcompile.ir.integer import QPlasticLinear
 from nmcompile.lowered.boxes import Box, box_flat_indices, contiguous_ranges, distinct, flat_range_to_boxes
 from nmcompile.lowered.weights import ConvWeights, CsrWeights, DenseWeights, Weights
 
@@ -354,7 +357,7 @@ def _projection(graph: Graph, name: str, shapes: dict[str, Shape]) -> Projection
     in_shape = tuple(shapes[graph.in_edges(name)[0].src])
     out_shape = tuple(shapes[name])
     weights = _weights(op, in_shape, out_shape)
-    delay = _delay(name, op, weights, back.delay(graph), forward.delay(graph))
+    delay = _delay(name, op, weights, back.delay(graph, shapes), forward.delay(graph, shapes))
     integer = op.numeric == "integer"
     return Projection(
         name=name, op=op, source=back.end, dest=forward.end, source_shape=tuple(shapes[back.end]),
@@ -362,13 +365,14 @@ def _projection(graph: Graph, name: str, shapes: dict[str, Shape]) -> Projection
         weight_exp=int(getattr(op, "weight_exp", 0)), sign_mode=str(getattr(op, "sign_mode", "mixed")),
         num_weight_bits=int(getattr(op, "num_weight_bits", 9)),
         wrap_bits=int(getattr(op, "wrap_bits", 0)) if integer else 0,
-        plastic=op if op.kind == "QPlasticLinear" else None)
+        plastic=op if isinstance(op, QPlasticLinear) else None)
 
 
 def _weights(op, in_shape: Shape, out_shape: Shape) -> Weights:
-    if op.kind == "SparseLinear":
+    """The op's weights in the storage form its class declares (`Op.storage`)."""
+    if op.storage == "csr":
         return CsrWeights(op.indptr, op.indices, op.values, int(op.in_features))
-    if op.weight.ndim == 2 and op.kind in ("Linear", "QLinear", "QPlasticLinear"):
+    if op.storage == "dense":
         return DenseWeights(op.weight)
     nd = op.weight.ndim - 2
     tup = lambda v: tuple(int(x) for x in np.atleast_1d(v))[:nd] if nd > 1 else (int(np.atleast_1d(v)[0]),)  # noqa: E731

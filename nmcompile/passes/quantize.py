@@ -92,12 +92,20 @@ def _delay_before(g: Graph, name: str) -> np.ndarray:
     if len(ins) != 1:
         raise UnsupportedError(f"projection '{name}' sums {len(ins)} inputs; its input delays would be lost (only a "
                                "projection with one input path can be quantized)")
-    return g.trace_back(name).delay(g)
+    trace = g.trace_back(name)
+    return trace.delay(g, counted=_merged_on(g, trace.passed))
 
 
 def _delay_after(g: Graph, name: str) -> np.ndarray:
     """Steps between projection `name` and the neuron layer it feeds: 0-d when uniform, else one per output."""
-    return g.trace_forward(name).delay(g)
+    trace = g.trace_forward(name)
+    return trace.delay(g, counted=_merged_on(g, trace.passed))
+
+
+def _merged_on(g: Graph, passed: tuple[str, ...]) -> list[str]:
+    """The Delay nodes of a walk that quantize merges into the projection (a Delay that stays a node, e.g. one
+    with several consumers, keeps its own steps and must not be counted twice)."""
+    return [n for n in passed if g.node(n).kind == "Delay" and _touches_projection(g, n)]
 
 
 def _copy_structure(g: Graph, out: Graph, replaced: dict[str, O.Op]) -> list[str]:
@@ -188,7 +196,7 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         shape=shape, du=_compact(F.current_decay_code(alpha) if cuba else np.full(shape, fixed.DECAY_UNITY - 1)),
         dv=_compact(F.decay_code(beta)), vth=_compact(vth if op.spiking else np.zeros(shape, np.int64)),
         bias_mant=_compact(mant), bias_exp=_compact(bexp),
-        compare=op.compare if target.supports("compare", op.compare) else ">",
+        compare=op.compare if op.compare in target.comparisons else ">",
         reset_mode=op.reset_mode if op.spiking else "none", reset_timing=op.reset_timing if op.spiking else "immediate",
         refractory=op.refractory, spiking=op.spiking,
         u_init=_compact(np.rint(s_full * rows * i_init).astype(np.int64)),

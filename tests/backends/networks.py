@@ -94,11 +94,10 @@ def subtract(rng) -> Graph:
     return g
 
 
-# The shared conformance networks: every registered backend compiles each one and either runs it bit-exactly on
-# its conformance boards or refuses it naming a limit of its target (tests/backends/test_conformance.py).
+# The shared conformance networks: every registered backend compiles each one and runs it bit-exactly on its
+# conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
             "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract}
-BASELINE = ("mlp", "recurrent", "conv")      # every backend must run these
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:

@@ -107,3 +107,20 @@ def test_unknown_stop_after_pass(tmp_path):
 def test_inspect_energy():
     proc = nmcompile("inspect", *DIGITS, "--energy")
     assert "energy estimate for loihi2" in proc.stdout and "bit budget" in proc.stdout
+
+
+def test_inspect_energy_folds_batch_norm_first(tmp_path):
+    """A float network as trained (conv -> BatchNorm -> LIF) is analysed after the exact folding passes."""
+    from nmcompile.ir import ops as O
+    from nmcompile.ir.graph import Graph
+    from nmcompile.ir.serialize import save
+
+    g = Graph("bn")
+    g.add("x", O.Input(shape=(2, 6, 6)))
+    g.add("c", O.Conv2d(weight=np.ones((3, 2, 3, 3))))
+    g.add("bn", O.BatchNorm(mean=np.zeros(3), var=np.ones(3), weight=np.ones(3), bias=np.zeros(3)))
+    g.add("l", O.LIF(shape=(3, 4, 4), beta=0.9))
+    g.add("y", O.Output(shape=(3, 4, 4)))
+    g.chain("x", "c", "bn", "l", "y")
+    proc = nmcompile("inspect", str(save(g, tmp_path / "bn.nmir")), "--energy")
+    assert "energy estimate for loihi2" in proc.stdout and "864" in proc.stdout, proc.stdout

@@ -130,7 +130,8 @@ def test_explicit_recurrence(framework):
 
 
 def test_snntorch_published_traces_through_the_frontend():
-    """shared/research/nir_frontends.md §3.1: Leaky(beta=0.9) and Synaptic(alpha=0.5, beta=0.9) spike trains."""
+    """snnTorch 1.0.0 (snntorch/_neurons/leaky.py, synaptic.py): Leaky(beta=0.9) and Synaptic(alpha=0.5,
+    beta=0.9) spike trains."""
     import snntorch as snn
     import torch
 

@@ -1,4 +1,4 @@
-"""The integer golden model against Lava 0.10's measured behaviour (shared/research/lava_loihi.md §2.7, §3.3).
+"""The integer golden model against Lava 0.10's measured behaviour (PyLifModelBitAcc, PyDenseModelBitAcc).
 
 Each network is Input -> QLinear (delay 1, like Lava's Dense) -> QNeuron -> Output, the shape of the
 RingBuffer -> Dense -> LIF benchmark those traces were measured on.

@@ -1,4 +1,4 @@
-"""The float neuron update against traces published for snnTorch (shared/research/nir_frontends.md §3.1)."""
+"""The float neuron update against traces published for snnTorch (snnTorch 1.0.0, snntorch/_neurons/leaky.py)."""
 
 from __future__ import annotations
 

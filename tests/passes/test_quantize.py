@@ -123,3 +123,27 @@ def test_digits_integer_accuracy_within_one_point(digits, target):
     int_acc = np.mean(out.sum(axis=0).argmax(axis=1) == y_test)
     print(f"{target}: float {100 * float_acc:.2f}%, integer {100 * int_acc:.2f}%")
     assert int_acc >= float_acc - 0.01
+
+
+def test_a_delay_with_two_consumers_is_counted_once():
+    """Input -> fc1 -> l1 -> Delay(2) -> {fcA -> lA, fcB -> lB}: the Delay stays a node (two consumers), so it must
+    not also be merged into fcA's and fcB's own delays (the integer network would then lag the float one)."""
+    from nmcompile.lowered import lower_network
+    from nmcompile.passes import PassContext, run_pipeline
+    from nmcompile.targets import get_target
+
+    rng = np.random.default_rng(0)
+    g = Graph("fan")
+    g.add("in", O.Input(shape=(6,)))
+    g.add("fc1", O.Linear(weight=rng.normal(0.5, 0.3, (6, 6))))
+    g.add("l1", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
+    g.add("d", O.Delay(delay=2))
+    g.chain("in", "fc1", "l1", "d")
+    for s in "AB":
+        g.add(f"fc{s}", O.Linear(weight=rng.normal(0.5, 0.3, (4, 6))))
+        g.add(f"l{s}", O.LIF(shape=(4,), beta=0.9, threshold=1.0))
+        g.add(f"out{s}", O.Output(shape=(4,)))
+        g.chain("d", f"fc{s}", f"l{s}", f"out{s}")
+    compiled = run_pipeline(g, ["retime", "quantize"], PassContext(target=get_target("spinnaker2")))
+    assert "d" in compiled and int(compiled.node("fcA").delay) == 1
+    assert int(lower_network(compiled).projection("fcA").delay) == 3      # Delay 2 + the projection's step
