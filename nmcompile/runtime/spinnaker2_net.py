@@ -1,0 +1,320 @@
+"""A SpiNNaker 2 network on the host: PEs stepped tick by tick, spikes routed between them through the emitted
+routing tables (docs/formats/spinnaker2.md).
+
+    net = Spinnaker2Network(artifact_dir, make_pe)       # make_pe(name, image) -> a PE (ModelPe or a QEMU process)
+    net.check_routes()                                    # every key reaches exactly the PEs that listen to it
+    outputs = net.run(spikes)                             # {output name: [T, B, *shape]}
+
+`ModelPe` executes a PE image in numpy with the kernel's own rules; the `qemu://` board gives each PE a QEMU
+process running the kernel instead. Both see the same input records and answer with the same output records.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmcompile.errors import BoardError, InputFileError
+from nmcompile.ir import fixed
+
+IMAGE_MAGIC, ROUTING_MAGIC, VERSION = 0x324D4E53, 0x52544E53, 0x00010000
+LINK_STEPS = {0: (1, 0), 1: (1, 1), 2: (0, 1), 3: (-1, 0), 4: (-1, -1), 5: (0, -1)}
+
+
+@dataclass
+class Image:
+    """A parsed PE image."""
+
+    source_id: int
+    params: np.ndarray            # [n, 8] int64
+    groups: np.ndarray            # [g, 4] int64: delay, exp, ring offset, 0
+    keys: np.ndarray              # [k, 4] int64: key, mask, index offset, words offset
+    words: np.ndarray             # the image as int64 words (unsigned)
+    state_words: int
+    n_readouts: int
+
+    @property
+    def n(self) -> int:
+        return int(self.params.shape[0])
+
+
+def parse_image(data: bytes, name: str) -> Image:
+    """Check and read an image (one-line InputFileError naming the PE for anything malformed)."""
+    if len(data) < 64 or len(data) % 4:
+        raise InputFileError(f"{name}: not a spinnaker2 PE image ({len(data)} bytes)")
+    words = np.frombuffer(data, dtype="<u4").astype(np.int64)
+    magic, version, sid, n, n_groups, n_keys, off_n, off_g, off_k, off_r, state, n_readouts, size = words[:13]
+    if magic != IMAGE_MAGIC or version != VERSION:
+        raise InputFileError(f"{name}: bad magic or version ({int(magic):#x}, {int(version):#x})")
+    if size != len(data) or not (0 < n <= 256) or not off_n <= off_g <= off_k <= off_r <= size:
+        raise InputFileError(f"{name}: inconsistent header (size {int(size)}, {int(n)} neurons)")
+    signed = words.astype(np.uint32).view(np.int32).astype(np.int64)
+    params = signed[off_n // 4: off_n // 4 + 8 * n].reshape(n, 8)
+    groups = signed[off_g // 4: off_g // 4 + 4 * n_groups].reshape(-1, 4)
+    keys = words[off_k // 4: off_k // 4 + 4 * n_keys].reshape(-1, 4)
+    return Image(int(sid), params, groups, keys, words, int(state), int(n_readouts))
+
+
+class ModelPe:
+    """The PE kernel's rules in numpy: event-driven accumulation into (group, arrival step) rings, then the integer
+    neuron update of docs/semantics.md for every neuron."""
+
+    def __init__(self, image: Image):
+        self.image = image
+        p = image.params
+        self.du, self.dv, self.vth, self.bias, flags = p[:, 0], p[:, 1], p[:, 2], p[:, 3], p[:, 4]
+        self.reset_mode = flags & 3
+        self.delayed = (flags & 4) != 0
+        self.ge = (flags & 8) != 0
+        self.readout = (flags & 16) != 0
+        self.refractory = (flags >> 8) & 0xFF
+        self.u_init, self.v_init = p[:, 5], p[:, 6]
+        self.readouts = np.flatnonzero(self.readout)
+        self.reset()
+
+    def reset(self) -> None:
+        n, groups = self.image.n, self.image.groups
+        self.u, self.v = self.u_init.copy(), self.v_init.copy()
+        self.rc = np.zeros(n, dtype=np.int64)
+        self.tick_count = 0
+        self.rings = [np.zeros((int(d) + 1, n), dtype=np.int64) for d in groups[:, 0]]
+
+    def _fire(self, v: np.ndarray) -> np.ndarray:
+        return np.where(self.ge, v >= self.vth, v > self.vth)
+
+    def receive(self, keys: np.ndarray) -> None:
+        """Spikes emitted in the previous tick: add each synapse's weight to its group's slot of arrival."""
+        image, words, t = self.image, self.image.words, self.tick_count - 1
+        table = image.keys
+        for key in np.asarray(keys, dtype=np.int64).tolist():
+            hit = np.flatnonzero((key & table[:, 1]) == table[:, 0])
+            if hit.size == 0:
+                continue
+            _, mask, index_off, words_off = table[hit[0]]
+            unit = key & ~mask & 0xFFFFFFFF
+            a, b = words[index_off // 4 + unit], words[index_off // 4 + unit + 1]
+            row = words[words_off // 4 + a: words_off // 4 + b]
+            weight = ((row >> 24) & 0xFF).astype(np.int64)
+            weight = np.where(weight >= 128, weight - 256, weight)
+            group, target = (row >> 8) & 0xFF, row & 0xFF
+            for g in np.unique(group).tolist():
+                sel = group == g
+                delay = int(image.groups[g, 0])
+                np.add.at(self.rings[g][(t + delay) % (delay + 1)], target[sel], weight[sel])
+
+    def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One tick: (fired local indices, readout voltages, u, v)."""
+        t = self.tick_count
+        a = np.zeros(self.image.n, dtype=np.int64)
+        for g, (delay, exp, _, _) in enumerate(self.image.groups.tolist()):
+            slot = self.rings[g][t % (delay + 1)]
+            a += fixed.floor_shift(slot, exp)
+            slot[:] = 0
+        drive = np.left_shift(a, fixed.ACT_SHIFT)
+        cleared = self.du + 1 == fixed.DECAY_UNITY
+        u = np.where(cleared, drive, fixed.decay(self.u, self.du + 1) + drive)
+        self.u = fixed.wrap_current(u)
+        v = fixed.decay(self.v, self.dv) + self.u + self.bias
+        spiking = ~self.readout
+        pending = self._fire(self.v) & self.delayed & spiking
+        v = np.where(pending & (self.reset_mode == 1), v - self.vth, v)
+        v = np.where(pending & (self.reset_mode == 0), 0, v)
+        v = fixed.clip_voltage(v)
+        held = self.rc > 0
+        v = np.where(held & spiking, 0, v)
+        fired = self._fire(v) & spiking & ~held
+        self.rc = np.where(fired, self.refractory, np.maximum(self.rc - 1, 0))
+        immediate = fired & ~self.delayed
+        v = np.where(immediate & (self.reset_mode == 0), 0, v)
+        v = np.where(immediate & (self.reset_mode == 1), v - self.vth, v)
+        self.v = v
+        self.tick_count += 1
+        return np.flatnonzero(fired), self.v[self.readouts].copy(), self.u.copy(), self.v.copy()
+
+    def tick(self, keys: np.ndarray):
+        self.receive(keys)
+        return self.update()
+
+    def close(self) -> None:
+        pass
+
+
+class Spinnaker2Network:
+    """The PEs of an artifact and its routing tables; `run` steps them together."""
+
+    def __init__(self, path: Path, make_pe: Callable[[str, bytes], object]):
+        self.path = Path(path)
+        root = self.path / "spinnaker2"
+        try:
+            self.placement = json.loads((root / "placement.json").read_text())
+        except (OSError, ValueError) as err:
+            raise InputFileError(f"{root / 'placement.json'}: missing or not JSON ({err})") from None
+        self.pe_names = [pe["name"] for pe in self.placement["pes"]]
+        self.pe_chip = [tuple(pe["chip"]) for pe in self.placement["pes"]]
+        self.pe_index = [int(pe["pe"]) for pe in self.placement["pes"]]
+        self.images = {}
+        for name in self.pe_names:
+            file = root / f"{name}.bin"
+            if not file.is_file():
+                raise InputFileError(f"{file}: PE image missing")
+            self.images[name] = file.read_bytes()
+        self.parsed = {name: parse_image(data, str(root / f"{name}.bin")) for name, data in self.images.items()}
+        self.tables = {}
+        for chip in self.placement["chips"]:
+            file = root / f"routing_{chip[0]}_{chip[1]}.bin"
+            self.tables[tuple(chip)] = _parse_routing(file)
+        self.make_pe = make_pe
+        self.pes: list = []
+
+    # -- routing -------------------------------------------------------------------------------------------------
+    def route(self, key: int, origin: tuple[int, int]) -> set[int]:
+        """The PEs (indices) a packet with `key` reaches from chip `origin`, following the tables."""
+        by_chip = {(c, p): k for k, (c, p) in enumerate(zip(self.pe_chip, self.pe_index, strict=True))}
+        reached, seen, frontier = set(), set(), [origin]
+        while frontier:
+            chip = frontier.pop()
+            if chip in seen:
+                raise BoardError(f"key {key:#x} loops through chip {chip}")
+            seen.add(chip)
+            entry = next((e for e in self.tables.get(chip, []) if (key & e[1]) == e[0]), None)
+            if entry is None:
+                raise BoardError(f"key {key:#x} reaches chip {chip}, whose routing table has no entry for it")
+            _, _, links, bits = entry
+            for pe in range(152):
+                if bits >> pe & 1:
+                    if (chip, pe) not in by_chip:
+                        raise BoardError(f"key {key:#x}: chip {chip} routes it to PE {pe}, which holds no image")
+                    reached.add(by_chip[(chip, pe)])
+            for link, (dx, dy) in LINK_STEPS.items():
+                if links >> link & 1:
+                    frontier.append((chip[0] + dx, chip[1] + dy))
+        return reached
+
+    def check_routes(self) -> None:
+        """Route every source's key through the tables: it must reach exactly the PEs whose key table has it."""
+        listeners = self._listeners()
+        for sid, origin in self._sources().items():
+            expected = listeners.get(sid, set())
+            if not expected:
+                continue
+            got = self.route(sid << 8, origin)
+            if got != expected:
+                raise BoardError(f"routing: source {sid:#x} reaches PEs {sorted(got)} but {sorted(expected)} listen "
+                                 "to it")
+
+    # -- running --------------------------------------------------------------------------------------------------
+    def run(self, spikes: np.ndarray, record: bool = False) -> dict[str, np.ndarray]:
+        """spikes [T, B, *input_shape] -> every output [T, B, *shape] (and per layer u, v with `record`)."""
+        spikes = np.asarray(spikes)
+        steps, batch = spikes.shape[:2]
+        placement = self.placement
+        layer_pe = {name: (np.asarray(v["pe"]), np.asarray(v["local"])) for name, v in placement["layers"].items()}
+        outputs = {name: np.zeros((steps, batch, *placement["layers"][o["layer"]]["shape"]), dtype=np.int64)
+                   for name, o in placement["outputs"].items()}
+        states = {name: {var: np.zeros((steps, batch, *v["shape"]), dtype=np.int64) for var in ("u", "v")}
+                  for name, v in placement["layers"].items()} if record else {}
+        host_keys = self._host_keys(spikes)
+        dests = self._destinations()
+        if not self.pes:
+            self.pes = [self.make_pe(name, self.images[name]) for name in self.pe_names]
+        for b in range(batch):
+            for pe in self.pes:
+                pe.reset()
+            emitted = np.zeros(0, dtype=np.int64)
+            for t in range(steps):
+                inbox: list[list[int]] = [[] for _ in self.pes]
+                for key in emitted.tolist():
+                    for k in dests.get(key >> 8, ()):
+                        inbox[k].append(key)
+                fired_keys = []
+                results = []
+                for k, pe in enumerate(self.pes):
+                    fired, readout, u, v = pe.tick(np.asarray(inbox[k], dtype=np.int64))
+                    results.append((fired, readout, u, v))
+                    sid = self.parsed[self.pe_names[k]].source_id
+                    fired_keys.append((sid << 8) | np.asarray(fired, dtype=np.int64))
+                emitted = np.concatenate([*fired_keys, host_keys(t, b)])
+                for name, o in placement["outputs"].items():
+                    layer = o["layer"]
+                    pe_of, local = layer_pe[layer]
+                    flat = outputs[name][t, b].reshape(-1)
+                    for k in np.unique(pe_of).tolist():
+                        sel = pe_of == k
+                        fired, readout, _, v = results[k]
+                        if placement["layers"][layer]["readout"]:
+                            flat[sel] = v[local[sel]]
+                        else:
+                            flat[sel] = np.isin(local[sel], fired)
+                for name in states:
+                    pe_of, local = layer_pe[name]
+                    for var, col in (("u", 2), ("v", 3)):
+                        flat = states[name][var][t, b].reshape(-1)
+                        for k in np.unique(pe_of).tolist():
+                            sel = pe_of == k
+                            flat[sel] = results[k][col][local[sel]]
+        result = dict(outputs)
+        for name, values in states.items():
+            result[f"{name}.u"], result[f"{name}.v"] = values["u"], values["v"]
+        return result
+
+    def _sources(self) -> dict[int, tuple[int, int]]:
+        """Source id -> the chip its packets start from (PEs: their chip; host sources: chip (0, 0))."""
+        sources = {int(pe["source_id"]): tuple(pe["chip"]) for pe in self.placement["pes"]}
+        sources.update({int(host["source_id"]): (0, 0) for host in self.placement["hosts"]})
+        return sources
+
+    def _listeners(self) -> dict[int, set[int]]:
+        """Source id -> the PEs whose key table has an entry for it."""
+        listeners: dict[int, set[int]] = {}
+        for k, name in enumerate(self.pe_names):
+            for key in self.parsed[name].keys[:, 0].tolist():
+                listeners.setdefault(key >> 8, set()).add(k)
+        return listeners
+
+    def _destinations(self) -> dict[int, list[int]]:
+        """Source id -> PEs, by routing each key through the tables from its chip (sources nobody listens to, e.g.
+        the output layer's PEs, send nothing: their spikes are read from the PEs' output records)."""
+        listeners = self._listeners()
+        return {sid: sorted(self.route(sid << 8, origin)) for sid, origin in self._sources().items()
+                if sid in listeners}
+
+    def _host_keys(self, spikes: np.ndarray) -> Callable[[int, int], np.ndarray]:
+        """The keys the host emits in tick t for sample b: input spikes x[t] and every bias source's units."""
+        flat = spikes.reshape(spikes.shape[0], spikes.shape[1], -1)
+        per_source = {}
+        for host in self.placement["hosts"]:
+            per_source.setdefault(host["source"], []).append(host)
+
+        def keys(t: int, b: int) -> np.ndarray:
+            parts = []
+            for hosts in per_source.values():
+                for host in hosts:
+                    units = np.arange(host["units"], dtype=np.int64)
+                    if host["kind"] == "input":
+                        units = units[flat[t, b, host["first_unit"] + units] != 0]
+                    parts.append((int(host["source_id"]) << 8) | units)
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+        return keys
+
+    def close(self) -> None:
+        for pe in self.pes:
+            pe.close()
+        self.pes = []
+
+
+def _parse_routing(file: Path) -> list[tuple[int, int, int, int]]:
+    if not file.is_file():
+        raise InputFileError(f"{file}: routing table missing")
+    words = np.frombuffer(file.read_bytes(), dtype="<u4").astype(np.int64)
+    if words.size < 5 or words[0] != ROUTING_MAGIC or words[1] != VERSION or words.size != 5 + 8 * words[4]:
+        raise InputFileError(f"{file}: not a spinnaker2 routing table")
+    entries = []
+    for e in words[5:].reshape(-1, 8).tolist():
+        bits = sum(w << (32 * i) for i, w in enumerate(e[3:]))
+        entries.append((e[0], e[1], e[2], bits))
+    return entries

@@ -1,0 +1,115 @@
+"""The spinnaker2 emitter: PE images, placement and routing tables that, stepped tick by tick with the kernel's
+rules (`ModelPe`) and routed through the emitted tables, equal the integer reference bit for bit (outputs and every
+layer's u and v), on one PE, on many PEs and across chips. The QEMU conformance (the C kernel itself) is in
+test_conformance.py and test_spinnaker2_kernel.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nmcompile.backends import get_backend
+from nmcompile.backends.spinnaker2.emit import network_files
+from nmcompile.backends.spinnaker2.lower import lower
+from nmcompile.errors import BoardError, NmcError
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.simulate import simulate
+from nmcompile.lowered import lower_network
+from nmcompile.passes import PassContext, run_pipeline
+from nmcompile.runtime.spinnaker2_net import ModelPe, Spinnaker2Network, parse_image
+from nmcompile.targets import get_target
+from tests.backends.networks import NETWORKS
+
+
+def compiled(graph: Graph, x: np.ndarray, **overrides) -> tuple[Graph, object, object]:
+    target = get_target("spinnaker2", **overrides)
+    passes = list(get_backend("spinnaker2").pipeline)
+    g = run_pipeline(graph, passes, PassContext(target=target, calibration=x))
+    return g, lower_network(g), target
+
+
+def write(view, target, out: Path) -> Path:
+    for rel, data in network_files(view, lower(view, target)).items():
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(data)
+    return out
+
+
+def model_network(out: Path) -> Spinnaker2Network:
+    return Spinnaker2Network(out, lambda name, data: ModelPe(parse_image(data, name)))
+
+
+@pytest.mark.parametrize("layout", [{}, {"neurons_per_core": 7}, {"neurons_per_core": 7, "cores_per_chip": 3}],
+                         ids=["one-pe", "many-pes", "many-chips"])
+@pytest.mark.parametrize("network", sorted(NETWORKS))
+def test_pe_images_and_routes_equal_the_reference(network, layout, tmp_path):
+    rng = np.random.default_rng(0)
+    graph = NETWORKS[network](rng)
+    x = (rng.random((30, 2, *graph.node("in").shape)) < 0.3).astype(np.int64)
+    g, view, target = compiled(graph, x, **layout)
+    net = model_network(write(view, target, tmp_path))
+    net.check_routes()
+    got = net.run(x, record=True)
+    reference = simulate(g, x, record=True)
+    for name, expected in reference.outputs.items():
+        assert expected.any(), "silent reference"
+        np.testing.assert_array_equal(got[name], expected, err_msg=name)
+    for layer, states in reference.states.items():
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(got[f"{layer}.{var}"], states[var], err_msg=f"{layer}.{var}")
+    if layout.get("cores_per_chip") and network == "conv":
+        assert len(net.tables) > 2, "the conv network should span several chips here"
+
+
+def readout_network() -> Graph:
+    rng = np.random.default_rng(5)
+    g = Graph("readout")
+    g.add("in", O.Input(shape=(10,)))
+    g.add("fc1", O.Linear(weight=rng.normal(0.4, 0.5, (12, 10))))
+    g.add("l1", O.LIF(shape=(12,), beta=0.9, threshold=1.0, reset_mode="subtract", reset_timing="delayed"))
+    g.add("fc2", O.Linear(weight=rng.normal(0.2, 0.5, (3, 12))))
+    g.add("ro", O.LI(shape=(3,), beta=0.8, reset_mode="none"))
+    g.add("out", O.Output(shape=(3,)))
+    g.chain("in", "fc1", "l1", "fc2", "ro", "out")
+    return g
+
+
+def test_readouts_and_delayed_subtraction(tmp_path):
+    """snnTorch's default reset (subtraction, delayed) and a non-spiking readout: spinnaker2 takes both."""
+    x = (np.random.default_rng(1).random((25, 3, 10)) < 0.3).astype(np.int64)
+    g, view, target = compiled(readout_network(), x, neurons_per_core=5)
+    got = model_network(write(view, target, tmp_path)).run(x)
+    expected = simulate(g, x).output
+    assert np.abs(expected).sum() > 0 and np.array_equal(got["out"], expected)
+
+
+def test_a_tampered_routing_table_is_detected(tmp_path):
+    rng = np.random.default_rng(0)
+    x = (rng.random((10, 1, 20)) < 0.3).astype(np.int64)
+    _, view, target = compiled(NETWORKS["mlp"](rng), x, neurons_per_core=7)
+    out = write(view, target, tmp_path)
+    table = out / "spinnaker2" / "routing_0_0.bin"
+    words = np.frombuffer(table.read_bytes(), dtype="<u4").copy()
+    words[5 + 3] ^= 1                               # the first entry's PE bits: one PE more or less
+    table.write_bytes(words.tobytes())
+    with pytest.raises(BoardError, match="routing: source"):
+        model_network(out).check_routes()
+
+
+def test_a_pe_that_overflows_its_memory_is_refused_with_numbers():
+    rng = np.random.default_rng(0)
+    g = Graph("wide")
+    g.add("in", O.Input(shape=(1000,)))
+    g.add("fc", O.Linear(weight=rng.normal(0.01, 0.05, (200, 1000))))
+    g.add("l", O.LIF(shape=(200,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(200,)))
+    g.chain("in", "fc", "l", "out")
+    x = (rng.random((5, 1, 1000)) < 0.1).astype(np.int64)
+    # a partitioner that thinks PEs have 4x the memory places too much on one PE; the emitter's own check refuses
+    _, view, target = compiled(g, x, synapse_memory_bits=4 * 67328 * 8)
+    with pytest.raises(NmcError, match=r"PE pe_0_0_0 \(layer 'l'\): image and state need [\d,]+ bytes, more than the "
+                                       r"67,328 of a PE's data memory"):
+        lower(view, target)
