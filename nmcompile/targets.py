@@ -65,6 +65,11 @@ class Target:
     readout_neurons: bool = False     # non-spiking readout layers (output v)
     stdp: bool = False
     bias_bits: int | None = None      # width of the effective bias mant << exp, signed (None: as the model's 24 bits)
+    # -- compute per time step (None: not modelled): instructions a core retires in one tick, and what one neuron
+    #    update and one synaptic event cost (measured on the target's own program)
+    instructions_per_tick: int | None = None
+    instructions_per_neuron_update: float = 0.0
+    instructions_per_synaptic_event: float = 0.0
     # -- energy model (passes.md §5) -----------------------------------------------------------------
     energy_per_synop_j: float | None = None
     energy_per_neuron_update_j: float | None = None

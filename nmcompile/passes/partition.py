@@ -3,8 +3,9 @@ inter-core spike traffic.
 
 1. Tile each layer. Dense layers are cut into contiguous ranges; convolution maps into spatial blocks across
    channels (a block's inputs are its receptive field, so square blocks need the fewest source axons). A tile is
-   as large as one core allows in neurons, synapse memory (counted in the target's row format), fan-in axons
-   and synaptic events per step; a layer's tiles are then balanced.
+   as large as one core allows in neurons, synapse memory (counted in the target's row format), fan-in axons,
+   synaptic events per step and, where the target has a compute budget, instructions per step (neuron updates and
+   synaptic events at their measured cost); a layer's tiles are then balanced.
 2. Pack tiles into cores in dependency order, first fit among the last few open cores, so small layers share
    cores with their neighbours (their spikes then stay inside the core).
 3. Fill chips one after another with cores in that order (hierarchical: neighbouring layers share a chip).
@@ -32,7 +33,7 @@ from nmcompile.passes import PassContext
 
 WINDOW = 8                  # open cores considered when packing
 ASSUMED_RATE = 0.1          # spikes per neuron per step when no calibration data exists (events only)
-RESOURCES = ("neurons", "memory_bits", "fan_in", "events")
+RESOURCES = ("neurons", "memory_bits", "fan_in", "events", "instructions")
 
 
 @dataclass
@@ -148,16 +149,26 @@ class Costs:
             events += syn * (float(np.mean(rate)) if rate is not None else ASSUMED_RATE)
         if self.target.memory_shared:
             bits += neurons * self.target.neuron_state_bits
-        return np.array([neurons, bits, fan_in, events], dtype=np.float64)
+        return np.array([neurons, bits, fan_in, events, instructions(self.target, neurons, events)],
+                        dtype=np.float64)
 
     def fits(self, use: np.ndarray) -> bool:
         return bool(np.all(use <= self.capacity))
 
 
+def instructions(target, neurons: float, events: float) -> float:
+    """A core's per-tick compute: neuron updates and synaptic events at the target's measured instruction costs
+    (0 where the target has no compute budget)."""
+    if target.instructions_per_tick is None:
+        return 0.0
+    return neurons * target.instructions_per_neuron_update + events * target.instructions_per_synaptic_event
+
+
 def capacity(target) -> np.ndarray:
     return np.array([target.neurons_per_core, target.synapse_memory_bits,
                      target.fan_in_axons if target.fan_in_axons else np.inf,
-                     target.events_per_tick if target.events_per_tick else np.inf], dtype=np.float64)
+                     target.events_per_tick if target.events_per_tick else np.inf,
+                     target.instructions_per_tick if target.instructions_per_tick else np.inf], dtype=np.float64)
 
 
 def _count_sources(parts: list) -> int:
@@ -401,6 +412,8 @@ def lower_bound(costs: dict[str, Costs], target) -> dict[str, int]:
     bound = {"neurons": math.ceil(neurons / cap[0]), "memory": math.ceil(bits / cap[1])}
     if np.isfinite(cap[3]):
         bound["events"] = math.ceil(events / cap[3])
+    if np.isfinite(cap[4]):
+        bound["instructions"] = math.ceil(instructions(target, neurons, events) / cap[4])
     return bound
 
 

@@ -109,7 +109,20 @@ def test_rates_from_calibration_weight_the_traffic():
     ctx = PassContext(target=get_target("loihi2"), calibration=(rng.random((20, 2, 6)) < 0.5).astype(np.int64))
     out = run_pipeline(g, ["partition"], ctx)
     assert out.mapping.rates_measured and "spikes/step" in "\n".join(out.mapping.lines())
-    assert len(RESOURCES) == 4
+
+
+def test_a_compute_budget_limits_the_cores():
+    """Per tick, a core retires instructions_per_tick: neuron updates and synaptic events at their measured cost."""
+    rng = np.random.default_rng(2)
+    g = mlp(rng, (50, 200, 20))
+    x = (rng.random((20, 2, 50)) < 0.5).astype(np.int64)
+    free = run_pipeline(g, ["partition"], PassContext(target=get_target("spinnaker2"), calibration=x)).mapping
+    target = get_target("spinnaker2", instructions_per_tick=3000, instructions_per_neuron_update=20,
+                        instructions_per_synaptic_event=10)
+    mapping = run_pipeline(g, ["partition"], PassContext(target=target, calibration=x)).mapping
+    k = RESOURCES.index("instructions")
+    assert mapping.core_use[:, k].max() <= 3000 and mapping.cores > free.cores
+    assert "instructions" in mapping.lower_bound and mapping.cores >= mapping.lower_bound["instructions"]
 
 
 def test_resource_error_class():
