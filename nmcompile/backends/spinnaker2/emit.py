@@ -27,8 +27,7 @@ def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
 
     kernel = build_kernel(log=log)
     files["spinnaker2/kernel.elf"] = kernel.elf.read_bytes()
-    kernel_lines.append(f"PE program: {kernel.text_bytes:,} bytes of code (of 32,768), {kernel.data_bytes:,} bytes of "
-                        "static data")
+    kernel_lines.append(f"PE program: {kernel.sizes.describe()}")
     return Emitted(files, _report_lines(view, design) + kernel_lines)
 
 

@@ -215,31 +215,45 @@ def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: di
     word_arr = np.concatenate(words) if words else np.zeros(0, dtype=np.int64)
     order = np.lexsort((word_arr & 0xFFFF, key_arr))                        # by key, then group and target
     key_arr, word_arr = key_arr[order], word_arr[order]
-    sources = np.unique(key_arr >> UNIT_BITS)
-    # layout: header, neurons, groups, key table, then per source its row index and synapse words
+    # key table: per source, aligned power-of-two blocks of its units (a block's mask covers exactly its units, so
+    # its row index has one entry per unit it can carry, plus one)
+    blocks = [(sid, start, size) for sid in np.unique(key_arr >> UNIT_BITS).tolist()
+              for start, size in unit_blocks(source_units[sid])]
     off_neurons = 4 * HEADER_WORDS
     off_groups = off_neurons + 4 * NEURON_WORDS * n
     off_keys = off_groups + 4 * GROUP_WORDS * len(group_rows)
-    off_rows = off_keys + 4 * KEY_WORDS * len(sources)
+    off_rows = off_keys + 4 * KEY_WORDS * len(blocks)
     body: list[np.ndarray] = []
-    table = np.zeros((len(sources), KEY_WORDS), dtype=np.int64)
+    table = np.zeros((len(blocks), KEY_WORDS), dtype=np.int64)
     cursor = off_rows
-    for s, sid in enumerate(sources.tolist()):
-        mine = (key_arr >> UNIT_BITS) == sid
-        units = key_arr[mine] & ((1 << UNIT_BITS) - 1)
-        n_units = source_units[sid]                 # every unit the source can send has a (maybe empty) row
-        index = np.searchsorted(units, np.arange(n_units + 1), side="left").astype(np.int64)
-        table[s] = (sid << UNIT_BITS, ~((1 << UNIT_BITS) - 1) & 0xFFFFFFFF, cursor, cursor + 4 * (n_units + 1))
+    source_of, unit_of = key_arr >> UNIT_BITS, key_arr & ((1 << UNIT_BITS) - 1)
+    for e, (sid, start, size) in enumerate(blocks):
+        mine = (source_of == sid) & (unit_of >= start) & (unit_of < start + size)
+        units = unit_of[mine] - start
+        index = np.searchsorted(units, np.arange(size + 1), side="left").astype(np.int64)
+        table[e] = ((sid << UNIT_BITS) | start, ~(size - 1) & 0xFFFFFFFF, cursor, cursor + 4 * (size + 1))
         body += [index, word_arr[mine]]
-        cursor += 4 * (n_units + 1 + int(mine.sum()))
+        cursor += 4 * (size + 1 + int(mine.sum()))
     header = np.zeros(HEADER_WORDS, dtype=np.int64)
-    header[:13] = (IMAGE_MAGIC, VERSION, pe.source_id, n, len(group_rows), len(sources), off_neurons, off_groups,
+    header[:13] = (IMAGE_MAGIC, VERSION, pe.source_id, n, len(group_rows), len(blocks), off_neurons, off_groups,
                    off_keys, off_rows, ring, len(pe.readouts), cursor)
     groups_arr = np.array([(d, e, r, 0) for d, e, r in group_rows], dtype=np.int64).reshape(-1, GROUP_WORDS)
     parts = [header, params.reshape(-1), groups_arr.reshape(-1), table.reshape(-1), *body]
     image = _words(np.concatenate(parts))
     assert len(image) == cursor
     return image, ring
+
+
+def unit_blocks(units: int) -> list[tuple[int, int]]:
+    """[0, units) as aligned power-of-two blocks (start, size), largest first: 40 -> (0, 32), (32, 8)."""
+    blocks, start = [], 0
+    while start < units:
+        size = 1 << (units - start).bit_length() - 1
+        while start % size:
+            size //= 2
+        blocks.append((start, size))
+        start += size
+    return blocks
 
 
 def _neuron_words(layer, flat: int) -> list[int]:

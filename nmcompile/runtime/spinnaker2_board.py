@@ -1,0 +1,86 @@
+"""`qemu://`: a spinnaker2 artifact run as a network of emulated Cortex-M4 PEs.
+
+Every PE of the placement runs the artifact's kernel.elf with its own data image in a QEMU process
+(`qemu-system-arm -M mps2-an386`, `nmcompile.runtime.qemu_pe.PeProcess`); the host steps all PEs tick by tick and
+routes every spike through the emitted routing tables (checked at load: every key reaches exactly the PEs that
+listen to it), so a multi-PE and multi-chip network runs as a network. Options: `?record=1` also reads every
+layer's u and v (`last_states`), `?timeout=SECONDS` bounds each tick of each PE.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from nmcompile.errors import BoardError
+from nmcompile.runtime.board import BaseBoard, flag_option, seconds_option
+
+
+class _QemuPe:
+    """A PE process with the interface the network steps (reset / tick / close)."""
+
+    def __init__(self, elf, name: str, image: bytes, record: bool, timeout: float):
+        from nmcompile.runtime.qemu_pe import PeProcess
+
+        self.record = record
+        self.n = int(np.frombuffer(image[12:16], dtype="<u4")[0])
+        self.process = PeProcess(elf, image, record=record, name=name, tick_timeout=timeout)
+
+    def reset(self) -> None:
+        self.process.new_sample()
+
+    def tick(self, keys: np.ndarray):
+        out = self.process.tick(keys)
+        if not self.record:
+            zero = np.zeros(self.n, dtype=np.int64)
+            return out.fired, out.readout.astype(np.int64), zero, zero
+        return out.fired, out.readout.astype(np.int64), out.u.astype(np.int64), out.v.astype(np.int64)
+
+    def close(self) -> None:
+        self.process.close()
+
+
+class QemuBoard(BaseBoard):
+    scheme = "qemu"
+    target = "spinnaker2"
+    requires = ("spinnaker2/placement.json", "spinnaker2/kernel.elf")
+    options = (flag_option("record"), seconds_option("timeout"))
+
+    def __init__(self, record: bool = False, timeout: float = 30.0, progress=None):
+        super().__init__(progress)
+        self.record = record
+        self.timeout = timeout
+        self.network = None
+        self.last_states: dict[str, np.ndarray] = {}
+
+    def load(self, source: object) -> None:
+        from nmcompile.runtime.spinnaker2_net import Spinnaker2Network
+
+        self.close()
+        art = self.read_artifact(source)
+        elf = art.path / "spinnaker2" / "kernel.elf"
+        record, timeout = self.record, self.timeout
+        self.network = Spinnaker2Network(
+            art.path, lambda name, image: _QemuPe(elf, name, image, record, timeout))
+        self.network.check_routes()
+        self.report(f"qemu://: {len(self.network.pe_names)} PE(s) on {len(self.network.tables)} chip(s); routes "
+                    "checked")
+
+    def run_all(self, spikes: np.ndarray) -> dict[str, np.ndarray]:
+        spikes = self.check_spikes(spikes)
+        if self.network is None:
+            raise BoardError("qemu://: no artifact loaded")
+        self.report(f"qemu://: {spikes.shape[0]} steps x {spikes.shape[1]} samples on "
+                    f"{len(self.network.pe_names)} PE(s)")
+        results = self.network.run(spikes, record=self.record)
+        self.last_states = {k: v for k, v in results.items() if k not in self.outputs}
+        return {name: results[name] for name in self.outputs}
+
+    def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        raise BoardError("qemu:// runs whole sequences (every sample from a fresh state); use run()")
+
+    def close(self) -> None:
+        if self.network is not None:
+            self.network.close()
+            self.network = None
