@@ -24,6 +24,9 @@ extern uint8_t __pe_data_start[], __pe_data_end[];
 static uint32_t key_buffer[KEY_CHUNK];
 static uint32_t out_buffer[1 + 3 * MAX_NEURONS];
 static char in_stdio_buffer[1024];
+/* newlib-nano's fwrite puts byte by byte: unbuffered, every byte would be one semihosting write. A buffer that
+ * holds a whole output record makes it one write per tick (at the fflush). */
+static char out_stdio_buffer[4 * (1 + 3 * MAX_NEURONS)];
 
 static void die(int status, const char *what, const char *detail)
 {
@@ -87,7 +90,7 @@ int main(int argc, char **argv)
     FILE *out = fopen(out_path, "wb");
     if (!out)
         die(3, out_path, "cannot open OUTPUT");
-    setvbuf(out, NULL, _IONBF, 0);
+    setvbuf(out, out_stdio_buffer, _IOFBF, sizeof out_stdio_buffer);
     if (prof) {
         SYST_RVR = 0xFFFFFFu;
         SYST_CVR = 0;
