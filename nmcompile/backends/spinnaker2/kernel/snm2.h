@@ -1,7 +1,22 @@
 /* The SpiNNaker 2 PE data image (docs/formats/spinnaker2.md) and the kernel's working state.
  *
- * All words are little-endian 32-bit. The image is loaded at PE_DATA_START; the working state follows it
- * directly (state area = image start + image size, word aligned). */
+ * All words are little-endian 32-bit. The image is loaded at 0xE900; the working state follows it directly (state
+ * area = image start + image size, a word boundary) and must end by 0x1F000: image size + 4 * state_words <= 67,328.
+ *
+ * Where the format leaves details open, this kernel reads it so (an emitter must produce the same):
+ *  - working state: 6 words per neuron, in neuron order: u (int64), v (int64), refractory counter, pending-reset
+ *    flag; the rings follow, at the groups' ring offsets, each inside [6 * n_neurons, state_words), none
+ *    overlapping. The rings have delay + 1 slots of n_neurons int32 sums.
+ *  - key table: each mask is a prefix mask (~mask = 2^k - 1) and key & ~mask == 0; entries sorted by key and not
+ *    overlapping. An entry covers units 0 .. ~mask, so its row index holds ~mask + 2 uint32 values (256 units of
+ *    a mask 0xFFFFFF00: 257 values); a source with fewer units can use several entries with narrower masks. The
+ *    index values count synapse words from the entry's synapse offset, which lies at or after header word 9.
+ *  - every synapse word reachable from the key table must name a group < n_groups, a target < n_neurons and the
+ *    delay of its group; words 13..15 of the header and word 7 of the parameters are not read.
+ *  - a group's weight_exp must be in -31..31; the bias word is bias_mant << bias_exp as an int32.
+ *  - INPUT may end without the end marker at a record boundary (treated as the end); a state reset happens at
+ *    program start and at every new-sample marker; a marker writes no output record.
+ *  - with RECORD the record carries u[0..n) then v[0..n) (int32: the low 32 bits of the int64 state). */
 #ifndef SNM2_H
 #define SNM2_H
 
