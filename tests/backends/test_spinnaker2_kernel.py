@@ -195,7 +195,8 @@ def pack_image(net: Network, rng: np.random.Generator, source_id: int = PE_SOURC
 def host_keys(net: Network, x: dict[str, np.ndarray], rng: np.random.Generator, sample: int, steps: int,
               noise: bool = True) -> list[np.ndarray]:
     """The keys arriving in ticks 0..steps-1 of one sample: tick t carries the host's step t-1 (inputs and bias
-    spikes), in random order, plus packets no key entry matches (other PEs, units past a source)."""
+    spikes), in random order, plus packets no key entry matches (other PEs, units past a source). A graded input
+    value k (an integer current) is sent as k copies of the key."""
     ticks = []
     for t in range(steps):
         keys: list[int] = []
@@ -203,8 +204,9 @@ def host_keys(net: Network, x: dict[str, np.ndarray], rng: np.random.Generator, 
             for s in net.sources:
                 if s.constant:
                     keys += [(s.source_id << 8) | u for u in range(s.size)]
-                elif s.source_id >= HOST:
-                    keys += [(s.source_id << 8) | int(u) for u in np.nonzero(x[s.name][t - 1, sample])[0]]
+                elif s.source_id >= HOST:          # a graded input k is k copies of the key
+                    counts = x[s.name][t - 1, sample]
+                    keys += np.repeat((s.source_id << 8) | np.arange(s.size), counts).tolist()
         if noise:
             keys += [((HOST + 40) << 8) | int(u) for u in rng.integers(0, 256, 2)]
             keys += [((PE_SOURCE_ID + 1) << 8) | int(rng.integers(0, 256))]
@@ -339,13 +341,16 @@ REFRACTORY_OPTIONS = [dict(compare=c, reset_mode=r, refractory=int(k))
 ALL_OPTIONS = SPIKING_OPTIONS + REFRACTORY_OPTIONS       # 12 + 5 layer configurations
 
 
-@pytest.mark.parametrize("seed", range(5))
+SEEDS = range(8)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
 def test_kernel_equals_golden_model(elf, seed):
     rng = np.random.default_rng(1000 + seed)
     configs = [ALL_OPTIONS[(seed * 4 + k) % len(ALL_OPTIONS)] for k in range(4 + seed % 2)]
     net = random_network(rng, configs, readout=seed != 3, hot=seed % 2 == 0, max_neurons=256 if seed == 4 else 80,
                          full=seed == 4)
-    steps, batch = 30 + 4 * seed, 3
+    steps, batch = 30 + 5 * seed, 3
     x = random_inputs(rng, net, steps, batch)
     values, states = reference(net, x)
     image = pack_image(net, rng)
@@ -397,10 +402,32 @@ def test_kernel_edge_cases(elf):
     check_sample(net, values, states, 0, s.spikes, s.readout, s.u, s.v)
 
 
+def test_many_keys_per_tick(elf):
+    """Ticks of up to ~3000 packets (the kernel reads them in chunks of 1024), duplicate keys (a graded input k is k
+    packets), a 256-unit host source (unit 255) and a layer fed by two projections from it."""
+    rng = np.random.default_rng(11)
+    src = Source("in0", 256, HOST)
+    a = Layer("a", random_neuron(rng, 20, compare=">=", reset_mode="subtract"))
+    b = Layer("b", random_neuron(rng, 6, spiking=False, reset_mode="none"))
+    a.projections += [random_projection(rng, src, 20, exp_range=(-7, -5), mixed_delays=True),
+                      random_projection(rng, src, 20, exp_range=(-7, -5), mixed_delays=False)]
+    b.projections.append(random_projection(rng, src, 6, exp_range=(-8, -6), mixed_delays=True))
+    net = Network([src], [a, b])
+    steps = 12
+    x = {"in0": rng.integers(0, 40, (steps, 2, 256)) * (rng.random((steps, 2, 256)) < 0.5)}
+    values, states = reference(net, x)
+    ticks = [host_keys(net, x, rng, k, steps) for k in range(2)]
+    assert max(len(t) for t in ticks[0]) > 2 * 1024
+    samples = run_pe(elf, pack_image(net, rng), ticks, record=True)
+    for k, s in enumerate(samples):
+        check_sample(net, values, states, k, s.spikes, s.readout, s.u, s.v)
+    assert samples[0].spikes.any()
+
+
 def test_coverage_of_the_random_networks():
     """The seeds above exercise every option (a check on the generator, so that coverage cannot silently drop)."""
     seen = set()
-    for seed in range(5):
+    for seed in SEEDS:
         for k in range(4 + seed % 2):
             o = ALL_OPTIONS[(seed * 4 + k) % len(ALL_OPTIONS)]
             seen.add((o["compare"], o["reset_mode"], o.get("reset_timing", "immediate"), o.get("refractory", 0) > 0))
