@@ -49,6 +49,16 @@ static inline uint32_t systick_since(uint32_t start)
     return (start - SYST_CVR) & 0xFFFFFFu;
 }
 
+/* the synapse row of one packet; a function of its own so that the loop keeps everything in registers (9
+ * instructions per synapse on the Cortex-M4 instead of 10) */
+__attribute__((noinline)) static void walk_row(const uint32_t *w, const uint32_t *end, int32_t *const *slots)
+{
+    for (; w < end; w++) {
+        uint32_t s = *w;
+        slots[SYN_GROUP(s)][SYN_TARGET(s)] += SYN_WEIGHT(s);
+    }
+}
+
 void pe_receive(pe_image_t *img, const uint32_t *keys, uint32_t n, pe_profile_t *prof)
 {
     uint32_t t0 = prof ? SYST_CVR : 0;
@@ -80,10 +90,7 @@ void pe_receive(pe_image_t *img, const uint32_t *keys, uint32_t n, pe_profile_t 
         const uint32_t *w = words + index[unit], *end = words + index[unit + 1];
         matched++;
         synapses += (uint32_t)(end - w);
-        for (; w < end; w++) {
-            uint32_t s = *w;
-            arrive[SYN_GROUP(s)][SYN_TARGET(s)] += SYN_WEIGHT(s);
-        }
+        walk_row(w, end, arrive);
     }
     if (prof) {
         prof->systick_synapses += systick_since(t0);
