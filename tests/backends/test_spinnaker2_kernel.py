@@ -8,6 +8,7 @@ it bit for bit.
 
 from __future__ import annotations
 
+import gc
 import os
 import struct
 from dataclasses import dataclass, field
@@ -558,6 +559,20 @@ def test_run_errors(elf, monkeypatch):
         PeProcess(elf, image)
     with pytest.raises(ToolMissingError, match="gcc-arm-none-eabi libnewlib-arm-none-eabi"):
         build.build_kernel()
+    monkeypatch.undo()
+    monkeypatch.setattr(build, "NEWLIB_FILES", ("libc_nano.a", "libnot_installed.a"))   # a compiler without newlib
+    with pytest.raises(ToolMissingError, match=r"newlib .*libnot_installed\.a.*`apt-get install "
+                                               "--no-install-recommends gcc-arm-none-eabi libnewlib-arm-none-eabi"):
+        build.build_kernel()
+
+
+def test_pe_process_cleans_up_when_collected(elf):
+    pe = PeProcess(elf, pack_image(tiny_network(), np.random.default_rng(0)))
+    assert pe.tick([HOST << 8]).fired.size == 0
+    proc, workdir = pe._procs[0], Path(pe._dir)
+    del pe
+    gc.collect()
+    assert proc.poll() == 0 and not workdir.exists()
 
 
 # -- the build cache --------------------------------------------------------------------------------------------
