@@ -190,7 +190,7 @@ def _run(elf: Path, image: bytes, ticks_per_sample, record: bool, name: str, tim
         args = ["image.bin", "input.bin", "output.bin", "1" if record else "0", *(["profile.bin"] if profile else [])]
         try:
             proc = subprocess.run(qemu_command(elf, args, icount=profile), cwd=work, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, timeout=timeout)
+                                  capture_output=True, encoding="utf-8", errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired as err:
             ticks = sum(len(s) for s in ticks_per_sample)
             raise BoardError(f"{name}: the PE kernel did not finish its {ticks} ticks within {timeout:.0f} s "
