@@ -70,6 +70,7 @@ class Target:
     instructions_per_tick: int | None = None
     instructions_per_neuron_update: float = 0.0
     instructions_per_synaptic_event: float = 0.0
+    instructions_per_packet: float = 0.0     # finding an arriving spike's synapse row (key table search)
     # -- energy model (passes.md §5) -----------------------------------------------------------------
     energy_per_synop_j: float | None = None
     energy_per_neuron_update_j: float | None = None
@@ -171,7 +172,7 @@ SPINNAKER2 = Target(
     fan_in_axons=None,
     fan_out_axons=None,
     router_entries=16384,
-    events_per_tick=10_000,
+    events_per_tick=None,
     neuron_state_bits=6 * 32,
     memory_shared=True,
     weight_min=-128,
@@ -194,6 +195,10 @@ SPINNAKER2 = Target(
     comparisons=(">", ">="),
     max_refractory=15,
     readout_neurons=True,
+    instructions_per_tick=300_000,
+    instructions_per_neuron_update=108.0,
+    instructions_per_synaptic_event=9.1,
+    instructions_per_packet=52.0,
     energy_per_synop_j=450e-12,
     energy_per_neuron_update_j=2.19e-9,
     energy_source="Hoeppner et al., TCAS-I 2019 (SpiNNaker 2 prototype), as tabulated by KerasSpiking's ModelEnergy",
@@ -202,7 +207,9 @@ SPINNAKER2 = Target(
         "memory": "py-spinnaker2 layout: 32 KB code (ITCM), network data 0xE900..0x1F000 = 67,328 B per PE",
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
-        "events per step": "estimate: >1.8 G synaptic events/s per chip (survey) over 152 PEs at a 1 ms tick",
+        "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "
+                   "108, per synaptic event 9.1, per arriving packet 52 instructions of nmcompile's kernel.elf, "
+                   "measured with QEMU -icount (benchmarks/bench_spinnaker2.py)",
     },
 )
 

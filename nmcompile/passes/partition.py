@@ -136,7 +136,7 @@ class Costs:
     def use(self, boxes: list[Box]) -> np.ndarray:
         neurons = sum(box_volume(b) for b in boxes)
         fmt = self.target.synapse_format
-        bits, fan_in, events = 0.0, 0, 0.0
+        bits, fan_in, events, packets = 0.0, 0, 0.0, 0.0
         for proj in self.projs:
             pboxes = self._proj_boxes(proj, boxes)
             syn = sum(proj.synapses(b) for b in pboxes)
@@ -146,22 +146,25 @@ class Costs:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows
             rate = self.rates.get(proj.source)
-            events += syn * (float(np.mean(rate)) if rate is not None else ASSUMED_RATE)
+            mean_rate = float(np.mean(rate)) if rate is not None else ASSUMED_RATE
+            events += syn * mean_rate
+            packets += rows * mean_rate
         if self.target.memory_shared:
             bits += neurons * self.target.neuron_state_bits
-        return np.array([neurons, bits, fan_in, events, instructions(self.target, neurons, events)],
+        return np.array([neurons, bits, fan_in, events, instructions(self.target, neurons, events, packets)],
                         dtype=np.float64)
 
     def fits(self, use: np.ndarray) -> bool:
         return bool(np.all(use <= self.capacity))
 
 
-def instructions(target, neurons: float, events: float) -> float:
-    """A core's per-tick compute: neuron updates and synaptic events at the target's measured instruction costs
-    (0 where the target has no compute budget)."""
+def instructions(target, neurons: float, events: float, packets: float = 0.0) -> float:
+    """A core's per-tick compute: neuron updates, synaptic events and arriving packets (spikes of distinct source
+    neurons) at the target's measured instruction costs (0 where the target has no compute budget)."""
     if target.instructions_per_tick is None:
         return 0.0
-    return neurons * target.instructions_per_neuron_update + events * target.instructions_per_synaptic_event
+    return (neurons * target.instructions_per_neuron_update + events * target.instructions_per_synaptic_event
+            + packets * target.instructions_per_packet)
 
 
 def capacity(target) -> np.ndarray:

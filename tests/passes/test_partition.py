@@ -117,11 +117,11 @@ def test_a_compute_budget_limits_the_cores():
     g = mlp(rng, (50, 200, 20))
     x = (rng.random((20, 2, 50)) < 0.5).astype(np.int64)
     free = run_pipeline(g, ["partition"], PassContext(target=get_target("spinnaker2"), calibration=x)).mapping
-    target = get_target("spinnaker2", instructions_per_tick=3000, instructions_per_neuron_update=20,
-                        instructions_per_synaptic_event=10)
+    target = get_target("spinnaker2", instructions_per_tick=20_000, instructions_per_neuron_update=20,
+                        instructions_per_synaptic_event=10, instructions_per_packet=50)
     mapping = run_pipeline(g, ["partition"], PassContext(target=target, calibration=x)).mapping
     k = RESOURCES.index("instructions")
-    assert mapping.core_use[:, k].max() <= 3000 and mapping.cores > free.cores
+    assert mapping.core_use[:, k].max() <= 20_000 and mapping.cores > free.cores
     assert "instructions" in mapping.lower_bound and mapping.cores >= mapping.lower_bound["instructions"]
 
 

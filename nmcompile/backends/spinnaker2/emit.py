@@ -4,6 +4,7 @@
     routing_<x>_<y>.bin      one routing table per chip
     placement.json           PEs, their neurons, host sources, layers and outputs (read by the host runtime)
     kernel.elf               the PE program (built from nmcompile/backends/spinnaker2/kernel/, cached)
+    py_spinnaker2_network.py the same network for py-spinnaker2 (a convenience export, not the verified path)
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
     check_target(view, target)
     design = lower(view, target)
     files = network_files(view, design)
+    from nmcompile.backends.spinnaker2.pyspinnaker2 import script
+
+    files["spinnaker2/py_spinnaker2_network.py"] = script(view).encode()
     kernel_lines: list[str] = []
     from nmcompile.backends.spinnaker2.build import build_kernel
 
@@ -61,9 +65,18 @@ def _report_lines(view: LoweredNetwork, design: Spinnaker2Design) -> list[str]:
     used = np.array([len(pe.image) + 4 * pe.state_words for pe in design.pes])
     bound = max(view.mapping.lower_bound.values()) if view.mapping.lower_bound else len(design.pes)
     entries = {chip: len(e) for chip, e in design.tables.items()}
+    from nmcompile.passes.partition import RESOURCES
+
+    budget = view.mapping.capacity[RESOURCES.index("instructions")]
+    per_tick = view.mapping.core_use[:, RESOURCES.index("instructions")] if view.mapping.cores else np.zeros(1)
+    rates = "measured on the calibration spikes" if view.mapping.rates_measured else "at an assumed rate of 0.1"
+    compute = (f"per-tick instructions per PE (neuron updates, synaptic events and packets {rates}): max "
+               f"{int(per_tick.max()):,}, mean {int(per_tick.mean()):,} of {int(budget):,} (300 MHz, 1 ms tick)"
+               if np.isfinite(budget) else "per-tick instruction budget: not modelled for this target")
     return [
         f"{len(design.pes)} PE(s) on {len({pe.chip for pe in design.pes})} chip(s) (lower bound {bound}); "
         f"{len(design.hosts)} host source(s)",
         f"SRAM per PE (image + state, of {DATA_BYTES:,} bytes): max {int(used.max()):,}, mean {int(used.mean()):,}",
         "router entries per chip: " + ", ".join(f"{chip}: {n}" for chip, n in sorted(entries.items())),
+        compute,
     ]
