@@ -167,13 +167,14 @@ SPINNAKER2 = Target(
     neurons_per_core=256,
     synapse_memory_bits=67328 * 8,
     synapse_format=SynapseFormat(
-        description="rows of 32-bit words: per source a 3-word header, 16-bit synapse words (8 weight, 8 index)",
-        word_bits=32, per_synapse_bits=16, per_row_header_bits=3 * 32, delay_bits=0),
+        description="nmcompile's PE image: 32-bit synapse words (8 weight, 4 delay, 8 group, 8 target) and a 32-bit "
+                    "row index word per source unit",
+        word_bits=32, per_synapse_bits=32, per_row_header_bits=32, delay_bits=0),
     fan_in_axons=None,
     fan_out_axons=None,
     router_entries=16384,
     events_per_tick=None,
-    neuron_state_bits=6 * 32,
+    neuron_state_bits=16 * 32,
     memory_shared=True,
     weight_min=-128,
     weight_max=127,
@@ -196,19 +197,20 @@ SPINNAKER2 = Target(
     max_refractory=15,
     readout_neurons=True,
     instructions_per_tick=300_000,
-    instructions_per_neuron_update=108.0,
-    instructions_per_synaptic_event=9.1,
-    instructions_per_packet=52.0,
+    instructions_per_neuron_update=113.5,
+    instructions_per_synaptic_event=9.0,
+    instructions_per_packet=53.0,
     energy_per_synop_j=450e-12,
     energy_per_neuron_update_j=2.19e-9,
     energy_source="Hoeppner et al., TCAS-I 2019 (SpiNNaker 2 prototype), as tabulated by KerasSpiking's ModelEnergy",
     sources={
         "chip": "152 Cortex-M4F PEs per chip, 128 KB SRAM each (SpiNNaker2 datasheet v0.03); 48-chip board (248)",
-        "memory": "py-spinnaker2 layout: 32 KB code (ITCM), network data 0xE900..0x1F000 = 67,328 B per PE",
+        "memory": "py-spinnaker2 layout: 32 KB code (ITCM), network data 0xE900..0x1F000 = 67,328 B per PE; per "
+                  "neuron 8 parameter + 6 state words + one 2-slot accumulator ring (docs/formats/spinnaker2.md)",
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
         "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "
-                   "108, per synaptic event 9.1, per arriving packet 52 instructions of nmcompile's kernel.elf, "
+                   "113.5, per synaptic event 9.0, per arriving packet 53 instructions of nmcompile's kernel.elf, "
                    "measured with QEMU -icount (benchmarks/bench_spinnaker2.py)",
     },
 )

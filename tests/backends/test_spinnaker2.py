@@ -113,3 +113,67 @@ def test_a_pe_that_overflows_its_memory_is_refused_with_numbers():
     with pytest.raises(NmcError, match=r"PE pe_0_0_0 \(layer 'l'\): image and state need [\d,]+ bytes, more than the "
                                        r"67,328 of a PE's data memory"):
         lower(view, target)
+
+
+# -- under QEMU: the C kernel as a network of PEs ------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def verify_on_qemu(out: Path) -> None:
+    from nmcompile.runtime.board import open_board
+    from nmcompile.runtime.hil import verify_artifact
+
+    board = open_board("qemu://?record=1")
+    result = verify_artifact(out, "qemu://?record=1", board=board)
+    assert result.passed, "\n".join(result.lines())
+
+
+def test_qemu_network_across_pes_and_chips(tmp_path):
+    """The conv network on 38 PEs over 13 chips (3 PEs per chip): kernels under QEMU, spikes through the tables."""
+    from tests.backends.networks import compile_graph
+
+    rng = np.random.default_rng(1)
+    graph = NETWORKS["conv"](rng)
+    x = (rng.random((25, 2, *graph.node("in").shape)) < 0.3).astype(np.int64)
+    out = compile_graph(graph, tmp_path, x, "spinnaker2",
+                        target_overrides={"neurons_per_core": 7, "cores_per_chip": 3})
+    placement = __import__("json").loads((out / "spinnaker2" / "placement.json").read_text())
+    assert len(placement["pes"]) > 10 and len(placement["chips"]) > 2
+    verify_on_qemu(out)
+
+
+@pytest.mark.parametrize("factory", ["small", "rleaky"])
+def test_snntorch_defaults_compile_and_verify(factory, tmp_path):
+    """snnTorch Leaky with its defaults (reset by subtraction, delayed) and RLeaky with reset to zero."""
+    import torch
+
+    from nmcompile.api import CompileRequest, SourceOptions, compile_network
+    from tests.frontend import factories
+
+    torch.save(getattr(factories, factory)().state_dict(), tmp_path / "net.pt")
+    x = (np.random.default_rng(3).random((30, 3, 6)) < 0.4).astype(np.int64)
+    np.savez(tmp_path / "calib.npz", spikes=x)
+    out = tmp_path / "art"
+    compile_network(CompileRequest(source=tmp_path / "net.pt", target="spinnaker2", out=out,
+                                   options=SourceOptions(model=f"tests.frontend.factories:{factory}"),
+                                   calibration_spikes=tmp_path / "calib.npz"))
+    graph = __import__("nmcompile.artifact", fromlist=["read"]).read(out).graph
+    timings = {graph.node(n).reset_timing for n in graph if graph.node(n).kind == "QNeuron"}
+    assert "delayed" in timings
+    verify_on_qemu(out)
+
+
+def test_digits_example_on_qemu(tmp_path):
+    import sys
+
+    from nmcompile.api import CompileRequest, SourceOptions, compile_network
+
+    sys.path.insert(0, str(ROOT / "examples" / "digits"))
+    from model import encode, load_digits_split
+
+    np.savez(tmp_path / "calib.npz", spikes=encode(load_digits_split()[1][:4]).astype(np.int64))
+    out = tmp_path / "digits"
+    compile_network(CompileRequest(source=ROOT / "examples/digits/digits.pt", target="spinnaker2", out=out,
+                                   options=SourceOptions(model=str(ROOT / "examples/digits/model.py") + ":make_model"),
+                                   calibration_spikes=tmp_path / "calib.npz"))
+    verify_on_qemu(out)

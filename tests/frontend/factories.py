@@ -56,3 +56,11 @@ def broken() -> nn.Module:
 
 def not_a_module():
     return 42
+
+
+def rleaky() -> nn.Module:
+    """snnTorch's RLeaky with reset to zero (the reset discards the next step's update: IR delayed zero)."""
+    torch.manual_seed(2)
+    return nn.Sequential(nn.Linear(6, 8), snn.RLeaky(beta=0.9, linear_features=8, reset_mechanism="zero",
+                                                    init_hidden=True), nn.Linear(8, 3),
+                         snn.Leaky(beta=0.8, init_hidden=True))
