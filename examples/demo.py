@@ -86,7 +86,7 @@ def compile_digits(work: Path) -> None:
     calibration = work / "digits-test.npz"
     np.savez(calibration, spikes=encode(x_test[:64]).astype(np.int8))   # [T, 64, 64]: the reference input
     print(f"\n64 test digits, rate-encoded, saved as {calibration}: calibration and reference input")
-    boards = {"loihi2": "lava://", "fpga": "verilator://"}
+    boards = {"loihi2": "lava://", "spinnaker2": "qemu://", "fpga": "verilator://"}
     for target in ("loihi2", "spinnaker2", "fpga"):
         out = work / f"digits-{target}"
         full = get_backend(target).available

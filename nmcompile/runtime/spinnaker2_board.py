@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from nmcompile.errors import BoardError
+from nmcompile.errors import BoardError, InputFileError
 from nmcompile.runtime.board import BaseBoard, flag_option, seconds_option
 
 
@@ -60,6 +60,9 @@ class QemuBoard(BaseBoard):
         self.close()
         art = self.read_artifact(source)
         elf = art.path / "spinnaker2" / "kernel.elf"
+        header = elf.read_bytes()[:20]
+        if len(header) < 20 or header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 40:
+            raise InputFileError(f"{elf}: not an ARM ELF file (corrupt or replaced); compile the artifact again")
         record, timeout = self.record, self.timeout
         self.network = Spinnaker2Network(
             art.path, lambda name, image: _QemuPe(elf, name, image, record, timeout))

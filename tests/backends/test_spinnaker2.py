@@ -177,3 +177,32 @@ def test_digits_example_on_qemu(tmp_path):
                                    options=SourceOptions(model=str(ROOT / "examples/digits/model.py") + ":make_model"),
                                    calibration_spikes=tmp_path / "calib.npz"))
     verify_on_qemu(out)
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (lambda art: (art / "spinnaker2" / "kernel.elf").write_bytes(b"not an elf"), "kernel.elf: not an ARM ELF file"),
+    (lambda art: (art / "spinnaker2" / "pe_0_0_0.bin").write_bytes(b"XXXX" + (art / "spinnaker2" /
+                                                                              "pe_0_0_0.bin").read_bytes()[4:]),
+     "pe_0_0_0.bin: bad magic or version"),
+])
+def test_a_corrupt_kernel_or_image_is_one_error_line(tamper, message, tmp_path):
+    """Even behind a re-hashed manifest (what the digest check cannot catch), the board names the file."""
+    import hashlib
+    import json
+    import subprocess
+    import sys
+
+    from tests.backends.networks import compile_graph
+
+    rng = np.random.default_rng(0)
+    out = compile_graph(NETWORKS["mlp"](rng), tmp_path, (rng.random((10, 1, 20)) < 0.3).astype(np.int64),
+                        "spinnaker2")
+    tamper(out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["files"] = {rel: hashlib.sha256((out / rel).read_bytes()).hexdigest() for rel in manifest["files"]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "verify", str(out), "--board", "qemu://"],
+                          capture_output=True, text=True)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
