@@ -206,3 +206,22 @@ def test_a_corrupt_kernel_or_image_is_one_error_line(tamper, message, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_run_on_qemu_equals_ref(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.backends.networks import compile_graph
+
+    rng = np.random.default_rng(4)
+    out = compile_graph(NETWORKS["recurrent"](rng), tmp_path, (rng.random((20, 2, 12)) < 0.3).astype(np.int64),
+                        "spinnaker2", target_overrides={"neurons_per_core": 9})
+    np.savez(tmp_path / "in.npz", spikes=(rng.random((25, 3, 12)) < 0.3).astype(np.int8))
+    for board in ("ref://", "qemu://"):
+        proc = subprocess.run([sys.executable, "-m", "nmcompile", "run", str(out), "--board", board, "--input",
+                               str(tmp_path / "in.npz"), "--output", str(tmp_path / f"{board[:3]}.npz")],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    ours, theirs = (np.load(tmp_path / f"{b}.npz")["spikes"] for b in ("ref", "qem"))
+    assert ours.any() and np.array_equal(ours, theirs)
