@@ -22,6 +22,7 @@ class SynapseFormat:
     per_synapse_bits: int     # weight + index (+ delay) bits of one synapse
     per_row_header_bits: int  # per (input axon, core) row: header before its synapses
     delay_bits: int = 0       # extra bits per synapse when the row carries per-synapse delays
+    ring_bits: int = 0        # per neuron, per (projection, delay d) into it: d + 1 accumulator slots of this size
 
 
 @dataclass(frozen=True)
@@ -169,12 +170,12 @@ SPINNAKER2 = Target(
     synapse_format=SynapseFormat(
         description="nmcompile's PE image: 32-bit synapse words (8 weight, 4 delay, 8 group, 8 target) and a 32-bit "
                     "row index word per source unit",
-        word_bits=32, per_synapse_bits=32, per_row_header_bits=32, delay_bits=0),
+        word_bits=32, per_synapse_bits=32, per_row_header_bits=32, delay_bits=0, ring_bits=32),
     fan_in_axons=None,
     fan_out_axons=None,
     router_entries=16384,
     events_per_tick=None,
-    neuron_state_bits=16 * 32,
+    neuron_state_bits=14 * 32,
     memory_shared=True,
     weight_min=-128,
     weight_max=127,
@@ -206,7 +207,8 @@ SPINNAKER2 = Target(
     sources={
         "chip": "152 Cortex-M4F PEs per chip, 128 KB SRAM each (SpiNNaker2 datasheet v0.03); 48-chip board (248)",
         "memory": "py-spinnaker2 layout: 32 KB code (ITCM), network data 0xE900..0x1F000 = 67,328 B per PE; per "
-                  "neuron 8 parameter + 6 state words + one 2-slot accumulator ring (docs/formats/spinnaker2.md)",
+                  "neuron 8 parameter + 6 state words, and d + 1 accumulator words per (projection, delay d) into it "
+                  "(docs/formats/spinnaker2.md)",
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
         "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "

@@ -124,6 +124,8 @@ class Costs:
         fmt = target.synapse_format
         self.word, self.header = fmt.word_bits, fmt.per_row_header_bits
         self.capacity = capacity(target)
+        # accumulator rings per neuron: d + 1 slots for every (projection, delay d) into the layer
+        self.ring_bits = fmt.ring_bits * sum(int(d) + 1 for p in projs for d in np.unique(p.delay))
 
     def limit_neurons(self, n: int) -> None:
         """Cap this layer's tiles (used when its neurons would need more output routes than a core has)."""
@@ -150,7 +152,7 @@ class Costs:
             events += syn * mean_rate
             packets += rows * mean_rate
         if self.target.memory_shared:
-            bits += neurons * self.target.neuron_state_bits
+            bits += neurons * (self.target.neuron_state_bits + self.ring_bits)
         return np.array([neurons, bits, fan_in, events, instructions(self.target, neurons, events, packets)],
                         dtype=np.float64)
 
@@ -411,7 +413,7 @@ def lower_bound(costs: dict[str, Costs], target) -> dict[str, int]:
             rate = c.rates.get(proj.source)
             events += syn * (float(np.mean(rate)) if rate is not None else ASSUMED_RATE)
         if target.memory_shared:
-            bits += int(np.prod(c.shape)) * target.neuron_state_bits
+            bits += int(np.prod(c.shape)) * (target.neuron_state_bits + c.ring_bits)
     bound = {"neurons": math.ceil(neurons / cap[0]), "memory": math.ceil(bits / cap[1])}
     if np.isfinite(cap[3]):
         bound["events"] = math.ceil(events / cap[3])
