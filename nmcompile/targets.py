@@ -198,7 +198,7 @@ SPINNAKER2 = Target(
     max_refractory=15,
     readout_neurons=True,
     instructions_per_tick=300_000,
-    instructions_per_neuron_update=113.5,
+    instructions_per_neuron_update=49.0,
     instructions_per_synaptic_event=9.0,
     instructions_per_packet=53.0,
     energy_per_synop_j=450e-12,
@@ -212,7 +212,7 @@ SPINNAKER2 = Target(
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
         "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "
-                   "113.5, per synaptic event 9.0, per arriving packet 53 instructions of nmcompile's kernel.elf, "
+                   "49, per synaptic event 9.0, per arriving packet 53 instructions of nmcompile's kernel.elf, "
                    "measured with QEMU -icount (benchmarks/bench_spinnaker2.py)",
     },
 )

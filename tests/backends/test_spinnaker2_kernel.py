@@ -403,6 +403,86 @@ def test_kernel_edge_cases(elf):
     check_sample(net, values, states, 0, s.spikes, s.readout, s.u, s.v)
 
 
+def single_group_net(rng, options: dict, exp: int) -> Network:
+    """One layer fed by one projection of one delay: a PE of exactly one group."""
+    src = Source("in0", 16, HOST)
+    if exp <= 12:
+        op = random_neuron(rng, 24, **options)
+        proj = random_projection(rng, src, 24, exp_range=(exp, exp + 1), mixed_delays=False)
+        return Network([src], [Layer("l", op, [proj])])
+    # big exponents: one weight per neuron, the drive (w << exp) << 6 just inside / at / outside int32 and the
+    # (-M, M] of the fast path; u = drive (du = 4095), wrapped once, stays recordable in int32 (for exp 24, 25)
+    # exp 20: (64 << 20) << 6 = 2^32 wraps an int32 to 0, so a fast path that did not check the drive would see 0
+    signs = {24: [1, -1, 2, -2], 25: [1, -1], 20: [64, -64, 63, 65, -63, -65, 127, -128]}[exp]
+    weight = np.zeros((8, src.size), dtype=np.int64)
+    for j in range(8):
+        weight[j, j % 4] = signs[j % len(signs)]
+    op = random_neuron(rng, 8, **options)
+    op = O.QNeuron(**{**{k: getattr(op, k) for k in ("shape", "dv", "vth", "bias_mant", "bias_exp", "u_init",
+                                                     "v_init", "spiking", "refractory", "compare", "reset_mode",
+                                                     "reset_timing")},
+                      "du": [4095, 4000, 2000, 0] * 2 if exp == 20 else 4095})
+    proj = Projection("in0", O.QLinear(weight=weight, weight_exp=exp, num_weight_bits=9, delay=1))
+    return Network([src], [Layer("l", op, [proj])])
+
+
+READOUT_OPTIONS = dict(spiking=False, reset_mode="none")
+
+
+@pytest.mark.parametrize("exp", [0, 3, -3, 20, 24, 25])
+def test_kernel_single_group(elf, exp):
+    """A PE with one group: the neuron loops read its ring slot themselves for 0 <= weight_exp <= 24 (the drive
+    (slot << weight_exp) << 6 checked to fit an int32) and take the int64 sum otherwise. Every option set. With
+    exp 20, u leaves int32 (the record holds its low 32 bits); spikes, readouts and v stay exact."""
+    for k, options in enumerate([*ALL_OPTIONS, READOUT_OPTIONS]):
+        rng = np.random.default_rng(3000 + 100 * k + exp)
+        net = single_group_net(rng, options, exp)
+        steps = 12
+        x = random_inputs(rng, net, steps, 1)
+        x["in0"][:4] = 1                 # every weight arrives early on
+        values, states = reference(net, x)
+        s = run_pe(elf, pack_image(net, rng), [host_keys(net, x, rng, 0, steps)], record=True)[0]
+        if exp != 20:
+            check_sample(net, values, states, 0, s.spikes, s.readout, s.u, s.v)
+            continue
+        ref_u, ref_v = states["l"]["u"][:, 0], states["l"]["v"][:, 0]
+        assert np.abs(ref_u).max() >= 2**31
+        np.testing.assert_array_equal(s.u, ref_u.astype(np.uint64).astype(np.uint32).astype(np.int32))
+        np.testing.assert_array_equal(s.v, ref_v)
+        if net.layers[0].op.spiking:
+            np.testing.assert_array_equal(s.spikes, values["l"][:, 0])
+        else:
+            np.testing.assert_array_equal(s.readout, values["l"][:, 0])
+
+
+@pytest.mark.parametrize("compare", [">", ">="])
+def test_kernel_fast_path_parameter_bounds(elf, compare):
+    """Parameters at the bounds of the fast path: |bias| = 2^30 (fast) and 3 * 2^29 (general path), thresholds
+    around M (the '>' threshold is clamped to [-M, M] for a clipped v) and 0, in one group and in several."""
+    src = Source("in0", 4, HOST)
+    n = 8
+    op = O.QNeuron(shape=(n,), du=[4095, 0, 100, 4095, 4095, 0, 4095, 2000], dv=[0, 4096, 10, 0, 200, 0, 4096, 0],
+                   vth=[2**17 - 1, 2**17, 2**17 + 1, 0, 2**17, 2**17 - 1, 0, 5],
+                   bias_mant=[1, 3, -1, -3, 1, 0, -1, 3], bias_exp=[30, 29, 30, 29, 30, 0, 30, 29],
+                   compare=compare, reset_mode="subtract")
+    weight = np.array([[1, 0, -1, 0]] * n)
+    for projections in (1, 2):
+        proj = [Projection("in0", O.QLinear(weight=weight, weight_exp=0, num_weight_bits=9, delay=1 + k))
+                for k in range(projections)]
+        for timing in ("immediate", "delayed"):
+            layer_op = O.QNeuron(**{**{k: getattr(op, k) for k in ("shape", "du", "dv", "vth", "bias_mant",
+                                                                   "bias_exp", "compare", "reset_mode")},
+                                    "reset_timing": timing})
+            net = Network([src], [Layer("l", layer_op, proj)])
+            rng = np.random.default_rng(7)
+            steps = 10
+            x = random_inputs(rng, net, steps, 1)
+            values, states = reference(net, x)
+            s = run_pe(elf, pack_image(net, rng), [host_keys(net, x, rng, 0, steps)], record=True)[0]
+            check_sample(net, values, states, 0, s.spikes, s.readout, s.u, s.v)
+            assert s.spikes.any()
+
+
 def test_many_keys_per_tick(elf):
     """Ticks of up to ~3000 packets (the kernel reads them in chunks of 1024), duplicate keys (a graded input k is k
     packets), a 256-unit host source (unit 255) and a layer fed by two projections from it."""
