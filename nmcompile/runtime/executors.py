@@ -146,7 +146,12 @@ class SerialExecutor(Executor):
         names = _labels(labels, len(items))
         results = []
         for i, item in enumerate(items):
-            results.append(_outcome(_call(fn, item), names[i]))
+            try:
+                outcome = _call(fn, item)
+            except Exception as err:
+                err.add_note(f"in {names[i]} on {self.spec}")
+                raise
+            results.append(_outcome(outcome, names[i]))
             if on_result is not None:
                 on_result(i, results[-1])
         return results
