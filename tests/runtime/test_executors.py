@@ -81,7 +81,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
 def dask_cluster():
     """A two-process Dask cluster on this machine, shut down at the end of the module."""
     distributed = pytest.importorskip("distributed")
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0",
                                        silence_logs=logging.ERROR)
     try:
         yield cluster.scheduler_address.replace("tcp://", "dask://")
@@ -230,6 +230,17 @@ def test_a_silent_dask_address_is_one_error_naming_it():
         with pytest.raises(ExecutorError, match=f"no Dask scheduler answered at 127.0.0.1:{port} within 1 s"):
             open_executor(f"dask://127.0.0.1:{port}?timeout=1")
         assert time.perf_counter() - start < 5
+
+
+def test_a_dask_scheduler_without_workers_is_one_error():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=0, processes=True, dashboard_address=":0", silence_logs=logging.ERROR)
+    try:
+        address = cluster.scheduler_address.replace("tcp://", "")
+        with pytest.raises(ExecutorError, match=f"the Dask scheduler at {address} has no workers .*dask worker"):
+            open_executor(f"dask://{address}?timeout=1")
+    finally:
+        cluster.close()
 
 
 # -- the command line --------------------------------------------------------------------------------------------
