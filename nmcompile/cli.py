@@ -310,6 +310,18 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
                f"{len(art.manifest['files'])} files)")
 
 
+def executor_option(what: str):
+    """`--executor SPEC` of `run` and `verify`: where the samples of the input run (nmcompile.runtime.executors)."""
+    return click.option(
+        "--executor", "executor_spec", metavar="SPEC", default=None,
+        help=f"Where {what} run: serial (the default: one board in this process); local://N (N "
+             "worker processes on this machine; local: one per CPU); dask://HOST:PORT (the workers of a running "
+             "Dask scheduler, started with `dask scheduler` and `dask worker tcp://HOST:PORT`; needs pip install "
+             "'nmcompile[cluster]'; ?timeout=SECONDS, default 10). The samples (batch axis) are cut into "
+             "contiguous shards, one per worker; each worker opens its own board, loads the network, runs its "
+             "shard from a fresh state, and the outputs are joined in sample order: the same spikes as one run.")
+
+
 @main.command()
 @click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", required=True,
@@ -319,14 +331,16 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
                    "?program=0 when it already holds the network, ?timeout=SECONDS); ref:// (the integer reference "
                    "itself, a self-check). Unknown or malformed options are refused.")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
-def verify(artifact_dir: Path, board_url: str, junit: Path | None) -> None:
+@executor_option("the reference samples")
+def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
     spike at every step (and, with STDP, the learned weights) with the integer golden model. Exit status 0 when
     equal, 1 otherwise."""
     from nmcompile.errors import VerificationError
     from nmcompile.runtime.hil import verify_artifact
 
-    result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True))
+    result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
+                             executor=executor_spec)
     for line in result.lines():
         click.echo(line)
     if junit is not None:
@@ -366,9 +380,10 @@ def report(artifact_dir: Path, **kw) -> None:
               help=".npz to write: `spikes` [T, B, N_out] and `latency` (steps).")
 @click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
 @click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
+@executor_option("the input's samples")
 @source_options
 def run(source: Path, board_url: str, input_path: Path, output_path: Path, integer: bool, use_float32: bool,
-        **kw) -> None:
+        executor_spec: str | None, **kw) -> None:
     """Run the network in SOURCE on a board and write the output spikes.
 
     SOURCE is any network file `inspect` reads: a float network runs in the float semantics, a quantized
@@ -383,15 +398,40 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     spikes = load_spikes(input_path)
     in_process = board_url.startswith("ref://")
     options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
-    with open_board(board_url, progress=lambda m: click.echo(m, err=True),
-                    **(options if in_process else {})) as board:
-        board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
-        out = board.run(spikes)
-    np.savez(output_path, spikes=out, latency=np.int64(board.latency))
+
+    def progress(message: str) -> None:
+        click.echo(message, err=True)
+
+    if executor_spec is not None:
+        out, latency, where = _run_on_executor(source, board_url, options if in_process else {}, spikes,
+                                               executor_spec, progress, kw if in_process else None)
+    else:
+        with open_board(board_url, progress=progress, **(options if in_process else {})) as board:
+            board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
+            out = board.run(spikes)
+        latency, where = board.latency, board_url
+    np.savez(output_path, spikes=out, latency=np.int64(latency))
     total = int(np.count_nonzero(out)) if out.dtype.kind != "f" or np.all((out == 0) | (out == 1)) else None
     summary = f"{total} output spikes" if total is not None else "output values"
-    click.echo(f"ran {spikes.shape[0]} steps x {spikes.shape[1]} samples on {board_url}: {summary} "
-               f"-> {output_path} (latency {board.latency})")
+    click.echo(f"ran {spikes.shape[0]} steps x {spikes.shape[1]} samples on {where}: {summary} "
+               f"-> {output_path} (latency {latency})")
+
+
+def _run_on_executor(source: Path, board_url: str, options: dict, spikes, executor_spec: str, progress,
+                     source_kw: dict | None):
+    """`run --executor`: the samples sharded over the executor's workers; a network file is loaded here (with the
+    source options) and sent to them as IR when `source_kw` is given (ref://), else every worker loads `source`.
+    Returns the one output [T, B, N_out], the latency and where it ran."""
+    from nmcompile.api import load_network
+    from nmcompile.runtime.executors import open_executor, run_shards
+
+    network = load_network(source, _options(source_kw)) if source_kw is not None else source
+    with open_executor(executor_spec) as executor:
+        run = run_shards(board_url, options, network, spikes, executor, progress=progress)
+        count = len(run.shards)
+        where = f"{board_url} ({count} shard{'s' if count > 1 else ''} on {executor.spec})"
+    out = run.outputs[run.single_output()]
+    return out.reshape(out.shape[0], out.shape[1], -1), run.latency, where
 
 
 if __name__ == "__main__":  # pragma: no cover

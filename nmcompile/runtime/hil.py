@@ -1,6 +1,7 @@
 """Hardware in the loop: run an artifact's reference inputs on a board and compare with the golden model.
 
     result = verify_artifact(Path("out"), "lava://", progress=print)
+    result = verify_artifact(Path("out"), "verilator://", executor="local://4")   # samples sharded over 4 processes
     result.passed, result.lines(), result.junit_xml()
 """
 
@@ -14,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile import artifact
+from nmcompile.errors import UnsupportedError
 from nmcompile.runtime.board import Board, Progress, open_board
+from nmcompile.runtime.executors import Executor, run_sharded, using_executor
 
 
 @dataclass
@@ -59,17 +62,27 @@ def first_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
 
 
 def verify_artifact(path: Path, board_url: str, board: Board | None = None,
-                    progress: Progress | None = None) -> VerifyResult:
+                    progress: Progress | None = None, executor: Executor | str | None = None) -> VerifyResult:
     """Run reference/inputs.npz (plus L silent steps) on the board (`board`, else the one `board_url` opens) and
-    compare every output at every step, and the learned weights where the board reports them."""
+    compare every output at every step, and the learned weights where the board reports them.
+
+    `executor` (an Executor or a spec: 'serial', 'local://N', 'dask://HOST:PORT'; see nmcompile.runtime.executors)
+    splits the reference samples into shards, each run on its own board opened from `board_url` by a worker."""
+    if board is not None and executor is not None:
+        raise UnsupportedError("verify_artifact: an opened board runs in this process; pass board_url and no board "
+                               "to shard the samples over an executor")
     art = artifact.read(path)
     inputs, expected = art.reference()
     padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
     result = VerifyResult(path, board_url)
     start = time.perf_counter()
-    with board or open_board(board_url, progress=progress) as opened:
-        opened.load(path)
-        outputs = opened.run_all(padded)
+    if executor is not None:
+        with using_executor(executor) as ex:
+            outputs = run_sharded(board_url, {}, path, padded, ex, progress=progress)
+    else:
+        with board or open_board(board_url, progress=progress) as opened:
+            opened.load(path)
+            outputs = opened.run_all(padded)
     seconds = time.perf_counter() - start
     for name, reference in expected.items():
         if name.startswith("weight:"):
