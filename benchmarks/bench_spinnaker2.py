@@ -90,7 +90,6 @@ def capacity(c: dict[str, float]) -> list[str]:
 def throughput(workers: int, ticks: int) -> list[str]:
     """PE-steps per second of `verify`-style runs: a 4-PE network, 8 samples, serial / local pool / Dask."""
     from nmcompile.runtime.executors import open_executor, run_sharded
-
     from tests.backends.networks import compile_graph, mlp
 
     rng = np.random.default_rng(0)

@@ -290,3 +290,20 @@ def test_run_and_verify_help_teach_the_executor():
         for part in ("--executor SPEC", "serial (the default", "local://N", "dask://HOST:PORT", "dask scheduler",
                      "contiguous shards"):
             assert part in text, (command, part)
+
+
+def test_qemu_network_sharded_over_a_dask_cluster(dask_cluster, tmp_path):
+    """A spinnaker2 network on several PEs under QEMU, its samples sharded over the two Dask workers (each runs
+    the whole PE network for its samples), equals one qemu:// run and the reference."""
+    from tests.backends.networks import mlp
+
+    rng = np.random.default_rng(3)
+    art = compile_graph(mlp(rng), tmp_path, (rng.random((20, 2, 20)) < 0.3).astype(np.int64), "spinnaker2",
+                        target_overrides={"neurons_per_core": 12})
+    x = inputs(8, 4, 20)
+    with open_board("qemu://") as board:
+        board.load(art)
+        one = board.run_all(x)
+    with open_executor(dask_cluster) as cluster:
+        assert_same(run_sharded("qemu://", {}, art, x, cluster), one)
+    assert_same(one, run_all(art, x))
