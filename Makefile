@@ -54,6 +54,7 @@ bench: setup lava-env tools
 	$(BIN)/python benchmarks/bench_partition.py
 	$(WITH_LAVA) $(BIN)/python benchmarks/bench_lava.py
 	$(BIN)/python benchmarks/bench_fpga.py
+	$(BIN)/python benchmarks/bench_spinnaker2.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
