@@ -225,3 +225,24 @@ def test_cli_run_on_qemu_equals_ref(tmp_path):
         assert proc.returncode == 0, proc.stderr
     ours, theirs = (np.load(tmp_path / f"{b}.npz")["spikes"] for b in ("ref", "qem"))
     assert ours.any() and np.array_equal(ours, theirs)
+
+
+def test_too_many_routing_entries_are_refused_with_numbers():
+    rng = np.random.default_rng(0)
+    x = (rng.random((10, 1, 20)) < 0.3).astype(np.int64)
+    with pytest.raises(NmcError, match=r"chip 3 needs 6 routing entries, more than the 1 of a spinnaker2 router"):
+        compiled(NETWORKS["mlp"](rng), x, neurons_per_core=5, cores_per_chip=2, router_entries=1)   # partition
+    _, view, _ = compiled(NETWORKS["mlp"](rng), x, neurons_per_core=5, cores_per_chip=2)
+    with pytest.raises(NmcError, match=r"chip \(\d, \d\) needs \d+ routing entries after merging, more than the 1 of "
+                                       r"a spinnaker2 router"):                                    # the emitter's own
+        lower(view, get_target("spinnaker2", neurons_per_core=5, cores_per_chip=2, router_entries=1))
+
+
+def test_routes_of_consecutive_sources_merge_exactly():
+    from nmcompile.backends.spinnaker2.lower import _merge
+
+    same = (1, 1 << 3)
+    entries = {0: same, 1: same, 2: same, 3: same, 4: (0, 1), 6: same}
+    merged = _merge(entries)
+    assert merged[0] == (0, 0xFFFFFC00, *same)                  # ids 0..3: one entry, mask over 4 ids
+    assert [(key >> 8, mask) for key, mask, _, _ in merged[1:]] == [(4, 0xFFFFFF00), (6, 0xFFFFFF00)]
