@@ -4,7 +4,11 @@ Every PE of the placement runs the artifact's kernel.elf with its own data image
 (`qemu-system-arm -M mps2-an386`, `nmcompile.runtime.qemu_pe.PeProcess`); the host steps all PEs tick by tick and
 routes every spike through the emitted routing tables (checked at load: every key reaches exactly the PEs that
 listen to it), so a multi-PE and multi-chip network runs as a network. Options: `?record=1` also reads every
-layer's u and v (`last_states`), `?timeout=SECONDS` bounds each tick of each PE.
+layer's u and v (`last_states`), `?timeout=SECONDS` bounds each tick of each PE, `?pes=local://N` or
+`?pes=dask://HOST:PORT` runs the PEs themselves as jobs of an executor (`nmcompile.runtime.executors`): groups of
+PEs that feed each other in a cycle run in lock step, every other PE over all its ticks at once, each generation of
+independent groups in parallel, so one large network's PEs spread over a pool or a cluster. (`verify --executor`
+shards the samples instead.)
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 from nmcompile.errors import BoardError, InputFileError
-from nmcompile.runtime.board import BaseBoard, flag_option, seconds_option
+from nmcompile.runtime.board import BaseBoard, BoardOption, flag_option, seconds_option
+
+
+def _executor_spec(text: str) -> str:
+    if text != "serial" and not text.startswith(("local", "dask://")):
+        raise ValueError(text)
+    return text
 
 
 class _QemuPe:
@@ -45,12 +55,14 @@ class QemuBoard(BaseBoard):
     scheme = "qemu"
     target = "spinnaker2"
     requires = ("spinnaker2/placement.json", "spinnaker2/kernel.elf")
-    options = (flag_option("record"), seconds_option("timeout"))
+    options = (flag_option("record"), seconds_option("timeout"),
+               BoardOption("pes", "serial|local://N|dask://HOST:PORT", _executor_spec))
 
-    def __init__(self, record: bool = False, timeout: float = 30.0, progress=None):
+    def __init__(self, record: bool = False, timeout: float = 30.0, pes: str | None = None, progress=None):
         super().__init__(progress)
         self.record = record
         self.timeout = timeout
+        self.pes = pes
         self.network = None
         self.last_states: dict[str, np.ndarray] = {}
 
@@ -76,7 +88,15 @@ class QemuBoard(BaseBoard):
             raise BoardError("qemu://: no artifact loaded")
         self.report(f"qemu://: {spikes.shape[0]} steps x {spikes.shape[1]} samples on "
                     f"{len(self.network.pe_names)} PE(s)")
-        results = self.network.run(spikes, record=self.record)
+        if self.pes is None:
+            results = self.network.run(spikes, record=self.record)
+        else:
+            from nmcompile.runtime.executors import open_executor
+            from nmcompile.runtime.spinnaker2_net import run_distributed
+
+            with open_executor(self.pes) as executor:
+                results = run_distributed(self.network, spikes, executor, record=self.record, timeout=self.timeout,
+                                          progress=self.progress)
         self.last_states = {k: v for k, v in results.items() if k not in self.outputs}
         return {name: results[name] for name in self.outputs}
 

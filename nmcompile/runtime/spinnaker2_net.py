@@ -246,7 +246,7 @@ class Spinnaker2Network:
                         sel = pe_of == k
                         fired, readout, _, v = results[k]
                         if placement["layers"][layer]["readout"]:
-                            flat[sel] = v[local[sel]]
+                            flat[sel] = _readout_of(self, k, readout, local[sel])
                         else:
                             flat[sel] = np.isin(local[sel], fired)
                 for name in states:
@@ -318,3 +318,178 @@ def _parse_routing(file: Path) -> list[tuple[int, int, int, int]]:
         bits = sum(w << (32 * i) for i, w in enumerate(e[3:]))
         entries.append((e[0], e[1], e[2], bits))
     return entries
+
+
+# -- PEs distributed over an executor --------------------------------------------------------------------------------
+@dataclass
+class PeGroup:
+    """A job: PEs that must run in lock step (a cycle of PEs feeding each other), or one PE on its own, with every
+    key arriving from outside the group already known for every sample and tick."""
+
+    elf: bytes
+    images: dict[int, bytes]                      # PE index -> image
+    names: dict[int, str]
+    dests: dict[int, list[int]]                   # source id -> member PEs it reaches (inside the group)
+    source_ids: dict[int, int]                    # member -> its source id
+    inbox: dict[int, list[list[np.ndarray]]]      # member -> [sample][tick] keys arriving from outside
+    steps: int
+    record: bool
+    timeout: float
+
+
+def run_group(group: PeGroup) -> dict[int, tuple[list[list[np.ndarray]], np.ndarray, np.ndarray, np.ndarray]]:
+    """Run one group of PEs under QEMU for every sample: per member (fired [sample][tick], readout [B, T, r],
+    u [B, T, n], v [B, T, n]). A lone PE that does not feed itself runs all its ticks in one QEMU run; a group
+    with a cycle runs tick by tick on FIFOs, its members' spikes routed between them."""
+    import tempfile
+
+    from nmcompile.runtime.qemu_pe import PeProcess, run_pe
+
+    members = sorted(group.images)
+    batch = len(next(iter(group.inbox.values())))
+    with tempfile.TemporaryDirectory(prefix="nmc-pes-") as tmp:
+        elf = Path(tmp) / "kernel.elf"
+        elf.write_bytes(group.elf)
+        results = {}
+        lone = len(members) == 1 and group.source_ids[members[0]] not in group.dests
+        if lone:
+            m = members[0]
+            samples = run_pe(elf, group.images[m], group.inbox[m], record=group.record, name=group.names[m],
+                             timeout=None)
+            fired = [[np.flatnonzero(s.spikes[t]) for t in range(group.steps)] for s in samples]
+            readout = np.stack([s.readout for s in samples]).astype(np.int64)
+            n = samples[0].spikes.shape[1]
+            zeros = np.zeros((batch, group.steps, n), dtype=np.int64)
+            u = np.stack([s.u for s in samples]).astype(np.int64) if group.record else zeros
+            v = np.stack([s.v for s in samples]).astype(np.int64) if group.record else zeros
+            return {m: (fired, readout, u, v)}
+        pes = {m: PeProcess(elf, group.images[m], record=group.record, name=group.names[m],
+                            tick_timeout=group.timeout) for m in members}
+        try:
+            out = {m: ([], [], [], []) for m in members}
+            for b in range(batch):
+                for m in members:
+                    pes[m].new_sample()
+                internal: dict[int, list[int]] = {m: [] for m in members}
+                per_sample = {m: ([], [], [], []) for m in members}
+                for t in range(group.steps):
+                    ticks = {m: pes[m].tick(np.concatenate([group.inbox[m][b][t],
+                                                            np.asarray(internal[m], dtype=np.int64)]))
+                             for m in members}
+                    internal = {m: [] for m in members}
+                    for m, tick in ticks.items():
+                        keys = (group.source_ids[m] << 8) | tick.fired.astype(np.int64)
+                        for j in group.dests.get(group.source_ids[m], ()):
+                            internal[j].extend(keys.tolist())
+                        fired, readout, u, v = per_sample[m]
+                        fired.append(tick.fired.astype(np.int64))
+                        readout.append(tick.readout.astype(np.int64))
+                        n = group_n(group.images[m])
+                        u.append(tick.u.astype(np.int64) if tick.u is not None else np.zeros(n, dtype=np.int64))
+                        v.append(tick.v.astype(np.int64) if tick.v is not None else np.zeros(n, dtype=np.int64))
+                for m in members:
+                    for store, values in zip(out[m], per_sample[m], strict=True):
+                        store.append(values)
+            for m in members:
+                fired, readout, u, v = out[m]
+                results[m] = (fired, np.asarray(readout, dtype=np.int64), np.asarray(u, dtype=np.int64),
+                              np.asarray(v, dtype=np.int64))
+        finally:
+            for pe in pes.values():
+                pe.close()
+        return results
+
+
+def group_n(image: bytes) -> int:
+    return int(np.frombuffer(image[12:16], dtype="<u4")[0])
+
+
+def run_distributed(net: Spinnaker2Network, spikes: np.ndarray, executor, record: bool = False,
+                    timeout: float = 30.0, progress=None) -> dict[str, np.ndarray]:
+    """`net.run` with the PEs as jobs of `executor`: the PE graph's strongly connected groups in dependency order,
+    every generation of independent groups in parallel. Each group sees every key from outside it precomputed (a
+    projection delivers after at least one step, so a group's inputs depend only on groups before it)."""
+    import networkx as nx
+
+    spikes = np.asarray(spikes)
+    steps, batch = spikes.shape[:2]
+    placement = net.placement
+    sid_of = {k: int(pe["source_id"]) for k, pe in enumerate(placement["pes"])}
+    dests = net._destinations()
+    graph = nx.DiGraph()
+    graph.add_nodes_from(range(len(net.pe_names)))
+    for k, sid in sid_of.items():
+        graph.add_edges_from((k, j) for j in dests.get(sid, ()))
+    condensed = nx.condensation(graph)
+    host_keys = net._host_keys(spikes)
+    host_by_pe: dict[int, list[list[list[int]]]] = {k: [[[] for _ in range(steps)] for _ in range(batch)]
+                                                   for k in graph}
+    for b in range(batch):
+        for t in range(steps - 1):
+            for key in host_keys(t, b).tolist():
+                for j in dests.get(key >> 8, ()):
+                    host_by_pe[j][b][t + 1].append(key)
+    elf = (net.path / "spinnaker2" / "kernel.elf").read_bytes()
+    results: dict[int, tuple] = {}
+    for generation in nx.topological_generations(condensed):
+        jobs = []
+        for c in generation:
+            members = sorted(condensed.nodes[c]["members"])
+            inside = set(members)
+            inbox = {m: [[list(host_by_pe[m][b][t]) for t in range(steps)] for b in range(batch)] for m in members}
+            for k, (fired, *_rest) in results.items():
+                for j in dests.get(sid_of[k], ()):
+                    if j in inside:
+                        for b in range(batch):
+                            for t in range(steps - 1):
+                                inbox[j][b][t + 1].extend(((sid_of[k] << 8) | fired[b][t]).tolist())
+            jobs.append(PeGroup(elf, {m: net.images[net.pe_names[m]] for m in members},
+                                {m: net.pe_names[m] for m in members},
+                                {sid_of[m]: [j for j in dests.get(sid_of[m], ()) if j in inside] for m in members
+                                 if any(j in inside for j in dests.get(sid_of[m], ()))},
+                                {m: sid_of[m] for m in members},
+                                {m: [[np.asarray(sorted(keys), dtype=np.int64) for keys in sample]
+                                     for sample in inbox[m]] for m in members},
+                                steps, record, timeout))
+        if progress is not None:
+            progress(f"qemu://: {len(jobs)} PE group(s) ({sum(len(j.images) for j in jobs)} PEs) on "
+                     f"{executor.workers} worker(s)")
+        for done in executor.map(run_group, jobs, labels=[f"PEs {', '.join(j.names.values())}" for j in jobs]):
+            results.update(done)
+    return _assemble(net, results, steps, batch, record)
+
+
+def _assemble(net: Spinnaker2Network, results, steps: int, batch: int, record: bool) -> dict[str, np.ndarray]:
+    placement = net.placement
+    out: dict[str, np.ndarray] = {}
+    for name, o in placement["outputs"].items():
+        layer = placement["layers"][o["layer"]]
+        pe_of, local = np.asarray(layer["pe"]), np.asarray(layer["local"])
+        values = np.zeros((steps, batch, len(pe_of)), dtype=np.int64)
+        for k in np.unique(pe_of).tolist():
+            sel = pe_of == k
+            fired, readout, _, _ = results[k]
+            for b in range(batch):
+                for t in range(steps):
+                    if layer["readout"]:
+                        values[t, b, sel] = _readout_of(net, k, readout[b, t], local[sel])
+                    else:
+                        values[t, b, sel] = np.isin(local[sel], fired[b][t])
+        out[name] = values.reshape(steps, batch, *layer["shape"])
+    if record:
+        for name, layer in placement["layers"].items():
+            pe_of, local = np.asarray(layer["pe"]), np.asarray(layer["local"])
+            for var, col in (("u", 2), ("v", 3)):
+                values = np.zeros((steps, batch, len(pe_of)), dtype=np.int64)
+                for k in np.unique(pe_of).tolist():
+                    sel = pe_of == k
+                    values[:, :, sel] = results[k][col][:, :, local[sel]].transpose(1, 0, 2)
+                out[f"{name}.{var}"] = values.reshape(steps, batch, *layer["shape"])
+    return out
+
+
+def _readout_of(net: Spinnaker2Network, k: int, readout: np.ndarray, local: np.ndarray) -> np.ndarray:
+    """Readout voltages come in neuron order of the PE's readout neurons."""
+    flags = net.parsed[net.pe_names[k]].params[:, 4]
+    order = {int(j): i for i, j in enumerate(np.flatnonzero(flags & 16))}
+    return readout[[order[int(j)] for j in local]]

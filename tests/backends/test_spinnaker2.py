@@ -246,3 +246,34 @@ def test_routes_of_consecutive_sources_merge_exactly():
     merged = _merge(entries)
     assert merged[0] == (0, 0xFFFFFC00, *same)                  # ids 0..3: one entry, mask over 4 ids
     assert [(key >> 8, mask) for key, mask, _, _ in merged[1:]] == [(4, 0xFFFFFF00), (6, 0xFFFFFF00)]
+
+
+def run_board(url: str, out: Path, x: np.ndarray) -> tuple[dict, dict]:
+    from nmcompile.runtime.board import open_board
+
+    with open_board(url) as board:
+        board.load(out)
+        return board.run_all(x), dict(board.last_states)
+
+
+@pytest.mark.parametrize(("network", "layout"), [("conv", {"neurons_per_core": 7, "cores_per_chip": 3}),
+                                                 ("recurrent", {"neurons_per_core": 5})],
+                         ids=["acyclic-many-chips", "pe-cycle"])
+def test_pes_as_jobs_of_a_local_pool(network, layout, tmp_path):
+    """qemu://?pes=local://2: PE groups in dependency order on two worker processes (a cycle of PEs in lock step,
+    every other PE over all its ticks at once) equal the reference in outputs and every layer's u and v."""
+    from nmcompile.artifact import read
+    from tests.backends.networks import compile_graph
+
+    rng = np.random.default_rng(2)
+    graph = NETWORKS[network](rng)
+    x = (rng.random((20, 2, *graph.node("in").shape)) < 0.3).astype(np.int64)
+    out = compile_graph(graph, tmp_path, x, "spinnaker2", target_overrides=layout)
+    outputs, states = run_board("qemu://?pes=local://2&record=1", out, x)
+    reference = simulate(read(out).graph, x, record=True)
+    for name, expected in reference.outputs.items():
+        assert expected.any()
+        np.testing.assert_array_equal(outputs[name], expected, err_msg=name)
+    for layer, values in reference.states.items():
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(states[f"{layer}.{var}"], values[var], err_msg=f"{layer}.{var}")

@@ -307,3 +307,16 @@ def test_qemu_network_sharded_over_a_dask_cluster(dask_cluster, tmp_path):
     with open_executor(dask_cluster) as cluster:
         assert_same(run_sharded("qemu://", {}, art, x, cluster), one)
     assert_same(one, run_all(art, x))
+
+
+def test_qemu_pes_as_jobs_of_a_dask_cluster(dask_cluster, tmp_path):
+    """qemu://?pes=dask://...: one network's PEs (not its samples) spread over the cluster's workers."""
+    from tests.backends.networks import recurrent
+
+    rng = np.random.default_rng(5)
+    art = compile_graph(recurrent(rng, hidden=24), tmp_path, (rng.random((20, 2, 12)) < 0.3).astype(np.int64),
+                        "spinnaker2", target_overrides={"neurons_per_core": 7})
+    x = inputs(9, 3, 12)
+    with open_board(f"qemu://?pes={dask_cluster}") as board:
+        board.load(art)
+        assert_same(board.run_all(x), run_all(art, x))
