@@ -277,3 +277,29 @@ def test_pes_as_jobs_of_a_local_pool(network, layout, tmp_path):
     for layer, values in reference.states.items():
         for var in ("u", "v"):
             np.testing.assert_array_equal(states[f"{layer}.{var}"], values[var], err_msg=f"{layer}.{var}")
+
+
+@pytest.mark.parametrize("distributed", [False, True], ids=["in-process", "pes-as-jobs"])
+def test_readout_voltages_under_qemu(distributed, tmp_path):
+    """A non-spiking readout's output is its voltage, read from the PE's readout record (no u/v recording)."""
+    from nmcompile.backends.spinnaker2.build import build_kernel
+    from nmcompile.runtime.executors import open_executor
+    from nmcompile.runtime.spinnaker2_board import _QemuPe
+    from nmcompile.runtime.spinnaker2_net import run_distributed
+
+    x = (np.random.default_rng(1).random((25, 3, 10)) < 0.3).astype(np.int64)
+    g, view, target = compiled(readout_network(), x, neurons_per_core=5)
+    out = write(view, target, tmp_path)
+    elf = out / "spinnaker2" / "kernel.elf"
+    elf.write_bytes(build_kernel().elf.read_bytes())
+    net = Spinnaker2Network(out, lambda name, image: _QemuPe(elf, name, image, False, 30.0))
+    try:
+        if distributed:
+            with open_executor("serial") as executor:
+                got = run_distributed(net, x, executor)
+        else:
+            got = net.run(x)
+    finally:
+        net.close()
+    expected = simulate(g, x).output
+    assert np.abs(expected).sum() > 0 and np.array_equal(got["out"], expected)
