@@ -246,6 +246,76 @@ def _frontend_check(loaded) -> None:
         raise UnsupportedError(f"the IR does not reproduce the framework in float64 ({exact}); please report this")
 
 
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+              help="The .nir file to write (exactly this path; its directory must exist; an existing file is "
+                   "replaced).")
+@source_options
+def export(source: Path, out: Path, **kw) -> None:
+    """Write the float network in SOURCE as a NIR file, for other platforms' tools.
+
+    \b
+    NIR (the Neuromorphic Intermediate Representation, neuroir.org) is the exchange format that snnTorch,
+    SpikingJelly, Norse, Sinabs, Lava, Rockpool, SpiNNaker 2 and others read. SOURCE is anything `inspect`
+    reads: a .nir, a float .nmir, a .pt/.pth (with --model) or an .onnx (with --calibration).
+
+    \b
+    NIR's neurons are continuous-time equations; nmcompile's are discrete steps. The file is written with
+    forward Euler at dt = --nir-dt if given, else the dt the source was read with (a .nir source), else
+    1e-4 s, the snnTorch/SpikingJelly convention: beta = 1 - dt/tau, gain = r*dt/tau (docs/semantics.md §4).
+    A tool reading the file must use the same dt (nmcompile: --nir-dt). What NIR cannot say (reset by
+    subtraction, delayed reset, '>=', refractory periods, initial states) is kept as nmcompile metadata, so
+    `nmcompile` reads the file back spike for spike; other readers ignore it (a warning names such layers).
+
+    \b
+    Integer networks (a compiled artifact, a quantized .nmir) are refused: NIR has no integer semantics;
+    export the float source instead. Ops NIR has no equivalent for are refused, naming the node.
+    """
+    from nmcompile.api import load_source
+    from nmcompile.errors import InputFileError, UnsupportedError
+
+    if out.is_dir():
+        raise InputFileError(f"{out} is a directory; -o names the .nir file to write")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputFileError(f"{out}: directory {parent} does not exist")
+    options = _options(kw)
+    if options.nir_dt is not None and not options.nir_dt > 0:
+        raise UnsupportedError(f"--nir-dt must be a positive number of seconds, got {options.nir_dt:g}")
+    loaded = load_source(source, options)
+    graph = loaded.graph
+    integer = [(name, op.kind) for name, op in graph.nodes.items() if op.numeric == "integer"]
+    if loaded.kind == "artifact" or integer:
+        what = ("a compiled artifact" if loaded.kind == "artifact"
+                else f"a quantized network (node '{integer[0][0]}' is {integer[0][1]})")
+        raise UnsupportedError(f"{source} is {what}: NIR has no integer semantics, so it cannot be written exactly; "
+                               "export the float source it was compiled from instead")
+    from nmcompile.frontend.nir import DEFAULT_DT, graph_to_nir
+
+    dt = next(v for v in (options.nir_dt, graph.dt, DEFAULT_DT) if v is not None)
+    nir_graph = graph_to_nir(graph, dt)            # refuses unsupported ops (naming node and op) before writing
+    _write_nir_file(nir_graph, out)
+    click.echo(f"wrote {out} ({len(graph.nodes)} nodes, dt {dt:g} s)")
+
+
+def _write_nir_file(nir_graph, out: Path) -> None:
+    """nir.write to a temporary file next to `out`, then renamed onto it: no half-written file at `out`."""
+    import nir
+
+    from nmcompile.errors import InputFileError
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        nir.write(str(tmp), nir_graph)
+        os.replace(tmp, out)
+    except OSError as err:
+        raise InputFileError(f"{out}: cannot write ({err.strerror or err})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def _stdp_params(items) -> dict[str, int]:
     from nmcompile.errors import UnsupportedError
 
