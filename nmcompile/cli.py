@@ -257,7 +257,7 @@ def export(source: Path, out: Path, **kw) -> None:
 
     \b
     NIR (the Neuromorphic Intermediate Representation, neuroir.org) is the exchange format that snnTorch,
-    SpikingJelly, Norse, Sinabs, Lava, Rockpool, SpiNNaker 2 and others read. SOURCE is anything `inspect`
+    SpikingJelly, Norse, Sinabs, Lava-dl, Rockpool, SpiNNaker 2 and others read. SOURCE is anything `inspect`
     reads: a .nir, a float .nmir, a .pt/.pth (with --model) or an .onnx (with --calibration).
 
     \b
