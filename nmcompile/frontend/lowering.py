@@ -23,6 +23,8 @@ class Lowered:
     edges: list[tuple[str, str, bool]] = field(default_factory=list)  # (src, dst, recurrent), local names
     entry: str | None = None
     exit: str | None = None
+    # set when the fragment is exact only on 0/1 spikes: the refusal raised if its input is not a spiking layer
+    requires_spikes: str | None = None
 
     @staticmethod
     def single(op: Op) -> Lowered:

@@ -1,4 +1,5 @@
-"""torch.nn layers: Linear, Conv1d/2d, AvgPool2d, Flatten, BatchNorm1d/2d, Dropout (dropped), Identity."""
+"""torch.nn layers: Linear, Conv1d/2d, AvgPool2d, MaxPool2d (over spikes), Flatten, BatchNorm1d/2d, Identity,
+Dropout (dropped)."""
 
 from __future__ import annotations
 
@@ -52,16 +53,52 @@ def _conv2d(m: nn.Conv2d, path, in_shape, out_shape) -> Lowered:
     return Lowered.single(O.Conv2d(**_conv_common(m, path, 2), provenance=prov("torch", path)))
 
 
+def _pool_geometry(m, path: str, in_shape, out_shape) -> dict:
+    """kernel/stride/padding of a 2-D pool; ceil_mode only where it adds no partial window (same output size)."""
+    kind = type(m).__name__
+    if len(in_shape) != 3:
+        raise UnsupportedError(f"module '{path}': {kind} on an input of shape {in_shape} (expects (C, H, W))")
+    kernel = _tuple(m.kernel_size, 2)
+    stride = _tuple(m.stride if m.stride is not None and m.stride != [] else m.kernel_size, 2)
+    padding = _tuple(m.padding, 2)
+    floor = O.SumPool2d(kernel_size=kernel, stride=stride, padding=padding).out_shape(in_shape)
+    if tuple(out_shape) != tuple(floor):
+        raise UnsupportedError(f"module '{path}': {kind} with ceil_mode=True adds a partial window here (output "
+                               f"{tuple(out_shape)[1:]} instead of {tuple(floor)[1:]}); use ceil_mode=False or an "
+                               "input size the stride divides")
+    return {"kernel_size": kernel, "stride": stride, "padding": padding}
+
+
 @register(nn.AvgPool2d, "torch")
 def _avgpool(m: nn.AvgPool2d, path, in_shape, out_shape) -> Lowered:
-    if m.ceil_mode or m.divisor_override is not None:
-        raise UnsupportedError(f"module '{path}': AvgPool2d with ceil_mode or divisor_override")
-    padding = _tuple(m.padding, 2)
-    if any(padding) and not m.count_include_pad:
-        raise UnsupportedError(f"module '{path}': AvgPool2d with padding and count_include_pad=False")
-    stride = _tuple(m.stride if m.stride is not None else m.kernel_size, 2)
-    return Lowered.single(O.AvgPool2d(kernel_size=_tuple(m.kernel_size, 2), stride=stride, padding=padding,
-                                      provenance=prov("torch", path)))
+    geometry = _pool_geometry(m, path, in_shape, out_shape)
+    if any(geometry["padding"]) and not m.count_include_pad:
+        raise UnsupportedError(f"module '{path}': AvgPool2d with padding and count_include_pad=False (the divisor "
+                               "changes at the border); use count_include_pad=True or padding=0")
+    if m.divisor_override is not None:  # a sum pool divided by a fixed number
+        return Lowered(nodes=[("", O.SumPool2d(**geometry, provenance=prov("torch", path))),
+                              ("divide", O.Scale(scale=1.0 / m.divisor_override, provenance=prov("torch", path)))],
+                       edges=[("", "divide", False)], entry="", exit="divide")
+    return Lowered.single(O.AvgPool2d(**geometry, provenance=prov("torch", path)))
+
+
+@register(nn.MaxPool2d, "torch")
+def _maxpool(m: nn.MaxPool2d, path, in_shape, out_shape) -> Lowered:
+    """Max of 0/1 spikes = OR: a sum pool into a memoryless threshold layer (IF, threshold 0.5, reset to 0).
+
+    Exact only on spikes; `requires_spikes` makes the frontend refuse it over currents. The extra neuron layer
+    costs one step of latency, which `retime` balances and reports.
+    """
+    if _tuple(m.dilation, 2) != (1, 1) or m.return_indices:
+        raise UnsupportedError(f"module '{path}': MaxPool2d with dilation or return_indices")
+    geometry = _pool_geometry(m, path, in_shape, out_shape)
+    return Lowered(nodes=[("", O.SumPool2d(**geometry, provenance=prov("torch", path))),
+                          ("or", O.IF(shape=tuple(out_shape), threshold=0.5, reset_mode="zero",
+                                      provenance=prov("torch", path)))],
+                   edges=[("", "or", False)], entry="", exit="or",
+                   requires_spikes=f"module '{path}': MaxPool2d over currents is refused: a max of currents has no "
+                                   "integer/spiking form (only a max of 0/1 spikes, an OR, has one); use AvgPool2d, "
+                                   "or move the pool after the neuron")
 
 
 @register(nn.Flatten, "torch")

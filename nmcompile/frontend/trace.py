@@ -488,6 +488,7 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
     entries: dict[str, str] = {}
     exits: dict[str, str] = {"input": "input"}
     called = {c.node for c in trace.calls}
+    spikes_needed: dict[str, str] = {}
     for path, (module, in_shape, out_shape) in trace.leaves.items():
         if path not in called:
             continue  # passthrough modules
@@ -498,6 +499,8 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
             graph.connect(_join(path, src), _join(path, dst), recurrent)
         entries[path] = _join(path, lowered.entry)
         exits[path] = _join(path, lowered.exit)
+        if lowered.requires_spikes:
+            spikes_needed[entries[path]] = lowered.requires_spikes
     for fname, op in trace.functions.items():
         graph.add(fname, op)
         entries[fname] = exits[fname] = fname
@@ -522,8 +525,21 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
     graph.add("output", O.Output(shape=out_shape))
     for node in sorted(output_sources):
         graph.connect(exits[node], "output")
+    for entry, refusal in spikes_needed.items():
+        _check_spiking_input(graph, entry, refusal)
     graph.verify()
     return graph
+
+
+def _check_spiking_input(graph: Graph, entry: str, refusal: str) -> None:
+    """Every input of `entry`, through Flatten/Delay, must be a spiking neuron layer (0/1 values)."""
+    for edge in graph.in_edges(entry):
+        node = edge.src
+        while graph.node(node).transparent and len(graph.in_edges(node)) == 1:
+            node = graph.in_edges(node)[0].src
+        op = graph.node(node)
+        if op.role != "neuron" or not getattr(op, "spiking", False):
+            raise UnsupportedError(f"{refusal} (its input '{node}' is {op.kind}, not a spiking neuron layer)")
 
 
 def _join(path: str, local: str | None) -> str:

@@ -6,6 +6,8 @@ possibly with Flatten and Delay around it:
 
     AvgPool2d(k)        -> SumPool2d(k) then Scale(1 / kH kW)
     Scale(1) joining several inputs -> removed (a node's input is the sum of its in-edges anyway)
+    SumPool2d after a conv (pooling currents) -> folded into that conv: stride s*pool stride, kernel
+                           (kp-1)*s + (k-1)*d + 1 (the pool's taps summed), bias * kH kW
     no weighted op on a path        -> an identity projection before the neuron (Linear(I), depthwise 1x1 conv)
     Scale next to a projection      -> folded into its input columns or output rows
     SumPool2d before a projection   -> fused: a conv with a stride x pool-stride kernel, or W @ P for a Linear
@@ -35,6 +37,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     notes: list[str] = []
     _avgpool_to_sumpool(g, notes)
     _remove_unit_junctions(g, notes)
+    _fold_pools_into_preceding(g, notes)
     _insert_identities(g, notes)
     _fold_scales(g, notes)
     _fuse_pools(g, notes)
@@ -110,6 +113,43 @@ def _remove_unit_junctions(g: Graph, notes: list[str]) -> None:
                 g.connect(e_in.src, e_out.dst, e_in.recurrent or e_out.recurrent)
         g.remove_node(name)
         notes.append(f"{name}: summing junction removed")
+
+
+def _fold_pools_into_preceding(g: Graph, notes: list[str]) -> None:
+    """Conv2d -> SumPool2d (the conv's only consumer): one conv whose kernel sums the pool's taps, strided."""
+    for name in list(g.of_kind("SumPool2d")):
+        edge_in = _only_in(g, name)
+        if edge_in is None or edge_in.recurrent:
+            continue
+        conv = g.node(edge_in.src)
+        if conv.kind != "Conv2d" or len(g.out_edges(edge_in.src)) != 1:
+            continue
+        pool = g.node(name)
+        if any(pool.padding):
+            raise UnsupportedError(
+                f"pool '{name}' has padding {pool.padding} and pools the currents of conv '{edge_in.src}': its zero "
+                "border is not an output of the conv (a per-position bias), so it cannot be folded exactly; use "
+                "padding=0, or move the pool after the neuron")
+        g.replace_node(edge_in.src, _conv_then_pool(conv, pool))
+        _remove(g, name)
+        notes.append(f"{name}: sum pool over the currents of '{edge_in.src}' folded into it (kernel "
+                     f"{g.node(edge_in.src).weight.shape[2:]}, stride {g.node(edge_in.src).stride})")
+
+
+def _conv_then_pool(conv: O.Conv2d, pool: O.SumPool2d) -> O.Conv2d:
+    """sumpool(conv(x)) = conv'(x): stride s*sp, same padding, dilation 1, taps a*s + i*d summed."""
+    s, d, (kh, kw) = conv.stride, conv.dilation, conv.weight.shape[2:]
+    kernel = [(kp - 1) * s[axis] + (k - 1) * d[axis] + 1
+              for axis, (kp, k) in enumerate(zip(pool.kernel_size, (kh, kw), strict=True))]
+    weight = np.zeros(conv.weight.shape[:2] + tuple(kernel))
+    for a in range(pool.kernel_size[0]):
+        for b in range(pool.kernel_size[1]):
+            weight[:, :, a * s[0] : a * s[0] + d[0] * (kh - 1) + 1 : d[0],
+                   b * s[1] : b * s[1] + d[1] * (kw - 1) + 1 : d[1]] += conv.weight
+    taps = pool.kernel_size[0] * pool.kernel_size[1]
+    return O.Conv2d(weight=weight, bias=None if conv.bias is None else conv.bias * taps,
+                    stride=(s[0] * pool.stride[0], s[1] * pool.stride[1]), padding=conv.padding, dilation=1,
+                    groups=conv.groups, provenance=conv.provenance)
 
 
 def _path_has_weights(g: Graph, edge: Edge) -> bool:
@@ -236,8 +276,10 @@ def _fuse_pools(g: Graph, notes: list[str]) -> None:
 
 def _pool_into_conv(pool: O.SumPool2d, conv: O.Conv2d, in_shape, pool_name: str, conv_name: str) -> O.Conv2d:
     """conv(sumpool(x)) as one conv on x: stride s*sp, padding p*sp, kernel (k-1)*d*sp + kp."""
-    if any(pool.padding):
-        raise UnsupportedError(f"pool '{pool_name}' has padding; it cannot be fused into '{conv_name}'")
+    pointwise = conv.weight.shape[2:] == (1, 1) and not any(conv.padding)   # e.g. an inserted identity
+    if any(pool.padding) and not pointwise:
+        raise UnsupportedError(f"pool '{pool_name}' has padding; it cannot be fused into '{conv_name}' (only into a "
+                               "1x1 conv without padding)")
     kernel, stride, padding, dilation = [], [], [], []
     for axis in range(2):
         kp, sp = pool.kernel_size[axis], pool.stride[axis]
@@ -249,7 +291,7 @@ def _pool_into_conv(pool: O.SumPool2d, conv: O.Conv2d, in_shape, pool_name: str,
                                    "the windows overlap")
         kernel.append((k - 1) * d * sp + kp)
         stride.append(s * sp)
-        padding.append(p * sp)
+        padding.append(p * sp + pool.padding[axis])
         dilation.append(d * sp)
     weight = np.zeros(conv.weight.shape[:2] + tuple(kernel))
     kh, kw = conv.weight.shape[2:]

@@ -64,3 +64,39 @@ def rleaky() -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), snn.RLeaky(beta=0.9, linear_features=8, reset_mechanism="zero",
                                                     init_hidden=True), nn.Linear(8, 3),
                          snn.Leaky(beta=0.8, init_hidden=True))
+
+
+POOL_INPUT_SHAPE = (2, 8, 8)
+
+
+def conv_avgpool() -> nn.Module:
+    """Conv2d -> AvgPool2d -> Leaky (pooling currents) -> Conv2d -> Leaky -> Flatten -> Linear -> Leaky."""
+    torch.manual_seed(3)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.AvgPool2d(2), _leaky(0.8),
+                          nn.Conv2d(4, 3, 3, padding=1), nn.AvgPool2d(3, stride=1),
+                          _leaky(0.9), nn.Flatten(), nn.Linear(3 * 2 * 2, 4),
+                          _leaky(0.9))
+    return _gain(model, 2.5)
+
+
+def conv_maxpool() -> nn.Module:
+    """Conv2d -> Leaky -> MaxPool2d (over spikes) -> Conv2d -> Leaky -> MaxPool2d -> Flatten -> Linear -> Leaky."""
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(0.8), nn.MaxPool2d(2),
+                          nn.Conv2d(4, 3, 3, padding=1), _leaky(0.9),
+                          nn.MaxPool2d(2, stride=1, padding=1), nn.Flatten(), nn.Linear(3 * 5 * 5, 4),
+                          _leaky(0.9))
+    return _gain(model, 2.5)
+
+
+def _gain(model: nn.Module, factor: float) -> nn.Module:
+    """Scale the weights up so the tiny networks spike."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                m.weight.mul_(factor)
+    return model
+
+
+def _leaky(beta: float) -> nn.Module:
+    return snn.Leaky(beta=beta, init_hidden=True, reset_mechanism="zero")   # reset to zero: every target has it

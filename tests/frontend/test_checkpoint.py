@@ -114,7 +114,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("factory", "expected"), [
-    ("with_maxpool", "module '1' (torch.nn.modules.pooling.MaxPool2d) is not supported; supported layers: "),
+    ("with_maxpool", "module '1': MaxPool2d over currents is refused: a max of currents has no integer/spiking "),
     ("with_relu_between", "torch.sigmoid is applied to spikes/currents between layers"),
     ("graded", "graded spikes (graded_spikes_factor != 1) are not supported"),
 ])
@@ -127,8 +127,8 @@ def test_unsupported_layers_are_named_by_the_cli(tmp_path, factory, expected):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], proc.stderr
-    if factory == "with_maxpool":
-        assert "snntorch.Leaky" in lines[0] and "torch.Conv2d" in lines[0]
+    if factory == "with_maxpool":   # says what to use instead and what the pool reads
+        assert "use AvgPool2d, or move the pool after the neuron" in lines[0] and "'0' is Conv2d" in lines[0]
 
 
 def test_cli_malicious_pickle_and_trust_flag(tmp_path):
