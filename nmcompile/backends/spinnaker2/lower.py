@@ -5,7 +5,7 @@ Every core of the mapping is one PE: core k sits on chip k // 152, PE k % 152; c
 chip % 8, y = chip // 8) and packets travel x first, then y. A PE's neurons are its tiles' neurons in mapping order.
 For every source that reaches a PE (a PE, or a host source carrying 256 units of an input or bias source) the PE's
 key table holds one entry and one synapse row per source unit. Target limits are checked by
-`nmcompile.lowered.limits` before; what is refused here is this format's own: 256 neurons and 256 accumulator
+`nmcompile.lowered.limits` before; what is refused here is this format's own: 256 neurons and 128 accumulator
 groups per PE, 67,328 bytes of image and state per PE, router entries per chip, a readout layer that feeds a
 projection (readouts output their voltage, they send no spikes).
 """
@@ -30,7 +30,7 @@ KEY_WORDS = 4
 STATE_WORDS_PER_NEURON = 6           # u, v (int64 each), refractory counter, pending reset
 DATA_BYTES = 0x1F000 - 0xE900        # the PE's data region (py-spinnaker2 layout): image + working state
 MAX_NEURONS = 256                    # the 8-bit unit / target index
-MAX_GROUPS = 256                     # the 8-bit group index of a synapse word
+MAX_GROUPS = 128                     # accumulator groups the kernel holds (kernel/snm2.h MAX_GROUPS)
 HOST_SOURCE_BASE = 0x8000            # source ids of host sources
 UNIT_BITS = 8
 CHIP_COLUMNS = 8

@@ -33,8 +33,8 @@ const char *image_validate(pe_image_t *img, uint8_t *base, uint32_t size, uint32
     uint32_t n = h[H_N_NEURONS], g = h[H_N_GROUPS], k = h[H_N_KEYS];
     if (n < 1 || n > MAX_NEURONS)
         FAIL("n_neurons %lu outside 1..%u", (unsigned long)n, MAX_NEURONS);
-    if (g < 1 || g > MAX_GROUPS)
-        FAIL("n_groups %lu outside 1..%u", (unsigned long)g, MAX_GROUPS);
+    if (g > MAX_GROUPS)   /* 0: a PE without incoming synapses (its neurons only decay and integrate biases) */
+        FAIL("n_groups %lu outside 0..%u", (unsigned long)g, MAX_GROUPS);
     if (!inside(h[H_OFF_PARAMS], 32ull * n, size))
         FAIL("neuron parameters (offset %lu, %lu neurons) outside the image", (unsigned long)h[H_OFF_PARAMS],
              (unsigned long)n);
