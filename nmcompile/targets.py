@@ -249,7 +249,7 @@ FPGA = Target(
     delay_range=(1, 16),
     per_synapse_delays=False,
     reset_modes=("zero", "subtract"),
-    reset_timings=("immediate",),
+    reset_timings=("immediate", "delayed"),
     comparisons=(">", ">="),
     max_refractory=15,
     stdp=True,
@@ -257,8 +257,10 @@ FPGA = Target(
     sources={
         "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
         "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",
-        "limits of the RTL": "nmcompile/hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter; nmc_core.v: one "
-                             "delay 1..16 per projection (a 32-slot spike ring), int8 weights, exponents -8..8",
+        "limits of the RTL": "nmcompile/hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter, immediate and "
+                             "delayed reset (PARAM bit 70; the pending reset recomputed from the stored v); "
+                             "nmc_core.v: one delay 1..16 per projection (a 32-slot spike ring), int8 weights, "
+                             "exponents -8..8",
     },
 )
 

@@ -94,10 +94,31 @@ def subtract(rng) -> Graph:
     return g
 
 
+def delayed(rng, hidden=16) -> Graph:
+    """snnTorch's defaults: Leaky (reset by subtraction, delayed) into a recurrent Synaptic-like layer with reset to
+    zero, delayed (RSynaptic/RLeaky with reset_mechanism='zero'), then Leaky again."""
+    g = Graph("delayed")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 24, bias=True))
+    g.add("l1", O.LIF(shape=(24,), beta=0.9, threshold=1.0, reset_mode="subtract", reset_timing="delayed"))
+    g.add("fc2", dense(rng, 24, hidden))
+    g.add("cuba", O.CubaLIF(shape=(hidden,), alpha=0.6, beta=0.85, threshold=1.0, reset_mode="zero",
+                            reset_timing="delayed"))
+    g.add("rec", dense(rng, hidden, hidden, mean=0.1, std=0.4))
+    g.add("fc3", dense(rng, hidden, 6))
+    g.add("l3", O.LIF(shape=(6,), beta=0.8, threshold=1.0, reset_mode="subtract", reset_timing="delayed"))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc1", "l1", "fc2", "cuba", "fc3", "l3", "out")
+    g.connect("cuba", "rec", recurrent=True)
+    g.connect("rec", "cuba")
+    return g
+
+
 # The shared conformance networks: every registered backend compiles each one and runs it bit-exactly on its
 # conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
-            "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract}
+            "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract,
+            "delayed": delayed}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:

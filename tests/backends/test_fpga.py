@@ -138,8 +138,8 @@ def test_stdp_option_errors_are_one_line(tmp_path):
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda g: g.replace_node("l1", g.node("l1").replace(reset_timing="delayed", reset_mode="zero")),
-     "delayed reset is not supported by fpga"),
+    (lambda g: g.replace_node("l1", g.node("l1").replace(reset_mode="none")),
+     "layer 'l1': no reset is not supported by fpga"),
     (lambda g: g.replace_node("fc1", g.node("fc1").replace(delays=np.arange(600).reshape(30, 20) % 3)),
      r"projection 'fc1': a delay per synapse \(1\.\.3 steps\) is not supported by fpga \(supported by: loihi2, "
      r"spinnaker2; fpga per_synapse_delays: False\)"),
@@ -224,7 +224,8 @@ def test_parse_yosys_statistics():
 def random_integer_network(rng) -> Graph:
     """An integer network with every feature the design has, drawn at random: layer sizes that do not align to 32,
     delays 1..16, exponents, biases through constant sources, recurrent edges, skip projections, both resets,
-    both comparisons, refractory periods, non-zero initial states, decaying and held currents."""
+    immediate and delayed reset timing (refractory 0 with delayed: QNeuron refuses the combination), both
+    comparisons, refractory periods, non-zero initial states, decaying and held currents."""
     g = Graph("random")
     n_in = int(rng.integers(1, 70))
     g.add("in", O.Input(shape=(n_in,)))
@@ -240,12 +241,13 @@ def random_integer_network(rng) -> Graph:
     prev, n_prev = "in", n_in
     for k, n in enumerate(sizes):
         layer = f"l{k}"
+        timing = str(rng.choice(["immediate", "delayed"]))
         g.add(layer, O.QNeuron(
             shape=(n,), du=int(rng.choice([4095, -1, int(rng.integers(0, 4096))])), dv=int(rng.integers(0, 4097)),
             vth=rng.integers(1, 400, n), bias_mant=rng.integers(-300, 300, n), bias_exp=int(rng.integers(0, 4)),
             compare=str(rng.choice([">", ">="])), reset_mode=str(rng.choice(["zero", "subtract"])),
-            refractory=int(rng.integers(0, 4)), u_init=rng.integers(-5000, 5000, n),
-            v_init=rng.integers(-9000, 9000, n)))
+            reset_timing=timing, refractory=int(rng.integers(0, 4)) if timing == "immediate" else 0,
+            u_init=rng.integers(-5000, 5000, n), v_init=rng.integers(-9000, 9000, n)))
         projection(f"p{k}", prev, layer, n_prev, n)
         if rng.random() < 0.5:
             projection(f"r{k}", layer, layer, n, n, recurrent=bool(rng.random() < 0.5))

@@ -139,7 +139,8 @@ def _neuron_words(op, target) -> tuple[list[int], list[int]]:
     kv = fixed.DECAY_UNITY - full(op.dv)
     vth = full(op.vth)
     bias = full(fixed.effective_bias(op.bias_mant, op.bias_exp)) & ((1 << target.bias_bits) - 1)
-    flags = (1 if op.reset_mode == "subtract" else 0) | (2 if op.compare == ">=" else 0)
+    flags = ((1 if op.reset_mode == "subtract" else 0) | (2 if op.compare == ">=" else 0)
+             | (4 if op.reset_timing == "delayed" else 0))
     params = [int(a) | int(b) << 13 | int(c) << 26 | int(d) << 43 | op.refractory << 64 | flags << 68
               for a, b, c, d in zip(ku, kv, vth, bias, strict=True)]
     mask = (1 << 24) - 1
