@@ -298,14 +298,19 @@ def _block_candidates(spatial: tuple[int, ...]) -> list[tuple[int, ...]]:
 # ======================================================================================================
 # packing, chips, traffic
 # ======================================================================================================
-def pack(tiles: list[Tile], cap: np.ndarray, window: int = WINDOW) -> int:
-    """First fit among the last `window` open cores; returns the number of cores."""
+def pack(tiles: list[Tile], cap: np.ndarray, window: int = WINDOW, share_layers: bool = True) -> int:
+    """First fit among the last `window` open cores; returns the number of cores. Without `share_layers` a core
+    holds tiles of one layer only (a target whose per-neuron costs depend on the projections into the layer, e.g.
+    spinnaker2's accumulator rings, which span every neuron of a PE)."""
     loads: list[np.ndarray] = []
     limits: list[np.ndarray] = []
+    layers: list[str] = []
     for tile in tiles:
         own = cap if tile.cap is None else np.minimum(cap, tile.cap)
         placed = False
         for core in range(max(0, len(loads) - window), len(loads)):
+            if not share_layers and layers[core] != tile.layer:
+                continue
             limit = np.minimum(limits[core], own)
             if np.all(loads[core] + tile.use <= limit):
                 loads[core] = loads[core] + tile.use
@@ -316,6 +321,7 @@ def pack(tiles: list[Tile], cap: np.ndarray, window: int = WINDOW) -> int:
         if not placed:
             loads.append(tile.use.copy())
             limits.append(own)
+            layers.append(tile.layer)
             tile.core = len(loads) - 1
     return len(loads)
 
@@ -482,7 +488,7 @@ def _place(costs, projs, rates, target, cap):
     tiles: list[Tile] = []
     for c in costs.values():
         tiles.extend(tile_layer(c))
-    n_cores = pack(tiles, cap)
+    n_cores = pack(tiles, cap, share_layers=not target.synapse_format.ring_bits)
     if n_cores > target.total_cores:
         used = 0
         for t in tiles:

@@ -53,9 +53,14 @@ def parse_image(data: bytes, name: str) -> Image:
     if size != len(data) or not (0 < n <= 256) or not off_n <= off_g <= off_k <= off_r <= size:
         raise InputFileError(f"{name}: inconsistent header (size {int(size)}, {int(n)} neurons)")
     signed = words.astype(np.uint32).view(np.int32).astype(np.int64)
-    params = signed[off_n // 4: off_n // 4 + 8 * n].reshape(n, 8)
-    groups = signed[off_g // 4: off_g // 4 + 4 * n_groups].reshape(-1, 4)
-    keys = words[off_k // 4: off_k // 4 + 4 * n_keys].reshape(-1, 4)
+    try:
+        params = signed[off_n // 4: off_n // 4 + 8 * n].reshape(n, 8)
+        groups = signed[off_g // 4: off_g // 4 + 4 * n_groups].reshape(-1, 4)
+        keys = words[off_k // 4: off_k // 4 + 4 * n_keys].reshape(-1, 4)
+    except ValueError:
+        raise InputFileError(f"{name}: its regions do not fit the image (corrupt header)") from None
+    if groups.shape[0] != n_groups or keys.shape[0] != n_keys:
+        raise InputFileError(f"{name}: its regions do not fit the image (corrupt header)")
     return Image(int(sid), params, groups, keys, words, int(state), int(n_readouts))
 
 
@@ -220,7 +225,20 @@ class Spinnaker2Network:
         host_keys = self._host_keys(spikes)
         dests = self._destinations()
         if not self.pes:
-            self.pes = [self.make_pe(name, self.images[name]) for name in self.pe_names]
+            try:
+                for name in self.pe_names:
+                    self.pes.append(self.make_pe(name, self.images[name]))
+            except BaseException:
+                self.close()
+                raise
+        try:
+            return self._run(spikes, steps, batch, record, layer_pe, outputs, states, host_keys, dests)
+        except BaseException:
+            self.close()              # a PE stopped mid-tick has a stale record in its pipe: start afresh next run
+            raise
+
+    def _run(self, spikes, steps, batch, record, layer_pe, outputs, states, host_keys, dests):
+        placement = self.placement
         for b in range(batch):
             for pe in self.pes:
                 pe.reset()
@@ -355,7 +373,7 @@ def run_group(group: PeGroup) -> dict[int, tuple[list[list[np.ndarray]], np.ndar
         if lone:
             m = members[0]
             samples = run_pe(elf, group.images[m], group.inbox[m], record=group.record, name=group.names[m],
-                             timeout=None)
+                             timeout=20.0 + group.timeout * group.steps * batch)
             fired = [[np.flatnonzero(s.spikes[t]) for t in range(group.steps)] for s in samples]
             readout = np.stack([s.readout for s in samples]).astype(np.int64)
             n = samples[0].spikes.shape[1]
@@ -363,9 +381,11 @@ def run_group(group: PeGroup) -> dict[int, tuple[list[list[np.ndarray]], np.ndar
             u = np.stack([s.u for s in samples]).astype(np.int64) if group.record else zeros
             v = np.stack([s.v for s in samples]).astype(np.int64) if group.record else zeros
             return {m: (fired, readout, u, v)}
-        pes = {m: PeProcess(elf, group.images[m], record=group.record, name=group.names[m],
-                            tick_timeout=group.timeout) for m in members}
+        pes: dict[int, PeProcess] = {}
         try:
+            for m in members:
+                pes[m] = PeProcess(elf, group.images[m], record=group.record, name=group.names[m],
+                                   tick_timeout=group.timeout)
             out = {m: ([], [], [], []) for m in members}
             for b in range(batch):
                 for m in members:

@@ -303,3 +303,28 @@ def test_readout_voltages_under_qemu(distributed, tmp_path):
         net.close()
     expected = simulate(g, x).output
     assert np.abs(expected).sum() > 0 and np.array_equal(got["out"], expected)
+
+
+def test_a_pe_without_synapses_and_multi_delay_rings_run_under_qemu(tmp_path):
+    """Review cases: a PE whose neurons receive no synapse (0 accumulator groups) is a valid image, and two layers
+    with per-synapse delays 1..8 get PEs of their own (rings span every neuron of a PE), so what the partitioner
+    budgets is what the images hold."""
+    from tests.backends.networks import compile_graph, dense
+
+    rng = np.random.default_rng(0)
+    g = Graph("rings")
+    g.add("in", O.Input(shape=(8,)))
+    w = rng.normal(0.4, 0.6, (14, 8))
+    w[7:] = 0                                                  # neurons 7..13 (their own PE) receive nothing
+    g.add("fc1", O.Linear(weight=w, delays=rng.integers(0, 8, (14, 8))))
+    g.add("a", O.LIF(shape=(14,), beta=0.9, threshold=1.0))
+    g.add("fc2", dense(rng, 14, 6, delays=7))
+    g.add("b", O.LIF(shape=(6,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc1", "a", "fc2", "b", "out")
+    x = (rng.random((20, 2, 8)) < 0.4).astype(np.int64)
+    out = compile_graph(g, tmp_path, x, "spinnaker2", target_overrides={"neurons_per_core": 7})
+    placement = __import__("json").loads((out / "spinnaker2" / "placement.json").read_text())
+    assert all(len({layer for layer, _ in pe["neurons"]}) == 1 for pe in placement["pes"])
+    assert any(not pe["groups"] for pe in placement["pes"])
+    verify_on_qemu(out)

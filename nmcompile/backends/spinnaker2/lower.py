@@ -104,8 +104,9 @@ def lower(view: LoweredNetwork, target) -> Spinnaker2Design:
     hosts, inputs = _host_sources(view)
     key_of = _keys(view, pes, where, hosts, inputs)
     units = {pe.source_id: len(pe.neurons) for pe in pes} | {h.source_id: h.units for h in hosts}
+    matrices = {p.name: p.effective_matrix() for p in view.projections}      # once per projection, not per PE
     for k, pe in enumerate(pes):
-        pe.image, pe.state_words = _image(view, pe, k, where, key_of, units)
+        pe.image, pe.state_words = _image(view, pe, k, where, key_of, units, matrices)
         used = len(pe.image) + 4 * pe.state_words
         if used > DATA_BYTES:
             layers = sorted({layer for layer, _ in pe.neurons})
@@ -131,6 +132,9 @@ def _place(view: LoweredNetwork, target) -> list[Pe]:
             flat = np.sort(np.ravel_multi_index(grids, shape).reshape(-1))
             pe.neurons.extend((tile.layer, int(i)) for i in flat)
     pes = [by_core[c] for c in sorted(by_core)]
+    if len(pes) >= HOST_SOURCE_BASE:
+        raise ResourceError(f"the network needs {len(pes):,} PEs; spinnaker2 keys name at most {HOST_SOURCE_BASE:,} PE "
+                            "sources (source ids from 0x8000 are the host's)")
     for k, pe in enumerate(pes):
         pe.source_id = k
         if len(pe.neurons) > MAX_NEURONS:
@@ -178,7 +182,8 @@ def _keys(view, pes, where, hosts, inputs) -> dict[str, np.ndarray]:
 
 
 # -- one PE's image ---------------------------------------------------------------------------------------------------
-def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: dict[int, int]) -> tuple[bytes, int]:
+def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: dict[int, int],
+           matrices: dict[str, np.ndarray]) -> tuple[bytes, int]:
     n = len(pe.neurons)
     params = np.zeros((n, NEURON_WORDS), dtype=np.int64)
     for local, (layer, flat) in enumerate(pe.neurons):
@@ -194,7 +199,7 @@ def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: di
             continue
         pe_of, local_of = where[p.dest]
         rows = np.flatnonzero(pe_of == k)                                   # destination units on this PE
-        matrix = p.effective_matrix()[rows]                                 # [rows, in]
+        matrix = matrices[p.name][rows]                                     # [rows, in]
         delay = np.broadcast_to(p.delay, (len(pe_of), matrix.shape[1]))[rows] if p.delay.ndim else None
         j, i = np.nonzero(matrix)
         d = delay[j, i] if delay is not None else np.full(j.size, int(p.delay), dtype=np.int64)
@@ -226,14 +231,14 @@ def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: di
     body: list[np.ndarray] = []
     table = np.zeros((len(blocks), KEY_WORDS), dtype=np.int64)
     cursor = off_rows
-    source_of, unit_of = key_arr >> UNIT_BITS, key_arr & ((1 << UNIT_BITS) - 1)
     for e, (sid, start, size) in enumerate(blocks):
-        mine = (source_of == sid) & (unit_of >= start) & (unit_of < start + size)
-        units = unit_of[mine] - start
+        first = (sid << UNIT_BITS) | start                                  # key_arr is sorted: a block is a slice
+        a, b = np.searchsorted(key_arr, [first, first + size], side="left")
+        units = key_arr[a:b] - first
         index = np.searchsorted(units, np.arange(size + 1), side="left").astype(np.int64)
-        table[e] = ((sid << UNIT_BITS) | start, ~(size - 1) & 0xFFFFFFFF, cursor, cursor + 4 * (size + 1))
-        body += [index, word_arr[mine]]
-        cursor += 4 * (size + 1 + int(mine.sum()))
+        table[e] = (first, ~(size - 1) & 0xFFFFFFFF, cursor, cursor + 4 * (size + 1))
+        body += [index, word_arr[a:b]]
+        cursor += 4 * (size + 1 + int(b - a))
     header = np.zeros(HEADER_WORDS, dtype=np.int64)
     header[:13] = (IMAGE_MAGIC, VERSION, pe.source_id, n, len(group_rows), len(blocks), off_neurons, off_groups,
                    off_keys, off_rows, ring, len(pe.readouts), cursor)
