@@ -257,34 +257,31 @@ def _halvings(n: int) -> list[int]:
 
 
 def _tile_blocks(costs: Costs) -> list[Tile]:
-    """Spatial blocks across channels; the largest block shape that fits, the most compact on ties."""
+    """Spatial blocks across channels; the largest block shape whose every tile fits, the most compact on ties.
+    A candidate is measured at the centre of the layer (a full receptive field: a padded border needs less), then
+    every tile of the chosen shape is checked (channel blocks differ in their kernels)."""
     shape = costs.shape
     c, spatial = shape[0], shape[1:]
-    best = None
+    ranked = []
     for cb in _halvings(c):
         for dims in _block_candidates(spatial):
-            box = ((0, cb), *((0, d) for d in dims))
+            box = ((0, cb), *(((s - d) // 2, (s - d) // 2 + d) for s, d in zip(spatial, dims, strict=True)))
             use = costs.use([box])
-            if not costs.fits(use):
-                continue
-            volume = cb * int(np.prod(dims))
-            key = (volume, -use[2] / volume)
-            if best is None or key > best[0]:
-                best = (key, (cb, dims))
-        if best is not None and best[1][0] == cb:
-            break  # all channels (or this many) fit in some block: fewer channels only shrink blocks
-    if best is None:
-        single = costs.use([((0, 1), *((0, 1) for _ in spatial))])
-        raise ResourceError(f"layer '{costs.layer}': a single neuron does not fit a core of {costs.target.name}: "
-                            f"{_overflow(costs, single)}")
-    cb, dims = best[1]
-    tiles = []
-    for c0 in range(0, c, cb):
-        for origin in np.ndindex(*[math.ceil(s / d) for s, d in zip(spatial, dims, strict=True)]):
-            box = ((c0, min(c0 + cb, c)),
-                   *((o * d, min((o + 1) * d, s)) for o, d, s in zip(origin, dims, spatial, strict=True)))
-            tiles.append(Tile(costs.layer, [box], costs.use([box])))
-    return tiles
+            if costs.fits(use):
+                volume = cb * int(np.prod(dims))
+                ranked.append(((volume, -use[2] / volume), (cb, dims)))
+    for _, (cb, dims) in sorted(ranked, key=lambda item: item[0], reverse=True):
+        tiles = []
+        for c0 in range(0, c, cb):
+            for origin in np.ndindex(*[math.ceil(s / d) for s, d in zip(spatial, dims, strict=True)]):
+                box = ((c0, min(c0 + cb, c)),
+                       *((o * d, min((o + 1) * d, s)) for o, d, s in zip(origin, dims, spatial, strict=True)))
+                tiles.append(Tile(costs.layer, [box], costs.use([box])))
+        if all(costs.fits(t.use) for t in tiles):
+            return tiles
+    single = costs.use([((0, 1), *((0, 1) for _ in spatial))])
+    raise ResourceError(f"layer '{costs.layer}': a single neuron does not fit a core of {costs.target.name}: "
+                        f"{_overflow(costs, single)}")
 
 
 def _block_candidates(spatial: tuple[int, ...]) -> list[tuple[int, ...]]:
