@@ -24,6 +24,7 @@ from nmcompile.lowered import lower_network
 from nmcompile.passes import PassContext, run_pipeline
 from nmcompile.targets import get_target
 from tests.backends.networks import NETWORKS, dense
+from tests.backends.test_spinnaker2 import readout_network
 
 FAKE_SNN = '''
 CREATED = []
@@ -162,20 +163,6 @@ def network(name: str, steps: int = 30, batch: int = 2, **overrides):
         overrides["delay_range"] = (1, 16)
     g, view = compiled(graph, x, **overrides)
     return g, view, x
-
-
-def readout_network() -> Graph:
-    """snnTorch's default reset (subtraction, delayed) into a non-spiking readout (LI)."""
-    rng = np.random.default_rng(5)
-    g = Graph("readout")
-    g.add("in", O.Input(shape=(10,)))
-    g.add("fc1", O.Linear(weight=rng.normal(0.4, 0.5, (12, 10))))
-    g.add("l1", O.LIF(shape=(12,), beta=0.9, threshold=1.0, reset_mode="subtract", reset_timing="delayed"))
-    g.add("fc2", O.Linear(weight=rng.normal(0.2, 0.5, (3, 12))))
-    g.add("ro", O.LI(shape=(3,), beta=0.8, reset_mode="none"))
-    g.add("out", O.Output(shape=(3,)))
-    g.chain("in", "fc1", "l1", "fc2", "ro", "out")
-    return g
 
 
 def long_delays() -> Graph:
