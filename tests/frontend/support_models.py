@@ -1,0 +1,226 @@
+"""Tiny networks for the support matrix (docs/support.md, tests/docs/test_support_matrix.py).
+
+Each row of ROWS is (framework, module and options, factory name, per-step input shape); every factory is a
+module-level function, so `--model tests.frontend.support_models:<name>` builds it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tests.frontend.models import gain
+
+DENSE = (6,)
+IMAGE = (2, 6, 6)
+INPUT_SHAPE = DENSE
+
+
+def _dense(make) -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Linear(6, 8), make(8), nn.Linear(8, 3), make(3)))
+
+
+def _snntorch(neuron: str, reset: str, delay: bool):
+    def factory() -> nn.Module:
+        import snntorch as snn
+
+        kwargs = dict(reset_mechanism=reset, reset_delay=delay, init_hidden=True)
+        if neuron == "RSynaptic" and not delay:
+            return _rsynaptic_loop(reset)
+        make = {
+            "Leaky": lambda n: snn.Leaky(beta=0.9, **kwargs),
+            "Synaptic": lambda n: snn.Synaptic(alpha=0.6, beta=0.85, **kwargs),
+            "RLeaky": lambda n: snn.RLeaky(beta=0.85, linear_features=n, **kwargs),
+            "RSynaptic": lambda n: snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=n, **kwargs),
+        }[neuron]
+        return _dense(make)
+
+    return factory
+
+
+def _rsynaptic_loop(reset: str) -> nn.Module:
+    """snnTorch's RSynaptic with reset_delay=False crashes with init_hidden: pass the state explicitly."""
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(6, 8)
+            self.lif = snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=8, reset_mechanism=reset,
+                                     reset_delay=False)
+
+        def forward(self, x):
+            spk, syn, mem = (torch.zeros(x.shape[1], 8, dtype=x.dtype) for _ in range(3))
+            out = []
+            for step in range(x.shape[0]):
+                spk, syn, mem = self.lif(self.fc(x[step]), spk, syn, mem)
+                out.append(spk)
+            return torch.stack(out)
+
+    torch.manual_seed(0)
+    return gain(Net())
+
+
+def _spikingjelly(kind: str, v_reset: float | None):
+    def factory() -> nn.Module:
+        from spikingjelly.activation_based import layer, neuron
+
+        def make(n):
+            if kind == "IF":
+                return neuron.IFNode(v_threshold=1.0, v_reset=v_reset)
+            return neuron.LIFNode(tau=3.0, v_reset=v_reset)
+
+        torch.manual_seed(0)
+        return gain(nn.Sequential(layer.Linear(6, 8), make(8), layer.Linear(8, 3), make(3)))
+
+    return factory
+
+
+def _norse(kind: str):
+    def factory() -> nn.Module:
+        import norse.torch as nt
+
+        def make(n):
+            if kind == "LIFBoxCell":
+                return nt.LIFBoxCell(nt.LIFBoxParameters(tau_mem_inv=torch.tensor(150.0), v_th=torch.tensor(0.3)))
+            if kind == "LIFCell":
+                return nt.LIFCell(nt.LIFParameters(tau_syn_inv=torch.tensor(300.0), tau_mem_inv=torch.tensor(200.0),
+                                                   v_th=torch.tensor(0.2)))
+            return nt.IAFCell(nt.IAFParameters(v_th=torch.tensor(1.0)))
+
+        torch.manual_seed(0)
+        return gain(nt.SequentialState(nn.Linear(6, 8), make(8), nn.Linear(8, 3), make(3)), 4.0)
+
+    return factory
+
+
+def _leaky():
+    """The structure rows' neuron: reset to zero, which every target supports, so a row shows its structure."""
+    import snntorch as snn
+
+    return snn.Leaky(beta=0.9, reset_mechanism="zero", init_hidden=True)
+
+
+def _stats(model: nn.Module) -> nn.Module:
+    """Trained-looking batch-norm statistics."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+                m.running_mean.uniform_(-0.2, 0.4)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def mpbnlif() -> nn.Module:
+    from nmcompile.nn import MPBNLIF
+
+    torch.manual_seed(0)
+    return _stats_mpbn(gain(nn.Sequential(nn.Linear(6, 8), MPBNLIF(8), nn.Linear(8, 3), MPBNLIF(3))))
+
+
+def _stats_mpbn(model: nn.Module) -> nn.Module:
+    from nmcompile.nn import MPBNLIF
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MPBNLIF):
+                m.running_mean.uniform_(-0.2, 0.4)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def avgpool_after_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.AvgPool2d(2), _leaky(), nn.Flatten(),
+                              nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
+
+
+def maxpool_after_neuron() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
+
+
+def batchnorm1d() -> nn.Module:
+    torch.manual_seed(0)
+    return _stats(gain(nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), _leaky(), nn.Linear(8, 3), _leaky())))
+
+
+def batchnorm2d() -> nn.Module:
+    torch.manual_seed(0)
+    return _stats(gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), _leaky(), nn.Flatten(),
+                                     nn.Linear(4 * 6 * 6, 3), _leaky()), 6.0))
+
+
+def dropout() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Linear(6, 8), nn.Dropout(0.3), _leaky(), nn.Linear(8, 3), _leaky()))
+
+
+def flatten() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.Flatten(), nn.Linear(4 * 6 * 6, 3),
+                              _leaky()), 6.0)
+
+
+class _Recurrent(nn.Module):
+    """A recurrent Linear written out in the forward loop over a [T, B, ...] input."""
+
+    def __init__(self):
+        super().__init__()
+        import snntorch as snn
+
+        self.fc = nn.Linear(6, 8)
+        self.rec = nn.Linear(8, 8, bias=False)
+        self.lif1 = snn.Leaky(beta=0.9, reset_mechanism="zero")
+        self.out = nn.Linear(8, 3)
+        self.lif2 = snn.Leaky(beta=0.9, reset_mechanism="zero")
+
+    def forward(self, x):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        spk = torch.zeros(x.shape[1], 8, dtype=x.dtype)
+        outs = []
+        for t in range(x.shape[0]):
+            spk, mem1 = self.lif1(self.fc(x[t]) + self.rec(spk), mem1)
+            z, mem2 = self.lif2(self.out(spk), mem2)
+            outs.append(z)
+        return torch.stack(outs)
+
+
+def recurrent_linear() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(_Recurrent())
+
+
+ROWS: list[tuple[str, str, str, tuple[int, ...]]] = []
+
+for _neuron in ("Leaky", "Synaptic", "RLeaky", "RSynaptic"):
+    for _reset in ("subtract", "zero"):
+        for _delay in (True, False):
+            _name = f"snntorch_{_neuron.lower()}_{_reset}_{'delayed' if _delay else 'immediate'}"
+            globals()[_name] = _snntorch(_neuron, _reset, _delay)
+            ROWS.append(("snnTorch", f"`{_neuron}` reset_mechanism={_reset!r}, reset_delay={_delay}", _name, DENSE))
+for _kind in ("IF", "LIF"):
+    for _v_reset in (0.0, None):
+        _name = f"spikingjelly_{_kind.lower()}_{'zero' if _v_reset is not None else 'subtract'}"
+        globals()[_name] = _spikingjelly(_kind, _v_reset)
+        ROWS.append(("SpikingJelly", f"`{_kind}Node` v_reset={_v_reset}", _name, DENSE))
+for _kind in ("LIFBoxCell", "LIFCell", "IAFCell"):
+    _name = f"norse_{_kind.lower()}"
+    globals()[_name] = _norse(_kind)
+    ROWS.append(("Norse", f"`{_kind}`", _name, DENSE))
+ROWS += [
+    ("nmcompile.nn", "`MPBNLIF`", "mpbnlif", DENSE),
+    ("structure", "`AvgPool2d` after a conv", "avgpool_after_conv", IMAGE),
+    ("structure", "`MaxPool2d` after a neuron", "maxpool_after_neuron", IMAGE),
+    ("structure", "`BatchNorm1d` after a Linear", "batchnorm1d", DENSE),
+    ("structure", "`BatchNorm2d` after a conv", "batchnorm2d", IMAGE),
+    ("structure", "`Dropout`", "dropout", DENSE),
+    ("structure", "`Flatten` after a conv", "flatten", IMAGE),
+    ("structure", "recurrent `Linear` in the forward loop", "recurrent_linear", DENSE),
+]
