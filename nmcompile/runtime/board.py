@@ -16,6 +16,7 @@ never to stdout.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,7 +134,7 @@ def require_no_location(url: ParseResult) -> None:
 
 # -- the shared parts ----------------------------------------------------------------------------------------------
 
-class BaseBoard:
+class BaseBoard(abc.ABC):
     """Context manager, `run` through `run_all`, argument checks and the artifact check shared by every board.
 
     Subclasses set `scheme`, `target` (the target whose artifacts they run; None: any), `requires` (files of the
@@ -218,12 +219,13 @@ class BaseBoard:
                                  f"expects shape {self.input_shape} ({size} values)")
         return spikes
 
+    @abc.abstractmethod
     def load(self, source: object) -> None:
-        raise NotImplementedError
+        """Load a compiled artifact (ref:// also a Graph or a network file)."""
 
+    @abc.abstractmethod
     def run_all(self, spikes: np.ndarray) -> dict[str, np.ndarray]:
         """Every output by name ([T, B, *shape]) and, where the board learns, 'weight:<projection>' [B, out, in]."""
-        raise NotImplementedError
 
     def run(self, spikes: np.ndarray) -> np.ndarray:
         """The network's output spikes [T, B, N_out] (for networks with one output; else use run_all)."""

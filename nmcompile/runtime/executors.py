@@ -19,6 +19,7 @@ BLAS threads of its numpy before importing it.
 
 from __future__ import annotations
 
+import abc
 import importlib
 import io
 import os
@@ -102,7 +103,7 @@ def _labels(labels: Sequence[str] | None, count: int) -> list[str]:
 
 # -- executors ---------------------------------------------------------------------------------------------------
 
-class Executor:
+class Executor(abc.ABC):
     """`map(fn, items)` -> [fn(item) for item in items] in order, on `workers` workers. `in_process`: jobs run in
     this process (they may take callables such as a progress callback); `remote`: workers may be on other machines
     (files are shipped with the job). Use as a context manager, or call `close()`."""
@@ -114,14 +115,14 @@ class Executor:
     def __init__(self, workers: int):
         self.workers = workers
 
+    @abc.abstractmethod
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, labels: Sequence[str] | None = None,
             on_result: Callable[[int, Any], None] | None = None) -> list:
         """fn(item) for every item, in the order of `items`. `labels` name the jobs in errors (default 'job i/n');
         `on_result(index, value)` is called in this process as each job finishes (in completion order)."""
-        raise NotImplementedError
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 (nothing to release by default; pools and clients override it)
+        """Release the workers (the serial executor holds none)."""
 
     def __enter__(self) -> Executor:
         return self

@@ -9,6 +9,7 @@ in chunks, keeping the state between them.
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import select
@@ -70,8 +71,9 @@ class UartBoard(BaseBoard):
         self.link: FpgaLink | None = None
         self.cycles: list[int] = []
 
+    @abc.abstractmethod
     def open_link(self, project: Path) -> FpgaLink:
-        raise NotImplementedError
+        """Connect to the design (a Verilated model's pipes, a serial port)."""
 
     def load(self, source: object) -> None:
         self.close()                                   # a board holds one network: release the previous one

@@ -174,11 +174,12 @@ class Spinnaker2Network:
             self.tables[tuple(chip)] = _parse_routing(file)
         self.make_pe = make_pe
         self.pes: list = []
+        self._by_chip = {(c, p): k for k, (c, p) in enumerate(zip(self.pe_chip, self.pe_index, strict=True))}
 
     # -- routing -------------------------------------------------------------------------------------------------
     def route(self, key: int, origin: tuple[int, int]) -> set[int]:
         """The PEs (indices) a packet with `key` reaches from chip `origin`, following the tables."""
-        by_chip = {(c, p): k for k, (c, p) in enumerate(zip(self.pe_chip, self.pe_index, strict=True))}
+        by_chip = self._by_chip
         reached, seen, frontier = set(), set(), [origin]
         while frontier:
             chip = frontier.pop()

@@ -98,27 +98,27 @@ class SnnTorchExplicitRecurrent(nn.Module):
 
 
 # -- SpikingJelly ---------------------------------------------------------------------------------------
-def snntorch_rsynaptic_loop(reset: str) -> nn.Module:
+def snntorch_rsynaptic_loop(reset: str, n_in: int = 12, n: int = 20, seed: int = 5) -> nn.Module:
     """RSynaptic with reset_delay=False must pass its state explicitly (snnTorch crashes with init_hidden)."""
     import snntorch as snn
 
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.fc1 = nn.Linear(12, 20)
-            self.lif1 = snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=20, reset_mechanism=reset,
+            self.fc1 = nn.Linear(n_in, n)
+            self.lif1 = snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=n, reset_mechanism=reset,
                                       reset_delay=False)
 
         def forward(self, x):
             # snnTorch needs real zero tensors here: its reset_delay=False path reads the spk argument
-            spk, syn, mem = (torch.zeros(x.shape[1], 20, dtype=x.dtype) for _ in range(3))
+            spk, syn, mem = (torch.zeros(x.shape[1], n, dtype=x.dtype) for _ in range(3))
             out = []
             for step in range(x.shape[0]):
                 spk, syn, mem = self.lif1(self.fc1(x[step]), spk, syn, mem)
                 out.append(spk)
             return torch.stack(out)
 
-    torch.manual_seed(5)
+    torch.manual_seed(seed)
     return gain(Net())
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from tests.frontend.models import gain
+from tests.frontend.models import gain, snntorch_rsynaptic_loop
 
 DENSE = (6,)
 IMAGE = (2, 6, 6)
@@ -27,7 +27,7 @@ def _snntorch(neuron: str, reset: str, delay: bool):
 
         kwargs = dict(reset_mechanism=reset, reset_delay=delay, init_hidden=True)
         if neuron == "RSynaptic" and not delay:
-            return _rsynaptic_loop(reset)
+            return snntorch_rsynaptic_loop(reset, n_in=6, n=8, seed=0)
         make = {
             "Leaky": lambda n: snn.Leaky(beta=0.9, **kwargs),
             "Synaptic": lambda n: snn.Synaptic(alpha=0.6, beta=0.85, **kwargs),
@@ -37,29 +37,6 @@ def _snntorch(neuron: str, reset: str, delay: bool):
         return _dense(make)
 
     return factory
-
-
-def _rsynaptic_loop(reset: str) -> nn.Module:
-    """snnTorch's RSynaptic with reset_delay=False crashes with init_hidden: pass the state explicitly."""
-    import snntorch as snn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc = nn.Linear(6, 8)
-            self.lif = snn.RSynaptic(alpha=0.5, beta=0.9, linear_features=8, reset_mechanism=reset,
-                                     reset_delay=False)
-
-        def forward(self, x):
-            spk, syn, mem = (torch.zeros(x.shape[1], 8, dtype=x.dtype) for _ in range(3))
-            out = []
-            for step in range(x.shape[0]):
-                spk, syn, mem = self.lif(self.fc(x[step]), spk, syn, mem)
-                out.append(spk)
-            return torch.stack(out)
-
-    torch.manual_seed(0)
-    return gain(Net())
 
 
 def _spikingjelly(kind: str, v_reset: float | None):
