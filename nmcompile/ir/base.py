@@ -58,6 +58,16 @@ def as_shape(value: Any) -> Shape:
     return tuple(int(v) for v in value)
 
 
+def as_tuple(value: Any, n: int, what: str) -> tuple[int, ...]:
+    """Normalise an int or an n-sequence to an n-tuple (one value per spatial axis)."""
+    items = [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in np.asarray(value).reshape(-1)]
+    if len(items) == 1:
+        return tuple(items) * n
+    if len(items) != n:
+        raise GraphError(f"{what} must be an int or {n} values, got {value!r}")
+    return tuple(items)
+
+
 def as_pair(value: Any, what: str) -> tuple[int, int]:
     """Normalise an int or a 2-sequence to an (H, W) pair."""
     if isinstance(value, (int, np.integer)):

@@ -378,10 +378,11 @@ def _flatten(op: O.Flatten, in_shape: Shape | None, out_shape: Shape, dtype: np.
     return FlattenKernel(in_shape, out_shape, dtype)
 
 
+@register_kernel(O.SumPool1d)
 @register_kernel(O.SumPool2d)
 def _sum_pool(op: O.SumPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    return MapKernel(in_shape, out_shape, dtype,
-                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding))
+    pads = op.pads(in_shape)
+    return MapKernel(in_shape, out_shape, dtype, lambda x: arraymath.sum_pool(x, op.kernel_size, op.stride, pads))
 
 
 @register_kernel(O.Delay)
@@ -438,11 +439,13 @@ def _conv(op: O.Conv1d | O.Conv2d, in_shape: Shape | None, out_shape: Shape, dty
     return MapKernel(in_shape, out_shape, dtype, conv)
 
 
+@register_kernel(O.AvgPool1d, mode="float")
 @register_kernel(O.AvgPool2d, mode="float")
 def _avg_pool(op: O.AvgPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    area = dtype.type(op.kernel_size[0] * op.kernel_size[1])
+    area = dtype.type(np.prod(op.kernel_size))
+    pads = op.pads(in_shape)
     return MapKernel(in_shape, out_shape, dtype,
-                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding) / area)
+                     lambda x: arraymath.sum_pool(x, op.kernel_size, op.stride, pads) / area)
 
 
 @register_kernel(O.Scale, mode="float")
