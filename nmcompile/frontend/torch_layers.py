@@ -7,7 +7,7 @@ import numpy as np
 import torch.nn as nn
 
 from nmcompile.errors import UnsupportedError
-from nmcompile.frontend.lowering import Lowered, prov, register, tensor
+from nmcompile.frontend.lowering import Lowered, average, prov, register, tensor
 from nmcompile.ir import ops as O
 
 
@@ -72,35 +72,17 @@ def _pool(m, path: str, in_shape, out_shape, n: int) -> O.SumPool1d | O.SumPool2
     return pool if pool.partial_windows(in_shape) else pool.replace(ceil_mode=False)
 
 
-def window_divisors(pool: O.SumPool1d | O.SumPool2d, in_shape, count_include_pad: bool) -> np.ndarray:
-    """PyTorch's divisor per output position (avg_pool kernels): the window clipped to the padded input, or to
-    the input itself when count_include_pad is False. Shape (1, *out_spatial), broadcasting over channels."""
-    out = pool.out_shape(in_shape)[1:]
-    sizes = []
-    for length, o_len, k, s, p in zip(in_shape[1:], out, pool.kernel_size, pool.stride, pool.padding, strict=True):
-        start = np.arange(o_len) * s - p
-        end = np.minimum(start + k, length + p)
-        sizes.append(end - start if count_include_pad else np.minimum(end, length) - np.maximum(start, 0))
-    grid = np.ones(out)
-    for axis, size in enumerate(sizes):
-        grid = grid * size.reshape([-1 if a == axis else 1 for a in range(len(out))])
-    return grid[None]
-
-
 def _avgpool(m, path, in_shape, out_shape, n: int) -> Lowered:
     """Sum pool, then a division: by the kernel's size (an AvgPool op) where every window has it, else by
     PyTorch's per-position divisor (a Scale, exact: count_include_pad=False at a padded border, partial ceil_mode
     windows) or by divisor_override."""
     pool = _pool(m, path, in_shape, out_shape, n)
     override = getattr(m, "divisor_override", None)
-    divisors = window_divisors(pool, in_shape, bool(m.count_include_pad))
-    if override is None and np.all(divisors == np.prod(pool.kernel_size)):
-        cls = O.AvgPool2d if n == 2 else O.AvgPool1d
-        return Lowered.single(cls(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
-                                  provenance=pool.provenance))
-    scale = np.array(1.0 / override) if override is not None else 1.0 / divisors
-    return Lowered(nodes=[("", pool), ("divide", O.Scale(scale=scale, provenance=prov("torch", path)))],
-                   edges=[("", "divide", False)], entry="", exit="divide")
+    divisors = pool.divisors(in_shape, bool(m.count_include_pad))
+    ops = average(pool, np.full((1, 1), float(override)) if override is not None else divisors)
+    if len(ops) == 1:
+        return Lowered.single(ops[0])
+    return Lowered(nodes=[("", ops[0]), ("divide", ops[1])], edges=[("", "divide", False)], entry="", exit="divide")
 
 
 def _maxpool(m, path, in_shape, out_shape, n: int) -> Lowered:

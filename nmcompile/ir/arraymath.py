@@ -71,6 +71,15 @@ def sum_pool(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...],
     return win.sum(axis=tuple(range(-len(kernel), 0)))
 
 
+def max_pool(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...],
+             pads: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Max over each window, padding ignored (filled with -inf): x [N, C, *S] -> [N, C, *S']."""
+    if any(b or e for b, e in pads):
+        x = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=-np.inf)
+    win = _windows(x, kernel, stride, (1,) * len(kernel))
+    return win.max(axis=tuple(range(-len(kernel), 0)))
+
+
 def sum_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                padding: tuple[int, int]) -> np.ndarray:
     """Sum over each window with zero padding: x [N, C, H, W] -> [N, C, H', W']."""

@@ -265,6 +265,19 @@ class _Pool(Op, abstract=True):
                      for n, o, k, s, p in zip(in_shape[1:], out, self.kernel_size, self.stride, self.padding,
                                               strict=True))
 
+    def divisors(self, in_shape: Shape, count_include_pad: bool = True) -> np.ndarray:
+        """PyTorch's and ONNX's average-pool divisor per output position: the window clipped to the padded input,
+        or to the input itself without count_include_pad. Shape (1, *out_spatial), broadcasting over channels."""
+        out = self.out_shape(in_shape)[1:]
+        grid = np.ones(out)
+        for axis, (length, o_len) in enumerate(zip(in_shape[1:], out, strict=True)):
+            k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
+            start = np.arange(o_len) * s - p
+            end = np.minimum(start + k, length + p)
+            size = end - start if count_include_pad else np.minimum(end, length) - np.maximum(start, 0)
+            grid = grid * size.reshape([-1 if a == axis else 1 for a in range(len(out))])
+        return grid[None]
+
     def partial_windows(self, in_shape: Shape) -> bool:
         """Whether ceil_mode adds a window that runs past the padded input (else it changes nothing)."""
         return any(end != begin for begin, end in self.pads(in_shape))
