@@ -479,6 +479,19 @@ def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dty
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
 
 
+@register_kernel(O.QSparseLinear, mode="integer")
+def _integer_sparse_linear(op: O.QSparseLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    from scipy.sparse import csr_matrix
+
+    matrix = csr_matrix((op.effective_values(), op.indices, op.indptr), shape=(op.out_features, op.in_features))
+    transposed = matrix.T.tocsr()   # int64 sums: exact
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return fixed.floor_shift(np.asarray(x.astype(np.int64) @ transposed), op.weight_exp)
+
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, apply)])
+
+
 @register_kernel(O.QConv, mode="integer")
 def _integer_conv(op: O.QConv, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
 

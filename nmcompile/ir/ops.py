@@ -25,6 +25,7 @@ from nmcompile.ir.base import (
     conv_out_len,
     same_op,
 )
+from nmcompile.ir.sparse import check_csr
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -112,7 +113,7 @@ class Linear(Op):
 class SparseLinear(Op):
     """y_j[t] = sum over k in indptr[j]..indptr[j+1] of values[k] * x_{indices[k]}[t]   (CSR rows, float)
 
-    For networks too large for dense matrices (partitioning, simulation). `quantize` does not take it yet.
+    For networks too large for dense matrices; `quantize` makes it a QSparseLinear (nmcompile.ir.sparse).
     """
 
     role = "projection"
@@ -133,12 +134,7 @@ class SparseLinear(Op):
         return (self.out_features,)
 
     def check(self) -> None:
-        if self.indptr.ndim != 1 or self.indptr.size < 2 or self.indptr[0] != 0 or np.any(np.diff(self.indptr) < 0):
-            raise ValueError("indptr must start at 0 and never decrease")
-        if self.indices.shape != self.values.shape or self.indptr[-1] != self.indices.size:
-            raise ValueError("indices and values must both have indptr[-1] entries")
-        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.in_features):
-            raise ValueError(f"column indices must lie in 0..{self.in_features - 1}")
+        check_csr(self.indptr, self.indices, self.values, self.in_features)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -412,10 +408,11 @@ class BatchNorm(Op):
 # them also registers them: OP_TYPES (from base.py) then holds every op of the package, by name.
 from nmcompile.ir.integer import QConv, QLinear, QNeuron, QPlasticLinear  # noqa: E402
 from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp  # noqa: E402
+from nmcompile.ir.sparse import QSparseLinear  # noqa: E402
 
 __all__ = [
     "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool1d", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d",
-    "CubaLI", "CubaLIF",
-    "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
-    "QNeuron", "QPlasticLinear", "Scale", "Shape", "SparseLinear", "SumPool1d", "SumPool2d", "conv_out_len", "same_op",
+    "CubaLI", "CubaLIF", "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv",
+    "QLinear", "QNeuron", "QPlasticLinear", "QSparseLinear", "Scale", "Shape", "SparseLinear", "SumPool1d",
+    "SumPool2d", "conv_out_len", "same_op",
 ]

@@ -67,6 +67,28 @@ def conv(rng, size=8) -> Graph:
     return g
 
 
+def csr(rng, n_in, n_out, *, density, mean=0.3, std=0.6) -> O.SparseLinear:
+    """A SparseLinear with about `density` of the synapses declared, values N(mean, std)."""
+    mask = rng.random((n_out, n_in)) < density
+    rows, cols = np.nonzero(mask)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    return O.SparseLinear(indptr=indptr, indices=cols.astype(np.int32), values=rng.normal(mean, std, rows.size),
+                          in_features=n_in)
+
+
+def sparse(rng) -> Graph:
+    """CSR projections: mixed signs into a LIF layer, then excitatory only (the sign mode's full 8 bits)."""
+    g = Graph("sparse")
+    g.add("in", O.Input(shape=(20,)))
+    g.add("fc1", csr(rng, 20, 30, density=0.3, mean=0.6, std=0.9))
+    g.add("l1", O.LIF(shape=(30,), beta=0.85, threshold=1.0))
+    g.add("fc2", csr(rng, 30, 10, density=0.25, mean=0.8, std=0.2))
+    g.add("l2", O.IF(shape=(10,), threshold=1.2))
+    g.add("out", O.Output(shape=(10,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
 def delays(rng) -> Graph:
     """Per-synapse delays on a dense and on a sparse projection (Lava: DelayDense and DelaySparse)."""
     g = Graph("delays")
@@ -117,7 +139,7 @@ def delayed(rng, hidden=16) -> Graph:
 # The shared conformance networks: every registered backend compiles each one and runs it bit-exactly on its
 # conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
-            "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract,
+            "conv": lambda rng: conv(rng, size=6), "delays": delays, "sparse": sparse, "subtract": subtract,
             "delayed": delayed}
 
 
