@@ -272,8 +272,10 @@ class Conversion:
     thresholds: dict[str, float]          # IF layer -> lambda
 
 
-def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: str = "converted") -> Conversion:
-    """The IF-neuron SNN of `ann`, thresholds balanced on `calibration` inputs [N, *shape] in [0, 1]."""
+def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: str = "converted",
+            reset: str = "subtract") -> Conversion:
+    """The IF-neuron SNN of `ann`, thresholds balanced on `calibration` inputs [N, *shape] in [0, 1]; `reset` is
+    the IF layers' reset mode (subtract, or zero for targets without reset by subtraction)."""
     calibration = np.asarray(calibration, dtype=np.float64)
     if calibration.shape[1:] != ann.input_shape:
         raise ShapeError(f"calibration inputs have shape {calibration.shape[1:]} but the model expects "
@@ -283,6 +285,8 @@ def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: s
                          "calibration data and the model's input the same way)")
     if not 50 <= percentile <= 100:
         raise ShapeError(f"percentile must be in [50, 100], got {percentile}")
+    if reset not in ("subtract", "zero"):
+        raise ShapeError(f"the converted IF neurons reset by 'subtract' or to 'zero', got {reset!r}")
     acts = run_ann(ann, calibration)
     graph = Graph(name)
     graph.add("input", O.Input(shape=ann.input_shape, provenance=Provenance("onnx", ann.input_name)))
@@ -307,7 +311,7 @@ def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: s
     def neuron(tensor_in: str, tensor_out: str, layer_name: str) -> None:
         threshold = lam(tensor_out)
         shape = acts[tensor_out].shape[1:]
-        n = graph.add(layer_name, O.IF(shape=shape, threshold=threshold, reset_mode="subtract",
+        n = graph.add(layer_name, O.IF(shape=shape, threshold=threshold, reset_mode=reset,
                                        provenance=Provenance("onnx", layer_name)))
         graph.connect(as_current(tensor_in, layer_name), n)
         where[tensor_out] = (n, threshold)
@@ -441,6 +445,47 @@ def evaluate(ann: Ann, graph: Graph, x: np.ndarray, y: np.ndarray | None, steps:
         return ConversionReport(steps, len(x), None, None, agreement)
     y = np.asarray(y).reshape(-1)
     return ConversionReport(steps, len(x), float(np.mean(ann_class == y)), float(np.mean(snn_class == y)), agreement)
+
+
+ZERO_RESET_PERCENTILES = (90.0, 95.0, 99.0, 99.9, 100.0)
+BALANCE_SAMPLES = 256
+
+
+@dataclass
+class Balance:
+    """Thresholds for IF neurons with reset to zero, chosen on calibration data."""
+
+    percentile: float
+    scores: dict[float, float]    # candidate percentile -> its score on the calibration subset
+    measure: str                  # what the score is: accuracy or agreement with the ANN's class
+    samples: int
+
+    def line(self) -> str:
+        tried = ", ".join(f"{p:g}: {100 * v:.1f}%" for p, v in self.scores.items())
+        return (f"thresholds balanced for reset to zero: the {self.percentile:g} percentile of each ReLU's "
+                f"activations, the best {self.measure} on {self.samples} calibration samples among ({tried})")
+
+
+def balance_reset_to_zero(ann: Ann, x: np.ndarray, y: np.ndarray | None, steps: int, name: str = "converted",
+                          candidates: tuple[float, ...] = ZERO_RESET_PERCENTILES) -> tuple[Conversion, Balance]:
+    """Reset-to-zero conversion for targets without reset by subtraction (Diehl et al. 2015, data-based
+    normalisation): reset to zero drops the charge above threshold at every spike, so a layer's rate falls below
+    its activation / lambda (1 / ceil(lambda / a) for a constant input a) and the best lambda is lower than for
+    reset by subtraction. Every candidate percentile is simulated at `steps` on a calibration subset and the one
+    with the best accuracy (labels given) or class agreement with the ANN is kept."""
+    subset = np.asarray(x, dtype=np.float64)[:BALANCE_SAMPLES]
+    labels = None if y is None else np.asarray(y).reshape(-1)[:BALANCE_SAMPLES]
+    scores: dict[float, float] = {}
+    best: tuple[float, float, Conversion] | None = None
+    for percentile in candidates:
+        conversion = convert(ann, x, percentile, name, reset="zero")
+        report = evaluate(ann, conversion.graph, subset, labels, steps)
+        score = report.snn_accuracy if labels is not None else report.agreement
+        scores[percentile] = score
+        if best is None or score > best[0]:
+            best = (score, percentile, conversion)
+    measure = "SNN accuracy" if labels is not None else "agreement with the ANN's class"
+    return best[2], Balance(best[1], scores, measure, len(subset))
 
 
 def load_calibration(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
