@@ -155,8 +155,8 @@ def _fold_pools_into_preceding(g: Graph, notes: list[str]) -> None:
         if any(pool.padding) or pool.partial_windows(shapes[edge_in.src]):
             raise UnsupportedError(
                 f"{_describe(g, name)} pools the currents of conv '{edge_in.src}': its zero border and partial "
-                "windows hold no conv outputs (a per-position bias and kernel), so it cannot be folded into the conv "
-                "exactly; use padding=0 and ceil_mode=False, or move the pool after the neuron")
+                "windows hold no conv outputs (a per-position bias and kernel), so no target takes it folded into the "
+                "conv exactly; use padding=0 and ceil_mode=False, or move the pool after the neuron")
         g.replace_node(edge_in.src, _conv_then_pool(conv, pool))
         _remove(g, name)
         folded = g.node(edge_in.src)
@@ -220,7 +220,8 @@ def _fold_scales(g: Graph, notes: list[str]) -> None:
             raise UnsupportedError(f"'{name}' (from {op.provenance}) divides each pooling window by its own size "
                                    "(count_include_pad=False at a padded border, or ceil_mode's partial windows); "
                                    "such per-position divisors fold exactly only into a following Flatten + Linear, "
-                                   "not into a conv's shared kernel: use count_include_pad=True and ceil_mode=False")
+                                   "not into a conv's shared kernel (on no target): use count_include_pad=True and "
+                                   "ceil_mode=False")
         raise UnsupportedError(f"Scale '{name}' has no Linear/Conv next to it to fold into")
 
 
@@ -319,8 +320,8 @@ def _pool_into_conv(g: Graph, pool_name: str, conv: O.Conv1d | O.Conv2d, in_shap
     k = conv.weight.shape[2:]
     if (any(pool.padding) or pool.partial_windows(in_shape)) and any(p):
         raise UnsupportedError(f"{_describe(g, pool_name)} cannot be fused into the padded conv '{conv_name}' "
-                               "exactly (the conv's zero border would read inputs through the pool's padding); a "
-                               "padded pool fuses into a conv without padding, or a Flatten + Linear")
+                               "exactly on any target (the conv's zero border would read inputs through the pool's "
+                               "padding); a padded pool fuses into a conv without padding, or a Flatten + Linear")
     kernel, stride, padding, dilation, lead = [], [], [], [], []
     for axis, (begin, end) in enumerate(pool.pads(in_shape)):
         kp, sp = pool.kernel_size[axis], pool.stride[axis]

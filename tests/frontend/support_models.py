@@ -13,6 +13,7 @@ from tests.frontend.models import gain, snntorch_rsynaptic_loop
 
 DENSE = (6,)
 IMAGE = (2, 6, 6)
+SIGNAL = (2, 8)
 INPUT_SHAPE = DENSE
 
 
@@ -123,6 +124,38 @@ def maxpool_after_neuron() -> nn.Module:
                               nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
 
 
+def avgpool1d_after_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.AvgPool1d(2), _leaky(), nn.Flatten(),
+                              nn.Linear(4 * 4, 3), _leaky()), 6.0)
+
+
+def maxpool1d_after_neuron() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), _leaky(), nn.MaxPool1d(3, stride=2, ceil_mode=True),
+                              nn.Flatten(), nn.Linear(4 * 4, 3), _leaky()), 6.0)
+
+
+def avgpool_border_before_linear() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(),
+                              nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+                              nn.Flatten(), nn.Linear(4 * 4 * 4, 3), _leaky()), 6.0)
+
+
+def avgpool_border_before_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(),
+                              nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), nn.Conv2d(4, 3, 3),
+                              _leaky(), nn.Flatten(), nn.Linear(3, 3), _leaky()), 6.0)
+
+
+def maxpool_over_currents() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), _leaky(), nn.Flatten(),
+                              nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
+
+
 def batchnorm1d() -> nn.Module:
     torch.manual_seed(0)
     return _stats(gain(nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), _leaky(), nn.Linear(8, 3), _leaky())))
@@ -195,6 +228,12 @@ ROWS += [
     ("nmcompile.nn", "`MPBNLIF`", "mpbnlif", DENSE),
     ("structure", "`AvgPool2d` after a conv", "avgpool_after_conv", IMAGE),
     ("structure", "`MaxPool2d` after a neuron", "maxpool_after_neuron", IMAGE),
+    ("structure", "`MaxPool2d` over currents", "maxpool_over_currents", IMAGE),
+    ("structure", "`AvgPool1d` after a conv", "avgpool1d_after_conv", SIGNAL),
+    ("structure", "`MaxPool1d` ceil_mode=True after a neuron", "maxpool1d_after_neuron", SIGNAL),
+    ("structure", "`AvgPool2d` padding, ceil_mode, count_include_pad=False before a Linear",
+     "avgpool_border_before_linear", IMAGE),
+    ("structure", "`AvgPool2d` padding, count_include_pad=False before a conv", "avgpool_border_before_conv", IMAGE),
     ("structure", "`BatchNorm1d` after a Linear", "batchnorm1d", DENSE),
     ("structure", "`BatchNorm2d` after a conv", "batchnorm2d", IMAGE),
     ("structure", "`Dropout`", "dropout", DENSE),
