@@ -238,3 +238,34 @@ def test_maxpool_over_currents_is_refused(tmp_path):
     with pytest.raises(UnsupportedError, match=r"\(MaxPool\) over currents is refused.*after a Relu, or use "
                                                r"AveragePool"):
         convert(ann, np.random.default_rng(0).random((10, 1, 8, 8)))
+
+
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True), nn.AvgPool2d(2, stride=2, ceil_mode=True),
+    nn.AvgPool2d(3, stride=3, padding=1, ceil_mode=True, count_include_pad=False),
+    nn.MaxPool2d(3, stride=3, padding=1, ceil_mode=True), nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True)],
+    ids=["avg-pad-ceil", "avg-ceil", "avg-window-in-padding", "max-window-in-padding", "avg1d-pad-ceil"])
+def test_ceil_mode_edges_match_torch_and_onnxruntime(tmp_path, pool):
+    """Partial windows and windows that would start in the end padding, for sizes 5..8."""
+    for size in (5, 6, 7, 8):
+        shape = (2, size) if isinstance(pool, nn.AvgPool1d) else (2, size, size)
+        module = nn.Sequential(nn.ReLU(), pool, nn.Flatten())
+        path = export(module, shape, tmp_path / f"pool{size}.onnx")
+        ann = read_onnx(path)
+        x = np.random.default_rng(size).random((3, *shape))
+        ours = run_ann(ann, x)[ann.output_name]
+        np.testing.assert_allclose(ours, module(torch.tensor(x, dtype=torch.float32)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours, onnxruntime_output(path, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
+def test_onnx_pools_compile_for_every_target(tmp_path, target):
+    from nmcompile.api import CompileRequest, SourceOptions, compile_network
+
+    torch.manual_seed(0)
+    path = export(pools_2d(), (2, 7, 7), tmp_path / "pools.onnx")    # small enough for one FPGA core
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((40, 2, 7, 7)))
+    compile_network(CompileRequest(source=path, target=target, out=tmp_path / "out", stop_after="partition",
+                                   reference_samples=1, options=SourceOptions(calibration=tmp_path / "calib.npz")))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "sum pool fused into" in report and "agreement with the ANN's class" in report
