@@ -1,0 +1,81 @@
+"""Progress of a long run on a board: a one-line bar on a terminal (steps done, steps/s, ETA), nothing otherwise.
+
+    bar = ProgressBar(total_steps, stream=sys.stderr)      # enabled only when stream is a terminal
+    outputs = run_in_slices(board, spikes, bar)            # board.run_all over slices of samples, bar updated
+
+Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
+one run_all; the slices are sized for about `updates` updates of the bar (at least one sample each).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TextIO
+
+import numpy as np
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class ProgressBar:
+    """`[#####.....] 1200/5000 steps  340 steps/s  ETA 11s` rewritten in place; enabled when `stream` is a
+    terminal (or `enabled` says so), silent otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None, width: int = 30,
+                 unit: str = "steps"):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled if enabled is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total, self.width, self.unit = max(total, 0), width, unit
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.done / elapsed
+        fraction = self.done / self.total if self.total else 1.0
+        filled = round(fraction * self.width)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {self.unit}  "
+                f"{rate:,.0f} {self.unit}/s  ETA {format_seconds(eta)}")
+
+    def update(self, count: int) -> None:
+        self.done = min(self.done + count, self.total)
+        if self.enabled:
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
+
+
+def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50) -> dict[str, np.ndarray]:
+    """board.run_all(spikes) over slices of samples, updating `bar` by steps x samples after each slice. Without an
+    enabled bar the whole batch runs at once."""
+    steps, batch = spikes.shape[:2]
+    if not bar.enabled or batch <= 1:
+        outputs = board.run_all(spikes)
+        bar.update(steps * batch)
+        return outputs
+    size = max(1, math.ceil(batch / updates))
+    parts: dict[str, list[np.ndarray]] = {}
+    for first in range(0, batch, size):
+        chunk = spikes[:, first:first + size]
+        for name, value in board.run_all(chunk).items():
+            parts.setdefault(name, []).append(value)
+        bar.update(steps * chunk.shape[1])
+    # outputs [T, B, ...] join on the sample axis; learned weights [B, out, in] on the first
+    return {name: np.concatenate(values, axis=0 if name.startswith("weight:") else 1) for name, values in
+            parts.items()}
