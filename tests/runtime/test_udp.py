@@ -178,3 +178,16 @@ def test_emulate_and_verify_on_the_command_line(s2, tmp_path):
     assert proc.returncode == 0
     bad = subprocess.run([*cli, "emulate", str(s2), "--listen", "pty"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and bad.stderr.startswith("error: --listen 'pty'")
+
+
+def test_no_board_at_the_address_is_one_error_line(s2, tmp_path):
+    quiet = EmulatedBoard("127.0.0.1", 0)                     # bound but never served: a board that does not answer
+    try:
+        done = subprocess.run([sys.executable, "-m", "nmcompile", "verify", str(s2), "--board",
+                               f"udp://127.0.0.1:{quiet.address[1]}?timeout=1"], capture_output=True, text=True,
+                              timeout=60)
+    finally:
+        quiet.close()
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [f"error: the board at udp://127.0.0.1:{quiet.address[1]} stopped "
+                                                "answering (nothing for 1 s; 1 message(s) unacknowledged)"]
