@@ -31,6 +31,11 @@ class NetworkSession:
         self.input_size = sum(h["units"] for h in placement["hosts"] if h["kind"] == "input")
         self._hosts = placement["hosts"]
         self._emitted = np.zeros(0, dtype=np.int64)
+        listened: list[list[int]] = [[] for _ in net.pe_names]
+        for sid, pes in self.dests.items():
+            for k in pes:
+                listened[k].append(sid)
+        self._listened = [np.asarray(sids, dtype=np.int64) for sids in listened]   # PE -> source ids routed to it
 
     def reset(self) -> None:
         """Start a sample: PEs created on first use, then every PE reset."""
@@ -59,13 +64,10 @@ class NetworkSession:
     def step(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """One tick with the flat input x of this step; returns each output's flat values of the step."""
         net = self.net
-        inbox: list[list[int]] = [[] for _ in net.pes]
-        for key in self._emitted.tolist():
-            for k in self.dests.get(key >> 8, ()):
-                inbox[k].append(key)
+        sources = self._emitted >> 8
         results, fired_keys = [], []
         for k, pe in enumerate(net.pes):
-            result = pe.tick(np.asarray(inbox[k], dtype=np.int64))
+            result = pe.tick(self._emitted[np.isin(sources, self._listened[k])])
             results.append(result)
             fired_keys.append((self.source_ids[k] << 8) | np.asarray(result[0], dtype=np.int64))
         self._emitted = np.concatenate([*fired_keys, self.host_keys(np.asarray(x).reshape(-1))])

@@ -40,6 +40,8 @@ from nmcompile.protocols.spinnaker2_udp import (
 from nmcompile.runtime.board import BaseBoard, Progress, int_option, parse_query, seconds_option
 from nmcompile.runtime.udp_channel import Channel
 
+HOST_BUFFER = 1 << 16        # outputs the host holds unconsumed: bounded by the steps it sent itself
+
 
 class UdpBoard(BaseBoard):
     scheme = "udp"
@@ -86,7 +88,7 @@ class UdpBoard(BaseBoard):
         self.sock.setblocking(False)
         describe = f"the board at udp://{self.host}:{self.port}"
         channel = Channel(self.sock, address, random.getrandbits(32), window=self.window, timeout=self.timeout,
-                          describe=describe)
+                          describe=describe, buffer=HOST_BUFFER)
         channel.send(Kind.HELLO, struct.pack("<H", self.window))
         info = self._expect(channel, Kind.INFO)
         self.boot_id, board_window, _ = struct.unpack("<IHH", info)
@@ -137,6 +139,7 @@ class UdpBoard(BaseBoard):
             self.sent_spikes += int(keys.size)
             for payload in fragments(self._step_base + t, keys):
                 channel.send(Kind.SPIKES, payload)
+            channel.poll(0)
             while channel.inbox:
                 self._output(channel.inbox.popleft(), results, complete)
         while min(complete, default=steps) < steps:

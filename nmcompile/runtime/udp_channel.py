@@ -8,8 +8,10 @@
 Sender: every message gets the next sequence number and stays in `unacked` until the peer's cumulative `ack` (in
 every datagram it sends) or its selective-ack bitmap covers it; it is sent again when the peer re-requests it (NACK)
 or after a retransmission timeout that doubles per attempt (0.2 s up to 2 s). Flow control: at most `window`
-messages are unacknowledged, and a receiver accepts at most `window` messages not yet consumed by its program,
-dropping (and counting) the rest, which the sender retransmits.
+messages are unacknowledged, and a receiver accepts at most `buffer` (default `window`) messages not yet consumed by
+its program,
+dropping (and counting) the rest, which the sender retransmits; a host, which consumes what it asked for, may hold
+more (`buffer`).
 Receiver: a corrupt datagram (CRC) is dropped and counted; a duplicate (seq below `expected`) is dropped, counted
 and acknowledged again; one ahead of `expected` is held and the gap re-requested with a NACK at once; messages are
 handed to the program strictly in sequence order. Every counter is in `counters`, so a test or a user can prove that
@@ -64,9 +66,10 @@ class Channel:
     """One side of a session: `send` numbered messages, `receive` the peer's in order."""
 
     def __init__(self, sock: socket.socket, peer: tuple[str, int] | None, session: int, window: int = 64,
-                 timeout: float = 10.0, describe: str = "the peer"):
+                 timeout: float = 10.0, describe: str = "the peer", buffer: int | None = None):
         self.sock, self.peer, self.session = sock, peer, session
         self.window, self.timeout, self.describe = window, timeout, describe
+        self.buffer = buffer or window             # received messages held for the program at most
         self.counters = Counters()
         self.restart(session, peer)
 
@@ -136,14 +139,11 @@ class Channel:
         return self.inbox.popleft()
 
     def poll(self, wait: float) -> None:
-        """Read every datagram that arrives within `wait` seconds, then acknowledge and retransmit as due."""
-        end = time.monotonic() + wait
-        while True:
-            remaining = max(end - time.monotonic(), 0.0)
-            ready, _, _ = select.select([self.sock], [], [], remaining)
-            if not ready:
-                break
-            while True:
+        """Wait up to `wait` seconds for a datagram, read every one that is there, then acknowledge and retransmit
+        as due."""
+        ready, _, _ = select.select([self.sock], [], [], wait)
+        if ready:
+            for _ in range(4 * self.buffer):
                 try:
                     raw, addr = self.sock.recvfrom(MAX_DATAGRAM + 64)
                 except (BlockingIOError, InterruptedError):
@@ -151,14 +151,7 @@ class Channel:
                 except ConnectionRefusedError:
                     break                               # ICMP port unreachable: the peer is gone; the deadline tells
                 self._incoming(raw, addr)
-                if not self._readable():
-                    break
-            if time.monotonic() >= end:
-                break
         self._after_poll()
-
-    def _readable(self) -> bool:
-        return bool(select.select([self.sock], [], [], 0)[0])
 
     def _incoming(self, raw: bytes, addr) -> None:
         try:
@@ -187,7 +180,7 @@ class Channel:
         if seq < self.expected or seq in self.held:
             self.counters.duplicates += 1
             return
-        if seq >= self.expected + self.window or len(self.inbox) + len(self.held) >= self.window:
+        if seq >= self.expected + self.buffer or len(self.inbox) + len(self.held) >= self.buffer:
             self.counters.overrun += 1              # beyond what this side buffers: the sender sends it again
             return
         if seq > self.expected:
@@ -202,8 +195,13 @@ class Channel:
             self._deliver(self.held.pop(self.expected))
 
     def accept_from(self, datagram: Datagram, addr) -> bool:
-        """Whether a datagram belongs to this session (the board side overrides this to start sessions)."""
-        return datagram.session == self.session and (self.peer is None or addr == self.peer)
+        """Whether a datagram belongs to this session; a channel without a peer adopts the first sender (the board
+        side overrides this to start sessions)."""
+        if datagram.session != self.session:
+            return False
+        if self.peer is None:
+            self.peer = addr
+        return addr == self.peer
 
     def _deliver(self, datagram: Datagram) -> None:
         self.expected += 1
