@@ -4,7 +4,8 @@
     outputs = run_in_slices(board, spikes, bar)            # board.run_all over slices of samples, bar updated
 
 Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
-one run_all; the slices are sized for about `updates` updates of the bar (at least one sample each).
+one run_all; the slices are sized for about `updates` updates of the bar (at least one sample each). A single
+sample is streamed in slices of steps on boards that stream (the state is kept between slices).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50
     """board.run_all(spikes) over slices of samples, updating `bar` by steps x samples after each slice. Without an
     enabled bar the whole batch runs at once."""
     steps, batch = spikes.shape[:2]
+    if bar.enabled and batch == 1 and steps > 1 and len(board.outputs) == 1:
+        streamed = _stream_in_slices(board, spikes, bar, updates)
+        if streamed is not None:
+            return streamed
     if not bar.enabled or batch <= 1:
         outputs = board.run_all(spikes)
         bar.update(steps * batch)
@@ -79,3 +84,21 @@ def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50
     # outputs [T, B, ...] join on the sample axis; learned weights [B, out, in] on the first
     return {name: np.concatenate(values, axis=0 if name.startswith("weight:") else 1) for name, values in
             parts.items()}
+
+
+def _stream_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int) -> dict[str, np.ndarray] | None:
+    """One sample streamed in slices of steps (the same spikes as running it whole); None when the board does not
+    stream."""
+    from nmcompile.errors import UnsupportedError
+
+    size = max(1, math.ceil(spikes.shape[0] / updates))
+    parts = []
+    try:
+        for out in board.stream(spikes[k:k + size] for k in range(0, spikes.shape[0], size)):
+            parts.append(out)
+            bar.update(out.shape[0])
+    except UnsupportedError:
+        if parts:
+            raise
+        return None
+    return {board.outputs[0]: np.concatenate(parts)}

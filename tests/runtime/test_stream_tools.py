@@ -79,6 +79,12 @@ def test_progress_bar_and_slices(tmp_path):
     bar.close()
     assert out.getvalue().count("\r") == 4 and "84/84 steps" in out.getvalue() and "ETA" in out.getvalue()
     assert not ProgressBar(5, stream=io.StringIO()).enabled             # not a terminal: silent
+    one = ProgressBar(12, stream=io.StringIO(), enabled=True)             # one sample: streamed in slices of steps
+    with open_board("ref://") as board:
+        board.load(g)
+        streamed = run_in_slices(board, x[:, :1], one, updates=4)["out"]
+        np.testing.assert_array_equal(streamed.reshape(12, 1, -1), board.run(x[:, :1]))
+    assert one.stream.getvalue().count("\r") == 4
 
 
 def test_readout_is_rate_coded_argmax():
