@@ -4,8 +4,8 @@
     outputs = run_in_slices(board, spikes, bar)            # board.run_all over slices of samples, bar updated
 
 Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
-one run_all; the slices are sized for about `updates` updates of the bar (at least one sample each). A single
-sample is streamed in slices of steps on boards that stream (the state is kept between slices).
+one run_all; slices are sized from the board's measured fixed cost per run (run_in_slices). A single sample is
+streamed in slices of steps on boards that stream (the state is kept between slices).
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ class ProgressBar:
 
 def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50) -> dict[str, np.ndarray]:
     """board.run_all(spikes) over slices of samples, updating `bar` by steps x samples after each slice. Without an
-    enabled bar the whole batch runs at once."""
+    enabled bar the whole batch runs at once.
+
+    Slice sizes adapt to the board: the first two slices (1 and 2 samples) measure a run's fixed cost c (starting
+    Lava's interpreter, a reset) and the cost p per sample, t(n) = c + p * n; later slices hold
+    max(B / updates, 10 c / p) samples, so the fixed costs add at most about 10 % to the run."""
     steps, batch = spikes.shape[:2]
     if bar.enabled and batch == 1 and steps > 1 and len(board.outputs) == 1:
         streamed = _stream_in_slices(board, spikes, bar, updates)
@@ -74,16 +78,31 @@ def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50
         outputs = board.run_all(spikes)
         bar.update(steps * batch)
         return outputs
-    size = max(1, math.ceil(batch / updates))
     parts: dict[str, list[np.ndarray]] = {}
-    for first in range(0, batch, size):
+    timings: list[float] = []
+    first, size = 0, 1
+    while first < batch:
         chunk = spikes[:, first:first + size]
+        start = time.perf_counter()
         for name, value in board.run_all(chunk).items():
             parts.setdefault(name, []).append(value)
+        timings.append(time.perf_counter() - start)
         bar.update(steps * chunk.shape[1])
+        first += chunk.shape[1]
+        size = _next_slice(timings, batch, updates)
     # outputs [T, B, ...] join on the sample axis; learned weights [B, out, in] on the first
     return {name: np.concatenate(values, axis=0 if name.startswith("weight:") else 1) for name, values in
             parts.items()}
+
+
+def _next_slice(timings: list[float], batch: int, updates: int) -> int:
+    if len(timings) == 1:
+        return 2
+    per_sample = timings[1] - timings[0]
+    fixed = max(timings[0] - per_sample, 0.0)
+    if per_sample <= 0:
+        return batch                                 # no measurable cost per sample: the rest at once
+    return max(math.ceil(batch / updates), math.ceil(10 * fixed / per_sample), 1)
 
 
 def _stream_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int) -> dict[str, np.ndarray] | None:
