@@ -9,7 +9,7 @@ Sender: every message gets the next sequence number and stays in `unacked` until
 every datagram it sends) or its selective-ack bitmap covers it; it is sent again when the peer re-requests it (NACK)
 or after a retransmission timeout that doubles per attempt (0.2 s up to 2 s). Flow control: at most `window`
 messages are unacknowledged, and a receiver accepts at most `buffer` (default `window`) messages not yet consumed by
-its program,
+its program (re-requesting the dropped ones with a NACK as soon as its program has made room),
 dropping (and counting) the rest, which the sender retransmits; a host, which consumes what it asked for, may hold
 more (`buffer`).
 Receiver: a corrupt datagram (CRC) is dropped and counted; a duplicate (seq below `expected`) is dropped, counted
@@ -84,6 +84,8 @@ class Channel:
         self.errors: deque[Datagram] = deque()
         self.heard = time.monotonic()
         self._ack_due = False
+        self._dropped_upto = -1                     # the highest seq dropped for want of room
+        self._room_nack = (-1, 0.0)                 # (expected, time) of the last re-request for dropped seqs
         self._nacked: set[int] = set()
 
     # -- sending ---------------------------------------------------------------------------------------------
@@ -181,7 +183,8 @@ class Channel:
             self.counters.duplicates += 1
             return
         if seq >= self.expected + self.buffer or len(self.inbox) + len(self.held) >= self.buffer:
-            self.counters.overrun += 1              # beyond what this side buffers: the sender sends it again
+            self.counters.overrun += 1              # beyond what this side buffers: re-requested once there is room
+            self._dropped_upto = max(self._dropped_upto, seq)
             return
         if seq > self.expected:
             self.counters.out_of_order += 1
@@ -233,11 +236,19 @@ class Channel:
         self._transmit(entry[0])
 
     def _after_poll(self) -> None:
+        room = self.buffer - len(self.inbox) - len(self.held)
+        now = time.monotonic()
+        if self.expected <= self._dropped_upto and room > 0 and (
+                self._room_nack[0] != self.expected or now - self._room_nack[1] > RTO_MIN):
+            self._room_nack = (self.expected, now)
+            last = min(self.expected + room, self._dropped_upto + 1)
+            missing = [s for s in range(self.expected, last) if s not in self.held]
+            if missing:
+                self._nack(missing[:NACK_LIMIT])
         if self._ack_due:
             bits = sum(1 << k for k in range(32) if self.expected + 1 + k in self.held)
             self.send_unsequenced(Kind.ACK, struct.pack("<I", bits))
             self._ack_due = False
-        now = time.monotonic()
         for seq, (_, sent, rto) in list(self.unacked.items()):
             if now - sent > rto:
                 self._retransmit(seq)

@@ -5,6 +5,8 @@ BoardError line, never in wrong or missing spikes."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -59,3 +61,20 @@ def test_a_board_that_dies_mid_stream_is_reported(project):  # noqa: F811
         board.proc.wait()
         with pytest.raises(BoardError, match="simulator"):
             next(stream)
+
+
+def test_emulate_serves_the_rtl_on_a_pty_for_serial_urls(project):  # noqa: F811
+    cli = [sys.executable, "-m", "nmcompile"]
+    proc = subprocess.Popen([*cli, "emulate", str(project), "--listen", "pty"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline().split()
+        assert line and line[0] == "PTY", proc.stderr.read()
+        done = subprocess.run([*cli, "verify", str(project), "--board", f"serial://{line[1]}?timeout=20"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()

@@ -5,6 +5,7 @@ board that stops answering or restarts mid-run reported as one error line."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -191,3 +192,32 @@ def test_no_board_at_the_address_is_one_error_line(s2, tmp_path):
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"error: the board at udp://127.0.0.1:{quiet.address[1]} stopped "
                                                 "answering (nothing for 1 s; 1 message(s) unacknowledged)"]
+
+
+def test_a_host_faster_than_the_board_loses_nothing(s2, board):
+    """The board buffers fewer messages than the host's window: what it cannot hold is dropped, counted and
+    retransmitted; the spikes equal the reference and the counters agree."""
+    board.channel.buffer = 3
+    x = inputs(steps=40, batch=1, seed=5)
+    with open_board(f"udp://127.0.0.1:{board.address[1]}?timeout=10") as udp:
+        udp.load(s2)
+        np.testing.assert_array_equal(udp.run(x), reference(s2, x))
+        emulated, host = udp.board_counters, udp.counters
+    assert emulated["channel_overrun"] > 0 and host["retransmitted"] > 0 and host["nacks_received"] > 0
+    assert emulated["spikes_in"] == int(x.sum())
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
+def test_the_emulated_board_runs_its_pes_under_qemu(s2):
+    emulated = EmulatedBoard("127.0.0.1", 0, pe="qemu")
+    thread = threading.Thread(target=emulated.serve, daemon=True)
+    thread.start()
+    try:
+        x = inputs(steps=12, batch=1, seed=6)
+        with open_board(f"udp://127.0.0.1:{emulated.address[1]}?timeout=30") as udp:
+            udp.load(s2)
+            np.testing.assert_array_equal(udp.run(x), reference(s2, x))
+    finally:
+        emulated.stop()
+        thread.join(timeout=10)
+        emulated.close()
