@@ -398,8 +398,9 @@ def executor_option(what: str):
               help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts); verilator:// (the "
                    "FPGA RTL, Verilated and driven through its UART pins; ?program=0 uses only the memory images, "
                    "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board; "
-                   "?program=0 when it already holds the network, ?timeout=SECONDS); ref:// (the integer reference "
-                   "itself, a self-check). Unknown or malformed options are refused.")
+                   "?program=0 when it already holds the network, ?timeout=SECONDS); qemu:// (spinnaker2 PEs under "
+                   "QEMU); udp://HOST:PORT (a SpiNNaker 2 board or `nmcompile emulate`; ?timeout=SECONDS); ref:// "
+                   "(the integer reference itself, a self-check). Unknown or malformed options are refused.")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
 @executor_option("the reference samples")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
@@ -462,8 +463,9 @@ def report(artifact_dir: Path, **kw) -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", default="ref://", show_default=True,
-              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator:// and "
-                   "serial://DEVICE run a compiled artifact directory of their target (see `verify --help`).")
+              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator://, "
+                   "serial://DEVICE, qemu:// and udp://HOST:PORT run a compiled artifact directory of their target "
+                   "(see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),

@@ -41,6 +41,7 @@ from nmcompile.runtime.board import BaseBoard, Progress, int_option, parse_query
 from nmcompile.runtime.udp_channel import Channel
 
 HOST_BUFFER = 1 << 16        # outputs the host holds unconsumed: bounded by the steps it sent itself
+MAX_WINDOW = 4096
 
 
 class UdpBoard(BaseBoard):
@@ -52,6 +53,8 @@ class UdpBoard(BaseBoard):
     def __init__(self, host: str, port: int, timeout: float = 10.0, window: int = 64,
                  progress: Progress | None = None):
         super().__init__(progress)
+        if window > MAX_WINDOW:
+            raise UnsupportedError(f"udp://?window={window}: at most {MAX_WINDOW} messages in flight")
         self.host, self.port, self.timeout, self.window = host, port, timeout, window
         self.channel: Channel | None = None
         self.sock: socket.socket | None = None
@@ -185,10 +188,14 @@ class UdpBoard(BaseBoard):
         outputs = {name: np.zeros((steps, batch, size), dtype=np.int64)
                    for name, size in zip(self.output_names, self.output_sizes, strict=True)}
         self._step_base = 0
-        for b in range(batch):
-            for name, values in zip(self.output_names, self._run_sample(flat[:, b], reset=True), strict=True):
-                outputs[name][:, b] = values
-        self.check_counters()
+        try:
+            for b in range(batch):
+                for name, values in zip(self.output_names, self._run_sample(flat[:, b], reset=True), strict=True):
+                    outputs[name][:, b] = values
+            self.check_counters()
+        except BaseException:
+            self.close()                  # a session left mid-sample is not reused: load() opens a new one
+            raise
         return {name: outputs[name].reshape(steps, batch, *self.placement["layers"][o["layer"]]["shape"])
                 for name, o in self.placement["outputs"].items() if name in self.outputs}
 
@@ -206,7 +213,11 @@ class UdpBoard(BaseBoard):
                 raise UnsupportedError(f"udp:// streams one sample at a time (a chunk has batch {chunk.shape[1]}); "
                                        "use run() for batches")
             self._step_base = self.steps_done
-            out = self._run_sample(chunk.reshape(chunk.shape[0], -1), reset=not started)
+            try:
+                out = self._run_sample(chunk.reshape(chunk.shape[0], -1), reset=not started)
+            except BaseException:
+                self.close()
+                raise
             if not started:
                 started = True
             self.steps_done += chunk.shape[0]

@@ -91,7 +91,11 @@ class EmulatedBoard:
     # -- the loop --------------------------------------------------------------------------------------------
     def serve(self) -> None:
         while not self._stopping:
-            self.channel.poll(0.2)
+            try:
+                self.channel.poll(0.2)
+            except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
+                if self.log:
+                    self.log(f"ignored: {err}")
             if self.channel.session != self.session_id:
                 self._new_session()
             while self.channel.inbox:

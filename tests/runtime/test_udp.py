@@ -154,7 +154,8 @@ def test_a_board_restarted_mid_run_is_reported(s2, board):
 
 def test_udp_urls_are_checked():
     for url, message in [("udp://127.0.0.1", "HOST:PORT"), ("udp://127.0.0.1:9/x", "no path"),
-                         ("udp://127.0.0.1:9?speed=1", "no option 'speed'")]:
+                         ("udp://127.0.0.1:9?speed=1", "no option 'speed'"),
+                         ("udp://127.0.0.1:9?window=5000", "at most 4096")]:
         with pytest.raises(UnsupportedError, match=message):
             open_board(url)
 
