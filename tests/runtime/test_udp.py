@@ -22,6 +22,7 @@ from nmcompile.ir.serialize import save
 from nmcompile.protocols.spinnaker2_udp import (
     MAX_DATAGRAM,
     MAX_KEYS,
+    VALUES,
     Kind,
     ProtocolError,
     fragments,
@@ -88,6 +89,8 @@ def test_datagrams_carry_a_crc_and_fragment_steps():
     assert len(pieces) == 2 and max(len(pack(Kind.SPIKES, 0, 0, 0, p)) for p in pieces) <= MAX_DATAGRAM
     assert [parse_spikes(p)[2] & 1 for p in pieces] == [0, 1]          # LAST only on the final fragment
     assert len(fragments(0, np.zeros(0))) == 1                          # an empty step is still one message
+    values = np.array([-(1 << 23), -1, 0, (1 << 23) - 1])
+    assert parse_spikes(fragments(2, values, VALUES)[0])[3].tolist() == values.tolist()
 
 
 def test_run_and_stream_equal_the_reference(s2, board):
@@ -222,3 +225,20 @@ def test_the_emulated_board_runs_its_pes_under_qemu(s2):
         emulated.stop()
         thread.join(timeout=10)
         emulated.close()
+
+
+def test_readout_values_travel_as_signed_values(board, tmp_path):
+    """A non-spiking readout layer's voltages come back as signed 32-bit values (the VALUES flag)."""
+    from tests.backends.test_spinnaker2 import readout_network
+
+    x = (np.random.default_rng(1).random((25, 2, 10)) < 0.3).astype(np.int8)
+    np.savez(tmp_path / "calib.npz", spikes=x)
+    art = tmp_path / "ro"
+    compile_network(CompileRequest(source=save(readout_network(), tmp_path / "ro.nmir"), target="spinnaker2",
+                                   out=art, calibration_spikes=tmp_path / "calib.npz", reference_samples=2,
+                                   target_overrides={"neurons_per_core": 5}), log=lambda m: None)
+    expected = reference(art, x)
+    assert (expected > 1).any()
+    with open_board(f"udp://127.0.0.1:{board.address[1]}?timeout=5") as udp:
+        udp.load(art)
+        np.testing.assert_array_equal(udp.run(x), expected)
