@@ -33,7 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="needs a board: pytest --board URL --artifact DIR")
     for item in items:
-        if "board" in item.keywords:
+        if item.get_closest_marker("board") is not None:
             item.add_marker(skip)
 
 
