@@ -1,7 +1,7 @@
 """Host runtime throughput and latency on the two wires, each output checked against the reference first.
 
 UDP loopback (SpiNNaker 2 datagram protocol, docs/formats/spinnaker2-udp.md):
-  protocol   full SPIKES datagrams (362 keys) through the reliable channel (sequence numbers, acks, window) to a
+  protocol   full SPIKES datagrams (360 keys) through the reliable channel (sequence numbers, acks, window) to a
              receiver process, against the same datagrams sent raw (no acks, no ordering) in the same run
   board      `nmcompile run`-style: a 1024-input network on the emulated board (`nmcompile emulate`, model PEs,
              its own process) through udp://: input events/s and steps/s; the peer is ref:// on the same input

@@ -24,7 +24,10 @@ def load_labels(path: str | Path, samples: int, classes: int | None = None) -> n
         labels = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile):
         raise InputFileError(f"{path}: not a .npy array") from None
-    if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+    if not isinstance(labels, np.ndarray):
+        labels.close()
+        raise InputFileError(f"{path}: an .npz archive; labels are one .npy array of shape [B] (np.save)")
+    if labels.dtype.kind not in "iu":
         raise InputFileError(f"{path}: labels must be an integer array of shape [B]")
     labels = labels.reshape(-1)
     if labels.shape[0] != samples:
