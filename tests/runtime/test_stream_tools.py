@@ -138,3 +138,34 @@ def test_the_pytest_plugin_runs_the_conformance_suite_on_a_board(tmp_path):
     assert done.returncode == 0 and "2 passed" in done.stdout, done.stdout + done.stderr
     skipped = subprocess.run(base, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert skipped.returncode == 0 and "2 skipped" in skipped.stdout and "needs a board" in skipped.stdout
+
+
+def test_run_shows_a_progress_bar_on_a_terminal(tmp_path):
+    """stderr on a pseudo-terminal: the bar (steps, steps/s, ETA) is drawn; the output file is the same."""
+    import pty
+
+    rng = np.random.default_rng(5)
+    source = save(sensor_net(rng), tmp_path / "dvs.nmir")
+    np.savez(tmp_path / "in.npz", spikes=(rng.random((20, 6, 2, 4, 5)) < 0.3).astype(np.int8))
+    master, slave = pty.openpty()
+    try:
+        try:
+            done = subprocess.run([sys.executable, "-m", "nmcompile", "run", str(source), "--input",
+                                   str(tmp_path / "in.npz"), "--output", str(tmp_path / "out.npz")],
+                                  stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120, cwd=ROOT)
+        finally:
+            os.close(slave)
+        shown = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            shown += data
+    finally:
+        os.close(master)
+    assert done.returncode == 0
+    text = shown.decode()
+    assert "120/120 steps" in text and "steps/s" in text and "ETA" in text and "\r" in text
