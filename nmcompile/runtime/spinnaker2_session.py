@@ -31,11 +31,20 @@ class NetworkSession:
         self.input_size = sum(h["units"] for h in placement["hosts"] if h["kind"] == "input")
         self._hosts = placement["hosts"]
         self._emitted = np.zeros(0, dtype=np.int64)
-        listened: list[list[int]] = [[] for _ in net.pe_names]
+        # per PE, a table over source ids: True where the routing tables deliver that source's packets to it
+        sources = [*self.dests, *self.source_ids, *(int(h["source_id"]) for h in self._hosts)]
+        self._routed = np.zeros((len(net.pe_names), max(sources, default=0) + 1), dtype=bool)
         for sid, pes in self.dests.items():
-            for k in pes:
-                listened[k].append(sid)
-        self._listened = [np.asarray(sids, dtype=np.int64) for sids in listened]   # PE -> source ids routed to it
+            self._routed[pes, sid] = True
+        # the host's keys in Spinnaker2Network's order (hosts grouped by source): every unit of a bias source each
+        # step, an input source's units where x has a spike
+        by_source: dict[str, list[dict]] = {}
+        for host in self._hosts:
+            by_source.setdefault(host["source"], []).append(host)
+        self._host_parts = [((int(h["source_id"]) << 8) | np.arange(h["units"], dtype=np.int64),
+                             h["first_unit"] if h["kind"] == "input" else None)
+                            for hosts in by_source.values() for h in hosts]
+        self._readout = {name: net.placement["layers"][layer]["readout"] for name, layer in self.output_layers.items()}
 
     def reset(self) -> None:
         """Start a sample: PEs created on first use, then every PE reset."""
@@ -53,21 +62,17 @@ class NetworkSession:
 
     def host_keys(self, x: np.ndarray) -> np.ndarray:
         """The keys the host emits for a step with flat input x: input spikes and every bias source's units."""
-        parts = []
-        for host in self._hosts:
-            units = np.arange(host["units"], dtype=np.int64)
-            if host["kind"] == "input":
-                units = units[x[host["first_unit"] + units] != 0]
-            parts.append((int(host["source_id"]) << 8) | units)
+        parts = [keys if first is None else keys[x[first:first + len(keys)] != 0] for keys, first in self._host_parts]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def step(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """One tick with the flat input x of this step; returns each output's flat values of the step."""
         net = self.net
-        sources = self._emitted >> 8
+        emitted = self._emitted
+        sources = emitted >> 8
         results, fired_keys = [], []
         for k, pe in enumerate(net.pes):
-            result = pe.tick(self._emitted[np.isin(sources, self._listened[k])])
+            result = pe.tick(emitted[self._routed[k, sources]])
             results.append(result)
             fired_keys.append((self.source_ids[k] << 8) | np.asarray(result[0], dtype=np.int64))
         self._emitted = np.concatenate([*fired_keys, self.host_keys(np.asarray(x).reshape(-1))])
@@ -78,9 +83,11 @@ class NetworkSession:
             for k in np.unique(pe_of).tolist():
                 sel = pe_of == k
                 fired, readout = results[k][0], results[k][1]
-                if net.placement["layers"][layer]["readout"]:
+                if self._readout[name]:
                     flat[sel] = _readout_of(net, k, readout, local[sel])
                 else:
-                    flat[sel] = np.isin(local[sel], fired)
+                    spiked = np.zeros(net.parsed[net.pe_names[k]].n, dtype=bool)
+                    spiked[np.asarray(fired, dtype=np.int64)] = True
+                    flat[sel] = spiked[local[sel]]
             outputs[name] = flat
         return outputs

@@ -242,3 +242,14 @@ def test_readout_values_travel_as_signed_values(board, tmp_path):
     with open_board(f"udp://127.0.0.1:{board.address[1]}?timeout=5") as udp:
         udp.load(art)
         np.testing.assert_array_equal(udp.run(x), expected)
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-arm") is None, reason="qemu-system-arm is not installed")
+def test_qemu_board_streams_like_it_runs(s2):
+    x = inputs(steps=15, batch=1, seed=7)
+    with open_board("qemu://") as qemu:
+        qemu.load(s2)
+        whole = qemu.run(x)
+        streamed = np.concatenate(list(qemu.stream([x[:4], EventChunk(11, spikes_to_events(x[4:]))])))
+    np.testing.assert_array_equal(streamed, whole)
+    np.testing.assert_array_equal(whole, reference(s2, x))
