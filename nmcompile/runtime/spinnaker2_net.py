@@ -95,21 +95,29 @@ class ModelPe:
         """Spikes emitted in the previous tick: add each synapse's weight to its group's slot of arrival."""
         image, words, t = self.image, self.image.words, self.tick_count - 1
         table = image.keys
-        for key in np.asarray(keys, dtype=np.int64).tolist():
-            hit = np.flatnonzero((key & table[:, 1]) == table[:, 0])
-            if hit.size == 0:
-                continue
-            _, mask, index_off, words_off = table[hit[0]]
-            unit = key & ~mask & 0xFFFFFFFF
-            a, b = words[index_off // 4 + unit], words[index_off // 4 + unit + 1]
-            row = words[words_off // 4 + a: words_off // 4 + b]
-            weight = ((row >> 24) & 0xFF).astype(np.int64)
-            weight = np.where(weight >= 128, weight - 256, weight)
-            group, target = (row >> 8) & 0xFF, row & 0xFF
-            for g in np.unique(group).tolist():
-                sel = group == g
-                delay = int(image.groups[g, 0])
-                np.add.at(self.rings[g][(t + delay) % (delay + 1)], target[sel], weight[sel])
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0 or table.shape[0] == 0:
+            return
+        hit = (keys[:, None] & table[None, :, 1]) == table[None, :, 0]          # [keys, entries]: the first match
+        found = hit.any(axis=1)
+        keys, entry = keys[found], table[hit.argmax(axis=1)[found]]
+        unit = keys & ~entry[:, 1] & 0xFFFFFFFF
+        first = words[entry[:, 2] // 4 + unit]
+        lengths = words[entry[:, 2] // 4 + unit + 1] - first
+        starts = entry[:, 3] // 4 + first
+        # every synapse row of every key, concatenated (a ragged gather)
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        row = words[offsets + np.arange(int(lengths.sum()))]
+        weight = ((row >> 24) & 0xFF).astype(np.int64)
+        weight = np.where(weight >= 128, weight - 256, weight)
+        group, target = (row >> 8) & 0xFF, row & 0xFF
+        n = image.n
+        for g in np.flatnonzero(np.bincount(group)).tolist():
+            sel = group == g
+            delay = int(image.groups[g, 0])
+            # integer sums through float64 bincount: exact, |sum| <= 128 * synapses < 2**53
+            self.rings[g][(t + delay) % (delay + 1)] += np.bincount(target[sel], weights=weight[sel],
+                                                                     minlength=n)[:n].astype(np.int64)
 
     def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """One tick: (fired local indices, readout voltages, u, v)."""
