@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmcompile.ir import fixed
-from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable, conv_out_len
+from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable, conv_out_len, optional_field
 from nmcompile.ir.neurons import COMPARISONS, RESET_MODES
 
 
@@ -132,6 +132,8 @@ class QNeuron(Op):
                         replaces the whole update of t+1 by 0)
         refractory R:   for R steps after a spike v is held at 0 and cannot spike (u keeps integrating)
         spiking=False:  a readout; the output is v instead of spikes (no threshold, no reset)
+        start_step s:   for t < s no update: u, v, the refractory counter stay at their initial values, inputs of
+                        those steps are discarded, no spikes (a readout outputs v_init) (nmcompile.ir.neurons)
     """
 
     role = "neuron"
@@ -149,6 +151,7 @@ class QNeuron(Op):
     spiking: bool = True
     u_init: np.ndarray = array_field(np.int64, default=0)
     v_init: np.ndarray = array_field(np.int64, default=0)
+    start_step: int = optional_field(0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", as_shape(self.shape))
@@ -185,6 +188,8 @@ class QNeuron(Op):
             value = getattr(self, key)
             if np.any(np.abs(value) >= fixed.UV_LIMIT):
                 raise ValueError(f"{key} must fit in 24 bits")
+        if self.start_step < 0:
+            raise ValueError("start_step must be >= 0 steps")
 
 
 TRACE_MAX = 255                   # STDP traces are 8-bit unsigned

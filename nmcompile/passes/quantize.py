@@ -24,7 +24,7 @@ from nmcompile.ir import fixed
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
-from nmcompile.lowered.limits import check_delays, check_neuron_options, refuse
+from nmcompile.lowered.limits import check_delays, check_neuron_options, check_start_step, refuse
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
 from nmcompile.passes.common import per_channel
@@ -200,7 +200,9 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         reset_mode=op.reset_mode if op.spiking else "none", reset_timing=op.reset_timing if op.spiking else "immediate",
         refractory=op.refractory, spiking=op.spiking,
         u_init=_compact(np.rint(s_full * rows * i_init).astype(np.int64)),
-        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), provenance=op.provenance)
+        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), start_step=op.start_step,
+        provenance=op.provenance)
+    check_start_step(name, neuron, target)
     if op.compare != neuron.compare:
         notes.append("'>=' realised as '>' at the rounded threshold")
     return neuron, quantized, LayerReport(name, scale, vth, notes, clipped, total)
