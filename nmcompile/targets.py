@@ -206,7 +206,7 @@ SPINNAKER2 = Target(
     comparisons=(">", ">="),
     max_refractory=15,
     readout_neurons=True,
-    start_step_bits=32,
+    start_step_bits=31,
     instructions_per_tick=300_000,
     instructions_per_neuron_update=49.0,
     instructions_per_synaptic_event=9.0,
@@ -221,7 +221,8 @@ SPINNAKER2 = Target(
                   "(docs/formats/spinnaker2.md)",
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
-        "start step": "word 7 of a neuron's parameters in nmcompile's PE image (uint32), compared with the tick count "
+        "start step": "word 7 of a neuron's parameters in nmcompile's PE image (0..2^31 - 1), compared with the tick "
+                      "count "
                       "by the kernel (nmcompile/backends/spinnaker2/kernel/kernel.c)",
         "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "
                    "49, per synaptic event 9.0, per arriving packet 53 instructions of nmcompile's kernel.elf, "

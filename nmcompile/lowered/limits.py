@@ -127,7 +127,7 @@ def check_start_step(name: str, op, target: Target) -> None:
     if restless.size:
         shown = ", ".join(str(int(i)) for i in restless[:5]) + (", ..." if restless.size > 5 else "")
         refuse(where, f"holding {restless.size} of {op.size} neurons ({shown}) at their initial state until the "
-               f"layer's first input arrives at step {s} (they fire or leak before it; a start step)",
+               f"layer's first input arrives at step {s} (a start step: they fire or leak before it)",
                "start_step_bits", 0, lambda t: s <= t.max_start_step, target)
 
 
