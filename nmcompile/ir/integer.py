@@ -133,7 +133,7 @@ class QNeuron(Op):
         refractory R:   for R steps after a spike v is held at 0 and cannot spike (u keeps integrating)
         spiking=False:  a readout; the output is v instead of spikes (no threshold, no reset)
         start_step s:   for t < s no update: u, v, the refractory counter stay at their initial values, inputs of
-                        those steps are discarded, no spikes (a readout outputs v_init) (nmcompile.ir.neurons)
+                        those steps are discarded, the output is 0 (no spikes; a readout too) (nmcompile.ir.neurons)
     """
 
     role = "neuron"

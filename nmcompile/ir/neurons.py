@@ -14,8 +14,8 @@
 Every array parameter broadcasts to the layer `shape` (scalar, per-channel (C,1,1) or per-neuron).
 
 Start step s (`start_step`, default 0): in the steps t < s the layer does not update. Its state (v, i, the refractory
-counter, a pending reset) stays at its initial value, an input delivered in those steps is discarded, and it emits no
-spikes (a readout outputs its held membrane v_init); from step s on it updates as above. The retime pass sets
+counter, a pending reset) stays at its initial value, an input delivered in those steps is discarded, and its output
+is 0 (no spikes; a readout outputs 0 too); from step s on it updates as above. The retime pass sets
 s = the step at which the layer's first input arrives on hardware, so the retimed layer's output at t + s is the
 source layer's at t even where the source layer changes on its own before any input (a non-zero v_init that leaks,
 a bias, a threshold at or below rest).

@@ -10,7 +10,7 @@ step by step. Recurrent edges deliver the source's output of the previous step.
 
 A neuron layer with a start step s (`op.start_step`, docs/semantics.md) is held by this driver, not by its kernel:
 in the steps t < s its kernel is not stepped (its state stays as reset, inputs of those steps are dropped) and its
-output is `held_output` (no spikes; a readout's v_init).
+output is 0 (no spikes; a readout outputs 0 too, as nothing before step 0 does in the source network).
 """
 
 from __future__ import annotations
@@ -192,13 +192,6 @@ def start_step(op) -> int:
     return int(getattr(op, "start_step", 0))
 
 
-def held_output(op, batch: int, shape, dtype) -> np.ndarray:
-    """A layer's output in a step before its start step: no spikes; a readout's membrane, held at v_init."""
-    if op.spiking:
-        return np.zeros((batch, *shape), dtype=dtype)
-    return np.broadcast_to(op.v_init, (batch, *shape)).astype(dtype)
-
-
 def _run_whole(kernel: Kernel, op, x: np.ndarray, record: bool) -> np.ndarray:
     """`kernel.run` over all steps of x, with the layer held before its start step."""
     start = start_step(op)
@@ -208,8 +201,7 @@ def _run_whole(kernel: Kernel, op, x: np.ndarray, record: bool) -> np.ndarray:
     held = min(start, steps)
     kernel.reset(batch)
     initial = {k: np.array(getattr(kernel, k)) for k in kernel.state_names} if record else {}
-    parts = [np.broadcast_to(held_output(op, batch, kernel.out_shape, kernel.dtype),
-                             (held, batch, *kernel.out_shape))]
+    parts = [np.zeros((held, batch, *kernel.out_shape), dtype=kernel.dtype)]
     recorded = {k: [np.broadcast_to(v, (held, *v.shape))] for k, v in initial.items()}
     if held < steps:
         parts.append(kernel.run(x[held:], record))
@@ -263,7 +255,6 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
     direct = [n for n in component if not kernels[n].lagged]
     in_edges = {n: graph.in_edges(n) for n in component}
     starts = {n: start_step(graph.node(n)) for n in direct}
-    held = {n: held_output(graph.node(n), batch, shapes[n], dtype) for n in direct if starts[n] > first_step}
 
     def input_at(n: str, t: int) -> np.ndarray:
         total = None
@@ -284,7 +275,8 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
         for n in lagged:
             out[n][t] = kernels[n].peek()
         for n in direct:
-            out[n][t] = held[n] if first_step + t < starts[n] else kernels[n].step(input_at(n, t))
+            if first_step + t >= starts[n]:       # else held: its output stays 0
+                out[n][t] = kernels[n].step(input_at(n, t))
             for k in recs.get(n, {}):
                 recs[n][k][t] = getattr(kernels[n], k)
         for n in lagged:

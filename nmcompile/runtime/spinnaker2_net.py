@@ -145,7 +145,8 @@ class ModelPe:
             self.rc = np.where(waiting, rc_before, self.rc)
         self.v = v
         self.tick_count += 1
-        return np.flatnonzero(fired), self.v[self.readouts].copy(), self.u.copy(), self.v.copy()
+        readout = np.where(waiting, 0, self.v)[self.readouts]          # a held readout reports 0
+        return np.flatnonzero(fired), readout, self.u.copy(), self.v.copy()
 
     def tick(self, keys: np.ndarray):
         self.receive(keys)

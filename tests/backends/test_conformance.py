@@ -37,7 +37,7 @@ def test_every_available_backend_has_a_conformance_board():
 def test_board_equals_reference(target, url, network, seed, tmp_path):
     rng = np.random.default_rng(seed)
     graph = NETWORKS[network](rng)
-    shape = graph.node(graph.inputs[0]).shape
+    shape = graph.node("in").shape
     calibration = (rng.random((30, 3, *shape)) < 0.3).astype(np.int64)
     if (target, network) in REFUSED:
         with pytest.raises(NmcError, match=rf"is not supported by {target} \(supported by: [^;]+; {target} "

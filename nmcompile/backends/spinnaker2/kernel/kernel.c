@@ -12,7 +12,7 @@
  * loop) is general_step, the int64 reference arithmetic, from the unchanged state.
  *
  * Start steps (docs/semantics.md): while the tick is below a neuron's start_step it is not updated (its state stays
- * as set at sample start, its input of the tick is dropped, it does not spike; a readout reports its held v). Ticks
+ * as set at sample start, its input of the tick is dropped, it does not spike; a readout reports 0). Ticks
  * before the largest start step of the PE take the general path for every neuron. */
 #include <string.h>
 
@@ -378,7 +378,7 @@ uint32_t pe_update(pe_image_t *img, uint32_t *out, int record, pe_profile_t *pro
             }
             if (img->tick < (uint32_t)img->params[j].start_step) {
                 if (img->params[j].flags & FLAG_READOUT)
-                    readout_v[n_readouts++] = (int32_t)img->neurons[j].v;
+                    readout_v[n_readouts++] = 0;
             } else if (general_step(&img->params[j], &img->neurons[j], d, &n_readouts)) {
                 spikes[m++] = j;
             }
