@@ -206,7 +206,7 @@ module nmc_core #(
     wire       fired;
     nmc_neuron neuron (
         .a(acc_rdata), .u(sta_rdata[24:0]), .v(sta_rdata[48:25]), .rc(sta_rdata[52:49]),
-        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth(par_rdata[42:26]), .bias(par_rdata[63:43]),
+        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth({par_rdata[71], par_rdata[42:26]}), .bias(par_rdata[63:43]),
         .refractory(par_rdata[67:64]), .subtract(par_rdata[68]), .cmp_ge(par_rdata[69]),
         .delayed(par_rdata[70]),
         .u_next(u_next), .v_next(v_next), .rc_next(rc_next), .spike(fired));

@@ -126,7 +126,8 @@ class QNeuron(Op):
 
         u = wrap_current( trunc12(u * (4096 - (du + 1))) + (a << 6) )
         v = clip_voltage( trunc12(v * (4096 - dv)) + u + (bias_mant << bias_exp) )
-        s = [v cmp (vth << 6)]                           cmp: '>' (Lava) or '>='
+        s = [v cmp (vth << 6)]                           cmp: '>' (Lava) or '>='; vth < 0 on targets with
+                                                         signed thresholds (Lava's is unsigned)
         zero: v = 0 where s;  subtract: v -= (vth << 6) where s;  none: no reset
         delayed timing: the reset of a spike at t is applied at t+1 (subtract after the decay; zero
                         replaces the whole update of t+1 by 0)
@@ -174,8 +175,6 @@ class QNeuron(Op):
             raise ValueError("du must be in -1..4095 (Lava adds 1: du=4095 clears u every step)")
         if np.any(self.dv < 0) or np.any(self.dv > fixed.DECAY_UNITY):
             raise ValueError("dv must be in 0..4096")
-        if np.any(self.vth < 0):
-            raise ValueError("vth must be >= 0")
         if self.compare not in COMPARISONS:
             raise ValueError(f"compare must be one of {COMPARISONS}")
         if self.reset_mode not in RESET_MODES:

@@ -131,6 +131,20 @@ def check_start_step(name: str, op, target: Target) -> None:
                "start_step_bits", 0, lambda t: s <= t.max_start_step, target)
 
 
+def check_negative_threshold(where: str, target: Target, reset_mode: str, vth: int | None = None) -> None:
+    """A threshold below 0 (neurons that fire at rest): targets with signed thresholds, down to -(vth_max + 1). Not
+    with reset by subtraction, whose reset would raise v past the threshold and out of its 24 bits."""
+    if reset_mode == "subtract":
+        raise UnsupportedError(f"{where}: a negative threshold with reset by subtraction has no integer form on any "
+                               "target (subtracting it raises v, which then fires at every step and leaves 24 bits)")
+    if not target.signed_threshold:
+        refuse(where, "a negative threshold (neurons that fire at rest)", "signed_threshold", False,
+               lambda t: t.signed_threshold, target)
+    if vth is not None and vth < -(target.vth_max + 1):
+        refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", f"{target.vth_max} (signed)",
+               lambda t: t.signed_threshold and vth >= -(t.vth_max + 1), target)
+
+
 def check_layer(layer: Layer, target: Target) -> None:
     op, where = layer.op, f"layer '{layer.name}'"
     check_neuron_options(layer.name, op, target)
@@ -139,6 +153,9 @@ def check_layer(layer: Layer, target: Target) -> None:
     if vth > target.vth_max:
         refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", target.vth_max, lambda t: vth <= t.vth_max,
                target)
+    lowest = int(np.min(op.vth)) if np.size(op.vth) else 0
+    if lowest < 0:
+        check_negative_threshold(where, target, op.reset_mode, lowest)
     if not _uniform(op.vth) and not target.per_neuron_threshold:
         refuse(where, "a threshold per neuron", "per_neuron_threshold", False, lambda t: t.per_neuron_threshold,
                target)

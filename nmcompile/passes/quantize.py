@@ -24,7 +24,13 @@ from nmcompile.ir import fixed
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
-from nmcompile.lowered.limits import check_delays, check_neuron_options, check_start_step, refuse
+from nmcompile.lowered.limits import (
+    check_delays,
+    check_negative_threshold,
+    check_neuron_options,
+    check_start_step,
+    refuse,
+)
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
 from nmcompile.passes.common import per_channel
@@ -170,7 +176,7 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         notes.append("reset value shifted to 0")
     conv_fed = any(g.node(p).kind != "Linear" for p in projections)
     if op.spiking and np.any(theta < 0):
-        raise UnsupportedError(f"layer '{name}': negative thresholds have no integer form (vth is unsigned)")
+        check_negative_threshold(f"layer '{name}'", target, op.reset_mode)
     if op.spiking and not target.per_neuron_threshold and np.ptp(theta) > 0:
         k = theta.max() / theta  # co-scale rows to one threshold
         if conv_fed and not _per_channel_ok(k):
@@ -260,8 +266,8 @@ def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g:
                   plastic: set[str] = frozenset()):
     """The largest membrane scale S satisfying every format limit (scalar: one per layer)."""
     bounds = {}
-    if op.spiking and np.any(theta > 0):
-        bounds["threshold"] = 64.0 * target.vth_max / float(theta.max())
+    if op.spiking and np.any(theta != 0):
+        bounds["threshold"] = 64.0 * target.vth_max / float(np.abs(theta).max())
     peak = _row_peak(ideal, g, plastic) / max(1e-12, 1.0 - float(alpha.max()))
     if peak > 0:
         bounds["input"] = (fixed.UV_LIMIT - 1) / peak

@@ -135,9 +135,10 @@ def restless(rng) -> Graph:
 def mpbn(rng) -> Graph:
     """Two `nmcompile.nn.MPBNLIF` layers traced from PyTorch: batch-norm statistics gathered in training mode over
     random spikes, then scales and shifts with gamma = 0 channels (constant neurons, some firing at every step) in
-    both, gamma < 0 channels (negated neurons) in the second (reset to zero), and in the first (reset by
-    subtraction) shifts that put about half of the folded thresholds below rest, so those neurons fire before any
-    input arrives."""
+    both, gamma < 0 channels (negated neurons) in the second (reset to zero; the first resets by subtraction, which
+    gamma < 0 cannot fold into), and shifts that put about half of the neurons' firing condition at rest (c > 0.5),
+    so they fire before any input arrives: below-rest thresholds (negative in the second layer), held by a start
+    step."""
     import torch
     from torch import nn
 
@@ -157,12 +158,12 @@ def mpbn(rng) -> Graph:
             for x in (torch.rand(10, 32, 16) < 0.3).float():
                 model(x)
         model.eval()
-        for layer, shift in ((first, (-0.5, 1.5)), (second, (-1.0, 0.3))):
+        for layer in (first, second):
             a = torch.empty(layer.num_features).uniform_(0.5, 1.5)
             a[:2] = 0.0
             if layer is second:
                 a[2:5] *= -1.0
-            c = torch.empty(layer.num_features).uniform_(*shift)   # y = a h + c: the output at rest (h = 0) is c
+            c = torch.empty(layer.num_features).uniform_(-0.5, 1.5)   # y = a h + c: at rest (h = 0) y = c
             c[0] = 1.0                                             # a constant neuron that fires at every step
             sd = torch.sqrt(layer.running_var + layer.eps)
             layer.weight.copy_(a * sd)

@@ -1,7 +1,8 @@
-"""Start steps on the peers that run them (docs/semantics.md): random integer networks whose layers start at random
-steps, with inputs that do arrive before those steps (they must be dropped), equal the reference bit for bit: the C
-kernel under QEMU (spikes, readouts, u and v at every step) and the RTL under Verilator (output spikes at every step,
-every layer's u and v after the last). The compiled networks with layers not at rest are in test_conformance.py."""
+"""Start steps and signed thresholds on the peers that run them (docs/semantics.md §2.6): random integer networks
+whose layers start at random steps, with inputs that do arrive before those steps (they must be dropped) and some
+thresholds below 0 (neurons that fire at rest), equal the reference bit for bit: the C kernel under QEMU (spikes,
+readouts, u and v at every step) and the RTL under Verilator (output spikes at every step, every layer's u and v after
+the last). The compiled networks with layers not at rest are in test_conformance.py."""
 
 from __future__ import annotations
 
@@ -35,14 +36,30 @@ def start_step(rng, steps: int) -> int:
     return int(rng.choice([0, int(rng.integers(1, 8)), int(rng.integers(8, steps)), steps + 5]))
 
 
+def below_rest(op, rng):
+    """About a quarter of the neurons get a negative threshold (signed vth), down to the largest magnitude (not with
+    reset by subtraction, which refuses them)."""
+    if op.reset_mode == "subtract":
+        return op
+    vth = np.broadcast_to(op.vth, op.shape).copy()
+    low = rng.random(op.shape) < 0.25
+    vth[low] = -rng.integers(0, 400, int(low.sum()))
+    if low.any():
+        vth[np.flatnonzero(low)[0]] = -(1 << 17)          # the fpga's most negative vth
+    return op.replace(vth=vth)
+
+
 @pytest.mark.parametrize("seed", range(3))
 def test_kernel_holds_layers_until_their_start_step(elf, seed):  # noqa: F811
     rng = np.random.default_rng(2000 + seed)
     configs = [ALL_OPTIONS[(5 * seed + 3 * k) % len(ALL_OPTIONS)] for k in range(4)]
     net = random_network(rng, configs, readout=True, hot=seed == 0, max_neurons=90)
     steps, batch = 30, 2
+    signs = np.random.default_rng(seed)
     for layer in net.layers:
         layer.op = layer.op.replace(start_step=start_step(rng, steps))
+        if layer.op.spiking:
+            layer.op = below_rest(layer.op, signs)
     assert any(0 < layer.op.start_step < steps for layer in net.layers)
     x = random_inputs(rng, net, steps, batch)
     values, states = reference(net, x)
@@ -53,11 +70,11 @@ def test_kernel_holds_layers_until_their_start_step(elf, seed):  # noqa: F811
     assert sum(int(s.spikes.sum()) for s in samples) > 0
 
 
-def late_layers(g: Graph, rng, steps: int) -> Graph:
+def late_layers(g: Graph, rng, steps: int, signs) -> Graph:
     out = g.copy()
     for name, op in g.nodes.items():
         if op.role == "neuron":
-            out.replace_node(name, op.replace(start_step=start_step(rng, steps)))
+            out.replace_node(name, below_rest(op.replace(start_step=start_step(rng, steps)), signs))
     return out
 
 
@@ -69,7 +86,7 @@ def test_rtl_holds_layers_until_their_start_step(seed, tmp_path):
 
     rng = np.random.default_rng(seed)
     steps = 40
-    g = late_layers(random_integer_network(rng), rng, steps)
+    g = late_layers(random_integer_network(rng), rng, steps, np.random.default_rng(seed + 1))
     x = (rng.random((steps, 2, g.node("in").shape[0])) < rng.uniform(0.1, 0.5)).astype(np.int64)
     files = emit(lower_network(g), get_target("fpga"), {}, None).files
     out = tmp_path / "late"

@@ -96,3 +96,20 @@ def test_a_start_step_beyond_the_register_is_refused():
     with pytest.raises(PassError, match=r"layer 'l0': a start step of 70001 is not supported by fpga \(supported by: "
                                         r"spinnaker2; fpga start_step_bits: 16\)"):
         run_pipeline(g, ["retime", "quantize"], PassContext(target=get_target("fpga"), calibration=x))
+
+
+def test_thresholds_below_rest_are_signed_where_the_target_has_them():
+    """A folded MPBN threshold below 0 (reset to zero) fires at rest: a start step and a negative vth."""
+    g = chain(O.LIF(shape=(4,), beta=0.8, threshold=[-0.5, 1.0, -0.2, 1.0]))
+    x = (np.random.default_rng(0).random((20, 2, 8)) < 0.4).astype(np.float64)
+    q = run_pipeline(g, ["retime", "quantize"], PassContext(target=get_target("fpga"), calibration=x))
+    vth = np.broadcast_to(q.node("l0").vth, (4,))
+    assert q.node("l0").start_step == 1 and vth[0] < vth[2] < 0 < vth[1] == vth[3]
+    with pytest.raises(PassError, match=r"layer 'l0': a negative threshold \(neurons that fire at rest\) is not "
+                                        r"supported by loihi2 \(supported by: spinnaker2, fpga; loihi2 "
+                                        r"signed_threshold: False\)"):
+        run_pipeline(g, ["retime", "quantize"], PassContext(target=get_target("loihi2"), calibration=x))
+    subtract = chain(O.LIF(shape=(4,), beta=0.8, threshold=[-0.5, 1.0, 1.0, 1.0], reset_mode="subtract"))
+    with pytest.raises(PassError, match="a negative threshold with reset by subtraction has no integer form on any "
+                                        "target"):
+        run_pipeline(subtract, ["retime", "quantize"], PassContext(target=get_target("spinnaker2"), calibration=x))
