@@ -109,3 +109,23 @@ def test_rtl_holds_layers_until_their_start_step(seed, tmp_path):
             np.testing.assert_array_equal(v, reference.states[name]["v"][-1, 0], err_msg=f"{name}.v")
     finally:
         board.close()
+
+
+def test_loihi2_runs_a_layer_that_quantizes_to_rest_from_the_first_step(tmp_path):
+    """A CubaLIF bias too small to survive quantization: retime holds the float layer (start step 1), the integer
+    layer is at rest, so loihi2 takes it and Lava runs it from the first step, equal to the reference (which holds
+    it)."""
+    from nmcompile.ir import ops as O
+    from nmcompile.runtime.board import open_board
+    from tests.backends.networks import compile_graph, mlp
+
+    rng = np.random.default_rng(0)
+    g = mlp(rng)
+    g.replace_node("l1", O.CubaLIF(shape=(30,), alpha=0.5, beta=0.8, threshold=1.0, bias=1e-9))
+    calibration = (rng.random((30, 2, 20)) < 0.3).astype(np.int64)
+    out = compile_graph(g, tmp_path, calibration, "loihi2")
+    art = artifact.read(out)
+    assert art.graph.node("l1").start_step == 1 and not np.any(art.graph.node("l1").bias_mant)
+    result = verify_artifact(out, "lava://", board=open_board("lava://"))
+    assert result.passed, "\n".join(result.lines())
+    assert all(ref.any() for ref in art.reference()[1].values()), "silent reference"
