@@ -47,6 +47,12 @@ def array_field(dtype: type, *, optional: bool = False, default: Any = dataclass
     return field(default=default, metadata={"array": True, "dtype": dtype})
 
 
+def optional_field(default: Any) -> Any:
+    """Declare a scalar parameter that dumps and `.nmir` files carry only when it differs from `default`, so graphs
+    that do not use it keep their text form and digests (a reader gets the default back)."""
+    return field(default=default, metadata={"optional": True})
+
+
 def conv_out_len(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """PyTorch's output length: floor((N + 2p - d(k-1) - 1) / s + 1)."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
@@ -149,10 +155,12 @@ class Op:
         }
 
     def scalar_params(self) -> dict[str, Any]:
+        """Non-array parameters (an `optional_field` at its default is left out)."""
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if not f.metadata.get("array") and f.name != "provenance"
+            and not (f.metadata.get("optional") and getattr(self, f.name) == f.default)
         }
 
     def replace(self, **changes: Any) -> Op:

@@ -7,6 +7,10 @@ step by step. Recurrent edges deliver the source's output of the previous step.
     result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
     result.output                                    # the single Output's [T, B, *shape]
     simulate(graph, spikes, record=True).states      # every neuron's v (and i / u) at every step
+
+A neuron layer with a start step s (`op.start_step`, docs/semantics.md) is held by this driver, not by its kernel:
+in the steps t < s its kernel is not stepped (its state stays as reset, inputs of those steps are dropped) and its
+output is 0 (no spikes; a readout outputs 0 too, as nothing before step 0 does in the source network).
 """
 
 from __future__ import annotations
@@ -136,7 +140,7 @@ class Simulator:
                 if graph.node(first).kind == "Input":
                     continue
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype)
-                values[first] = kernels[first].run(x, record)
+                values[first] = _run_whole(kernels[first], graph.node(first), x, record)
             else:
                 for n in component:
                     kernels[n].reset(batch)
@@ -157,6 +161,7 @@ class Simulator:
         self._stream_order = [n for n in self.graph.order()]
         self._stream_prev: dict[str, np.ndarray] = {}
         self._stream_batch = batch
+        self._stream_step = 0
 
     def feed(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Advance the stream by the chunk's steps; returns each Output's values for those steps."""
@@ -168,7 +173,8 @@ class Simulator:
             raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
-                      False, previous=self._stream_prev, learn=self.plastic)
+                      False, previous=self._stream_prev, learn=self.plastic, first_step=self._stream_step)
+        self._stream_step += steps
         for name in self.graph.nodes:
             self._stream_prev[name] = values[name][-1]
         return {name: values[name] for name in self.graph.outputs}
@@ -179,6 +185,31 @@ def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mod
     """Run `graph` on `inputs` for all their T steps. `mode` defaults to 'integer' for an integer graph and
     'float64' otherwise."""
     return Simulator(graph, mode).run(inputs, record)
+
+
+def start_step(op) -> int:
+    """The step from which a neuron layer updates (0 for every other op)."""
+    return int(getattr(op, "start_step", 0))
+
+
+def _run_whole(kernel: Kernel, op, x: np.ndarray, record: bool) -> np.ndarray:
+    """`kernel.run` over all steps of x, with the layer held before its start step."""
+    start = start_step(op)
+    if start == 0:
+        return kernel.run(x, record)
+    steps, batch = x.shape[:2]
+    held = min(start, steps)
+    kernel.reset(batch)
+    initial = {k: np.array(getattr(kernel, k)) for k in kernel.state_names} if record else {}
+    parts = [np.zeros((held, batch, *kernel.out_shape), dtype=kernel.dtype)]
+    recorded = {k: [np.broadcast_to(v, (held, *v.shape))] for k, v in initial.items()}
+    if held < steps:
+        parts.append(kernel.run(x[held:], record))
+        for k, later in kernel.states().items():
+            recorded[k].append(later)
+    if record:
+        kernel.set_recorded({k: np.concatenate(v) for k, v in recorded.items()})
+    return np.concatenate(parts)
 
 
 def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dtype) -> np.ndarray:
@@ -210,10 +241,11 @@ def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
 
 def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel], values, steps: int,
                   batch: int, shapes, dtype, record: bool, previous: dict[str, np.ndarray] | None = None,
-                  learn: list[tuple[str, str]] = ()) -> None:
+                  learn: list[tuple[str, str]] = (), first_step: int = 0) -> None:
     """Evaluate `component` (kernels already reset) step by step; `previous` holds each node's output of the
     step before the first one (for recurrent edges across streamed chunks); `learn` lists (plastic projection,
-    post layer) pairs whose weights update after every step."""
+    post layer) pairs whose weights update after every step; `first_step` is the index of the first step (a stream's
+    later chunks), against which start steps count."""
     members = set(component)
     previous = previous or {}
     out = {n: np.zeros((steps, batch, *shapes[n]), dtype=dtype) for n in component}
@@ -222,6 +254,7 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
     lagged = [n for n in component if kernels[n].lagged]
     direct = [n for n in component if not kernels[n].lagged]
     in_edges = {n: graph.in_edges(n) for n in component}
+    starts = {n: start_step(graph.node(n)) for n in direct}
 
     def input_at(n: str, t: int) -> np.ndarray:
         total = None
@@ -242,7 +275,8 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
         for n in lagged:
             out[n][t] = kernels[n].peek()
         for n in direct:
-            out[n][t] = kernels[n].step(input_at(n, t))
+            if first_step + t >= starts[n]:       # else held: its output stays 0
+                out[n][t] = kernels[n].step(input_at(n, t))
             for k in recs.get(n, {}):
                 recs[n][k][t] = getattr(kernels[n], k)
         for n in lagged:

@@ -25,7 +25,13 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
 from nmcompile.ir.sparse import row_of_entries
-from nmcompile.lowered.limits import check_delays, check_neuron_options, refuse
+from nmcompile.lowered.limits import (
+    check_delays,
+    check_negative_threshold,
+    check_neuron_options,
+    check_start_step,
+    refuse,
+)
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
 from nmcompile.passes.common import per_channel
@@ -169,7 +175,7 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         notes.append("reset value shifted to 0")
     conv_fed = any(g.node(p).kind not in MATRICES for p in projections)
     if op.spiking and np.any(theta < 0):
-        raise UnsupportedError(f"layer '{name}': negative thresholds have no integer form (vth is unsigned)")
+        check_negative_threshold(f"layer '{name}'", target, op.reset_mode)
     if op.spiking and not target.per_neuron_threshold and np.ptp(theta) > 0:
         k = theta.max() / theta  # co-scale rows to one threshold
         if conv_fed and not _per_channel_ok(k):
@@ -199,7 +205,9 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         reset_mode=op.reset_mode if op.spiking else "none", reset_timing=op.reset_timing if op.spiking else "immediate",
         refractory=op.refractory, spiking=op.spiking,
         u_init=_compact(np.rint(s_full * rows * i_init).astype(np.int64)),
-        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), provenance=op.provenance)
+        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), start_step=op.start_step,
+        provenance=op.provenance)
+    check_start_step(name, neuron, target)
     if op.compare != neuron.compare:
         notes.append("'>=' realised as '>' at the rounded threshold")
     return neuron, quantized, LayerReport(name, scale, vth, notes, clipped, total)
@@ -262,8 +270,8 @@ def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g:
                   plastic: set[str] = frozenset()):
     """The largest membrane scale S satisfying every format limit (scalar: one per layer)."""
     bounds = {}
-    if op.spiking and np.any(theta > 0):
-        bounds["threshold"] = 64.0 * target.vth_max / float(theta.max())
+    if op.spiking and np.any(theta != 0):
+        bounds["threshold"] = 64.0 * target.vth_max / float(np.abs(theta).max())
     peak = _row_peak(ideal, g, plastic) / max(1e-12, 1.0 - float(alpha.max()))
     if peak > 0:
         bounds["input"] = (fixed.UV_LIMIT - 1) / peak

@@ -77,7 +77,7 @@ class ModelPe:
         self.ge = (flags & 8) != 0
         self.readout = (flags & 16) != 0
         self.refractory = (flags >> 8) & 0xFF
-        self.u_init, self.v_init = p[:, 5], p[:, 6]
+        self.u_init, self.v_init, self.start_step = p[:, 5], p[:, 6], p[:, 7]
         self.readouts = np.flatnonzero(self.readout)
         self.reset()
 
@@ -120,13 +120,15 @@ class ModelPe:
                                                                      minlength=n)[:n].astype(np.int64)
 
     def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One tick: (fired local indices, readout voltages, u, v)."""
+        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
+        and drops its input (the slots are cleared all the same)."""
         t = self.tick_count
         a = np.zeros(self.image.n, dtype=np.int64)
         for g, (delay, exp, _, _) in enumerate(self.image.groups.tolist()):
             slot = self.rings[g][t % (delay + 1)]
             a += fixed.floor_shift(slot, exp)
             slot[:] = 0
+        u_before, v_before, rc_before = self.u, self.v, self.rc
         drive = np.left_shift(a, fixed.ACT_SHIFT)
         cleared = self.du + 1 == fixed.DECAY_UNITY
         u = np.where(cleared, drive, fixed.decay(self.u, self.du + 1) + drive)
@@ -144,9 +146,15 @@ class ModelPe:
         immediate = fired & ~self.delayed
         v = np.where(immediate & (self.reset_mode == 0), 0, v)
         v = np.where(immediate & (self.reset_mode == 1), v - self.vth, v)
+        waiting = t < self.start_step
+        if waiting.any():
+            fired &= ~waiting
+            self.u, v = np.where(waiting, u_before, self.u), np.where(waiting, v_before, v)
+            self.rc = np.where(waiting, rc_before, self.rc)
         self.v = v
         self.tick_count += 1
-        return np.flatnonzero(fired), self.v[self.readouts].copy(), self.u.copy(), self.v.copy()
+        readout = np.where(waiting, 0, self.v)[self.readouts]          # a held readout reports 0
+        return np.flatnonzero(fired), readout, self.u.copy(), self.v.copy()
 
     def tick(self, keys: np.ndarray):
         self.receive(keys)

@@ -99,6 +99,21 @@ def mpbnlif() -> nn.Module:
     return _stats_mpbn(gain(nn.Sequential(nn.Linear(6, 8), MPBNLIF(8), nn.Linear(8, 3), MPBNLIF(3))))
 
 
+def mpbnlif_below_rest() -> nn.Module:
+    """gamma < 0 and gamma = 0 channels, and BN shifts that put folded thresholds below rest (neurons that fire
+    before any input: a start step and a negative threshold)."""
+    from nmcompile.nn import MPBNLIF
+
+    model = mpbnlif()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MPBNLIF):
+                m.weight[:1] *= -1.0
+                m.weight[1:2] = 0.0
+                m.bias.uniform_(0.0, 1.5)
+    return model
+
+
 def _stats_mpbn(model: nn.Module) -> nn.Module:
     from nmcompile.nn import MPBNLIF
 
@@ -226,6 +241,7 @@ for _kind in ("LIFBoxCell", "LIFCell", "IAFCell"):
     ROWS.append(("Norse", f"`{_kind}`", _name, DENSE))
 ROWS += [
     ("nmcompile.nn", "`MPBNLIF`", "mpbnlif", DENSE),
+    ("nmcompile.nn", "`MPBNLIF` γ < 0 and γ = 0 channels, thresholds below rest", "mpbnlif_below_rest", DENSE),
     ("structure", "`AvgPool2d` after a conv", "avgpool_after_conv", IMAGE),
     ("structure", "`MaxPool2d` after a neuron", "maxpool_after_neuron", IMAGE),
     ("structure", "`MaxPool2d` over currents", "maxpool_over_currents", IMAGE),
