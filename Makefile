@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 # torch is pinned and installed first: a CPU build of 2.13.0 is on these machines, while any other
 # version (asked for directly or by a dependency) pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
-# SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither.
-NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0
+# SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither. Sinabs declares
+# samna (the Speck SDK, a large binary), matplotlib and nir<=1.0.4; its layers need none of them (pbr is installed
+# through the frameworks extra).
+NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0 sinabs==3.1.3
 
 .PHONY: setup test lint demo bench clean clean-lava tools
 
