@@ -99,6 +99,13 @@ def _load_torch(path: Path, options: SourceOptions) -> Source:
             raise UnsupportedError(f"{path}: pass --input-shape (the per-step input shape without batch, e.g. 784 or "
                                    "2,34,34), or define INPUT_SHAPE next to the factory")
     shape = tuple(int(d) for d in shape)
+    if any(type(m).__module__.startswith("DCLS.") for m in model.modules()):
+        from nmcompile.frontend.dcls import check_against_forward, graph_from_dcls_model
+
+        graph = graph_from_dcls_model(model, shape, name=path.stem)
+        check_against_forward(model, graph)
+        return Source(graph, "torch", ["read as a chain of Dcls1d synapses (rounded positions: per-synapse delays) "
+                                       "and neuron layers; equal to the model's own forward"], model, None)
     graph, trace = graph_from_module(model, shape, options.forward, options.trace_steps, name=path.stem)
     notes = [f"captured from PyTorch in '{trace.style}' style ({_STYLE_NOTE[trace.style]})"]
     return Source(graph, "torch", notes, model, trace)

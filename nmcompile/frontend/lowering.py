@@ -66,7 +66,7 @@ def registry() -> list[Registration]:
         _LOADED = True
         import importlib
 
-        for name in ("torch_layers", "snntorch", "spikingjelly", "norse", "sinabs", "nmcompile_nn"):
+        for name in ("torch_layers", "snntorch", "spikingjelly", "norse", "sinabs", "dcls", "nmcompile_nn"):
             try:
                 importlib.import_module(f"nmcompile.frontend.{name}")
             except ImportError as err:  # the framework itself is not installed
