@@ -161,9 +161,16 @@ def check_projection(p: Projection, target: Target) -> None:
     weights = p.effective_matrix() if p.form != "conv" else p.weights.kernel
     if weights.size:
         wmin, wmax = int(weights.min()), int(weights.max())
-        if wmin < target.weight_min or wmax > target.weight_max:
+        mode = getattr(p.op, "sign_mode", "mixed")
+
+        def fits(t: Target) -> bool:  # an all-positive (negative) projection has 8 magnitude bits with sign modes
+            low, high = (fixed.weight_range(mode, 8)[:2] if t.sign_modes and mode != "mixed"
+                         else (t.weight_min, t.weight_max))
+            return low <= wmin and wmax <= high
+
+        if not fits(target):
             refuse(where, f"weights {wmin}..{wmax}", "weight range", f"{target.weight_min}..{target.weight_max}",
-                   lambda t: t.weight_min <= wmin and wmax <= t.weight_max, target)
+                   fits, target)
 
 
 def _check_conv(p: Projection, target: Target) -> None:

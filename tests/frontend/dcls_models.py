@@ -2,8 +2,8 @@
 
 Task: input channel 0 spikes once at t0 and channel 1 once at t0 + lag; the class is 1 when lag == LAG. A neuron
 without delays sees the two spikes apart; with channel 0 delayed by LAG steps relative to channel 1 they coincide,
-and only the coincidence reaches the threshold. The positions (rounded) are the delays: neuron 1 delays channel 0 by
-LAG steps and channel 1 by none.
+and only the coincidence reaches the threshold. Training learns positions whose rounded values delay channel 0 by LAG
+steps more than channel 1.
 """
 
 from __future__ import annotations
@@ -18,22 +18,24 @@ from torch import nn
 INPUT_SHAPE = (2,)
 STEPS = 16
 LAG = 4
-SIZE = 8  # dilated_kernel_size: delays 0..7
+SIGMA = 1.5  # initial spread of the Gaussian kernel, annealed to DCLS' minimum (0.27) during training
+SIZE = 9  # dilated_kernel_size: delays 0..8 (odd: every clamped position lies inside the kernel)
 
 
 class DelayNet(nn.Module):
-    """Dcls1d(2 -> 2) -> Leaky; output neuron 1 spikes when lag == LAG (neuron 0 is a second, weaker detector)."""
+    """Dcls1d(2 -> 1) -> Leaky(beta=0): the neuron fires only when both weighted inputs arrive in the same step.
+    Trained with DCLS' Gaussian kernel construction (positions get gradients from its spread)."""
 
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.syn = Dcls1d(2, 2, kernel_count=1, dilated_kernel_size=SIZE, bias=False, version="v0")
-        with torch.no_grad():  # positions as a trained model holds them: real-valued, rounding to the delays
-            self.syn.weight.copy_(torch.tensor([[[0.3], [-0.2]], [[0.6], [0.6]]]))
-            self.syn.P.copy_(torch.tensor([[[[2.8], [1.9]], [[3.0 - LAG - 0.3], [2.7]]]]))
-        self.lif = snn.Leaky(beta=0.3, threshold=1.0, init_hidden=True, reset_mechanism="zero")
+        self.syn = Dcls1d(2, 1, kernel_count=1, dilated_kernel_size=SIZE, bias=False, version="gauss")
+        with torch.no_grad():  # every synapse starts at the same position: one delay for all
+            self.syn.weight.fill_(0.6)
+            self.syn.P.zero_()
+            self.syn.SIG.fill_(SIGMA)
+        self.lif = snn.Leaky(beta=0.0, threshold=1.0, init_hidden=True, reset_mechanism="zero")
 
-    def forward(self, x):  # x [T, B, 2] -> spikes [T, B, 2]
+    def forward(self, x):  # x [T, B, 2] -> spikes [T, B, 1]
         h = F.pad(x.permute(1, 2, 0), (SIZE - 1, 0))
         h = self.syn(h).permute(2, 0, 1)
         return torch.stack([self.lif(h[t]) for t in range(h.shape[0])])
@@ -57,5 +59,28 @@ def coincidence_task(samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(output_spikes: np.ndarray, labels: np.ndarray) -> float:
-    """Predicted class 1 where output neuron 1 spiked at least once."""
-    return float(((output_spikes[..., 1].sum(0) > 0).astype(np.int64) == labels).mean())
+    """Predicted class 1 where the output neuron spiked at least once."""
+    return float(((output_spikes[..., 0].sum(0) > 0).astype(np.int64) == labels).mean())
+
+
+def train(model: DelayNet, epochs: int = 60) -> DelayNet:
+    """Learn weights and positions on the coincidence task (surrogate gradients through the spikes, positions
+    through the Gaussian kernel whose spread is annealed to its minimum over the first 70% of the epochs)."""
+    from nmcompile.frontend.snntorch import reset_states
+
+    torch.manual_seed(0)
+    x, labels = coincidence_task(64, seed=1)
+    xs, target = torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.float32)
+    opt = torch.optim.Adam([{"params": [model.syn.weight], "lr": 0.03}, {"params": [model.syn.P], "lr": 0.2}])
+    for epoch in range(epochs):
+        with torch.no_grad():
+            model.syn.SIG.fill_(max(SIGMA * (1 - epoch / (0.7 * epochs)), 0.0))
+        reset_states(model)
+        counts = model(xs).sum(0)[:, 0]
+        loss = F.binary_cross_entropy_with_logits(4.0 * (counts - 0.5), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        model.syn.clamp_parameters()
+    reset_states(model)
+    return model
