@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nmcompile.errors import InputFileError, UnsupportedError
+from nmcompile.errors import InputFileError, UnsupportedError, existing_file
 from nmcompile.ir.graph import Graph
 
 NETWORK_SUFFIXES = {
@@ -22,6 +22,7 @@ NETWORK_SUFFIXES = {
     ".pt": "PyTorch checkpoint (with --model)",
     ".pth": "PyTorch checkpoint (with --model)",
     ".onnx": "ONNX ANN (converted to spiking neurons; with --calibration)",
+    ".net": "lava-dl netx HDF5 (integer; compiled without quantize)",
 }
 
 
@@ -76,6 +77,11 @@ def load_source(path: str | Path, options: SourceOptions | None = None) -> Sourc
         source = Source(load(path), "nmir")
     elif suffix == ".onnx":
         source = _load_onnx(path, options)
+    elif suffix == ".net":
+        from nmcompile.frontend.netx import read_netx
+
+        source = Source(read_netx(existing_file(path)), "netx",
+                        ["lava-dl netx network: integer from the start, compiled without quantize (retarget)"])
     else:
         source = _load_torch(path, options)
     source.graph.verify()
@@ -168,7 +174,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     backend = backends.get_backend(target.name)
     passes = list(backend.pipeline)
     for name in [*request.dump_after, *([request.stop_after] if request.stop_after else [])]:
-        if name not in passes:
+        if name not in [*passes, "retarget"]:
             raise UnsupportedError(f"{name!r} is not a pass of the {target.name} pipeline ({', '.join(passes)})")
     if request.stop_after is None and not backend.available:
         backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
@@ -180,6 +186,8 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     for note in source.notes:
         log(note)
     graph = source.graph
+    if graph.is_integer:  # a netx file or a compiled network: re-expressed in the target's formats, not quantized
+        passes = ["retarget", *passes[passes.index("quantize") + 1:]]
     calibration = _calibration(request, source, graph)
     ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
                       log=log)

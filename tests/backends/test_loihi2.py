@@ -76,7 +76,7 @@ def test_digits_example_in_lava(tmp_path):
 
 def test_model_net_follows_the_netx_layout(tmp_path):
     rng = np.random.default_rng(0)
-    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    out = compile_graph(networks.integer_mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
     art = artifact.read(out)
     with h5py.File(out / "model.net", "r") as f:
         layers = f["layer"]
@@ -106,7 +106,7 @@ def test_netx_loads_in_lava_dl_when_installed(tmp_path):
         pytest.skip(f"lava-dl is not installed in the Lava venv (it pulls a CUDA torch of several GB); to run this "
                     f"check: {python.parent / 'pip'} install lava-dl==0.6.0")
     rng = np.random.default_rng(0)
-    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    out = compile_graph(networks.integer_mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
     script = f"""
 import numpy as np
 from lava.lib.dl import netx
