@@ -106,12 +106,15 @@ def _load_torch(path: Path, options: SourceOptions) -> Source:
                                    "2,34,34), or define INPUT_SHAPE next to the factory")
     shape = tuple(int(d) for d in shape)
     if any(type(m).__module__.startswith("DCLS.") for m in model.modules()):
-        from nmcompile.frontend.dcls import check_against_forward, graph_from_dcls_model
+        from nmcompile.frontend.dcls import check_against_forward, graph_from_dcls_model, round_positions
+        from nmcompile.frontend.trace import Trace
 
         graph = graph_from_dcls_model(model, shape, name=path.stem)
         check_against_forward(model, graph)
+        round_positions(model)  # the model kept for --check is its inference form, run over [T, B, C]
         return Source(graph, "torch", ["read as a chain of Dcls1d synapses (rounded positions: per-synapse delays) "
-                                       "and neuron layers; equal to the model's own forward"], model, None)
+                                       "and neuron layers; equal to the model's own forward"], model,
+                      Trace(style="sequence", steps=0, input_shape=shape))
     graph, trace = graph_from_module(model, shape, options.forward, options.trace_steps, name=path.stem)
     notes = [f"captured from PyTorch in '{trace.style}' style ({_STYLE_NOTE[trace.style]})"]
     return Source(graph, "torch", notes, model, trace)

@@ -74,8 +74,13 @@ def rounded(model) -> Iterator[object]:
                 m.version, m.DCK.version = version, dck
 
 
-def is_dcls_model(model) -> bool:
-    return any(isinstance(m, Dcls1d) for m in model.modules())
+def round_positions(model) -> None:
+    """Round every Dcls1d's positions and build its kernel by the 'v0' construction, for good (inference form)."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Dcls1d):
+                m.P.copy_(torch.round(m.P))
+                m.version = m.DCK.version = "v0"
 
 
 def graph_from_dcls_model(model, input_shape: tuple[int, ...], name: str = "network") -> Graph:

@@ -100,9 +100,9 @@ def check_delays(name: str, delay: np.ndarray, target: Target) -> None:
     """A projection's delivery delays in steps (one value, or one per synapse)."""
     where, delay = f"projection '{name}'", np.asarray(delay)
     low, high = (int(delay.min()), int(delay.max())) if delay.size else (0, 0)
-    if low != high and not target.per_synapse_delays:
+    if low != high and not target.per_synapse_delays:  # the targets named take these delays, the maximum included
         refuse(where, f"a delay per synapse ({low}..{high} steps)", "per_synapse_delays", False,
-               lambda t: t.per_synapse_delays, target)
+               lambda t: t.per_synapse_delays and t.delay_range[0] <= low and high <= t.delay_range[1], target)
     dmin, dmax = target.delay_range
     if low < dmin or high > dmax:
         refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",

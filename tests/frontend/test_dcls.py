@@ -97,3 +97,13 @@ def test_delay_dense_in_lava_and_delay_ring_on_qemu_are_bit_exact(trained, tmp_p
             assert_conformant(out)
         else:
             verify_on_qemu(out)
+
+
+def test_cli_inspect_check_runs_the_inference_form(trained):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "nmcompile", "inspect", str(trained[1]), "--model", MODEL, "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "float64 0 of" in proc.stdout and "Linear" in proc.stdout
