@@ -192,7 +192,7 @@ def _sinabs(neuron: str, spike: str, reset: str, **options):
 
 
 def dcls_delays() -> nn.Module:
-    """Dcls1d(6 -> 3) with rounded positions 0..7 steps apart, then snnTorch Leaky (tests/frontend/dcls_models.py's
+    """Dcls1d(6 -> 3) with rounded positions up to 7 steps apart, then snnTorch Leaky (tests/frontend/dcls_models.py's
     forward convention)."""
     from tests.frontend.dcls_models import DelayNet
 
@@ -205,7 +205,7 @@ def dcls_delays() -> nn.Module:
             self.syn = Dcls1d(6, 3, kernel_count=1, dilated_kernel_size=9, bias=False, version="gauss")
             with torch.no_grad():
                 self.syn.weight.uniform_(0.2, 0.9)
-                self.syn.P.copy_(torch.linspace(-4, 4, 18).reshape(1, 3, 6, 1))
+                self.syn.P.copy_(torch.linspace(-3, 4, 18).reshape(1, 3, 6, 1))  # delays 0..7: 1..8 steps
 
     return Net()
 
@@ -240,8 +240,21 @@ for _kind in ("IAF", "LIF"):
             _rf = "MembraneSubtract()" if _reset == "subtract" else "MembraneReset()"
             ROWS.append(("Sinabs", f"`{_kind}` spike_fn={_fn}, reset_fn={_rf}", _name, DENSE))
 sinabs_iaf_min_v_mem = _sinabs("IAF", "single", "subtract", min_v_mem=-1.0)
+
+
+def sinabs_iaf_multi_bounded() -> nn.Module:
+    """MultiSpike with weights small enough that v stays below twice the threshold (then it is SingleSpike)."""
+    model = _sinabs("IAF", "multi", "zero")()
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.mul_(0.12)
+            layer.bias.mul_(0.12)
+    return model
+
+
 sinabs_lif_tau_syn = _sinabs("LIF", "single", "subtract", tau_syn=3.0, norm_input=False)
 ROWS += [
+    ("Sinabs", "`IAF` spike_fn=MultiSpike, weights that keep v < 2 * threshold", "sinabs_iaf_multi_bounded", DENSE),
     ("Sinabs", "`IAF` min_v_mem=-1.0", "sinabs_iaf_min_v_mem", DENSE),
     ("Sinabs", "`LIF` tau_syn=3.0, norm_input=False", "sinabs_lif_tau_syn", DENSE),
     ("DCLS", "`Dcls1d` over time, rounded positions: per-synapse delays", "dcls_delays", DENSE),
