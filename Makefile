@@ -9,8 +9,10 @@ STAMP := $(VENV)/.installed
 # torch is pinned and installed first: a CPU build of 2.13.0 is on these machines, while any other
 # version (asked for directly or by a dependency) pulls several GB of CUDA wheels.
 TORCH := torch==2.13.0
-# SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither.
-NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0
+# SpikingJelly and Norse declare torchvision (a CUDA torch); their neuron modules need neither. Sinabs declares
+# samna (the Speck SDK, a large binary), matplotlib and nir<=1.0.4; its layers need none of them (pbr is installed
+# through the frameworks extra).
+NO_DEPS_FRAMEWORKS := spikingjelly==2.0.0 norse==1.1.0 sinabs==3.1.3
 
 .PHONY: setup test lint demo bench clean clean-lava tools
 
@@ -43,7 +45,7 @@ LAVA_PYTHON := $(LAVA_VENV)/bin/python
 LAVA_STAMP := $(LAVA_VENV)/.installed
 WITH_LAVA := NMC_LAVA_PYTHON=$(LAVA_PYTHON)
 
-test: setup lint lava-env tools
+test: setup lint lava-env lava-netx tools
 	$(WITH_LAVA) $(BIN)/python -m pytest -q
 
 demo: setup lava-env tools
@@ -78,6 +80,19 @@ $(LAVA_STAMP):
 	"$(LAVA_VENV)/bin/pip" install --quiet lava-nc==0.10.0
 	"$(LAVA_PYTHON)" -c 'import lava.magma; print("lava", "ok")'
 	touch "$(LAVA_STAMP)"
+
+# lava-dl's netx reader, the reference for nmcompile's .net reader (tests/frontend/test_netx.py): lava-dl 0.6.0 and
+# h5py installed with --no-deps into a folder of their own next to the Lava venv (lava-dl declares a CUDA torch; the
+# netx reader needs only numpy, h5py and lava-nc; the test runs the Lava interpreter with this folder on PYTHONPATH).
+LAVA_NETX := $(LAVA_VENV)/netx
+LAVA_NETX_STAMP := $(LAVA_NETX)/.installed
+
+.PHONY: lava-netx
+lava-netx: $(LAVA_NETX_STAMP)
+
+$(LAVA_NETX_STAMP): $(LAVA_STAMP)
+	"$(LAVA_VENV)/bin/pip" install --quiet --no-deps --target "$(LAVA_NETX)" lava-dl==0.6.0 h5py==3.16.0
+	touch "$(LAVA_NETX_STAMP)"
 
 # System tools: Verilator (builds the FPGA RTL's conformance model), Yosys (resource estimates), a C++ compiler and make
 # (Verilator's build), ccache (faster rebuilds); arm-none-eabi-gcc with newlib and qemu-system-arm (the SpiNNaker 2

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from nmcompile.errors import InputFileError, UnsupportedError
+from nmcompile.errors import InputFileError, UnsupportedError, existing_file
 from nmcompile.ir.graph import Graph
 
 NETWORK_SUFFIXES = {
@@ -22,6 +22,7 @@ NETWORK_SUFFIXES = {
     ".pt": "PyTorch checkpoint (with --model)",
     ".pth": "PyTorch checkpoint (with --model)",
     ".onnx": "ONNX ANN (converted to spiking neurons; with --calibration)",
+    ".net": "lava-dl netx HDF5 (integer; compiled without quantize)",
 }
 
 
@@ -77,6 +78,11 @@ def load_source(path: str | Path, options: SourceOptions | None = None) -> Sourc
         source = Source(load(path), "nmir")
     elif suffix == ".onnx":
         source = _load_onnx(path, options)
+    elif suffix == ".net":
+        from nmcompile.frontend.netx import read_netx
+
+        source = Source(read_netx(existing_file(path)), "netx",
+                        ["lava-dl netx network: integer from the start, compiled without quantize (retarget)"])
     else:
         source = _load_torch(path, options)
     source.graph.verify()
@@ -100,6 +106,16 @@ def _load_torch(path: Path, options: SourceOptions) -> Source:
             raise UnsupportedError(f"{path}: pass --input-shape (the per-step input shape without batch, e.g. 784 or "
                                    "2,34,34), or define INPUT_SHAPE next to the factory")
     shape = tuple(int(d) for d in shape)
+    if any(type(m).__module__.startswith("DCLS.") for m in model.modules()):
+        from nmcompile.frontend.dcls import check_against_forward, graph_from_dcls_model, round_positions
+        from nmcompile.frontend.trace import Trace
+
+        graph = graph_from_dcls_model(model, shape, name=path.stem)
+        check_against_forward(model, graph)
+        round_positions(model)  # the model kept for --check is its inference form, run over [T, B, C]
+        return Source(graph, "torch", ["read as a chain of Dcls1d synapses (rounded positions: per-synapse delays) "
+                                       "and neuron layers; equal to the model's own forward"], model,
+                      Trace(style="sequence", steps=0, input_shape=shape))
     graph, trace = graph_from_module(model, shape, options.forward, options.trace_steps, name=path.stem)
     notes = [f"captured from PyTorch in '{trace.style}' style ({_STYLE_NOTE[trace.style]})"]
     return Source(graph, "torch", notes, model, trace)
@@ -168,7 +184,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     backend = backends.get_backend(target.name)
     passes = list(backend.pipeline)
     for name in [*request.dump_after, *([request.stop_after] if request.stop_after else [])]:
-        if name not in passes:
+        if name not in [*passes, "retarget"]:
             raise UnsupportedError(f"{name!r} is not a pass of the {target.name} pipeline ({', '.join(passes)})")
     if request.stop_after is None and not backend.available:
         backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
@@ -183,6 +199,8 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     for note in source.notes:
         log(note)
     graph = source.graph
+    if graph.is_integer:  # a netx file or a compiled network: re-expressed in the target's formats, not quantized
+        passes = ["retarget", *passes[passes.index("quantize") + 1:]]
     calibration = _calibration(request, source, graph)
     ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
                       log=log)

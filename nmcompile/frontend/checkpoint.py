@@ -142,7 +142,11 @@ def build_model(path: str | Path, model_spec: str | None, trust_pickle: bool = F
 
 
 def _load_into(model, state: dict[str, Any], path: Path, spec: str) -> None:
-    own = model.state_dict()
+    from nmcompile.frontend.lowering import transient_state_keys
+
+    transient = transient_state_keys(model)
+    state = {k: v for k, v in state.items() if k not in transient}
+    own = {k: v for k, v in model.state_dict().items() if k not in transient}
     unexpected = [k for k in state if k not in own]
     missing = [k for k in own if k not in state]
     if unexpected:
@@ -155,4 +159,4 @@ def _load_into(model, state: dict[str, Any], path: Path, spec: str) -> None:
         if tuple(value.shape) != tuple(own[key].shape):
             raise ShapeError(f"{path}: '{key}' has shape {tuple(value.shape)} but the model built by {spec} expects "
                              f"{tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not transient)

@@ -26,6 +26,9 @@ class Lowered:
     exit: str | None = None
     # set when the fragment is exact only on 0/1 spikes: the refusal raised if its input is not a spiking layer
     requires_spikes: str | None = None
+    # a condition on the built graph (e.g. a bound on the input of a layer): called with the graph and the node
+    # that receives the module's input; raises UnsupportedError when the fragment would not be exact there
+    check: Callable[[object, str], None] | None = None
 
     @staticmethod
     def single(op: Op) -> Lowered:
@@ -64,13 +67,29 @@ def registry() -> list[Registration]:
         _LOADED = True
         import importlib
 
-        for name in ("torch_layers", "snntorch", "spikingjelly", "norse", "nmcompile_nn"):
+        for name in ("torch_layers", "snntorch", "spikingjelly", "norse", "sinabs", "dcls", "nmcompile_nn"):
             try:
                 importlib.import_module(f"nmcompile.frontend.{name}")
             except ImportError as err:  # the framework itself is not installed
                 if f"nmcompile.frontend.{name}" in str(err):
                     raise
     return _REGISTRY
+
+
+_TRANSIENT: list[Callable[[object], set[str]]] = []
+
+
+def register_transient_state(fn: Callable[[object], set[str]]) -> Callable[[object], set[str]]:
+    """Register a function naming the state-dict keys of a model that hold running neuron state, not training."""
+    _TRANSIENT.append(fn)
+    return fn
+
+
+def transient_state_keys(model: object) -> set[str]:
+    """State-dict keys that hold a framework's running neuron state (Sinabs' v_mem buffers): checkpoints may carry
+    them in any shape (a batch of the last training step); they are not loaded."""
+    registry()
+    return {key for fn in _TRANSIENT for key in fn(model)}
 
 
 def find(module: object) -> Registration | None:

@@ -337,7 +337,7 @@ def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int,
 def prepare_model(model) -> None:
     """Evaluation mode and fresh state in every framework the model uses."""
     model.eval()
-    for module_name in ("snntorch", "spikingjelly", "nmcompile_nn"):
+    for module_name in ("snntorch", "spikingjelly", "sinabs", "nmcompile_nn"):
         try:
             module = __import__(f"nmcompile.frontend.{module_name}", fromlist=["x"])
         except ImportError:
@@ -489,6 +489,7 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
     exits: dict[str, str] = {"input": "input"}
     called = {c.node for c in trace.calls}
     spikes_needed: dict[str, str] = {}
+    checks: list[tuple[str, object]] = []
     for path, (module, in_shape, out_shape) in trace.leaves.items():
         if path not in called:
             continue  # passthrough modules
@@ -501,6 +502,8 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
         exits[path] = _join(path, lowered.exit)
         if lowered.requires_spikes:
             spikes_needed[entries[path]] = lowered.requires_spikes
+        if lowered.check is not None:
+            checks.append((entries[path], lowered.check))
     for fname, op in trace.functions.items():
         graph.add(fname, op)
         entries[fname] = exits[fname] = fname
@@ -528,6 +531,8 @@ def build_graph(trace: Trace, name: str = "network") -> Graph:
     for entry, refusal in spikes_needed.items():
         _check_spiking_input(graph, entry, refusal)
     graph.verify()
+    for entry, check in checks:
+        check(graph, entry)
     return graph
 
 

@@ -101,9 +101,9 @@ def check_delays(name: str, delay: np.ndarray, target: Target) -> None:
     """A projection's delivery delays in steps (one value, or one per synapse)."""
     where, delay = f"projection '{name}'", np.asarray(delay)
     low, high = (int(delay.min()), int(delay.max())) if delay.size else (0, 0)
-    if low != high and not target.per_synapse_delays:
+    if low != high and not target.per_synapse_delays:  # the targets named take these delays, the maximum included
         refuse(where, f"a delay per synapse ({low}..{high} steps)", "per_synapse_delays", False,
-               lambda t: t.per_synapse_delays, target)
+               lambda t: t.per_synapse_delays and t.delay_range[0] <= low and high <= t.delay_range[1], target)
     dmin, dmax = target.delay_range
     if low < dmin or high > dmax:
         refuse(where, f"a delay of {low}..{high} steps" if low != high else f"a delay of {low} steps", "delay_range",
@@ -201,9 +201,16 @@ def check_projection(p: Projection, target: Target) -> None:
     weights = p.effective_matrix() if p.form != "conv" else p.weights.kernel
     if weights.size:
         wmin, wmax = int(weights.min()), int(weights.max())
-        if wmin < target.weight_min or wmax > target.weight_max:
+        mode = getattr(p.op, "sign_mode", "mixed")
+
+        def fits(t: Target) -> bool:  # an all-positive (negative) projection has 8 magnitude bits with sign modes
+            low, high = (fixed.weight_range(mode, 8)[:2] if t.sign_modes and mode != "mixed"
+                         else (t.weight_min, t.weight_max))
+            return low <= wmin and wmax <= high
+
+        if not fits(target):
             refuse(where, f"weights {wmin}..{wmax}", "weight range", f"{target.weight_min}..{target.weight_max}",
-                   lambda t: t.weight_min <= wmin and wmax <= t.weight_max, target)
+                   fits, target)
 
 
 def _check_conv(p: Projection, target: Target) -> None:

@@ -54,6 +54,7 @@ REGISTRY: dict[str, PassInfo] = {p.name: p for p in (
              "one weighted projection between neuron layers: fuse pools and scales, add identity projections"),
     PassInfo("retime", "retime", "hardware delays (>= 1 step per projection), balanced paths, latency L"),
     PassInfo("quantize", "quantize", "integer model of the target: weights, thresholds, decays, biases"),
+    PassInfo("retarget", "retarget", "an integer source (netx) in the target's weight formats, exactly (no quantize)"),
     PassInfo("stdp", "stdp", "make projections named by --stdp plastic (pair-based STDP, integer traces)"),
     PassInfo("partition", "partition", "neurons onto cores under every target limit; lower bound; traffic"),
     PassInfo("analyse", "analyse", "synaptic operations, neuron updates, energy estimate, bit budget"),

@@ -216,3 +216,18 @@ def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str,
     compile_network(CompileRequest(source=source, target=target, out=out, options=SourceOptions(),
                                    calibration_spikes=tmp / "calib.npz", **request), log=lambda m: None)
     return out
+
+
+def integer_mlp(rng) -> Graph:
+    """An integer 20 -> 30 -> 10 chain as lava-dl's slayer exports it (even 8-bit weights, exponent 0): compiled
+    as it is (no quantize), its model.net is exactly what netx reads."""
+    g = Graph("imlp")
+    g.add("in", O.Input(shape=(20,)))
+    g.add("fc1", O.QLinear(weight=2 * rng.integers(-60, 128, (30, 20)), num_weight_bits=8))
+    g.add("l1", O.QNeuron(shape=(30,), du=4095, dv=1164, vth=900))
+    g.add("fc2", O.QLinear(weight=2 * rng.integers(-50, 128, (10, 30)), num_weight_bits=8))
+    g.add("l2", O.QNeuron(shape=(10,), du=4095, dv=0, vth=1500))
+    g.add("out", O.Output(shape=(10,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    g.latency = 2
+    return g

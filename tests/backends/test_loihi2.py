@@ -77,7 +77,7 @@ def test_digits_example_in_lava(tmp_path):
 
 def test_model_net_follows_the_netx_layout(tmp_path):
     rng = np.random.default_rng(0)
-    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    out = compile_graph(networks.integer_mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
     art = artifact.read(out)
     with h5py.File(out / "model.net", "r") as f:
         layers = f["layer"]
@@ -98,36 +98,18 @@ def test_model_net_follows_the_netx_layout(tmp_path):
             assert neuron["vThMant"][()] == int(lif.vth)
 
 
-def test_netx_loads_in_lava_dl_when_installed(tmp_path):
-    import subprocess
+def test_model_net_runs_in_lava_dl_netx_as_the_reference(tmp_path):
+    """lava-dl 0.6.0's own netx reader (make lava-netx) runs model.net in Lava spike for spike as the reference."""
+    from tests.frontend.test_netx import run_in_netx
 
-    python = lava_python()
-    probe = subprocess.run([str(python), "-c", "import lava.lib.dl.netx"], capture_output=True)
-    if probe.returncode != 0:
-        pytest.skip(f"lava-dl is not installed in the Lava venv (it pulls a CUDA torch of several GB); to run this "
-                    f"check: {python.parent / 'pip'} install lava-dl==0.6.0")
     rng = np.random.default_rng(0)
-    out = compile_graph(mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
-    script = f"""
-import numpy as np
-from lava.lib.dl import netx
-from lava.proc.io.source import RingBuffer
-from lava.proc.io.sink import RingBuffer as Sink
-from lava.magma.core.run_conditions import RunSteps
-from lava.magma.core.run_configs import Loihi2SimCfg
-inputs = np.load('{out}/reference/inputs.npz')['spikes']
-net = netx.hdf5.Network(net_config='{out}/model.net')
-T = inputs.shape[0] + 2
-data = np.zeros((20, T), dtype=int); data[:, :inputs.shape[0]] = inputs[:, 0].T
-src = RingBuffer(data=data); src.s_out.connect(net.inp)
-sink = Sink(shape=net.out.shape, buffer=T); net.out.connect(sink.a_in)
-net.run(condition=RunSteps(num_steps=T), run_cfg=Loihi2SimCfg(select_tag='fixed_pt'))
-np.save('{tmp_path}/netx.npy', sink.data.get()); net.stop()
-"""
-    subprocess.run([str(python), "-c", script], check=True)
-    netx_out = np.load(tmp_path / "netx.npy").T
-    expected = artifact.read(out).reference()[1]["output"][:, 0]
-    np.testing.assert_array_equal(netx_out, expected)
+    out = compile_graph(networks.integer_mlp(rng), tmp_path, (rng.random((10, 2, 20)) < 0.3).astype(np.int64))
+    art = artifact.read(out)
+    inputs, expected = art.reference()
+    x = np.concatenate([inputs[:, 0], np.zeros((art.latency, 20), dtype=inputs.dtype)])
+    netx_out = run_in_netx(out / "model.net", x, tmp_path)
+    np.testing.assert_array_equal(netx_out, expected["out"][:, 0])
+    assert netx_out.any()
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

@@ -222,6 +222,46 @@ def recurrent_linear() -> nn.Module:
     return gain(_Recurrent())
 
 
+def _sinabs(neuron: str, spike: str, reset: str, **options):
+    def factory() -> nn.Module:
+        import sinabs.activation as sa
+        import sinabs.layers as sl
+
+        def make(n):
+            common = {"spike_fn": sa.SingleSpike if spike == "single" else sa.MultiSpike,
+                      "reset_fn": sa.MembraneSubtract() if reset == "subtract" else sa.MembraneReset(), **options}
+            if neuron == "IAF":
+                return sl.IAF(**common)
+            return sl.LIF(tau_mem=4.0, **common)
+
+        return _dense(make)
+
+    return factory
+
+
+def dcls_delays() -> nn.Module:
+    """Dcls1d(6 -> 3) with rounded positions up to 7 steps apart, then snnTorch Leaky (tests/frontend/dcls_models.py's
+    forward convention)."""
+    from tests.frontend.dcls_models import DelayNet
+
+    class Net(DelayNet):
+        def __init__(self):
+            super().__init__()
+            from DCLS.construct.modules import Dcls1d
+
+            torch.manual_seed(0)
+            self.syn = Dcls1d(6, 3, kernel_count=1, dilated_kernel_size=9, bias=False, version="gauss")
+            with torch.no_grad():
+                self.syn.weight.uniform_(0.2, 0.9)
+                self.syn.P.copy_(torch.linspace(-3, 4, 18).reshape(1, 3, 6, 1))  # delays 0..7: 1..8 steps
+
+    return Net()
+
+
+def uses_dcls(model: nn.Module) -> bool:
+    return any(type(m).__module__.startswith("DCLS.") for m in model.modules())
+
+
 ROWS: list[tuple[str, str, str, tuple[int, ...]]] = []
 
 for _neuron in ("Leaky", "Synaptic", "RLeaky", "RSynaptic"):
@@ -239,7 +279,33 @@ for _kind in ("LIFBoxCell", "LIFCell", "IAFCell"):
     _name = f"norse_{_kind.lower()}"
     globals()[_name] = _norse(_kind)
     ROWS.append(("Norse", f"`{_kind}`", _name, DENSE))
+for _kind in ("IAF", "LIF"):
+    for _spike in ("single", "multi"):
+        for _reset in ("subtract", "zero"):
+            _name = f"sinabs_{_kind.lower()}_{_spike}_{_reset}"
+            globals()[_name] = _sinabs(_kind, _spike, _reset)
+            _fn = "SingleSpike" if _spike == "single" else "MultiSpike"
+            _rf = "MembraneSubtract()" if _reset == "subtract" else "MembraneReset()"
+            ROWS.append(("Sinabs", f"`{_kind}` spike_fn={_fn}, reset_fn={_rf}", _name, DENSE))
+sinabs_iaf_min_v_mem = _sinabs("IAF", "single", "subtract", min_v_mem=-1.0)
+
+
+def sinabs_iaf_multi_bounded() -> nn.Module:
+    """MultiSpike with weights small enough that v stays below twice the threshold (then it is SingleSpike)."""
+    model = _sinabs("IAF", "multi", "zero")()
+    with torch.no_grad():
+        for layer in (model[0], model[2]):
+            layer.weight.mul_(0.12)
+            layer.bias.mul_(0.12)
+    return model
+
+
+sinabs_lif_tau_syn = _sinabs("LIF", "single", "subtract", tau_syn=3.0, norm_input=False)
 ROWS += [
+    ("Sinabs", "`IAF` spike_fn=MultiSpike, weights that keep v < 2 * threshold", "sinabs_iaf_multi_bounded", DENSE),
+    ("Sinabs", "`IAF` min_v_mem=-1.0", "sinabs_iaf_min_v_mem", DENSE),
+    ("Sinabs", "`LIF` tau_syn=3.0, norm_input=False", "sinabs_lif_tau_syn", DENSE),
+    ("DCLS", "`Dcls1d` over time, rounded positions: per-synapse delays", "dcls_delays", DENSE),
     ("nmcompile.nn", "`MPBNLIF`", "mpbnlif", DENSE),
     ("nmcompile.nn", "`MPBNLIF` γ < 0 and γ = 0 channels, thresholds below rest", "mpbnlif_below_rest", DENSE),
     ("structure", "`AvgPool2d` after a conv", "avgpool_after_conv", IMAGE),

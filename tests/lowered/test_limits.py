@@ -53,6 +53,14 @@ CASES = [
 ]
 
 
+def test_a_per_synapse_refusal_names_the_targets_that_take_those_delays():
+    """Delays 1..12 per synapse: spinnaker2 has per-synapse delays but only up to 8 steps, so only loihi2 is named."""
+    view = lower_network(network(None, {"delay": np.arange(24).reshape(4, 6) % 12 + 1}))
+    with pytest.raises(UnsupportedError, match=r"^projection 'fc': a delay per synapse \(1\.\.12 steps\) is not "
+                                               r"supported by fpga \(supported by: loihi2; fpga per_synapse_delays"):
+        check_target(view, TARGETS["fpga"])
+
+
 @pytest.mark.parametrize(("neuron", "projection", "what", "field", "rule"), CASES)
 @pytest.mark.parametrize("name", list(TARGETS))
 def test_refusals_are_computed_from_the_targets(name, neuron, projection, what, field, rule):

@@ -96,8 +96,14 @@ def _layer(view: LoweredNetwork, p: Projection) -> dict:
     if op.weight_exp < 0:
         raise NotNetx(f"'{name}': a negative weight exponent floors the sum; netx weights are integers")
     if p.form == "dense":
+        from nmcompile.frontend.netx import netx_reads_exactly
+
+        weight = p.effective_matrix() << op.weight_exp
+        if not netx_reads_exactly(weight):
+            raise NotNetx(f"'{name}': weights {int(weight.min())}..{int(weight.max())} (mantissa << exponent) are "
+                          "not netx's 8-bit weights, which netx would clip or truncate")
         block.update(type="dense", inFeatures=op.weight.shape[1], outFeatures=op.weight.shape[0],
-                     weight=(p.effective_matrix() << op.weight_exp).astype(np.float32))
+                     weight=weight.astype(np.float32))
     else:
         if op.weight.ndim != 4:
             raise NotNetx(f"'{name}': netx convolutions are 2-D")
