@@ -32,6 +32,7 @@ from nmcompile.lowered.boxes import Box, box_flat_indices, box_volume, distinct,
 from nmcompile.lowered.network import boxes_over, neuron_cores
 from nmcompile.passes import PassContext
 from nmcompile.passes.partition_bound import lower_bound
+from nmcompile.passes.partition_index import index_bits
 
 WINDOW = 512                # open cores considered when packing
 ASSUMED_RATE = 0.1          # spikes per neuron per step when no calibration data exists (events only)
@@ -130,6 +131,7 @@ class Costs:
         fmt = target.synapse_format
         self.word, self.header = fmt.word_bits, fmt.per_row_header_bits
         self.capacity = capacity(target)
+        self.reserved = 0.0
         # accumulator rings per neuron: d + 1 slots for every (projection, delay d) into the layer
         self.ring_bits = fmt.ring_bits * sum(int(d) + 1 for p in projs for d in np.unique(p.delay))
         # per neuron (flat): the cores already holding its targets, i.e. the routes it needs (set before tiling)
@@ -139,6 +141,12 @@ class Costs:
         """Cap this layer's tiles (used when its neurons would need more output routes than a core has)."""
         self.capacity = self.capacity.copy()
         self.capacity[0] = min(self.capacity[0], max(1, n))
+
+    def reserve_memory(self, bits: float) -> None:
+        """Keep `bits` of every core holding this layer free (for a row index counted after placement)."""
+        self.reserved = max(self.reserved, bits)
+        self.capacity = self.capacity.copy()
+        self.capacity[1] = self.target.synapse_memory_bits - self.reserved
 
     def _proj_boxes(self, proj: Projection, boxes: list[Box]) -> list[Box]:
         return boxes_over(proj, self.shape, boxes)
@@ -565,9 +573,25 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     cap = capacity(target)
     for _ in range(6):
         tiles, n_cores, where, core_chip, total, chips, fan_out, links = _place(costs, projs, rates, target, cap)
-        if not target.fan_out_axons or not n_cores or fan_out.max() <= target.fan_out_axons:
+        core_use = np.zeros((n_cores, len(RESOURCES)))
+        for t in tiles:
+            core_use[t.core] += t.use
+        extra = index_bits(tiles, costs, projs, where, target, n_cores)
+        core_use[:, 1] += extra
+        routes_over = bool(target.fan_out_axons and n_cores and fan_out.max() > target.fan_out_axons)
+        memory_over = np.flatnonzero(core_use[:, 1] > cap[1])
+        if not routes_over and not memory_over.size:
             break
-        _limit_fan_out(tiles, costs, where, fan_out, target)
+        if routes_over:
+            _limit_fan_out(tiles, costs, where, fan_out, target)
+        for core in memory_over:             # reserve the index's room in the tiles of the layers on that core
+            for layer in {t.layer for t in tiles if t.core == core}:
+                costs[layer].reserve_memory(extra[core])
+    if memory_over.size:
+        worst = int(memory_over[0])
+        layers = sorted({t.layer for t in tiles if t.core == worst})
+        raise ResourceError(f"layer '{layers[0]}': core {worst} would need {int(core_use[worst, 1]):,} bits of "
+                            f"memory with its row index, more than the {int(cap[1]):,} of a {target.name} core")
     if target.fan_out_axons and n_cores and fan_out.max() > target.fan_out_axons:
         worst = int(np.argmax(fan_out))
         layers = sorted({t.layer for t in tiles if t.core == worst})
@@ -579,9 +603,6 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             chip = max(entries, key=entries.get)
             raise ResourceError(f"chip {chip} needs {entries[chip]} routing entries, more than the "
                                 f"{target.router_entries} of a {target.name} router")
-    core_use = np.zeros((n_cores, len(RESOURCES)))
-    for t in tiles:
-        core_use[t.core] += t.use
     mapping = Mapping(target.name, tiles, n_cores, (core_chip[-1] + 1) if core_chip else 0, core_chip, core_use, cap,
                       bound(costs, target, cap), total, chips, fan_out, bool(rates))
     if ctx.options.get("naive", True):

@@ -10,9 +10,11 @@ sources of one of its neurons, summed over the projections into L):
     events    synaptic events per step (rate x synapses), instructions per step likewise (when the target has
               a budget):                                              cores(L) >= E_L / C_events, ...
 
-The r_L term is the fan-in-driven one: every neuron of L reads r_L distinct sources, so every core holding one of
-them spends r_L row headers however the layer is cut (conv: the kernel taps inside the input, counted per
-position; dense/CSR: the non-zeros of a row).
+The r_L term is the fan-in-driven one: every neuron of L reads r_L distinct sources, so every core holding one
+of them spends r_L row headers however the layer is cut (conv: the kernel taps inside the input, counted per
+position; dense/CSR: the non-zeros of a row). Where the target's image has them (spinnaker2), r_L h also counts
+per core its header and, per projection feeding every neuron of L, an accumulator group record, a key entry and
+one more index word (the index of a source block has a word per unit plus one).
 
 Targets whose cores hold one layer each (`SynapseFormat.ring_bits`: an accumulator ring spans every neuron of the
 PE) need at least the sum over layers of the largest of these. Where layers may share a core the per-resource
@@ -56,16 +58,18 @@ def synapses_per_neuron(proj: Projection) -> np.ndarray:
 
 def layer_floor(costs) -> dict[str, float]:
     """Per-neuron minima of one layer (a `Costs`): fewest synapses s, fewest distinct sources r (the rows every
-    core holding one of its neurons stores), and its total synapses S."""
-    fewest, rows, total = 0.0, 0.0, 0.0
+    core holding one of its neurons stores), its total synapses S, and `fed`: the projections that feed every
+    one of its neurons."""
+    fewest, rows, total, fed = 0.0, 0.0, 0.0, 0
     for proj in costs.projs:
         per = synapses_per_neuron(proj)
         total += float(per.sum())
         least = int(per.min()) if per.size else 0
         fewest += least
+        fed += least > 0
         # conv taps and dense columns are distinct sources; a CSR row may repeat an index, so only one row is sure
         rows += least if proj.form != "csr" else min(least, 1)
-    return {"s": fewest, "r": rows, "S": total}
+    return {"s": fewest, "r": rows, "S": total, "fed": fed}
 
 
 def lower_bound(costs: dict, target, capacity: np.ndarray, events_of, instructions_of,
@@ -83,7 +87,10 @@ def lower_bound(costs: dict, target, capacity: np.ndarray, events_of, instructio
         floor = layer_floor(c)
         per_neuron_state = (state + c.ring_bits) if target.memory_shared else 0
         bits = floor["S"] * fmt.per_synapse_bits + n * per_neuron_state
-        headers = floor["r"] * fmt.per_row_header_bits
+        # every core: its header; per projection feeding every neuron, an accumulator group, a key entry and the
+        # index's extra word (where the target's image has them)
+        headers = (floor["r"] * fmt.per_row_header_bits + fmt.core_header_bits
+                   + floor["fed"] * (fmt.group_bits + fmt.key_bits + (fmt.word_bits if fmt.index_unit_bits else 0)))
         events = events_of(c)
         instr = instructions_of(n, events)
         usable = mem_cap - headers
