@@ -45,3 +45,30 @@ def test_nmnist_on_too_few_cores_names_the_chips_to_pass(quantized):
     with pytest.raises(ResourceError, match=r"needs \d+ cores but loihi2 has 64 .*; it needs 2 chips: pass --chips 2"):
         partition(quantized["loihi2"], "loihi2", cores_per_chip=64)
     assert partition(quantized["loihi2"], "loihi2", cores_per_chip=64, chips=2).mapping.chips_used == 2
+
+
+@pytest.mark.slow
+def test_nmnist_runs_bit_exactly_in_lava(tmp_path):
+    """The partitioned loihi2 build in Lava 0.10's fixed_pt models: output spikes and every layer's u and v equal the
+    integer reference at every step of a short run."""
+    from nmcompile import artifact
+    from nmcompile.ir.simulate import simulate
+    from nmcompile.runtime.lava_board import LavaBoard, lava_python
+    from tests.backends.networks import compile_graph
+
+    lava_python()  # fails (not skips) with the setup command when Lava is missing
+    rng = np.random.default_rng(0)
+    spikes = (rng.random((6, 1, 2, 34, 34)) < 0.3).astype(np.int64)
+    art = artifact.read(compile_graph(nmnist_graph(), tmp_path, spikes, "loihi2", reference_samples=1))
+    inputs, _ = art.reference()
+    padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
+    board = LavaBoard(states=True)
+    board.load(art.path)
+    outputs = board.run_all(padded)
+    reference = simulate(art.graph, padded, record=True)
+    for name, ref in reference.outputs.items():
+        np.testing.assert_array_equal(outputs[name], ref, err_msg=f"output {name}")
+    for layer, states in reference.states.items():
+        for var in ("u", "v"):
+            np.testing.assert_array_equal(board.last_states[f"{layer}.{var}"], states[var], err_msg=f"{layer}.{var}")
+    assert reference.states["lif1"]["v"].any(), "the first layer never charges: the comparison would be vacuous"
