@@ -40,7 +40,7 @@ RESOURCES = ("neurons", "memory_bits", "fan_in", "fan_out", "events", "instructi
 FAN_OUT = RESOURCES.index("fan_out")
 HEADROOMS = (0.0, 0.1, 0.2, 0.3)   # memory left free in tiles of a core that layers may share (tried in turn)
 SPLIT_DEPTH = 4                    # a tile is split in at most 2^4 pieces to fill room left by other layers
-SEARCH_TILES = 20_000              # the headroom search runs while a layout has at most this many tiles
+SEARCH_TILES = 1_000               # the headroom search runs while a layout has at most this many tiles
 
 
 @dataclass
@@ -136,6 +136,7 @@ class Costs:
         self.ring_bits = fmt.ring_bits * sum(int(d) + 1 for p in projs for d in np.unique(p.delay))
         # per neuron (flat): the cores already holding its targets, i.e. the routes it needs (set before tiling)
         self.routes = np.zeros(int(np.prod(self.shape)), dtype=np.int64)
+        self.has_routes = False
 
     def limit_neurons(self, n: int) -> None:
         """Cap this layer's tiles (used when its neurons would need more output routes than a core has)."""
@@ -151,7 +152,7 @@ class Costs:
     def _proj_boxes(self, proj: Projection, boxes: list[Box]) -> list[Box]:
         return boxes_over(proj, self.shape, boxes)
 
-    def use(self, boxes: list[Box]) -> np.ndarray:
+    def use(self, boxes: list[Box], routes: bool = True) -> np.ndarray:
         neurons = sum(box_volume(b) for b in boxes)
         fmt = self.target.synapse_format
         bits, fan_in, events, packets = 0.0, 0, 0.0, 0.0
@@ -169,8 +170,9 @@ class Costs:
             packets += rows * mean_rate
         if self.target.memory_shared:
             bits += neurons * (self.target.neuron_state_bits + self.ring_bits)
-        routes = sum(int(self.routes[box_flat_indices(b, self.shape)].sum()) for b in boxes)
-        return np.array([neurons, bits, fan_in, routes, events, instructions(self.target, neurons, events, packets)],
+        out = (sum(int(self.routes[box_flat_indices(b, self.shape)].sum()) for b in boxes)
+               if routes and self.has_routes else 0)
+        return np.array([neurons, bits, fan_in, out, events, instructions(self.target, neurons, events, packets)],
                         dtype=np.float64)
 
     def fits(self, use: np.ndarray, headroom: float = 0.0) -> bool:
@@ -304,6 +306,8 @@ def _tile_blocks(costs: Costs, headroom: float) -> list[Tile]:
     for count in sorted(by_count):
         ranked = []
         for cb, *dims in by_count[count]:
+            if cb * int(np.prod(dims)) > costs.capacity[0] * (1.0 - headroom):
+                continue                      # more neurons than a core holds: no need to measure it
             box = ((0, cb), *(((s - d) // 2, (s - d) // 2 + d) for s, d in zip(spatial, dims, strict=True)))
             use = costs.use([box])
             if costs.fits(use, headroom):
@@ -433,6 +437,7 @@ def layout(costs: dict[str, Costs], projs: dict[str, list[Projection]], cap: np.
         c.routes = np.zeros(int(np.prod(c.shape)), dtype=np.int64)
         for parts in pending.pop(name, {}).values():
             c.routes[distinct(np.concatenate(parts))] += 1
+        c.has_routes = bool(c.routes.any())
         layer_tiles = [piece for t in tile_layer(c, headroom) for piece in cores.fill(t, c)]
         for t in layer_tiles:
             for proj in projs.get(name, []):
@@ -551,8 +556,9 @@ def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, floa
     for name, c in costs.items():
         n = int(np.prod(c.shape))
         size = n
-        while size > 1 and not all(_fits_ignoring_routes(c, c.use(flat_range_to_boxes(a, min(a + size, n), c.shape)))
-                                   for a in range(0, n, size)):
+        while size > 1 and not all(
+                _fits_ignoring_routes(c, c.use(flat_range_to_boxes(a, min(a + size, n), c.shape), routes=False))
+                for a in range(0, n, size)):
             size = math.ceil(size / 2) if size > 64 else size - 1
         for a in range(0, n, size):
             boxes = flat_range_to_boxes(a, min(a + size, n), c.shape)
