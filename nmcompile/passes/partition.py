@@ -341,10 +341,12 @@ class Cores:
     def count(self) -> int:
         return len(self.layers)
 
-    def free(self) -> np.ndarray:
-        """Room left in the cores of the window, summed (a quick test before trying to split a tile into them)."""
+    def may_take_pieces(self, tile: Tile, pieces: int) -> bool:
+        """A quick test before splitting a tile into the open cores of the window: their room, summed, holds the
+        tile, and one of them holds a piece of 1/`pieces` of it."""
         lo = max(0, self.count - self.window)
-        return np.maximum(self.limits[lo:self.count] - self.loads[lo:self.count], 0).sum(axis=0)
+        room = np.maximum(self.limits[lo:self.count] - self.loads[lo:self.count], 0)
+        return bool(np.all(room.sum(axis=0) >= tile.use) and np.any(np.all(room >= tile.use / pieces, axis=1)))
 
     def fit(self, tile: Tile) -> int | None:
         """The first open core in the window that takes `tile`, else None."""
@@ -383,7 +385,7 @@ class Cores:
         """Place `tile` whole in an open core, else split it in halves (along its longest axis, `depth` times at
         most) to fill the room other layers left in open cores, else open a core for it. Returns the placed
         tiles."""
-        if self.share_layers and self.fit(tile) is None and np.all(self.free() >= tile.use):
+        if self.share_layers and self.fit(tile) is None and self.may_take_pieces(tile, 1 << depth):
             trial = Cores(self.cap, self.window, self.share_layers)
             trial.loads, trial.limits, trial.layers = self.loads.copy(), self.limits.copy(), list(self.layers)
             pieces = trial._split_into(tile, costs, depth)
