@@ -23,6 +23,13 @@ class SynapseFormat:
     per_row_header_bits: int  # per (input axon, core) row: header before its synapses
     delay_bits: int = 0       # extra bits per synapse when the row carries per-synapse delays
     ring_bits: int = 0        # per neuron, per (projection, delay d) into it: d + 1 accumulator slots of this size
+    # a row index that spans whole sources (0: rows are counted per source unit that has synapses): every source
+    # feeding a core (a core's neurons, or the host's units in blocks of 2**index_unit_bits) takes a word per unit
+    # it carries plus one per aligned power-of-two block, and key_bits of key table per block
+    index_unit_bits: int = 0
+    key_bits: int = 0
+    core_header_bits: int = 0  # per core, before everything else
+    group_bits: int = 0        # per (projection, delay) accumulator group of a core
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,8 @@ SPINNAKER2 = Target(
     synapse_format=SynapseFormat(
         description="nmcompile's PE image: 32-bit synapse words (8 weight, 4 delay, 8 group, 8 target) and a 32-bit "
                     "row index word per source unit",
-        word_bits=32, per_synapse_bits=32, per_row_header_bits=32, delay_bits=0, ring_bits=32),
+        word_bits=32, per_synapse_bits=32, per_row_header_bits=32, delay_bits=0, ring_bits=32, index_unit_bits=8,
+        key_bits=4 * 32, core_header_bits=16 * 32, group_bits=4 * 32),
     fan_in_axons=None,
     fan_out_axons=None,
     router_entries=16384,

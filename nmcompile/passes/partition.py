@@ -19,97 +19,26 @@ per-population slicing does).
 
 from __future__ import annotations
 
+import itertools
 import math
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from nmcompile.errors import ResourceError
 from nmcompile.ir.graph import Graph
 from nmcompile.lowered import Projection, lower_network
-from nmcompile.lowered.boxes import Box, box_volume, distinct, flat_range_to_boxes
+from nmcompile.lowered.boxes import Box, box_flat_indices, box_volume, distinct, flat_range_to_boxes
 from nmcompile.lowered.network import boxes_over, neuron_cores
 from nmcompile.passes import PassContext
+from nmcompile.passes.partition_bound import lower_bound
+from nmcompile.passes.partition_index import index_bits
+from nmcompile.passes.partition_mapping import FAN_OUT, RESOURCES, Mapping, Tile, _fmt
 
-WINDOW = 8                  # open cores considered when packing
+WINDOW = 512                # open cores considered when packing
 ASSUMED_RATE = 0.1          # spikes per neuron per step when no calibration data exists (events only)
-RESOURCES = ("neurons", "memory_bits", "fan_in", "events", "instructions")
-
-
-@dataclass
-class Tile:
-    layer: str
-    boxes: list[Box]        # boxes over the layer's shape
-    use: np.ndarray         # resource vector in RESOURCES order
-    core: int = -1
-    cap: np.ndarray | None = None  # a stricter per-core limit for this tile's layer, if any
-
-
-@dataclass
-class Mapping:
-    """The result stored on the graph: which core holds which part of which layer, and the costs."""
-
-    target: str
-    tiles: list[Tile]
-    cores: int
-    chips_used: int
-    core_chip: list[int]
-    core_use: np.ndarray                 # [cores, len(RESOURCES)]
-    capacity: np.ndarray
-    lower_bound: dict[str, int]
-    traffic: float
-    inter_chip_traffic: float
-    fan_out: np.ndarray                  # per core: (source neuron, other core) routes leaving it
-    rates_measured: bool
-    naive: dict[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {
-            "target": self.target, "cores": self.cores, "chips_used": self.chips_used,
-            "tiles": [{"layer": t.layer, "core": t.core, "boxes": [list(map(list, b)) for b in t.boxes]}
-                      for t in self.tiles],
-            "core_use": {r: self.core_use[:, k].tolist() for k, r in enumerate(RESOURCES)},
-            "lower_bound": self.lower_bound, "traffic": self.traffic, "inter_chip_traffic": self.inter_chip_traffic,
-            "naive": self.naive,
-        }
-
-    def lines(self) -> list[str]:
-        bound = max(self.lower_bound.values())
-        worst = max(self.lower_bound, key=self.lower_bound.get)
-        lines = [f"{self.cores} core(s) on {self.chips_used} chip(s); lower bound {bound} ({worst}: "
-                 + ", ".join(f"{k} {v}" for k, v in self.lower_bound.items()) + ")",
-                 f"inter-core spike traffic {self.traffic:.6g} {'spikes/step' if self.rates_measured else 'routes'}"
-                 f" (inter-chip {self.inter_chip_traffic:.6g})"
-                 + ("" if self.rates_measured else "; no calibration data: every source neuron counts 1")]
-        if self.naive:
-            lines.append(f"naive sequential fill: {int(self.naive['cores'])} core(s), traffic "
-                         f"{self.naive['traffic']:.6g}, largest fan-out {int(self.naive['max_fan_out'])} routes")
-        util = self.core_use / np.maximum(self.capacity, 1)
-        for k, r in enumerate(RESOURCES):
-            if self.capacity[k] < np.inf and self.cores:
-                lines.append(f"  {r:<12} per core: max {100 * util[:, k].max():.1f}%, "
-                             f"mean {100 * util[:, k].mean():.1f}% of {_fmt(self.capacity[k])}")
-        layer_cores: dict[str, set[int]] = {}
-        for t in self.tiles:
-            layer_cores.setdefault(t.layer, set()).add(t.core)
-        for layer, cores in layer_cores.items():
-            lines.append(f"  layer {layer}: cores {_ranges(sorted(cores))}")
-        return lines
-
-
-def _fmt(x: float) -> str:
-    return str(int(x)) if x == int(x) else f"{x:.4g}"
-
-
-def _ranges(values: list[int]) -> str:
-    out, start = [], None
-    for k, v in enumerate(values):
-        if start is None:
-            start = v
-        if k + 1 == len(values) or values[k + 1] != v + 1:
-            out.append(f"{start}" if start == v else f"{start}-{v}")
-            start = None
-    return ", ".join(out)
+HEADROOMS = (0.0, 0.1, 0.2, 0.3)   # memory left free in tiles of a core that layers may share (tried in turn)
+SPLIT_DEPTH = 4                    # a tile is split in at most 2^4 pieces to fill room left by other layers
+SEARCH_TILES = 1_000               # the headroom search runs while a layout has at most this many tiles
 
 
 # ======================================================================================================
@@ -124,18 +53,28 @@ class Costs:
         fmt = target.synapse_format
         self.word, self.header = fmt.word_bits, fmt.per_row_header_bits
         self.capacity = capacity(target)
+        self.reserved = 0.0
         # accumulator rings per neuron: d + 1 slots for every (projection, delay d) into the layer
         self.ring_bits = fmt.ring_bits * sum(int(d) + 1 for p in projs for d in np.unique(p.delay))
+        # per neuron (flat): the cores already holding its targets, i.e. the routes it needs (set before tiling)
+        self.routes = np.zeros(int(np.prod(self.shape)), dtype=np.int64)
+        self.has_routes = False
 
     def limit_neurons(self, n: int) -> None:
         """Cap this layer's tiles (used when its neurons would need more output routes than a core has)."""
         self.capacity = self.capacity.copy()
         self.capacity[0] = min(self.capacity[0], max(1, n))
 
+    def reserve_memory(self, bits: float) -> None:
+        """Keep `bits` of every core holding this layer free (for a row index counted after placement)."""
+        self.reserved = max(self.reserved, bits)
+        self.capacity = self.capacity.copy()
+        self.capacity[1] = self.target.synapse_memory_bits - self.reserved
+
     def _proj_boxes(self, proj: Projection, boxes: list[Box]) -> list[Box]:
         return boxes_over(proj, self.shape, boxes)
 
-    def use(self, boxes: list[Box]) -> np.ndarray:
+    def use(self, boxes: list[Box], routes: bool = True) -> np.ndarray:
         neurons = sum(box_volume(b) for b in boxes)
         fmt = self.target.synapse_format
         bits, fan_in, events, packets = 0.0, 0, 0.0, 0.0
@@ -153,11 +92,15 @@ class Costs:
             packets += rows * mean_rate
         if self.target.memory_shared:
             bits += neurons * (self.target.neuron_state_bits + self.ring_bits)
-        return np.array([neurons, bits, fan_in, events, instructions(self.target, neurons, events, packets)],
+        out = (sum(int(self.routes[box_flat_indices(b, self.shape)].sum()) for b in boxes)
+               if routes and self.has_routes else 0)
+        return np.array([neurons, bits, fan_in, out, events, instructions(self.target, neurons, events, packets)],
                         dtype=np.float64)
 
-    def fits(self, use: np.ndarray) -> bool:
-        return bool(np.all(use <= self.capacity))
+    def fits(self, use: np.ndarray, headroom: float = 0.0) -> bool:
+        """Within one core's limits; with `headroom`, leaving that share of every limit free (for tiles of other
+        layers on the same core)."""
+        return bool(np.all(use <= self.capacity * (1.0 - headroom)))
 
 
 def instructions(target, neurons: float, events: float, packets: float = 0.0) -> float:
@@ -172,6 +115,7 @@ def instructions(target, neurons: float, events: float, packets: float = 0.0) ->
 def capacity(target) -> np.ndarray:
     return np.array([target.neurons_per_core, target.synapse_memory_bits,
                      target.fan_in_axons if target.fan_in_axons else np.inf,
+                     target.fan_out_axons if target.fan_out_axons else np.inf,
                      target.events_per_tick if target.events_per_tick else np.inf,
                      target.instructions_per_tick if target.instructions_per_tick else np.inf], dtype=np.float64)
 
@@ -204,34 +148,37 @@ def _overflow(costs: Costs, use: np.ndarray) -> str:
     return f"{RESOURCES[k].replace('_', ' ')} {_fmt(use[k])} > {_fmt(costs.capacity[k])} per core"
 
 
-def tile_layer(costs: Costs) -> list[Tile]:
+def tile_layer(costs: Costs, headroom: float = 0.0) -> list[Tile]:
     shape = costs.shape
     n = int(np.prod(shape))
     if len(shape) == 1 or not any(p.form == "conv" for p in costs.projs):
-        tiles = _tile_ranges(costs, n)
+        tiles = _tile_ranges(costs, n, headroom)
     else:
-        tiles = _tile_blocks(costs)
+        tiles = _tile_blocks(costs, headroom)
     for t in tiles:
         t.cap = costs.capacity
     return tiles
 
 
-def _tile_ranges(costs: Costs, n: int) -> list[Tile]:
+def _tile_ranges(costs: Costs, n: int, headroom: float) -> list[Tile]:
     """Greedy maximal contiguous ranges (binary search on the end), then equal-size rebalancing."""
     shape = costs.shape
+    fits = lambda a, b: costs.fits(costs.use(flat_range_to_boxes(a, b, shape)), headroom)  # noqa: E731
     ends, start = [], 0
     while start < n:
         single = costs.use(flat_range_to_boxes(start, start + 1, shape))
-        if not costs.fits(single):
+        if not costs.fits(single, headroom):
+            if headroom and costs.fits(single):
+                return _tile_ranges(costs, n, 0.0)
             raise ResourceError(f"layer '{costs.layer}': a single neuron does not fit a core of "
                                 f"{costs.target.name}: {_overflow(costs, single)}")
         lo, step = start + 1, 1  # gallop: 1, 2, 4, ... neurons until a range no longer fits
-        while lo < n and costs.fits(costs.use(flat_range_to_boxes(start, min(start + 2 * step, n), shape))):
+        while lo < n and fits(start, min(start + 2 * step, n)):
             lo, step = min(start + 2 * step, n), step * 2
         hi = min(start + 2 * step, n) - 1 if lo < n else n
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if costs.fits(costs.use(flat_range_to_boxes(start, mid, shape))):
+            if fits(start, mid):
                 lo = mid
             else:
                 hi = mid - 1
@@ -241,86 +188,192 @@ def _tile_ranges(costs: Costs, n: int) -> list[Tile]:
     size = math.ceil(n / k)
     bounds = [(i * size, min((i + 1) * size, n)) for i in range(k) if i * size < n]
     balanced = [(a, b, costs.use(flat_range_to_boxes(a, b, shape))) for a, b in bounds]
-    if len(balanced) == k and all(costs.fits(u) for _, _, u in balanced):
+    if len(balanced) == k and all(costs.fits(u, headroom) for _, _, u in balanced):
         return [Tile(costs.layer, flat_range_to_boxes(a, b, shape), u) for a, b, u in balanced]
     starts = [0, *ends[:-1]]
     return [Tile(costs.layer, flat_range_to_boxes(a, b, shape), costs.use(flat_range_to_boxes(a, b, shape)))
             for a, b in zip(starts, ends, strict=True)]
 
 
-def _halvings(n: int) -> list[int]:
-    values, v = [], n
-    while v >= 1:
-        values.append(v)
-        v = v // 2 if v > 1 else 0
-    return values
+def block_sizes(n: int) -> list[int]:
+    """Block lengths worth trying along an axis of length n: ceil(n / k) for every count k of blocks (each gives
+    k nearly equal blocks; about 2 sqrt(n) distinct values), largest first."""
+    return sorted({math.ceil(n / k) for k in range(1, n + 1)}, reverse=True)
 
 
-def _tile_blocks(costs: Costs) -> list[Tile]:
-    """Spatial blocks across channels; the largest block shape whose every tile fits, the most compact on ties.
-    A candidate is measured at the centre of the layer (a full receptive field: a padded border needs less), then
-    every tile of the chosen shape is checked (channel blocks differ in their kernels)."""
+def _block_tiles(costs: Costs, cb: int, dims: tuple[int, ...]) -> list[Tile]:
+    c, spatial = costs.shape[0], costs.shape[1:]
+    tiles = []
+    for c0 in range(0, c, cb):
+        for origin in np.ndindex(*[math.ceil(s / d) for s, d in zip(spatial, dims, strict=True)]):
+            box = ((c0, min(c0 + cb, c)),
+                   *((o * d, min((o + 1) * d, s)) for o, d, s in zip(origin, dims, spatial, strict=True)))
+            tiles.append(Tile(costs.layer, [box], costs.use([box])))
+    return tiles
+
+
+def _tile_blocks(costs: Costs, headroom: float) -> list[Tile]:
+    """Spatial blocks across channels: the block shape giving the fewest tiles whose every tile fits, the fewest
+    source axons per neuron (the most compact block) on ties. Block lengths are ceil(length / k) along every axis,
+    so the blocks of a shape are nearly equal. A candidate is first measured at the centre of the layer (a full
+    receptive field: a padded border needs less), then every tile of it is checked (channel blocks differ in their
+    kernels, and border neurons in their routes)."""
     shape = costs.shape
     c, spatial = shape[0], shape[1:]
-    ranked = []
-    for cb in _halvings(c):
-        for dims in _block_candidates(spatial):
+    axes = [block_sizes(c), *(block_sizes(s) for s in spatial)]
+    by_count: dict[int, list[tuple[int, ...]]] = {}
+    for combo in itertools.product(*axes):
+        count = int(np.prod([math.ceil(n / d) for n, d in zip(shape, combo, strict=True)]))
+        by_count.setdefault(count, []).append(combo)
+    for count in sorted(by_count):
+        ranked = []
+        for cb, *dims in by_count[count]:
+            if cb * int(np.prod(dims)) > costs.capacity[0] * (1.0 - headroom):
+                continue                      # more neurons than a core holds: no need to measure it
             box = ((0, cb), *(((s - d) // 2, (s - d) // 2 + d) for s, d in zip(spatial, dims, strict=True)))
             use = costs.use([box])
-            if costs.fits(use):
-                volume = cb * int(np.prod(dims))
-                ranked.append(((volume, -use[2] / volume), (cb, dims)))
-    for _, (cb, dims) in sorted(ranked, key=lambda item: item[0], reverse=True):
-        tiles = []
-        for c0 in range(0, c, cb):
-            for origin in np.ndindex(*[math.ceil(s / d) for s, d in zip(spatial, dims, strict=True)]):
-                box = ((c0, min(c0 + cb, c)),
-                       *((o * d, min((o + 1) * d, s)) for o, d, s in zip(origin, dims, spatial, strict=True)))
-                tiles.append(Tile(costs.layer, [box], costs.use([box])))
-        if all(costs.fits(t.use) for t in tiles):
-            return tiles
+            if costs.fits(use, headroom):
+                ranked.append(((use[2] / box_volume(box), -box_volume(box)), (cb, tuple(dims))))
+        for _, (cb, dims) in sorted(ranked):
+            tiles = _block_tiles(costs, cb, dims)
+            if all(costs.fits(t.use, headroom) for t in tiles):
+                return tiles
+    if headroom:
+        return _tile_blocks(costs, 0.0)
     single = costs.use([((0, 1), *((0, 1) for _ in spatial))])
     raise ResourceError(f"layer '{costs.layer}': a single neuron does not fit a core of {costs.target.name}: "
                         f"{_overflow(costs, single)}")
 
 
-def _block_candidates(spatial: tuple[int, ...]) -> list[tuple[int, ...]]:
-    axes = [_halvings(s) for s in spatial]
-    cands = set()
-    for combo in np.ndindex(*[len(a) for a in axes]):
-        cands.add(tuple(axes[k][i] for k, i in enumerate(combo)))
-    return sorted(cands, key=lambda d: -int(np.prod(d)))
-
-
 # ======================================================================================================
 # packing, chips, traffic
 # ======================================================================================================
+class Cores:
+    """Cores being filled: first fit among the last `window` open cores (all of them for most networks). Without
+    `share_layers` a core holds tiles of one layer only (a target whose per-neuron costs depend on the projections
+    into the layer, e.g. spinnaker2's accumulator rings, which span every neuron of a PE)."""
+
+    def __init__(self, cap: np.ndarray, window: int = WINDOW, share_layers: bool = True):
+        self.cap, self.window, self.share_layers = cap, window, share_layers
+        self.loads = np.zeros((64, len(cap)))
+        self.limits = np.zeros((64, len(cap)))
+        self.layers: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.layers)
+
+    def may_take_pieces(self, tile: Tile, pieces: int) -> bool:
+        """A quick test before splitting a tile into the open cores of the window: their room, summed, holds the
+        tile, and one of them holds a piece of 1/`pieces` of it."""
+        lo = max(0, self.count - self.window)
+        room = np.maximum(self.limits[lo:self.count] - self.loads[lo:self.count], 0)
+        return bool(np.all(room.sum(axis=0) >= tile.use) and np.any(np.all(room >= tile.use / pieces, axis=1)))
+
+    def fit(self, tile: Tile) -> int | None:
+        """The first open core in the window that takes `tile`, else None."""
+        own = self.cap if tile.cap is None else np.minimum(self.cap, tile.cap)
+        n = self.count
+        lo = max(0, n - self.window)
+        if n == lo:
+            return None
+        fits = np.all(self.loads[lo:n] + tile.use <= np.minimum(self.limits[lo:n], own), axis=1)
+        if not self.share_layers:
+            fits &= np.array([layer == tile.layer for layer in self.layers[lo:n]])
+        hit = np.flatnonzero(fits)
+        return lo + int(hit[0]) if hit.size else None
+
+    def put(self, tile: Tile, core: int) -> None:
+        own = self.cap if tile.cap is None else np.minimum(self.cap, tile.cap)
+        tile.core = core
+        self.loads[core] += tile.use
+        self.limits[core] = np.minimum(self.limits[core], own)
+
+    def place(self, tile: Tile) -> None:
+        core = self.fit(tile)
+        if core is not None:
+            self.put(tile, core)
+            return
+        n = self.count
+        if n == len(self.loads):
+            self.loads = np.concatenate([self.loads, np.zeros_like(self.loads)])
+            self.limits = np.concatenate([self.limits, np.zeros_like(self.limits)])
+        self.loads[n] = 0
+        self.limits[n] = self.cap
+        self.layers.append(tile.layer)
+        self.put(tile, n)
+
+    def fill(self, tile: Tile, costs: Costs, depth: int = SPLIT_DEPTH) -> list[Tile]:
+        """Place `tile` whole in an open core, else split it in halves (along its longest axis, `depth` times at
+        most) to fill the room other layers left in open cores, else open a core for it. Returns the placed
+        tiles."""
+        if self.share_layers and self.fit(tile) is None and self.may_take_pieces(tile, 1 << depth):
+            trial = Cores(self.cap, self.window, self.share_layers)
+            trial.loads, trial.limits, trial.layers = self.loads.copy(), self.limits.copy(), list(self.layers)
+            pieces = trial._split_into(tile, costs, depth)
+            if pieces is not None:
+                self.loads, self.limits, self.layers = trial.loads, trial.limits, trial.layers
+                return pieces
+        self.place(tile)
+        return [tile]
+
+    def _split_into(self, tile: Tile, costs: Costs, depth: int) -> list[Tile] | None:
+        core = self.fit(tile)
+        if core is not None:
+            self.put(tile, core)
+            return [tile]
+        if depth == 0 or len(tile.boxes) != 1:
+            return None
+        box = tile.boxes[0]
+        axis = max(range(len(box)), key=lambda k: box[k][1] - box[k][0])
+        a, b = box[axis]
+        if b - a < 2:
+            return None
+        placed = []
+        for lo, hi in ((a, (a + b) // 2), ((a + b) // 2, b)):
+            half = tuple((lo, hi) if k == axis else r for k, r in enumerate(box))
+            part = Tile(tile.layer, [half], costs.use([half]), cap=tile.cap)
+            got = self._split_into(part, costs, depth - 1)
+            if got is None:
+                return None
+            placed.extend(got)
+        return placed
+
+
 def pack(tiles: list[Tile], cap: np.ndarray, window: int = WINDOW, share_layers: bool = True) -> int:
-    """First fit among the last `window` open cores; returns the number of cores. Without `share_layers` a core
-    holds tiles of one layer only (a target whose per-neuron costs depend on the projections into the layer, e.g.
-    spinnaker2's accumulator rings, which span every neuron of a PE)."""
-    loads: list[np.ndarray] = []
-    limits: list[np.ndarray] = []
-    layers: list[str] = []
+    """Place `tiles` in order on fresh cores (`Cores`); returns the number of cores."""
+    cores = Cores(cap, window, share_layers)
     for tile in tiles:
-        own = cap if tile.cap is None else np.minimum(cap, tile.cap)
-        placed = False
-        for core in range(max(0, len(loads) - window), len(loads)):
-            if not share_layers and layers[core] != tile.layer:
-                continue
-            limit = np.minimum(limits[core], own)
-            if np.all(loads[core] + tile.use <= limit):
-                loads[core] = loads[core] + tile.use
-                limits[core] = limit
-                tile.core = core
-                placed = True
-                break
-        if not placed:
-            loads.append(tile.use.copy())
-            limits.append(own)
-            layers.append(tile.layer)
-            tile.core = len(loads) - 1
-    return len(loads)
+        cores.place(tile)
+    return cores.count
+
+
+def layout(costs: dict[str, Costs], projs: dict[str, list[Projection]], cap: np.ndarray, share_layers: bool,
+           headroom: float = 0.0) -> tuple[list[Tile], int]:
+    """Tile and place the layers from the last to the first, so that when a layer is tiled the cores holding
+    the targets of each of its neurons are known: a neuron needs one route per such core, and a tile's routes
+    (`fan_out`) are a resource like the others. Cores are numbered from the first layer's side at the end."""
+    cores = Cores(cap, share_layers=share_layers)
+    pending: dict[str, dict[int, list[np.ndarray]]] = {}   # source layer -> core -> its neurons feeding the core
+    tiles: list[Tile] = []
+    for name in reversed(list(costs)):
+        c = costs[name]
+        c.routes = np.zeros(int(np.prod(c.shape)), dtype=np.int64)
+        for parts in pending.pop(name, {}).values():
+            c.routes[distinct(np.concatenate(parts))] += 1
+        c.has_routes = bool(c.routes.any())
+        layer_tiles = [piece for t in tile_layer(c, headroom) for piece in cores.fill(t, c)]
+        for t in layer_tiles:
+            for proj in projs.get(name, []):
+                if proj.source in costs:
+                    for b in c._proj_boxes(proj, t.boxes):
+                        pending.setdefault(proj.source, {}).setdefault(t.core, []).append(proj.flat_sources(b))
+        tiles.extend(layer_tiles)
+    n_cores = cores.count
+    tiles.reverse()
+    for t in tiles:
+        t.core = n_cores - 1 - t.core
+    return tiles, n_cores
 
 
 def traffic(tiles: list[Tile], projs: dict[str, list[Projection]], costs: dict[str, Costs],
@@ -402,27 +455,22 @@ def layer_costs(g: Graph, target, rates) -> tuple[dict[str, Costs], dict[str, li
     return costs, projs
 
 
-def lower_bound(costs: dict[str, Costs], target) -> dict[str, int]:
-    cap = capacity(target)
-    neurons = sum(int(np.prod(c.shape)) for c in costs.values())
-    bits = 0.0
-    events = 0.0
-    for c in costs.values():
-        full = ((0, d) for d in c.shape)
-        box = tuple(full)
+def bound(costs: dict[str, Costs], target, cap: np.ndarray) -> dict[str, int]:
+    """The lower bound on cores (nmcompile.passes.partition_bound), with this module's event and compute model."""
+    def events_of(c: Costs) -> float:
+        total = 0.0
         for proj in c.projs:
-            syn = sum(proj.synapses(b) for b in c._proj_boxes(proj, [box]))
-            bits += syn * target.synapse_format.per_synapse_bits
             rate = c.rates.get(proj.source)
-            events += syn * (float(np.mean(rate)) if rate is not None else ASSUMED_RATE)
-        if target.memory_shared:
-            bits += int(np.prod(c.shape)) * (target.neuron_state_bits + c.ring_bits)
-    bound = {"neurons": math.ceil(neurons / cap[0]), "memory": math.ceil(bits / cap[1])}
-    if np.isfinite(cap[3]):
-        bound["events"] = math.ceil(events / cap[3])
-    if np.isfinite(cap[4]):
-        bound["instructions"] = math.ceil(instructions(target, neurons, events) / cap[4])
-    return bound
+            per = float(np.mean(rate)) if rate is not None else ASSUMED_RATE
+            total += per * sum(proj.synapses(b) for b in c._proj_boxes(proj, [tuple((0, d) for d in c.shape)]))
+        return total
+
+    return lower_bound(costs, target, cap, events_of, lambda n, e: instructions(target, n, e),
+                       share_layers=not target.synapse_format.ring_bits)
+
+
+def _fits_ignoring_routes(c: Costs, use: np.ndarray) -> bool:
+    return bool(np.all(np.delete(use, FAN_OUT) <= np.delete(c.capacity, FAN_OUT)))
 
 
 def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, float, float]:
@@ -432,8 +480,9 @@ def naive_fill(costs: dict[str, Costs], projs, rates, target) -> tuple[int, floa
     for name, c in costs.items():
         n = int(np.prod(c.shape))
         size = n
-        while size > 1 and not all(c.fits(c.use(flat_range_to_boxes(a, min(a + size, n), c.shape)))
-                                   for a in range(0, n, size)):
+        while size > 1 and not all(
+                _fits_ignoring_routes(c, c.use(flat_range_to_boxes(a, min(a + size, n), c.shape), routes=False))
+                for a in range(0, n, size)):
             size = math.ceil(size / 2) if size > 64 else size - 1
         for a in range(0, n, size):
             boxes = flat_range_to_boxes(a, min(a + size, n), c.shape)
@@ -454,9 +503,25 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     cap = capacity(target)
     for _ in range(6):
         tiles, n_cores, where, core_chip, total, chips, fan_out, links = _place(costs, projs, rates, target, cap)
-        if not target.fan_out_axons or not n_cores or fan_out.max() <= target.fan_out_axons:
+        core_use = np.zeros((n_cores, len(RESOURCES)))
+        for t in tiles:
+            core_use[t.core] += t.use
+        extra = index_bits(tiles, costs, projs, where, target, n_cores)
+        core_use[:, 1] += extra
+        routes_over = bool(target.fan_out_axons and n_cores and fan_out.max() > target.fan_out_axons)
+        memory_over = np.flatnonzero(core_use[:, 1] > cap[1])
+        if not routes_over and not memory_over.size:
             break
-        _limit_fan_out(tiles, costs, where, fan_out, target)
+        if routes_over:
+            _limit_fan_out(tiles, costs, where, fan_out, target)
+        for core in memory_over:             # reserve the index's room in the tiles of the layers on that core
+            for layer in {t.layer for t in tiles if t.core == core}:
+                costs[layer].reserve_memory(extra[core])
+    if memory_over.size:
+        worst = int(memory_over[0])
+        layers = sorted({t.layer for t in tiles if t.core == worst})
+        raise ResourceError(f"layer '{layers[0]}': core {worst} would need {int(core_use[worst, 1]):,} bits of "
+                            f"memory with its row index, more than the {int(cap[1]):,} of a {target.name} core")
     if target.fan_out_axons and n_cores and fan_out.max() > target.fan_out_axons:
         worst = int(np.argmax(fan_out))
         layers = sorted({t.layer for t in tiles if t.core == worst})
@@ -468,11 +533,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
             chip = max(entries, key=entries.get)
             raise ResourceError(f"chip {chip} needs {entries[chip]} routing entries, more than the "
                                 f"{target.router_entries} of a {target.name} router")
-    core_use = np.zeros((n_cores, len(RESOURCES)))
-    for t in tiles:
-        core_use[t.core] += t.use
     mapping = Mapping(target.name, tiles, n_cores, (core_chip[-1] + 1) if core_chip else 0, core_chip, core_use, cap,
-                      lower_bound(costs, target), total, chips, fan_out, bool(rates))
+                      bound(costs, target, cap), total, chips, fan_out, bool(rates))
     if ctx.options.get("naive", True):
         cores, naive_traffic, naive_fan_out = naive_fill(costs, projs, rates, target)
         mapping.naive = {"cores": cores, "traffic": naive_traffic, "max_fan_out": naive_fan_out}
@@ -482,10 +544,14 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
 
 def _place(costs, projs, rates, target, cap):
-    tiles: list[Tile] = []
-    for c in costs.values():
-        tiles.extend(tile_layer(c))
-    n_cores = pack(tiles, cap, share_layers=not target.synapse_format.ring_bits)
+    share = not target.synapse_format.ring_bits
+    tiles, n_cores = layout(costs, projs, cap, share)
+    # where layers share cores, tiles that leave part of a core free can take tiles of the neighbouring layers (e.g.
+    # a memory-bound conv layer next to a fan-out-bound one): try a few headrooms, keep the fewest cores
+    for headroom in HEADROOMS[1:] if share and len(tiles) <= SEARCH_TILES else ():
+        other, count = layout(costs, projs, cap, share, headroom)
+        if count < n_cores:
+            tiles, n_cores = other, count
     if n_cores > target.total_cores:
         used = 0
         for t in tiles:
@@ -493,11 +559,12 @@ def _place(costs, projs, rates, target, cap):
             if used > target.total_cores:
                 neurons = sum(int(np.prod(c.shape)) for c in costs.values())
                 layer = int(np.prod(costs[t.layer].shape))
+                chips = math.ceil(n_cores / target.cores_per_chip)
                 raise ResourceError(
                     f"layer '{t.layer}' ({layer:,} neurons) does not fit: the network ({neurons:,} neurons) needs "
                     f"{n_cores} cores but {target.name} has {target.total_cores} ({target.cores_per_chip} per chip x "
                     f"{target.chips} chip(s), {target.neurons_per_core:,} neurons per core); cores run out at this "
-                    "layer")
+                    f"layer; it needs {chips} chips: pass --chips {chips}")
     core_chip = [k // target.cores_per_chip for k in range(n_cores)]
     where = neuron_cores(tiles, {name: c.shape for name, c in costs.items()})
     total, chips, fan_out, links = traffic(tiles, projs, costs, where, rates, core_chip, n_cores)
