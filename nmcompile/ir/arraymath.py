@@ -79,6 +79,57 @@ def int_matmul(x: np.ndarray, weight_t: np.ndarray, row_bound: int) -> np.ndarra
     return x.astype(np.int64) @ weight_t.astype(np.int64)
 
 
+EVENT_DENSITY = 0.25   # at most this fraction of nonzero inputs: accumulate weight rows, else a BLAS product
+
+
+def compact_int(array: np.ndarray) -> np.ndarray:
+    """`array` in the narrowest of int16/int32/int64 that holds it (less memory traffic per weight row)."""
+    top = int(np.abs(array).max()) if array.size else 0
+    for dtype in (np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return np.ascontiguousarray(array, dtype=dtype)
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+class ExactProduct:
+    """floor_shift(x @ weight.T, exp) for int64 x [rows, in], exact. Engine 'compiled': when at most EVENT_DENSITY
+    of x is nonzero (spikes), only the weight rows of the active inputs are accumulated (nmcompile.ir.jit), in int32
+    when every partial sum provably fits (|x|max * max_j sum_i |w_ji| < 2^31), else int64; otherwise, and with
+    engine 'numpy', `int_matmul`. Integer sums are exact in every order, so both give the same bits."""
+
+    engine = "compiled"
+
+    def __init__(self, weight: np.ndarray, exp: int):
+        self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.int64).T)
+        self.events_weight_t = compact_int(self.weight_t)
+        self.row_bound = int(np.abs(weight).sum(axis=1).max()) if weight.size else 0
+        self.exp = exp
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from nmcompile.ir import fixed
+
+        return fixed.floor_shift(self.product(x), self.exp)
+
+    def product(self, x: np.ndarray) -> np.ndarray:
+        if self.engine == "compiled" and x.size and np.count_nonzero(x) <= EVENT_DENSITY * x.size:
+            return self.event_product(x)
+        return int_matmul(x, self.weight_t, self.row_bound)
+
+    def event_product(self, x: np.ndarray) -> np.ndarray:
+        from nmcompile.ir import jit
+
+        rows = jit.as_rows(x)
+        xmax = int(np.abs(rows).max()) if rows.size else 0
+        outputs = self.weight_t.shape[1]
+        acc = np.empty(outputs, dtype=np.int64 if xmax * self.row_bound >= 2**31 else np.int32)
+        out = np.empty((rows.shape[0], outputs), dtype=np.int64)
+        jit.accumulate_events(rows, self.events_weight_t, out, acc)
+        return out.reshape((*x.shape[:-1], outputs))
+
+
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
     """Exact integer convolution (float64 BLAS when provably exact, else int64)."""
     xmax = int(np.abs(x).max()) if x.size else 0

@@ -1,0 +1,221 @@
+"""Compiled (numba) loops of the reference simulator: the neuron updates and event-driven synaptic accumulation.
+
+Each loop is the scalar form of a numpy kernel in `nmcompile.ir.kernels`, fused over the state variables and run
+over all steps, samples and neurons of a call. They mirror the rounding rules of `nmcompile.ir.fixed` exactly:
+
+    decay(x, d)    = trunc_shift(x * (4096 - d), 12) = sign(p) * (|p| >> 12),  p = x * (4096 - d)
+    wrap_current   u - 2M if u > M;  u + 2M if u <= -M                 (M = 2^23, a single conditional wrap)
+    clip_voltage   min(max(v, -(M - 1)), M - 1)
+
+Integer arithmetic is int64 and wraps modulo 2^64 as numpy's does (numba emits plain LLVM add/mul/shl), so the
+results equal the numpy kernels bit for bit also outside the ranges hardware can reach; tests/ir/test_jit.py checks
+both on random and extreme states with hypothesis. Float loops do each operation in the array dtype in numpy's
+order (no fastmath, no contraction into fused multiply-adds), so float64 and float32 results equal numpy's bits.
+
+Importing this module imports numba and compiles nothing: each function compiles on its first call for the
+argument types it sees, and the machine code is cached on disk (`cache_dir()`, a per-user cache directory, never
+inside the installed package), so later processes load it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR if set, else the user cache directory
+    (platformdirs: ~/.cache/nmcompile/numba on Linux)."""
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("nmcompile")) / "numba"
+
+
+_CACHE = cache_dir()
+os.environ.setdefault("NUMBA_CACHE_DIR", str(_CACHE))
+
+import numba  # noqa: E402  (the cache directory must be set before numba reads its configuration)
+import numpy as np  # noqa: E402
+
+if not numba.config.CACHE_DIR:       # numba was imported before this module, without NUMBA_CACHE_DIR
+    numba.config.CACHE_DIR = str(_CACHE)
+
+UV_LIMIT = 1 << 23                   # fixed.UV_LIMIT (a literal: numba compiles it as a constant)
+DECAY_UNITY = 4096                   # fixed.DECAY_UNITY
+DECAY_BITS = 12                      # fixed.DECAY_BITS
+ACT_SHIFT = 6                        # fixed.ACT_SHIFT
+
+RESET_NONE, RESET_ZERO, RESET_SUBTRACT = 0, 1, 2
+TIMING_IMMEDIATE, TIMING_DELAYED, TIMING_SNNTORCH = 0, 1, 2
+
+jit = numba.njit(cache=True, nogil=True)
+
+
+INT64_MIN = -(1 << 63)
+inline = numba.njit(inline="always")
+
+
+@inline
+def _decay(x, d):
+    """trunc12(x * (4096 - d)), as fixed.decay: sign(p) * (|p| >> 12), branch-free: a negative p is rounded toward
+    zero by adding 4095 before the arithmetic shift. p = -2^63 has no |p| in int64: numpy's sign * (|p| >> 12)
+    gives +2^51 there, and so does this."""
+    p = x * (DECAY_UNITY - d)
+    q = (p + ((p >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
+    return (1 << 51) if p == INT64_MIN else q
+
+
+@inline
+def _wrap_current(u):
+    """u - 2M if u > M, else u + 2M if u <= -M (one conditional wrap, as fixed.wrap_current)."""
+    u = u - 2 * UV_LIMIT if u > UV_LIMIT else u
+    return u + 2 * UV_LIMIT if u <= -UV_LIMIT else u
+
+
+@inline
+def _clip_voltage(v):
+    return min(max(v, -(UV_LIMIT - 1)), UV_LIMIT - 1)
+
+
+@jit
+def integer_neuron(a, u, v, refractory_left, du_plus, dv, vth, bias, clears_current, spiking, compare_ge,
+                   reset_mode, delayed, refractory, out, record_u, record_v, record):
+    """Steps t = 0..T-1 of the integer CUBA LIF (QNeuron) for a[T, B, N] (int64 synaptic input).
+
+    u, v, refractory_left [B, N] hold the state and are updated in place; out[T, B, N] receives the spikes (or v for
+    a readout); with `record`, record_u/record_v[T, B, N] receive u and v after each step. Per-neuron parameters
+    du_plus (= du + 1), dv, vth (already << 6) and bias (already mant << exp) are [N]."""
+    steps, batch, size = a.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            for n in range(size):
+                drive = a[t, b, n] << ACT_SHIFT
+                cur = _wrap_current(drive if clears_current else _decay(u[b, n], du_plus[n]) + drive)
+                u[b, n] = cur
+                old = v[b, n]
+                h = _decay(old, dv[n]) + cur + bias[n]
+                if not spiking:
+                    h = _clip_voltage(h)
+                    v[b, n] = h
+                    out[t, b, n] = h
+                else:
+                    threshold = vth[n]
+                    pending = delayed and (old >= threshold if compare_ge else old > threshold)
+                    h = h - threshold if pending and subtract_reset else h
+                    h = 0 if pending and zero_reset else h
+                    h = _clip_voltage(h)
+                    held = False
+                    if refractory > 0:
+                        held = refractory_left[b, n] > 0
+                        h = 0 if held else h
+                    fire = h >= threshold if compare_ge else h > threshold
+                    if refractory > 0:
+                        fire = fire and not held
+                        left = refractory_left[b, n]
+                        refractory_left[b, n] = refractory if fire else max(left - 1, 0)
+                    reset = fire and not delayed
+                    h = 0 if reset and zero_reset else h
+                    h = h - threshold if reset and subtract_reset else h
+                    v[b, n] = h
+                    out[t, b, n] = 1 if fire else 0
+                if record:
+                    record_u[t, b, n] = cur
+                    record_v[t, b, n] = v[b, n]
+
+
+@jit
+def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, threshold, v_reset, reset_amount,
+                 bn_scale, bn_shift, cuba, has_beta, unit_gain, zero_bias, mpbn, spiking, compare_ge, reset_mode,
+                 timing, refractory, zero, one, out, record_v, record_i, record):
+    """Steps t = 0..T-1 of the float neuron (nmcompile.ir.neurons) for x[T, B, N], in the dtype of the arrays.
+
+    v, i, refractory_left [B, N] hold the state (i unused unless `cuba`) and are updated in place; out[T, B, N]
+    receives the spikes as 0/1 (or the membrane of a readout); `zero`/`one` are 0 and 1 in the array dtype; with
+    `record`, record_v/record_i receive v and i after each step. Parameters are [N] arrays; every operation and its
+    order is that of kernels.FloatNeuron.step."""
+    steps, batch, size = x.shape
+    for t in range(steps):
+        for b in range(batch):
+            for n in range(size):
+                if cuba:
+                    current = alpha[n] * i[b, n] + syn_gain[n] * x[t, b, n]
+                    i[b, n] = current
+                else:
+                    current = x[t, b, n]
+                drive = current if unit_gain else gain[n] * current
+                old = v[b, n]
+                h = beta[n] * old + drive if has_beta else old + drive
+                if not zero_bias:
+                    h = h + bias[n]
+                if not spiking:
+                    v[b, n] = h
+                    out[t, b, n] = h
+                else:
+                    theta = threshold[n]
+                    pending = zero
+                    if timing != TIMING_IMMEDIATE:
+                        pending = one if (old >= theta if compare_ge else old > theta) else zero
+                        if reset_mode == RESET_SUBTRACT:
+                            h = h - pending * theta
+                        elif reset_mode == RESET_ZERO and pending == one:
+                            h = v_reset[n]
+                    held = False
+                    if refractory > 0:
+                        held = refractory_left[b, n] > 0
+                        if held:
+                            h = v_reset[n]
+                    y = h * bn_scale[n] + bn_shift[n] if mpbn else h
+                    fire = y >= theta if compare_ge else y > theta
+                    if refractory > 0:
+                        fire = fire and not held
+                        if fire:
+                            refractory_left[b, n] = refractory
+                        elif refractory_left[b, n] > 0:
+                            refractory_left[b, n] -= 1
+                    spike = one if fire else zero
+                    if timing == TIMING_IMMEDIATE:
+                        if reset_mode == RESET_ZERO:
+                            if fire:
+                                h = v_reset[n]
+                        elif reset_mode == RESET_SUBTRACT:
+                            h = h - spike * (reset_amount[n] if mpbn else theta)
+                    elif timing == TIMING_SNNTORCH:
+                        h = h - (spike - pending) * theta
+                    v[b, n] = h
+                    out[t, b, n] = spike
+                if record:
+                    record_v[t, b, n] = v[b, n]
+                    if cuba:
+                        record_i[t, b, n] = i[b, n]
+
+
+@jit
+def accumulate_events(x, weight_t, out, acc):
+    """out[r, :] = sum over k with x[r, k] != 0 of x[r, k] * weight_t[k, :]: a product that reads only the weight
+    rows of active inputs (spikes). Each row sums in the scratch row `acc` [outputs] (its dtype: int32 or int64;
+    exact when no partial sum overflows it), then is stored to out[r, :] (int64)."""
+    rows, inputs = x.shape
+    outputs = weight_t.shape[1]
+    for r in range(rows):
+        acc[:] = 0
+        for k in range(inputs):
+            value = x[r, k]
+            if value == 0:
+                continue
+            if value == 1:
+                for j in range(outputs):
+                    acc[j] += weight_t[k, j]
+            else:
+                for j in range(outputs):
+                    acc[j] += value * weight_t[k, j]
+        for j in range(outputs):
+            out[r, j] = acc[j]
+
+
+def as_rows(x: np.ndarray) -> np.ndarray:
+    """x as a C-contiguous [rows, last] view or copy (what the loops above index)."""
+    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
