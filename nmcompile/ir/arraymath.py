@@ -2,7 +2,9 @@
 
 Every function takes a batch of samples in front: x has shape [N, C, *spatial]. Integer products run through
 float32 BLAS when every partial sum provably stays below 2^24, float64 below 2^53 (both exact: integers below
-those bounds are represented exactly and sums of them are computed exactly), else through int64.
+those bounds are represented exactly and sums of them are computed exactly, in any order), else through int64.
+`ExactProduct` and `Convolution` choose per call between those, event-driven accumulation of spikes and torch's
+convolution kernels (engine 'compiled'), or keep the numpy forms (engine 'numpy').
 """
 
 from __future__ import annotations
@@ -128,6 +130,55 @@ class ExactProduct:
         out = np.empty((rows.shape[0], outputs), dtype=np.int64)
         jit.accumulate_events(rows, self.events_weight_t, out, acc)
         return out.reshape((*x.shape[:-1], outputs))
+
+
+class Convolution:
+    """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
+    exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
+    float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
+    (numpy, the bits float64 results are defined by); float32 through torch's kernels with engine 'compiled'
+    (a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
+
+    engine = "compiled"
+
+    def __init__(self, weight: np.ndarray, stride, padding, dilation, groups: int, dtype: np.dtype,
+                 bias: np.ndarray | None = None):
+        self.weight = np.ascontiguousarray(weight, dtype=dtype)
+        self.bias = bias                           # float only: added after the product, broadcast per channel
+        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+        self.integer = np.dtype(dtype).kind == "i"
+        self.bound = int(np.abs(self.weight).reshape(self.weight.shape[0], -1).sum(axis=1).max()) \
+            if self.integer and self.weight.size else 0
+        self._torch_weights: dict[np.dtype, object] = {}
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.integer:
+            xmax = int(np.abs(x).max()) if x.size else 0
+            if self.engine == "compiled" and xmax * self.bound < EXACT_FLOAT_LIMIT and x.size:
+                as_float = np.float32 if xmax * self.bound < EXACT_FLOAT32_LIMIT else np.float64
+                return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
+            return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        if self.engine == "compiled" and x.dtype == np.float32 and x.size:
+            y = self._torch(x)
+        else:
+            y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        return y if self.bias is None else y + self.bias
+
+    def _torch(self, x: np.ndarray) -> np.ndarray:
+        import torch
+        import torch.nn.functional as F
+
+        dtype = x.dtype
+        if dtype not in self._torch_weights:
+            self._torch_weights[dtype] = torch.from_numpy(self.weight.astype(dtype))
+        run = F.conv2d if self.weight.ndim == 4 else F.conv1d
+        with torch.no_grad():
+            y = run(torch.from_numpy(np.ascontiguousarray(x)), self._torch_weights[dtype], None, self.stride,
+                    self.padding, self.dilation, self.groups)
+        return y.numpy()
 
 
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:

@@ -126,6 +126,11 @@ class MapKernel(Kernel):
         flat, lead = _flat_lead(x, self.in_shape)
         return self.fn(flat).reshape((*lead, *self.out_shape))
 
+    def set_engine(self, engine: str) -> None:
+        super().set_engine(engine)
+        if hasattr(self.fn, "set_engine"):
+            self.fn.set_engine(engine)
+
 
 class DelayedSum(Kernel):
     """y[t] = sum over groups (d, f) of f(x[t - d]) + const; the general form of delayed projections."""
@@ -146,7 +151,7 @@ class DelayedSum(Kernel):
     def set_engine(self, engine: str) -> None:
         super().set_engine(engine)
         for _, f in self.groups:
-            if isinstance(f, Kernel | arraymath.ExactProduct):
+            if hasattr(f, "set_engine"):            # ExactProduct, IntegerConv: products with an engine choice
                 f.set_engine(engine)
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
@@ -567,18 +572,13 @@ def _sparse_linear(op: O.SparseLinear, in_shape: Shape | None, out_shape: Shape,
 @register_kernel(O.Conv1d, mode="float")
 @register_kernel(O.Conv2d, mode="float")
 def _conv(op: O.Conv1d | O.Conv2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    w = op.weight.astype(dtype)
     bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)
     stride, padding, dilation = (
         ((op.stride,), (op.padding,), (op.dilation,)) if isinstance(op, O.Conv1d)
         else (op.stride, op.padding, op.dilation)
     )
-
-    def conv(x: np.ndarray) -> np.ndarray:
-        y = arraymath.conv(x, w, stride, padding, dilation, op.groups)
-        return y if bias is None else y + bias
-
-    return MapKernel(in_shape, out_shape, dtype, conv)
+    return MapKernel(in_shape, out_shape, dtype,
+                     arraymath.Convolution(op.weight, stride, padding, dilation, op.groups, dtype, bias))
 
 
 @register_kernel(O.AvgPool2d, mode="float")
@@ -617,15 +617,26 @@ def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dty
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
 
 
+class IntegerConv:
+    """A QConv's map: wrap_signed(floor_shift(conv(x, weight), weight_exp), wrap_bits), exact (arraymath)."""
+
+    def __init__(self, op: O.QConv):
+        self.op = op
+        self.conv = arraymath.Convolution(op.weight, op.stride, op.padding, op.dilation, op.groups,
+                                          np.dtype(np.int64))
+
+    def set_engine(self, engine: str) -> None:
+        self.conv.set_engine(engine)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        acc = fixed.floor_shift(self.conv(x), self.op.weight_exp)
+        return fixed.wrap_signed(acc, self.op.wrap_bits) if self.op.wrap_bits else acc
+
+
 @register_kernel(O.QConv, mode="integer")
 def _integer_conv(op: O.QConv, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
 
-    def conv(x: np.ndarray) -> np.ndarray:
-        acc = arraymath.int_conv(x, op.weight, op.stride, op.padding, op.dilation, op.groups)
-        acc = fixed.floor_shift(acc, op.weight_exp)
-        return fixed.wrap_signed(acc, op.wrap_bits) if op.wrap_bits else acc
-
-    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, conv)])
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, IntegerConv(op))])
 
 
 # QPlasticLinear's kernel lives with its learning rule in nmcompile.ir.plasticity, which registers it (this module

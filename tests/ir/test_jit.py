@@ -239,3 +239,32 @@ def test_unknown_engine_is_refused():
 
     with pytest.raises(UnsupportedError, match="engine"):
         Simulator(mlp(np.random.default_rng(0)), engine="gpu")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([1, 1 << 10, 1 << 14, 1 << 30]), st.booleans())
+def test_integer_conv_through_torch_equals_numpy(seed, scale, one_d):
+    """Integer convolutions through torch's float kernels (below 2^24 in float32, below 2^53 in float64) and
+    beyond (int64) equal the numpy product exactly."""
+    rng = np.random.default_rng(seed)
+    c_in, c_out, groups = 2, 4, int(rng.choice([1, 2]))
+    kernel = (3,) if one_d else (3, 2)
+    weight = rng.integers(-255, 256, (c_out, c_in // groups, *kernel))
+    x = rng.integers(-scale, scale + 1, (3, c_in, *((9,) if one_d else (7, 6))))
+    x[rng.random(x.shape) < 0.5] = 0
+    stride, padding, dilation = ((2,), (1,), (1,)) if one_d else ((2, 1), (1, 0), (1, 2))
+    expected = arraymath.int_conv(x, weight, stride, padding, dilation, groups)
+    conv = arraymath.Convolution(weight, stride, padding, dilation, groups, np.dtype(np.int64))
+    np.testing.assert_array_equal(conv(x), expected)
+
+
+def test_float32_conv_through_torch_is_close_and_float64_is_unchanged():
+    rng = np.random.default_rng(0)
+    weight = rng.normal(0, 1, (4, 2, 3, 3))
+    x = rng.normal(0, 1, (3, 2, 8, 8))
+    args = ((1, 1), (1, 1), (1, 1), 1)
+    reference = arraymath.conv(x, weight, *args)
+    assert_same_bits(arraymath.Convolution(weight, *args, np.dtype(np.float64))(x), reference)
+    fast = arraymath.Convolution(weight, *args, np.dtype(np.float32))(x.astype(np.float32))
+    assert fast.dtype == np.float32
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
