@@ -113,23 +113,25 @@ class ExactProduct:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         from nmcompile.ir import fixed
 
-        return fixed.floor_shift(self.product(x), self.exp)
+        total = self.product(x)
+        return fixed.floor_shift(total, self.exp) if self.exp else total
 
     def product(self, x: np.ndarray) -> np.ndarray:
-        if self.engine == "compiled" and x.size and np.count_nonzero(x) <= EVENT_DENSITY * x.size:
-            return self.event_product(x)
+        if self.engine == "compiled" and x.size:
+            active = int(np.count_nonzero(x))
+            if active <= EVENT_DENSITY * x.size:
+                return self.event_product(x, active)
         return int_matmul(x, self.weight_t, self.row_bound)
 
-    def event_product(self, x: np.ndarray) -> np.ndarray:
+    def event_product(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
         from nmcompile.ir import jit
 
         rows = jit.as_rows(x)
-        xmax = int(np.abs(rows).max()) if rows.size else 0
-        outputs = self.weight_t.shape[1]
-        acc = np.empty(outputs, dtype=np.int64 if xmax * self.row_bound >= 2**31 else np.int32)
-        out = np.empty((rows.shape[0], outputs), dtype=np.int64)
-        jit.accumulate_events(rows, self.events_weight_t, out, acc)
-        return out.reshape((*x.shape[:-1], outputs))
+        xmax = max(int(rows.max()), -int(rows.min())) if rows.size else 0
+        acc_dtype = np.dtype(np.int64 if xmax * self.row_bound >= 2**31 else np.int32)
+        active = int(np.count_nonzero(rows)) if active is None else active
+        out = jit.accumulate(rows, self.events_weight_t, acc_dtype, active)
+        return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
 
 
 class Convolution:

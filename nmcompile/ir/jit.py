@@ -19,7 +19,9 @@ inside the installed package), so later processes load it instead of compiling a
 
 from __future__ import annotations
 
+import itertools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
@@ -214,6 +216,38 @@ def accumulate_events(x, weight_t, out, acc):
                     acc[j] += value * weight_t[k, j]
         for j in range(outputs):
             out[r, j] = acc[j]
+
+
+PARALLEL_MIN_ADDS = 1 << 21      # below this much work per call, one thread (handing out work costs ~10 us)
+_pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
+
+
+def worker_threads() -> int:
+    """Threads for the row-parallel loops: OMP_NUM_THREADS when set (the local executor's workers set it to their
+    share of the cores), else the CPUs this process may run on."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(configured)) if configured.isdigit() else max(1, len(os.sched_getaffinity(0)))
+
+
+def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active: int) -> np.ndarray:
+    """`accumulate_events` of x [rows, in] into a new int64 [rows, out]; the rows are split over `worker_threads()`
+    threads (the loop releases the GIL) when the `active` inputs bring enough work."""
+    global _pool, _pool_threads
+    rows, outputs = x.shape[0], weight_t.shape[1]
+    out = np.empty((rows, outputs), dtype=np.int64)
+    threads = min(worker_threads(), rows)
+    if threads == 1 or active * outputs < PARALLEL_MIN_ADDS:
+        accumulate_events(x, weight_t, out, np.empty(outputs, dtype=acc_dtype))
+        return out
+    if _pool is None or _pool_threads != threads:
+        _pool, _pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="nmcompile-jit"), threads
+    bounds = np.linspace(0, rows, threads + 1).astype(int)
+    jobs = [_pool.submit(accumulate_events, x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
+            for a, b in itertools.pairwise(bounds) if b > a]
+    for job in jobs:
+        job.result()
+    return out
 
 
 def as_rows(x: np.ndarray) -> np.ndarray:

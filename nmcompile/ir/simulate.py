@@ -87,8 +87,9 @@ def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
     return x.astype(mode)
 
 
-CHUNK_BYTES = 1 << 26    # bound on one node's values for one chunk of steps (64 MiB)
-MIN_CHUNK_STEPS = 16     # fewer steps per chunk would make per-chunk work dominate
+CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
+                         # the size at which malloc maps fresh pages, whose first-touch faults would dominate)
+MIN_CHUNK_STEPS = 8      # fewer steps per chunk would make per-chunk Python work dominate
 
 
 class Simulator:
@@ -254,7 +255,7 @@ def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dty
             if e.src in previous and steps:
                 shifted[0] = previous[e.src]
             x = shifted
-        total = x.copy() if total is None else total + x
+        total = x if total is None else total + x       # kernels never write to their input
     if total is None:
         total = np.zeros((steps, batch, *shapes[name]), dtype=dtype)
     return total

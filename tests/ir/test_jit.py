@@ -268,3 +268,14 @@ def test_float32_conv_through_torch_is_close_and_float64_is_unchanged():
     fast = arraymath.Convolution(weight, *args, np.dtype(np.float32))(x.astype(np.float32))
     assert fast.dtype == np.float32
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
+
+
+def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
+    from nmcompile.ir import jit
+
+    rng = np.random.default_rng(5)
+    weight = rng.integers(-256, 256, (33, 50))
+    x = (rng.random((41, 50)) < 0.1).astype(np.int64)
+    monkeypatch.setattr(jit, "PARALLEL_MIN_ADDS", 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    np.testing.assert_array_equal(arraymath.ExactProduct(weight, 0).event_product(x), x @ weight.T)
