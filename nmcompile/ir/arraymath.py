@@ -85,9 +85,9 @@ EVENT_DENSITY = 0.25   # at most this fraction of nonzero inputs: accumulate wei
 
 
 def compact_int(array: np.ndarray) -> np.ndarray:
-    """`array` in the narrowest of int16/int32/int64 that holds it (less memory traffic per weight row)."""
+    """`array` in the narrowest of int8/int16/int32/int64 that holds it (less memory traffic per weight row)."""
     top = int(np.abs(array).max()) if array.size else 0
-    for dtype in (np.int16, np.int32):
+    for dtype in (np.int8, np.int16, np.int32):
         if top <= np.iinfo(dtype).max:
             return np.ascontiguousarray(array, dtype=dtype)
     return np.ascontiguousarray(array, dtype=np.int64)
@@ -95,9 +95,10 @@ def compact_int(array: np.ndarray) -> np.ndarray:
 
 class ExactProduct:
     """floor_shift(x @ weight.T, exp) for int64 x [rows, in], exact. Engine 'compiled': when at most EVENT_DENSITY
-    of x is nonzero (spikes), only the weight rows of the active inputs are accumulated (nmcompile.ir.jit), in int32
-    when every partial sum provably fits (|x|max * max_j sum_i |w_ji| < 2^31), else int64; otherwise, and with
-    engine 'numpy', `int_matmul`. Integer sums are exact in every order, so both give the same bits."""
+    of x is nonzero (spikes), only the weight rows of the active inputs are accumulated (nmcompile.ir.jit), in the
+    narrowest of int16/int32/int64 that provably holds every partial sum: |partial| <= |x|max * min(active inputs of
+    the row * |w|max, max_j sum_i |w_ji|); otherwise, and with engine 'numpy', `int_matmul`. Integer sums are exact
+    in every order, so both give the same bits."""
 
     engine = "compiled"
 
@@ -105,6 +106,7 @@ class ExactProduct:
         self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.int64).T)
         self.events_weight_t = compact_int(self.weight_t)
         self.row_bound = int(np.abs(weight).sum(axis=1).max()) if weight.size else 0
+        self.weight_max = int(np.abs(weight).max()) if weight.size else 0
         self.exp = exp
 
     def set_engine(self, engine: str) -> None:
@@ -128,7 +130,9 @@ class ExactProduct:
 
         rows = jit.as_rows(x)
         xmax = max(int(rows.max()), -int(rows.min())) if rows.size else 0
-        acc_dtype = np.dtype(np.int64 if xmax * self.row_bound >= 2**31 else np.int32)
+        row_active = int(np.count_nonzero(rows, axis=1).max()) if rows.size else 0
+        bound = xmax * min(row_active * self.weight_max, self.row_bound)
+        acc_dtype = np.dtype(np.int16 if bound < 2**15 else np.int32 if bound < 2**31 else np.int64)
         active = int(np.count_nonzero(rows)) if active is None else active
         out = jit.accumulate(rows, self.events_weight_t, acc_dtype, active)
         return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))

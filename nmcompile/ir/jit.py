@@ -218,7 +218,8 @@ def accumulate_events(x, weight_t, out, acc):
             out[r, j] = acc[j]
 
 
-PARALLEL_MIN_ADDS = 1 << 21      # below this much work per call, one thread (handing out work costs ~10 us)
+PARALLEL_MIN_ADDS = 1 << 25      # below this much work per call (~3 ms), one thread: waking another costs from
+                                 # ~10 us on an idle machine to milliseconds on a loaded one
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0
 
@@ -241,10 +242,12 @@ def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active:
         accumulate_events(x, weight_t, out, np.empty(outputs, dtype=acc_dtype))
         return out
     if _pool is None or _pool_threads != threads:
-        _pool, _pool_threads = ThreadPoolExecutor(threads, thread_name_prefix="nmcompile-jit"), threads
-    bounds = np.linspace(0, rows, threads + 1).astype(int)
+        _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
+    bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
     jobs = [_pool.submit(accumulate_events, x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
-            for a, b in itertools.pairwise(bounds) if b > a]
+            for a, b in bounds[1:]]
+    a, b = bounds[0]                                # the calling thread takes the first share itself
+    accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
     for job in jobs:
         job.result()
     return out
