@@ -130,6 +130,28 @@ def integer_neuron(a, u, v, refractory_left, du_plus, dv, vth, bias, clears_curr
 
 
 @jit
+def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out):
+    """`integer_neuron` for its most common form, with nothing to branch on per neuron (spiking, immediate reset, no
+    refractory period, nothing recorded): the same operations, in a loop the compiler vectorises."""
+    steps, batch, size = a.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            u_row, v_row, a_row, out_row = u[b], v[b], a[t, b], out[t, b]
+            for n in range(size):
+                drive = a_row[n] << ACT_SHIFT
+                cur = _wrap_current(drive if clears_current else _decay(u_row[n], du_plus[n]) + drive)
+                u_row[n] = cur
+                h = _clip_voltage(_decay(v_row[n], dv[n]) + cur + bias[n])
+                threshold = vth[n]
+                fire = h >= threshold if compare_ge else h > threshold
+                h = 0 if fire and zero_reset else h
+                h = h - threshold if fire and subtract_reset else h
+                v_row[n] = h
+                out_row[n] = fire
+
+
+@jit
 def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, threshold, v_reset, reset_amount,
                  bn_scale, bn_shift, cuba, has_beta, unit_gain, zero_bias, mpbn, spiking, compare_ge, reset_mode,
                  timing, refractory, zero, one, out, record_v, record_i, record):

@@ -397,11 +397,16 @@ class IntegerNeuron(NeuronKernel):
                 self.clears_current, op.spiking, op.compare == ">=", modes[op.reset_mode],
                 op.reset_timing == "delayed", op.refractory)
         u, v = np.ascontiguousarray(self.u), np.ascontiguousarray(self.v)
-        left = self.refractory_left if self.refractory_left is not None else np.zeros((0, 0), dtype=np.int64)
         flat_x = x.reshape(x.shape[0], x.shape[1], -1)
-        jit.integer_neuron(flat_x, self._rows(u), self._rows(v), self._rows(left), *self._fused_args,
-                           out.reshape(flat_x.shape), self._records(rec, "u", u), self._records(rec, "v", v),
-                           bool(rec))
+        if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
+            du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = self._fused_args
+            jit.integer_neuron_plain(flat_x, self._rows(u), self._rows(v), du_plus, dv, vth, bias, clears_current,
+                                     compare_ge, reset_mode, out.reshape(flat_x.shape))
+        else:
+            left = self.refractory_left if self.refractory_left is not None else np.zeros((0, 0), dtype=np.int64)
+            jit.integer_neuron(flat_x, self._rows(u), self._rows(v), self._rows(left), *self._fused_args,
+                               out.reshape(flat_x.shape), self._records(rec, "u", u), self._records(rec, "v", v),
+                               bool(rec))
         self.u, self.v = u, v
 
     def step(self, a: np.ndarray) -> np.ndarray:

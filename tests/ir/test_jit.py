@@ -21,13 +21,15 @@ INT64 = np.iinfo(np.int64)
 
 
 def both_engines(kernel_of, x: np.ndarray, batch: int):
-    """(outputs, recorded states, final states) of run(record=True) and of step-by-step calls, per engine."""
+    """(outputs, recorded states, step-by-step outputs, final states) per engine; run() without recording (the
+    compiled engine's plain loop, where it applies) must give the recorded run's outputs."""
     results = {}
     for engine in ("numpy", "compiled"):
         kernel = kernel_of()
         kernel.set_engine(engine)
         out = kernel.run(x, record=True)
         states = {k: v.copy() for k, v in kernel.states().items()}
+        assert_same_bits(kernel.run(x), out)
         kernel.reset(batch)
         stepped = np.stack([kernel.step(x[t]) for t in range(x.shape[0])])
         final = {k: np.array(getattr(kernel, k)) for k in kernel.state_names}
