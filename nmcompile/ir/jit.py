@@ -218,6 +218,29 @@ def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, th
 
 
 @jit
+def float_neuron_plain(x, v, beta, gain, bias, threshold, v_reset, has_beta, unit_gain, zero_bias, compare_ge,
+                       reset_mode, zero, one, out):
+    """`float_neuron` for its most common form (LIF or IF, spiking, immediate reset, no refractory period, no batch
+    norm, nothing recorded): the same operations in the same order, in a loop without per-neuron branches."""
+    steps, batch, size = x.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            v_row, x_row, out_row = v[b], x[t, b], out[t, b]
+            for n in range(size):
+                drive = x_row[n] if unit_gain else gain[n] * x_row[n]
+                h = beta[n] * v_row[n] + drive if has_beta else v_row[n] + drive
+                h = h if zero_bias else h + bias[n]
+                theta = threshold[n]
+                fire = h >= theta if compare_ge else h > theta
+                spike = one if fire else zero
+                h = v_reset[n] if fire and zero_reset else h
+                h = h - spike * theta if subtract_reset else h
+                v_row[n] = h
+                out_row[n] = spike
+
+
+@jit
 def accumulate_events(x, weight_t, out, acc):
     """out[r, :] = sum over k with x[r, k] != 0 of x[r, k] * weight_t[k, :]: a product that reads only the weight
     rows of active inputs (spikes). Each row sums in the scratch row `acc` [outputs] (its dtype: int32 or int64;

@@ -311,11 +311,20 @@ class FloatNeuron(NeuronKernel):
 
         batch = x.shape[1]
         v = np.ascontiguousarray(self.v)
+        op, args = self.op, self._fused_arguments()
+        flat_x = x.reshape(x.shape[0], batch, -1)
+        if (op.spiking and not self.cuba and not self.mpbn and op.reset_timing == "immediate" and not op.refractory
+                and not rec):
+            _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
+                reset_mode, _, _, zero, one = args
+            jit.float_neuron_plain(flat_x, self._rows(v), beta, gain, bias, threshold, v_reset, has_beta, unit_gain,
+                                   zero_bias, compare_ge, reset_mode, zero, one, out.reshape(flat_x.shape))
+            self.v = v
+            return
         i = np.ascontiguousarray(self.i) if self.cuba else np.zeros((batch, 1), dtype=self.dtype)
         left = self.refractory_left if self.refractory_left is not None else np.zeros((0, 0), dtype=np.int64)
-        flat_x = x.reshape(x.shape[0], batch, -1)
         record_v, record_i = self._records(rec, "v", v), self._records(rec, "i", v)
-        jit.float_neuron(flat_x, self._rows(v), self._rows(i), self._rows(left), *self._fused_arguments(),
+        jit.float_neuron(flat_x, self._rows(v), self._rows(i), self._rows(left), *args,
                          out.reshape(flat_x.shape), record_v, record_i, bool(rec))
         self.v = v
         if self.cuba:
