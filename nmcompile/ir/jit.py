@@ -21,19 +21,29 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 
 def cache_dir() -> Path:
     """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR if set, else the user cache directory
-    (platformdirs: ~/.cache/nmcompile/numba on Linux)."""
+    (platformdirs: ~/.cache/nmcompile/numba on Linux), else, when that cannot be written (a read-only home),
+    a per-user directory under the system's temporary directory."""
     configured = os.environ.get("NUMBA_CACHE_DIR")
     if configured:
         return Path(configured)
     from platformdirs import user_cache_dir
 
-    return Path(user_cache_dir("nmcompile")) / "numba"
+    for candidate in (Path(user_cache_dir("nmcompile")) / "numba",
+                      Path(tempfile.gettempdir()) / f"nmcompile-numba-{os.getuid()}"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    raise OSError("no writable directory for numba's cache; set NUMBA_CACHE_DIR")
 
 
 _CACHE = cache_dir()

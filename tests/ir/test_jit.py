@@ -281,3 +281,28 @@ def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
     monkeypatch.setattr(jit, "PARALLEL_MIN_ADDS", 0)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     np.testing.assert_array_equal(arraymath.ExactProduct(weight, 0).event_product(x), x @ weight.T)
+
+
+def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
+    """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba (platformdirs), never into the package."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nmcompile
+
+    code = ("import numpy as np, numba\n"
+            "from nmcompile.ir import jit\n"
+            "x = np.zeros((1, 1, 2), np.int64); s = np.zeros((1, 2), np.int64); p = np.zeros(2, np.int64)\n"
+            "jit.integer_neuron_plain(x, s, s.copy(), p, p, p, p, True, False, 1, np.empty((1, 1, 2), np.int64))\n"
+            "print(jit.cache_dir()); print(numba.config.CACHE_DIR)\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    package = Path(nmcompile.__file__).parent
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
+                         cwd=package.parent).stdout.split()
+    expected = tmp_path / "cache" / "nmcompile" / "numba"
+    assert out == [str(expected), str(expected)]
+    assert list(expected.rglob("*.nbi")) and list(expected.rglob("*.nbc"))
+    assert not list(package.rglob("*.nbi"))
