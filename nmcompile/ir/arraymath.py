@@ -168,21 +168,23 @@ class Convolution:
                 return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
             return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
-            y = self._torch(x)
-        else:
-            y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+            return self._torch(x, with_bias=True)
+        y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias
 
-    def _torch(self, x: np.ndarray) -> np.ndarray:
+    def _torch(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`)."""
         import torch
         import torch.nn.functional as F
 
         dtype = x.dtype
         if dtype not in self._torch_weights:
-            self._torch_weights[dtype] = torch.from_numpy(self.weight.astype(dtype))
+            bias = None if self.bias is None else torch.from_numpy(self.bias.reshape(-1).astype(dtype))
+            self._torch_weights[dtype] = (torch.from_numpy(self.weight.astype(dtype)), bias)
+        weight, bias = self._torch_weights[dtype]
         run = F.conv2d if self.weight.ndim == 4 else F.conv1d
         with torch.no_grad():
-            y = run(torch.from_numpy(np.ascontiguousarray(x)), self._torch_weights[dtype], None, self.stride,
+            y = run(torch.from_numpy(np.ascontiguousarray(x)), weight, bias if with_bias else None, self.stride,
                     self.padding, self.dilation, self.groups)
         return y.numpy()
 

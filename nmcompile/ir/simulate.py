@@ -88,8 +88,8 @@ def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
 
 
 CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
-                         # the size at which malloc maps fresh pages, whose first-touch faults would dominate)
-MIN_CHUNK_STEPS = 8      # fewer steps per chunk would make per-chunk Python work dominate
+                         # the size at which malloc maps fresh pages, whose first-touch faults would dominate);
+                         # a step wider than that is a chunk of its own
 
 
 class Simulator:
@@ -99,9 +99,9 @@ class Simulator:
     vectorised reference they are tested against; identical bits).
 
     Memory: `run` streams the input through the network in chunks of `chunk_steps` steps (default: as many as keep
-    each node's values of a chunk under CHUNK_BYTES), so beyond the caller's input and the returned outputs its
-    memory does not grow with T. `record=True` keeps every node's values and every state at every step, so it
-    runs as one chunk and its memory grows with T."""
+    each node's values of a chunk under CHUNK_BYTES, at least one), so beyond the caller's input and the returned
+    outputs its memory does not grow with T. `record=True` keeps every node's values and every state at every step,
+    so it runs as one chunk and its memory grows with T."""
 
     def __init__(self, graph: Graph, mode: str | None = None, *, engine: str = "compiled",
                  chunk_steps: int | None = None):
@@ -147,7 +147,7 @@ class Simulator:
             return self.chunk_steps
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         per_step = max(batch * widest * self.dtype.itemsize, 1)
-        return max(MIN_CHUNK_STEPS, CHUNK_BYTES // per_step)
+        return max(1, CHUNK_BYTES // per_step)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
         graph = self.graph
