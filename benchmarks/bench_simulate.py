@@ -239,7 +239,7 @@ def section_memory(args) -> None:
     print(f"\n[memory] digits example (float64), batch {MEMORY_BATCH}, input int8 spikes (made before the run); RSS "
           "before the run (imports, warm-up, input) and the peak RSS during it (VmHWM reset before the run)")
     print(f"{'T':>7} {'before MB':>9} {'peak MB (chunks)':>17} {'peak MB (one chunk)':>20} {'input MB':>9} "
-          f"{'output MB':>9}")
+          f"{'output MB':>9} {'chunks: peak - before - output':>31}")
     for steps in (1_000, 10_000, 100_000):
         rows = []
         for chunked in (True, False):
@@ -247,7 +247,8 @@ def section_memory(args) -> None:
                                   str(int(chunked))], capture_output=True, text=True, check=True).stdout.split()
             rows.append([float(v) for v in out])
         (before, peak, size_in, size_out), (_, peak_one, _, _) = rows
-        print(f"{steps:>7} {before:>9.1f} {peak:>17.1f} {peak_one:>20.1f} {size_in:>9.1f} {size_out:>9.1f}")
+        print(f"{steps:>7} {before:>9.1f} {peak:>17.1f} {peak_one:>20.1f} {size_in:>9.1f} {size_out:>9.1f} "
+              f"{peak - before - size_out:>31.1f}")
 
 
 def child_jit() -> None:
