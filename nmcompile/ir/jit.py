@@ -311,3 +311,84 @@ def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active:
 def as_rows(x: np.ndarray) -> np.ndarray:
     """x as a C-contiguous [rows, last] view or copy (what the loops above index)."""
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+
+
+# -- glue: a neuron kernel (nmcompile.ir.kernels) run through the loops above ----------------------------------------
+_MODES = {"none": RESET_NONE, "zero": RESET_ZERO, "subtract": RESET_SUBTRACT}
+_TIMINGS = {"immediate": TIMING_IMMEDIATE, "delayed": TIMING_DELAYED, "snntorch_immediate": TIMING_SNNTORCH}
+
+
+def _no_state() -> np.ndarray:
+    return np.zeros((0, 0), dtype=np.int64)
+
+
+def _records(rec: dict[str, np.ndarray], key: str, dtype: np.dtype) -> np.ndarray:
+    """The [T, B, N] view of a recorded state, or an empty array when `key` is not recorded."""
+    if key in rec:
+        return rec[key].reshape(rec[key].shape[0], rec[key].shape[1], -1)
+    return np.empty((0, 0, 0), dtype=dtype)
+
+
+def _float_arguments(kernel) -> tuple:
+    """The parameters of `float_neuron` for a kernels.FloatNeuron, built once per kernel."""
+    if not hasattr(kernel, "_fused_args"):
+        op, p, one = kernel.op, kernel.p, kernel.dtype.type(1)
+        flat = {k: kernel._flat(p[k]) for k in ("gain", "bias", "threshold", "v_reset")}
+        flat["beta"] = kernel._flat(p["beta"] if kernel.beta is not None else one)
+        for key in ("alpha", "syn_gain"):
+            flat[key] = kernel._flat(p[key] if kernel.cuba else one)
+        flat["reset_amount"] = kernel._flat(p["reset_amount"] if kernel.mpbn else one)
+        flat["bn_scale"] = kernel._flat(kernel.bn_scale if kernel.mpbn else one)
+        flat["bn_shift"] = kernel._flat(kernel.bn_shift if kernel.mpbn else one)
+        kernel._fused_args = (
+            flat["alpha"], flat["syn_gain"], flat["beta"], flat["gain"], flat["bias"], flat["threshold"],
+            flat["v_reset"], flat["reset_amount"], flat["bn_scale"], flat["bn_shift"], kernel.cuba,
+            kernel.beta is not None, kernel.unit_gain, kernel.zero_bias, kernel.mpbn, op.spiking, op.compare == ">=",
+            _MODES[op.reset_mode], _TIMINGS[op.reset_timing], op.refractory, kernel.dtype.type(0), one)
+    return kernel._fused_args
+
+
+def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+    """Advance a kernels.FloatNeuron by x [T, B, *shape] (its dtype, contiguous): spikes into out, states into rec
+    (when recording), its v (and i) updated."""
+    op, args = kernel.op, _float_arguments(kernel)
+    batch = x.shape[1]
+    v = np.ascontiguousarray(kernel.v)
+    flat_x = x.reshape(x.shape[0], batch, -1)
+    if (op.spiking and not kernel.cuba and not kernel.mpbn and op.reset_timing == "immediate" and not op.refractory
+            and not rec):
+        _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
+            reset_mode, _, _, zero, one = args
+        float_neuron_plain(flat_x, kernel._rows(v), beta, gain, bias, threshold, v_reset, has_beta, unit_gain,
+                           zero_bias, compare_ge, reset_mode, zero, one, out.reshape(flat_x.shape))
+        kernel.v = v
+        return
+    i = np.ascontiguousarray(kernel.i) if kernel.cuba else np.zeros((batch, 1), dtype=kernel.dtype)
+    left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
+    float_neuron(flat_x, kernel._rows(v), kernel._rows(i), kernel._rows(left), *args, out.reshape(flat_x.shape),
+                 _records(rec, "v", v.dtype), _records(rec, "i", v.dtype), bool(rec))
+    kernel.v = v
+    if kernel.cuba:
+        kernel.i = i
+
+
+def run_integer_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+    """Advance a kernels.IntegerNeuron by x [T, B, *shape] (int64, contiguous): spikes (or v) into out, u and v
+    into rec (when recording), its u and v updated."""
+    op = kernel.op
+    if not hasattr(kernel, "_fused_args"):
+        kernel._fused_args = (
+            kernel._flat(kernel.du_plus), kernel._flat(kernel.dv), kernel._flat(kernel.vth), kernel._flat(kernel.bias),
+            kernel.clears_current, op.spiking, op.compare == ">=", _MODES[op.reset_mode],
+            op.reset_timing == "delayed", op.refractory)
+    u, v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
+    flat_x = x.reshape(x.shape[0], x.shape[1], -1)
+    if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
+        du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = kernel._fused_args
+        integer_neuron_plain(flat_x, kernel._rows(u), kernel._rows(v), du_plus, dv, vth, bias, clears_current,
+                             compare_ge, reset_mode, out.reshape(flat_x.shape))
+    else:
+        left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
+        integer_neuron(flat_x, kernel._rows(u), kernel._rows(v), kernel._rows(left), *kernel._fused_args,
+                       out.reshape(flat_x.shape), _records(rec, "u", u.dtype), _records(rec, "v", v.dtype), bool(rec))
+    kernel.u, kernel.v = u, v

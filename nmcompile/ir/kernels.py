@@ -245,11 +245,6 @@ class NeuronKernel(Kernel):
         """A [B, *shape] state as the [B, N] view the compiled loops update in place."""
         return array.reshape(array.shape[0], -1) if array.size else array.reshape(0, 0)
 
-    @staticmethod
-    def _records(rec: dict[str, np.ndarray], key: str, like: np.ndarray) -> np.ndarray:
-        if key in rec:
-            return rec[key].reshape(rec[key].shape[0], rec[key].shape[1], -1)
-        return np.empty((0, 0, 0), dtype=like.dtype)
 
 
 class FloatNeuron(NeuronKernel):
@@ -283,52 +278,10 @@ class FloatNeuron(NeuronKernel):
         self.i = np.broadcast_to(self.p["i_init"], shape).astype(self.dtype) if self.cuba else None
         self.refractory_left = np.zeros(shape, dtype=np.int64) if self.op.refractory else None
 
-    def _fused_arguments(self) -> tuple:
-        """The compiled loop's parameters (jit.float_neuron), built on first use."""
-        if not hasattr(self, "_fused_args"):
-            from nmcompile.ir import jit
-
-            op, p, one = self.op, self.p, self.dtype.type(1)
-            flat = {k: self._flat(p[k]) for k in ("gain", "bias", "threshold", "v_reset")}
-            flat["beta"] = self._flat(p["beta"] if self.beta is not None else one)
-            for key in ("alpha", "syn_gain"):
-                flat[key] = self._flat(p[key] if self.cuba else one)
-            flat["reset_amount"] = self._flat(p["reset_amount"] if self.mpbn else one)
-            flat["bn_scale"] = self._flat(self.bn_scale if self.mpbn else one)
-            flat["bn_shift"] = self._flat(self.bn_shift if self.mpbn else one)
-            modes = {"none": jit.RESET_NONE, "zero": jit.RESET_ZERO, "subtract": jit.RESET_SUBTRACT}
-            timings = {"immediate": jit.TIMING_IMMEDIATE, "delayed": jit.TIMING_DELAYED,
-                       "snntorch_immediate": jit.TIMING_SNNTORCH}
-            self._fused_args = (
-                flat["alpha"], flat["syn_gain"], flat["beta"], flat["gain"], flat["bias"], flat["threshold"],
-                flat["v_reset"], flat["reset_amount"], flat["bn_scale"], flat["bn_shift"], self.cuba,
-                self.beta is not None, self.unit_gain, self.zero_bias, self.mpbn, op.spiking, op.compare == ">=",
-                modes[op.reset_mode], timings[op.reset_timing], op.refractory, self.dtype.type(0), one)
-        return self._fused_args
-
     def _run_fused(self, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
         from nmcompile.ir import jit
 
-        batch = x.shape[1]
-        v = np.ascontiguousarray(self.v)
-        op, args = self.op, self._fused_arguments()
-        flat_x = x.reshape(x.shape[0], batch, -1)
-        if (op.spiking and not self.cuba and not self.mpbn and op.reset_timing == "immediate" and not op.refractory
-                and not rec):
-            _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
-                reset_mode, _, _, zero, one = args
-            jit.float_neuron_plain(flat_x, self._rows(v), beta, gain, bias, threshold, v_reset, has_beta, unit_gain,
-                                   zero_bias, compare_ge, reset_mode, zero, one, out.reshape(flat_x.shape))
-            self.v = v
-            return
-        i = np.ascontiguousarray(self.i) if self.cuba else np.zeros((batch, 1), dtype=self.dtype)
-        left = self.refractory_left if self.refractory_left is not None else np.zeros((0, 0), dtype=np.int64)
-        record_v, record_i = self._records(rec, "v", v), self._records(rec, "i", v)
-        jit.float_neuron(flat_x, self._rows(v), self._rows(i), self._rows(left), *args,
-                         out.reshape(flat_x.shape), record_v, record_i, bool(rec))
-        self.v = v
-        if self.cuba:
-            self.i = i
+        jit.run_float_neuron(self, x, out, rec)
 
     def step(self, x: np.ndarray) -> np.ndarray:
         if self.fused:
@@ -398,25 +351,7 @@ class IntegerNeuron(NeuronKernel):
     def _run_fused(self, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
         from nmcompile.ir import jit
 
-        op = self.op
-        if not hasattr(self, "_fused_args"):
-            modes = {"none": jit.RESET_NONE, "zero": jit.RESET_ZERO, "subtract": jit.RESET_SUBTRACT}
-            self._fused_args = (
-                self._flat(self.du_plus), self._flat(self.dv), self._flat(self.vth), self._flat(self.bias),
-                self.clears_current, op.spiking, op.compare == ">=", modes[op.reset_mode],
-                op.reset_timing == "delayed", op.refractory)
-        u, v = np.ascontiguousarray(self.u), np.ascontiguousarray(self.v)
-        flat_x = x.reshape(x.shape[0], x.shape[1], -1)
-        if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
-            du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = self._fused_args
-            jit.integer_neuron_plain(flat_x, self._rows(u), self._rows(v), du_plus, dv, vth, bias, clears_current,
-                                     compare_ge, reset_mode, out.reshape(flat_x.shape))
-        else:
-            left = self.refractory_left if self.refractory_left is not None else np.zeros((0, 0), dtype=np.int64)
-            jit.integer_neuron(flat_x, self._rows(u), self._rows(v), self._rows(left), *self._fused_args,
-                               out.reshape(flat_x.shape), self._records(rec, "u", u), self._records(rec, "v", v),
-                               bool(rec))
-        self.u, self.v = u, v
+        jit.run_integer_neuron(self, x, out, rec)
 
     def step(self, a: np.ndarray) -> np.ndarray:
         if self.fused:
