@@ -9,7 +9,7 @@ by `nmcompile.frontend.trace`), `.onnx` (a trained ANN, converted to IF neurons 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class SourceOptions:
     calibration: Path | None = None          # ONNX: .npz with x (and y)
     percentile: float = 99.9
     snn_steps: int = 64
+    ann_reset: str = "subtract"              # ONNX: the converted IF neurons' reset (compile: by the target)
 
 
 @dataclass
@@ -112,17 +113,23 @@ _STYLE_NOTE = {
 
 
 def _load_onnx(path: Path, options: SourceOptions) -> Source:
-    from nmcompile.frontend.onnx import convert, evaluate, load_calibration, read_onnx
+    from nmcompile.frontend.onnx import balance_reset_to_zero, convert, evaluate, load_calibration, read_onnx
 
     ann = read_onnx(path)
     if options.calibration is None:
         raise UnsupportedError(f"{path}: converting an ANN needs calibration inputs for threshold balancing; pass "
                                "--calibration data.npz (array x [N, *input_shape] in [0, 1], optional labels y)")
     x, y = load_calibration(options.calibration)
-    conversion = convert(ann, x, options.percentile, name=path.stem)
+    if options.ann_reset == "zero":
+        conversion, balance = balance_reset_to_zero(ann, x, y, options.snn_steps, name=path.stem)
+        method = ["converted ReLU layers to IF neurons with reset to zero (the target has no reset by subtraction)",
+                  balance.line()]
+    else:
+        conversion = convert(ann, x, options.percentile, name=path.stem)
+        method = [f"converted ReLU layers to IF neurons with reset by subtraction (thresholds at the "
+                  f"{options.percentile} percentile of {len(x)} calibration inputs)"]
     report = evaluate(ann, conversion.graph, x, y, options.snn_steps)
-    notes = [f"converted ReLU layers to IF neurons (thresholds at the {options.percentile} percentile of "
-             f"{len(x)} calibration inputs)", *report.lines()]
+    notes = [*method, *report.lines()]
     return Source(conversion.graph, "onnx", notes)
 
 
@@ -169,7 +176,10 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
     if request.reference_samples < 1:
         raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
-    source = load_source(request.source, request.options)
+    options = request.options
+    if "subtract" not in target.reset_modes:   # an ONNX ANN converts to what the target runs
+        options = replace(options, ann_reset="zero")
+    source = load_source(request.source, options)
     for note in source.notes:
         log(note)
     graph = source.graph

@@ -415,8 +415,9 @@ def executor_option(what: str):
               help="Where to run: lava:// (Lava's bit-accurate simulator, for loihi2 artifacts); verilator:// (the "
                    "FPGA RTL, Verilated and driven through its UART pins; ?program=0 uses only the memory images, "
                    "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board; "
-                   "?program=0 when it already holds the network, ?timeout=SECONDS); ref:// (the integer reference "
-                   "itself, a self-check). Unknown or malformed options are refused.")
+                   "?program=0 when it already holds the network, ?timeout=SECONDS); qemu:// (spinnaker2 PEs under "
+                   "QEMU); udp://HOST:PORT (a SpiNNaker 2 board or `nmcompile emulate`; ?timeout=SECONDS); ref:// "
+                   "(the integer reference itself, a self-check). Unknown or malformed options are refused.")
 @click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
 @executor_option("the reference samples")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
@@ -434,6 +435,26 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec
         junit.write_bytes(result.junit_xml())
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
+
+
+@main.command()
+@click.argument("artifact_dir", metavar="ARTIFACT", type=click.Path(path_type=Path))
+@click.option("--listen", required=True, metavar="udp://HOST:PORT|pty",
+              help="spinnaker2 artifacts: the UDP address the emulated board listens on (port 0: any free one); "
+                   "fpga artifacts: pty (the Verilated RTL behind a pseudo-terminal).")
+@click.option("--pe", type=click.Choice(["model", "qemu"]), default="model", show_default=True,
+              help="spinnaker2: PEs computed by the kernel's rules in numpy, or by the C kernel under QEMU.")
+def emulate(artifact_dir: Path, listen: str, pe: str) -> None:
+    """Start an emulated board for ARTIFACT's target and serve it until SIGTERM or Ctrl-C.
+
+    \b
+    Prints one line naming where to reach it: `LISTEN udp://HOST:PORT` (use --board udp://HOST:PORT) or
+    `PTY /dev/pts/N` (use --board serial:///dev/pts/N). Hosts load and run networks over the wire exactly as
+    on a real board (docs/hil.md).
+    """
+    from nmcompile.runtime.emulate import emulate as serve
+
+    serve(artifact_dir, listen, pe, announce=click.echo, log=lambda m: click.echo(m, err=True))
 
 
 @main.command()
@@ -459,30 +480,43 @@ def report(artifact_dir: Path, **kw) -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", default="ref://", show_default=True,
-              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator:// and "
-                   "serial://DEVICE run a compiled artifact directory of their target (see `verify --help`).")
+              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator://, "
+                   "serial://DEVICE, qemu:// and udp://HOST:PORT run a compiled artifact directory of their target "
+                   "(see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
 @click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
               help=".npz to write: `spikes` [T, B, N_out] and `latency` (steps).")
 @click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
 @click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
+@click.option("--labels", "labels_path", type=click.Path(path_type=Path), default=None,
+              help=".npy with one integer label per sample: print the accuracy (class = argmax over output neurons "
+                   "of the output summed over steps; ties to the lowest index).")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+              help="Draw the input and output spike rasters of the first sample to this image (matplotlib).")
 @executor_option("the input's samples")
 @source_options
 def run(source: Path, board_url: str, input_path: Path, output_path: Path, integer: bool, use_float32: bool,
-        executor_spec: str | None, **kw) -> None:
+        labels_path: Path | None, plot_path: Path | None, executor_spec: str | None, **kw) -> None:
     """Run the network in SOURCE on a board and write the output spikes.
 
     SOURCE is any network file `inspect` reads: a float network runs in the float semantics, a quantized
-    (integer) one in the integer golden model.
+    (integer) one in the integer golden model. On a terminal a progress bar shows steps x samples done, their
+    rate and the time left.
     """
     import numpy as np
 
     from nmcompile.api import load_network
     from nmcompile.protocols.spike_files import load_spikes
     from nmcompile.runtime.board import open_board
+    from nmcompile.runtime.progress import ProgressBar, run_in_slices
 
     spikes = load_spikes(input_path)
+    labels = None
+    if labels_path is not None:                    # checked before the run
+        from nmcompile.runtime.readout import load_labels
+
+        labels = load_labels(labels_path, spikes.shape[1])
     in_process = board_url.startswith("ref://")
     options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
 
@@ -495,13 +529,27 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     else:
         with open_board(board_url, progress=progress, **(options if in_process else {})) as board:
             board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
-            out = board.run(spikes)
+            bar = ProgressBar(spikes.shape[0] * spikes.shape[1], stream=sys.stderr)
+            out = run_in_slices(board, spikes, bar)[board.single_output()]
+            bar.close()
+            out = out.reshape(out.shape[0], out.shape[1], -1)
         latency, where = board.latency, board_url
     np.savez(output_path, spikes=out, latency=np.int64(latency))
     total = int(np.count_nonzero(out)) if out.dtype.kind != "f" or np.all((out == 0) | (out == 1)) else None
     summary = f"{total} output spikes" if total is not None else "output values"
     click.echo(f"ran {spikes.shape[0]} steps x {spikes.shape[1]} samples on {where}: {summary} "
                f"-> {output_path} (latency {latency})")
+    if labels is not None:
+        from nmcompile.runtime.readout import accuracy, check_classes
+
+        check_classes(labels, out.shape[2], labels_path)
+        correct, count = accuracy(out, labels)
+        click.echo(f"accuracy {correct}/{count} = {100 * correct / max(count, 1):.2f}% (rate-coded argmax)")
+    if plot_path is not None:
+        from nmcompile.runtime.raster import plot_rasters
+
+        plot_rasters(spikes, out, plot_path, title=f"{source.name} on {board_url}, sample 0")
+        click.echo(f"wrote {plot_path}")
 
 
 def _run_on_executor(source: Path, board_url: str, options: dict, spikes, executor_spec: str, progress,

@@ -13,12 +13,12 @@ def synapse_count(op: O.Op, in_shape, out_shape) -> int:
     out_size = int(np.prod(out_shape))
     if isinstance(op, (O.Linear, O.QLinear)):
         return int(np.count_nonzero(op.weight))
-    if isinstance(op, O.SparseLinear):
+    if isinstance(op, (O.SparseLinear, O.QSparseLinear)):
         return int(np.count_nonzero(op.values))
     if isinstance(op, (O.Conv1d, O.Conv2d, O.QConv)):
         return out_size * int(np.prod(op.weight.shape[1:]))
-    if isinstance(op, (O.SumPool2d, O.AvgPool2d)):
-        return out_size * op.kernel_size[0] * op.kernel_size[1]
+    if isinstance(op, (O.SumPool1d, O.SumPool2d, O.AvgPool1d, O.AvgPool2d)):
+        return out_size * int(np.prod(op.kernel_size))
     if isinstance(op, O.Scale):
         return out_size
     return 0

@@ -66,6 +66,10 @@ class Target:
     readout_neurons: bool = False     # non-spiking readout layers (output v)
     stdp: bool = False
     bias_bits: int | None = None      # width of the effective bias mant << exp, signed (None: as the model's 24 bits)
+    signed_threshold: bool = False    # vth may be negative, down to -(vth_max + 1): a threshold below rest (a neuron
+                                      # that fires without input, e.g. a folded MPBN threshold below 0)
+    start_step_bits: int = 0          # width of a layer's start-step register (docs/semantics.md; 0: no start steps,
+                                      # so a layer that changes on its own before its first input is refused)
     # -- compute per time step (None: not modelled): instructions a core retires in one tick, and what one neuron
     #    update and one synaptic event cost (measured on the target's own program)
     instructions_per_tick: int | None = None
@@ -77,6 +81,10 @@ class Target:
     energy_per_neuron_update_j: float | None = None
     energy_source: str = ""
     sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def max_start_step(self) -> int:
+        return (1 << self.start_step_bits) - 1
 
     @property
     def total_cores(self) -> int:
@@ -97,12 +105,14 @@ class Target:
             f"{'' if self.conv_weight_exp else ', conv weights without exponent'}",
             f"  neuron          24-bit u/v, 12-bit decays, vth <= {self.vth_max} (<<6), bias "
             f"{self.bias_mant_range} << {self.bias_exp_range}, "
-            f"{'per-neuron' if self.per_neuron_threshold else 'per-layer'} threshold, "
+            f"{'per-neuron' if self.per_neuron_threshold else 'per-layer'}"
+            f"{' signed' if self.signed_threshold else ''} threshold, "
             f"{'per-neuron' if self.per_neuron_decay else 'per-layer'} decays"
             f"{f', {self.bias_bits}-bit bias' if self.bias_bits else ''}",
             f"  options         reset {'/'.join(self.reset_modes)}, timing {'/'.join(self.reset_timings)}, "
             f"compare {' '.join(self.comparisons)}, refractory <= {self.max_refractory}"
-            f"{', STDP' if self.stdp else ''}{', readouts' if self.readout_neurons else ''}",
+            f"{', STDP' if self.stdp else ''}{', readouts' if self.readout_neurons else ''}"
+            f"{f', start steps <= {self.max_start_step}' if self.start_step_bits else ''}",
             f"  delays          {self.delay_range[0]}..{self.delay_range[1]} steps "
             f"{'per synapse' if self.per_synapse_delays else 'per projection'}",
         ]
@@ -157,6 +167,8 @@ LOIHI2 = Target(
         "delays": "Dense adds 1 step; DelayDense adds 0..63 more (6-bit delays)",
         "per-layer threshold": "Lava LIF.vth is one value per process; per-neuron vth is unverified on hardware",
         "per-layer decays": "Lava LIF.du/dv are one value per process (a layer with several needs several processes)",
+        "no start step": "Lava 0.10's LIF processes update from the first time step (lava/proc/lif/models.py); "
+                         "LIFReset zeroes u and v periodically, which holds nothing before it",
     },
 )
 
@@ -197,6 +209,8 @@ SPINNAKER2 = Target(
     comparisons=(">", ">="),
     max_refractory=15,
     readout_neurons=True,
+    signed_threshold=True,
+    start_step_bits=31,
     instructions_per_tick=300_000,
     instructions_per_neuron_update=49.0,
     instructions_per_synaptic_event=9.0,
@@ -211,6 +225,11 @@ SPINNAKER2 = Target(
                   "(docs/formats/spinnaker2.md)",
         "router": "16,384 key/mask entries per chip (datasheet; SpiNNMachine n_router_entries)",
         "neurons": "256 per PE: the 8-bit target index of the synapse word (py-spinnaker2 caps LIF at 250)",
+        "signed threshold": "the kernel compares the int32 vth << 6 of the PE image signed "
+                            "(nmcompile/backends/spinnaker2/kernel/kernel.c)",
+        "start step": "word 7 of a neuron's parameters in nmcompile's PE image (0..2^31 - 1), compared with the tick "
+                      "count "
+                      "by the kernel (nmcompile/backends/spinnaker2/kernel/kernel.c)",
         "compute": "300,000 instructions per 1 ms tick at 300 MHz (SpiNNMachine clock_speeds_hz); per neuron update "
                    "49, per synaptic event 9.0, per arriving packet 53 instructions of nmcompile's kernel.elf, "
                    "measured with QEMU -icount (benchmarks/bench_spinnaker2.py)",
@@ -254,6 +273,8 @@ FPGA = Target(
     max_refractory=15,
     stdp=True,
     bias_bits=21,
+    signed_threshold=True,
+    start_step_bits=16,
     sources={
         "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
         "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",
@@ -261,6 +282,10 @@ FPGA = Target(
                              "delayed reset (PARAM bit 70; the pending reset recomputed from the stored v); "
                              "nmc_core.v: one delay 1..16 per projection (a 32-slot spike ring), int8 weights, "
                              "exponents -8..8",
+        "signed threshold": "nmcompile/hdl/nmc_neuron.v: vth is 18-bit two's complement (PARAM bits 26-42 and the "
+                            "sign in bit 71)",
+        "start step": "nmcompile/hdl/nmc_core.v: PARAM bits 72-87, a neuron is held while the step counter is below "
+                      "them",
     },
 )
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmcompile.errors import UnsupportedError
+from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op, Provenance, Shape
 
 
@@ -123,3 +124,14 @@ def per_neuron(value: object, shape: Shape, what: str, path: str) -> np.ndarray:
 
 def prov(framework: str, path: str) -> Provenance:
     return Provenance(framework, path)
+
+
+def average(pool: O.SumPool1d | O.SumPool2d, divisors: np.ndarray) -> list[Op]:
+    """An average pool as IR ops: an AvgPool op where every window divides by the kernel's size, else the sum
+    pool and a Scale by 1 / divisor (one per output position, or one number), exact either way."""
+    if np.all(divisors == np.prod(pool.kernel_size)) and not pool.ceil_mode:
+        cls = O.AvgPool2d if pool.ndim == 2 else O.AvgPool1d
+        return [cls(kernel_size=pool.kernel_size, stride=pool.stride, padding=pool.padding,
+                    provenance=pool.provenance)]
+    scale = 1.0 / divisors if np.ptp(divisors) else np.array(1.0 / divisors.reshape(-1)[0])
+    return [pool, O.Scale(scale=scale, provenance=pool.provenance)]

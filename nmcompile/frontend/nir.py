@@ -401,6 +401,10 @@ def _op_to_nir(name: str, op: Op, dt: float, in_shape, out_shape) -> Any:
         return nir.Conv2d(input_shape=tuple(int(v) for v in in_shape[1:]), weight=np.array(op.weight),
                           stride=op.stride, padding=op.padding, dilation=op.dilation, groups=op.groups, bias=bias)
     if kind in ("SumPool2d", "AvgPool2d"):
+        if op.ceil_mode:
+            raise UnsupportedError(f"node '{name}': a sum pool with ceil_mode's partial windows cannot be written to "
+                                   "NIR (its SumPool2d has no ceil_mode); run fuse_projections first, which folds it "
+                                   "into the next projection")
         cls = nir.SumPool2d if kind == "SumPool2d" else nir.AvgPool2d
         return cls(kernel_size=np.array(op.kernel_size), stride=np.array(op.stride), padding=np.array(op.padding))
     if kind == "Flatten":

@@ -7,8 +7,13 @@ so each projection reading it scales its weights by lambda (biases stay: they ar
 logits layer becomes IF neurons too; the class is the neuron with most spikes. Inputs in [0, 1] are rate coded
 (`nmcompile.encoding.rate_encode`), so the input layer has lambda = 1.
 
-Supported ONNX ops: Gemm, MatMul (+ Add of a constant), Conv (1-D/2-D), Relu, AveragePool, GlobalAveragePool,
-Flatten, Reshape (to a flat vector), BatchNormalization, Add (residual), Identity, Dropout, Constant.
+A MaxPool reads the spikes of the IF layer before it (a Relu's) and becomes an OR of them: a sum pool into an
+IF layer with threshold 0.5 (a max of currents has no spiking form and is refused). An OR of spike trains fires
+at least as often as the largest of them, so it is part of the conversion's approximation, measured with the rest.
+
+Supported ONNX ops: Gemm, MatMul (+ Add of a constant), Conv (1-D/2-D), Relu, AveragePool and MaxPool (1-D/2-D,
+symmetric pads, ceil_mode, count_include_pad), GlobalAveragePool, Flatten, Reshape (to a flat vector),
+BatchNormalization, Add (residual), Identity, Dropout, Constant.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile.errors import InputFileError, ShapeError, UnsupportedError, existing_file
+from nmcompile.frontend.lowering import average
 from nmcompile.ir import arraymath
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Provenance
 from nmcompile.ir.graph import Graph
 
-SUPPORTED = ("Gemm", "MatMul", "Add", "Conv", "Relu", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape",
-             "BatchNormalization", "Identity", "Dropout", "Constant")
+SUPPORTED = ("Gemm", "MatMul", "Add", "Conv", "Relu", "AveragePool", "MaxPool", "GlobalAveragePool", "Flatten",
+             "Reshape", "BatchNormalization", "Identity", "Dropout", "Constant")
 
 
 @dataclass
@@ -33,7 +39,7 @@ class Layer:
     """One ANN operation on data tensors (constants already resolved)."""
 
     name: str
-    kind: str            # linear, conv, relu, avgpool, flatten, batchnorm, add, identity
+    kind: str            # linear, conv, relu, avgpool, maxpool, globalavg, flatten, batchnorm, add, identity
     inputs: list[str]
     output: str
     params: dict = field(default_factory=dict)
@@ -113,16 +119,11 @@ def _layer(node, consts: dict[str, np.ndarray], path: Path) -> Layer:
         return Layer(name, "conv", data, node.output[0], _conv_params(node, a, consts, where))
     if op == "Relu":
         return Layer(name, "relu", data, node.output[0])
-    if op in ("AveragePool", "GlobalAveragePool"):
-        if op == "GlobalAveragePool":
-            return Layer(name, "globalavg", data, node.output[0])
-        pads = list(a.get("pads", [0, 0, 0, 0]))
-        if a.get("ceil_mode", 0) or pads[:2] != pads[2:] or (any(pads) and not a.get("count_include_pad", 0)):
-            raise UnsupportedError(f"{where}: only ceil_mode=0 with no padding (or count_include_pad=1) is supported")
-        kernel = tuple(a["kernel_shape"])
-        return Layer(name, "avgpool", data, node.output[0], {"kernel": kernel, "stride": tuple(a.get("strides",
-                                                                                                    kernel)),
-                                                              "padding": tuple(pads[:2])})
+    if op == "GlobalAveragePool":
+        return Layer(name, "globalavg", data, node.output[0])
+    if op in ("AveragePool", "MaxPool"):
+        return Layer(name, "avgpool" if op == "AveragePool" else "maxpool", data, node.output[0],
+                     _pool_params(op, a, where))
     if op == "Flatten":
         if a.get("axis", 1) != 1:
             raise UnsupportedError(f"{where}: only axis=1 (keep the batch) is supported")
@@ -169,6 +170,32 @@ def _conv_params(node, a: dict, consts, where: str) -> dict:
             "dilation": dilation, "groups": int(a.get("group", 1))}
 
 
+def _pool_params(op: str, a: dict, where: str) -> dict:
+    kernel = tuple(int(k) for k in a["kernel_shape"])
+    nd = len(kernel)
+    auto_pad = a.get("auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    pads = list(a.get("pads", [0] * (2 * nd)))
+    options = f"kernel_shape={list(kernel)}, pads={pads}, auto_pad={auto_pad}"
+    if nd not in (1, 2) or auto_pad not in ("NOTSET", "", "VALID") or pads[:nd] != pads[nd:]:
+        raise UnsupportedError(f"{where} with {options}: only 1-D/2-D pools with symmetric explicit padding "
+                               "(auto_pad NOTSET or VALID) are supported")
+    if any(d != 1 for d in a.get("dilations", [1] * nd)) or a.get("storage_order", 0):
+        raise UnsupportedError(f"{where} with dilations={a.get('dilations')}, storage_order="
+                               f"{a.get('storage_order', 0)}: only dilation 1 and row-major storage are supported")
+    return {"kernel": kernel, "stride": tuple(int(s) for s in a.get("strides", [1] * nd)),
+            "padding": (0,) * nd if auto_pad == "VALID" else tuple(int(p) for p in pads[:nd]),
+            "ceil_mode": bool(a.get("ceil_mode", 0)),
+            "count_include_pad": bool(a.get("count_include_pad", 0)) if op == "AveragePool" else True}
+
+
+def pool_op(p: dict, provenance: Provenance | None = None) -> O.SumPool1d | O.SumPool2d:
+    """The window sum of an ONNX pool layer (its geometry and ceil_mode)."""
+    cls = O.SumPool2d if len(p["kernel"]) == 2 else O.SumPool1d
+    return cls(kernel_size=p["kernel"], stride=p["stride"], padding=p["padding"], ceil_mode=p["ceil_mode"],
+               provenance=provenance)
+
+
 def _merge_bias_adds(layers: list[Layer]) -> list[Layer]:
     """Fold `Add(linear_out, constant)` (MatMul + Add exports) into the producing layer's bias."""
     producers = {layer.output: layer for layer in layers}
@@ -212,9 +239,14 @@ def run_ann(ann: Ann, x: np.ndarray) -> dict[str, np.ndarray]:
                 y = y + p["bias"].reshape((-1,) + (1,) * (y.ndim - 2))
         elif layer.kind == "relu":
             y = np.maximum(args[0], 0.0)
-        elif layer.kind == "avgpool":
-            k = p["kernel"]
-            y = arraymath.sum_pool2d(args[0], k, p["stride"], p["padding"]) / (k[0] * k[1])
+        elif layer.kind in ("avgpool", "maxpool"):
+            pool = pool_op(p)
+            pads = pool.pads(args[0].shape[1:])
+            if layer.kind == "maxpool":
+                y = arraymath.max_pool(args[0], pool.kernel_size, pool.stride, pads)
+            else:
+                y = (arraymath.sum_pool(args[0], pool.kernel_size, pool.stride, pads)
+                     / pool.divisors(args[0].shape[1:], p["count_include_pad"])[:, None])
         elif layer.kind == "globalavg":
             y = args[0].mean(axis=tuple(range(2, args[0].ndim)), keepdims=True)
         elif layer.kind == "flatten":
@@ -240,8 +272,10 @@ class Conversion:
     thresholds: dict[str, float]          # IF layer -> lambda
 
 
-def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: str = "converted") -> Conversion:
-    """The IF-neuron SNN of `ann`, thresholds balanced on `calibration` inputs [N, *shape] in [0, 1]."""
+def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: str = "converted",
+            reset: str = "subtract") -> Conversion:
+    """The IF-neuron SNN of `ann`, thresholds balanced on `calibration` inputs [N, *shape] in [0, 1]; `reset` is
+    the IF layers' reset mode (subtract, or zero for targets without reset by subtraction)."""
     calibration = np.asarray(calibration, dtype=np.float64)
     if calibration.shape[1:] != ann.input_shape:
         raise ShapeError(f"calibration inputs have shape {calibration.shape[1:]} but the model expects "
@@ -251,6 +285,8 @@ def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: s
                          "calibration data and the model's input the same way)")
     if not 50 <= percentile <= 100:
         raise ShapeError(f"percentile must be in [50, 100], got {percentile}")
+    if reset not in ("subtract", "zero"):
+        raise ShapeError(f"the converted IF neurons reset by 'subtract' or to 'zero', got {reset!r}")
     acts = run_ann(ann, calibration)
     graph = Graph(name)
     graph.add("input", O.Input(shape=ann.input_shape, provenance=Provenance("onnx", ann.input_name)))
@@ -275,7 +311,7 @@ def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: s
     def neuron(tensor_in: str, tensor_out: str, layer_name: str) -> None:
         threshold = lam(tensor_out)
         shape = acts[tensor_out].shape[1:]
-        n = graph.add(layer_name, O.IF(shape=shape, threshold=threshold, reset_mode="subtract",
+        n = graph.add(layer_name, O.IF(shape=shape, threshold=threshold, reset_mode=reset,
                                        provenance=Provenance("onnx", layer_name)))
         graph.connect(as_current(tensor_in, layer_name), n)
         where[tensor_out] = (n, threshold)
@@ -305,18 +341,37 @@ def convert(ann: Ann, calibration: np.ndarray, percentile: float = 99.9, name: s
             if layer.kind == "identity":
                 where[layer.output] = (src, scale)
                 continue
+            in_shape = acts[layer.inputs[0]].shape[1:]
             if layer.kind == "flatten":
-                op = O.Flatten(provenance=prov)
+                ops = [O.Flatten(provenance=prov)]
             elif layer.kind == "avgpool":
-                op = O.AvgPool2d(kernel_size=p["kernel"], stride=p["stride"], padding=p["padding"], provenance=prov)
+                pool = pool_op(p, prov)
+                ops = average(pool.replace(ceil_mode=pool.partial_windows(in_shape)),
+                              pool.divisors(in_shape, p["count_include_pad"]))
             else:
-                hw = acts[layer.inputs[0]].shape[2:]
-                if len(hw) != 2:
-                    raise UnsupportedError(f"ONNX node '{layer.name}': GlobalAveragePool needs a 2-D feature map")
-                op = O.AvgPool2d(kernel_size=hw, stride=hw, provenance=prov)
-            graph.add(name, op)
+                if len(in_shape) not in (2, 3):
+                    raise UnsupportedError(f"ONNX node '{layer.name}': GlobalAveragePool needs a 1-D or 2-D feature "
+                                           f"map, got {in_shape}")
+                cls = O.AvgPool2d if len(in_shape) == 3 else O.AvgPool1d
+                ops = [cls(kernel_size=in_shape[1:], stride=in_shape[1:], provenance=prov)]
+            node = src
+            for k, op in enumerate(ops):
+                previous, node = node, graph.add(name if k == 0 else f"{name}.divide", op)
+                graph.connect(previous, node)
+            where[layer.output] = (node, scale)
+        elif layer.kind == "maxpool":
+            src, scale = where[layer.inputs[0]]
+            if graph.node(src).role != "neuron" and graph.node(src).kind != "Input":
+                raise UnsupportedError(f"ONNX node '{layer.name}' (MaxPool) over currents is refused: a max of "
+                                       "currents has no integer/spiking form (only a max of spikes, an OR, has one); "
+                                       "put the MaxPool after a Relu, or use AveragePool")
+            pool = pool_op(p, prov)
+            graph.add(name, pool.replace(ceil_mode=pool.partial_windows(acts[layer.inputs[0]].shape[1:])))
             graph.connect(src, name)
-            where[layer.output] = (name, scale)
+            or_layer = graph.add(f"{name}.or", O.IF(shape=acts[layer.output].shape[1:], threshold=0.5,
+                                                     reset_mode="zero", provenance=prov))
+            graph.connect(name, or_layer)
+            where[layer.output] = (or_layer, scale)
         elif layer.kind == "batchnorm":
             graph.add(name, O.BatchNorm(mean=p["mean"], var=p["var"], weight=p["weight"], bias=p["bias"],
                                         eps=float(p["eps"]), provenance=prov))
@@ -390,6 +445,47 @@ def evaluate(ann: Ann, graph: Graph, x: np.ndarray, y: np.ndarray | None, steps:
         return ConversionReport(steps, len(x), None, None, agreement)
     y = np.asarray(y).reshape(-1)
     return ConversionReport(steps, len(x), float(np.mean(ann_class == y)), float(np.mean(snn_class == y)), agreement)
+
+
+ZERO_RESET_PERCENTILES = (90.0, 95.0, 99.0, 99.9, 100.0)
+BALANCE_SAMPLES = 256
+
+
+@dataclass
+class Balance:
+    """Thresholds for IF neurons with reset to zero, chosen on calibration data."""
+
+    percentile: float
+    scores: dict[float, float]    # candidate percentile -> its score on the calibration subset
+    measure: str                  # what the score is: accuracy or agreement with the ANN's class
+    samples: int
+
+    def line(self) -> str:
+        tried = ", ".join(f"{p:g}: {100 * v:.1f}%" for p, v in self.scores.items())
+        return (f"thresholds balanced for reset to zero: the {self.percentile:g} percentile of each ReLU's "
+                f"activations, the best {self.measure} on {self.samples} calibration samples among ({tried})")
+
+
+def balance_reset_to_zero(ann: Ann, x: np.ndarray, y: np.ndarray | None, steps: int, name: str = "converted",
+                          candidates: tuple[float, ...] = ZERO_RESET_PERCENTILES) -> tuple[Conversion, Balance]:
+    """Reset-to-zero conversion for targets without reset by subtraction (Diehl et al. 2015, data-based
+    normalisation): reset to zero drops the charge above threshold at every spike, so a layer's rate falls below
+    its activation / lambda (1 / ceil(lambda / a) for a constant input a) and the best lambda is lower than for
+    reset by subtraction. Every candidate percentile is simulated at `steps` on a calibration subset and the one
+    with the best accuracy (labels given) or class agreement with the ANN is kept."""
+    subset = np.asarray(x, dtype=np.float64)[:BALANCE_SAMPLES]
+    labels = None if y is None else np.asarray(y).reshape(-1)[:BALANCE_SAMPLES]
+    scores: dict[float, float] = {}
+    best: tuple[float, float, Conversion] | None = None
+    for percentile in candidates:
+        conversion = convert(ann, x, percentile, name, reset="zero")
+        report = evaluate(ann, conversion.graph, subset, labels, steps)
+        score = report.snn_accuracy if labels is not None else report.agreement
+        scores[percentile] = score
+        if best is None or score > best[0]:
+            best = (score, percentile, conversion)
+    measure = "SNN accuracy" if labels is not None else "agreement with the ANN's class"
+    return best[2], Balance(best[1], scores, measure, len(subset))
 
 
 def load_calibration(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -1,12 +1,13 @@
-"""torch.nn layers: Linear, Conv1d/2d, AvgPool2d, MaxPool2d (over spikes), Flatten, BatchNorm1d/2d, Identity,
-Dropout (dropped)."""
+"""torch.nn layers: Linear, Conv1d/2d, AvgPool1d/2d, MaxPool1d/2d (over spikes), Flatten, BatchNorm1d/2d,
+Identity, Dropout (dropped)."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch.nn as nn
 
 from nmcompile.errors import UnsupportedError
-from nmcompile.frontend.lowering import Lowered, prov, register, tensor
+from nmcompile.frontend.lowering import Lowered, average, prov, register, tensor
 from nmcompile.ir import ops as O
 
 
@@ -53,52 +54,75 @@ def _conv2d(m: nn.Conv2d, path, in_shape, out_shape) -> Lowered:
     return Lowered.single(O.Conv2d(**_conv_common(m, path, 2), provenance=prov("torch", path)))
 
 
-def _pool_geometry(m, path: str, in_shape, out_shape) -> dict:
-    """kernel/stride/padding of a 2-D pool; ceil_mode only where it adds no partial window (same output size)."""
+def _pool(m, path: str, in_shape, out_shape, n: int) -> O.SumPool1d | O.SumPool2d:
+    """The window sum of a 1-D/2-D pool module with PyTorch's geometry (ceil_mode kept only where it adds a
+    partial window, so pools without one fuse like any other)."""
     kind = type(m).__name__
-    if len(in_shape) != 3:
-        raise UnsupportedError(f"module '{path}': {kind} on an input of shape {in_shape} (expects (C, H, W))")
-    kernel = _tuple(m.kernel_size, 2)
-    stride = _tuple(m.stride if m.stride is not None and m.stride != [] else m.kernel_size, 2)
-    padding = _tuple(m.padding, 2)
-    floor = O.SumPool2d(kernel_size=kernel, stride=stride, padding=padding).out_shape(in_shape)
-    if tuple(out_shape) != tuple(floor):
-        raise UnsupportedError(f"module '{path}': {kind} with ceil_mode=True adds a partial window here (output "
-                               f"{tuple(out_shape)[1:]} instead of {tuple(floor)[1:]}); use ceil_mode=False or an "
-                               "input size the stride divides")
-    return {"kernel_size": kernel, "stride": stride, "padding": padding}
+    if len(in_shape) != 1 + n:
+        raise UnsupportedError(f"module '{path}': {kind} on an input of shape {tuple(in_shape)} (expects "
+                               f"(C, {', '.join('HW'[-n:] if n == 2 else 'L')}))")
+    kernel = _tuple(m.kernel_size, n)
+    stride = _tuple(m.stride if m.stride is not None and m.stride not in ([], ()) else m.kernel_size, n)
+    cls = O.SumPool2d if n == 2 else O.SumPool1d
+    pool = cls(kernel_size=kernel, stride=stride, padding=_tuple(m.padding, n), ceil_mode=bool(m.ceil_mode),
+               provenance=prov("torch", path))
+    if tuple(pool.out_shape(in_shape)) != tuple(out_shape):
+        raise UnsupportedError(f"module '{path}': {kind} gives {tuple(out_shape)}, its IR pool "
+                               f"{pool.out_shape(in_shape)}")
+    return pool if pool.partial_windows(in_shape) else pool.replace(ceil_mode=False)
+
+
+def _avgpool(m, path, in_shape, out_shape, n: int) -> Lowered:
+    """Sum pool, then a division: by the kernel's size (an AvgPool op) where every window has it, else by
+    PyTorch's per-position divisor (a Scale, exact: count_include_pad=False at a padded border, partial ceil_mode
+    windows) or by divisor_override."""
+    pool = _pool(m, path, in_shape, out_shape, n)
+    override = getattr(m, "divisor_override", None)
+    divisors = pool.divisors(in_shape, bool(m.count_include_pad))
+    ops = average(pool, np.full((1, 1), float(override)) if override is not None else divisors)
+    if len(ops) == 1:
+        return Lowered.single(ops[0])
+    return Lowered(nodes=[("", ops[0]), ("divide", ops[1])], edges=[("", "divide", False)], entry="", exit="divide")
+
+
+def _maxpool(m, path, in_shape, out_shape, n: int) -> Lowered:
+    """Max of 0/1 spikes = OR: a sum pool into a memoryless threshold layer (IF, threshold 0.5, reset to 0).
+
+    Exact only on spikes (zero padding and the partial windows of ceil_mode change no max of values >= 0);
+    `requires_spikes` makes the frontend refuse it over currents. The extra neuron layer costs one step of
+    latency, which `retime` balances and reports.
+    """
+    kind = type(m).__name__
+    if _tuple(m.dilation, n) != (1,) * n or m.return_indices:
+        raise UnsupportedError(f"module '{path}': {kind} with dilation={m.dilation}, return_indices="
+                               f"{m.return_indices}: only dilation=1 without indices has an OR form")
+    pool = _pool(m, path, in_shape, out_shape, n)
+    return Lowered(nodes=[("", pool), ("or", O.IF(shape=tuple(out_shape), threshold=0.5, reset_mode="zero",
+                                                   provenance=prov("torch", path)))],
+                   edges=[("", "or", False)], entry="", exit="or",
+                   requires_spikes=f"module '{path}': {kind} over currents is refused: a max of currents has no "
+                                   "integer/spiking form (only a max of 0/1 spikes, an OR, has one); use "
+                                   f"{kind.replace('Max', 'Avg')}, or move the pool after the neuron")
+
+
+@register(nn.AvgPool1d, "torch")
+def _avgpool1d(m: nn.AvgPool1d, path, in_shape, out_shape) -> Lowered:
+    return _avgpool(m, path, in_shape, out_shape, 1)
 
 
 @register(nn.AvgPool2d, "torch")
-def _avgpool(m: nn.AvgPool2d, path, in_shape, out_shape) -> Lowered:
-    geometry = _pool_geometry(m, path, in_shape, out_shape)
-    if any(geometry["padding"]) and not m.count_include_pad:
-        raise UnsupportedError(f"module '{path}': AvgPool2d with padding and count_include_pad=False (the divisor "
-                               "changes at the border); use count_include_pad=True or padding=0")
-    if m.divisor_override is not None:  # a sum pool divided by a fixed number
-        return Lowered(nodes=[("", O.SumPool2d(**geometry, provenance=prov("torch", path))),
-                              ("divide", O.Scale(scale=1.0 / m.divisor_override, provenance=prov("torch", path)))],
-                       edges=[("", "divide", False)], entry="", exit="divide")
-    return Lowered.single(O.AvgPool2d(**geometry, provenance=prov("torch", path)))
+def _avgpool2d(m: nn.AvgPool2d, path, in_shape, out_shape) -> Lowered:
+    return _avgpool(m, path, in_shape, out_shape, 2)
+
+
+@register(nn.MaxPool1d, "torch")
+def _maxpool1d(m: nn.MaxPool1d, path, in_shape, out_shape) -> Lowered:
+    return _maxpool(m, path, in_shape, out_shape, 1)
 
 
 @register(nn.MaxPool2d, "torch")
-def _maxpool(m: nn.MaxPool2d, path, in_shape, out_shape) -> Lowered:
-    """Max of 0/1 spikes = OR: a sum pool into a memoryless threshold layer (IF, threshold 0.5, reset to 0).
-
-    Exact only on spikes; `requires_spikes` makes the frontend refuse it over currents. The extra neuron layer
-    costs one step of latency, which `retime` balances and reports.
-    """
-    if _tuple(m.dilation, 2) != (1, 1) or m.return_indices:
-        raise UnsupportedError(f"module '{path}': MaxPool2d with dilation or return_indices")
-    geometry = _pool_geometry(m, path, in_shape, out_shape)
-    return Lowered(nodes=[("", O.SumPool2d(**geometry, provenance=prov("torch", path))),
-                          ("or", O.IF(shape=tuple(out_shape), threshold=0.5, reset_mode="zero",
-                                      provenance=prov("torch", path)))],
-                   edges=[("", "or", False)], entry="", exit="or",
-                   requires_spikes=f"module '{path}': MaxPool2d over currents is refused: a max of currents has no "
-                                   "integer/spiking form (only a max of 0/1 spikes, an OR, has one); use AvgPool2d, "
-                                   "or move the pool after the neuron")
+def _maxpool2d(m: nn.MaxPool2d, path, in_shape, out_shape) -> Lowered:
+    return _maxpool(m, path, in_shape, out_shape, 2)
 
 
 @register(nn.Flatten, "torch")

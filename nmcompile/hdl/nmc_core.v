@@ -8,7 +8,9 @@
 //      partial sum per destination; the partial sums are shifted by the exponent (floor) and added to acc
 //   2. inputs:   the next queued input bitmap (zeros if the queue is empty), OR the constant mask, becomes the
 //                input channels' spikes of step t
-//   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded
+//   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded; a neuron
+//                whose start step (PARAM bits 72-87) is above t keeps its state and does not spike (it is held at
+//                its initial state until its layer's first input arrives; docs/semantics.md, start step)
 //   4. STDP:     plastic projections update their traces and weights (docs/semantics.md §3.5)
 //   5. output:   the step index and the spikes of the output range are streamed to the host
 // Spikes are kept for 32 steps (a ring of 32 slots), so delays up to 16 never read a slot being rewritten.
@@ -89,7 +91,7 @@ module nmc_core #(
 
     // ---- memories ---------------------------------------------------------------------------------------
     reg          syn_we;   reg [SA-1:0] syn_waddr, syn_raddr;   reg [7:0]  syn_wdata;   wire [7:0]  syn_rdata;
-    reg          par_we;   reg [NA-1:0] par_waddr, par_raddr;   reg [71:0] par_wdata;   wire [71:0] par_rdata;
+    reg          par_we;   reg [NA-1:0] par_waddr, par_raddr;   reg [87:0] par_wdata;   wire [87:0] par_rdata;
     reg          ini_we;   reg [NA-1:0] ini_waddr, ini_raddr;   reg [47:0] ini_wdata;   wire [47:0] ini_rdata;
     reg          sta_we;   reg [NA-1:0] sta_waddr, sta_raddr;   reg [52:0] sta_wdata;   wire [52:0] sta_rdata;
     reg          acc_we;   reg [NA-1:0] acc_waddr, acc_raddr;   reg [31:0] acc_wdata;   wire [31:0] acc_rdata;
@@ -99,7 +101,7 @@ module nmc_core #(
     reg          trc_we;   reg [TA-1:0] trc_waddr, trc_raddr;   reg [7:0]  trc_wdata;   wire [7:0]  trc_rdata;
 
     nmc_ram #(.WIDTH(8),  .DEPTH(SYN_DEPTH),   .INIT(SYN_IMAGE))   syn_ram (clk, syn_we, syn_waddr, syn_wdata, syn_raddr, syn_rdata);
-    nmc_ram #(.WIDTH(72), .DEPTH(N),           .INIT(PARAM_IMAGE)) par_ram (clk, par_we, par_waddr, par_wdata, par_raddr, par_rdata);
+    nmc_ram #(.WIDTH(88), .DEPTH(N),           .INIT(PARAM_IMAGE)) par_ram (clk, par_we, par_waddr, par_wdata, par_raddr, par_rdata);
     nmc_ram #(.WIDTH(48), .DEPTH(N),           .INIT(INIT_IMAGE))  ini_ram (clk, ini_we, ini_waddr, ini_wdata, ini_raddr, ini_rdata);
     nmc_ram #(.WIDTH(53), .DEPTH(N))                               sta_ram (clk, sta_we, sta_waddr, sta_wdata, sta_raddr, sta_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(N))                               acc_ram (clk, acc_we, acc_waddr, acc_wdata, acc_raddr, acc_rdata);
@@ -201,13 +203,16 @@ module nmc_core #(
     wire [24:0] u_next;
     wire [23:0] v_next;
     wire [3:0] rc_next;
-    wire       spike;
+    wire       fired;
     nmc_neuron neuron (
         .a(acc_rdata), .u(sta_rdata[24:0]), .v(sta_rdata[48:25]), .rc(sta_rdata[52:49]),
-        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth(par_rdata[42:26]), .bias(par_rdata[63:43]),
+        .ku(par_rdata[12:0]), .kv(par_rdata[25:13]), .vth({par_rdata[71], par_rdata[42:26]}), .bias(par_rdata[63:43]),
         .refractory(par_rdata[67:64]), .subtract(par_rdata[68]), .cmp_ge(par_rdata[69]),
         .delayed(par_rdata[70]),
-        .u_next(u_next), .v_next(v_next), .rc_next(rc_next), .spike(spike));
+        .u_next(u_next), .v_next(v_next), .rc_next(rc_next), .spike(fired));
+    // start step: before step start_step the neuron's state is not written, its input is dropped, it does not spike
+    wire       waiting = t < 32'(par_rdata[87:72]);
+    wire       spike = fired && !waiting;
 
     // input load pipeline
     reg        i1_valid;
@@ -261,7 +266,7 @@ module nmc_core #(
             prt_we = 1'b1; prt_waddr = f1_addr; prt_wdata = 32'd0;
         end
         if (n1_valid) begin
-            sta_we = 1'b1; sta_waddr = n1_addr; sta_wdata = {rc_next, v_next, u_next};
+            sta_we = !waiting; sta_waddr = n1_addr; sta_wdata = {rc_next, v_next, u_next};
             acc_we = 1'b1; acc_waddr = n1_addr; acc_wdata = 32'd0;
         end
         case (state)
@@ -271,7 +276,7 @@ module nmc_core #(
                 if (host_we) begin
                     case (host_region)
                         3'd0: begin syn_we = 1'b1; syn_waddr = SA'(host_addr); syn_wdata = host_wdata[7:0]; end
-                        3'd1: begin par_we = 1'b1; par_waddr = NA'(host_addr); par_wdata = host_wdata[71:0]; end
+                        3'd1: begin par_we = 1'b1; par_waddr = NA'(host_addr); par_wdata = host_wdata[87:0]; end
                         3'd2: begin ini_we = 1'b1; ini_waddr = NA'(host_addr); ini_wdata = host_wdata[47:0]; end
                         3'd7: begin trc_we = 1'b1; trc_waddr = TA'(host_addr); trc_wdata = host_wdata[7:0]; end
                         default: ;
@@ -372,7 +377,7 @@ module nmc_core #(
     always @* begin
         case (rd_region)
             3'd0: host_rdata = {184'd0, syn_rdata};
-            3'd1: host_rdata = {120'd0, par_rdata};
+            3'd1: host_rdata = {104'd0, par_rdata};
             3'd2: host_rdata = {144'd0, ini_rdata};
             3'd3: host_rdata = proj_table[rd_addr[PA-1:0]];
             3'd4: host_rdata = {160'd0, const_mask[rd_addr[CA-1:0]]};

@@ -4,6 +4,7 @@
 //   u' = u1 - 2^24 if u1 > 2^23; u1 + 2^24 if u1 <= -2^23 (one conditional wrap)
 //   v1 = trunc12(v * kv) + u' + bias             kv = 4096 - dv, bias = bias_mant << bias_exp
 //   p  = delayed && (v > vth << 6)   ('>=' when cmp_ge): the stored v, i.e. the spike of the previous step
+//        (vth is signed: a threshold below 0 fires at rest)
 //   vd = p ? (subtract ? v1 - (vth << 6) : 0) : v1       (delayed reset: after the decay, before the clip)
 //   v2 = clip(vd, -(2^23 - 1), 2^23 - 1);  held = rc != 0;  v3 = held ? 0 : v2
 //   s  = !held && (v3 > vth << 6)   ('>=' when cmp_ge)
@@ -21,7 +22,7 @@ module nmc_neuron (
     input  wire        [3:0]  rc,
     input  wire        [12:0] ku,
     input  wire        [12:0] kv,
-    input  wire        [16:0] vth,
+    input  wire        [17:0] vth,       // two's complement: a threshold below rest is negative
     input  wire        [20:0] bias,
     input  wire        [3:0]  refractory,
     input  wire               subtract,
@@ -53,7 +54,8 @@ module nmc_neuron (
     wire signed [33:0] u_decayed = trunc12(34'(u_s), ku);
     wire signed [33:0] u1 = u_decayed + (34'(a_s) <<< 6);
     wire signed [33:0] u2 = (u1 > M) ? u1 - 2 * M : ((u1 <= -M) ? u1 + 2 * M : u1);
-    wire signed [33:0] threshold = {11'd0, vth, 6'd0};
+    wire signed [17:0] vth_s = vth;
+    wire signed [33:0] threshold = 34'(vth_s) <<< 6;
     wire signed [33:0] v1 = trunc12(34'(v_s), kv) + u2 + 34'(bias_s);
     wire               pending = delayed && (cmp_ge ? (34'(v_s) >= threshold) : (34'(v_s) > threshold));
     wire signed [33:0] vd = pending ? (subtract ? v1 - threshold : 34'sd0) : v1;

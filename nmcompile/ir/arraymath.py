@@ -64,11 +64,28 @@ def conv(x: np.ndarray, weight: np.ndarray, stride: tuple[int, ...], padding: tu
     return out
 
 
+def sum_pool(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...],
+             pads: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Sum over each window with zeros added (begin, end) per spatial axis: x [N, C, *S] -> [N, C, *S']."""
+    if any(b or e for b, e in pads):
+        x = np.pad(x, [(0, 0), (0, 0), *pads])
+    win = _windows(x, kernel, stride, (1,) * len(kernel))
+    return win.sum(axis=tuple(range(-len(kernel), 0)))
+
+
+def max_pool(x: np.ndarray, kernel: tuple[int, ...], stride: tuple[int, ...],
+             pads: tuple[tuple[int, int], ...]) -> np.ndarray:
+    """Max over each window, padding ignored (filled with -inf): x [N, C, *S] -> [N, C, *S']."""
+    if any(b or e for b, e in pads):
+        x = np.pad(x, [(0, 0), (0, 0), *pads], constant_values=-np.inf)
+    win = _windows(x, kernel, stride, (1,) * len(kernel))
+    return win.max(axis=tuple(range(-len(kernel), 0)))
+
+
 def sum_pool2d(x: np.ndarray, kernel: tuple[int, int], stride: tuple[int, int],
                padding: tuple[int, int]) -> np.ndarray:
     """Sum over each window with zero padding: x [N, C, H, W] -> [N, C, H', W']."""
-    win = _windows(_pad(x, padding), kernel, stride, (1, 1))
-    return win.sum(axis=(-2, -1))
+    return sum_pool(x, kernel, stride, tuple((p, p) for p in padding))
 
 
 def int_matmul(x: np.ndarray, weight_t: np.ndarray, row_bound: int) -> np.ndarray:

@@ -47,6 +47,12 @@ def array_field(dtype: type, *, optional: bool = False, default: Any = dataclass
     return field(default=default, metadata={"array": True, "dtype": dtype})
 
 
+def optional_field(default: Any) -> Any:
+    """Declare a scalar parameter that dumps and `.nmir` files carry only when it differs from `default`, so graphs
+    that do not use it keep their text form and digests (a reader gets the default back)."""
+    return field(default=default, metadata={"optional": True})
+
+
 def conv_out_len(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """PyTorch's output length: floor((N + 2p - d(k-1) - 1) / s + 1)."""
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
@@ -56,6 +62,16 @@ def as_shape(value: Any) -> Shape:
     if isinstance(value, (int, np.integer)):
         return (int(value),)
     return tuple(int(v) for v in value)
+
+
+def as_tuple(value: Any, n: int, what: str) -> tuple[int, ...]:
+    """Normalise an int or an n-sequence to an n-tuple (one value per spatial axis)."""
+    items = [int(value)] if isinstance(value, (int, np.integer)) else [int(v) for v in np.asarray(value).reshape(-1)]
+    if len(items) == 1:
+        return tuple(items) * n
+    if len(items) != n:
+        raise GraphError(f"{what} must be an int or {n} values, got {value!r}")
+    return tuple(items)
 
 
 def as_pair(value: Any, what: str) -> tuple[int, int]:
@@ -139,10 +155,12 @@ class Op:
         }
 
     def scalar_params(self) -> dict[str, Any]:
+        """Non-array parameters (an `optional_field` at its default is left out)."""
         return {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(self)
             if not f.metadata.get("array") and f.name != "provenance"
+            and not (f.metadata.get("optional") and getattr(self, f.name) == f.default)
         }
 
     def replace(self, **changes: Any) -> Op:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmcompile.ir import fixed
-from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable, conv_out_len
+from nmcompile.ir.base import Op, Shape, array_field, as_pair, as_shape, broadcastable, conv_out_len, optional_field
 from nmcompile.ir.neurons import COMPARISONS, RESET_MODES
 
 
@@ -126,12 +126,15 @@ class QNeuron(Op):
 
         u = wrap_current( trunc12(u * (4096 - (du + 1))) + (a << 6) )
         v = clip_voltage( trunc12(v * (4096 - dv)) + u + (bias_mant << bias_exp) )
-        s = [v cmp (vth << 6)]                           cmp: '>' (Lava) or '>='
+        s = [v cmp (vth << 6)]                           cmp: '>' (Lava) or '>='; vth < 0 on targets with
+                                                         signed thresholds (Lava's is unsigned)
         zero: v = 0 where s;  subtract: v -= (vth << 6) where s;  none: no reset
         delayed timing: the reset of a spike at t is applied at t+1 (subtract after the decay; zero
                         replaces the whole update of t+1 by 0)
         refractory R:   for R steps after a spike v is held at 0 and cannot spike (u keeps integrating)
         spiking=False:  a readout; the output is v instead of spikes (no threshold, no reset)
+        start_step s:   for t < s no update: u, v, the refractory counter stay at their initial values, inputs of
+                        those steps are discarded, the output is 0 (no spikes; a readout too) (nmcompile.ir.neurons)
     """
 
     role = "neuron"
@@ -149,6 +152,7 @@ class QNeuron(Op):
     spiking: bool = True
     u_init: np.ndarray = array_field(np.int64, default=0)
     v_init: np.ndarray = array_field(np.int64, default=0)
+    start_step: int = optional_field(0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", as_shape(self.shape))
@@ -171,8 +175,6 @@ class QNeuron(Op):
             raise ValueError("du must be in -1..4095 (Lava adds 1: du=4095 clears u every step)")
         if np.any(self.dv < 0) or np.any(self.dv > fixed.DECAY_UNITY):
             raise ValueError("dv must be in 0..4096")
-        if np.any(self.vth < 0):
-            raise ValueError("vth must be >= 0")
         if self.compare not in COMPARISONS:
             raise ValueError(f"compare must be one of {COMPARISONS}")
         if self.reset_mode not in RESET_MODES:
@@ -185,6 +187,8 @@ class QNeuron(Op):
             value = getattr(self, key)
             if np.any(np.abs(value) >= fixed.UV_LIMIT):
                 raise ValueError(f"{key} must fit in 24 bits")
+        if self.start_step < 0:
+            raise ValueError("start_step must be >= 0 steps")
 
 
 TRACE_MAX = 255                   # STDP traces are 8-bit unsigned

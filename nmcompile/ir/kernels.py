@@ -475,10 +475,11 @@ def _flatten(op: O.Flatten, in_shape: Shape | None, out_shape: Shape, dtype: np.
     return FlattenKernel(in_shape, out_shape, dtype)
 
 
+@register_kernel(O.SumPool1d)
 @register_kernel(O.SumPool2d)
 def _sum_pool(op: O.SumPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    return MapKernel(in_shape, out_shape, dtype,
-                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding))
+    pads = op.pads(in_shape)
+    return MapKernel(in_shape, out_shape, dtype, lambda x: arraymath.sum_pool(x, op.kernel_size, op.stride, pads))
 
 
 @register_kernel(O.Delay)
@@ -530,11 +531,13 @@ def _conv(op: O.Conv1d | O.Conv2d, in_shape: Shape | None, out_shape: Shape, dty
                      arraymath.Convolution(op.weight, stride, padding, dilation, op.groups, dtype, bias))
 
 
+@register_kernel(O.AvgPool1d, mode="float")
 @register_kernel(O.AvgPool2d, mode="float")
 def _avg_pool(op: O.AvgPool2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    area = dtype.type(op.kernel_size[0] * op.kernel_size[1])
+    area = dtype.type(np.prod(op.kernel_size))
+    pads = op.pads(in_shape)
     return MapKernel(in_shape, out_shape, dtype,
-                     lambda x: arraymath.sum_pool2d(x, op.kernel_size, op.stride, op.padding) / area)
+                     lambda x: arraymath.sum_pool(x, op.kernel_size, op.stride, pads) / area)
 
 
 @register_kernel(O.Scale, mode="float")
@@ -566,6 +569,19 @@ def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dty
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
 
 
+@register_kernel(O.QSparseLinear, mode="integer")
+def _integer_sparse_linear(op: O.QSparseLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    from scipy.sparse import csr_matrix
+
+    matrix = csr_matrix((op.effective_values(), op.indices, op.indptr), shape=(op.out_features, op.in_features))
+    transposed = matrix.T.tocsr()   # int64 sums: exact
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return fixed.floor_shift(np.asarray(x.astype(np.int64) @ transposed), op.weight_exp)
+
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, apply)])
+
+
 class IntegerConv:
     """A QConv's map: wrap_signed(floor_shift(conv(x, weight), weight_exp), wrap_bits), exact (arraymath)."""
 
@@ -584,7 +600,6 @@ class IntegerConv:
 
 @register_kernel(O.QConv, mode="integer")
 def _integer_conv(op: O.QConv, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, IntegerConv(op))])
 
 

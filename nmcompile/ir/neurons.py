@@ -12,6 +12,13 @@
     delayed timing:   v = h
 
 Every array parameter broadcasts to the layer `shape` (scalar, per-channel (C,1,1) or per-neuron).
+
+Start step s (`start_step`, default 0): in the steps t < s the layer does not update. Its state (v, i, the refractory
+counter, a pending reset) stays at its initial value, an input delivered in those steps is discarded, and its output
+is 0 (no spikes; a readout outputs 0 too); from step s on it updates as above. The retime pass sets
+s = the step at which the layer's first input arrives on hardware, so the retimed layer's output at t + s is the
+source layer's at t even where the source layer changes on its own before any input (a non-zero v_init that leaks,
+a bias, a threshold at or below rest).
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from nmcompile.ir.base import Op, Shape, array_field, as_shape, broadcastable
+from nmcompile.ir.base import Op, Shape, array_field, as_shape, broadcastable, optional_field
 
 COMPARISONS = (">", ">=")
 RESET_MODES = ("zero", "subtract", "none")
@@ -44,6 +51,7 @@ class NeuronOp(Op, abstract=True):
     reset_timing: str = "immediate"
     refractory: int = 0
     v_init: np.ndarray = array_field(np.float64, default=0.0)
+    start_step: int = optional_field(0)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", as_shape(self.shape))
@@ -80,6 +88,8 @@ class NeuronOp(Op, abstract=True):
             raise ValueError("refractory must be >= 0 steps")
         if self.refractory and self.reset_timing != "immediate":
             raise ValueError("a refractory period needs reset_timing 'immediate'")
+        if self.start_step < 0:
+            raise ValueError("start_step must be >= 0 steps")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

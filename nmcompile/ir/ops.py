@@ -8,6 +8,7 @@ step t (zero latency, as in PyTorch) unless it carries per-synapse delays. Neuro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -19,10 +20,12 @@ from nmcompile.ir.base import (
     array_field,
     as_pair,
     as_shape,
+    as_tuple,
     broadcastable,
     conv_out_len,
     same_op,
 )
+from nmcompile.ir.sparse import check_csr
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -110,7 +113,7 @@ class Linear(Op):
 class SparseLinear(Op):
     """y_j[t] = sum over k in indptr[j]..indptr[j+1] of values[k] * x_{indices[k]}[t]   (CSR rows, float)
 
-    For networks too large for dense matrices (partitioning, simulation). `quantize` does not take it yet.
+    For networks too large for dense matrices; `quantize` makes it a QSparseLinear (nmcompile.ir.sparse).
     """
 
     role = "projection"
@@ -131,12 +134,7 @@ class SparseLinear(Op):
         return (self.out_features,)
 
     def check(self) -> None:
-        if self.indptr.ndim != 1 or self.indptr.size < 2 or self.indptr[0] != 0 or np.any(np.diff(self.indptr) < 0):
-            raise ValueError("indptr must start at 0 and never decrease")
-        if self.indices.shape != self.values.shape or self.indptr[-1] != self.indices.size:
-            raise ValueError("indices and values must both have indptr[-1] entries")
-        if self.indices.size and (self.indices.min() < 0 or self.indices.max() >= self.in_features):
-            raise ValueError(f"column indices must lie in 0..{self.in_features - 1}")
+        check_csr(self.indptr, self.indices, self.values, self.in_features)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -219,45 +217,108 @@ def _check_conv_common(c_out: int, bias: np.ndarray | None, groups: int, stride,
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class _Pool2d(Op, abstract=True):
+class _Pool(Op, abstract=True):
+    """A window sum over the `ndim` spatial axes of (C, *S), zero padding `padding` on both ends.
+
+    ceil_mode (PyTorch's rule): L' = ceil((L + 2p - k) / s) + 1, less one when that window would start in the end
+    padding; a last window that runs past L + 2p sums only what it covers (as if zeros were added at the end).
+    """
+
     role = "projection"
     removed_by = "fuse_projections"   # fused into the next Linear/Conv
-    kernel_size: tuple[int, int]
-    stride: tuple[int, int]
-    padding: tuple[int, int] = (0, 0)
+    ndim: ClassVar[int] = 2
+    averages: ClassVar[bool] = False   # divides each window by the kernel's size
+    kernel_size: tuple[int, ...]
+    stride: tuple[int, ...]
+    padding: tuple[int, ...] = (0, 0)
+    ceil_mode: bool = False
 
     def __post_init__(self) -> None:
         for name in ("kernel_size", "stride", "padding"):
-            object.__setattr__(self, name, as_pair(getattr(self, name), name))
+            object.__setattr__(self, name, as_tuple(getattr(self, name), self.ndim, name))
+        object.__setattr__(self, "ceil_mode", bool(self.ceil_mode))
         super().__post_init__()
 
     def out_shape(self, in_shape: Shape | None) -> Shape:
-        if in_shape is None or len(in_shape) != 3:
-            raise ValueError(f"expects an input of shape (C, H, W), got {in_shape}")
-        c, h, w = in_shape
-        ho = conv_out_len(h, self.kernel_size[0], self.stride[0], self.padding[0], 1)
-        wo = conv_out_len(w, self.kernel_size[1], self.stride[1], self.padding[1], 1)
-        if ho <= 0 or wo <= 0:
-            raise ValueError(f"input {h}x{w} is too small for the pooling window")
-        return (c, ho, wo)
+        if in_shape is None or len(in_shape) != 1 + self.ndim:
+            raise ValueError(f"expects an input of shape (C, {', '.join('HW'[-self.ndim:])}), got {in_shape}")
+        out = tuple(self._out_len(n, axis) for axis, n in enumerate(in_shape[1:]))
+        if min(out) <= 0:
+            raise ValueError(f"input {in_shape[1:]} is too small for the pooling window")
+        return (in_shape[0], *out)
+
+    def _out_len(self, size: int, axis: int) -> int:
+        k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
+        if not self.ceil_mode:
+            return conv_out_len(size, k, s, p, 1)
+        out = -(-(size + 2 * p - k) // s) + 1
+        return out - 1 if (out - 1) * s >= size + p else out
+
+    def pads(self, in_shape: Shape) -> tuple[tuple[int, int], ...]:
+        """(begin, end) zeros per spatial axis: `padding`, plus what ceil_mode's last partial window needs."""
+        out = self.out_shape(in_shape)[1:]
+        return tuple((p, p + max(0, (o - 1) * s + k - (n + 2 * p)))
+                     for n, o, k, s, p in zip(in_shape[1:], out, self.kernel_size, self.stride, self.padding,
+                                              strict=True))
+
+    def divisors(self, in_shape: Shape, count_include_pad: bool = True) -> np.ndarray:
+        """PyTorch's and ONNX's average-pool divisor per output position: the window clipped to the padded input,
+        or to the input itself without count_include_pad. Shape (1, *out_spatial), broadcasting over channels."""
+        out = self.out_shape(in_shape)[1:]
+        grid = np.ones(out)
+        for axis, (length, o_len) in enumerate(zip(in_shape[1:], out, strict=True)):
+            k, s, p = self.kernel_size[axis], self.stride[axis], self.padding[axis]
+            start = np.arange(o_len) * s - p
+            end = np.minimum(start + k, length + p)
+            size = end - start if count_include_pad else np.minimum(end, length) - np.maximum(start, 0)
+            grid = grid * size.reshape([-1 if a == axis else 1 for a in range(len(out))])
+        return grid[None]
+
+    def partial_windows(self, in_shape: Shape) -> bool:
+        """Whether ceil_mode adds a window that runs past the padded input (else it changes nothing)."""
+        return any(end != begin for begin, end in self.pads(in_shape))
 
     def check(self) -> None:
         if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
             raise ValueError("kernel_size and stride must be >= 1 and padding >= 0")
-        if self.padding[0] * 2 > self.kernel_size[0] or self.padding[1] * 2 > self.kernel_size[1]:
+        if any(p * 2 > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ValueError("padding must be at most half the kernel size")
+        if self.averages and self.ceil_mode:
+            raise ValueError("an average pool with ceil_mode divides its partial windows by their own size: "
+                             "express it as a sum pool and a Scale")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SumPool2d(_Pool2d):
-    """y = sum over each window (zero padding)."""
+class SumPool2d(_Pool):
+    """y = sum over each window (zero padding) on (C, H, W); pairs are (H, W)."""
 
     numeric = "neutral"
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class AvgPool2d(_Pool2d):
+class SumPool1d(_Pool):
+    """y = sum over each window (zero padding) on (C, L); sizes are 1-tuples."""
+
+    numeric = "neutral"
+    ndim: ClassVar[int] = 1
+    padding: tuple[int, ...] = (0,)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AvgPool2d(_Pool):
     """y = (sum over each window) / (kH * kW)   (PyTorch count_include_pad=True, ceil_mode=False)."""
+
+    averages = True
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AvgPool1d(_Pool):
+    """y = (sum over each window) / k   (PyTorch count_include_pad=True, ceil_mode=False) on (C, L)."""
+
+    averages = True
+
+    ndim: ClassVar[int] = 1
+    padding: tuple[int, ...] = (0,)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -347,10 +408,11 @@ class BatchNorm(Op):
 # them also registers them: OP_TYPES (from base.py) then holds every op of the package, by name.
 from nmcompile.ir.integer import QConv, QLinear, QNeuron, QPlasticLinear  # noqa: E402
 from nmcompile.ir.neurons import IF, LI, LIF, MPBNLIF, CubaLI, CubaLIF, NeuronOp  # noqa: E402
+from nmcompile.ir.sparse import QSparseLinear  # noqa: E402
 
 __all__ = [
-    "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d", "CubaLI",
-    "CubaLIF",
-    "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv", "QLinear",
-    "QNeuron", "QPlasticLinear", "Scale", "Shape", "SparseLinear", "SumPool2d", "conv_out_len", "same_op",
+    "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool1d", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d",
+    "CubaLI", "CubaLIF", "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv",
+    "QLinear", "QNeuron", "QPlasticLinear", "QSparseLinear", "Scale", "Shape", "SparseLinear", "SumPool1d",
+    "SumPool2d", "conv_out_len", "same_op",
 ]

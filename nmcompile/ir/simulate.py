@@ -7,6 +7,10 @@ step by step. Recurrent edges deliver the source's output of the previous step.
     result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
     result.output                                    # the single Output's [T, B, *shape]
     simulate(graph, spikes, record=True).states      # every neuron's v (and i / u) at every step
+
+A neuron layer with a start step s (`op.start_step`, docs/semantics.md) is held by this driver, not by its kernel:
+in the steps t < s its kernel is not stepped (its state stays as reset, inputs of those steps are dropped) and its
+output is 0 (no spikes; a readout outputs 0 too, as nothing before step 0 does in the source network).
 """
 
 from __future__ import annotations
@@ -197,13 +201,14 @@ class Simulator:
                 if graph.node(first).kind == "Input":
                     continue
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
-                values[first] = kernels[first].run_chunk(x, record)
+                values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
             else:
                 _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record,
-                              previous=previous)
+                              previous=previous, first_step=self._stream_step)
         if steps:
             for name in graph.nodes:
                 previous[name] = values[name][-1]
+        self._stream_step += steps
         return values
 
     # -- streaming --------------------------------------------------------------------------------------
@@ -215,6 +220,7 @@ class Simulator:
         self._stream_order = [n for n in self.graph.order()]
         self._stream_prev: dict[str, np.ndarray] = {}
         self._stream_batch = batch
+        self._stream_step = 0
 
     def feed(self, inputs: np.ndarray | Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Advance the stream by the chunk's steps; returns each Output's values for those steps."""
@@ -229,7 +235,8 @@ class Simulator:
             return {name: values[name] for name in self.graph.outputs}
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
-                      False, previous=self._stream_prev, learn=self.plastic)
+                      False, previous=self._stream_prev, learn=self.plastic, first_step=self._stream_step)
+        self._stream_step += steps
         for name in self.graph.nodes:
             self._stream_prev[name] = values[name][-1]
         return {name: values[name] for name in self.graph.outputs}
@@ -240,6 +247,30 @@ def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mod
     """Run `graph` on `inputs` for all their T steps. `mode` defaults to 'integer' for an integer graph and
     'float64' otherwise; `engine` is 'compiled' or 'numpy' (Simulator)."""
     return Simulator(graph, mode, engine=engine).run(inputs, record)
+
+
+def start_step(op) -> int:
+    """The step from which a neuron layer updates (0 for every other op)."""
+    return int(getattr(op, "start_step", 0))
+
+
+def _run_held(kernel: Kernel, op, x: np.ndarray, record: bool, first_step: int) -> np.ndarray:
+    """`kernel.run_chunk` over a chunk x whose first step is `first_step`, with the layer held before its start
+    step: no update, output 0, states as reset (recorded as such)."""
+    steps, batch = x.shape[:2]
+    held = min(max(start_step(op) - first_step, 0), steps)
+    if held == 0:
+        return kernel.run_chunk(x, record)
+    initial = {k: np.array(getattr(kernel, k)) for k in kernel.state_names} if record else {}
+    parts = [np.zeros((held, batch, *kernel.out_shape), dtype=kernel.dtype)]
+    recorded = {k: [np.broadcast_to(v, (held, *v.shape))] for k, v in initial.items()}
+    if held < steps:
+        parts.append(kernel.run_chunk(x[held:], record))
+        for k, later in kernel.states().items():
+            recorded[k].append(later)
+    if record:
+        kernel.set_recorded({k: np.concatenate(v) for k, v in recorded.items()})
+    return np.concatenate(parts)
 
 
 def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dtype,
@@ -275,10 +306,11 @@ def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
 
 def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel], values, steps: int,
                   batch: int, shapes, dtype, record: bool, previous: dict[str, np.ndarray] | None = None,
-                  learn: list[tuple[str, str]] = ()) -> None:
+                  learn: list[tuple[str, str]] = (), first_step: int = 0) -> None:
     """Evaluate `component` (kernels already reset) step by step; `previous` holds each node's output of the
     step before the first one (for recurrent edges across streamed chunks); `learn` lists (plastic projection,
-    post layer) pairs whose weights update after every step."""
+    post layer) pairs whose weights update after every step; `first_step` is the index of the first step (a stream's
+    later chunks), against which start steps count."""
     members = set(component)
     previous = previous or {}
     out = {n: np.zeros((steps, batch, *shapes[n]), dtype=dtype) for n in component}
@@ -287,6 +319,7 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
     lagged = [n for n in component if kernels[n].lagged]
     direct = [n for n in component if not kernels[n].lagged]
     in_edges = {n: graph.in_edges(n) for n in component}
+    starts = {n: start_step(graph.node(n)) for n in direct}
 
     def input_at(n: str, t: int) -> np.ndarray:
         total = None
@@ -307,7 +340,8 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
         for n in lagged:
             out[n][t] = kernels[n].peek()
         for n in direct:
-            out[n][t] = kernels[n].step(input_at(n, t))
+            if first_step + t >= starts[n]:       # else held: its output stays 0
+                out[n][t] = kernels[n].step(input_at(n, t))
             for k in recs.get(n, {}):
                 recs[n][k][t] = getattr(kernels[n], k)
         for n in lagged:

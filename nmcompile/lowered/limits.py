@@ -19,6 +19,7 @@ import numpy as np
 
 from nmcompile.errors import UnsupportedError
 from nmcompile.ir import fixed
+from nmcompile.ir.rest import restless_neurons
 from nmcompile.lowered.network import Layer, LoweredNetwork, Projection
 from nmcompile.targets import TARGETS, Target
 
@@ -109,13 +110,52 @@ def check_delays(name: str, delay: np.ndarray, target: Target) -> None:
                f"{dmin}..{dmax}", lambda t: t.delay_range[0] <= low and high <= t.delay_range[1], target)
 
 
+def check_start_step(name: str, op, target: Target) -> None:
+    """A layer with a start step s (docs/semantics.md) on `target`: s must fit the start-step register; a target
+    without start steps takes the layer only if holding it changes nothing (every neuron at rest), and otherwise
+    is refused naming the neurons that fire or leak before step s."""
+    s = op.start_step
+    if s == 0:
+        return
+    where = f"layer '{name}'"
+    if target.start_step_bits:
+        if s > target.max_start_step:
+            refuse(where, f"a start step of {s}", "start_step_bits", target.start_step_bits,
+                   lambda t: s <= t.max_start_step, target)
+        return
+    restless = restless_neurons(op, op.shape)
+    if restless.size:
+        shown = ", ".join(str(int(i)) for i in restless[:5]) + (", ..." if restless.size > 5 else "")
+        refuse(where, f"holding {restless.size} of {op.size} neurons ({shown}) at their initial state until the "
+               f"layer's first input arrives at step {s} (a start step: they fire or leak before it)",
+               "start_step_bits", 0, lambda t: s <= t.max_start_step, target)
+
+
+def check_negative_threshold(where: str, target: Target, reset_mode: str, vth: int | None = None) -> None:
+    """A threshold below 0 (neurons that fire at rest): targets with signed thresholds, down to -(vth_max + 1). Not
+    with reset by subtraction, whose reset would raise v past the threshold and out of its 24 bits."""
+    if reset_mode == "subtract":
+        raise UnsupportedError(f"{where}: a negative threshold with reset by subtraction has no integer form on any "
+                               "target (subtracting it raises v, which then fires at every step and leaves 24 bits)")
+    if not target.signed_threshold:
+        refuse(where, "a negative threshold (neurons that fire at rest)", "signed_threshold", False,
+               lambda t: t.signed_threshold, target)
+    if vth is not None and vth < -(target.vth_max + 1):
+        refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", f"{target.vth_max} (signed)",
+               lambda t: t.signed_threshold and vth >= -(t.vth_max + 1), target)
+
+
 def check_layer(layer: Layer, target: Target) -> None:
     op, where = layer.op, f"layer '{layer.name}'"
     check_neuron_options(layer.name, op, target)
+    check_start_step(layer.name, op, target)
     vth = int(np.max(op.vth)) if np.size(op.vth) else 0
     if vth > target.vth_max:
         refuse(where, f"a threshold mantissa vth of {vth}", "vth_max", target.vth_max, lambda t: vth <= t.vth_max,
                target)
+    lowest = int(np.min(op.vth)) if np.size(op.vth) else 0
+    if lowest < 0:
+        check_negative_threshold(where, target, op.reset_mode, lowest)
     if not _uniform(op.vth) and not target.per_neuron_threshold:
         refuse(where, "a threshold per neuron", "per_neuron_threshold", False, lambda t: t.per_neuron_threshold,
                target)

@@ -37,7 +37,11 @@ Shape = tuple[int, ...]
 
 @dataclass(frozen=True, eq=False)
 class Layer:
-    """A neuron layer: its op (integer parameters after quantize), shape and, once partitioned, its cores."""
+    """A neuron layer: its op (integer parameters after quantize), shape and, once partitioned, its cores.
+
+    `start_step` s: the layer is held at its initial state, discards its inputs and emits no spikes in the steps
+    t < s, then updates normally (docs/semantics.md; the retime pass sets it to the step its first input arrives).
+    """
 
     name: str
     op: Any
@@ -47,6 +51,10 @@ class Layer:
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def start_step(self) -> int:
+        return int(getattr(self.op, "start_step", 0))
 
 
 @dataclass(frozen=True, eq=False)

@@ -49,7 +49,8 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         beta = np.broadcast_to(op.beta, shape)
         params = dict(shape=shape, beta=op.beta, gain=op.gain, bias=sign * op.bias, compare=op.compare,
                       reset_mode=op.reset_mode, v_reset=sign * op.v_reset, v_init=sign * op.v_init,
-                      reset_timing="immediate", refractory=op.refractory, provenance=op.provenance)
+                      reset_timing="immediate", refractory=op.refractory, start_step=op.start_step,
+                      provenance=op.provenance)
         threshold = sign * threshold
         if op.reset_mode == "subtract":
             amount = np.broadcast_to(op.reset_amount, shape)

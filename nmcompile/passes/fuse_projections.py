@@ -4,13 +4,14 @@ Hardware connects neuron layers through one synapse stage, so the float graph is
 arithmetic) until every path from a neuron layer or input to the next neuron layer holds one Linear/Conv,
 possibly with Flatten and Delay around it:
 
-    AvgPool2d(k)        -> SumPool2d(k) then Scale(1 / kH kW)
+    AvgPoolNd(k)        -> SumPoolNd(k) then Scale(1 / prod(k))          (N = 1, 2 throughout)
     Scale(1) joining several inputs -> removed (a node's input is the sum of its in-edges anyway)
-    SumPool2d after a conv (pooling currents) -> folded into that conv: stride s*pool stride, kernel
-                           (kp-1)*s + (k-1)*d + 1 (the pool's taps summed), bias * kH kW
+    SumPoolNd after a conv (pooling currents) -> folded into that conv: stride s*pool stride, kernel
+                           (kp-1)*s + (k-1)*d + 1 (the pool's taps summed), bias * prod(kp)
     no weighted op on a path        -> an identity projection before the neuron (Linear(I), depthwise 1x1 conv)
     Scale next to a projection      -> folded into its input columns or output rows
-    SumPool2d before a projection   -> fused: a conv with a stride x pool-stride kernel, or W @ P for a Linear
+    SumPoolNd before a projection   -> fused: a conv with a stride x pool-stride kernel, or W @ P for a Linear
+                           (W @ P also takes padding with per-position divisors and ceil_mode's partial windows)
     Linear -> Linear                -> one Linear (W2 W1, W2 b1 + b2)
 
 Outputs must be fed by neuron layers (hardware emits spikes, not currents).
@@ -90,11 +91,12 @@ def _identity(shape: tuple[int, ...]) -> O.Op:
 
 # -- steps ----------------------------------------------------------------------------------------------------
 def _avgpool_to_sumpool(g: Graph, notes: list[str]) -> None:
-    for name in g.of_kind("AvgPool2d"):
+    for name in g.of_kind("AvgPool1d", "AvgPool2d"):
         op = g.node(name)
-        g.replace_node(name, O.SumPool2d(kernel_size=op.kernel_size, stride=op.stride, padding=op.padding,
-                                         provenance=op.provenance))
-        _insert_after(g, name, f"{name}.scale", O.Scale(scale=1.0 / (op.kernel_size[0] * op.kernel_size[1])))
+        cls = O.SumPool2d if op.ndim == 2 else O.SumPool1d
+        g.replace_node(name, cls(kernel_size=op.kernel_size, stride=op.stride, padding=op.padding,
+                                 provenance=op.provenance))
+        _insert_after(g, name, f"{name}.scale", O.Scale(scale=1.0 / np.prod(op.kernel_size)))
         notes.append(f"{name}: average pool -> sum pool and scale")
 
 
@@ -115,41 +117,66 @@ def _remove_unit_junctions(g: Graph, notes: list[str]) -> None:
         notes.append(f"{name}: summing junction removed")
 
 
+def _describe(g: Graph, name: str) -> str:
+    """A pool named with the module it comes from and every option that shapes its windows."""
+    pool = g.node(name)
+    source = f" (from {pool.provenance})" if pool.provenance is not None else ""
+    return (f"pool '{name}'{source} with kernel {pool.kernel_size}, stride {pool.stride}, padding {pool.padding}"
+            f"{', ceil_mode=True' if pool.ceil_mode else ''}")
+
+
+def _conv_geometry(conv: O.Conv1d | O.Conv2d) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(stride, padding, dilation) as one value per spatial axis."""
+    if conv.kind == "Conv1d":
+        return (conv.stride,), (conv.padding,), (conv.dilation,)
+    return conv.stride, conv.padding, conv.dilation
+
+
+def _conv(like: O.Conv1d | O.Conv2d, weight: np.ndarray, bias, stride, padding, dilation) -> O.Conv1d | O.Conv2d:
+    """A conv of the same kind and groups as `like` with the given geometry (tuples, one value per axis)."""
+    if like.kind == "Conv1d":
+        return O.Conv1d(weight=weight, bias=bias, stride=stride[0], padding=padding[0], dilation=dilation[0],
+                        groups=like.groups, provenance=like.provenance)
+    return O.Conv2d(weight=weight, bias=bias, stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation),
+                    groups=like.groups, provenance=like.provenance)
+
+
 def _fold_pools_into_preceding(g: Graph, notes: list[str]) -> None:
-    """Conv2d -> SumPool2d (the conv's only consumer): one conv whose kernel sums the pool's taps, strided."""
-    for name in list(g.of_kind("SumPool2d")):
+    """ConvNd -> SumPoolNd (the conv's only consumer): one conv whose kernel sums the pool's taps, strided."""
+    shapes = g.shapes()
+    for name in list(g.of_kind("SumPool1d", "SumPool2d")):
         edge_in = _only_in(g, name)
         if edge_in is None or edge_in.recurrent:
             continue
         conv = g.node(edge_in.src)
-        if conv.kind != "Conv2d" or len(g.out_edges(edge_in.src)) != 1:
-            continue
         pool = g.node(name)
-        if any(pool.padding):
+        if conv.kind != f"Conv{pool.ndim}d" or len(g.out_edges(edge_in.src)) != 1:
+            continue
+        if any(pool.padding) or pool.partial_windows(shapes[edge_in.src]):
             raise UnsupportedError(
-                f"pool '{name}' has padding {pool.padding} and pools the currents of conv '{edge_in.src}': its zero "
-                "border is not an output of the conv (a per-position bias), so it cannot be folded exactly; use "
-                "padding=0, or move the pool after the neuron")
+                f"{_describe(g, name)} pools the currents of conv '{edge_in.src}': its zero border and partial "
+                "windows hold no conv outputs (a per-position bias and kernel), so no target takes it folded into the "
+                "conv exactly; use padding=0 and ceil_mode=False, or move the pool after the neuron")
         g.replace_node(edge_in.src, _conv_then_pool(conv, pool))
         _remove(g, name)
+        folded = g.node(edge_in.src)
         notes.append(f"{name}: sum pool over the currents of '{edge_in.src}' folded into it (kernel "
-                     f"{g.node(edge_in.src).weight.shape[2:]}, stride {g.node(edge_in.src).stride})")
+                     f"{folded.weight.shape[2:]}, stride {folded.stride})")
 
 
-def _conv_then_pool(conv: O.Conv2d, pool: O.SumPool2d) -> O.Conv2d:
+def _conv_then_pool(conv: O.Conv1d | O.Conv2d, pool: O.SumPool1d | O.SumPool2d) -> O.Conv1d | O.Conv2d:
     """sumpool(conv(x)) = conv'(x): stride s*sp, same padding, dilation 1, taps a*s + i*d summed."""
-    s, d, (kh, kw) = conv.stride, conv.dilation, conv.weight.shape[2:]
-    kernel = [(kp - 1) * s[axis] + (k - 1) * d[axis] + 1
-              for axis, (kp, k) in enumerate(zip(pool.kernel_size, (kh, kw), strict=True))]
-    weight = np.zeros(conv.weight.shape[:2] + tuple(kernel))
-    for a in range(pool.kernel_size[0]):
-        for b in range(pool.kernel_size[1]):
-            weight[:, :, a * s[0] : a * s[0] + d[0] * (kh - 1) + 1 : d[0],
-                   b * s[1] : b * s[1] + d[1] * (kw - 1) + 1 : d[1]] += conv.weight
-    taps = pool.kernel_size[0] * pool.kernel_size[1]
-    return O.Conv2d(weight=weight, bias=None if conv.bias is None else conv.bias * taps,
-                    stride=(s[0] * pool.stride[0], s[1] * pool.stride[1]), padding=conv.padding, dilation=1,
-                    groups=conv.groups, provenance=conv.provenance)
+    s, p, d = _conv_geometry(conv)
+    k = conv.weight.shape[2:]
+    kernel = tuple((kp - 1) * s[axis] + (k[axis] - 1) * d[axis] + 1 for axis, kp in enumerate(pool.kernel_size))
+    weight = np.zeros(conv.weight.shape[:2] + kernel)
+    for tap in np.ndindex(*pool.kernel_size):
+        window = tuple(slice(a * s[axis], a * s[axis] + d[axis] * (k[axis] - 1) + 1, d[axis])
+                       for axis, a in enumerate(tap))
+        weight[(slice(None), slice(None), *window)] += conv.weight
+    taps = int(np.prod(pool.kernel_size))
+    return _conv(conv, weight, None if conv.bias is None else conv.bias * taps,
+                 tuple(a * b for a, b in zip(s, pool.stride, strict=True)), p, (1,) * len(s))
 
 
 def _path_has_weights(g: Graph, edge: Edge) -> bool:
@@ -189,6 +216,12 @@ def _fold_scales(g: Graph, notes: list[str]) -> None:
             continue
         if _fold_scale_down(g, name, op, notes) or _fold_scale_up(g, name, op, edge_in, notes):
             continue
+        if op.provenance is not None and np.ptp(op.scale) > 0:
+            raise UnsupportedError(f"'{name}' (from {op.provenance}) divides each pooling window by its own size "
+                                   "(count_include_pad=False at a padded border, or ceil_mode's partial windows); "
+                                   "such per-position divisors fold exactly only into a following Flatten + Linear, "
+                                   "not into a conv's shared kernel (on no target): use count_include_pad=True and "
+                                   "ceil_mode=False")
         raise UnsupportedError(f"Scale '{name}' has no Linear/Conv next to it to fold into")
 
 
@@ -249,73 +282,82 @@ def _remove(g: Graph, name: str) -> None:
 
 
 def _fuse_pools(g: Graph, notes: list[str]) -> None:
-    for name in list(g.of_kind("SumPool2d")):
+    for name in list(g.of_kind("SumPool1d", "SumPool2d")):
         pool = g.node(name)
         edge_in = _only_in(g, name)
         in_shape = g.shapes()[edge_in.src]
         out = _only_out(g, name)
         if out is None or out.recurrent or len(g.in_edges(out.dst)) != 1:
-            raise UnsupportedError(f"pool '{name}' must feed exactly one Linear/Conv to be fused into it")
+            raise UnsupportedError(f"{_describe(g, name)} must feed exactly one Linear/Conv to be fused into it")
         consumer = g.node(out.dst)
-        if consumer.kind == "Conv2d":
-            g.replace_node(out.dst, _pool_into_conv(pool, consumer, in_shape, name, out.dst))
+        if consumer.kind == f"Conv{pool.ndim}d":
+            g.replace_node(out.dst, _pool_into_conv(g, name, consumer, in_shape, out.dst))
             _remove(g, name)
         elif consumer.kind == "Flatten":
             after = _only_out(g, out.dst)
             linear = g.node(after.dst) if after is not None else None
             if linear is None or linear.kind != "Linear" or len(g.in_edges(after.dst)) != 1:
-                raise UnsupportedError(f"pool '{name}' -> flatten '{out.dst}' must feed one Linear to be fused")
+                raise UnsupportedError(f"{_describe(g, name)} -> flatten '{out.dst}' must feed one Linear to be "
+                                       "fused")
             g.replace_node(after.dst, _pool_into_linear(pool, linear, in_shape, name, after.dst))
             g.replace_node(out.dst, O.Flatten(provenance=consumer.provenance))
             _remove(g, name)
         else:
-            raise UnsupportedError(f"pool '{name}' feeds '{out.dst}' ({consumer.kind}); it can only be fused into a "
-                                   "following Conv2d or Flatten + Linear")
-        notes.append(f"{name}: sum pool fused into '{out.dst if consumer.kind == 'Conv2d' else after.dst}'")
+            raise UnsupportedError(f"{_describe(g, name)} feeds '{out.dst}' ({consumer.kind}); it can only be fused "
+                                   f"into a following Conv{pool.ndim}d or Flatten + Linear")
+        notes.append(f"{name}: sum pool fused into '{out.dst if consumer.kind != 'Flatten' else after.dst}'")
 
 
-def _pool_into_conv(pool: O.SumPool2d, conv: O.Conv2d, in_shape, pool_name: str, conv_name: str) -> O.Conv2d:
-    """conv(sumpool(x)) as one conv on x: stride s*sp, padding p*sp, kernel (k-1)*d*sp + kp."""
-    pointwise = conv.weight.shape[2:] == (1, 1) and not any(conv.padding)   # e.g. an inserted identity
-    if any(pool.padding) and not pointwise:
-        raise UnsupportedError(f"pool '{pool_name}' has padding; it cannot be fused into '{conv_name}' (only into a "
-                               "1x1 conv without padding)")
-    kernel, stride, padding, dilation = [], [], [], []
-    for axis in range(2):
+def _pool_into_conv(g: Graph, pool_name: str, conv: O.Conv1d | O.Conv2d, in_shape,
+                    conv_name: str) -> O.Conv1d | O.Conv2d:
+    """conv(sumpool(x)) as one conv on x: stride s*sp, padding p*sp + pool padding, kernel (k-1)*d*sp + kp.
+
+    ceil_mode's e extra zeros at the end of an axis: the padding grows by e on both ends and the kernel gets e
+    leading zero taps, so every window starts where it did and the output keeps its length.
+    """
+    pool = g.node(pool_name)
+    s, p, d = _conv_geometry(conv)
+    k = conv.weight.shape[2:]
+    if (any(pool.padding) or pool.partial_windows(in_shape)) and any(p):
+        raise UnsupportedError(f"{_describe(g, pool_name)} cannot be fused into the padded conv '{conv_name}' "
+                               "exactly on any target (the conv's zero border would read inputs through the pool's "
+                               "padding); a padded pool fuses into a conv without padding, or a Flatten + Linear")
+    kernel, stride, padding, dilation, lead = [], [], [], [], []
+    for axis, (begin, end) in enumerate(pool.pads(in_shape)):
         kp, sp = pool.kernel_size[axis], pool.stride[axis]
-        k, s, p, d = conv.weight.shape[2 + axis], conv.stride[axis], conv.padding[axis], conv.dilation[axis]
         pooled = (in_shape[1 + axis] - kp) // sp + 1
-        if p and (kp > sp or pooled * sp != in_shape[1 + axis]):
-            raise UnsupportedError(f"pool '{pool_name}' cannot be fused into the padded conv '{conv_name}' exactly: "
-                                   f"its input ({in_shape[1 + axis]}) is not a multiple of the pool stride {sp} or "
-                                   "the windows overlap")
-        kernel.append((k - 1) * d * sp + kp)
-        stride.append(s * sp)
-        padding.append(p * sp + pool.padding[axis])
-        dilation.append(d * sp)
+        if p[axis] and (kp > sp or pooled * sp != in_shape[1 + axis]):
+            raise UnsupportedError(f"{_describe(g, pool_name)} cannot be fused into the padded conv '{conv_name}' "
+                                   f"exactly: its input ({in_shape[1 + axis]}) is not a multiple of the pool stride "
+                                   f"{sp} or the windows overlap")
+        lead.append(end - begin)
+        kernel.append((k[axis] - 1) * d[axis] * sp + kp + lead[-1])
+        stride.append(s[axis] * sp)
+        padding.append(p[axis] * sp + end)
+        dilation.append(d[axis] * sp)
     weight = np.zeros(conv.weight.shape[:2] + tuple(kernel))
-    kh, kw = conv.weight.shape[2:]
-    for a in range(pool.kernel_size[0]):
-        for b in range(pool.kernel_size[1]):
-            weight[:, :, a : a + dilation[0] * (kh - 1) + 1 : dilation[0],
-                   b : b + dilation[1] * (kw - 1) + 1 : dilation[1]] += conv.weight
-    return O.Conv2d(weight=weight, bias=conv.bias, stride=tuple(stride), padding=tuple(padding), dilation=1,
-                    groups=conv.groups, provenance=conv.provenance)
+    for tap in np.ndindex(*pool.kernel_size):
+        window = tuple(slice(e + a, e + a + dilation[axis] * (k[axis] - 1) + 1, dilation[axis])
+                       for axis, (a, e) in enumerate(zip(tap, lead, strict=True)))
+        weight[(slice(None), slice(None), *window)] += conv.weight
+    return _conv(conv, weight, conv.bias, stride, padding, (1,) * pool.ndim)
 
 
-def _pool_into_linear(pool: O.SumPool2d, linear: O.Linear, in_shape, pool_name: str, lin_name: str) -> O.Linear:
-    """W @ P: each pooled input column is spread over the pixels of its window."""
+def _pool_into_linear(pool: O.SumPool1d | O.SumPool2d, linear: O.Linear, in_shape, pool_name: str,
+                      lin_name: str) -> O.Linear:
+    """W @ P: each pooled input column is spread over the pixels of its window (any padding, partial windows)."""
     if linear.delays is not None and linear.delays.any():
         raise UnsupportedError(f"'{lin_name}' has per-synapse delays; pool '{pool_name}' cannot be fused into it")
-    c, h, w = in_shape
-    ph, pw = pool.out_shape(in_shape)[1:]
-    wl = linear.weight.reshape(-1, c, ph, pw)
-    padded = np.zeros((wl.shape[0], c, h + 2 * pool.padding[0], w + 2 * pool.padding[1]))
-    sy, sx = pool.stride
-    for a in range(pool.kernel_size[0]):
-        for b in range(pool.kernel_size[1]):
-            padded[:, :, a : a + sy * (ph - 1) + 1 : sy, b : b + sx * (pw - 1) + 1 : sx] += wl
-    weight = padded[:, :, pool.padding[0] : pool.padding[0] + h, pool.padding[1] : pool.padding[1] + w]
+    pads = pool.pads(in_shape)
+    pooled = pool.out_shape(in_shape)
+    wl = linear.weight.reshape(-1, *pooled)
+    padded = np.zeros((wl.shape[0], in_shape[0], *(n + b + e for n, (b, e) in zip(in_shape[1:], pads, strict=True))))
+    for tap in np.ndindex(*pool.kernel_size):
+        window = tuple(slice(a, a + st * (o - 1) + 1, st)
+                       for a, st, o in zip(tap, pool.stride, pooled[1:], strict=True))
+        padded[(slice(None), slice(None), *window)] += wl
+    inside = tuple(slice(b, b + n) for n, (b, _) in zip(in_shape[1:], pads, strict=True))
+    weight = padded[(slice(None), slice(None), *inside)]
     return linear.replace(weight=weight.reshape(wl.shape[0], -1))
 
 

@@ -24,23 +24,28 @@ from nmcompile.ir import fixed
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import NeuronOp
-from nmcompile.lowered.limits import check_delays, check_neuron_options, refuse
+from nmcompile.ir.sparse import row_of_entries
+from nmcompile.lowered.limits import (
+    check_delays,
+    check_negative_threshold,
+    check_neuron_options,
+    check_start_step,
+    refuse,
+)
 from nmcompile.passes import PassContext
 from nmcompile.passes import formats as F
 from nmcompile.passes.common import per_channel
 
 # The float ops this pass converts (by exact class: a subclass brings its own conversion). Neutral ops are copied
 # as they are; an op some earlier pass removes (op.removed_by) and integer ops are refused.
-CONVERTS = (O.Linear, O.Conv1d, O.Conv2d, O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI)
+CONVERTS = (O.Linear, O.SparseLinear, O.Conv1d, O.Conv2d, O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI)
+MATRICES = ("Linear", "SparseLinear")   # one weight per synapse (a row factor per output), as opposed to a kernel
 SAFETY = 0.999
 
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
     target = ctx.require_target("quantize")
     for name, op in graph.nodes.items():
-        if op.kind == "SparseLinear":
-            raise UnsupportedError(f"'{name}' (SparseLinear): sparse projections are not quantized yet; use a dense "
-                                   "Linear (partitioning and simulation do support them)")
         if op.removed_by is not None or (op.numeric != "neutral" and type(op) not in CONVERTS):
             hint = op.removed_by or "an earlier pass"
             raise UnsupportedError(f"'{name}' ({op.kind}) has no integer form; run {hint} before quantize")
@@ -168,9 +173,9 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
     if op.spiking and op.reset_mode == "zero" and np.any(v_reset != 0):
         theta, bias, v_init = theta - v_reset, bias + (beta - 1.0) * v_reset, v_init - v_reset
         notes.append("reset value shifted to 0")
-    conv_fed = any(g.node(p).kind != "Linear" for p in projections)
+    conv_fed = any(g.node(p).kind not in MATRICES for p in projections)
     if op.spiking and np.any(theta < 0):
-        raise UnsupportedError(f"layer '{name}': negative thresholds have no integer form (vth is unsigned)")
+        check_negative_threshold(f"layer '{name}'", target, op.reset_mode)
     if op.spiking and not target.per_neuron_threshold and np.ptp(theta) > 0:
         k = theta.max() / theta  # co-scale rows to one threshold
         if conv_fed and not _per_channel_ok(k):
@@ -185,7 +190,7 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
     for p in projections:
         q, c = _quantize_projection(g, p, ideal[p], scale, target, shapes)
         quantized[p] = q
-        clipped, total = clipped + c, total + q.weight.size
+        clipped, total = clipped + c, total + (q.values if q.kind == "QSparseLinear" else q.weight).size
     s_full = np.broadcast_to(scale, shape)
     mant, bexp, sat = F.quantize_bias(s_full * bias, target)
     clipped += sat
@@ -200,7 +205,9 @@ def _quantize_layer(g: Graph, name: str, op: NeuronOp, projections: list[str], s
         reset_mode=op.reset_mode if op.spiking else "none", reset_timing=op.reset_timing if op.spiking else "immediate",
         refractory=op.refractory, spiking=op.spiking,
         u_init=_compact(np.rint(s_full * rows * i_init).astype(np.int64)),
-        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), provenance=op.provenance)
+        v_init=_compact(np.rint(s_full * v_init).astype(np.int64)), start_step=op.start_step,
+        provenance=op.provenance)
+    check_start_step(name, neuron, target)
     if op.compare != neuron.compare:
         notes.append("'>=' realised as '>' at the rounded threshold")
     return neuron, quantized, LayerReport(name, scale, vth, notes, clipped, total)
@@ -228,9 +235,11 @@ def _check_options(name: str, op: NeuronOp, target, notes: list[str]) -> None:
 
 
 def _effective_weights(op, rows: np.ndarray, out_shape, layer: str, name: str) -> np.ndarray:
-    """Float weights with the layer's row factors (gain, co-scaling) folded in."""
+    """Float weights with the layer's row factors (gain, co-scaling) folded in (a SparseLinear: its values)."""
     if op.kind == "Linear":
         return op.weight * rows.reshape(-1)[:, None]
+    if op.kind == "SparseLinear":
+        return op.values * rows.reshape(-1)[row_of_entries(op.indptr)]
     try:
         factor = per_channel(rows.reshape(out_shape), op.weight.shape[0])
     except ValueError:
@@ -249,6 +258,9 @@ def _row_peak(ideal: dict[str, np.ndarray], g: Graph, plastic: set[str] = frozen
             peak += w.shape[1] * float(np.abs(w).max(initial=0.0)) * 2.0 * 128.0 / 127.0
         elif g.node(name).kind == "Linear":
             peak += float(np.abs(w).sum(axis=1).max()) if w.size else 0.0
+        elif g.node(name).kind == "SparseLinear":
+            rows = row_of_entries(g.node(name).indptr)
+            peak += float(np.bincount(rows, np.abs(w)).max()) if w.size else 0.0
         else:
             peak += float(np.abs(w).reshape(w.shape[0], -1).sum(axis=1).max()) if w.size else 0.0
     return peak
@@ -258,8 +270,8 @@ def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g:
                   plastic: set[str] = frozenset()):
     """The largest membrane scale S satisfying every format limit (scalar: one per layer)."""
     bounds = {}
-    if op.spiking and np.any(theta > 0):
-        bounds["threshold"] = 64.0 * target.vth_max / float(theta.max())
+    if op.spiking and np.any(theta != 0):
+        bounds["threshold"] = 64.0 * target.vth_max / float(np.abs(theta).max())
     peak = _row_peak(ideal, g, plastic) / max(1e-12, 1.0 - float(alpha.max()))
     if peak > 0:
         bounds["input"] = (fixed.UV_LIMIT - 1) / peak
@@ -271,7 +283,7 @@ def _choose_scale(name: str, op: NeuronOp, target, theta, bias, alpha, ideal, g:
         wmax = float(np.abs(w).max()) if w.size else 0.0
         if wmax == 0:
             continue
-        exp_max = target.weight_exp_range[1] if (g.node(p).kind == "Linear" or target.conv_weight_exp) else 0
+        exp_max = target.weight_exp_range[1] if (g.node(p).kind in MATRICES or target.conv_weight_exp) else 0
         bounds[f"weights of '{p}'"] = 64.0 * F.magnitude(fmt) * 2.0**exp_max / wmax
     if not bounds:
         return 64.0
@@ -293,21 +305,34 @@ def _quantize_projection(g: Graph, name: str, ideal_float: np.ndarray, scale, ta
         check_delays(name, delay, target)
         return O.QLinear(weight=weight, weight_exp=exponent, num_weight_bits=fmt.num_weight_bits,
                          sign_mode=fmt.sign_mode, delay=delay, provenance=op.provenance), clipped
+    if op.kind == "SparseLinear":
+        exponent = F.choose_exponent(peak, fmt, target.weight_exp_range)
+        values, clipped = F.quantize_weights(ideal, fmt, exponent)
+        delay = _uniform_delay(g, name, "sparse projection", target)
+        return O.QSparseLinear(indptr=op.indptr, indices=op.indices, values=values, in_features=op.in_features,
+                               weight_exp=exponent, num_weight_bits=fmt.num_weight_bits, sign_mode=fmt.sign_mode,
+                               delay=delay, provenance=op.provenance), clipped
     exp_range = target.weight_exp_range if target.conv_weight_exp else (0, 0)
     exponent = F.choose_exponent(peak, fmt, exp_range)
     conv_fmt = fmt if fmt.step == 1 and fmt.sign_mode == "mixed" else F.WeightFormat(
         "mixed", 9, target.weight_min, target.weight_max, 1)
     weight, clipped = F.quantize_weights(ideal, conv_fmt, exponent)
-    before, after = _delay_before(g, name), _delay_after(g, name)
-    if np.ptp(np.atleast_1d(before)) or np.ptp(np.atleast_1d(after)):
-        raise UnsupportedError(f"convolution '{name}': its inputs arrive with different delays; a conv has one delay")
-    delay = int(np.max(before)) + int(np.max(after))
-    check_delays(name, np.array(delay), target)
+    delay = _uniform_delay(g, name, "convolution", target)
     stride, padding, dilation = ((op.stride,), (op.padding,), (op.dilation,)) if op.kind == "Conv1d" else (
         op.stride, op.padding, op.dilation)
     return O.QConv(weight=weight, stride=stride, padding=padding, dilation=dilation, groups=op.groups,
                    weight_exp=exponent, wrap_bits=target.conv_wrap_bits, delay=delay,
                    provenance=op.provenance), clipped
+
+
+def _uniform_delay(g: Graph, name: str, what: str, target) -> int:
+    """The one delay of a projection that has one (a conv, a CSR projection), checked against the target."""
+    before, after = _delay_before(g, name), _delay_after(g, name)
+    if np.ptp(np.atleast_1d(before)) or np.ptp(np.atleast_1d(after)):
+        raise UnsupportedError(f"{what} '{name}': its inputs arrive with different delays; a {what} has one delay")
+    delay = int(np.max(before)) + int(np.max(after))
+    check_delays(name, np.array(delay), target)
+    return delay
 
 
 def _linear_delays(g: Graph, name: str, op: O.Linear, shapes) -> np.ndarray:

@@ -16,9 +16,12 @@ retimed and is named. The outputs are balanced to one latency L = graph.latency.
 
 Constant drive would leak into the steps before a layer's first input arrives (its "pre-roll"), so it is moved
 onto a `Constant` source (1 at every step) that travels through the same delays: each projection bias becomes
-a bias projection from such a source (Linear (n, 1) or a 1x1 convolution), and a neuron bias likewise when the
-neuron is not already at rest. A neuron whose initial state is not a fixed point of its input-free update (a
-non-zero v_init that leaks away) cannot start late exactly and is refused.
+a bias projection from such a source (Linear (n, 1) or a 1x1 convolution), and a neuron bias likewise when that
+brings the neuron to rest. A layer that still changes on its own before its first input (its initial state is not a
+fixed point of its input-free update: a non-zero v_init that leaks, a bias that cannot move, a threshold at or below
+rest) gets a start step s = tau_in(n) (docs/semantics.md): it is held at its initial state until its inputs arrive,
+which is exact on every target that has start steps (`Target.start_step_bits`); `quantize` refuses it elsewhere,
+naming the neurons.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
+from nmcompile.ir.rest import at_rest
 from nmcompile.passes import PassContext
 from nmcompile.passes.common import per_channel, unique_name
 
@@ -60,7 +64,7 @@ def offsets(g: Graph) -> tuple[dict[str, int], dict[str, int]]:
 
 def run(graph: Graph, ctx: PassContext) -> Graph:
     g = graph.copy()
-    moved = _biases_to_sources(g)
+    moved, restless = _biases_to_sources(g)
     tau_in, tau = offsets(g)
     unreachable = [n for n in g if tau[n] <= NEG]
     if unreachable:
@@ -87,8 +91,13 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         inserted += 1
     if any(e.recurrent for e in g.edges):
         raise AssertionError("retime left a recurrent edge")
+    started = {}
+    for name in restless:
+        op = g.node(name)
+        started[name] = op.start_step + tau_in[name]
+        g.replace_node(name, op.replace(start_step=started[name]))
     g.latency = graph.latency + latency
-    ctx.reports["retime"] = _Report(latency, inserted, moved)
+    ctx.reports["retime"] = _Report(latency, inserted, moved, started)
     return g
 
 
@@ -109,8 +118,9 @@ def _bias_source(g: Graph, shape: tuple[int, ...], bias: np.ndarray, name: str) 
     return projection
 
 
-def _biases_to_sources(g: Graph) -> list[str]:
-    moved = []
+def _biases_to_sources(g: Graph) -> tuple[list[str], list[str]]:
+    """Move biases onto constant sources; returns the moved layers and the neuron layers that need a start step."""
+    moved, restless = [], []
     shapes = g.shapes()
     for name in list(g.order()):
         op = g.node(name)
@@ -121,47 +131,34 @@ def _biases_to_sources(g: Graph) -> list[str]:
             for edge in g.out_edges(name):
                 g.connect(bias_node, edge.dst)
             moved.append(name)
-        elif op.role == "neuron":
-            moved += _neuron_bias(g, name, op, shapes[name])
-    return moved
+        elif op.role == "neuron" and (op.start_step or not at_rest(op, shapes[name])):
+            if _move_neuron_bias(g, name, op, shapes[name]):
+                moved.append(name)
+            else:
+                restless.append(name)
+    return moved, restless
 
 
-def _neuron_bias(g: Graph, name: str, op, shape) -> list[str]:
-    """Keep a neuron bias only where the neuron rests (v_init is a fixed point of its input-free update)."""
-    beta = np.broadcast_to(op.decay(), shape)
-    v0 = np.broadcast_to(op.v_init, shape)
-    i0 = np.broadcast_to(getattr(op, "i_init", 0.0), shape)
-    alpha = np.broadcast_to(getattr(op, "alpha", 0.0), shape)
+def _move_neuron_bias(g: Graph, name: str, op, shape) -> bool:
+    """Move a neuron bias onto a constant source where that brings the layer to rest (a LIF/IF from v_init = 0)."""
+    if op.start_step or hasattr(op, "alpha") or not np.any(op.bias != 0):
+        return False
     gain = np.broadcast_to(op.gain, shape)
-    bias = np.broadcast_to(op.bias, shape)
-    current = alpha * i0 if hasattr(op, "alpha") else 0.0
-    h = beta * v0 + gain * current + bias
-
-    def rests(values: np.ndarray) -> bool:
-        still = np.abs(values - v0) <= 1e-12 * np.maximum(1.0, np.abs(v0))
-        quiet = ~((h > op.threshold) if op.compare == ">" else (h >= op.threshold)) if op.spiking else True
-        return bool(np.all(still & quiet)) and bool(np.all(current == i0))
-
-    if rests(h):
-        return []
-    if np.all(v0 == 0) and np.all(i0 == 0) and not hasattr(op, "alpha") and np.all(gain != 0) and np.any(bias != 0):
-        try:
-            bias_node = _bias_source(g, shape, bias / gain, name)
-        except ValueError:
-            bias_node = None
-        if bias_node is not None:
-            g.replace_node(name, op.replace(bias=0.0))
-            g.connect(bias_node, name)
-            return [name]
-    raise UnsupportedError(
-        f"neuron layer '{name}' changes on its own before its first input arrives (its initial state or bias is "
-        "not at rest), and on hardware its inputs arrive late; start it from rest (v_init = 0, no bias on a "
-        "current-based neuron) so the deployed network is the source network shifted in time")
+    unbiased = op.replace(bias=0.0)
+    if np.any(gain == 0) or not at_rest(unbiased, shape):
+        return False
+    try:
+        bias_node = _bias_source(g, shape, np.broadcast_to(op.bias, shape) / gain, name)
+    except ValueError:
+        return False
+    g.replace_node(name, unbiased)
+    g.connect(bias_node, name)
+    return True
 
 
 class _Report:
-    def __init__(self, latency: int, inserted: int, moved: list[str]):
-        self.latency, self.inserted, self.moved = latency, inserted, moved
+    def __init__(self, latency: int, inserted: int, moved: list[str], started: dict[str, int]):
+        self.latency, self.inserted, self.moved, self.started = latency, inserted, moved, started
 
     def lines(self) -> list[str]:
         lines = [f"latency L = {self.latency} steps (outputs at step t + L equal the source network's at t); "
@@ -169,4 +166,7 @@ class _Report:
         if self.moved:
             lines.append(f"biases of {len(self.moved)} layer(s) moved onto constant sources so they start with their "
                          f"layer's first input: {', '.join(self.moved)}")
+        if self.started:
+            lines.append(f"{len(self.started)} layer(s) not at rest held until their first input arrives (start "
+                         "step): " + ", ".join(f"{n} at step {s}" for n, s in self.started.items()))
         return lines

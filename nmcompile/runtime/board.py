@@ -5,6 +5,8 @@
         out = board.run(spikes)                   # spikes [T, B, N_in] -> [T, B, N_out] (one output)
         everything = board.run_all(spikes)        # {output name: [T, B, *shape], "weight:<projection>": [B, out, in]}
         for chunk_out in board.stream(chunks): ...    # chunks [t, B, N_in], state kept across chunks
+        board.stream([EventChunk(steps, rows)])      # an event list (step, neuron) of one sample as a chunk
+                                                     # (nmcompile.runtime.events: recordings binned into steps)
 
 Schemes: `ref://` (the reference simulator, in process; owned by this module: it also loads a Graph or a network
 file) and the schemes of the backend registry (`nmcompile.backends.board_schemes()`: lava://, verilator://,
@@ -26,6 +28,7 @@ from urllib.parse import ParseResult, parse_qsl, urlparse
 import numpy as np
 
 from nmcompile.errors import NmcError, ShapeError, UnsupportedError
+from nmcompile.runtime.events import EventChunk
 
 Progress = Callable[[str], None]
 
@@ -151,6 +154,7 @@ class BaseBoard(abc.ABC):
         self.latency = 0
         self.outputs: list[str] = []
         self.input_shape: tuple[int, ...] | None = None
+        self.input_size: int | None = None          # values per step of the one input (event lists' neurons)
         self._loaded = False
 
     @classmethod
@@ -202,13 +206,20 @@ class BaseBoard(abc.ABC):
         if len(inputs) != 1:
             raise UnsupportedError(f"{path}: boards run networks with one input; this one has {len(inputs)}")
         self.input_shape = tuple(next(iter(inputs.values())))
+        self.input_size = int(np.prod(self.input_shape))
         self._loaded = True
         return art
 
-    def check_spikes(self, spikes: np.ndarray) -> np.ndarray:
-        """A loaded board and spikes [T, B, *input_shape] (or [T, B, N_in])."""
+    def check_spikes(self, spikes: np.ndarray | EventChunk) -> np.ndarray:
+        """A loaded board and spikes [T, B, *input_shape] (or [T, B, N_in]); an EventChunk (rows (step, neuron) of
+        one sample) becomes [steps, 1, N_in]."""
         if not self._loaded:
             raise NmcError("no network loaded; call load() first")
+        if isinstance(spikes, EventChunk):
+            if self.input_size is None:
+                raise UnsupportedError(f"{self.scheme}:// takes event lists for networks with one input; pass "
+                                       "spikes [T, B, *shape]")
+            spikes = spikes.to_spikes(self.input_size)
         spikes = np.asarray(spikes)
         if spikes.ndim < 3:
             raise ShapeError(f"spikes must be [T, B, N], got an array of shape {spikes.shape}")
@@ -288,6 +299,8 @@ class RefBoard(BaseBoard):
         self.latency = graph.latency
         self.outputs = list(graph.outputs)
         self.input_shape = None                     # the simulator checks inputs, naming the Input node
+        inputs = list(graph.inputs)
+        self.input_size = int(np.prod(graph.node(inputs[0]).shape)) if len(inputs) == 1 else None
         self._loaded = True
 
     def _require(self):

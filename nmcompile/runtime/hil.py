@@ -55,10 +55,12 @@ class VerifyResult:
         return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
 
-def first_difference(ours: np.ndarray, theirs: np.ndarray) -> str:
+def first_difference(ours: np.ndarray, theirs: np.ndarray, layer: str = "") -> str:
+    """Where the board first differs: the earliest step (then sample, then neuron) of layer `layer`."""
     index = tuple(int(i) for i in np.argwhere(ours != theirs)[0])
-    return (f"first at step {index[0]}, sample {index[1]}, neuron {index[2:]}: board {theirs[index]} vs reference "
-            f"{ours[index]}")
+    where = f"layer {layer}, " if layer else ""
+    return (f"first at step {index[0]}, sample {index[1]}, {where}neuron {index[2:]}: board {theirs[index]} vs "
+            f"reference {ours[index]}")
 
 
 def verify_artifact(path: Path, board_url: str, board: Board | None = None,
@@ -100,7 +102,7 @@ def verify_artifact(path: Path, board_url: str, board: Board | None = None,
         else:
             mismatches = int(np.count_nonzero(got != reference))
             result.checks.append(Check(f"output {name}", False, f"{mismatches} values differ; "
-                                       f"{first_difference(reference, got)}", seconds))
+                                       f"{first_difference(reference, got, name)}", seconds))
     return result
 
 

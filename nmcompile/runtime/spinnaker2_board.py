@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from nmcompile.errors import BoardError, InputFileError
+from nmcompile.errors import BoardError, InputFileError, UnsupportedError
 from nmcompile.runtime.board import BaseBoard, BoardOption, flag_option, seconds_option
 
 
@@ -101,7 +101,30 @@ class QemuBoard(BaseBoard):
         return {name: results[name] for name in self.outputs}
 
     def stream(self, chunks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        raise BoardError("qemu:// runs whole sequences (every sample from a fresh state); use run()")
+        """One sample in chunks [t, 1, N_in] (or EventChunks), the PEs keeping their state across chunks; the stream
+        starts from a fresh state."""
+        from nmcompile.runtime.spinnaker2_session import NetworkSession
+
+        if self.network is None:
+            raise BoardError("qemu://: no artifact loaded")
+        name = self.single_output()
+        session = NetworkSession(self.network)
+        started = False
+        for chunk in chunks:
+            chunk = self.check_spikes(chunk)
+            if chunk.shape[1] != 1:
+                raise UnsupportedError(f"qemu:// streams one sample at a time (a chunk has batch {chunk.shape[1]}); "
+                                       "use run() for batches")
+            if not started:
+                session.reset()
+                started = True
+            flat = chunk.reshape(chunk.shape[0], -1)
+            try:
+                out = np.stack([session.step(x)[name] for x in flat]) if len(flat) else np.zeros((0, 0))
+            except BaseException:
+                self.network.close()
+                raise
+            yield out.reshape(len(flat), 1, -1)
 
     def close(self) -> None:
         if self.network is not None:

@@ -77,7 +77,7 @@ class ModelPe:
         self.ge = (flags & 8) != 0
         self.readout = (flags & 16) != 0
         self.refractory = (flags >> 8) & 0xFF
-        self.u_init, self.v_init = p[:, 5], p[:, 6]
+        self.u_init, self.v_init, self.start_step = p[:, 5], p[:, 6], p[:, 7]
         self.readouts = np.flatnonzero(self.readout)
         self.reset()
 
@@ -95,30 +95,40 @@ class ModelPe:
         """Spikes emitted in the previous tick: add each synapse's weight to its group's slot of arrival."""
         image, words, t = self.image, self.image.words, self.tick_count - 1
         table = image.keys
-        for key in np.asarray(keys, dtype=np.int64).tolist():
-            hit = np.flatnonzero((key & table[:, 1]) == table[:, 0])
-            if hit.size == 0:
-                continue
-            _, mask, index_off, words_off = table[hit[0]]
-            unit = key & ~mask & 0xFFFFFFFF
-            a, b = words[index_off // 4 + unit], words[index_off // 4 + unit + 1]
-            row = words[words_off // 4 + a: words_off // 4 + b]
-            weight = ((row >> 24) & 0xFF).astype(np.int64)
-            weight = np.where(weight >= 128, weight - 256, weight)
-            group, target = (row >> 8) & 0xFF, row & 0xFF
-            for g in np.unique(group).tolist():
-                sel = group == g
-                delay = int(image.groups[g, 0])
-                np.add.at(self.rings[g][(t + delay) % (delay + 1)], target[sel], weight[sel])
+        keys = np.asarray(keys, dtype=np.int64)
+        if keys.size == 0 or table.shape[0] == 0:
+            return
+        hit = (keys[:, None] & table[None, :, 1]) == table[None, :, 0]          # [keys, entries]: the first match
+        found = hit.any(axis=1)
+        keys, entry = keys[found], table[hit.argmax(axis=1)[found]]
+        unit = keys & ~entry[:, 1] & 0xFFFFFFFF
+        first = words[entry[:, 2] // 4 + unit]
+        lengths = words[entry[:, 2] // 4 + unit + 1] - first
+        starts = entry[:, 3] // 4 + first
+        # every synapse row of every key, concatenated (a ragged gather)
+        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+        row = words[offsets + np.arange(int(lengths.sum()))]
+        weight = ((row >> 24) & 0xFF).astype(np.int64)
+        weight = np.where(weight >= 128, weight - 256, weight)
+        group, target = (row >> 8) & 0xFF, row & 0xFF
+        n = image.n
+        for g in np.flatnonzero(np.bincount(group)).tolist():
+            sel = group == g
+            delay = int(image.groups[g, 0])
+            # integer sums through float64 bincount: exact, |sum| <= 128 * synapses < 2**53
+            self.rings[g][(t + delay) % (delay + 1)] += np.bincount(target[sel], weights=weight[sel],
+                                                                     minlength=n)[:n].astype(np.int64)
 
     def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One tick: (fired local indices, readout voltages, u, v)."""
+        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
+        and drops its input (the slots are cleared all the same)."""
         t = self.tick_count
         a = np.zeros(self.image.n, dtype=np.int64)
         for g, (delay, exp, _, _) in enumerate(self.image.groups.tolist()):
             slot = self.rings[g][t % (delay + 1)]
             a += fixed.floor_shift(slot, exp)
             slot[:] = 0
+        u_before, v_before, rc_before = self.u, self.v, self.rc
         drive = np.left_shift(a, fixed.ACT_SHIFT)
         cleared = self.du + 1 == fixed.DECAY_UNITY
         u = np.where(cleared, drive, fixed.decay(self.u, self.du + 1) + drive)
@@ -136,9 +146,15 @@ class ModelPe:
         immediate = fired & ~self.delayed
         v = np.where(immediate & (self.reset_mode == 0), 0, v)
         v = np.where(immediate & (self.reset_mode == 1), v - self.vth, v)
+        waiting = t < self.start_step
+        if waiting.any():
+            fired &= ~waiting
+            self.u, v = np.where(waiting, u_before, self.u), np.where(waiting, v_before, v)
+            self.rc = np.where(waiting, rc_before, self.rc)
         self.v = v
         self.tick_count += 1
-        return np.flatnonzero(fired), self.v[self.readouts].copy(), self.u.copy(), self.v.copy()
+        readout = np.where(waiting, 0, self.v)[self.readouts]          # a held readout reports 0
+        return np.flatnonzero(fired), readout, self.u.copy(), self.v.copy()
 
     def tick(self, keys: np.ndarray):
         self.receive(keys)

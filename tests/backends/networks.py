@@ -67,6 +67,28 @@ def conv(rng, size=8) -> Graph:
     return g
 
 
+def csr(rng, n_in, n_out, *, density, mean=0.3, std=0.6) -> O.SparseLinear:
+    """A SparseLinear with about `density` of the synapses declared, values N(mean, std)."""
+    mask = rng.random((n_out, n_in)) < density
+    rows, cols = np.nonzero(mask)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))])
+    return O.SparseLinear(indptr=indptr, indices=cols.astype(np.int32), values=rng.normal(mean, std, rows.size),
+                          in_features=n_in)
+
+
+def sparse(rng) -> Graph:
+    """CSR projections: mixed signs into a LIF layer, then excitatory only (the sign mode's full 8 bits)."""
+    g = Graph("sparse")
+    g.add("in", O.Input(shape=(20,)))
+    g.add("fc1", csr(rng, 20, 30, density=0.3, mean=0.6, std=0.9))
+    g.add("l1", O.LIF(shape=(30,), beta=0.85, threshold=1.0))
+    g.add("fc2", csr(rng, 30, 10, density=0.25, mean=0.8, std=0.2))
+    g.add("l2", O.IF(shape=(10,), threshold=1.2))
+    g.add("out", O.Output(shape=(10,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "out")
+    return g
+
+
 def delays(rng) -> Graph:
     """Per-synapse delays on a dense and on a sparse projection (Lava: DelayDense and DelaySparse)."""
     g = Graph("delays")
@@ -114,11 +136,75 @@ def delayed(rng, hidden=16) -> Graph:
     return g
 
 
+def restless(rng) -> Graph:
+    """Layers not at rest before their first input arrives (held by a start step on hardware): a current-based layer
+    whose biases make it fire on its own (a CubaLIF bias cannot move onto a constant source), a LIF whose membranes
+    start from non-zero v_init (above the threshold or leaking), then an IF resting at a non-zero v_init (a fixed
+    point: it needs no start step)."""
+    g = Graph("restless")
+    g.add("in", O.Input(shape=(16,)))
+    g.add("fc1", dense(rng, 16, 24, bias=True))
+    g.add("l1", O.CubaLIF(shape=(24,), alpha=0.5, beta=0.85, threshold=1.0, bias=rng.uniform(0.0, 0.4, 24)))
+    g.add("fc2", dense(rng, 24, 12))
+    g.add("l2", O.LIF(shape=(12,), beta=0.8, threshold=1.0, v_init=rng.uniform(-0.5, 1.5, 12)))
+    g.add("fc3", dense(rng, 12, 6))
+    g.add("l3", O.IF(shape=(6,), threshold=1.0, v_init=0.25))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc1", "l1", "fc2", "l2", "fc3", "l3", "out")
+    return g
+
+
+def mpbn(rng) -> Graph:
+    """Two `nmcompile.nn.MPBNLIF` layers traced from PyTorch: batch-norm statistics gathered in training mode over
+    random spikes, then scales and shifts with gamma = 0 channels (constant neurons, some firing at every step) in
+    both, gamma < 0 channels (negated neurons) in the second (reset to zero; the first resets by subtraction, which
+    gamma < 0 cannot fold into), and shifts that put about half of the neurons' firing condition at rest (c > 0.5),
+    so they fire before any input arrives: below-rest thresholds (negative in the second layer), held by a start
+    step."""
+    import torch
+    from torch import nn
+
+    from nmcompile.frontend.trace import graph_from_module
+    from nmcompile.nn import MPBNLIF
+
+    torch.manual_seed(int(rng.integers(1 << 31)))
+    model = nn.Sequential(nn.Linear(16, 24), MPBNLIF(24, reset="subtract"), nn.Linear(24, 8), MPBNLIF(8))
+    first, second = model[1], model[3]
+    with torch.no_grad():
+        for linear in (model[0], model[2]):
+            linear.weight.mul_(4.0)
+        model.train()
+        for _ in range(3):
+            first.reset_state()
+            second.reset_state()
+            for x in (torch.rand(10, 32, 16) < 0.3).float():
+                model(x)
+        model.eval()
+        for layer in (first, second):
+            a = torch.empty(layer.num_features).uniform_(0.5, 1.5)
+            a[:2] = 0.0
+            if layer is second:
+                a[2:5] *= -1.0
+            c = torch.empty(layer.num_features).uniform_(-0.5, 1.5)   # y = a h + c: at rest (h = 0) y = c
+            c[0] = 1.0                                             # a constant neuron that fires at every step
+            sd = torch.sqrt(layer.running_var + layer.eps)
+            layer.weight.copy_(a * sd)
+            layer.bias.copy_(c + layer.running_mean * a)
+    traced, _ = graph_from_module(model, (16,), name="mpbn")
+    names = {traced.inputs[0]: "in", traced.outputs[0]: "out"}      # the names the backend tests read
+    graph = Graph("mpbn")
+    for name, op in traced.nodes.items():
+        graph.add(names.get(name, name), op)
+    for edge in traced.edges:
+        graph.connect(names.get(edge.src, edge.src), names.get(edge.dst, edge.dst), edge.recurrent)
+    return graph
+
+
 # The shared conformance networks: every registered backend compiles each one and runs it bit-exactly on its
 # conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
-            "conv": lambda rng: conv(rng, size=6), "delays": delays, "subtract": subtract,
-            "delayed": delayed}
+            "conv": lambda rng: conv(rng, size=6), "delays": delays, "sparse": sparse, "subtract": subtract,
+            "delayed": delayed, "restless": restless, "mpbn": mpbn}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:

@@ -13,6 +13,7 @@ import pytest
 from nmcompile import artifact
 from nmcompile.api import CompileRequest, SourceOptions, compile_network
 from nmcompile.errors import NmcError
+from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import simulate
 from nmcompile.runtime.lava_board import LavaBoard, lava_python
@@ -154,6 +155,60 @@ def test_exact_rewrites_instead_of_refusals(tmp_path):
     report = (out / "report.md").read_text()
     assert "thresholds co-scaled to one" in report and "'>=' realised as '>'" in report
     assert_conformant(out)
+
+
+ATRLIF_AS_SUBTRACTION = """
+import json
+import numpy as np
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.atrlif.process import ATRLIF
+from lava.proc.dense.process import Dense
+from lava.proc.io.source import RingBuffer
+from lava.proc.monitor.process import Monitor
+
+steps, vth, weight = 1100, 200, 126
+theta = (vth // 2) << 6                                   # fires on v - r >= theta, then r += 2 theta = vth << 6
+src = RingBuffer(data=np.ones((1, steps), dtype=np.int32))
+dense = Dense(weights=np.array([[weight]]), num_weight_bits=8)
+neuron = ATRLIF(shape=(1,), delta_i=4095 / 4096, delta_v=0, delta_theta=0, delta_r=0, theta_0=vth // 2,
+                theta_step=0, r=theta + 1, bias_mant=0, bias_exp=0)   # r0 = theta + 1: '>= theta' is '> vth << 6'
+src.s_out.connect(dense.s_in)
+dense.a_out.connect(neuron.a_in)
+spikes, volts = Monitor(), Monitor()
+spikes.probe(neuron.s_out, steps)
+volts.probe(neuron.v, steps)
+neuron.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+s = spikes.get_data()[neuron.name]["s_out"].reshape(-1)
+v = volts.get_data()[neuron.name]["v"].reshape(-1)
+neuron.stop()
+print(json.dumps({"spikes": [int(x) for x in s], "v": [int(x) for x in v]}))
+"""
+
+
+def test_atrlif_is_reset_by_subtraction_only_until_its_membrane_saturates():
+    """Why loihi2 refuses reset by subtraction instead of rewriting it onto Lava's ATRLIF (docs/semantics.md §3.3):
+    with no decays, ATRLIF's v - r is an IF membrane reset by subtraction, spike for spike, but v itself keeps
+    every input and is clipped to 24 bits, after which the two part."""
+    import json
+    import subprocess
+
+    proc = subprocess.run([str(lava_python()), "-c", ATRLIF_AS_SUBTRACTION], capture_output=True, text=True,
+                          check=True)
+    lava = json.loads(proc.stdout.strip().splitlines()[-1])
+    g = Graph("if_subtract")
+    g.add("in", O.Input(shape=(1,)))
+    g.add("fc", O.QLinear(weight=np.array([[126]]), delay=1))
+    g.add("n", O.QNeuron(shape=(1,), du=4095, dv=0, vth=200, reset_mode="subtract"))
+    g.add("out", O.Output(shape=(1,)))
+    g.chain("in", "fc", "n", "out")
+    steps = len(lava["spikes"])
+    ours = simulate(g, np.ones((steps, 1, 1), dtype=np.int64)).output.reshape(-1)
+    differ = np.nonzero(ours != np.array(lava["spikes"]))[0]
+    assert differ.size, "ATRLIF would be an exact rewrite over this run"
+    first = int(differ[0])
+    assert first > 1000 and lava["v"][first - 1] == 2**23 - 1                 # equal until v hits the clip
+    assert sum(lava["spikes"][:first]) == (2**23 - 1) // (200 << 6)          # ~2^23 / (vth << 6) spikes
 
 
 def test_cli_run_in_lava_equals_the_reference(tmp_path):

@@ -223,8 +223,9 @@ def check_network(view, module, hardware, x: np.ndarray) -> None:
             assert p.size == layer.size and p.neuron_model in ("lif", "lif_curr_exp")
             assert 1 <= p.max_atoms_per_core <= min(layer.size, 250)
             assert p.params["reset"] in ("reset_by_subtraction", "reset_to_v_reset")
-            if layer.op.spiking:
-                assert np.all(np.asarray(p.params["threshold"]) > 0)
+            if layer.op.spiking:   # (vth << 6) * s with s > 0: the sign of vth (negative: fires at rest)
+                vth = np.broadcast_to(layer.op.vth, layer.shape).reshape(-1)
+                assert np.array_equal(np.sign(np.broadcast_to(p.params["threshold"], vth.shape)), np.sign(vth))
         weighted = [q for q in view.projections if q.source not in view.constants]
         assert len(net.projections) == len(weighted)
         largest = {}

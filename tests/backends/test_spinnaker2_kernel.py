@@ -114,6 +114,7 @@ def neuron_words(op: O.QNeuron) -> np.ndarray:
     words[:, 3] = fixed.effective_bias(b["bias_mant"], b["bias_exp"])
     words[:, 4] = flags
     words[:, 5], words[:, 6] = b["u_init"], b["v_init"]
+    words[:, 7] = op.start_step
     return words
 
 

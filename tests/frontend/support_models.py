@@ -13,6 +13,7 @@ from tests.frontend.models import gain, snntorch_rsynaptic_loop
 
 DENSE = (6,)
 IMAGE = (2, 6, 6)
+SIGNAL = (2, 8)
 INPUT_SHAPE = DENSE
 
 
@@ -98,6 +99,21 @@ def mpbnlif() -> nn.Module:
     return _stats_mpbn(gain(nn.Sequential(nn.Linear(6, 8), MPBNLIF(8), nn.Linear(8, 3), MPBNLIF(3))))
 
 
+def mpbnlif_below_rest() -> nn.Module:
+    """gamma < 0 and gamma = 0 channels, and BN shifts that put folded thresholds below rest (neurons that fire
+    before any input: a start step and a negative threshold)."""
+    from nmcompile.nn import MPBNLIF
+
+    model = mpbnlif()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, MPBNLIF):
+                m.weight[:1] *= -1.0
+                m.weight[1:2] = 0.0
+                m.bias.uniform_(0.0, 1.5)
+    return model
+
+
 def _stats_mpbn(model: nn.Module) -> nn.Module:
     from nmcompile.nn import MPBNLIF
 
@@ -120,6 +136,38 @@ def avgpool_after_conv() -> nn.Module:
 def maxpool_after_neuron() -> nn.Module:
     torch.manual_seed(0)
     return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.MaxPool2d(2), nn.Flatten(),
+                              nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
+
+
+def avgpool1d_after_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), nn.AvgPool1d(2), _leaky(), nn.Flatten(),
+                              nn.Linear(4 * 4, 3), _leaky()), 6.0)
+
+
+def maxpool1d_after_neuron() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv1d(2, 4, 3, padding=1), _leaky(), nn.MaxPool1d(3, stride=2, ceil_mode=True),
+                              nn.Flatten(), nn.Linear(4 * 4, 3), _leaky()), 6.0)
+
+
+def avgpool_border_before_linear() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(),
+                              nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),
+                              nn.Flatten(), nn.Linear(4 * 4 * 4, 3), _leaky()), 6.0)
+
+
+def avgpool_border_before_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(),
+                              nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), nn.Conv2d(4, 3, 3),
+                              _leaky(), nn.Flatten(), nn.Linear(3, 3), _leaky()), 6.0)
+
+
+def maxpool_over_currents() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), _leaky(), nn.Flatten(),
                               nn.Linear(4 * 3 * 3, 3), _leaky()), 6.0)
 
 
@@ -193,8 +241,15 @@ for _kind in ("LIFBoxCell", "LIFCell", "IAFCell"):
     ROWS.append(("Norse", f"`{_kind}`", _name, DENSE))
 ROWS += [
     ("nmcompile.nn", "`MPBNLIF`", "mpbnlif", DENSE),
+    ("nmcompile.nn", "`MPBNLIF` γ < 0 and γ = 0 channels, thresholds below rest", "mpbnlif_below_rest", DENSE),
     ("structure", "`AvgPool2d` after a conv", "avgpool_after_conv", IMAGE),
     ("structure", "`MaxPool2d` after a neuron", "maxpool_after_neuron", IMAGE),
+    ("structure", "`MaxPool2d` over currents", "maxpool_over_currents", IMAGE),
+    ("structure", "`AvgPool1d` after a conv", "avgpool1d_after_conv", SIGNAL),
+    ("structure", "`MaxPool1d` ceil_mode=True after a neuron", "maxpool1d_after_neuron", SIGNAL),
+    ("structure", "`AvgPool2d` padding, ceil_mode, count_include_pad=False before a Linear",
+     "avgpool_border_before_linear", IMAGE),
+    ("structure", "`AvgPool2d` padding, count_include_pad=False before a conv", "avgpool_border_before_conv", IMAGE),
     ("structure", "`BatchNorm1d` after a Linear", "batchnorm1d", DENSE),
     ("structure", "`BatchNorm2d` after a conv", "batchnorm2d", IMAGE),
     ("structure", "`Dropout`", "dropout", DENSE),

@@ -129,9 +129,9 @@ def test_digits_cnn_converts_within_three_points(tmp_path):
 
 
 def test_unsupported_op_is_named(tmp_path):
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 2))
-    path = export(net, (1, 8, 8), tmp_path / "mp.onnx")
-    with pytest.raises(UnsupportedError, match=r"node '.*' \(MaxPool\) is not supported .*supported: Gemm, MatMul"):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sigmoid(), nn.Flatten(), nn.Linear(2 * 6 * 6, 2))
+    path = export(net, (1, 8, 8), tmp_path / "sig.onnx")
+    with pytest.raises(UnsupportedError, match=r"node '.*' \(Sigmoid\) is not supported .*supported: Gemm, MatMul"):
         read_onnx(path)
 
 
@@ -161,3 +161,111 @@ def test_cli_converts_and_reports(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "nmcompile", "inspect", str(path)], capture_output=True, text=True,
                           cwd=ROOT)
     assert proc.returncode == 1 and "--calibration" in proc.stderr
+
+
+def pools_2d() -> nn.Module:
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),                      # 9 -> 5
+                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                         nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True, count_include_pad=False),  # 5 -> 3
+                         nn.Flatten(), nn.Linear(4 * 3 * 3, 4))
+
+
+def pools_1d() -> nn.Module:
+    return nn.Sequential(nn.Conv1d(2, 3, 3, padding=1), nn.ReLU(), nn.MaxPool1d(2, ceil_mode=True),     # 9 -> 5
+                         nn.AvgPool1d(3, stride=2, padding=1), nn.Conv1d(3, 3, 1), nn.ReLU(),           # 5 -> 3
+                         nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(3, 4))
+
+
+@pytest.mark.parametrize(("factory", "shape"), [(pools_2d, (2, 9, 9)), (pools_1d, (2, 9))])
+def test_pool_options_match_onnxruntime(tmp_path, factory, shape):
+    torch.manual_seed(0)
+    path = export(factory(), shape, tmp_path / "pools.onnx")
+    ann = read_onnx(path)
+    kinds = [layer.kind for layer in ann.layers]
+    assert kinds.count("maxpool") == 1 and kinds.count("avgpool") == 1
+    x = np.random.default_rng(0).random((5, *shape))
+    np.testing.assert_allclose(run_ann(ann, x)[ann.output_name], onnxruntime_output(path, x), rtol=1e-4, atol=1e-5)
+    conversion = convert(ann, x)
+    from nmcompile.passes import run_pipeline
+
+    fused = run_pipeline(conversion.graph, ["fuse_projections"])
+    assert not fused.of_kind("SumPool1d", "SumPool2d", "AvgPool1d", "AvgPool2d", "Scale")
+
+
+def digits_maxpool_cnn() -> tuple[nn.Module, tuple]:
+    x_tr, x_te, y_tr, y_te = load_digits_split()
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AvgPool2d(3, stride=2, padding=1,
+                                                                                count_include_pad=False),
+                        nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    x = torch.tensor(x_tr, dtype=torch.float32).reshape(-1, 1, 8, 8)
+    y = torch.tensor(y_tr)
+    optimizer = torch.optim.Adam(cnn.parameters(), 3e-3)
+    for _ in range(30):
+        order = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            batch = order[i : i + 64]
+            loss = nn.functional.cross_entropy(cnn(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return cnn.eval(), (x_tr.reshape(-1, 1, 8, 8), x_te.reshape(-1, 1, 8, 8), y_tr, y_te)
+
+
+def test_digits_cnn_with_maxpool_converts(tmp_path):
+    from nmcompile.passes import run_pipeline
+
+    cnn, (x_tr, x_te, _, y_te) = digits_maxpool_cnn()
+    ann = read_onnx(export(cnn, (1, 8, 8), tmp_path / "maxcnn.onnx"))
+    conversion = convert(ann, x_tr)
+    graph = conversion.graph
+    assert graph.of_kind("SumPool2d") and graph.node(graph.of_kind("SumPool2d")[0] + ".or").kind == "IF"
+    report = evaluate(ann, graph, x_te, y_te, steps=64)
+    print("\n".join(report.lines()))
+    assert report.ann_accuracy > 0.9
+    assert report.snn_accuracy >= report.ann_accuracy - 0.05
+    fused = run_pipeline(graph, ["fuse_projections"])
+    assert not fused.of_kind("SumPool2d", "AvgPool2d", "Scale")
+
+
+def test_maxpool_over_currents_is_refused(tmp_path):
+    torch.manual_seed(0)
+    path = export(nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 3 * 3, 3)),
+                  (1, 8, 8), tmp_path / "maxcur.onnx")
+    ann = read_onnx(path)
+    with pytest.raises(UnsupportedError, match=r"\(MaxPool\) over currents is refused.*after a Relu, or use "
+                                               r"AveragePool"):
+        convert(ann, np.random.default_rng(0).random((10, 1, 8, 8)))
+
+
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True), nn.AvgPool2d(2, stride=2, ceil_mode=True),
+    nn.AvgPool2d(3, stride=3, padding=1, ceil_mode=True, count_include_pad=False),
+    nn.MaxPool2d(3, stride=3, padding=1, ceil_mode=True), nn.AvgPool1d(3, stride=2, padding=1, ceil_mode=True)],
+    ids=["avg-pad-ceil", "avg-ceil", "avg-window-in-padding", "max-window-in-padding", "avg1d-pad-ceil"])
+def test_ceil_mode_edges_match_torch_and_onnxruntime(tmp_path, pool):
+    """Partial windows and windows that would start in the end padding, for sizes 5..8."""
+    for size in (5, 6, 7, 8):
+        shape = (2, size) if isinstance(pool, nn.AvgPool1d) else (2, size, size)
+        module = nn.Sequential(nn.ReLU(), pool, nn.Flatten())
+        path = export(module, shape, tmp_path / f"pool{size}.onnx")
+        ann = read_onnx(path)
+        x = np.random.default_rng(size).random((3, *shape))
+        ours = run_ann(ann, x)[ann.output_name]
+        np.testing.assert_allclose(ours, module(torch.tensor(x, dtype=torch.float32)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(ours, onnxruntime_output(path, x), atol=1e-5)
+
+
+@pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
+def test_onnx_pools_compile_for_every_target(tmp_path, target):
+    from nmcompile.api import CompileRequest, SourceOptions, compile_network
+
+    torch.manual_seed(0)
+    path = export(pools_2d(), (2, 7, 7), tmp_path / "pools.onnx")    # small enough for one FPGA core
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).random((40, 2, 7, 7)))
+    compile_network(CompileRequest(source=path, target=target, out=tmp_path / "out", stop_after="partition",
+                                   reference_samples=1, options=SourceOptions(calibration=tmp_path / "calib.npz")))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "sum pool fused into" in report and "agreement with the ANN's class" in report

@@ -49,7 +49,8 @@ def test_pool_on_currents_folds_into_the_conv(k, s, p, d, pk, ps, pool):
 
 def test_padded_pool_on_currents_is_refused_by_name():
     g = conv_pool_neuron(np.random.default_rng(0), 3, 1, 1, 1, 3, 1, "avg", pool_padding=1)
-    with pytest.raises(PassError, match=r"pool 'p' has padding \(1, 1\) and pools the currents of conv 'c'"):
+    with pytest.raises(PassError, match=r"pool 'p' with kernel \(3, 3\), stride \(1, 1\), padding \(1, 1\) pools "
+                                        r"the currents of conv 'c'"):
         run_pipeline(g, ["fuse_projections"])
 
 

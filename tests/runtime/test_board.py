@@ -105,7 +105,7 @@ def test_ref_board_reports_learned_weights(tmp_path):
     ("lava://?states=yes", "'states' must be 0|1"),
     ("lava://?program=0", "lava:// has no option 'program'; accepted: states=0|1"),
     ("ref://?precision=float16", "'precision' must be float64|float32"),
-    ("smoke://", "unknown board scheme 'smoke://'; known: ref://, lava://, qemu://, verilator://, serial://"),
+    ("smoke://", "unknown board scheme 'smoke://'; known: ref://, lava://, qemu://, udp://, verilator://, serial://"),
     ("verilator", "is not a URL; known schemes: ref://"),
 ])
 def test_malformed_urls_are_refused_naming_the_option(url, message):
@@ -129,7 +129,8 @@ def test_valid_options_reach_the_board():
     ("serial:///dev/null", "loihi2", "serial:// runs artifacts compiled with --target fpga; this one is for loihi2"),
     ("lava://", "fpga", "lava:// runs artifacts compiled with --target loihi2; this one is for fpga: run it on "
                         "verilator:// or serial:// (or ref:// for its integer reference)"),
-    ("lava://", "spinnaker2", "this one is for spinnaker2: run it on qemu:// (or ref:// for its integer reference)"),
+    ("lava://", "spinnaker2", "this one is for spinnaker2: run it on qemu:// or udp:// (or ref:// for its integer "
+                              "reference)"),
     ("lava://", "stopped", "lava:// needs the artifact's lava_network.py, network.npz, but its compile stopped after "
                            "partition (before emitting target files)"),
 ])

@@ -61,7 +61,7 @@ class FlipOneSpike(RefBoard):
 def test_a_differing_board_fails_and_names_the_first_difference(compiled, tmp_path):
     result = verify_artifact(compiled, "faulty://", board=FlipOneSpike())
     assert not result.passed
-    assert "FAIL output out: 1 values differ; first at step 7, sample 1, neuron (3,)" in result.lines()[0]
+    assert "FAIL output out: 1 values differ; first at step 7, sample 1, layer out, neuron (3,)" in result.lines()[0]
     suite = ET.fromstring(result.junit_xml())
     assert suite.get("failures") == "1" and suite.find("testcase/failure") is not None
 

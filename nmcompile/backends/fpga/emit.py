@@ -24,7 +24,7 @@ from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
-from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
+from nmcompile.protocols.fpga_uart import WORD_BYTES, Command, Region, frame, write_frames
 
 HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
 HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
@@ -77,8 +77,8 @@ def memory_contents(config: FpgaConfig) -> dict[Region, bytes]:
         Region.CONFIG: _words([config.neurons, len(config.projections), out.base, out.size], 4),
         Region.CONST: np.packbits(const, bitorder="little").tobytes(),
         Region.PROJ: b"".join(entry_bytes(p) for p in config.projections),
-        Region.PARAM: _words(config.params, 9),
-        Region.INIT: _words(config.inits, 6),
+        Region.PARAM: _words(config.params, WORD_BYTES[Region.PARAM]),
+        Region.INIT: _words(config.inits, WORD_BYTES[Region.INIT]),
         Region.SYN: (syn.astype(np.int64) & 0xFF).astype(np.uint8).tobytes(),
     }
 
@@ -106,8 +106,6 @@ def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
              Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
-    from nmcompile.protocols.fpga_uart import WORD_BYTES
-
     return {f"{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names}
 
 

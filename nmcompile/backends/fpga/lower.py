@@ -60,7 +60,7 @@ class FpgaConfig:
     in_words: int
     layers: dict[str, Layer]
     projections: list[Projection]
-    params: np.ndarray                            # [neurons] 72-bit words as Python ints (object array)
+    params: np.ndarray                            # [neurons] 88-bit words as Python ints (object array)
     inits: np.ndarray                             # [neurons] 48-bit words
     output_name: str
     output_layer: str
@@ -141,8 +141,9 @@ def _neuron_words(op, target) -> tuple[list[int], list[int]]:
     bias = full(fixed.effective_bias(op.bias_mant, op.bias_exp)) & ((1 << target.bias_bits) - 1)
     flags = ((1 if op.reset_mode == "subtract" else 0) | (2 if op.compare == ">=" else 0)
              | (4 if op.reset_timing == "delayed" else 0))
-    params = [int(a) | int(b) << 13 | int(c) << 26 | int(d) << 43 | op.refractory << 64 | flags << 68
-              for a, b, c, d in zip(ku, kv, vth, bias, strict=True)]
+    start = int(op.start_step) << 72
+    params = [int(a) | int(b) << 13 | (int(c) & 0x1FFFF) << 26 | int(d) << 43 | op.refractory << 64 | flags << 68
+              | (int(c) >> 17 & 1) << 71 | start for a, b, c, d in zip(ku, kv, vth, bias, strict=True)]
     mask = (1 << 24) - 1
     inits = [(int(u) & mask) | (int(v) & mask) << 24 for u, v in zip(full(op.u_init), full(op.v_init), strict=True)]
     return params, inits

@@ -8,6 +8,6 @@ BACKEND = Backend(
     summary="PE data images + Cortex-M4F kernel (kernel.elf), placement, routing tables; verified under QEMU",
     pipeline=("fold_bn", "fold_mpbn", "fuse_projections", "retime", "quantize", "partition", "analyse"),
     emitter="nmcompile.backends.spinnaker2.emit:emit",
-    boards={"qemu": "nmcompile.runtime.spinnaker2_board:QemuBoard"},
+    boards={"qemu": "nmcompile.runtime.spinnaker2_board:QemuBoard", "udp": "nmcompile.runtime.udp_board:UdpBoard"},
     conformance=("qemu://?record=1",),
 )

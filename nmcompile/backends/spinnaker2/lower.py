@@ -268,7 +268,7 @@ def _neuron_words(layer, flat: int) -> list[int]:
     flags |= (16 if not op.spiking else 0) | (int(op.refractory) << 8)
     bias = int(np.broadcast_to(fixed.effective_bias(op.bias_mant, op.bias_exp), layer.shape).reshape(-1)[flat])
     return [value(op.du), value(op.dv), value(op.vth) << fixed.VTH_SHIFT, bias, flags, value(op.u_init),
-            value(op.v_init), 0]
+            value(op.v_init), int(op.start_step)]
 
 
 def _words(values: np.ndarray) -> bytes:

@@ -230,6 +230,12 @@ def _population(view: LoweredNetwork, name: str, scale: float, notes: list[str])
     u_init = _flat(op.u_init, shape)
     if persists and np.any(u_init != 0):
         notes.append(f"layer '{name}': initial current u_init has no py-spinnaker2 parameter; left out")
+    if op.spiking and np.any(np.asarray(op.vth) < 0):
+        notes.append(f"layer '{name}': thresholds below 0 (neurons that fire at rest); whether py-spinnaker2's "
+                     "models take a negative threshold is not known")
+    if op.start_step:
+        notes.append(f"layer '{name}': start step {op.start_step} (nmcompile holds it at its initial state until its "
+                     "first input arrives); py-spinnaker2 has no such parameter, so it runs from the first step")
     params: dict[str, object] = {
         "threshold": threshold,
         "alpha_decay": _compact((fixed.DECAY_UNITY - dv) / fixed.DECAY_UNITY),

@@ -64,8 +64,8 @@ const char *image_validate(pe_image_t *img, uint8_t *base, uint32_t size, uint32
             FAIL("neuron %lu: du %ld outside -1..4095", (unsigned long)j, (long)p[j].du);
         if (p[j].dv < 0 || p[j].dv > 4096)
             FAIL("neuron %lu: dv %ld outside 0..4096", (unsigned long)j, (long)p[j].dv);
-        if (p[j].vth < 0)
-            FAIL("neuron %lu: negative threshold %ld", (unsigned long)j, (long)p[j].vth);
+        if (p[j].start_step < 0)
+            FAIL("neuron %lu: negative start step %ld", (unsigned long)j, (long)p[j].start_step);
         if ((p[j].flags & ~FLAG_KNOWN_BITS) || (p[j].flags & FLAG_RESET_MASK) > RESET_NONE)
             FAIL("neuron %lu: bad flags 0x%08lx", (unsigned long)j, (unsigned long)p[j].flags);
         readouts += (p[j].flags & FLAG_READOUT) != 0;

@@ -9,7 +9,11 @@
  * found at sample start) a loop specialised for it, whose fast path does the update in int32 arithmetic (one SMLAL
  * per decay) and is taken only where that is provably equal to the int64 arithmetic: u, v and the drive fit int32,
  * no checked sum overflows, u ends in (-M, M], |bias| <= 2^30. Every other neuron step (and any variant without a
- * loop) is general_step, the int64 reference arithmetic, from the unchanged state. */
+ * loop) is general_step, the int64 reference arithmetic, from the unchanged state.
+ *
+ * Start steps (docs/semantics.md): while the tick is below a neuron's start_step it is not updated (its state stays
+ * as set at sample start, its input of the tick is dropped, it does not spike; a readout reports 0). Ticks
+ * before the largest start step of the PE take the general path for every neuron. */
 #include <string.h>
 
 #include "snm2.h"
@@ -48,6 +52,7 @@ static hot_t hot[MAX_NEURONS];
  * neurons run_end[r - 1] .. run_end[r] - 1 */
 static uint16_t run_end[MAX_NEURONS], run_variant[MAX_NEURONS];
 static uint32_t n_runs;
+static uint32_t max_start;            /* the largest start step of this PE's neurons */
 static int32_t drive32[MAX_NEURONS];  /* the multi-group drive when every neuron's fits an int32 */
 
 #define VARIANT(flags) ((flags) & FLAG_READOUT ? FLAG_READOUT \
@@ -58,12 +63,15 @@ void pe_sample_start(pe_image_t *img)
 {
     memset(img->state, 0, 4u * img->state_words);
     n_runs = 0;
+    max_start = 0;
     for (uint32_t j = 0; j < img->n_neurons; j++) {
         const neuron_params_t *p = &img->params[j];
         neuron_state_t *s = &img->neurons[j];
         s->u = p->u_init;
         s->v = p->v_init;
         s->pending = fires(p->v_init, p->vth, p->flags);
+        if ((uint32_t)p->start_step > max_start)
+            max_start = (uint32_t)p->start_step;
         int64_t vgt = (p->flags & FLAG_GE) ? (int64_t)p->vth - 1 : p->vth;
         vgt = vgt > M ? M : (vgt < -M ? -M : vgt);
         hot[j] = (hot_t){4096 - (p->du + 1), 4096 - p->dv, p->vth, p->bias, (int32_t)vgt};
@@ -328,8 +336,9 @@ uint32_t pe_update(pe_image_t *img, uint32_t *out, int record, pe_profile_t *pro
      * with 0 <= weight_exp <= 24 is read by the neuron loops themselves; otherwise the sum is formed here in int64
      * and the neuron loops take it as an int32 when every neuron's fits one (else general_step does all). */
     ctx_t c = {drive32, 6, 0, spikes, 0, 0};
-    int fast = 1;
+    int fast = 1, single = 0;
     if (img->n_groups == 1 && img->groups[0].weight_exp >= 0 && img->groups[0].weight_exp <= 24) {
+        single = 1;
         const group_t *gr = &img->groups[0];
         c.src = (int32_t *)img->state + gr->ring_offset + (img->tick % ((uint32_t)gr->delay + 1u)) * n;
         c.e = gr->weight_exp;
@@ -360,7 +369,21 @@ uint32_t pe_update(pe_image_t *img, uint32_t *out, int record, pe_profile_t *pro
         }
     }
 
-    if (fast) {
+    if (img->tick < max_start) {
+        for (uint32_t j = 0; j < n; j++) {
+            int64_t d = drive[j];
+            if (single) {
+                d = shl64(c.src[j], c.e);
+                c.src[j] = 0;
+            }
+            if (img->tick < (uint32_t)img->params[j].start_step) {
+                if (img->params[j].flags & FLAG_READOUT)
+                    readout_v[n_readouts++] = 0;
+            } else if (general_step(&img->params[j], &img->neurons[j], d, &n_readouts)) {
+                spikes[m++] = j;
+            }
+        }
+    } else if (fast) {
         uint32_t j0 = 0;
         for (uint32_t r = 0; r < n_runs; r++) {
             const uint32_t j1 = run_end[r];

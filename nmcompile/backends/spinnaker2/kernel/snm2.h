@@ -12,7 +12,7 @@
  *    a mask 0xFFFFFF00: 257 values); a source with fewer units can use several entries with narrower masks. The
  *    index values count synapse words from the entry's synapse offset, which lies at or after header word 9.
  *  - every synapse word reachable from the key table must name a group < n_groups, a target < n_neurons and the
- *    delay of its group; words 13..15 of the header and word 7 of the parameters are not read.
+ *    delay of its group; words 13..15 of the header are not read.
  *  - a group's weight_exp must be in -31..31; the bias word is bias_mant << bias_exp as an int32.
  *  - INPUT may end without the end marker at a record boundary (treated as the end); a state reset happens at
  *    program start and at every new-sample marker; a marker writes no output record.
@@ -50,7 +50,8 @@ enum {
 typedef struct {
     int32_t du, dv, vth, bias;
     uint32_t flags;
-    int32_t u_init, v_init, reserved;
+    int32_t u_init, v_init;
+    int32_t start_step;     /* ticks before it: the neuron keeps its state, drops its input, does not spike */
 } neuron_params_t;
 
 typedef struct {

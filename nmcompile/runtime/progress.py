@@ -1,0 +1,123 @@
+"""Progress of a long run on a board: a one-line bar on a terminal (steps done, steps/s, ETA), nothing otherwise.
+
+    bar = ProgressBar(total_steps, stream=sys.stderr)      # enabled only when stream is a terminal
+    outputs = run_in_slices(board, spikes, bar)            # board.run_all over slices of samples, bar updated
+
+Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
+one run_all; slices are sized from the board's measured fixed cost per run (run_in_slices). A single sample is
+streamed in slices of steps on boards that stream (the state is kept between slices).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import TextIO
+
+import numpy as np
+
+
+def format_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = round(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class ProgressBar:
+    """`[#####.....] 1200/5000 steps  340 steps/s  ETA 11s` rewritten in place; enabled when `stream` is a
+    terminal (or `enabled` says so), silent otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None, width: int = 30,
+                 unit: str = "steps"):
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled if enabled is not None else bool(getattr(self.stream, "isatty", lambda: False)())
+        self.total, self.width, self.unit = max(total, 0), width, unit
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.done / elapsed
+        fraction = self.done / self.total if self.total else 1.0
+        filled = round(fraction * self.width)
+        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+        return (f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total} {self.unit}  "
+                f"{rate:,.0f} {self.unit}/s  ETA {format_seconds(eta)}")
+
+    def update(self, count: int) -> None:
+        self.done = min(self.done + count, self.total)
+        if self.enabled:
+            self.stream.write("\r" + self.line())
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\r" + self.line() + "\n")
+            self.stream.flush()
+
+
+def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50) -> dict[str, np.ndarray]:
+    """board.run_all(spikes) over slices of samples, updating `bar` by steps x samples after each slice. Without an
+    enabled bar the whole batch runs at once.
+
+    Slice sizes adapt to the board: the first two slices (1 and 2 samples) measure a run's fixed cost c (starting
+    Lava's interpreter, a reset) and the cost p per sample, t(n) = c + p * n; later slices hold
+    max(B / updates, 10 c / p) samples, so the fixed costs add at most about 10 % to the run."""
+    steps, batch = spikes.shape[:2]
+    if bar.enabled and batch == 1 and steps > 1 and len(board.outputs) == 1:
+        streamed = _stream_in_slices(board, spikes, bar, updates)
+        if streamed is not None:
+            return streamed
+    if not bar.enabled or batch <= 1:
+        outputs = board.run_all(spikes)
+        bar.update(steps * batch)
+        return outputs
+    parts: dict[str, list[np.ndarray]] = {}
+    timings: list[float] = []
+    first, size = 0, 1
+    while first < batch:
+        chunk = spikes[:, first:first + size]
+        start = time.perf_counter()
+        for name, value in board.run_all(chunk).items():
+            parts.setdefault(name, []).append(value)
+        timings.append(time.perf_counter() - start)
+        bar.update(steps * chunk.shape[1])
+        first += chunk.shape[1]
+        size = _next_slice(timings, batch, updates)
+    # outputs [T, B, ...] join on the sample axis; learned weights [B, out, in] on the first
+    return {name: np.concatenate(values, axis=0 if name.startswith("weight:") else 1) for name, values in
+            parts.items()}
+
+
+def _next_slice(timings: list[float], batch: int, updates: int) -> int:
+    if len(timings) == 1:
+        return 2
+    per_sample = timings[1] - timings[0]
+    fixed = max(timings[0] - per_sample, 0.0)
+    if per_sample <= 0:
+        return batch                                 # no measurable cost per sample: the rest at once
+    return max(math.ceil(batch / updates), math.ceil(10 * fixed / per_sample), 1)
+
+
+def _stream_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int) -> dict[str, np.ndarray] | None:
+    """One sample streamed in slices of steps (the same spikes as running it whole); None when the board does not
+    stream."""
+    from nmcompile.errors import UnsupportedError
+
+    size = max(1, math.ceil(spikes.shape[0] / updates))
+    parts = []
+    try:
+        for out in board.stream(spikes[k:k + size] for k in range(0, spikes.shape[0], size)):
+            parts.append(out)
+            bar.update(out.shape[0])
+    except UnsupportedError:
+        if parts:
+            raise
+        return None
+    return {board.outputs[0]: np.concatenate(parts)}

@@ -1,0 +1,98 @@
+"""Pool variants (1-D, padding, count_include_pad, ceil_mode, divisor_override) before and after neurons: the
+frontend graph and the fused graph equal the snnTorch model spike for spike in float64, the fused graph holds no
+pool, they compile for every target with the rewrite in report.md; variants without an exact rewrite are refused
+naming the module and its options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from nmcompile.api import CompileRequest, SourceOptions, compile_network
+from nmcompile.errors import UnsupportedError
+from nmcompile.frontend.check import compare, float64_model
+from nmcompile.frontend.trace import graph_from_module
+from nmcompile.ir.simulate import simulate
+from nmcompile.passes import PassError, run_pipeline
+from tests.passes import pool_models as P
+from tests.passes.test_retime_fuse import same_spikes
+
+POOL_KINDS = ("AvgPool1d", "AvgPool2d", "SumPool1d", "SumPool2d", "Scale")
+
+
+def _exact(model: nn.Module, shape: tuple[int, ...], seed: int = 0):
+    graph, trace = graph_from_module(model, shape)
+    x = (np.random.default_rng(seed).random((25, 3, *shape)) < 0.35).astype(np.float64)
+    fused = run_pipeline(graph, ["fuse_projections"])
+    assert not fused.of_kind(*POOL_KINDS)
+    same_spikes(graph, fused, x)
+    with float64_model(model) as m64:
+        agreement = compare(m64, fused, trace, x, "float64")
+    assert agreement.mismatches == 0, agreement
+    assert 0 < simulate(fused, x).output.mean() < 1
+    return graph, fused
+
+
+@pytest.mark.parametrize("factory", ["pools_1d", "pools_1d_ceil"])
+def test_1d_pools_are_exact(factory):
+    _exact(getattr(P, factory)(), P.SHAPE_1D)
+
+
+@pytest.mark.parametrize("options", [
+    {"padding": 1}, {"padding": 1, "count_include_pad": False}, {"ceil_mode": True},
+    {"padding": 1, "ceil_mode": True}, {"padding": 1, "ceil_mode": True, "count_include_pad": False},
+    {"padding": 1, "divisor_override": 5}, {"ceil_mode": True, "divisor_override": 2}])
+def test_avgpool2d_options_before_a_linear_are_exact(options):
+    _exact(P.avgpool_2d(**options), P.SHAPE_2D)
+
+
+def test_padded_pool_into_an_unpadded_conv_is_exact():
+    _exact(P.padded_pool_into_conv(), P.SHAPE_2D)
+
+
+def test_maxpool2d_ceil_mode_over_spikes_is_exact():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), P._leaky(0.8), nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+                          nn.Flatten(), nn.Linear(4 * 4 * 4, 5), P._leaky(0.9))
+    _exact(P._gain(model, 1.5), P.SHAPE_2D)
+
+
+@pytest.mark.parametrize(("modules", "message"), [
+    ([nn.Conv2d(2, 4, 3), P._leaky(0.8), nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
+      nn.Conv2d(4, 3, 2)],
+     r"'2\.divide' \(from torch:2\) divides each pooling window by its own size .*count_include_pad=True"),
+    ([nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True)],
+     r"pool '1' \(from torch:1\) with kernel \(2, 2\), stride \(2, 2\), padding \(0, 0\), ceil_mode=True pools the "
+     r"currents of conv '0'"),
+    ([nn.Conv1d(2, 4, 3), nn.AvgPool1d(3, stride=1, padding=1)],
+     r"pool '1' \(from torch:1\) with kernel \(3,\), stride \(1,\), padding \(1,\) pools the currents of conv '0'"),
+    ([nn.Conv2d(2, 4, 3), P._leaky(0.8), nn.AvgPool2d(2, padding=1), nn.Conv2d(4, 3, 3, padding=1)],
+     r"pool '2' \(from torch:2\) with kernel \(2, 2\), stride \(2, 2\), padding \(1, 1\) cannot be fused into the "
+     r"padded conv '3'")])
+def test_variants_without_an_exact_form_are_refused_naming_module_and_options(modules, message):
+    model = nn.Sequential(*modules, P._leaky(0.8))
+    graph, _ = graph_from_module(model, P.SHAPE_1D if isinstance(modules[0], nn.Conv1d) else P.SHAPE_2D)
+    with pytest.raises(PassError, match=message) as err:
+        run_pipeline(graph, ["fuse_projections"])
+    assert "\n" not in str(err.value)
+
+
+def test_maxpool1d_over_currents_is_refused_with_the_reason():
+    with pytest.raises(UnsupportedError, match="module '1': MaxPool1d over currents is refused.*use AvgPool1d"):
+        graph_from_module(nn.Sequential(nn.Conv1d(2, 3, 3), nn.MaxPool1d(2), P._leaky(0.9)), P.SHAPE_1D)
+
+
+@pytest.mark.parametrize("factory", ["pools_1d", "avgpool_2d_ceil_no_pad"])
+@pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
+def test_pool_variants_compile_for_every_target(tmp_path, factory, target):
+    model = getattr(P, factory)()
+    shape = P.SHAPE_1D if "1d" in factory else P.SHAPE_2D
+    torch.save(model.state_dict(), tmp_path / "m.pt")
+    options = SourceOptions(model=f"tests.passes.pool_models:{factory}", input_shape=shape)
+    compile_network(CompileRequest(source=tmp_path / "m.pt", target=target, out=tmp_path / "out", options=options,
+                                   stop_after="partition", reference_samples=1))
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "sum pool fused into" in report
+    assert ("folded into it" in report) == (factory == "pools_1d")
