@@ -306,3 +306,19 @@ def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     assert out == [str(expected), str(expected)]
     assert list(expected.rglob("*.nbi")) and list(expected.rglob("*.nbc"))
     assert not list(package.rglob("*.nbi"))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5])
+def test_start_steps_cross_chunk_boundaries(chunk):
+    """A layer held until step 4 (tests/ir/test_start_step.py's semantics) gives the same run in chunks of any size,
+    with either engine."""
+    from tests.ir.test_start_step import NEURONS, one_layer
+
+    rng = np.random.default_rng(chunk)
+    x = (rng.random((13, 2, 4)) < 0.4).astype(np.float64)
+    for name in ("integer", "lif-tonic", "cuba-delayed"):
+        graph = one_layer(NEURONS[name].replace(start_step=4))
+        expected = simulate(graph, x, engine="numpy").output
+        out = Simulator(graph, chunk_steps=chunk).run(x).output
+        assert not out[:4].any() and out[4:].any()
+        assert_same_bits(out, expected)
