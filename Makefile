@@ -28,6 +28,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --no-deps $(NO_DEPS_FRAMEWORKS)
 	@$(BIN)/python -c 'import torch, sys; v = torch.__version__; print("torch", v); sys.exit(0 if v.startswith("2.13.0") else 1)' || \
 		{ echo "a dependency replaced torch 2.13.0; see the Makefile notes"; exit 1; }
+	@$(BIN)/python -c 'import numba, numpy; print("numba", numba.__version__, "numpy", numpy.__version__)' || \
+		{ echo "numba does not import with the installed numpy; see pyproject.toml"; exit 1; }
 	touch $(STAMP)
 
 lint: setup

@@ -1,20 +1,35 @@
-"""Reference-simulator throughput against a plain per-step numpy loop, measured in the same run.
+"""Reference-simulator throughput against peers measured in the same run.
 
-Network: 4 dense layers of 1024 LIF neurons (1024 inputs), T=100 steps, batch 32, input rate 10%.
-Both simulators (float64 and integer) are compared with a straightforward loop over time steps that does
-the same arithmetic layer by layer; outputs are asserted identical before any time is reported.
+1. `loop`: 4 dense layers of 1024 LIF neurons (1024 inputs), T=100 steps, batch 32, input rate 10%, float64 and
+   integer, against a plain per-step numpy loop doing the same arithmetic; outputs asserted identical.
+2. `snntorch`: the float model against the source framework's own forward (snnTorch, the same weights, CPU, torch
+   limited to 2 threads) on the digits example (64 -> 64 LIF -> 10 LIF, T=25) and on an N-MNIST-sized conv net
+   (2x34x34 -> conv 12@5x5 -> LIF -> conv 32@5x5/2 -> LIF -> dense 10 -> LIF, 16,218 neurons, T=100, input rate
+   10%), batch 1 and 128. float64 output spikes are asserted identical to snnTorch run in float64; float32 ones
+   are compared and differing spikes counted (summation order may differ: docs/semantics.md).
+3. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
+4. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
-    python benchmarks/bench_simulate.py [--steps 100] [--batch 32] [--neurons 1024] [--repeats 3]
+Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted), and is
+printed next to its physical bound: (synaptic events + neuron updates) / the machine's add rate, where synaptic
+events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
+add loop over L1-resident data, per core, times the cores).
 
-Synaptic events = sum over layers of (input spikes into the layer) x (fan-out of each spike).
+    python benchmarks/bench_simulate.py [--sections loop,snntorch,memory,jit] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import physical_bound
 
 from nmcompile.ir import fixed
 from nmcompile.ir import ops as O
@@ -92,30 +107,208 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
     return best, result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--neurons", type=int, default=1024)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def section_loop(args, rate: float, cores: int) -> None:
     rng = np.random.default_rng(0)
     x = (rng.random((args.steps, args.batch, args.neurons)) < 0.1).astype(np.int8)
-    print(f"network: {args.layers} dense layers x {args.neurons} LIF, T={args.steps}, batch={args.batch}, "
+    print(f"\n[loop] {args.layers} dense layers x {args.neurons} LIF, T={args.steps}, batch={args.batch}, "
           f"input rate 10%, best of {args.repeats}")
-    print(f"{'model':<8} {'nmcompile':>12} {'per-step loop':>14} {'ratio':>7}  {'synaptic events/s':>18}  "
-          f"{'(loop events/s)':>16}")
+    print(f"{'model':<8} {'nmcompile':>10} {'per-step loop':>14} {'ratio':>7}  {'events/s':>9}  {'bound':>9}  "
+          f"{'x bound':>7}")
     for integer in (False, True):
         graph, weights = build(rng, args.neurons, args.layers, integer)
+        simulate(graph, x[:2])
         t_sim, result = best_time(lambda g=graph: simulate(g, x), args.repeats)
         loop = loop_integer if integer else loop_float
         t_loop, (expected, events) = best_time(lambda w=weights, f=loop: f(w, x), args.repeats)
         if not np.array_equal(result.output, expected):
             raise SystemExit("mismatch between the simulator and the per-step loop")
+        bound = physical_bound.work(graph, simulate(graph, x, record=True).values).bound_seconds(rate, cores)
         name = "integer" if integer else "float64"
-        print(f"{name:<8} {t_sim:>11.3f}s {t_loop:>13.3f}s {t_loop / t_sim:>6.1f}x  {events / t_sim:>18.3e}  "
-              f"{events / t_loop:>16.3e}")
+        print(f"{name:<8} {t_sim:>9.3f}s {t_loop:>13.3f}s {t_loop / t_sim:>6.1f}x  {events / t_sim:>9.2e}  "
+              f"{bound * 1e3:>7.2f}ms  {t_sim / bound:>6.1f}x")
+
+
+# -- the float model against snnTorch's own forward ------------------------------------------------------------
+DIGITS = Path(__file__).resolve().parent.parent / "examples" / "digits"
+
+
+def digits_case(batch: int):
+    import importlib.util
+
+    from nmcompile.api import SourceOptions, load_source
+
+    spec = importlib.util.spec_from_file_location("digits_model", DIGITS / "model.py")
+    digits_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(digits_model)
+    encode, load_digits_split = digits_model.encode, digits_model.load_digits_split
+    source = load_source(DIGITS / "digits.pt", SourceOptions(model=f"{DIGITS / 'model.py'}:make_model"))
+    _, x_test, _, _ = load_digits_split()
+    reps = -(-batch // len(x_test))
+    x = encode(np.concatenate([x_test] * reps)[:batch]).astype(np.float32)
+    return "digits MLP (64-64-10, T=25)", source.model, source.trace, source.graph, x
+
+
+def nmnist_model():
+    import snntorch as snn
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(2, 12, 5), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"),
+        nn.Conv2d(12, 32, 5, stride=2), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"),
+        nn.Flatten(), nn.Linear(32 * 13 * 13, 10), snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"))
+    with torch.no_grad():
+        for layer in model:
+            if hasattr(layer, "weight"):
+                layer.weight.mul_(4.0)          # enough drive that every layer spikes
+    return model
+
+
+def nmnist_case(batch: int, steps: int = 100):
+    from nmcompile.frontend.trace import graph_from_module
+
+    model = nmnist_model()
+    graph, trace = graph_from_module(model, (2, 34, 34))
+    rng = np.random.default_rng(1)
+    x = (rng.random((steps, batch, 2, 34, 34)) < 0.1).astype(np.float32)
+    return f"N-MNIST-sized conv net (2x34x34, 16,218 LIF, T={steps})", model, trace, graph, x
+
+
+def section_snntorch(args, rate: float, cores: int) -> None:
+    import torch
+
+    from nmcompile.frontend.check import float64_model, torch_forward
+    from nmcompile.ir.simulate import Simulator
+
+    torch.set_num_threads(2)
+    print(f"\n[snntorch] float model vs snnTorch {__import__('snntorch').__version__} forward, torch "
+          f"{torch.__version__} ({torch.get_num_threads()} threads), best of {args.repeats}")
+    print(f"{'network':<46} {'batch':>5} {'snnTorch f32':>12} {'nmc f32':>9} {'ratio':>6} {'nmc f64':>9} "
+          f"{'ratio':>6} {'f32 flips':>9} {'bound':>9} {'f32 x bound':>11}")
+    for case in (digits_case, nmnist_case):
+        for batch in (1, 128):
+            name, model, trace, graph, x = case(batch)
+            sim32, sim64 = Simulator(graph, "float32"), Simulator(graph, "float64")
+            sim32.run(x[:2]), sim64.run(x[:2])
+            t_torch, theirs = best_time(lambda m=model, t=trace, x=x: torch_forward(m, t, x), args.repeats)
+            t32, ours32 = best_time(lambda s=sim32, x=x: s.run(x).output, args.repeats)
+            t64, ours64 = best_time(lambda s=sim64, x=x: s.run(x).output, 1)   # numpy convolutions: slow, once
+            with float64_model(model) as m64:
+                theirs64 = torch_forward(m64, trace, x.astype(np.float64))
+            if not np.array_equal(ours64, theirs64.reshape(ours64.shape)):
+                raise SystemExit(f"{name}: float64 spikes differ from snnTorch in float64")
+            flips = int(np.count_nonzero(ours32 != theirs.reshape(ours32.shape)))
+            values = Simulator(graph, "float32").run(x, record=True).values
+            bound = physical_bound.work(graph, values).bound_seconds(rate, cores)
+            print(f"{name:<46} {batch:>5} {t_torch:>11.4f}s {t32:>8.4f}s {t_torch / t32:>5.1f}x {t64:>8.4f}s "
+                  f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
+
+
+# -- memory and compilation, each measured in a fresh process --------------------------------------------------
+MEMORY_BATCH = 16
+
+
+def _status_mb(field: str) -> float:
+    """A memory field of /proc/self/status (VmRSS, VmHWM) in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise SystemExit(f"/proc/self/status has no {field}")
+
+
+def child_memory(steps: int, chunked: bool) -> None:
+    """Print the RSS (MB) before one digits run of `steps` steps, batch MEMORY_BATCH, and the peak RSS of the run:
+    the high-water mark (VmHWM) is reset through /proc/self/clear_refs just before it (ru_maxrss would carry the
+    parent's peak across fork and exec)."""
+    from nmcompile.ir.simulate import Simulator
+
+    _, _, _, graph, _ = digits_case(1)
+    rng = np.random.default_rng(0)
+    x = (rng.random((steps, MEMORY_BATCH, 64)) < 0.2).astype(np.int8)
+    sim = Simulator(graph, chunk_steps=None if chunked else steps)
+    sim.run(x[:2])
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _status_mb("VmRSS")
+    out = sim.run(x).output
+    peak = _status_mb("VmHWM")
+    print(f"{before:.1f} {peak:.1f} {x.nbytes / 2**20:.1f} {out.nbytes / 2**20:.1f}")
+
+
+def section_memory(args) -> None:
+    print(f"\n[memory] digits example (float64), batch {MEMORY_BATCH}, input int8 spikes (made before the run); RSS "
+          "before the run (imports, warm-up, input) and the peak RSS during it (VmHWM reset before the run)")
+    print(f"{'T':>7} {'before MB':>9} {'peak MB (chunks)':>17} {'peak MB (one chunk)':>20} {'input MB':>9} "
+          f"{'output MB':>9} {'chunks: peak - before - output':>31}")
+    for steps in (1_000, 10_000, 100_000):
+        rows = []
+        for chunked in (True, False):
+            out = subprocess.run([sys.executable, __file__, "--child-memory", str(steps), "--chunked",
+                                  str(int(chunked))], capture_output=True, text=True, check=True).stdout.split()
+            rows.append([float(v) for v in out])
+        (before, peak, size_in, size_out), (_, peak_one, _, _) = rows
+        print(f"{steps:>7} {before:>9.1f} {peak:>17.1f} {peak_one:>20.1f} {size_in:>9.1f} {size_out:>9.1f} "
+              f"{peak - before - size_out:>31.1f}")
+
+
+def child_jit() -> None:
+    """Print the seconds of a first and a second run of an integer and a float network (compile or cache load)."""
+    from nmcompile.ir.simulate import simulate
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((20, 2, 64)) < 0.2).astype(np.int8)
+    times = []
+    for integer in (True, False):
+        graph, _ = build(rng, 64, 2, integer)
+        for _ in range(2):
+            start = time.perf_counter()
+            simulate(graph, x)
+            times.append(time.perf_counter() - start)
+    print(" ".join(f"{t:.4f}" for t in times))
+
+
+def section_jit() -> None:
+    print("\n[jit] one-off cost of the numba kernels (integer and float network, 2 layers x 64, T=20): first run "
+          "minus second run, in a fresh process")
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        for label in ("empty cache (compile and write)", "warm cache (load)"):
+            out = subprocess.run([sys.executable, __file__, "--child-jit"], capture_output=True, text=True,
+                                 check=True, env=env).stdout.split()
+            i1, i2, f1, f2 = (float(v) for v in out)
+            print(f"{label:<32} integer {i1 - i2:6.2f} s   float {f1 - f2:6.2f} s   (second runs {i2 * 1e3:.1f} ms, "
+                  f"{f2 * 1e3:.1f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", default="loop,snntorch,memory,jit")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--neurons", type=int, default=1024)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--chunked", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--child-jit", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child_memory:
+        return child_memory(args.child_memory, bool(args.chunked))
+    if args.child_jit:
+        return child_jit()
+    sections = args.sections.split(",")
+    print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    rate, cores = physical_bound.add_rate()
+    print(physical_bound.describe(rate, cores))
+    if "loop" in sections:
+        section_loop(args, rate, cores)
+    if "snntorch" in sections:
+        section_snntorch(args, rate, cores)
+    if "memory" in sections:
+        section_memory(args)
+    if "jit" in sections:
+        section_jit()
+    print(f"\nload average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

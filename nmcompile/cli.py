@@ -6,6 +6,7 @@ Lava...) when it runs, so `nmcompile --help` stays fast. User errors print one `
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
@@ -381,8 +382,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
 
 
 def executor_option(what: str):
-    """`--executor SPEC` of `run` and `verify`: where the samples of the input run (nmcompile.runtime.executors)."""
-    return click.option(
+    """`--executor SPEC` and `--jobs N` (= `--executor local://N`) of `run` and `verify`: where the samples of the
+    input run (nmcompile.runtime.executors)."""
+    executor = click.option(
         "--executor", "executor_spec", metavar="SPEC", default=None,
         help=f"Where {what} run: serial (the default: one board in this process); local://N (N "
              "worker processes on this machine; local: one per CPU); dask://HOST:PORT (the workers of a running "
@@ -390,6 +392,21 @@ def executor_option(what: str):
              "'nmcompile[cluster]'; ?timeout=SECONDS, default 10). The samples (batch axis) are cut into "
              "contiguous shards, one per worker; each worker opens its own board, loads the network, runs its "
              "shard from a fresh state, and the outputs are joined in sample order: the same spikes as one run.")
+    jobs = click.option("--jobs", type=click.IntRange(min=1), default=None, metavar="N",
+                        help="Shorthand for --executor local://N: N worker processes on this machine.")
+
+    def decorate(command):
+        def with_jobs(*args, jobs: int | None = None, **kw):
+            if jobs is not None:
+                if kw.get("executor_spec") is not None:
+                    raise click.UsageError("give either --jobs or --executor, not both")
+                kw["executor_spec"] = f"local://{jobs}"
+            return command(*args, **kw)
+
+        with_jobs = functools.wraps(command)(with_jobs)      # keeps the options already attached to `command`
+        return executor(jobs(with_jobs))
+
+    return decorate
 
 
 @main.command()

@@ -2,7 +2,9 @@
 
 Every function takes a batch of samples in front: x has shape [N, C, *spatial]. Integer products run through
 float32 BLAS when every partial sum provably stays below 2^24, float64 below 2^53 (both exact: integers below
-those bounds are represented exactly and sums of them are computed exactly), else through int64.
+those bounds are represented exactly and sums of them are computed exactly, in any order), else through int64.
+`ExactProduct` and `Convolution` choose per call between those, event-driven accumulation of spikes and torch's
+convolution kernels (engine 'compiled'), or keep the numpy forms (engine 'numpy').
 """
 
 from __future__ import annotations
@@ -94,6 +96,114 @@ def int_matmul(x: np.ndarray, weight_t: np.ndarray, row_bound: int) -> np.ndarra
     if xmax * row_bound < EXACT_FLOAT_LIMIT:
         return (x.astype(np.float64) @ weight_t.astype(np.float64)).astype(np.int64)
     return x.astype(np.int64) @ weight_t.astype(np.int64)
+
+
+EVENT_DENSITY = 0.25   # at most this fraction of nonzero inputs: accumulate weight rows, else a BLAS product
+
+
+def compact_int(array: np.ndarray) -> np.ndarray:
+    """`array` in the narrowest of int8/int16/int32/int64 that holds it (less memory traffic per weight row)."""
+    top = int(np.abs(array).max()) if array.size else 0
+    for dtype in (np.int8, np.int16, np.int32):
+        if top <= np.iinfo(dtype).max:
+            return np.ascontiguousarray(array, dtype=dtype)
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+class ExactProduct:
+    """floor_shift(x @ weight.T, exp) for int64 x [rows, in], exact. Engine 'compiled': when at most EVENT_DENSITY
+    of x is nonzero (spikes), only the weight rows of the active inputs are accumulated (nmcompile.ir.jit), in the
+    narrowest of int16/int32/int64 that provably holds every partial sum: |partial| <= |x|max * min(active inputs of
+    the row * |w|max, max_j sum_i |w_ji|); otherwise, and with engine 'numpy', `int_matmul`. Integer sums are exact
+    in every order, so both give the same bits."""
+
+    engine = "compiled"
+
+    def __init__(self, weight: np.ndarray, exp: int):
+        self.weight_t = np.ascontiguousarray(np.asarray(weight, dtype=np.int64).T)
+        self.events_weight_t = compact_int(self.weight_t)
+        self.row_bound = int(np.abs(weight).sum(axis=1).max()) if weight.size else 0
+        self.weight_max = int(np.abs(weight).max()) if weight.size else 0
+        self.exp = exp
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from nmcompile.ir import fixed
+
+        total = self.product(x)
+        return fixed.floor_shift(total, self.exp) if self.exp else total
+
+    def product(self, x: np.ndarray) -> np.ndarray:
+        if self.engine == "compiled" and x.size:
+            active = int(np.count_nonzero(x))
+            if active <= EVENT_DENSITY * x.size:
+                return self.event_product(x, active)
+        return int_matmul(x, self.weight_t, self.row_bound)
+
+    def event_product(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
+        from nmcompile.ir import jit
+
+        rows = jit.as_rows(x)
+        xmax = max(int(rows.max()), -int(rows.min())) if rows.size else 0
+        row_active = int(np.count_nonzero(rows, axis=1).max()) if rows.size else 0
+        bound = xmax * min(row_active * self.weight_max, self.row_bound)
+        acc_dtype = np.dtype(np.int16 if bound < 2**15 else np.int32 if bound < 2**31 else np.int64)
+        active = int(np.count_nonzero(rows)) if active is None else active
+        out = jit.accumulate(rows, self.events_weight_t, acc_dtype, active)
+        return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
+
+
+class Convolution:
+    """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
+    exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
+    float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
+    (numpy, the bits float64 results are defined by); float32 through torch's kernels with engine 'compiled'
+    (a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
+
+    engine = "compiled"
+
+    def __init__(self, weight: np.ndarray, stride, padding, dilation, groups: int, dtype: np.dtype,
+                 bias: np.ndarray | None = None):
+        self.weight = np.ascontiguousarray(weight, dtype=dtype)
+        self.bias = bias                           # float only: added after the product, broadcast per channel
+        self.stride, self.padding, self.dilation, self.groups = tuple(stride), tuple(padding), tuple(dilation), groups
+        self.integer = np.dtype(dtype).kind == "i"
+        self.bound = int(np.abs(self.weight).reshape(self.weight.shape[0], -1).sum(axis=1).max()) \
+            if self.integer and self.weight.size else 0
+        self._torch_weights: dict[np.dtype, object] = {}
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.integer:
+            xmax = int(np.abs(x).max()) if x.size else 0
+            if self.engine == "compiled" and xmax * self.bound < EXACT_FLOAT_LIMIT and x.size:
+                as_float = np.float32 if xmax * self.bound < EXACT_FLOAT32_LIMIT else np.float64
+                return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
+            return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        if self.engine == "compiled" and x.dtype == np.float32 and x.size:
+            return self._torch(x, with_bias=True)
+        y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+        return y if self.bias is None else y + self.bias
+
+    def _torch(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
+        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`)."""
+        import torch
+        import torch.nn.functional as F
+
+        dtype = x.dtype
+        if dtype not in self._torch_weights:
+            bias = None if self.bias is None else torch.from_numpy(self.bias.reshape(-1).astype(dtype))
+            self._torch_weights[dtype] = (torch.from_numpy(self.weight.astype(dtype)), bias)
+        weight, bias = self._torch_weights[dtype]
+        run = F.conv2d if self.weight.ndim == 4 else F.conv1d
+        with torch.no_grad():
+            y = run(torch.from_numpy(np.ascontiguousarray(x)), weight, bias if with_bias else None, self.stride,
+                    self.padding, self.dilation, self.groups)
+        return y.numpy()
 
 
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:

@@ -5,6 +5,9 @@ roundings appear and must not be confused:
 
     trunc_shift(x, n) = sign(x) * (|x| >> n)   rounds toward zero  (neuron decays)
     floor_shift(x, n) = x >> n                 rounds toward -inf  (weight_exp < 0 on an accumulated sum)
+
+The compiled loops of nmcompile.ir.jit restate decay, wrap_current and clip_voltage per scalar; tests/ir/test_jit.py
+checks them equal to these functions, including int64 wrap-around and the 24-bit edges.
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
 """Per-op simulation kernels: the executable form of docs/semantics.md.
 
-A kernel runs one node. Stateless and delay-only kernels process all T steps at once (`run`, one matrix
-product for a feed-forward projection); stateful kernels loop over steps vectorised over batch and neurons.
-Inside a recurrent loop the engine drives kernels step by step: `step(x_t)`, or for a kernel whose output
-lags its input by >= 1 step (`lagged`), `peek()` before and `push(x_t)` after the loop body.
+A kernel runs one node. Stateless and delay-only kernels process a whole sequence of steps at once (`run`, one
+matrix product for a feed-forward projection); stateful kernels loop over steps. `run(x)` starts from the initial
+state, `run_chunk(x)` continues from the state the previous chunk left (what lets the simulator stream long inputs
+in chunks). Inside a recurrent loop the simulator drives kernels step by step: `step(x_t)`, or for a kernel whose
+output lags its input by >= 1 step (`lagged`), `peek()` before and `push(x_t)` after the loop body.
 Arrays are [T, B, *shape] in `run` and [B, *shape] in `step`.
+
+Engines (`Kernel.engine`): 'compiled' (the default) runs the neuron updates as numba loops fused over the state
+variables (nmcompile.ir.jit) and integer products of sparse spikes event-driven; 'numpy' runs the vectorised numpy
+form below, the reference the compiled loops are tested against. Both give identical bits.
 
 Kernels are registered per op class, for a mode ('float', 'integer' or 'any'), and found along the op's MRO:
 
@@ -28,11 +33,15 @@ from nmcompile.ir.neurons import NeuronOp
 Apply = Callable[[np.ndarray], np.ndarray]
 
 
+ENGINES = ("compiled", "numpy")
+
+
 class Kernel:
     """Base: a stateless elementwise/linear map `apply` on arrays with any leading dims."""
 
     lagged = False
     state_names: tuple[str, ...] = ()
+    engine = "compiled"
 
     def __init__(self, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype):
         self.in_shape = in_shape
@@ -45,6 +54,22 @@ class Kernel:
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
         return self.apply(x)
+
+    def run_chunk(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        """`run` continued from the current state (after `reset`); a stateless kernel needs nothing more."""
+        return self.run(x, record)
+
+    @property
+    def chunkable(self) -> bool:
+        """Whether `run_chunk` continues the state: true for stateless kernels and for every kernel here; a
+        stateful kernel of another module that overrides `run` only is run over whole sequences."""
+        return type(self).run is Kernel.run or type(self).run_chunk is not Kernel.run_chunk
+
+    def set_engine(self, engine: str) -> None:
+        """'compiled' or 'numpy' (see the module docstring)."""
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        self.engine = engine
 
     def reset(self, batch: int) -> None:
         """Prepare step-by-step evaluation for `batch` samples."""
@@ -101,6 +126,11 @@ class MapKernel(Kernel):
         flat, lead = _flat_lead(x, self.in_shape)
         return self.fn(flat).reshape((*lead, *self.out_shape))
 
+    def set_engine(self, engine: str) -> None:
+        super().set_engine(engine)
+        if hasattr(self.fn, "set_engine"):
+            self.fn.set_engine(engine)
+
 
 class DelayedSum(Kernel):
     """y[t] = sum over groups (d, f) of f(x[t - d]) + const; the general form of delayed projections."""
@@ -118,14 +148,29 @@ class DelayedSum(Kernel):
         flat, lead = _flat_lead(x, self.in_shape)
         return f(flat).reshape((*lead, *self.out_shape))
 
+    def set_engine(self, engine: str) -> None:
+        super().set_engine(engine)
+        for _, f in self.groups:
+            if hasattr(f, "set_engine"):            # ExactProduct, IntegerConv: products with an engine choice
+                f.set_engine(engine)
+
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        self.reset(x.shape[1])
+        return self.run_chunk(x, record)
+
+    def run_chunk(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        """y[t] = sum f(x[t - d]) + const for the chunk's steps; x[t - d] before the chunk comes from the buffer
+        (the last max_delay + 1 inputs), which the chunk then extends."""
         steps = x.shape[0]
         y = np.zeros((steps, *x.shape[1 : x.ndim - len(self.in_shape)], *self.out_shape), dtype=self.dtype)
         for d, f in self.groups:
+            for t in range(min(d, steps)):
+                y[t] += self._map(f, self._buffer[t - d])
             if d < steps:
                 y[d:] += self._map(f, x[: steps - d])
         if self.const is not None:
             y += self.const
+        self._buffer.extend(x[-(self.max_delay + 1):].copy())
         return y
 
     def reset(self, batch: int) -> None:
@@ -155,23 +200,56 @@ class DelayedSum(Kernel):
 # -- neurons --------------------------------------------------------------------------------------------
 class NeuronKernel(Kernel):
     """A neuron layer: `step` advances one step for the whole batch; `run` loops over the steps and, with
-    `record`, keeps every state variable (`state_names`) of every step."""
+    `record`, keeps every state variable (`state_names`) of every step. A class with a compiled loop over all
+    steps names itself `fused_base` and defines `_run_fused(x, out, rec)`; it is used when `fused`: engine
+    'compiled' and `reset`/`step` not overridden (a subclass that changes the update keeps the numpy loop over its
+    own `step`)."""
+
+    fused_base: type | None = None
+
+    @property
+    def fused(self) -> bool:
+        base = self.fused_base
+        return (self.engine == "compiled" and base is not None and type(self).step is base.step
+                and type(self).reset is base.reset)
+
+    def _step_fused(self, x: np.ndarray) -> np.ndarray:
+        """One step through the compiled loop ([B, *shape] in and out)."""
+        out = np.empty((1, *x.shape), dtype=self.dtype)
+        self._run_fused(np.ascontiguousarray(x, dtype=self.dtype)[None], out, {})
+        return out[0]
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
+        self.reset(x.shape[1])
+        return self.run_chunk(x, record)
+
+    def run_chunk(self, x: np.ndarray, record: bool = False) -> np.ndarray:
         steps, batch = x.shape[0], x.shape[1]
-        self.reset(batch)
         out = np.empty((steps, batch, *self.out_shape), dtype=self.dtype)
         rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
-        for t in range(steps):
-            out[t] = self.step(x[t])
-            for k in rec:
-                rec[k][t] = getattr(self, k)
+        if self.fused:
+            self._run_fused(np.ascontiguousarray(x, dtype=self.dtype), out, rec)
+        else:
+            for t in range(steps):
+                out[t] = self.step(x[t])
+                for k in rec:
+                    rec[k][t] = getattr(self, k)
         self._recorded = rec
         return out
 
+    def _flat(self, array: np.ndarray) -> np.ndarray:
+        """A parameter broadcast to the layer and flattened: [N] in the kernel dtype."""
+        return np.ascontiguousarray(np.broadcast_to(array, self.out_shape).reshape(-1), dtype=self.dtype)
+
+    def _rows(self, array: np.ndarray) -> np.ndarray:
+        """A [B, *shape] state as the [B, N] view the compiled loops update in place."""
+        return array.reshape(array.shape[0], -1) if array.size else array.reshape(0, 0)
+
+
 
 class FloatNeuron(NeuronKernel):
-    """The float neuron update of nmcompile.ir.neurons (one step vectorised over batch and neurons)."""
+    """The float neuron update of nmcompile.ir.neurons (one step vectorised over batch and neurons; compiled over
+    all steps by jit.float_neuron)."""
 
     def __init__(self, op: NeuronOp, out_shape: Shape, dtype: np.dtype):
         super().__init__(out_shape, out_shape, dtype)
@@ -200,7 +278,14 @@ class FloatNeuron(NeuronKernel):
         self.i = np.broadcast_to(self.p["i_init"], shape).astype(self.dtype) if self.cuba else None
         self.refractory_left = np.zeros(shape, dtype=np.int64) if self.op.refractory else None
 
+    def _run_fused(self, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+        from nmcompile.ir import jit
+
+        jit.run_float_neuron(self, x, out, rec)
+
     def step(self, x: np.ndarray) -> np.ndarray:
+        if self.fused:
+            return self._step_fused(x)
         op, p = self.op, self.p
         if self.cuba:
             self.i = p["alpha"] * self.i + p["syn_gain"] * x
@@ -240,7 +325,8 @@ class FloatNeuron(NeuronKernel):
 
 
 class IntegerNeuron(NeuronKernel):
-    """The integer CUBA LIF of nmcompile.ir.integer.QNeuron (Lava 0.10 bit-accurate plus options)."""
+    """The integer CUBA LIF of nmcompile.ir.integer.QNeuron (Lava 0.10 bit-accurate plus options; compiled over all
+    steps by jit.integer_neuron)."""
 
     state_names = ("u", "v")
 
@@ -262,7 +348,14 @@ class IntegerNeuron(NeuronKernel):
         self.v = np.broadcast_to(self.op.v_init, shape).astype(np.int64)
         self.refractory_left = np.zeros(shape, dtype=np.int64) if self.op.refractory else None
 
+    def _run_fused(self, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+        from nmcompile.ir import jit
+
+        jit.run_integer_neuron(self, x, out, rec)
+
     def step(self, a: np.ndarray) -> np.ndarray:
+        if self.fused:
+            return self._step_fused(a)
         op = self.op
         drive = np.left_shift(a, fixed.ACT_SHIFT)
         self.u = fixed.wrap_current(drive if self.clears_current else fixed.decay(self.u, self.du_plus) + drive)
@@ -291,6 +384,10 @@ class IntegerNeuron(NeuronKernel):
                 v = v - spikes * self.vth
         self.v = v
         return spikes.astype(np.int64)
+
+
+FloatNeuron.fused_base = FloatNeuron
+IntegerNeuron.fused_base = IntegerNeuron
 
 
 # -- registry -------------------------------------------------------------------------------------------
@@ -425,18 +522,13 @@ def _sparse_linear(op: O.SparseLinear, in_shape: Shape | None, out_shape: Shape,
 @register_kernel(O.Conv1d, mode="float")
 @register_kernel(O.Conv2d, mode="float")
 def _conv(op: O.Conv1d | O.Conv2d, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-    w = op.weight.astype(dtype)
     bias = None if op.bias is None else _channel_param(op.bias, out_shape, dtype)
     stride, padding, dilation = (
         ((op.stride,), (op.padding,), (op.dilation,)) if isinstance(op, O.Conv1d)
         else (op.stride, op.padding, op.dilation)
     )
-
-    def conv(x: np.ndarray) -> np.ndarray:
-        y = arraymath.conv(x, w, stride, padding, dilation, op.groups)
-        return y if bias is None else y + bias
-
-    return MapKernel(in_shape, out_shape, dtype, conv)
+    return MapKernel(in_shape, out_shape, dtype,
+                     arraymath.Convolution(op.weight, stride, padding, dilation, op.groups, dtype, bias))
 
 
 @register_kernel(O.AvgPool1d, mode="float")
@@ -472,9 +564,7 @@ def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dty
     weight = op.effective_weight()
 
     def make(w: np.ndarray) -> Apply:
-        w_t = np.ascontiguousarray(w.T)
-        bound = int(np.abs(w).sum(axis=1).max()) if w.size else 0
-        return lambda x: fixed.floor_shift(arraymath.int_matmul(x, w_t, bound), op.weight_exp)
+        return arraymath.ExactProduct(w, op.weight_exp)
 
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
 
@@ -492,15 +582,25 @@ def _integer_sparse_linear(op: O.QSparseLinear, in_shape: Shape | None, out_shap
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, apply)])
 
 
+class IntegerConv:
+    """A QConv's map: wrap_signed(floor_shift(conv(x, weight), weight_exp), wrap_bits), exact (arraymath)."""
+
+    def __init__(self, op: O.QConv):
+        self.op = op
+        self.conv = arraymath.Convolution(op.weight, op.stride, op.padding, op.dilation, op.groups,
+                                          np.dtype(np.int64))
+
+    def set_engine(self, engine: str) -> None:
+        self.conv.set_engine(engine)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        acc = fixed.floor_shift(self.conv(x), self.op.weight_exp)
+        return fixed.wrap_signed(acc, self.op.wrap_bits) if self.op.wrap_bits else acc
+
+
 @register_kernel(O.QConv, mode="integer")
 def _integer_conv(op: O.QConv, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
-
-    def conv(x: np.ndarray) -> np.ndarray:
-        acc = arraymath.int_conv(x, op.weight, op.stride, op.padding, op.dilation, op.groups)
-        acc = fixed.floor_shift(acc, op.weight_exp)
-        return fixed.wrap_signed(acc, op.wrap_bits) if op.wrap_bits else acc
-
-    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, conv)])
+    return DelayedSum(in_shape, out_shape, np.dtype(np.int64), [(op.delay, IntegerConv(op))])
 
 
 # QPlasticLinear's kernel lives with its learning rule in nmcompile.ir.plasticity, which registers it (this module

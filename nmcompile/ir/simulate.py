@@ -23,7 +23,7 @@ import numpy as np
 from nmcompile.errors import ShapeError, UnsupportedError
 from nmcompile.ir import plasticity  # registers the QPlasticLinear kernel
 from nmcompile.ir.graph import Graph
-from nmcompile.ir.kernels import Kernel, make_kernel
+from nmcompile.ir.kernels import ENGINES, Kernel, make_kernel
 
 MODES = ("float64", "float32", "integer")
 
@@ -45,7 +45,10 @@ class SimResult:
         return next(iter(self.outputs.values()))
 
 
-def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], shapes, mode: str):
+def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], shapes, mode: str,
+                    convert: bool = True):
+    """The inputs by name as [T, B, *shape] arrays, checked; `convert` also casts them to the mode's dtype
+    (`_convert`), else the caller converts chunk by chunk."""
     names = graph.inputs
     if not isinstance(inputs, Mapping):
         if len(names) != 1:
@@ -72,24 +75,40 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
             steps_batch = x.shape[:2]
         elif x.shape[:2] != steps_batch:
             raise ShapeError(f"input '{name}' has [T, B] = {x.shape[:2]} but another input has {steps_batch}")
-        if mode == "integer":
-            if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
-                raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
-                                 "spikes (0/1) or integer currents")
-            x = x.astype(np.int64)
-        else:
-            if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
-                raise ShapeError(f"input '{name}' holds NaN or inf")
-            x = x.astype(mode)
-        prepared[name] = x
+        prepared[name] = _convert(name, x, mode) if convert else x
     return prepared
 
 
-class Simulator:
-    """A graph bound to a simulation mode. `run` processes whole input sequences (feed-forward parts as one
-    matrix product over all steps); `start` + `feed` stream chunks of steps while keeping every state."""
+def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
+    """Input `name` (or a chunk of its steps) checked and cast to the dtype of `mode`."""
+    if mode == "integer":
+        if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
+            raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
+                             "spikes (0/1) or integer currents")
+        return x.astype(np.int64)
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ShapeError(f"input '{name}' holds NaN or inf")
+    return x.astype(mode)
 
-    def __init__(self, graph: Graph, mode: str | None = None):
+
+CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
+                         # the size at which malloc maps fresh pages, whose first-touch faults would dominate);
+                         # a step wider than that is a chunk of its own
+
+
+class Simulator:
+    """A graph bound to a simulation mode. `run` processes whole input sequences: feed-forward parts one matrix
+    product per chunk of steps, recurrent components step by step; `start` + `feed` stream chunks of steps while
+    keeping every state. `engine` is 'compiled' (numba loops, event-driven integer products) or 'numpy' (the
+    vectorised reference they are tested against; identical bits).
+
+    Memory: `run` streams the input through the network in chunks of `chunk_steps` steps (default: as many as keep
+    each node's values of a chunk under CHUNK_BYTES, at least one), so beyond the caller's input and the returned
+    outputs its memory does not grow with T. `record=True` keeps every node's values and every state at every step,
+    so it runs as one chunk and its memory grows with T."""
+
+    def __init__(self, graph: Graph, mode: str | None = None, *, engine: str = "compiled",
+                 chunk_steps: int | None = None):
         graph.verify()
         if mode is None:
             mode = "integer" if graph.is_integer else "float64"
@@ -97,8 +116,14 @@ class Simulator:
             raise UnsupportedError(f"unknown simulation mode {mode!r}; use one of {MODES}")
         if graph.is_integer and mode != "integer":
             raise UnsupportedError("this graph is quantized (integer ops); simulate it in integer mode")
+        if engine not in ENGINES:
+            raise UnsupportedError(f"unknown simulation engine {engine!r}; use one of {ENGINES}")
+        if chunk_steps is not None and chunk_steps < 1:
+            raise UnsupportedError(f"chunk_steps must be >= 1, got {chunk_steps}")
         self.graph = graph
         self.mode = mode
+        self.engine = engine
+        self.chunk_steps = chunk_steps
         self.dtype = np.dtype(np.int64) if mode == "integer" else np.dtype(mode)
         self.shapes = graph.shapes()
         self.components = graph.strongly_connected()
@@ -114,43 +139,77 @@ class Simulator:
                 in_edges = self.graph.in_edges(name)
                 in_shape = self.shapes[in_edges[0].src] if in_edges else None
                 kernels[name] = make_kernel(op, in_shape, self.shapes[name], self.mode)
+                kernels[name].set_engine(self.engine)
             self._built = kernels
         return self._built
 
+    def _chunk(self, steps: int, batch: int, record: bool) -> int:
+        """Steps per chunk of a run of `steps` steps."""
+        if record or not all(k.chunkable for k in self._kernels().values()):
+            return max(steps, 1)
+        if self.chunk_steps is not None:
+            return self.chunk_steps
+        widest = max(int(np.prod(shape)) for shape in self.shapes.values())
+        per_step = max(batch * widest * self.dtype.itemsize, 1)
+        return max(1, CHUNK_BYTES // per_step)
+
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
+        graph = self.graph
+        if self.plastic:  # learning couples a projection to its neuron layer: the whole graph runs step by step
+            return self._run_plastic(inputs, record)
+        raw = _prepare_inputs(graph, inputs, self.shapes, self.mode, convert=False)
+        steps, batch = next(iter(raw.values())).shape[:2]
+        self.start(batch)
+        chunk = self._chunk(steps, batch, record)
+        outputs = {name: np.zeros((steps, batch, *self.shapes[name]), dtype=self.dtype) for name in graph.outputs}
+        values: dict[str, np.ndarray] = {}
+        for first in range(0, max(steps, 1), chunk):
+            part = {name: _convert(name, x[first : first + chunk], self.mode) for name, x in raw.items()}
+            values = self._advance(part, record)
+            for name in graph.outputs:
+                outputs[name][first : first + chunk] = values[name]
+        self._stream_batch = None
+        states: dict[str, dict[str, np.ndarray]] = {}
+        if record:
+            states = {name: kernel.states() for name, kernel in self._kernels().items() if kernel.states()}
+        return SimResult(self.mode, outputs, values if record else {}, states)
+
+    def _run_plastic(self, inputs, record: bool) -> SimResult:
         graph = self.graph
         values: dict[str, np.ndarray] = dict(_prepare_inputs(graph, inputs, self.shapes, self.mode))
         steps, batch = next(iter(values.values())).shape[:2]
         kernels = self._kernels()
-        states: dict[str, dict[str, np.ndarray]] = {}
-        if self.plastic:  # learning couples a projection to its neuron layer: the whole graph runs step by step
-            order = [n for n in graph.order() if graph.node(n).kind != "Input"]
-            for n in order:
-                kernels[n].reset(batch)
-            _run_stepwise(graph, order, kernels, values, steps, batch, self.shapes, self.dtype, record,
-                          learn=self.plastic)
-            states = {n: kernels[n].states() for n in order if record and kernels[n].states()}
-            outputs = {name: values[name] for name in graph.outputs}
-            weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
-            return SimResult(self.mode, outputs, values if record else {}, states, weights)
+        order = [n for n in graph.order() if graph.node(n).kind != "Input"]
+        for n in order:
+            kernels[n].reset(batch)
+        _run_stepwise(graph, order, kernels, values, steps, batch, self.shapes, self.dtype, record,
+                      learn=self.plastic)
+        states = {n: kernels[n].states() for n in order if record and kernels[n].states()}
+        outputs = {name: values[name] for name in graph.outputs}
+        weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
+        return SimResult(self.mode, outputs, values if record else {}, states, weights)
+
+    def _advance(self, values: dict[str, np.ndarray], record: bool) -> dict[str, np.ndarray]:
+        """Run one chunk of steps (inputs in `values`, converted) through every component, continuing from the
+        states the previous chunk left; returns every node's values for the chunk."""
+        graph, kernels, previous = self.graph, self._stream_kernels, self._stream_prev
+        steps, batch = next(iter(values.values())).shape[:2]
         for component in self.components:
             first = component[0]
             recurrent_self = any(e.src == first for e in graph.in_edges(first))
             if len(component) == 1 and not recurrent_self:
                 if graph.node(first).kind == "Input":
                     continue
-                x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype)
-                values[first] = _run_whole(kernels[first], graph.node(first), x, record)
+                x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
+                values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
             else:
-                for n in component:
-                    kernels[n].reset(batch)
-                _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record)
-            if record:
-                for name in component:
-                    if kernels[name].states():
-                        states[name] = kernels[name].states()
-        outputs = {name: values[name] for name in graph.outputs}
-        return SimResult(self.mode, outputs, values if record else {}, states)
+                _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record,
+                              previous=previous, first_step=self._stream_step)
+        if steps:
+            for name in graph.nodes:
+                previous[name] = values[name][-1]
+        self._stream_step += steps
+        return values
 
     # -- streaming --------------------------------------------------------------------------------------
     def start(self, batch: int) -> None:
@@ -171,6 +230,9 @@ class Simulator:
         steps, batch = next(iter(values.values())).shape[:2]
         if batch != self._stream_batch:
             raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
+        if not self.plastic:
+            values = self._advance(values, False)
+            return {name: values[name] for name in self.graph.outputs}
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
                       False, previous=self._stream_prev, learn=self.plastic, first_step=self._stream_step)
@@ -181,10 +243,10 @@ class Simulator:
 
 
 def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mode: str | None = None,
-             record: bool = False) -> SimResult:
+             record: bool = False, engine: str = "compiled") -> SimResult:
     """Run `graph` on `inputs` for all their T steps. `mode` defaults to 'integer' for an integer graph and
-    'float64' otherwise."""
-    return Simulator(graph, mode).run(inputs, record)
+    'float64' otherwise; `engine` is 'compiled' or 'numpy' (Simulator)."""
+    return Simulator(graph, mode, engine=engine).run(inputs, record)
 
 
 def start_step(op) -> int:
@@ -192,19 +254,18 @@ def start_step(op) -> int:
     return int(getattr(op, "start_step", 0))
 
 
-def _run_whole(kernel: Kernel, op, x: np.ndarray, record: bool) -> np.ndarray:
-    """`kernel.run` over all steps of x, with the layer held before its start step."""
-    start = start_step(op)
-    if start == 0:
-        return kernel.run(x, record)
+def _run_held(kernel: Kernel, op, x: np.ndarray, record: bool, first_step: int) -> np.ndarray:
+    """`kernel.run_chunk` over a chunk x whose first step is `first_step`, with the layer held before its start
+    step: no update, output 0, states as reset (recorded as such)."""
     steps, batch = x.shape[:2]
-    held = min(start, steps)
-    kernel.reset(batch)
+    held = min(max(start_step(op) - first_step, 0), steps)
+    if held == 0:
+        return kernel.run_chunk(x, record)
     initial = {k: np.array(getattr(kernel, k)) for k in kernel.state_names} if record else {}
     parts = [np.zeros((held, batch, *kernel.out_shape), dtype=kernel.dtype)]
     recorded = {k: [np.broadcast_to(v, (held, *v.shape))] for k, v in initial.items()}
     if held < steps:
-        parts.append(kernel.run(x[held:], record))
+        parts.append(kernel.run_chunk(x[held:], record))
         for k, later in kernel.states().items():
             recorded[k].append(later)
     if record:
@@ -212,16 +273,20 @@ def _run_whole(kernel: Kernel, op, x: np.ndarray, record: bool) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dtype) -> np.ndarray:
-    """Sum of a node's inputs over all steps; recurrent edges shifted by one step."""
+def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dtype,
+            previous: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Sum of a node's inputs over a chunk of steps; recurrent edges shifted by one step (their first step is
+    the source's last value of the previous chunk, `previous`, or zero)."""
     total = None
     for e in graph.in_edges(name):
         x = values[e.src]
         if e.recurrent:
             shifted = np.zeros_like(x)
             shifted[1:] = x[:-1]
+            if e.src in previous and steps:
+                shifted[0] = previous[e.src]
             x = shifted
-        total = x.copy() if total is None else total + x
+        total = x if total is None else total + x       # kernels never write to their input
     if total is None:
         total = np.zeros((steps, batch, *shapes[name]), dtype=dtype)
     return total

@@ -269,6 +269,23 @@ def test_run_with_a_local_pool_writes_the_same_spikes(artifacts, tmp_path, netwo
     np.testing.assert_array_equal(a["spikes"], b["spikes"])
 
 
+def test_run_with_jobs_and_over_a_dask_cluster_writes_the_same_spikes(artifacts, tmp_path, dask_cluster):
+    """`run --jobs 2` (a local pool) and `run --executor dask://...` (a LocalCluster) equal one in-process run."""
+    np.savez(tmp_path / "in.npz", spikes=inputs(11, 6, 12).astype(np.uint8))
+    common = ("run", str(artifacts["rnn"].parent / "rnn.nmir"), "--input", str(tmp_path / "in.npz"), "--output")
+    plain = nmcompile(*common, str(tmp_path / "a.npz"))
+    jobs = nmcompile(*common, str(tmp_path / "b.npz"), "--jobs", "2")
+    dask = nmcompile(*common, str(tmp_path / "c.npz"), "--executor", dask_cluster)
+    for proc in (plain, jobs, dask):
+        assert proc.returncode == 0, proc.stderr
+    assert "(2 shards on local://2)" in jobs.stdout and f"on {dask_cluster})" in dask.stdout
+    expected = np.load(tmp_path / "a.npz")["spikes"]
+    for name in ("b.npz", "c.npz"):
+        np.testing.assert_array_equal(np.load(tmp_path / name)["spikes"], expected)
+    both = nmcompile(*common, str(tmp_path / "d.npz"), "--jobs", "2", "--executor", "local://2")
+    assert both.returncode == 2 and "give either --jobs or --executor, not both" in both.stderr
+
+
 def test_a_dask_address_with_nothing_listening_is_one_line_and_exit_1(artifacts):
     import socket
 

@@ -1,0 +1,394 @@
+"""Compiled (numba) loops of the reference simulator: the neuron updates and event-driven synaptic accumulation.
+
+Each loop is the scalar form of a numpy kernel in `nmcompile.ir.kernels`, fused over the state variables and run
+over all steps, samples and neurons of a call. They mirror the rounding rules of `nmcompile.ir.fixed` exactly:
+
+    decay(x, d)    = trunc_shift(x * (4096 - d), 12) = sign(p) * (|p| >> 12),  p = x * (4096 - d)
+    wrap_current   u - 2M if u > M;  u + 2M if u <= -M                 (M = 2^23, a single conditional wrap)
+    clip_voltage   min(max(v, -(M - 1)), M - 1)
+
+Integer arithmetic is int64 and wraps modulo 2^64 as numpy's does (numba emits plain LLVM add/mul/shl), so the
+results equal the numpy kernels bit for bit also outside the ranges hardware can reach; tests/ir/test_jit.py checks
+both on random and extreme states with hypothesis. Float loops do each operation in the array dtype in numpy's
+order (no fastmath, no contraction into fused multiply-adds), so float64 and float32 results equal numpy's bits.
+
+Importing this module imports numba and compiles nothing: each function compiles on its first call for the
+argument types it sees, and the machine code is cached on disk (`cache_dir()`, a per-user cache directory, never
+inside the installed package), so later processes load it instead of compiling again.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR if set, else the user cache directory
+    (platformdirs: ~/.cache/nmcompile/numba on Linux), else, when that cannot be written (a read-only home),
+    a per-user directory under the system's temporary directory."""
+    configured = os.environ.get("NUMBA_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    from platformdirs import user_cache_dir
+
+    for candidate in (Path(user_cache_dir("nmcompile")) / "numba",
+                      Path(tempfile.gettempdir()) / f"nmcompile-numba-{os.getuid()}"):
+        try:
+            candidate.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(candidate, os.W_OK):
+            return candidate
+    raise OSError("no writable directory for numba's cache; set NUMBA_CACHE_DIR")
+
+
+_CACHE = cache_dir()
+os.environ.setdefault("NUMBA_CACHE_DIR", str(_CACHE))
+
+import numba  # noqa: E402  (the cache directory must be set before numba reads its configuration)
+import numpy as np  # noqa: E402
+
+if not numba.config.CACHE_DIR:       # numba was imported before this module, without NUMBA_CACHE_DIR
+    numba.config.CACHE_DIR = str(_CACHE)
+
+UV_LIMIT = 1 << 23                   # fixed.UV_LIMIT (a literal: numba compiles it as a constant)
+DECAY_UNITY = 4096                   # fixed.DECAY_UNITY
+DECAY_BITS = 12                      # fixed.DECAY_BITS
+ACT_SHIFT = 6                        # fixed.ACT_SHIFT
+
+RESET_NONE, RESET_ZERO, RESET_SUBTRACT = 0, 1, 2
+TIMING_IMMEDIATE, TIMING_DELAYED, TIMING_SNNTORCH = 0, 1, 2
+
+jit = numba.njit(cache=True, nogil=True)
+
+
+INT64_MIN = -(1 << 63)
+inline = numba.njit(inline="always")
+
+
+@inline
+def _decay(x, d):
+    """trunc12(x * (4096 - d)), as fixed.decay: sign(p) * (|p| >> 12), branch-free: a negative p is rounded toward
+    zero by adding 4095 before the arithmetic shift. p = -2^63 has no |p| in int64: numpy's sign * (|p| >> 12)
+    gives +2^51 there, and so does this."""
+    p = x * (DECAY_UNITY - d)
+    q = (p + ((p >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
+    return (1 << 51) if p == INT64_MIN else q
+
+
+@inline
+def _wrap_current(u):
+    """u - 2M if u > M, else u + 2M if u <= -M (one conditional wrap, as fixed.wrap_current)."""
+    u = u - 2 * UV_LIMIT if u > UV_LIMIT else u
+    return u + 2 * UV_LIMIT if u <= -UV_LIMIT else u
+
+
+@inline
+def _clip_voltage(v):
+    return min(max(v, -(UV_LIMIT - 1)), UV_LIMIT - 1)
+
+
+@jit
+def integer_neuron(a, u, v, refractory_left, du_plus, dv, vth, bias, clears_current, spiking, compare_ge,
+                   reset_mode, delayed, refractory, out, record_u, record_v, record):
+    """Steps t = 0..T-1 of the integer CUBA LIF (QNeuron) for a[T, B, N] (int64 synaptic input).
+
+    u, v, refractory_left [B, N] hold the state and are updated in place; out[T, B, N] receives the spikes (or v for
+    a readout); with `record`, record_u/record_v[T, B, N] receive u and v after each step. Per-neuron parameters
+    du_plus (= du + 1), dv, vth (already << 6) and bias (already mant << exp) are [N]."""
+    steps, batch, size = a.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            for n in range(size):
+                drive = a[t, b, n] << ACT_SHIFT
+                cur = _wrap_current(drive if clears_current else _decay(u[b, n], du_plus[n]) + drive)
+                u[b, n] = cur
+                old = v[b, n]
+                h = _decay(old, dv[n]) + cur + bias[n]
+                if not spiking:
+                    h = _clip_voltage(h)
+                    v[b, n] = h
+                    out[t, b, n] = h
+                else:
+                    threshold = vth[n]
+                    pending = delayed and (old >= threshold if compare_ge else old > threshold)
+                    h = h - threshold if pending and subtract_reset else h
+                    h = 0 if pending and zero_reset else h
+                    h = _clip_voltage(h)
+                    held = False
+                    if refractory > 0:
+                        held = refractory_left[b, n] > 0
+                        h = 0 if held else h
+                    fire = h >= threshold if compare_ge else h > threshold
+                    if refractory > 0:
+                        fire = fire and not held
+                        left = refractory_left[b, n]
+                        refractory_left[b, n] = refractory if fire else max(left - 1, 0)
+                    reset = fire and not delayed
+                    h = 0 if reset and zero_reset else h
+                    h = h - threshold if reset and subtract_reset else h
+                    v[b, n] = h
+                    out[t, b, n] = 1 if fire else 0
+                if record:
+                    record_u[t, b, n] = cur
+                    record_v[t, b, n] = v[b, n]
+
+
+@jit
+def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out):
+    """`integer_neuron` for its most common form, with nothing to branch on per neuron (spiking, immediate reset, no
+    refractory period, nothing recorded): the same operations, in a loop the compiler vectorises."""
+    steps, batch, size = a.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            u_row, v_row, a_row, out_row = u[b], v[b], a[t, b], out[t, b]
+            for n in range(size):
+                drive = a_row[n] << ACT_SHIFT
+                cur = _wrap_current(drive if clears_current else _decay(u_row[n], du_plus[n]) + drive)
+                u_row[n] = cur
+                h = _clip_voltage(_decay(v_row[n], dv[n]) + cur + bias[n])
+                threshold = vth[n]
+                fire = h >= threshold if compare_ge else h > threshold
+                h = 0 if fire and zero_reset else h
+                h = h - threshold if fire and subtract_reset else h
+                v_row[n] = h
+                out_row[n] = fire
+
+
+@jit
+def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, threshold, v_reset, reset_amount,
+                 bn_scale, bn_shift, cuba, has_beta, unit_gain, zero_bias, mpbn, spiking, compare_ge, reset_mode,
+                 timing, refractory, zero, one, out, record_v, record_i, record):
+    """Steps t = 0..T-1 of the float neuron (nmcompile.ir.neurons) for x[T, B, N], in the dtype of the arrays.
+
+    v, i, refractory_left [B, N] hold the state (i unused unless `cuba`) and are updated in place; out[T, B, N]
+    receives the spikes as 0/1 (or the membrane of a readout); `zero`/`one` are 0 and 1 in the array dtype; with
+    `record`, record_v/record_i receive v and i after each step. Parameters are [N] arrays; every operation and its
+    order is that of kernels.FloatNeuron.step."""
+    steps, batch, size = x.shape
+    for t in range(steps):
+        for b in range(batch):
+            for n in range(size):
+                if cuba:
+                    current = alpha[n] * i[b, n] + syn_gain[n] * x[t, b, n]
+                    i[b, n] = current
+                else:
+                    current = x[t, b, n]
+                drive = current if unit_gain else gain[n] * current
+                old = v[b, n]
+                h = beta[n] * old + drive if has_beta else old + drive
+                if not zero_bias:
+                    h = h + bias[n]
+                if not spiking:
+                    v[b, n] = h
+                    out[t, b, n] = h
+                else:
+                    theta = threshold[n]
+                    pending = zero
+                    if timing != TIMING_IMMEDIATE:
+                        pending = one if (old >= theta if compare_ge else old > theta) else zero
+                        if reset_mode == RESET_SUBTRACT:
+                            h = h - pending * theta
+                        elif reset_mode == RESET_ZERO and pending == one:
+                            h = v_reset[n]
+                    held = False
+                    if refractory > 0:
+                        held = refractory_left[b, n] > 0
+                        if held:
+                            h = v_reset[n]
+                    y = h * bn_scale[n] + bn_shift[n] if mpbn else h
+                    fire = y >= theta if compare_ge else y > theta
+                    if refractory > 0:
+                        fire = fire and not held
+                        if fire:
+                            refractory_left[b, n] = refractory
+                        elif refractory_left[b, n] > 0:
+                            refractory_left[b, n] -= 1
+                    spike = one if fire else zero
+                    if timing == TIMING_IMMEDIATE:
+                        if reset_mode == RESET_ZERO:
+                            if fire:
+                                h = v_reset[n]
+                        elif reset_mode == RESET_SUBTRACT:
+                            h = h - spike * (reset_amount[n] if mpbn else theta)
+                    elif timing == TIMING_SNNTORCH:
+                        h = h - (spike - pending) * theta
+                    v[b, n] = h
+                    out[t, b, n] = spike
+                if record:
+                    record_v[t, b, n] = v[b, n]
+                    if cuba:
+                        record_i[t, b, n] = i[b, n]
+
+
+@jit
+def float_neuron_plain(x, v, beta, gain, bias, threshold, v_reset, has_beta, unit_gain, zero_bias, compare_ge,
+                       reset_mode, zero, one, out):
+    """`float_neuron` for its most common form (LIF or IF, spiking, immediate reset, no refractory period, no batch
+    norm, nothing recorded): the same operations in the same order, in a loop without per-neuron branches."""
+    steps, batch, size = x.shape
+    zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    for t in range(steps):
+        for b in range(batch):
+            v_row, x_row, out_row = v[b], x[t, b], out[t, b]
+            for n in range(size):
+                drive = x_row[n] if unit_gain else gain[n] * x_row[n]
+                h = beta[n] * v_row[n] + drive if has_beta else v_row[n] + drive
+                h = h if zero_bias else h + bias[n]
+                theta = threshold[n]
+                fire = h >= theta if compare_ge else h > theta
+                spike = one if fire else zero
+                h = v_reset[n] if fire and zero_reset else h
+                h = h - spike * theta if subtract_reset else h
+                v_row[n] = h
+                out_row[n] = spike
+
+
+@jit
+def accumulate_events(x, weight_t, out, acc):
+    """out[r, :] = sum over k with x[r, k] != 0 of x[r, k] * weight_t[k, :]: a product that reads only the weight
+    rows of active inputs (spikes). Each row sums in the scratch row `acc` [outputs] (its dtype: int32 or int64;
+    exact when no partial sum overflows it), then is stored to out[r, :] (int64)."""
+    rows, inputs = x.shape
+    outputs = weight_t.shape[1]
+    for r in range(rows):
+        acc[:] = 0
+        for k in range(inputs):
+            value = x[r, k]
+            if value == 0:
+                continue
+            if value == 1:
+                for j in range(outputs):
+                    acc[j] += weight_t[k, j]
+            else:
+                for j in range(outputs):
+                    acc[j] += value * weight_t[k, j]
+        for j in range(outputs):
+            out[r, j] = acc[j]
+
+
+PARALLEL_MIN_ADDS = 1 << 25      # below this much work per call (~3 ms), one thread: waking another costs from
+                                 # ~10 us on an idle machine to milliseconds on a loaded one
+_pool: ThreadPoolExecutor | None = None
+_pool_threads = 0
+
+
+def worker_threads() -> int:
+    """Threads for the row-parallel loops: OMP_NUM_THREADS when set (the local executor's workers set it to their
+    share of the cores), else the CPUs this process may run on."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    return max(1, int(configured)) if configured.isdigit() else max(1, len(os.sched_getaffinity(0)))
+
+
+def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active: int) -> np.ndarray:
+    """`accumulate_events` of x [rows, in] into a new int64 [rows, out]; the rows are split over `worker_threads()`
+    threads (the loop releases the GIL) when the `active` inputs bring enough work."""
+    global _pool, _pool_threads
+    rows, outputs = x.shape[0], weight_t.shape[1]
+    out = np.empty((rows, outputs), dtype=np.int64)
+    threads = min(worker_threads(), rows)
+    if threads == 1 or active * outputs < PARALLEL_MIN_ADDS:
+        accumulate_events(x, weight_t, out, np.empty(outputs, dtype=acc_dtype))
+        return out
+    if _pool is None or _pool_threads != threads:
+        _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
+    bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
+    jobs = [_pool.submit(accumulate_events, x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
+            for a, b in bounds[1:]]
+    a, b = bounds[0]                                # the calling thread takes the first share itself
+    accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
+    for job in jobs:
+        job.result()
+    return out
+
+
+def as_rows(x: np.ndarray) -> np.ndarray:
+    """x as a C-contiguous [rows, last] view or copy (what the loops above index)."""
+    return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+
+
+# -- glue: a neuron kernel (nmcompile.ir.kernels) run through the loops above ----------------------------------------
+_MODES = {"none": RESET_NONE, "zero": RESET_ZERO, "subtract": RESET_SUBTRACT}
+_TIMINGS = {"immediate": TIMING_IMMEDIATE, "delayed": TIMING_DELAYED, "snntorch_immediate": TIMING_SNNTORCH}
+
+
+def _no_state() -> np.ndarray:
+    return np.zeros((0, 0), dtype=np.int64)
+
+
+def _records(rec: dict[str, np.ndarray], key: str, dtype: np.dtype) -> np.ndarray:
+    """The [T, B, N] view of a recorded state, or an empty array when `key` is not recorded."""
+    if key in rec:
+        return rec[key].reshape(rec[key].shape[0], rec[key].shape[1], -1)
+    return np.empty((0, 0, 0), dtype=dtype)
+
+
+def _float_arguments(kernel) -> tuple:
+    """The parameters of `float_neuron` for a kernels.FloatNeuron, built once per kernel."""
+    if not hasattr(kernel, "_fused_args"):
+        op, p, one = kernel.op, kernel.p, kernel.dtype.type(1)
+        flat = {k: kernel._flat(p[k]) for k in ("gain", "bias", "threshold", "v_reset")}
+        flat["beta"] = kernel._flat(p["beta"] if kernel.beta is not None else one)
+        for key in ("alpha", "syn_gain"):
+            flat[key] = kernel._flat(p[key] if kernel.cuba else one)
+        flat["reset_amount"] = kernel._flat(p["reset_amount"] if kernel.mpbn else one)
+        flat["bn_scale"] = kernel._flat(kernel.bn_scale if kernel.mpbn else one)
+        flat["bn_shift"] = kernel._flat(kernel.bn_shift if kernel.mpbn else one)
+        kernel._fused_args = (
+            flat["alpha"], flat["syn_gain"], flat["beta"], flat["gain"], flat["bias"], flat["threshold"],
+            flat["v_reset"], flat["reset_amount"], flat["bn_scale"], flat["bn_shift"], kernel.cuba,
+            kernel.beta is not None, kernel.unit_gain, kernel.zero_bias, kernel.mpbn, op.spiking, op.compare == ">=",
+            _MODES[op.reset_mode], _TIMINGS[op.reset_timing], op.refractory, kernel.dtype.type(0), one)
+    return kernel._fused_args
+
+
+def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+    """Advance a kernels.FloatNeuron by x [T, B, *shape] (its dtype, contiguous): spikes into out, states into rec
+    (when recording), its v (and i) updated."""
+    op, args = kernel.op, _float_arguments(kernel)
+    batch = x.shape[1]
+    v = np.ascontiguousarray(kernel.v)
+    flat_x = x.reshape(x.shape[0], batch, -1)
+    if (op.spiking and not kernel.cuba and not kernel.mpbn and op.reset_timing == "immediate" and not op.refractory
+            and not rec):
+        _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
+            reset_mode, _, _, zero, one = args
+        float_neuron_plain(flat_x, kernel._rows(v), beta, gain, bias, threshold, v_reset, has_beta, unit_gain,
+                           zero_bias, compare_ge, reset_mode, zero, one, out.reshape(flat_x.shape))
+        kernel.v = v
+        return
+    i = np.ascontiguousarray(kernel.i) if kernel.cuba else np.zeros((batch, 1), dtype=kernel.dtype)
+    left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
+    float_neuron(flat_x, kernel._rows(v), kernel._rows(i), kernel._rows(left), *args, out.reshape(flat_x.shape),
+                 _records(rec, "v", v.dtype), _records(rec, "i", v.dtype), bool(rec))
+    kernel.v = v
+    if kernel.cuba:
+        kernel.i = i
+
+
+def run_integer_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
+    """Advance a kernels.IntegerNeuron by x [T, B, *shape] (int64, contiguous): spikes (or v) into out, u and v
+    into rec (when recording), its u and v updated."""
+    op = kernel.op
+    if not hasattr(kernel, "_fused_args"):
+        kernel._fused_args = (
+            kernel._flat(kernel.du_plus), kernel._flat(kernel.dv), kernel._flat(kernel.vth), kernel._flat(kernel.bias),
+            kernel.clears_current, op.spiking, op.compare == ">=", _MODES[op.reset_mode],
+            op.reset_timing == "delayed", op.refractory)
+    u, v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
+    flat_x = x.reshape(x.shape[0], x.shape[1], -1)
+    if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
+        du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = kernel._fused_args
+        integer_neuron_plain(flat_x, kernel._rows(u), kernel._rows(v), du_plus, dv, vth, bias, clears_current,
+                             compare_ge, reset_mode, out.reshape(flat_x.shape))
+    else:
+        left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
+        integer_neuron(flat_x, kernel._rows(u), kernel._rows(v), kernel._rows(left), *kernel._fused_args,
+                       out.reshape(flat_x.shape), _records(rec, "u", u.dtype), _records(rec, "v", v.dtype), bool(rec))
+    kernel.u, kernel.v = u, v
