@@ -77,6 +77,19 @@ def _shape(ctx, param, value):
     return shape
 
 
+def _finite_positive(ctx, param, value):
+    if value is not None and not (0 < value < float("inf")):
+        raise click.BadParameter(f"{value!r} is not a positive finite number")
+    return value
+
+
+def _output_path(ctx, param, value):
+    """-o/--output/--junit: a non-empty name, used exactly as typed."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("the name is empty")
+    return Path(value) if value is not None else None
+
+
 def source_options(f):
     """Options that tell the frontends how to read a network (all optional)."""
     options = [
@@ -90,12 +103,12 @@ def source_options(f):
                      default="auto", show_default=True,
                      help="How the model's forward treats time: one step per call, a loop over a constant input, "
                           "or a loop over a [T, B, ...] input."),
-        click.option("--trace-steps", type=int, default=8, show_default=True,
+        click.option("--trace-steps", type=click.IntRange(1, 100_000), default=8, show_default=True,
                      help="Steps of the probe input for a sequence-style model."),
         click.option("--trust-pickle", is_flag=True,
                      help="Load a checkpoint that holds pickled Python objects (a whole module). Unpickling can run "
                           "arbitrary code: only for files you trust."),
-        click.option("--nir-dt", type=float, default=None, metavar="SECONDS",
+        click.option("--nir-dt", type=float, default=None, metavar="SECONDS", callback=_finite_positive,
                      help="Time step used to discretise NIR's continuous equations (default 1e-4 s, the "
                           "snnTorch/SpikingJelly export convention)."),
         click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
@@ -104,9 +117,9 @@ def source_options(f):
         click.option("--calibration", type=click.Path(path_type=Path), default=None,
                      help="For an .onnx ANN: .npz with inputs x [N, *shape] in [0, 1] (and labels y) used to balance "
                           "thresholds and to report the converted network's accuracy."),
-        click.option("--percentile", type=float, default=99.9, show_default=True,
+        click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.9, show_default=True,
                      help="ONNX conversion: activation percentile used as each layer's threshold."),
-        click.option("--snn-steps", type=int, default=64, show_default=True,
+        click.option("--snn-steps", type=click.IntRange(1, 100_000), default=64, show_default=True,
                      help="ONNX conversion: steps of rate-coded input for the accuracy report."),
     ]
     for option in reversed(options):
@@ -335,8 +348,10 @@ def _stdp_params(items) -> dict[str, int]:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, type=click.Choice(list(BACKENDS)),
               help="The hardware to compile for (`nmcompile targets` lists their limits).")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
-              help="Artifact directory to write (default: <source name>-<target>).")
+@click.option("-o", "--output", "out", type=click.Path(), default=None, callback=_output_path,
+              help="Artifact directory to write (default: <source name>-<target>). It is built next to it and "
+                   "renamed into place; an existing artifact there is replaced as a whole, any other existing "
+                   "non-empty directory is refused.")
 @click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
               help=".npz with `spikes` [T, B, N_in]: representative inputs used to measure quantization agreement, "
                    "firing rates for partitioning and energy, and as the artifact's reference inputs.")
@@ -344,8 +359,9 @@ def _stdp_params(items) -> dict[str, int]:
 @click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass.")
 @click.option("--stop-after", metavar="PASS", default=None,
               help="Stop after this pass and write the IR, report and reference reached so far.")
-@click.option("--chips", type=int, default=None, help="Number of chips available (default: the target's).")
-@click.option("--reference-samples", type=int, default=4, show_default=True,
+@click.option("--chips", type=click.IntRange(1, 4096), default=None,
+              help="Number of chips available (default: the target's).")
+@click.option("--reference-samples", type=click.IntRange(1, 10_000), default=4, show_default=True,
               help="Samples in the artifact's reference run (the first ones of --calibration-spikes, else random "
                    "spikes for 50 steps at rate 0.2); `verify` replays all of them on the board.")
 @click.option("--stdp", "stdp_layers", multiple=True, metavar="PROJECTION",
@@ -354,11 +370,14 @@ def _stdp_params(items) -> dict[str, int]:
 @click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
               help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
                    "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a degenerate quantization (a threshold or all weights of a layer rounding to 0, or a "
+                   "layer's spike agreement below 90%) instead of warning.")
 @backend_options("compile")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
                 print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
-                stdp_layers, stdp_params, **kw) -> None:
+                stdp_layers, stdp_params, strict: bool, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -372,9 +391,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
-        stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
+        stop_after=stop_after, target_overrides={"chips": chips} if chips is not None else {},
         reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers},
-        backend_options=chosen)
+        backend_options=chosen, strict=strict)
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")
@@ -400,7 +419,8 @@ def executor_option(what: str):
                    "?blank=1 only the UART programming stream); serial:///dev/ttyUSB0?baud=1000000 (an FPGA board; "
                    "?program=0 when it already holds the network, ?timeout=SECONDS); ref:// (the integer reference "
                    "itself, a self-check). Unknown or malformed options are refused.")
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
+@click.option("--junit", type=click.Path(), default=None, callback=_output_path,
+              help="Write a JUnit XML report to exactly this file.")
 @executor_option("the reference samples")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
@@ -414,7 +434,9 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec
     for line in result.lines():
         click.echo(line)
     if junit is not None:
-        junit.write_bytes(result.junit_xml())
+        from nmcompile.outputs import write_file
+
+        write_file(junit, result.junit_xml())
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
 
@@ -446,8 +468,9 @@ def report(artifact_dir: Path, **kw) -> None:
                    "serial://DEVICE run a compiled artifact directory of their target (see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
-@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
-              help=".npz to write: `spikes` [T, B, N_out] and `latency` (steps).")
+@click.option("--output", "output_path", required=True, type=click.Path(), callback=_output_path,
+              help="The file to write, exactly this name (an .npz archive whatever its suffix): `spikes` "
+                   "[T, B, N_out] and `latency` (steps).")
 @click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
 @click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
 @executor_option("the input's samples")
@@ -480,7 +503,10 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
             board.load(load_network(source, _options(kw)) if in_process else source)   # boards load artifacts
             out = board.run(spikes)
         latency, where = board.latency, board_url
-    np.savez(output_path, spikes=out, latency=np.int64(latency))
+    from nmcompile.artifact import npz_bytes
+    from nmcompile.outputs import write_file
+
+    write_file(output_path, npz_bytes({"spikes": out, "latency": np.int64(latency)}))
     total = int(np.count_nonzero(out)) if out.dtype.kind != "f" or np.all((out == 0) | (out == 1)) else None
     summary = f"{total} output spikes" if total is not None else "output values"
     click.echo(f"ran {spikes.shape[0]} steps x {spikes.shape[1]} samples on {where}: {summary} "
