@@ -137,13 +137,14 @@ class CompileRequest:
     print_ir_after_all: bool = False
     stop_after: str | None = None
     target_overrides: dict[str, Any] = field(default_factory=dict)
-    reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
+    reference_samples: int | None = None       # samples of the artifact's reference (None: 4, or all calibration
+                                               # samples when there are fewer)
     stdp: dict[str, dict[str, int]] = field(default_factory=dict)   # plastic projection -> rule parameters
     backend_options: dict[str, Any] = field(default_factory=dict)    # the backends' own options (Backend.options)
     strict: bool = False                       # warnings (degenerate quantization, ...) are errors
 
 
-REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
+REFERENCE_STEPS, REFERENCE_RATE, DEFAULT_REFERENCE_SAMPLES = 50, 0.2, 4
 
 
 def compile_network(request: CompileRequest, log=None, emit=None):
@@ -168,7 +169,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
     if request.stdp and not target.stdp:
         refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
-    if request.reference_samples < 1:
+    if request.reference_samples is not None and request.reference_samples < 1:
         raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
     source = load_source(request.source, request.options)
     for note in source.notes:
@@ -182,11 +183,14 @@ def compile_network(request: CompileRequest, log=None, emit=None):
                          log=log)
     done = passes if request.stop_after is None else passes[: passes.index(request.stop_after) + 1]
     _check_quantization(graph, ctx, request.strict)
-    if calibration is not None and request.reference_samples > calibration.shape[1]:
-        raise UnsupportedError(f"--reference-samples {request.reference_samples}: the calibration spikes hold only "
+    samples = request.reference_samples
+    if calibration is not None and samples is not None and samples > calibration.shape[1]:
+        raise UnsupportedError(f"--reference-samples {samples}: the calibration spikes hold only "
                                f"{calibration.shape[1]} samples")
-    inputs = (calibration[:, :request.reference_samples] if calibration is not None
-              else _random_spikes(graph, request.reference_samples))
+    if samples is None:
+        samples = DEFAULT_REFERENCE_SAMPLES if calibration is None else min(DEFAULT_REFERENCE_SAMPLES,
+                                                                            calibration.shape[1])
+    inputs = calibration[:, :samples] if calibration is not None else _random_spikes(graph, samples)
     files: dict[str, bytes] = {}
     backend_report: list[str] = []
     stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"

@@ -361,9 +361,10 @@ def _stdp_params(items) -> dict[str, int]:
               help="Stop after this pass and write the IR, report and reference reached so far.")
 @click.option("--chips", type=click.IntRange(1, 4096), default=None,
               help="Number of chips available (default: the target's).")
-@click.option("--reference-samples", type=click.IntRange(1, 10_000), default=4, show_default=True,
-              help="Samples in the artifact's reference run (the first ones of --calibration-spikes, else random "
-                   "spikes for 50 steps at rate 0.2); `verify` replays all of them on the board.")
+@click.option("--reference-samples", type=click.IntRange(1, 10_000), default=None,
+              help="Samples in the artifact's reference run (the first ones of --calibration-spikes, which must "
+                   "hold that many, else random spikes for 50 steps at rate 0.2); default 4 (or all calibration "
+                   "samples when there are fewer); `verify` replays all of them on the board.")
 @click.option("--stdp", "stdp_layers", multiple=True, metavar="PROJECTION",
               help="Make this projection plastic (pair-based STDP with 8-bit traces, docs/semantics.md §3.5; fpga "
                    "only). Repeatable. Names are those of `nmcompile inspect --ir` after quantize, e.g. '2'.")
@@ -376,7 +377,7 @@ def _stdp_params(items) -> dict[str, int]:
 @backend_options("compile")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
-                print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
+                print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int | None,
                 stdp_layers, stdp_params, strict: bool, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 

@@ -2,7 +2,8 @@
 
 The board runs the installed nmcompile's runner (nmcompile/backends/loihi/lava_runner.py, read from the package, not
 the artifact's run_lava.py copy) with Lava's interpreter and reads the result back. The runner builds the network
-with the artifact's generated lava_network.py and network.npz.
+with lava_network.py and network.npz as this nmcompile rebuilds them from the artifact's network.nmir (written to a
+temporary directory): no Python shipped in an artifact runs.
 
 The interpreter: $NMC_LAVA_PYTHON if set, else the per-user venv `lava_venv()` =
 $XDG_DATA_HOME/nmcompile/lava-venv (default ~/.local/share/nmcompile/lava-venv), which `make lava-env` creates.
@@ -75,13 +76,14 @@ class LavaBoard(BaseBoard):
     def __init__(self, states: bool = False, progress: Progress | None = None):
         super().__init__(progress)
         self.states = states
-        self._artifact: Path | None = None
+        self._files: dict[str, bytes] = {}
         self.last_states: dict[str, np.ndarray] = {}
         self.seconds_per_step: np.ndarray | None = None
 
     def load(self, source: object) -> None:
-        """A compiled loihi2 artifact directory."""
-        self._artifact = self.read_artifact(source).path
+        """A compiled loihi2 artifact directory (its files checked against the ones rebuilt from network.nmir)."""
+        art = self.read_artifact(source)
+        self._files = {rel: art.derived[rel] for rel in self.requires}
 
     def run_all(self, spikes: np.ndarray) -> dict[str, np.ndarray]:
         """Every output (and, with states=True, every layer's u and v in `last_states`) for spikes [T, B, ...]."""
@@ -89,9 +91,12 @@ class LavaBoard(BaseBoard):
         python = lava_python()
         with tempfile.TemporaryDirectory(prefix="nmcompile-lava-") as tmp, \
                 as_file(files("nmcompile.backends.loihi") / "lava_runner.py") as runner:
-            inputs, result = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            inputs, result, network = Path(tmp) / "in.npz", Path(tmp) / "out.npz", Path(tmp) / "network"
             np.savez(inputs, spikes=spikes.astype(np.int64))
-            cmd = [str(python), str(runner), str(self._artifact), str(inputs), str(result)]
+            network.mkdir()
+            for rel, data in self._files.items():
+                (network / rel).write_bytes(data)
+            cmd = [str(python), str(runner), str(network), str(inputs), str(result)]
             if self.states:
                 cmd.append("--states")
             try:
@@ -115,4 +120,4 @@ class LavaBoard(BaseBoard):
 
     def close(self) -> None:
         super().close()
-        self._artifact = None
+        self._files = {}
