@@ -35,7 +35,6 @@ from nmcompile.protocols.fpga_uart import (
     write_frames,
 )
 
-
 MAX_SKIPPED = 4096          # bytes before a sync byte tolerated per answer (resynchronisation after line noise)
 FIXED_LENGTH = {Reply.ERROR: 2, Reply.DONE: 12, Command.INFO | 0x80: 16, Command.WRITE | 0x80: 0,
                 Command.RESET | 0x80: 0, Command.INJECT | 0x80: 0}
