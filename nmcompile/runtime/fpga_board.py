@@ -22,7 +22,7 @@ from urllib.parse import ParseResult
 import numpy as np
 
 from nmcompile.errors import BoardError, NmcError, UnsupportedError
-from nmcompile.protocols.fpga_uart import ProtocolError, Region
+from nmcompile.protocols.fpga_uart import VERSION, ProtocolError, Region
 from nmcompile.runtime.board import BaseBoard, Progress, flag_option, int_option, parse_query, seconds_option
 from nmcompile.runtime.fpga_link import FpgaLink
 
@@ -94,6 +94,10 @@ class UartBoard(BaseBoard):
         self.layout = json.loads((project / "layout.json").read_text())
         self.link = self.open_link(project)
         info = self.link.info()
+        if info.version != VERSION:
+            raise BoardError(f"the board's host interface is version {info.version}; this nmcompile speaks version "
+                             f"{VERSION} (WRITE frames take effect only after their CRC checks): rebuild the "
+                             "bitstream from fpga/")
         design = self.layout["design"]
         if (info.neurons, info.in_words, info.syn_depth) != (design["neurons"], design["in_words"],
                                                              design["syn_depth"]):
