@@ -41,8 +41,8 @@ FIXED_LENGTH = {Reply.ERROR: 2, Reply.DONE: 12, Command.INFO | 0x80: 16, Command
 
 
 def _name(code: int) -> str:
-    names = {Reply.SPIKES: "SPIKES", Reply.DONE: "DONE", Reply.ERROR: "ERROR"}
-    names.update({c | 0x80: f"{c.name} answer" for c in Command})
+    names = {c | 0x80: f"{c.name} answer" for c in Command}
+    names.update({Reply.SPIKES: "SPIKES", Reply.DONE: "DONE", Reply.ERROR: "ERROR"})
     return f"0x{code:02x} ({names[code]})" if code in names else f"0x{code:02x}"
 
 
@@ -62,33 +62,34 @@ class FpgaLink:
         self._info: Info | None = None
 
     # -- framing -------------------------------------------------------------------------------------------
-    def _fill(self, need: int, deadline: float) -> None:
+    def _fill(self, need: int, deadline: float, waiting: str | None = None) -> None:
         while len(self._buffer) < need:
             if time.monotonic() > deadline:
-                raise ProtocolError(f"no answer from the board within its deadline ({self.timeout:g} s per answer; "
-                                    f"got {len(self._buffer)} of {need} bytes)")
+                what = waiting or f"an answer ({self.timeout:g} s per answer)"
+                raise ProtocolError(f"the board did not complete {what} within its deadline (got "
+                                    f"{len(self._buffer)} of {need} bytes of a frame)")
             chunk = self.stream.read(max(need - len(self._buffer), 1))
             if chunk:
                 self._buffer.extend(chunk)
             elif chunk is None or chunk == b"":
                 time.sleep(0.0005)
 
-    def receive(self, deadline: float | None = None, accept: dict[int, int | None] | None = None
-                ) -> tuple[int, bytes]:
+    def receive(self, deadline: float | None = None, accept: dict[int, int | None] | None = None,
+                waiting: str | None = None) -> tuple[int, bytes]:
         """The next frame from the board: (code, payload). `accept`: reply code -> payload length (None: any) this
         answer may have (ERROR is always accepted); a frame of another code or length is a ProtocolError naming
         it, raised before its payload is awaited."""
         deadline = time.monotonic() + self.timeout if deadline is None else deadline
         skipped = 0
         while True:
-            self._fill(1, deadline)
+            self._fill(1, deadline, waiting)
             if self._buffer[0] == SYNC_CORE:
                 break
             del self._buffer[0]                          # resynchronise on the sync byte
             skipped += 1
             if skipped > MAX_SKIPPED:
                 raise ProtocolError(f"the board sent over {MAX_SKIPPED} bytes that are not frames")
-        self._fill(4, deadline)
+        self._fill(4, deadline, waiting)
         code = self._buffer[1]
         length = struct.unpack_from("<H", self._buffer, 2)[0]
         allowed = {**(accept or {}), Reply.ERROR: 2} if accept is not None else None
@@ -101,7 +102,7 @@ class FpgaLink:
         if want is not None and want != -1 and length != want:
             del self._buffer[:4]
             raise ProtocolError(f"frame {_name(code)} from the board has {length} payload bytes; it must have {want}")
-        self._fill(6 + length, deadline)
+        self._fill(6 + length, deadline, waiting)
         body = bytes(self._buffer[1:4 + length])
         crc = struct.unpack_from("<H", self._buffer, 4 + length)[0]
         del self._buffer[:6 + length]
@@ -158,13 +159,15 @@ class FpgaLink:
         spikes_length = None if out_len is None else 4 + (out_len + 7) // 8
         line = 0.0 if self.line_rate is None else steps * (10 + (spikes_length or 4)) / self.line_rate
         deadline = time.monotonic() + self.timeout + line
+        waiting = f"a RUN of {steps} steps ({self.timeout + line:.3g} s for the whole RUN)"
         self.stream.write(frame(Command.RUN, struct.pack("<I", steps)))
         outputs: list[bytes] = []
         first_index = None
         while True:
-            accept = {Reply.DONE: 12} if len(outputs) == steps else {Reply.SPIKES: spikes_length, Reply.DONE: 12}
-            code, payload = self.receive(deadline, accept)
+            code, payload = self.receive(deadline, {Reply.SPIKES: spikes_length, Reply.DONE: 12}, waiting)
             if code == Reply.SPIKES:
+                if len(outputs) == steps:
+                    raise ProtocolError(f"the board sent a SPIKES frame more than the {steps} steps of the RUN")
                 if len(payload) < 4 or (outputs and len(payload) != 4 + len(outputs[0])):
                     raise ProtocolError(f"SPIKES frame {len(outputs)} of the RUN has {len(payload)} payload bytes, "
                                         "unlike the others")
