@@ -10,6 +10,7 @@ host's deadline, never a hang or a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import struct
@@ -74,10 +75,8 @@ class FakeBoard(threading.Thread):
         self._halt.set()
         self.join(timeout=5)
         for fd in (self.master, self._slave):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
 
     def _send(self, data: bytes) -> bool:
         try:
