@@ -117,7 +117,8 @@ def source_options(f):
         click.option("--calibration", type=click.Path(path_type=Path), default=None,
                      help="For an .onnx ANN: .npz with inputs x [N, *shape] in [0, 1] (and labels y) used to balance "
                           "thresholds and to report the converted network's accuracy."),
-        click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.9, show_default=True,
+        click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.9,
+                     callback=_finite_positive, show_default=True,
                      help="ONNX conversion: activation percentile used as each layer's threshold."),
         click.option("--snn-steps", type=click.IntRange(1, 100_000), default=64, show_default=True,
                      help="ONNX conversion: steps of rate-coded input for the accuracy report."),
@@ -261,7 +262,7 @@ def _frontend_check(loaded) -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", "out", required=True, type=click.Path(), callback=_output_path,
               help="The .nir file to write (exactly this path; its directory must exist; an existing file is "
                    "replaced).")
 @source_options
@@ -286,13 +287,10 @@ def export(source: Path, out: Path, **kw) -> None:
     export the float source instead. Ops NIR has no equivalent for are refused, naming the node.
     """
     from nmcompile.api import load_source
-    from nmcompile.errors import InputFileError, UnsupportedError
+    from nmcompile.errors import UnsupportedError
+    from nmcompile.outputs import check_file_target
 
-    if out.is_dir():
-        raise InputFileError(f"{out} is a directory; -o names the .nir file to write")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputFileError(f"{out}: directory {parent} does not exist")
+    check_file_target(out)
     options = _options(kw)
     if options.nir_dt is not None and not options.nir_dt > 0:
         raise UnsupportedError(f"--nir-dt must be a positive number of seconds, got {options.nir_dt:g}")
@@ -313,20 +311,17 @@ def export(source: Path, out: Path, **kw) -> None:
 
 
 def _write_nir_file(nir_graph, out: Path) -> None:
-    """nir.write to a temporary file next to `out`, then renamed onto it: no half-written file at `out`."""
+    """nir.write to a private temporary file, then its bytes to exactly `out` (nmcompile.outputs.write_file: a
+    sibling renamed onto it, no half-written file, never onto a special file)."""
+    import tempfile
+
     import nir
 
-    from nmcompile.errors import InputFileError
+    from nmcompile.outputs import write_file
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        nir.write(str(tmp), nir_graph)
-        os.replace(tmp, out)
-    except OSError as err:
-        raise InputFileError(f"{out}: cannot write ({err.strerror or err})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(prefix="nmcompile-nir-") as tmp:
+        nir.write(str(Path(tmp) / "graph.nir"), nir_graph)
+        write_file(out, (Path(tmp) / "graph.nir").read_bytes())
 
 
 def _stdp_params(items) -> dict[str, int]:
@@ -428,7 +423,11 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec
     spike at every step (and, with STDP, the learned weights) with the integer golden model. Exit status 0 when
     equal, 1 otherwise."""
     from nmcompile.errors import VerificationError
+    from nmcompile.outputs import check_file_target
     from nmcompile.runtime.hil import verify_artifact
+
+    if junit is not None:
+        check_file_target(junit)                      # before the run, not after it
 
     result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
                              executor=executor_spec)
@@ -489,9 +488,12 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     from nmcompile.protocols.spike_files import load_spikes
     from nmcompile.runtime.board import open_board
 
+    from nmcompile.outputs import check_file_target
+
+    check_file_target(output_path)                    # before the run, not after it
     spikes = load_spikes(input_path)
     in_process = board_url.startswith("ref://")
-    options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
+    options = {**({"integer": "1"} if integer else {}), **({"precision": "float32"} if use_float32 else {})}
 
     def progress(message: str) -> None:
         click.echo(message, err=True)

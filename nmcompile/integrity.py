@@ -25,6 +25,7 @@ from nmcompile.errors import InputFileError, NmcError, NmcWarning
 
 REQUIRED_FILES = ("network.nmir", "reference/inputs.npz", "reference/outputs.npz", "report.md")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_VERSION = re.compile(r"\d+(\.\d+)*([.+-][0-9A-Za-z.+-]+)?")
 
 
 def _fail(label: str, what: str) -> InputFileError:
@@ -53,6 +54,24 @@ def check_manifest(manifest: Any, label: str) -> None:
             raise _fail(label, f"manifest.json '{key}' has the wrong type ({type(manifest[key]).__name__})")
     if manifest["target"] not in BACKENDS:
         raise _fail(label, f"manifest.json names an unknown target {manifest['target']!r}")
+    if not _VERSION.fullmatch(manifest["nmcompile_version"]):
+        raise _fail(label, f"manifest.json 'nmcompile_version' {manifest['nmcompile_version']!r} is not a version")
+    passes = list(BACKENDS[manifest["target"]].pipeline)
+    stage = manifest["stage"]
+    stopped = stage.removeprefix("stopped after ")
+    if stage == "complete":
+        ran = passes
+    elif stage.startswith("stopped after ") and stopped in passes:
+        ran = passes[: passes.index(stopped) + 1]
+    else:
+        raise _fail(label, f"manifest.json 'stage' {stage!r} is not 'complete' or 'stopped after PASS'")
+    if manifest["pipeline"] != ran:
+        raise _fail(label, f"manifest.json 'pipeline' is not the {manifest['target']} pipeline up to its stage")
+    source = manifest["source"]
+    if (set(source) != {"file", "sha256"} or not isinstance(source["file"], str)
+            or not (source["sha256"] is None or (isinstance(source["sha256"], str)
+                                                 and _HEX64.fullmatch(source["sha256"])))):
+        raise _fail(label, "manifest.json 'source' must hold 'file' and 'sha256'")
     if manifest["latency"] < 0:
         raise _fail(label, f"manifest.json 'latency' is negative ({manifest['latency']})")
     for key in ("inputs", "outputs"):
@@ -161,6 +180,13 @@ def rederive(art) -> dict[str, bytes]:
     label = str(path)
     _check_graph_matches(art, label)
     inputs, _ = art.reference()
+    from nmcompile.ir.serialize import graph_to_bytes
+
+    canonical = {"network.nmir": graph_to_bytes(graph), "reference/inputs.npz": npz_bytes({"spikes": inputs})}
+    for rel, data in canonical.items():
+        if (path / rel).read_bytes() != data:
+            raise InputFileError(f"{label}: {rel} is not in the form nmcompile writes (its bytes differ from the "
+                                 "same content written again); the artifact was altered: recompile it")
     try:
         graph.verify()
         derived = {"reference/outputs.npz": npz_bytes(reference_run(graph, inputs))}
@@ -226,8 +252,13 @@ def _target_files(art, label: str) -> dict[str, bytes]:
     if isinstance(graph.mapping, dict):
         graph.mapping = StoredMapping.from_json(graph.mapping, label)
     try:
+        defaults = get_target(art.target)
+        for name, value in recorded["target_overrides"].items():
+            default = getattr(defaults, name, None)
+            if default is None or type(value) is not type(default):
+                raise TypeError(f"{name}={value!r}")
         target = get_target(art.target, **recorded["target_overrides"])
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, NmcError) as err:
         raise _fail(label, f"manifest.json 'compile' holds a malformed target override ({err})") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NmcWarning)          # the compile already reported them

@@ -75,20 +75,30 @@ def replace_directory(out: Path, files: dict[str, bytes], is_ours: Callable[[Pat
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write `data` to exactly `path` (a temporary sibling renamed onto it); the directory must exist and an
-    existing `path` must be a regular file."""
+def check_file_target(path: Path) -> Path:
+    """`path` can be written by write_file: a non-empty name, not a directory, not an existing special file (a
+    device, a FIFO, a symbolic link to one), in an existing directory. Returns its directory."""
     path = Path(path)
     if str(path) in ("", "."):
         raise InputFileError("the output file name is empty; name the file to write")
     try:
         if path.is_dir():
             raise InputFileError(f"{path} is a directory; name the file to write")
-        if path.exists() and not path.is_file():
+        if (path.exists() or path.is_symlink()) and (path.is_symlink() or not path.is_file()):
             raise InputFileError(f"{path} exists and is not a regular file; name a file to write")
         parent = path.absolute().parent
         if not parent.is_dir():
             raise InputFileError(f"{path}: directory {path.parent} does not exist")
+    except OSError as err:
+        raise _cannot(path, err) from None
+    return parent
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """Write `data` to exactly `path` (a temporary sibling renamed onto it); see check_file_target."""
+    path = Path(path)
+    parent = check_file_target(path)
+    try:
         fd, name = tempfile.mkstemp(prefix=".nmc-", dir=parent)
     except OSError as err:
         raise _cannot(path, err) from None
