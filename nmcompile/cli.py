@@ -485,10 +485,9 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     import numpy as np
 
     from nmcompile.api import load_network
+    from nmcompile.outputs import check_file_target
     from nmcompile.protocols.spike_files import load_spikes
     from nmcompile.runtime.board import open_board
-
-    from nmcompile.outputs import check_file_target
 
     check_file_target(output_path)                    # before the run, not after it
     spikes = load_spikes(input_path)
