@@ -423,6 +423,7 @@ def board_url_cases(fx: Fixtures) -> Iterator[Case]:
 
 
 def checkpoint_cases(fx: Fixtures) -> Iterator[Case]:
+    import struct
     import zipfile
 
     import torch
@@ -439,7 +440,8 @@ def checkpoint_cases(fx: Fixtures) -> Iterator[Case]:
     with zipfile.ZipFile(fx.digits) as archive:
         member = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 64)
     flipped = bytearray(raw)
-    offset = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra) + member.file_size // 2
+    name_len, extra_len = struct.unpack_from("<HH", raw, member.header_offset + 26)   # the local header's
+    offset = member.header_offset + 30 + name_len + extra_len + member.file_size // 2
     flipped[offset] ^= 0x40
     cases = {"flipped tensor byte": bytes(flipped), "truncated": raw[: len(raw) // 2], "empty": b"",
              "random bytes": os.urandom(2048), "zip of nothing": _zip_bytes({})}
@@ -546,7 +548,6 @@ def board_cases(fx: Fixtures) -> Iterator[Case]:
     def empty_cached_binary():
         from nmcompile.runtime.verilator_build import BINARY, build_key
 
-        os.environ["NMC_CACHE"] = str(cache)
         key = build_key(art / "fpga")
         (cache / "verilator" / key).mkdir(parents=True)
         (cache / "verilator" / key / BINARY).write_bytes(b"")
