@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile.errors import BoardError, ToolMissingError
-from nmcompile.runtime.board import BaseBoard, Progress, flag_option
+from nmcompile.runtime.board import BaseBoard, Progress, flag_option, seconds_option
 
 LAVA_REQUIREMENT = "lava-nc==0.10.0"
 
@@ -64,18 +64,22 @@ def lava_python() -> Path:
 class LavaBoard(BaseBoard):
     """Runs whole input sequences; every sample starts from a freshly built network.
 
-    lava://           outputs
-    lava://?states=1  also every LIF layer's u and v (`last_states["<layer>.u"]`, [T, B, *shape])
+    lava://             outputs
+    lava://?states=1    also every LIF layer's u and v (`last_states["<layer>.u"]`, [T, B, *shape])
+    lava://?timeout=S   the whole run's deadline in seconds (default: START_SECONDS + STEP_SECONDS x T x B)
     """
 
     scheme = "lava"
     target = "loihi2"
     requires = ("lava_network.py", "network.npz")
-    options = (flag_option("states"),)
+    options = (flag_option("states"), seconds_option("timeout"))
+    START_SECONDS = 300.0       # Lava's start and its process compilation, per run (generous: a loaded machine)
+    STEP_SECONDS = 0.5          # per step and sample, generous for the networks a CPU simulation can hold
 
-    def __init__(self, states: bool = False, progress: Progress | None = None):
+    def __init__(self, states: bool = False, timeout: float | None = None, progress: Progress | None = None):
         super().__init__(progress)
         self.states = states
+        self.timeout = timeout
         self._files: dict[str, bytes] = {}
         self.last_states: dict[str, np.ndarray] = {}
         self.seconds_per_step: np.ndarray | None = None
@@ -99,10 +103,14 @@ class LavaBoard(BaseBoard):
             cmd = [str(python), str(runner), str(network), str(inputs), str(result)]
             if self.states:
                 cmd.append("--states")
+            deadline = self.timeout or self.START_SECONDS + self.STEP_SECONDS * spikes.shape[0] * spikes.shape[1]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline)
             except OSError as err:
                 raise BoardError(f"cannot start {python}: {err}") from None
+            except subprocess.TimeoutExpired:
+                raise BoardError(f"the Lava run did not finish within {deadline:g} s (lava://?timeout=SECONDS "
+                                 "sets the deadline)") from None
             if proc.returncode != 0:
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
                 raise BoardError(f"Lava run failed (exit status {proc.returncode}): {tail[:400]}")

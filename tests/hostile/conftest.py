@@ -16,7 +16,7 @@ from nmcompile.api import CompileRequest, compile_network
 from nmcompile.cli import main
 from nmcompile.errors import NmcWarning
 from nmcompile.ir.serialize import save
-from tests.hostile.sweep import _tiny_graph
+from tests.hostile.sweep_cases import _tiny_graph
 
 TEST_TIME_LIMIT = 120
 
