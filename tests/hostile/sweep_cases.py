@@ -176,6 +176,9 @@ def artifact_cases(fx: Fixtures) -> Iterator[Case]:
                     command = ["run", str(dst), "--board", "verilator://", "--input", str(fx.spikes), "--output",
                                str(fx.fresh("o"))]
                 yield Case("artifacts", f"{target}: {rel} {how}", command, "error")
+                if how in ("flip+rehash", "append+rehash") and command[0] == "verify":
+                    yield Case("artifacts", f"{target}: {rel} {how} (run)",
+                               ["run", str(dst), "--input", str(fx.spikes), "--output", str(fx.fresh("o"))], "error")
     art = fx.artifacts["fpga"]
     manifest = json.loads((art / "manifest.json").read_text())
     for key in sorted(manifest):
@@ -245,6 +248,41 @@ def artifact_cases(fx: Fixtures) -> Iterator[Case]:
                    "error", check=lambda err: "artifact code ran" if (fx.work / "PWNED").exists() else None)
     yield Case("artifacts", "not an artifact (empty dir)", ["verify", str(fx.fresh("empty")), "--board", "ref://"],
                "error", setup=lambda: fx.work.joinpath(f"empty-{fx.counter}").mkdir())
+
+
+def random_cases(fx: Fixtures, count: int = 60) -> Iterator[Case]:
+    """Seeded random manifest mutations (a value replaced somewhere in the manifest) and random spike arrays."""
+    rng = np.random.default_rng(2026)
+    values = [None, True, 0, -1, 2**63, 1.5, "", "x" * 300, [], [1, 2], {}, {"k": None}]
+    original = json.loads((fx.artifacts["fpga"] / "manifest.json").read_text())
+    for k in range(count):
+        manifest = json.loads(json.dumps(original))
+        node, trail = manifest, []
+        while True:
+            key = sorted(node)[rng.integers(len(node))]
+            trail.append(key)
+            if isinstance(node[key], dict) and node[key] and rng.random() < 0.6:
+                node = node[key]
+                continue
+            break
+        value = values[rng.integers(len(values))]
+        if node[key] == value:
+            continue
+        node[key] = value
+        dst = fx.copy_artifact("fpga")
+        (dst / "manifest.json").write_text(json.dumps(manifest))
+        yield Case("random", f"manifest {'.'.join(trail)} = {value!r}"[:80] + f" #{k}",
+                   ["verify", str(dst), "--board", "ref://"], "error")
+    for k in range(count):
+        shape = tuple(int(d) for d in rng.integers(0, 4, size=rng.integers(1, 5)))
+        dtype = [np.int8, np.uint16, np.float32, np.float64, np.bool_, np.int64][rng.integers(6)]
+        array = rng.integers(-1, 3, size=shape).astype(dtype)
+        valid = (len(shape) >= 3 and min(shape) >= 1 and int(np.prod(shape[2:])) == 12
+                 and bool(np.all((array == 0) | (array == 1))))
+        path = fx.npz(f"rand-{k}.npz", spikes=array)
+        yield Case("random", f"spikes {shape} {np.dtype(dtype).name} #{k}",
+                   ["run", str(fx.nmir), "--input", str(path), "--output", str(fx.fresh("o"))],
+                   "ok" if valid else "error")
 
 
 def output_path_cases(fx: Fixtures) -> Iterator[Case]:
@@ -506,6 +544,7 @@ class _LazyArgv(list):
         return iter(self.make())
 
 
-CATEGORIES = {"spike files": spike_file_cases, "artifacts": artifact_cases, "output paths": output_path_cases,
+CATEGORIES = {"spike files": spike_file_cases, "artifacts": artifact_cases, "random": random_cases,
+              "output paths": output_path_cases,
               "flags": flag_cases, "board URLs": board_url_cases, "checkpoints": checkpoint_cases,
               "network files": network_file_cases, "boards": board_cases}
