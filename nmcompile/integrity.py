@@ -13,6 +13,7 @@ runs code or data that this nmcompile did not produce itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -168,20 +169,19 @@ _VERIFIED: dict[str, dict[str, bytes]] = {}
 def rederive(art) -> dict[str, bytes]:
     """Rebuild every derived file of `art` (an Artifact whose digests were checked) from its network.nmir with this
     nmcompile: the reference outputs and, for a complete compile, every target file. Returns them (path -> bytes);
-    refuses the first file whose shipped bytes differ, and a file set that differs. Cached per manifest."""
+    refuses the first file whose shipped bytes differ, and a file set that differs. Cached per manifest (whose
+    digests the caller checked: the same manifest means the same bytes)."""
     from nmcompile.artifact import npz_bytes, reference_run
+    from nmcompile.ir.serialize import graph_to_bytes
 
     manifest = art.manifest
-    key = hashlib.sha256(repr(sorted(manifest["files"].items())).encode()
-                         + repr(manifest["compile"]).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
     if key in _VERIFIED:
         return _VERIFIED[key]
     path, graph = art.path, art.graph
     label = str(path)
     _check_graph_matches(art, label)
     inputs, _ = art.reference()
-    from nmcompile.ir.serialize import graph_to_bytes
-
     canonical = {"network.nmir": graph_to_bytes(graph), "reference/inputs.npz": npz_bytes({"spikes": inputs})}
     for rel, data in canonical.items():
         if (path / rel).read_bytes() != data:
@@ -252,9 +252,9 @@ def _target_files(art, label: str) -> dict[str, bytes]:
     if isinstance(graph.mapping, dict):
         graph.mapping = StoredMapping.from_json(graph.mapping, label)
     try:
-        defaults = get_target(art.target)
+        stock = get_target(art.target)
         for name, value in recorded["target_overrides"].items():
-            default = getattr(defaults, name, None)
+            default = getattr(stock, name, None)
             if default is None or type(value) is not type(default):
                 raise TypeError(f"{name}={value!r}")
         target = get_target(art.target, **recorded["target_overrides"])
