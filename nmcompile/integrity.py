@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -208,6 +209,20 @@ def rederive(art) -> dict[str, bytes]:
                                  "artifact was tampered with or is inconsistent: recompile it")
     _VERIFIED[key] = derived
     return derived
+
+
+def private_copy(art, folder: str) -> tempfile.TemporaryDirectory:
+    """A private temporary directory holding the rebuilt files of `art` under `folder/` (e.g. "fpga"): what a
+    board reads and runs, instead of the shipped files. The caller cleans it up."""
+    if not art.derived:
+        raise InputFileError(f"{art.path}: the artifact was opened without rebuilding its files")
+    copy = tempfile.TemporaryDirectory(prefix=f"nmcompile-{folder}-")
+    root = Path(copy.name)
+    for rel, data in art.derived.items():
+        if rel.startswith(f"{folder}/"):
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_bytes(data)
+    return copy
 
 
 def _version() -> str:

@@ -22,6 +22,7 @@ from urllib.parse import ParseResult
 import numpy as np
 
 from nmcompile.errors import BoardError, NmcError, UnsupportedError
+from nmcompile.integrity import private_copy
 from nmcompile.protocols.fpga_uart import VERSION, ProtocolError, Region
 from nmcompile.runtime.board import BaseBoard, Progress, flag_option, int_option, parse_query, seconds_option
 from nmcompile.runtime.fpga_link import FpgaLink
@@ -84,13 +85,8 @@ class UartBoard(BaseBoard):
         self.close()                                   # a board holds one network: release the previous one
         art = self.read_artifact(source)
         self.art = art
-        self._project = tempfile.TemporaryDirectory(prefix="nmcompile-fpga-")
-        project = Path(self._project.name)
-        for rel, data in art.derived.items():
-            if rel.startswith("fpga/"):
-                (project / rel).parent.mkdir(parents=True, exist_ok=True)
-                (project / rel).write_bytes(data)
-        project = project / "fpga"
+        self._project = private_copy(art, "fpga")
+        project = Path(self._project.name) / "fpga"
         self.layout = json.loads((project / "layout.json").read_text())
         self.link = self.open_link(project)
         info = self.link.info()
