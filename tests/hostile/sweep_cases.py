@@ -183,6 +183,8 @@ def artifact_cases(fx: Fixtures) -> Iterator[Case]:
     manifest = json.loads((art / "manifest.json").read_text())
     for key in sorted(manifest):
         for value in ("delete", None, [], "x", 12345678901, {"a": 1}, True):
+            if key == "pipeline" and value == []:
+                continue                      # a valid record (artifact.write of a hand-made graph): informational
             if value == "delete" or value != manifest[key]:
                 dst = fx.copy_artifact("fpga")
 
