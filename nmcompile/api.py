@@ -58,7 +58,7 @@ def load_source(path: str | Path, options: SourceOptions | None = None) -> Sourc
     if path.is_dir():
         from nmcompile import artifact
 
-        art = artifact.read(path)
+        art = artifact.read(path, rederive=True)
         return Source(art.graph, "artifact", [f"compiled artifact for {art.target} (latency {art.latency} steps)"])
     suffix = path.suffix.lower()
     if suffix not in NETWORK_SUFFIXES:
@@ -160,12 +160,14 @@ class CompileRequest:
     print_ir_after_all: bool = False
     stop_after: str | None = None
     target_overrides: dict[str, Any] = field(default_factory=dict)
-    reference_samples: int = 4                 # samples of the artifact's reference (from calibration data if given)
+    reference_samples: int | None = None       # samples of the artifact's reference (None: 4, or all calibration
+                                               # samples when there are fewer)
     stdp: dict[str, dict[str, int]] = field(default_factory=dict)   # plastic projection -> rule parameters
     backend_options: dict[str, Any] = field(default_factory=dict)    # the backends' own options (Backend.options)
+    strict: bool = False                       # warnings (degenerate quantization, ...) are errors
 
 
-REFERENCE_STEPS, REFERENCE_RATE = 50, 0.2
+REFERENCE_STEPS, REFERENCE_RATE, DEFAULT_REFERENCE_SAMPLES = 50, 0.2, 4
 
 
 def compile_network(request: CompileRequest, log=None, emit=None):
@@ -190,7 +192,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         backend.emit(None, target, {}, log)                     # raises: names the backend and --stop-after
     if request.stdp and not target.stdp:
         refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
-    if request.reference_samples < 1:
+    if request.reference_samples is not None and request.reference_samples < 1:
         raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
     options = request.options
     if "subtract" not in target.reset_modes:   # an ONNX ANN converts to what the target runs
@@ -208,8 +210,15 @@ def compile_network(request: CompileRequest, log=None, emit=None):
                          print_ir_after_all=request.print_ir_after_all, stop_after=request.stop_after, emit=emit,
                          log=log)
     done = passes if request.stop_after is None else passes[: passes.index(request.stop_after) + 1]
-    inputs = (calibration[:, :request.reference_samples] if calibration is not None
-              else _random_spikes(graph, request.reference_samples))
+    _check_quantization(graph, ctx, request.strict)
+    samples = request.reference_samples
+    if calibration is not None and samples is not None and samples > calibration.shape[1]:
+        raise UnsupportedError(f"--reference-samples {samples}: the calibration spikes hold only "
+                               f"{calibration.shape[1]} samples")
+    if samples is None:
+        samples = DEFAULT_REFERENCE_SAMPLES if calibration is None else min(DEFAULT_REFERENCE_SAMPLES,
+                                                                            calibration.shape[1])
+    inputs = calibration[:, :samples] if calibration is not None else _random_spikes(graph, samples)
     files: dict[str, bytes] = {}
     backend_report: list[str] = []
     stage = "complete" if request.stop_after is None else f"stopped after {request.stop_after}"
@@ -218,7 +227,24 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         files, backend_report = emitted.files, emitted.report
     report = _report(request, source, target, done, ctx, stage, backend_report)
     return artifact.write(request.out, graph=graph, target=target.name, source=request.source, pipeline=done,
-                          inputs=np.asarray(inputs).astype(np.int64), report=report, files=files, stage=stage)
+                          inputs=np.asarray(inputs).astype(np.int64), report=report, files=files, stage=stage,
+                          compile_options={"target_overrides": request.target_overrides,
+                                           "backend_options": request.backend_options})
+
+
+def _check_quantization(graph: Graph, ctx, strict: bool) -> None:
+    """Degenerate layers (nmcompile.passes.quantize_check): a warning each, or with `strict` an error."""
+    from nmcompile.errors import warn
+    from nmcompile.passes.quantize_check import degenerate_layers
+
+    if "quantize" not in ctx.reports:
+        return
+    problems = degenerate_layers(graph, ctx.reports["quantize"])
+    if problems and strict:
+        raise UnsupportedError(f"--strict: degenerate quantization: {problems[0]}"
+                               + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    for problem in problems:
+        warn(f"degenerate quantization: {problem}")
 
 
 def _random_spikes(graph: Graph, samples: int):
@@ -237,8 +263,13 @@ def _calibration(request: CompileRequest, source: Source, graph: Graph):
         from nmcompile.protocols.spike_files import load_spikes
 
         spikes = load_spikes(request.calibration_spikes)
-        shape = graph.node(graph.inputs[0]).shape
-        return spikes.reshape(spikes.shape[:2] + tuple(shape)).astype(np.int64)
+        shape = tuple(graph.node(graph.inputs[0]).shape)
+        if int(np.prod(spikes.shape[2:])) != int(np.prod(shape)):
+            from nmcompile.errors import ShapeError
+
+            raise ShapeError(f"{request.calibration_spikes}: spikes have {int(np.prod(spikes.shape[2:]))} values per "
+                             f"step (shape {spikes.shape}) but the network's input has shape {shape}")
+        return spikes.reshape(spikes.shape[:2] + shape).astype(np.int64)
     if source.kind == "onnx" and request.options.calibration is not None:
         from nmcompile.encoding import rate_encode
         from nmcompile.frontend.onnx import load_calibration

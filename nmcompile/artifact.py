@@ -17,7 +17,8 @@ import hashlib
 import io
 import json
 import zipfile
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from nmcompile.errors import InputFileError
 from nmcompile.ir.graph import Graph
 
 FORMAT = "nmcompile-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -75,6 +76,7 @@ class Artifact:
     path: Path
     manifest: dict
     graph: Graph
+    derived: dict[str, bytes] = field(default_factory=dict)   # files rebuilt from the IR (read(rederive=True))
 
     @property
     def latency(self) -> int:
@@ -85,20 +87,26 @@ class Artifact:
         return str(self.manifest["target"])
 
     def reference(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        with np.load(self.path / "reference" / "inputs.npz", allow_pickle=False) as f:
-            inputs = f["spikes"]
-        with np.load(self.path / "reference" / "outputs.npz", allow_pickle=False) as f:
-            outputs = {k: f[k] for k in f.files}
+        try:
+            with np.load(self.path / "reference" / "inputs.npz", allow_pickle=False) as f:
+                inputs = f["spikes"]
+            with np.load(self.path / "reference" / "outputs.npz", allow_pickle=False) as f:
+                outputs = {k: f[k] for k in f.files}
+        except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise InputFileError(f"{self.path}: reference/ files are unreadable ({err})") from None
         return inputs, outputs
 
 
 def write(out: Path, *, graph: Graph, target: str, source: Path, pipeline: list[str], inputs: np.ndarray,
-          report: str, files: dict[str, bytes], stage: str = "complete") -> Artifact:
-    """Write the artifact directory (replacing files nmcompile owns there)."""
+          report: str, files: dict[str, bytes], stage: str = "complete",
+          compile_options: dict | None = None) -> Artifact:
+    """Write the artifact directory `out` as a whole (nmcompile.outputs.replace_directory: built in a temporary
+    directory next to it, then renamed; an earlier artifact there is replaced entirely, anything else refused).
+    `compile_options` records what `verify` needs to rebuild the target files: {"target_overrides": {...},
+    "backend_options": {...}} (JSON values)."""
     from nmcompile.ir.serialize import graph_to_bytes
+    from nmcompile.outputs import replace_directory
 
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reference").mkdir(exist_ok=True)
     ir_bytes = graph_to_bytes(graph)
     outputs = reference_run(graph, inputs)
     contents: dict[str, bytes] = {
@@ -108,11 +116,8 @@ def write(out: Path, *, graph: Graph, target: str, source: Path, pipeline: list[
         "report.md": report.encode(),
         **files,
     }
-    for rel, data in contents.items():
-        path = out / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
     shapes = graph.shapes()
+    recorded = compile_options or {}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -127,13 +132,28 @@ def write(out: Path, *, graph: Graph, target: str, source: Path, pipeline: list[
         "outputs": {n: list(shapes[n]) for n in graph.outputs},
         "reference": {"steps": int(inputs.shape[0]), "batch": int(inputs.shape[1])},
         "files": {rel: sha256_bytes(data) for rel, data in sorted(contents.items())},
+        "compile": {"target_overrides": dict(recorded.get("target_overrides", {})),
+                    "backend_options": dict(recorded.get("backend_options", {}))},
     }
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    replace_directory(out, {**contents, "manifest.json": text.encode()}, is_ours=is_artifact_dir)
     return Artifact(out, manifest, graph)
 
 
-def read(path: Path, check_digests: bool = True) -> Artifact:
-    """Open an artifact directory; every missing or altered file is one error naming it."""
+def is_artifact_dir(path: Path) -> bool:
+    """Whether `path` holds an nmcompile artifact (its manifest names the format), i.e. may be replaced."""
+    try:
+        return json.loads((path / "manifest.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read(path: Path, check_digests: bool = True, rederive: bool = False) -> Artifact:
+    """Open an artifact directory: the manifest checked key by key (nmcompile.integrity), then exactly its files
+    present with their digests; every problem is one error naming the file. `rederive`: also rebuild every
+    derived file from network.nmir and refuse a difference (what boards, `run` and `verify` do); the rebuilt
+    bytes are in `Artifact.derived`."""
+    from nmcompile.integrity import check_file_set, check_manifest
     from nmcompile.ir.serialize import load
 
     path = Path(path)
@@ -141,21 +161,22 @@ def read(path: Path, check_digests: bool = True) -> Artifact:
     if not manifest_path.is_file():
         raise InputFileError(f"{path}: not an nmcompile artifact (no manifest.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        manifest = json.loads(manifest_path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise InputFileError(f"{manifest_path}: corrupt JSON") from None
-    if manifest.get("format") != FORMAT:
+    except OSError as err:
+        raise InputFileError(f"{manifest_path}: cannot read ({err.strerror or err})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputFileError(f"{manifest_path}: not an nmcompile artifact manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise InputFileError(f"{manifest_path}: artifact format version {manifest.get('format_version')} is not "
-                             f"supported (this nmcompile reads {FORMAT_VERSION})")
+                             f"supported (this nmcompile reads {FORMAT_VERSION}); recompile the artifact")
+    check_manifest(manifest, str(path))
     if check_digests:
-        for rel, digest in manifest.get("files", {}).items():
-            file = path / rel
-            if not file.is_file():
-                raise InputFileError(f"{path}: {rel} is missing")
-            if sha256_file(file) != digest:
-                raise InputFileError(f"{path}: {rel} was modified after compilation (sha256 differs from the "
-                                     "manifest); recompile")
-    graph = load(path / "network.nmir")
-    return Artifact(path, manifest, graph)
+        check_file_set(path, manifest)
+    art = Artifact(path, manifest, load(path / "network.nmir"))
+    if rederive:
+        from nmcompile.integrity import rederive as rebuild
+
+        art.derived = rebuild(art)
+    return art

@@ -78,6 +78,19 @@ def _shape(ctx, param, value):
     return shape
 
 
+def _finite_positive(ctx, param, value):
+    if value is not None and not (0 < value < float("inf")):
+        raise click.BadParameter(f"{value!r} is not a positive finite number")
+    return value
+
+
+def _output_path(ctx, param, value):
+    """-o/--output/--junit: a non-empty name, used exactly as typed."""
+    if value is not None and not str(value).strip():
+        raise click.BadParameter("the name is empty")
+    return Path(value) if value is not None else None
+
+
 def source_options(f):
     """Options that tell the frontends how to read a network (all optional)."""
     options = [
@@ -91,12 +104,12 @@ def source_options(f):
                      default="auto", show_default=True,
                      help="How the model's forward treats time: one step per call, a loop over a constant input, "
                           "or a loop over a [T, B, ...] input."),
-        click.option("--trace-steps", type=int, default=8, show_default=True,
+        click.option("--trace-steps", type=click.IntRange(1, 100_000), default=8, show_default=True,
                      help="Steps of the probe input for a sequence-style model."),
         click.option("--trust-pickle", is_flag=True,
                      help="Load a checkpoint that holds pickled Python objects (a whole module). Unpickling can run "
                           "arbitrary code: only for files you trust."),
-        click.option("--nir-dt", type=float, default=None, metavar="SECONDS",
+        click.option("--nir-dt", type=float, default=None, metavar="SECONDS", callback=_finite_positive,
                      help="Time step used to discretise NIR's continuous equations (default 1e-4 s, the "
                           "snnTorch/SpikingJelly export convention)."),
         click.option("--nir-reset", type=click.Choice(["zero", "subtract"]), default=None,
@@ -105,9 +118,10 @@ def source_options(f):
         click.option("--calibration", type=click.Path(path_type=Path), default=None,
                      help="For an .onnx ANN: .npz with inputs x [N, *shape] in [0, 1] (and labels y) used to balance "
                           "thresholds and to report the converted network's accuracy."),
-        click.option("--percentile", type=float, default=99.9, show_default=True,
+        click.option("--percentile", type=click.FloatRange(0, 100, min_open=True), default=99.9,
+                     callback=_finite_positive, show_default=True,
                      help="ONNX conversion: activation percentile used as each layer's threshold."),
-        click.option("--snn-steps", type=int, default=64, show_default=True,
+        click.option("--snn-steps", type=click.IntRange(1, 100_000), default=64, show_default=True,
                      help="ONNX conversion: steps of rate-coded input for the accuracy report."),
     ]
     for option in reversed(options):
@@ -249,7 +263,7 @@ def _frontend_check(loaded) -> None:
 
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "out", required=True, type=click.Path(path_type=Path),
+@click.option("-o", "--output", "out", required=True, type=click.Path(), callback=_output_path,
               help="The .nir file to write (exactly this path; its directory must exist; an existing file is "
                    "replaced).")
 @source_options
@@ -274,13 +288,10 @@ def export(source: Path, out: Path, **kw) -> None:
     export the float source instead. Ops NIR has no equivalent for are refused, naming the node.
     """
     from nmcompile.api import load_source
-    from nmcompile.errors import InputFileError, UnsupportedError
+    from nmcompile.errors import UnsupportedError
+    from nmcompile.outputs import check_file_target
 
-    if out.is_dir():
-        raise InputFileError(f"{out} is a directory; -o names the .nir file to write")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputFileError(f"{out}: directory {parent} does not exist")
+    check_file_target(out)
     options = _options(kw)
     if options.nir_dt is not None and not options.nir_dt > 0:
         raise UnsupportedError(f"--nir-dt must be a positive number of seconds, got {options.nir_dt:g}")
@@ -301,20 +312,17 @@ def export(source: Path, out: Path, **kw) -> None:
 
 
 def _write_nir_file(nir_graph, out: Path) -> None:
-    """nir.write to a temporary file next to `out`, then renamed onto it: no half-written file at `out`."""
+    """nir.write to a private temporary file, then its bytes to exactly `out` (nmcompile.outputs.write_file: a
+    sibling renamed onto it, no half-written file, never onto a special file)."""
+    import tempfile
+
     import nir
 
-    from nmcompile.errors import InputFileError
+    from nmcompile.outputs import write_file
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        nir.write(str(tmp), nir_graph)
-        os.replace(tmp, out)
-    except OSError as err:
-        raise InputFileError(f"{out}: cannot write ({err.strerror or err})") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with tempfile.TemporaryDirectory(prefix="nmcompile-nir-") as tmp:
+        nir.write(str(Path(tmp) / "graph.nir"), nir_graph)
+        write_file(out, (Path(tmp) / "graph.nir").read_bytes())
 
 
 def _stdp_params(items) -> dict[str, int]:
@@ -336,8 +344,10 @@ def _stdp_params(items) -> dict[str, int]:
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, type=click.Choice(list(BACKENDS)),
               help="The hardware to compile for (`nmcompile targets` lists their limits).")
-@click.option("-o", "--output", "out", type=click.Path(path_type=Path), default=None,
-              help="Artifact directory to write (default: <source name>-<target>).")
+@click.option("-o", "--output", "out", type=click.Path(), default=None, callback=_output_path,
+              help="Artifact directory to write (default: <source name>-<target>). It is built next to it and "
+                   "renamed into place; an existing artifact there is replaced as a whole, any other existing "
+                   "non-empty directory is refused.")
 @click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
               help=".npz with `spikes` [T, B, N_in]: representative inputs used to measure quantization agreement, "
                    "firing rates for partitioning and energy, and as the artifact's reference inputs.")
@@ -345,21 +355,26 @@ def _stdp_params(items) -> dict[str, int]:
 @click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass.")
 @click.option("--stop-after", metavar="PASS", default=None,
               help="Stop after this pass and write the IR, report and reference reached so far.")
-@click.option("--chips", type=int, default=None, help="Number of chips available (default: the target's).")
-@click.option("--reference-samples", type=int, default=4, show_default=True,
-              help="Samples in the artifact's reference run (the first ones of --calibration-spikes, else random "
-                   "spikes for 50 steps at rate 0.2); `verify` replays all of them on the board.")
+@click.option("--chips", type=click.IntRange(1, 4096), default=None,
+              help="Number of chips available (default: the target's).")
+@click.option("--reference-samples", type=click.IntRange(1, 10_000), default=None,
+              help="Samples in the artifact's reference run (the first ones of --calibration-spikes, which must "
+                   "hold that many, else random spikes for 50 steps at rate 0.2); default 4 (or all calibration "
+                   "samples when there are fewer); `verify` replays all of them on the board.")
 @click.option("--stdp", "stdp_layers", multiple=True, metavar="PROJECTION",
               help="Make this projection plastic (pair-based STDP with 8-bit traces, docs/semantics.md §3.5; fpga "
                    "only). Repeatable. Names are those of `nmcompile inspect --ir` after quantize, e.g. '2'.")
 @click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
               help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
                    "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
+@click.option("--strict", is_flag=True,
+              help="Refuse a degenerate quantization (a threshold or all weights of a layer rounding to 0, or a "
+                   "layer's spike agreement below 90%) instead of warning.")
 @backend_options("compile")
 @source_options
 def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_spikes: Path | None, dump_after,
-                print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int,
-                stdp_layers, stdp_params, **kw) -> None:
+                print_ir_after_all: bool, stop_after: str | None, chips: int | None, reference_samples: int | None,
+                stdp_layers, stdp_params, strict: bool, **kw) -> None:
     """Compile SOURCE for a target: fold, retime, quantize, partition, analyse, emit.
 
     \b
@@ -373,9 +388,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
-        stop_after=stop_after, target_overrides={"chips": chips} if chips else {},
+        stop_after=stop_after, target_overrides={"chips": chips} if chips is not None else {},
         reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers},
-        backend_options=chosen)
+        backend_options=chosen, strict=strict)
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
                f"{len(art.manifest['files'])} files)")
@@ -418,21 +433,28 @@ def executor_option(what: str):
                    "?program=0 when it already holds the network, ?timeout=SECONDS); qemu:// (spinnaker2 PEs under "
                    "QEMU); udp://HOST:PORT (a SpiNNaker 2 board or `nmcompile emulate`; ?timeout=SECONDS); ref:// "
                    "(the integer reference itself, a self-check). Unknown or malformed options are refused.")
-@click.option("--junit", type=click.Path(path_type=Path), default=None, help="Write a JUnit XML report here.")
+@click.option("--junit", type=click.Path(), default=None, callback=_output_path,
+              help="Write a JUnit XML report to exactly this file.")
 @executor_option("the reference samples")
 def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
     spike at every step (and, with STDP, the learned weights) with the integer golden model. Exit status 0 when
     equal, 1 otherwise."""
     from nmcompile.errors import VerificationError
+    from nmcompile.outputs import check_file_target
     from nmcompile.runtime.hil import verify_artifact
+
+    if junit is not None:
+        check_file_target(junit)                      # before the run, not after it
 
     result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
                              executor=executor_spec)
     for line in result.lines():
         click.echo(line)
     if junit is not None:
-        junit.write_bytes(result.junit_xml())
+        from nmcompile.outputs import write_file
+
+        write_file(junit, result.junit_xml())
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
 
@@ -485,14 +507,15 @@ def report(artifact_dir: Path, **kw) -> None:
                    "(see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
               help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
-@click.option("--output", "output_path", required=True, type=click.Path(path_type=Path),
-              help=".npz to write: `spikes` [T, B, N_out] and `latency` (steps).")
+@click.option("--output", "output_path", required=True, type=click.Path(), callback=_output_path,
+              help="The file to write, exactly this name (an .npz archive whatever its suffix): `spikes` "
+                   "[T, B, N_out] and `latency` (steps).")
 @click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
 @click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path), default=None,
               help=".npy with one integer label per sample: print the accuracy (class = argmax over output neurons "
                    "of the output summed over steps; ties to the lowest index).")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None,
+@click.option("--plot", "plot_path", type=click.Path(), default=None, callback=_output_path,
               help="Draw the input and output spike rasters of the first sample to this image (matplotlib).")
 @executor_option("the input's samples")
 @source_options
@@ -507,10 +530,14 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     import numpy as np
 
     from nmcompile.api import load_network
+    from nmcompile.outputs import check_file_target
     from nmcompile.protocols.spike_files import load_spikes
     from nmcompile.runtime.board import open_board
     from nmcompile.runtime.progress import ProgressBar, run_in_slices
 
+    check_file_target(output_path)                    # before the run, not after it
+    if plot_path is not None:
+        check_file_target(plot_path)
     spikes = load_spikes(input_path)
     labels = None
     if labels_path is not None:                    # checked before the run
@@ -518,7 +545,7 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
 
         labels = load_labels(labels_path, spikes.shape[1])
     in_process = board_url.startswith("ref://")
-    options = {"integer": "1" if integer else "0", "precision": "float32" if use_float32 else "float64"}
+    options = {**({"integer": "1"} if integer else {}), **({"precision": "float32"} if use_float32 else {})}
 
     def progress(message: str) -> None:
         click.echo(message, err=True)
@@ -534,7 +561,10 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
             bar.close()
             out = out.reshape(out.shape[0], out.shape[1], -1)
         latency, where = board.latency, board_url
-    np.savez(output_path, spikes=out, latency=np.int64(latency))
+    from nmcompile.artifact import npz_bytes
+    from nmcompile.outputs import write_file
+
+    write_file(output_path, npz_bytes({"spikes": out, "latency": np.int64(latency)}))
     total = int(np.count_nonzero(out)) if out.dtype.kind != "f" or np.all((out == 0) | (out == 1)) else None
     summary = f"{total} output spikes" if total is not None else "output values"
     click.echo(f"ran {spikes.shape[0]} steps x {spikes.shape[1]} samples on {where}: {summary} "

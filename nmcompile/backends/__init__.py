@@ -29,13 +29,16 @@ def load_object(spec: str) -> Any:
 
 @dataclass(frozen=True)
 class BackendOption:
-    """A compile option a backend contributes to `nmcompile compile` (`--NAME`, underscores as dashes)."""
+    """A compile option a backend contributes to `nmcompile compile` (`--NAME`, underscores as dashes). `files`:
+    whether it changes the emitted files (recorded in the manifest and replayed when `verify` rebuilds them);
+    False for an option that only adds to the report."""
 
     name: str
     help: str
     flag: bool = False
     metavar: str | None = None
     default: Any = None
+    files: bool = True
 
 
 @dataclass(frozen=True)

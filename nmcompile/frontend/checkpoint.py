@@ -16,6 +16,7 @@ import pickle
 import re
 import sys
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ def import_factory(spec: str) -> tuple[Callable[[], Any], Any]:
                     sys.path.remove(cwd)
     except NmcError:
         raise
+    except SystemExit as err:
+        raise UnsupportedError(f"--model {spec!r}: importing '{target}' called sys.exit({err.code!r})") from None
     except Exception as err:  # ModuleNotFoundError, SyntaxError, errors raised by the module itself
         detail = " ".join(str(err).split())[:160]
         raise UnsupportedError(f"--model {spec!r}: cannot import '{target}' ({type(err).__name__}: {detail})") from None
@@ -70,6 +73,7 @@ def load_state(path: str | Path, trust_pickle: bool = False) -> Any:
     import torch
 
     path = existing_file(path)
+    check_container(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
@@ -86,6 +90,23 @@ def load_state(path: str | Path, trust_pickle: bool = False) -> Any:
         raise InputFileError(f"{path}: truncated, corrupt or not a PyTorch checkpoint "
                              f"({type(err).__name__}: {' '.join(str(err).split())[:100]})") from None
     return data
+
+
+def check_container(path: Path) -> None:
+    """A zip checkpoint (torch.save's format since 1.6) whose members all match their CRC-32: torch.load reads the
+    tensor records without checking them, so flipped bytes inside a stored tensor would load silently. Legacy
+    (non-zip) checkpoints carry no checksum and are read as they are."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise InputFileError(f"{path}: corrupt checkpoint container ({type(err).__name__}: "
+                             f"{' '.join(str(err).split())[:100]})") from None
+    if bad is not None:
+        raise InputFileError(f"{path}: corrupt checkpoint: member '{bad}' fails its CRC-32 check (the file was "
+                             "damaged or altered after saving)")
 
 
 def unwrap_state_dict(data: Any, path: Path) -> dict[str, Any]:
@@ -131,6 +152,8 @@ def build_model(path: str | Path, model_spec: str | None, trust_pickle: bool = F
     factory, module = import_factory(model_spec)
     try:
         model = factory()
+    except SystemExit as err:
+        raise UnsupportedError(f"--model {model_spec!r}: the factory called sys.exit({err.code!r})") from None
     except Exception as err:
         raise UnsupportedError(f"--model {model_spec!r}: the factory raised {type(err).__name__}: "
                                f"{' '.join(str(err).split())[:160]}") from None

@@ -8,6 +8,8 @@
 // code cmd|0x80 on success (RUN answers with one 0x86 SPIKES frame per step, then 0x87 DONE), or FF with payload
 // (cmd, status) on an error. One command at a time: bytes that arrive while a command executes are dropped.
 // A frame whose bytes stop arriving for TIMEOUT cycles is abandoned.
+// A frame takes effect only after its CRC checks: WRITE data (at most WRITE_BYTES bytes) is buffered and committed
+// word by word once the CRC and every word's address are good; INJECT words are staged and committed likewise.
 `default_nettype none
 module nmc_host #(
     parameter integer N           = 64,
@@ -16,7 +18,8 @@ module nmc_host #(
     parameter integer P           = 8,
     parameter integer TRACE_DEPTH = 64,
     parameter integer QSTEPS      = 64,
-    parameter integer TIMEOUT     = 1 << 20
+    parameter integer TIMEOUT     = 1 << 20,
+    parameter integer WRITE_BYTES = 1024       // WRITE data bytes per frame (docs/formats/fpga-uart.md)
 ) (
     input  wire         clk,
     input  wire         rst,
@@ -50,7 +53,7 @@ module nmc_host #(
     output reg          out_ready,
     output wire         idle
 );
-    localparam [7:0] SYNC_IN = 8'hA5, SYNC_OUT = 8'h5A, NAK = 8'hFF, VERSION = 8'd1;
+    localparam [7:0] SYNC_IN = 8'hA5, SYNC_OUT = 8'h5A, NAK = 8'hFF, VERSION = 8'd2;
     localparam [7:0] C_INFO = 8'h01, C_WRITE = 8'h02, C_READ = 8'h03, C_RESET = 8'h04, C_INJECT = 8'h05,
                      C_RUN = 8'h06, R_SPIKES = 8'h86, R_DONE = 8'h87;
     localparam [7:0] S_CRC = 8'd1, S_UNKNOWN = 8'd2, S_LENGTH = 8'd3, S_ADDRESS = 8'd4, S_QUEUE_FULL = 8'd5;
@@ -97,7 +100,8 @@ module nmc_host #(
     localparam [4:0]
         R_SYNC = 5'd0, R_CMD = 5'd1, R_LEN0 = 5'd2, R_LEN1 = 5'd3, R_PAY = 5'd4, R_CRC0 = 5'd5, R_CRC1 = 5'd6,
         R_EXEC = 5'd7, R_WAIT_RESET = 5'd8, T_SYNC = 5'd9, T_CODE = 5'd10, T_LEN0 = 5'd11, T_LEN1 = 5'd12,
-        T_PAY = 5'd13, T_CRC0 = 5'd14, T_CRC1 = 5'd15, T_FETCH = 5'd16, T_FETCH_WAIT = 5'd17, R_RUN = 5'd18;
+        T_PAY = 5'd13, T_CRC0 = 5'd14, T_CRC1 = 5'd15, T_FETCH = 5'd16, T_FETCH_WAIT = 5'd17, R_RUN = 5'd18,
+        R_COMMIT_RD = 5'd19, R_COMMIT_WR = 5'd20;
     localparam [2:0] K_ACK = 3'd0, K_NAK = 3'd1, K_INFO = 3'd2, K_READ = 3'd3, K_SPIKES = 3'd4, K_DONE = 3'd5;
 
     reg [4:0]   state;
@@ -113,6 +117,13 @@ module nmc_host #(
     reg [15:0]  in_word_count;     // INJECT: words received modulo IN_WORDS
     reg [31:0]  steps;
     reg [31:0]  frames_left;
+
+    // WRITE buffer: the frame's data bytes, committed to the core after the CRC checks
+    localparam integer WBA = $clog2(WRITE_BYTES);
+    reg [7:0]   wbuf [0:WRITE_BYTES-1];
+    reg [7:0]   wbyte;             // the buffered byte being committed
+    reg [15:0]  cidx;              // next buffered byte to commit
+    reg [23:0]  waddr;             // word address of the next committed word
 
     // responder
     reg [2:0]   kind;
@@ -218,22 +229,19 @@ module nmc_host #(
                             else if (cmd == C_READ) begin
                                 if (idx == 16'd4) count[7:0] <= rx_byte;
                                 else if (idx == 16'd5) count[15:8] <= rx_byte;
-                            end else begin
+                            end else begin                  // WRITE data: checked and buffered, not yet written
+                                if (idx == 16'd4) waddr <= addr;
                                 if (idx == 16'd4 && region == 3'd6 && status == 8'd0)
                                     status <= S_ADDRESS;                    // STATE is read only
-                                word[8 * wb +: 8] <= rx_byte;
                                 if (wb == word_bytes(region) - 5'd1) begin
                                     wb <= 5'd0;
                                     addr <= addr + 24'd1;
-                                    if (addr >= region_depth(region) || region == 3'd6) begin
-                                        if (status == 8'd0) status <= S_ADDRESS;
-                                    end else if (status == 8'd0) begin
-                                        host_we <= 1'b1;
-                                        host_region <= region;
-                                        host_addr <= addr;
-                                        host_wdata <= (word & ~(192'hFF << (8 * wb))) | (192'(rx_byte) << (8 * wb));
-                                    end
+                                    if ((addr >= region_depth(region) || region == 3'd6) && status == 8'd0)
+                                        status <= S_ADDRESS;
                                 end else wb <= wb + 5'd1;
+                                if (32'(idx) - 32'd4 >= 32'(WRITE_BYTES)) begin
+                                    if (status == 8'd0) status <= S_LENGTH; // more than the buffer holds
+                                end else wbuf[WBA'(idx - 16'd4)] <= rx_byte;
                             end
                         end
                         C_RUN: steps[8 * idx[1:0] +: 8] <= rx_byte;
@@ -275,7 +283,12 @@ module nmc_host #(
                                     status <= S_LENGTH;
                                     respond(K_NAK, NAK, 16'd2);
                                 end else if (status != 8'd0) respond(K_NAK, NAK, 16'd2);
-                                else respond(K_ACK, C_WRITE | 8'h80, 16'd0);
+                                else if (len == 16'd4) respond(K_ACK, C_WRITE | 8'h80, 16'd0);
+                                else begin                 // CRC and addresses good: commit the buffered words
+                                    cidx <= 16'd0;
+                                    word <= '0;
+                                    state <= R_COMMIT_RD;
+                                end
                             end
                             C_READ: begin
                                 if (len != 16'd6 || count == 16'd0
@@ -320,6 +333,24 @@ module nmc_host #(
                             default: begin status <= S_UNKNOWN; respond(K_NAK, NAK, 16'd2); end
                         endcase
                     end
+                end
+                R_COMMIT_RD: begin       // WRITE commit: one buffered byte per two cycles, a host write per word
+                    wbyte <= wbuf[WBA'(cidx)];
+                    state <= R_COMMIT_WR;
+                end
+                R_COMMIT_WR: begin
+                    word[8 * wb +: 8] <= wbyte;
+                    cidx <= cidx + 16'd1;
+                    state <= R_COMMIT_RD;
+                    if (wb == word_bytes(region) - 5'd1) begin
+                        wb <= 5'd0;
+                        waddr <= waddr + 24'd1;
+                        host_we <= 1'b1;
+                        host_region <= region;
+                        host_addr <= waddr;
+                        host_wdata <= (word & ~(192'hFF << (8 * wb))) | (192'(wbyte) << (8 * wb));
+                    end else wb <= wb + 5'd1;
+                    if (cidx == len - 16'd5) respond(K_ACK, C_WRITE | 8'h80, 16'd0);
                 end
                 R_WAIT_RESET: if (core_idle && !reset_req) respond(K_ACK, C_RESET | 8'h80, 16'd0);
                 R_RUN: begin            // one SPIKES frame per step, then DONE

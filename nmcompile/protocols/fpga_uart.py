@@ -21,6 +21,8 @@ from nmcompile.errors import BoardError
 
 SYNC_HOST, SYNC_CORE = 0xA5, 0x5A
 MAX_PAYLOAD = 0xFFFF
+VERSION = 2                 # INFO's version: 2 buffers a WRITE and commits it after its CRC (1 wrote words at once)
+WRITE_MAX_BYTES = 1024      # data bytes of one WRITE frame (the host interface's buffer, nmc_host.v WRITE_BYTES)
 
 
 class Command(enum.IntEnum):
@@ -94,11 +96,15 @@ def split_frames(stream: bytes, sync: int = SYNC_HOST) -> list[bytes]:
     return frames
 
 
-def write_frames(region: Region, start: int, data: bytes, chunk_words: int = 2048) -> list[bytes]:
-    """WRITE frames for `data` (whole words of the region) from word address `start`."""
+def write_frames(region: Region, start: int, data: bytes, chunk_words: int | None = None) -> list[bytes]:
+    """WRITE frames for `data` (whole words of the region) from word address `start`, each with at most
+    WRITE_MAX_BYTES data bytes (default: as many whole words as fit)."""
     size = WORD_BYTES[region]
     if len(data) % size:
         raise ValueError(f"{len(data)} bytes are not whole {size}-byte words of region {region.name}")
+    chunk_words = WRITE_MAX_BYTES // size if chunk_words is None else chunk_words
+    if not 1 <= chunk_words * size <= WRITE_MAX_BYTES:
+        raise ValueError(f"{chunk_words} words of {size} bytes exceed a WRITE frame's {WRITE_MAX_BYTES} data bytes")
     frames = []
     words = len(data) // size
     for first in range(0, words, chunk_words):

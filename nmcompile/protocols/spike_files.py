@@ -27,6 +27,11 @@ def load_spikes(path: str | Path, key: str = "spikes") -> np.ndarray:
         raise InputFileError(f"{path}: truncated or not an .npz file") from None
     if spikes.ndim < 3:
         raise InputFileError(f"{path}: '{key}' must have shape [T, B, N] (or [T, B, *input_shape]), got {spikes.shape}")
+    if 0 in spikes.shape[:2]:
+        raise InputFileError(f"{path}: '{key}' has {spikes.shape[0]} steps and {spikes.shape[1]} samples; both must "
+                             "be at least 1")
+    if 0 in spikes.shape[2:]:
+        raise InputFileError(f"{path}: '{key}' has an empty input shape {spikes.shape[2:]}")
     if spikes.dtype.kind not in "biuf":
         raise InputFileError(f"{path}: '{key}' has dtype {spikes.dtype}; use an integer or bool array of 0/1")
     if spikes.size and not np.all((spikes == 0) | (spikes == 1)):

@@ -188,7 +188,7 @@ class BaseBoard(abc.ABC):
         if path.exists() and not path.is_dir():
             raise UnsupportedError(f"{path}: {name} loads compiled artifact directories (nmcompile compile --target "
                                    f"{self.target} -o DIR), not network files; ref:// simulates network files")
-        art = artifact.read(path)
+        art = artifact.read(path, rederive=True)
         if self.target is not None and art.target != self.target:
             raise UnsupportedError(f"{path}: {name} runs artifacts compiled with --target {self.target}; this one is "
                                    f"for {art.target}: {boards_for(art.target)}")

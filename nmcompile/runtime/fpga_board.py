@@ -14,6 +14,7 @@ import json
 import os
 import select
 import subprocess
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from urllib.parse import ParseResult
@@ -21,7 +22,8 @@ from urllib.parse import ParseResult
 import numpy as np
 
 from nmcompile.errors import BoardError, NmcError, UnsupportedError
-from nmcompile.protocols.fpga_uart import ProtocolError, Region
+from nmcompile.integrity import private_copy
+from nmcompile.protocols.fpga_uart import VERSION, ProtocolError, Region
 from nmcompile.runtime.board import BaseBoard, Progress, flag_option, int_option, parse_query, seconds_option
 from nmcompile.runtime.fpga_link import FpgaLink
 
@@ -70,19 +72,28 @@ class UartBoard(BaseBoard):
         self.program = program
         self.link: FpgaLink | None = None
         self.cycles: list[int] = []
+        self._project: tempfile.TemporaryDirectory | None = None
 
     @abc.abstractmethod
     def open_link(self, project: Path) -> FpgaLink:
         """Connect to the design (a Verilated model's pipes, a serial port)."""
 
     def load(self, source: object) -> None:
+        """A compiled fpga artifact. The board uses the fpga/ files as this nmcompile rebuilds them from the
+        artifact's network.nmir (equal to the shipped ones, or the load was refused), written to a private
+        temporary project: the design that runs is the one the IR describes."""
         self.close()                                   # a board holds one network: release the previous one
         art = self.read_artifact(source)
-        path = art.path
         self.art = art
-        self.layout = json.loads((path / "fpga" / "layout.json").read_text())
-        self.link = self.open_link(path / "fpga")
+        self._project = private_copy(art, "fpga")
+        project = Path(self._project.name) / "fpga"
+        self.layout = json.loads((project / "layout.json").read_text())
+        self.link = self.open_link(project)
         info = self.link.info()
+        if info.version != VERSION:
+            raise BoardError(f"the board's host interface is version {info.version}; this nmcompile speaks version "
+                             f"{VERSION} (WRITE frames take effect only after their CRC checks): rebuild the "
+                             "bitstream from fpga/")
         design = self.layout["design"]
         if (info.neurons, info.in_words, info.syn_depth) != (design["neurons"], design["in_words"],
                                                              design["syn_depth"]):
@@ -90,7 +101,7 @@ class UartBoard(BaseBoard):
                              f"{info.syn_depth} synapse words) differs from the artifact's ({design['neurons']}, "
                              f"{32 * design['in_words']}, {design['syn_depth']}); rebuild the bitstream from fpga/")
         if self.program:
-            self.link.program((path / "fpga" / "program.bin").read_bytes())
+            self.link.program((project / "program.bin").read_bytes())
         self._plastic = [p for p in self.layout["projections"] if p["plastic"]]
         self._initial = {p["name"]: self.link.read(Region.SYN, p["w_base"], p["src_len"] * p["dst_len"])
                          for p in self._plastic}
@@ -161,6 +172,9 @@ class UartBoard(BaseBoard):
     def close(self) -> None:
         super().close()
         self.link = None
+        if self._project is not None:
+            self._project.cleanup()
+            self._project = None
 
 
 class VerilatorBoard(UartBoard):
@@ -191,7 +205,6 @@ class VerilatorBoard(UartBoard):
         return FpgaLink(PipeStream(self.proc))
 
     def close(self) -> None:
-        super().close()
         if self.proc is not None:
             try:
                 self.proc.stdin.close()
@@ -202,6 +215,7 @@ class VerilatorBoard(UartBoard):
             for pipe in (self.proc.stdout, self.proc.stderr):
                 pipe.close()
             self.proc = None
+        super().close()
 
 
 class SerialBoard(UartBoard):
@@ -236,7 +250,7 @@ class SerialBoard(UartBoard):
             self.serial = serial.Serial(self.port, self.baud, timeout=0.05)
         except (serial.SerialException, ValueError) as err:
             raise BoardError(f"cannot open {self.port}: {err}") from None
-        return FpgaLink(self.serial, timeout=self.timeout)
+        return FpgaLink(self.serial, timeout=self.timeout, line_rate=self.baud / 10)
 
     def close(self) -> None:
         super().close()

@@ -35,57 +35,91 @@ from nmcompile.protocols.fpga_uart import (
     write_frames,
 )
 
+MAX_SKIPPED = 4096          # bytes before a sync byte tolerated per answer (resynchronisation after line noise)
+FIXED_LENGTH = {Reply.ERROR: 2, Reply.DONE: 12, Command.INFO | 0x80: 16, Command.WRITE | 0x80: 0,
+                Command.RESET | 0x80: 0, Command.INJECT | 0x80: 0}
+
+
+def _name(code: int) -> str:
+    names = {c | 0x80: f"{c.name} answer" for c in Command}
+    names.update({Reply.SPIKES: "SPIKES", Reply.DONE: "DONE", Reply.ERROR: "ERROR"})
+    return f"0x{code:02x} ({names[code]})" if code in names else f"0x{code:02x}"
+
 
 class FpgaLink:
-    """Commands over a byte stream. Every command waits for its answer; errors raise ProtocolError."""
+    """Commands over a byte stream. Every command waits for its answer; errors raise ProtocolError.
 
-    def __init__(self, stream, timeout: float = 30.0):
+    Every wait has a deadline a board cannot extend: one answer within `timeout` seconds, a whole RUN of S steps
+    within `timeout` plus the time its S SPIKES frames take on the line (`line_rate` bytes per second; None: the
+    line time is not added). A frame is checked before its payload is awaited: its code must be one the command
+    can answer with, and its length the one that code has; at most MAX_SKIPPED stray bytes are skipped."""
+
+    def __init__(self, stream, timeout: float = 30.0, line_rate: float | None = None):
         self.stream = stream
         self.timeout = timeout
+        self.line_rate = line_rate
         self._buffer = bytearray()
         self._info: Info | None = None
 
     # -- framing -------------------------------------------------------------------------------------------
-    def _fill(self, need: int, deadline: float) -> None:
+    def _fill(self, need: int, deadline: float, waiting: str | None = None) -> None:
         while len(self._buffer) < need:
             if time.monotonic() > deadline:
-                raise ProtocolError(f"no answer from the board within {self.timeout:.0f} s "
-                                    f"(got {len(self._buffer)} of {need} bytes)")
+                what = waiting or f"an answer ({self.timeout:g} s per answer)"
+                raise ProtocolError(f"the board did not complete {what} within its deadline (got "
+                                    f"{len(self._buffer)} of {need} bytes of a frame)")
             chunk = self.stream.read(max(need - len(self._buffer), 1))
             if chunk:
                 self._buffer.extend(chunk)
             elif chunk is None or chunk == b"":
                 time.sleep(0.0005)
 
-    def receive(self) -> tuple[int, bytes]:
-        """The next frame from the board: (code, payload)."""
-        deadline = time.monotonic() + self.timeout
+    def receive(self, deadline: float | None = None, accept: dict[int, int | None] | None = None,
+                waiting: str | None = None) -> tuple[int, bytes]:
+        """The next frame from the board: (code, payload). `accept`: reply code -> payload length (None: any) this
+        answer may have (ERROR is always accepted); a frame of another code or length is a ProtocolError naming
+        it, raised before its payload is awaited."""
+        deadline = time.monotonic() + self.timeout if deadline is None else deadline
+        skipped = 0
         while True:
-            self._fill(1, deadline)
+            self._fill(1, deadline, waiting)
             if self._buffer[0] == SYNC_CORE:
                 break
             del self._buffer[0]                          # resynchronise on the sync byte
-        self._fill(4, deadline)
+            skipped += 1
+            if skipped > MAX_SKIPPED:
+                raise ProtocolError(f"the board sent over {MAX_SKIPPED} bytes that are not frames")
+        self._fill(4, deadline, waiting)
+        code = self._buffer[1]
         length = struct.unpack_from("<H", self._buffer, 2)[0]
-        self._fill(6 + length, deadline)
+        allowed = {**(accept or {}), Reply.ERROR: 2} if accept is not None else None
+        want = FIXED_LENGTH.get(code) if allowed is None else allowed.get(code, -1)
+        if allowed is not None and code not in allowed:
+            del self._buffer[:4]
+            expected = ", ".join(_name(c) for c in allowed)
+            raise ProtocolError(f"unexpected frame {_name(code)} of {length} bytes from the board (expected "
+                                f"{expected})")
+        if want is not None and want != -1 and length != want:
+            del self._buffer[:4]
+            raise ProtocolError(f"frame {_name(code)} from the board has {length} payload bytes; it must have {want}")
+        self._fill(6 + length, deadline, waiting)
         body = bytes(self._buffer[1:4 + length])
         crc = struct.unpack_from("<H", self._buffer, 4 + length)[0]
         del self._buffer[:6 + length]
         if crc16(body) != crc:
-            raise ProtocolError("a frame from the board failed its CRC")
-        code, payload = body[0], body[3:]
+            raise ProtocolError(f"frame {_name(code)} from the board failed its CRC")
+        payload = body[3:]
         if code == Reply.ERROR:
             command, status = payload[0], payload[1]
             raise ProtocolError(f"the board rejected command 0x{command:02x}: {STATUS.get(status, status)}")
         return code, payload
 
-    def transact(self, raw_frame: bytes) -> tuple[int, bytes]:
+    def transact(self, raw_frame: bytes, length: int | None = None) -> tuple[int, bytes]:
+        """Send a command frame and receive its answer (code command | 0x80, payload of `length` bytes, else the
+        command's fixed length)."""
         self.stream.write(raw_frame)
-        code, payload = self.receive()
         expected = raw_frame[1] | 0x80
-        if code != expected and raw_frame[1] != Command.RUN:
-            raise ProtocolError(f"expected answer 0x{expected:02x}, got 0x{code:02x}")
-        return code, payload
+        return self.receive(accept={expected: FIXED_LENGTH.get(expected) if length is None else length})
 
     # -- commands ------------------------------------------------------------------------------------------
     def info(self) -> Info:
@@ -105,7 +139,7 @@ class FpgaLink:
         for first in range(0, count, step):
             n = min(step, count - first)
             payload = bytes([region]) + (start + first).to_bytes(3, "little") + n.to_bytes(2, "little")
-            out += self.transact(frame(Command.READ, payload))[1]
+            out += self.transact(frame(Command.READ, payload), length=n * size)[1]
         return bytes(out)
 
     def reset(self) -> None:
@@ -118,22 +152,37 @@ class FpgaLink:
     def inject(self, bitmaps: bytes) -> None:
         self.transact(frame(Command.INJECT, bitmaps))
 
-    def run(self, steps: int) -> tuple[list[bytes], int]:
-        """Run `steps` steps; returns each step's output bitmap and the engine's clock cycles for the run."""
+    def run(self, steps: int, out_len: int | None = None) -> tuple[list[bytes], int]:
+        """Run `steps` steps; returns each step's output bitmap and the engine's clock cycles for the run. With
+        `out_len` (output neurons) every SPIKES frame must carry exactly that many spike bits; their step indices
+        must count up by one. The whole RUN has one deadline (see the class)."""
+        spikes_length = None if out_len is None else 4 + (out_len + 7) // 8
+        line = 0.0 if self.line_rate is None else steps * (10 + (spikes_length or 4)) / self.line_rate
+        deadline = time.monotonic() + self.timeout + line
+        waiting = f"a RUN of {steps} steps ({self.timeout + line:.3g} s for the whole RUN)"
         self.stream.write(frame(Command.RUN, struct.pack("<I", steps)))
-        outputs = []
+        outputs: list[bytes] = []
+        first_index = None
         while True:
-            code, payload = self.receive()
+            code, payload = self.receive(deadline, {Reply.SPIKES: spikes_length, Reply.DONE: 12}, waiting)
             if code == Reply.SPIKES:
+                if len(outputs) == steps:
+                    raise ProtocolError(f"the board sent a SPIKES frame more than the {steps} steps of the RUN")
+                if len(payload) < 4 or (outputs and len(payload) != 4 + len(outputs[0])):
+                    raise ProtocolError(f"SPIKES frame {len(outputs)} of the RUN has {len(payload)} payload bytes, "
+                                        "unlike the others")
+                index = struct.unpack_from("<I", payload)[0]
+                first_index = index if first_index is None else first_index
+                if index != (first_index + len(outputs)) & 0xFFFFFFFF:
+                    raise ProtocolError(f"SPIKES frame {len(outputs)} of the RUN carries step index {index}; expected "
+                                        f"{(first_index + len(outputs)) & 0xFFFFFFFF}")
                 outputs.append(payload[4:])
-            elif code == Reply.DONE:
+            else:
                 done_steps, cycles = struct.unpack("<IQ", payload)
                 if done_steps != steps or len(outputs) != steps:
                     raise ProtocolError(f"asked for {steps} steps, the board reported {done_steps} "
                                         f"and sent {len(outputs)} spike frames")
                 return outputs, cycles
-            else:
-                raise ProtocolError(f"unexpected frame 0x{code:02x} during RUN")
 
     def run_sample(self, inputs: np.ndarray, in_words: int, out_len: int) -> tuple[np.ndarray, int]:
         """Stream one sample: inputs [T, channels] (0/1) -> output spikes [T, out_len] and engine cycles."""
@@ -146,7 +195,7 @@ class FpgaLink:
         for first in range(0, steps, chunk):
             n = min(chunk, steps - first)
             self.inject(bitmaps[first * per_step:(first + n) * per_step])
-            frames, used = self.run(n)
+            frames, used = self.run(n, out_len)
             outputs.extend(frames)
             cycles += used
         return unpack_outputs(outputs, out_len), cycles

@@ -73,7 +73,7 @@ def verify_artifact(path: Path, board_url: str, board: Board | None = None,
     if board is not None and executor is not None:
         raise UnsupportedError("verify_artifact: an opened board runs in this process; pass board_url and no board "
                                "to shard the samples over an executor")
-    art = artifact.read(path)
+    art = artifact.read(path, rederive=True)      # refuses a tampered artifact before anything runs
     inputs, expected = art.reference()
     padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
     result = VerifyResult(path, board_url)

@@ -2,7 +2,8 @@
 
 The board runs the installed nmcompile's runner (nmcompile/backends/loihi/lava_runner.py, read from the package, not
 the artifact's run_lava.py copy) with Lava's interpreter and reads the result back. The runner builds the network
-with the artifact's generated lava_network.py and network.npz.
+with lava_network.py and network.npz as this nmcompile rebuilds them from the artifact's network.nmir (written to a
+temporary directory): no Python shipped in an artifact runs.
 
 The interpreter: $NMC_LAVA_PYTHON if set, else the per-user venv `lava_venv()` =
 $XDG_DATA_HOME/nmcompile/lava-venv (default ~/.local/share/nmcompile/lava-venv), which `make lava-env` creates.
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile.errors import BoardError, ToolMissingError
-from nmcompile.runtime.board import BaseBoard, Progress, flag_option
+from nmcompile.runtime.board import BaseBoard, Progress, flag_option, seconds_option
 
 LAVA_REQUIREMENT = "lava-nc==0.10.0"
 
@@ -63,25 +64,30 @@ def lava_python() -> Path:
 class LavaBoard(BaseBoard):
     """Runs whole input sequences; every sample starts from a freshly built network.
 
-    lava://           outputs
-    lava://?states=1  also every LIF layer's u and v (`last_states["<layer>.u"]`, [T, B, *shape])
+    lava://             outputs
+    lava://?states=1    also every LIF layer's u and v (`last_states["<layer>.u"]`, [T, B, *shape])
+    lava://?timeout=S   the whole run's deadline in seconds (default: START_SECONDS + STEP_SECONDS x T x B)
     """
 
     scheme = "lava"
     target = "loihi2"
     requires = ("lava_network.py", "network.npz")
-    options = (flag_option("states"),)
+    options = (flag_option("states"), seconds_option("timeout"))
+    START_SECONDS = 300.0       # Lava's start and its process compilation, per run (generous: a loaded machine)
+    STEP_SECONDS = 0.5          # per step and sample, generous for the networks a CPU simulation can hold
 
-    def __init__(self, states: bool = False, progress: Progress | None = None):
+    def __init__(self, states: bool = False, timeout: float | None = None, progress: Progress | None = None):
         super().__init__(progress)
         self.states = states
-        self._artifact: Path | None = None
+        self.timeout = timeout
+        self._files: dict[str, bytes] = {}
         self.last_states: dict[str, np.ndarray] = {}
         self.seconds_per_step: np.ndarray | None = None
 
     def load(self, source: object) -> None:
-        """A compiled loihi2 artifact directory."""
-        self._artifact = self.read_artifact(source).path
+        """A compiled loihi2 artifact directory (its files checked against the ones rebuilt from network.nmir)."""
+        art = self.read_artifact(source)
+        self._files = {rel: art.derived[rel] for rel in self.requires}
 
     def run_all(self, spikes: np.ndarray) -> dict[str, np.ndarray]:
         """Every output (and, with states=True, every layer's u and v in `last_states`) for spikes [T, B, ...]."""
@@ -89,15 +95,22 @@ class LavaBoard(BaseBoard):
         python = lava_python()
         with tempfile.TemporaryDirectory(prefix="nmcompile-lava-") as tmp, \
                 as_file(files("nmcompile.backends.loihi") / "lava_runner.py") as runner:
-            inputs, result = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            inputs, result, network = Path(tmp) / "in.npz", Path(tmp) / "out.npz", Path(tmp) / "network"
             np.savez(inputs, spikes=spikes.astype(np.int64))
-            cmd = [str(python), str(runner), str(self._artifact), str(inputs), str(result)]
+            network.mkdir()
+            for rel, data in self._files.items():
+                (network / rel).write_bytes(data)
+            cmd = [str(python), str(runner), str(network), str(inputs), str(result)]
             if self.states:
                 cmd.append("--states")
+            deadline = self.timeout or self.START_SECONDS + self.STEP_SECONDS * spikes.shape[0] * spikes.shape[1]
             try:
-                proc = subprocess.run(cmd, capture_output=True, text=True)
+                proc = subprocess.run(cmd, capture_output=True, text=True, timeout=deadline)
             except OSError as err:
                 raise BoardError(f"cannot start {python}: {err}") from None
+            except subprocess.TimeoutExpired:
+                raise BoardError(f"the Lava run did not finish within {deadline:g} s (lava://?timeout=SECONDS "
+                                 "sets the deadline)") from None
             if proc.returncode != 0:
                 tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
                 raise BoardError(f"Lava run failed (exit status {proc.returncode}): {tail[:400]}")
@@ -115,4 +128,4 @@ class LavaBoard(BaseBoard):
 
     def close(self) -> None:
         super().close()
-        self._artifact = None
+        self._files = {}

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
 from nmcompile.errors import InputFileError, ToolMissingError
+from nmcompile.outputs import write_file
 
 
 def plot_rasters(inputs: np.ndarray, outputs: np.ndarray, path: str | Path, sample: int = 0,
@@ -40,9 +42,11 @@ def plot_rasters(inputs: np.ndarray, outputs: np.ndarray, path: str | Path, samp
         bottom.set_xlabel("step")
         top.set_xlim(-0.5, max(x.shape[0], 1) - 0.5)
         top.set_title(title or f"sample {sample}")
+        image = io.BytesIO()
         try:
-            fig.savefig(path, dpi=100)
-        except OSError as err:
-            raise InputFileError(f"{path}: cannot write ({err.strerror or err})") from None
+            fig.savefig(image, dpi=100, format=path.suffix.lstrip(".").lower() or "png")
+        except ValueError as err:       # matplotlib's "Format 'xyz' is not supported"
+            raise InputFileError(f"{path}: {err}") from None
+        write_file(path, image.getvalue())
     finally:
         plt.close(fig)

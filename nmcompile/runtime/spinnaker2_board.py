@@ -14,10 +14,12 @@ shards the samples instead.)
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import numpy as np
 
 from nmcompile.errors import BoardError, InputFileError, UnsupportedError
+from nmcompile.integrity import private_copy
 from nmcompile.runtime.board import BaseBoard, BoardOption, flag_option, seconds_option
 
 
@@ -64,6 +66,7 @@ class QemuBoard(BaseBoard):
         self.timeout = timeout
         self.pes = pes
         self.network = None
+        self._copy = None
         self.last_states: dict[str, np.ndarray] = {}
 
     def load(self, source: object) -> None:
@@ -71,13 +74,15 @@ class QemuBoard(BaseBoard):
 
         self.close()
         art = self.read_artifact(source)
-        elf = art.path / "spinnaker2" / "kernel.elf"
+        self._copy = private_copy(art, "spinnaker2")       # the files rebuilt from network.nmir, not the shipped ones
+        root = Path(self._copy.name)
+        elf = root / "spinnaker2" / "kernel.elf"
         header = elf.read_bytes()[:20]
         if len(header) < 20 or header[:4] != b"\x7fELF" or int.from_bytes(header[18:20], "little") != 40:
             raise InputFileError(f"{elf}: not an ARM ELF file (corrupt or replaced); compile the artifact again")
         record, timeout = self.record, self.timeout
         self.network = Spinnaker2Network(
-            art.path, lambda name, image: _QemuPe(elf, name, image, record, timeout))
+            root, lambda name, image: _QemuPe(elf, name, image, record, timeout))
         self.network.check_routes()
         self.report(f"qemu://: {len(self.network.pe_names)} PE(s) on {len(self.network.tables)} chip(s); routes "
                     "checked")
@@ -130,3 +135,6 @@ class QemuBoard(BaseBoard):
         if self.network is not None:
             self.network.close()
             self.network = None
+        if self._copy is not None:
+            self._copy.cleanup()
+            self._copy = None

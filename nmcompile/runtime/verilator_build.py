@@ -19,6 +19,7 @@ from nmcompile.errors import BoardError, InputFileError, ToolMissingError
 
 SIM_CLKS_PER_BIT = 4          # UART bit time in simulation (the harness and the RTL must agree)
 BINARY = "Vnmc_top"
+DIGEST = "Vnmc_top.sha256"    # sha256 of the binary, written when it was built, checked before every use
 
 
 def cache_root() -> Path:
@@ -55,8 +56,12 @@ def build_model(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT, log=None) -
     key = build_key(project, clks_per_bit)
     target = cache_root() / key
     binary = target / BINARY
-    if binary.is_file():
+    if _cached_build_ok(target):
         return binary
+    if target.exists():                # a cached build that is broken (empty, truncated, altered): build it again
+        if log:
+            log(f"the cached Verilated model {binary} is damaged; rebuilding it")
+        shutil.rmtree(target, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     if log:
         log(f"building the Verilated model of {project} (cached afterwards in {target.parent})")
@@ -73,14 +78,28 @@ def build_model(project: Path, clks_per_bit: int = SIM_CLKS_PER_BIT, log=None) -
         tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
         shutil.rmtree(work, ignore_errors=True)
         raise BoardError(f"verilator failed to build {project}:\n{tail}")
-    (work / BINARY).write_bytes((work / "obj" / BINARY).read_bytes())
+    built = (work / "obj" / BINARY).read_bytes()
+    (work / BINARY).write_bytes(built)
     (work / BINARY).chmod(0o755)
+    (work / DIGEST).write_text(hashlib.sha256(built).hexdigest() + "\n")
     shutil.rmtree(work / "obj", ignore_errors=True)
     try:
         work.rename(target)
     except OSError:                    # another process built it meanwhile
         shutil.rmtree(work, ignore_errors=True)
     return binary
+
+
+def _cached_build_ok(target: Path) -> bool:
+    """A cached build is used only when its binary is a non-empty executable whose sha256 is the one recorded
+    when it was built."""
+    binary, digest = target / BINARY, target / DIGEST
+    try:
+        if not (binary.is_file() and os.access(binary, os.X_OK) and binary.stat().st_size > 0 and digest.is_file()):
+            return False
+        return hashlib.sha256(binary.read_bytes()).hexdigest() == digest.read_text().strip()
+    except OSError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,7 +73,7 @@ def artifacts(tmp_path_factory) -> dict[str, Path]:
         rnn = compile_graph(recurrent(rng), work / "rnn", (rng.random((30, 3, 12)) < 0.3).astype(np.int64),
                             "loihi2", reference_samples=3)
     stdp = compile_graph(stdp_network(rng), work / "stdp", (rng.random((40, 2, 16)) < 0.35).astype(np.int64), "fpga",
-                         reference_samples=3, stdp={"fc1": {"ltp_shift": 4, "ltd_shift": 4}, "fc2": {}})
+                         reference_samples=2, stdp={"fc1": {"ltp_shift": 4, "ltd_shift": 4}, "fc2": {}})
     return {"rnn": rnn, "stdp": stdp}
 
 

@@ -20,6 +20,7 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.protocols.fpga_uart import (
     Command,
+    Info,
     ProtocolError,
     Region,
     crc16,
@@ -95,19 +96,34 @@ def test_commands_and_errors_byte_by_byte(project, pty_rtl):
         link = FpgaLink(port, timeout=20)
         info = link.info()
         layout = __import__("json").loads((project / "fpga" / "layout.json").read_text())
-        assert (info.version, info.neurons, info.in_words) == (1, layout["design"]["neurons"],
+        assert (info.version, info.neurons, info.in_words) == (2, layout["design"]["neurons"],
                                                                layout["design"]["in_words"])
         link.program((project / "fpga" / "program.bin").read_bytes())
         # weights read back equal the image
         n = layout["used"]["syn_words"]
         syn = bytes.fromhex("".join((project / "fpga" / "syn.hex").read_text().split()[:n]))
         assert link.read(Region.SYN, 0, n) == syn
-        # a corrupted CRC is refused and nothing is written
-        bad = bytearray(frame(Command.WRITE, bytes([Region.SYN, 0, 0, 0, 0x55])))
-        bad[-1] ^= 0xFF
-        port.write(bytes(bad))
-        with pytest.raises(ProtocolError, match="CRC mismatch"):
+        # a corrupted WRITE is refused and nothing of it is written: the words are committed after the CRC checks
+        changed = bytes((b + 1) & 0xFF for b in syn[:8])
+        for corrupt in (-1, 9):                           # the CRC, or a data byte
+            bad = bytearray(frame(Command.WRITE, bytes([Region.SYN, 0, 0, 0]) + changed))
+            bad[corrupt] ^= 0xFF
+            port.write(bytes(bad))
+            with pytest.raises(ProtocolError, match="CRC mismatch"):
+                link.receive()
+            assert link.read(Region.SYN, 0, 8) == syn[:8]
+        # a WRITE whose last word lies beyond the region, or with more data than the buffer holds: nothing written
+        last = info.syn_depth - 4
+        port.write(frame(Command.WRITE, bytes([Region.SYN]) + last.to_bytes(3, "little") + b"\x11" * 5))
+        with pytest.raises(ProtocolError, match="bad region or address"):
             link.receive()
+        port.write(frame(Command.WRITE, bytes([Region.SYN, 0, 0, 0]) + changed * 129))
+        with pytest.raises(ProtocolError, match="bad length"):
+            link.receive()
+        assert link.read(Region.SYN, 0, 8) == syn[:8] and link.read(Region.SYN, last, 4) != b"\x11" * 4
+        link.write(Region.SYN, 0, changed)                # a good WRITE takes effect
+        assert link.read(Region.SYN, 0, 8) == changed
+        link.write(Region.SYN, 0, syn[:8])
         # unknown command, bad region and an address beyond the memory
         for raw, message in [(frame(0x3F), "unknown command"),
                              (frame(Command.READ, bytes([9, 0, 0, 0, 1, 0])), "bad region or address"),
@@ -120,7 +136,16 @@ def test_commands_and_errors_byte_by_byte(project, pty_rtl):
         # garbage and a frame abandoned half-way are skipped: the next frame is answered
         port.write(b"\x00\x13\x37" + frame(Command.WRITE)[:3])
         time.sleep(0.5)
-        assert link.info().neurons == info.neurons
+        probe = FpgaLink(port, timeout=1.0)      # a fresh INFO each second (the RTL's quiet timeout is simulated
+        for _ in range(30):                      # clock cycles: slower than 0.5 s of wall time on a loaded machine)
+            port.write(frame(Command.INFO))
+            try:
+                assert Info.unpack(probe.receive()[1]).neurons == info.neurons
+                break
+            except ProtocolError:
+                continue
+        else:
+            pytest.fail("the RTL never abandoned the half frame")
         # the input queue refuses more than it holds
         too_many = b"\x00" * (4 * info.in_words * (info.queue_steps + 1))
         with pytest.raises(ProtocolError, match="input queue full"):

@@ -9,7 +9,8 @@ BACKEND = Backend(
     emitter="nmcompile.backends.fpga.emit:emit",
     options=(
         BackendOption("synth", "fpga: run Yosys synth_xilinx on the emitted design and put LUT/FF/BRAM/DSP in "
-                               "report.md (about 30 s for a small design).", flag=True, default=False),
+                               "report.md (about 30 s for a small design).", flag=True, default=False,
+                      files=False),
         BackendOption("fpga_part", "fpga: the Artix-7 part the design must fit: xc7a35t, xc7a50t, xc7a100t "
                                    "(default), xc7a200t.", metavar="PART"),
     ),
