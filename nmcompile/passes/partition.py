@@ -144,7 +144,9 @@ class Costs:
             syn = sum(proj.synapses(b) for b in pboxes)
             rows = _count_sources([proj.sources(b) for b in pboxes])
             per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.per_synapse_delays else 0)
-            if rows:
+            if kernel_stored(proj, fmt):
+                bits += proj.weights.kernel.size * fmt.kernels.weight_bits
+            elif rows:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows
             rate = self.rates.get(proj.source)
@@ -158,6 +160,13 @@ class Costs:
 
     def fits(self, use: np.ndarray) -> bool:
         return bool(np.all(use <= self.capacity))
+
+
+def kernel_stored(proj: Projection, fmt) -> bool:
+    """A convolution the target's cores store as its kernel (shared weights), not as synapses."""
+    w = proj.weights
+    return proj.form == "conv" and fmt.kernels is not None and not fmt.kernels.stores(
+        w.kernel.shape, w.stride, w.padding, w.dilation, w.groups, w.in_shape, w.out_shape)
 
 
 def instructions(target, neurons: float, events: float, packets: float = 0.0) -> float:
@@ -412,7 +421,9 @@ def lower_bound(costs: dict[str, Costs], target) -> dict[str, int]:
         box = tuple(full)
         for proj in c.projs:
             syn = sum(proj.synapses(b) for b in c._proj_boxes(proj, [box]))
-            bits += syn * target.synapse_format.per_synapse_bits
+            fmt = target.synapse_format
+            bits += (proj.weights.kernel.size * fmt.kernels.weight_bits if kernel_stored(proj, fmt)
+                     else syn * fmt.per_synapse_bits)
             rate = c.rates.get(proj.source)
             events += syn * (float(np.mean(rate)) if rate is not None else ASSUMED_RATE)
         if target.memory_shared:

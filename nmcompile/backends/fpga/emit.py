@@ -21,13 +21,15 @@ import numpy as np
 from nmcompile import __version__
 from nmcompile.backends import Emitted
 from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
+from nmcompile.backends.fpga.storage import FORM_CONV, FORM_DENSE
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
 from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
 
 HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
-HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
+HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_conv_addr.v", "nmc_core.v",
+               "nmc_host.v")
 CLOCK_HZ = 100_000_000
 BAUD = 1_000_000
 
@@ -42,24 +44,31 @@ class DesignSize:
     projections: int
     trace_depth: int
     queue_steps: int = QSTEPS
+    partials: bool = True         # a partial-sum memory (some projection has a negative weight exponent)
 
     @classmethod
     def for_config(cls, config: FpgaConfig) -> DesignSize:
+        entries = sum(p.entries for p in config.projections)
         return cls(neurons=max(32, -(-config.neurons // 32) * 32), in_words=config.in_words,
                    syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
-                   projections=max(8, -(-len(config.projections) // 8) * 8),
-                   trace_depth=max(64, -(-config.trace_words // 64) * 64))
+                   projections=max(8, -(-entries // 8) * 8),
+                   trace_depth=max(64, -(-config.trace_words // 64) * 64),
+                   partials=any(p.exp < 0 for p in config.projections))
 
 
 def entry_bytes(proj) -> bytes:
-    """The 24-byte projection table entry (docs/formats/fpga.md)."""
+    """The projection's table entries, 24 bytes each (docs/formats/fpga.md): a conv projection's geometry follows
+    its entry."""
     rule = proj.plastic
     stdp = (rule.pre_increment, rule.post_increment, rule.pre_decay, rule.post_decay, rule.ltp_shift, rule.ltd_shift,
             rule.w_min & 0xFF, rule.w_max & 0xFF) if rule is not None else (0,) * 8
     return (proj.src_base.to_bytes(2, "little") + proj.src_len.to_bytes(2, "little")
             + proj.dst_base.to_bytes(2, "little") + proj.dst_len.to_bytes(2, "little")
-            + proj.w_base.to_bytes(3, "little") + bytes([proj.delay, proj.exp & 0xFF, 1 if rule is not None else 0])
-            + bytes(stdp) + proj.trace_base.to_bytes(2, "little"))
+            + proj.w_base.to_bytes(3, "little")
+            + bytes([proj.delay | (FORM_CONV if proj.geometry is not None else FORM_DENSE) << 6, proj.exp & 0xFF,
+                     1 if rule is not None else 0])
+            + bytes(stdp) + proj.trace_base.to_bytes(2, "little")
+            + (proj.geometry.entry() if proj.geometry is not None else b""))
 
 
 def _words(values, size: int) -> bytes:
@@ -68,13 +77,13 @@ def _words(values, size: int) -> bytes:
 
 def memory_contents(config: FpgaConfig) -> dict[Region, bytes]:
     """Every writable region's used words, little-endian, in address order."""
-    syn = np.concatenate([p.block.reshape(-1) for p in config.projections]) if config.projections else np.zeros(0)
+    syn = np.concatenate([p.stored.reshape(-1) for p in config.projections]) if config.projections else np.zeros(0)
     const = np.zeros(32 * config.in_words, dtype=np.uint8)
-    for channel in config.constants.values():
-        const[channel] = 1
+    const[config.input_channels:config.channels] = 1
     out = config.output
+    entries = sum(p.entries for p in config.projections)
     return {
-        Region.CONFIG: _words([config.neurons, len(config.projections), out.base, out.size], 4),
+        Region.CONFIG: _words([config.neurons, entries, out.base, out.size], 4),
         Region.CONST: np.packbits(const, bitorder="little").tobytes(),
         Region.PROJ: b"".join(entry_bytes(p) for p in config.projections),
         Region.PARAM: _words(config.params, 9),
@@ -113,12 +122,12 @@ def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
 
 def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
     summary = (f"{config.neurons} neurons in {size.neurons} slots, {config.input_channels} inputs + "
-               f"{len(config.constants)} bias channels,\n// {len(config.projections)} projections, {config.syn_words} "
-               "synapse words")
+               f"{config.channels - config.input_channels} bias channels,\n// {len(config.projections)} projections, "
+               f"{config.syn_words} synapse words")
     uart = f"{BAUD} baud at {CLOCK_HZ // 1_000_000} MHz: CLKS_PER_BIT = {CLOCK_HZ // BAUD}"
     sizes = (f"N = {size.neurons}, IN_WORDS = {size.in_words}, SYN_DEPTH = {size.syn_depth}, "
              f"P = {size.projections};\n    localparam integer TRACE_DEPTH = {size.trace_depth}, "
-             f"QSTEPS = {size.queue_steps}")
+             f"QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}")
     return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
 // {summary}. Memories start from the *.hex images
 // next to this file; program.bin re-loads them over the UART ({uart}).
@@ -164,8 +173,8 @@ module nmc_top #(
         .run_cycles(run_cycles), .cfg_out_len(cfg_out_len), .out_valid(out_valid), .out_byte(out_byte),
         .out_ready(out_ready), .idle(host_idle));
     nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
-               .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"),
-               .CONST_IMAGE("const.hex"), .CONFIG_IMAGE("config.hex")) core (
+               .PARTIALS(PARTIALS), .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"),
+               .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"), .CONFIG_IMAGE("config.hex")) core (
         .clk(clk), .rst(reset), .host_we(host_we), .host_re(host_re), .host_region(host_region),
         .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid),
         .inq_we(inq_we), .inq_wdata(inq_wdata), .inq_commit(inq_commit), .inq_abort(inq_abort),
@@ -193,14 +202,14 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
         "part": part,
         "design": {"neurons": size.neurons, "in_words": size.in_words, "syn_depth": size.syn_depth,
                    "projections": size.projections, "trace_depth": size.trace_depth,
-                   "queue_steps": size.queue_steps, "clock_hz": CLOCK_HZ, "baud": BAUD},
+                   "queue_steps": size.queue_steps, "partials": size.partials, "clock_hz": CLOCK_HZ, "baud": BAUD},
         "input": {"name": config.input_name, "shape": list(config.input_shape), "channels": config.input_channels},
         "constants": config.constants,
         "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape)}
                    for n, layer in config.layers.items()},
         "output": {"name": config.output_name, "layer": config.output_layer, "base": config.output.base,
                    "size": config.output.size, "shape": list(config.output.shape)},
-        "projections": [{"name": p.name, "source": p.src, "target": p.dst, "src_base": p.src_base,
+        "projections": [{"name": p.name, "form": p.form, "source": p.src, "target": p.dst, "src_base": p.src_base,
                          "src_len": p.src_len, "dst_base": p.dst_base, "dst_len": p.dst_len, "w_base": p.w_base,
                          "delay": p.delay, "weight_exp": p.exp, "plastic": p.plastic is not None,
                          "trace_base": p.trace_base} for p in config.projections],
@@ -246,9 +255,13 @@ def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> 
 
 def _report_lines(c: FpgaConfig, s: DesignSize, synthesis: list[str] | None) -> list[str]:
     plastic = [p.name for p in c.projections if p.plastic is not None]
-    lines = [f"FPGA design: {c.neurons} neurons in {s.neurons} slots, {c.input_channels} input channels + "
-             f"{len(c.constants)} bias channels ({32 * s.in_words} channel slots), {len(c.projections)} "
-             f"projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue {s.queue_steps} steps",
+    conv = [p.name for p in c.projections if p.form == "conv"]
+    lines = [f"FPGA design: {c.neurons:,} neurons in {s.neurons:,} slots, {c.input_channels:,} input channels + "
+             f"{c.channels - c.input_channels:,} bias channels ({32 * s.in_words:,} channel slots), "
+             f"{len(c.projections)} projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue "
+             f"{s.queue_steps} steps",
+             f"convolutions stored as kernels: {', '.join(conv) if conv else 'none'}; the other projections as "
+             "dense blocks",
              "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})" for n, layer in c.layers.items()),
              f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
              f"STDP on: {', '.join(plastic) if plastic else 'none'}"]
