@@ -16,7 +16,8 @@
 //   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded
 //   4. STDP:     plastic projections update their traces and weights (docs/semantics.md §3.5)
 //   5. output:   the step index and the spikes of the output range are streamed to the host
-// Spikes are kept for 32 steps (a ring of 32 slots), so delays up to 16 never read a slot being rewritten.
+// Spikes are kept for HIST_SLOTS steps (a ring; the compiler makes it longer than the longest delay, at most 32), so
+// a delayed read never meets the slot of step t being written.
 `default_nettype none
 module nmc_core #(
     parameter integer N           = 64,     // neuron slots
@@ -26,6 +27,7 @@ module nmc_core #(
     parameter integer TRACE_DEPTH = 64,     // 8-bit STDP traces
     parameter integer QSTEPS      = 64,     // input queue depth, in steps
     parameter integer PARTIALS    = 1,      // 1: partial-sum memory for projections with a negative exponent
+    parameter integer HIST_SLOTS  = 32,     // spike history ring, in steps: a power of two > the longest delay
     parameter         SYN_IMAGE   = "",
     parameter         PARAM_IMAGE = "",
     parameter         INIT_IMAGE  = "",
@@ -65,7 +67,8 @@ module nmc_core #(
     // ---- sizes ------------------------------------------------------------------------------------------
     localparam integer NW32       = (N + 31) / 32;
     localparam integer SRC_WORDS  = IN_WORDS + NW32;
-    localparam integer HIST_DEPTH = 32 * SRC_WORDS;
+    localparam integer HIST_DEPTH = HIST_SLOTS * SRC_WORDS;
+    localparam integer SB   = $clog2(HIST_SLOTS);
     localparam integer QDEPTH     = QSTEPS * IN_WORDS;
     localparam integer NA   = $clog2(N);
     localparam integer SA   = $clog2(SYN_DEPTH);
@@ -152,12 +155,14 @@ module nmc_core #(
     reg [7:0]  p;                 // projection being processed
 
     assign idle = (state == E_IDLE);
-    wire [4:0] slot = t[4:0];
+    wire [SB-1:0] slot = t[SB-1:0];
 
     // latched projection entry
     reg [15:0] e_src_base, e_src_len, e_dst_base, e_dst_len, e_tbase;
     reg [23:0] e_w_base;
-    reg [4:0]  e_delay;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [4:0]  e_delay;           // the ring uses the low bits
+    /* verilator lint_on UNUSEDSIGNAL */
     reg signed [7:0] e_exp, e_wmin, e_wmax;
     reg [1:0]  e_form;
     reg [191:0] e_geom;           // a conv projection's geometry: the table entry after it
@@ -169,11 +174,11 @@ module nmc_core #(
     wire [7:0] entry_width = (entry[95:94] == FORM_CONV) ? 8'd2 : 8'd1;   // table entries of projection p
     wire e_direct = !e_exp[7];    // exponent >= 0: accumulate w << e into acc
     /* verilator lint_on UNUSEDSIGNAL */
-    wire [4:0] pre_slot = slot - e_delay;
+    wire [SB-1:0] pre_slot = slot - SB'(e_delay);
 
     // scanner: walks the set bits of a source range in one spike slot
     reg [1:0]  sc_use;            // what a set bit starts: synaptic accumulation, depression or potentiation
-    reg [4:0]  sc_slot;
+    reg [SB-1:0] sc_slot;
     reg [15:0] sc_base, sc_len;   // source index range
     reg [10:0] sc_w, sc_wlast;    // word index within the slot
     reg [31:0] sc_word;
@@ -525,7 +530,7 @@ module nmc_core #(
                     end else begin
                         latch_entry();
                         sc_use  <= SCAN_ACC;
-                        sc_slot <= slot - entry[92:88];
+                        sc_slot <= slot - SB'(entry[92:88]);
                         sc_base <= entry[15:0];
                         sc_len  <= entry[31:16];
                         sc_w    <= 11'(entry[15:0] >> 5);

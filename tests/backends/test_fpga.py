@@ -200,7 +200,7 @@ def test_report_synthesizes_with_yosys(tmp_path):
     from nmcompile.backends.fpga.synth import synthesize
 
     util = synthesize(out / "fpga")             # cached now
-    assert util.lut > 500 and util.bram >= 1 and util.dsp >= 2
+    assert util.lut > 500 and util.bram >= 0.5 and util.dsp >= 2    # a 2-slot spike ring: small memories
 
 
 def test_parse_yosys_statistics():

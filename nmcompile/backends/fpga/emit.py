@@ -45,6 +45,7 @@ class DesignSize:
     trace_depth: int
     queue_steps: int = QSTEPS
     partials: bool = True         # a partial-sum memory (some projection has a negative weight exponent)
+    hist_slots: int = 32          # steps of spike history: a power of two beyond the longest delay
 
     @classmethod
     def for_config(cls, config: FpgaConfig) -> DesignSize:
@@ -53,7 +54,8 @@ class DesignSize:
                    syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
                    projections=max(8, -(-entries // 8) * 8),
                    trace_depth=max(64, -(-config.trace_words // 64) * 64),
-                   partials=any(p.exp < 0 for p in config.projections))
+                   partials=any(p.exp < 0 for p in config.projections),
+                   hist_slots=max(2, 1 << max((p.delay for p in config.projections), default=1).bit_length()))
 
 
 def entry_bytes(proj) -> bytes:
@@ -127,7 +129,7 @@ def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
     uart = f"{BAUD} baud at {CLOCK_HZ // 1_000_000} MHz: CLKS_PER_BIT = {CLOCK_HZ // BAUD}"
     sizes = (f"N = {size.neurons}, IN_WORDS = {size.in_words}, SYN_DEPTH = {size.syn_depth}, "
              f"P = {size.projections};\n    localparam integer TRACE_DEPTH = {size.trace_depth}, "
-             f"QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}")
+             f"QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}, HIST_SLOTS = {size.hist_slots}")
     return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
 // {summary}. Memories start from the *.hex images
 // next to this file; program.bin re-loads them over the UART ({uart}).
@@ -173,8 +175,9 @@ module nmc_top #(
         .run_cycles(run_cycles), .cfg_out_len(cfg_out_len), .out_valid(out_valid), .out_byte(out_byte),
         .out_ready(out_ready), .idle(host_idle));
     nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
-               .PARTIALS(PARTIALS), .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"),
-               .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"), .CONFIG_IMAGE("config.hex")) core (
+               .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS), .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"),
+               .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"),
+               .CONFIG_IMAGE("config.hex")) core (
         .clk(clk), .rst(reset), .host_we(host_we), .host_re(host_re), .host_region(host_region),
         .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid),
         .inq_we(inq_we), .inq_wdata(inq_wdata), .inq_commit(inq_commit), .inq_abort(inq_abort),
@@ -202,7 +205,8 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
         "part": part,
         "design": {"neurons": size.neurons, "in_words": size.in_words, "syn_depth": size.syn_depth,
                    "projections": size.projections, "trace_depth": size.trace_depth,
-                   "queue_steps": size.queue_steps, "partials": size.partials, "clock_hz": CLOCK_HZ, "baud": BAUD},
+                   "queue_steps": size.queue_steps, "partials": size.partials, "hist_slots": size.hist_slots,
+                   "clock_hz": CLOCK_HZ, "baud": BAUD},
         "input": {"name": config.input_name, "shape": list(config.input_shape), "channels": config.input_channels},
         "constants": config.constants,
         "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape)}
