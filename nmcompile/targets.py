@@ -258,8 +258,8 @@ SPINNAKER2 = Target(
     },
 )
 
-FPGA_NEURON_SLOTS = 32768        # neuron slots a generated design can address (sources are 16-bit)
-FPGA_SYNAPSE_BYTES = 1 << 19     # 4 Mbit of 8-bit weights: 117 of the xc7a100t's 135 RAMB36 if used alone
+FPGA_NEURON_SLOTS = 1 << 16      # neuron slots a generated design can address (16-bit source indices)
+FPGA_SYNAPSE_BYTES = 1 << 21     # 16 Mbit of 8-bit weights: more than the block RAM of the largest Artix-7
 
 FPGA = Target(
     name="fpga",
@@ -301,9 +301,9 @@ FPGA = Target(
     stdp=True,
     bias_bits=21,
     sources={
-        "size": "16-bit source addresses in nmcompile/hdl/nmc_core.v (input channels + neurons < 65,536); synapse "
-                "memory capped at 512 KiB; the part's block RAM is the bound in practice (report.md: the Yosys "
-                "estimate and the smallest Artix-7 it fits)",
+        "size": "16-bit source indices in nmcompile/hdl/nmc_core.v (input channels padded to 32 + neurons < 65,536); "
+                "synapse memory capped at 2 MiB, above the xc7a200t's 365 RAMB36 (DS180 Table 3): the part's block "
+                "RAM is the bound in practice (report.md: the Yosys estimate and the smallest Artix-7 it fits)",
         "kernels": "nmcompile/hdl/nmc_conv_addr.v: kernels up to 31 x 31, strides 1/2/4/8, padding <= 31, <= 1023 "
                    "output channels, planes < 65,536, groups 1, dilation 1 (others are stored dense)",
         "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",

@@ -5,7 +5,7 @@
         -> Linear(800, 10) -> Leaky                          12x30x30 + 32x11x11 + 10 = 14,682 neurons
 
 Each pool is fused into the convolution or linear layer after it (a 10x10 kernel of stride 2, a 3872 -> 10
-matrix). `wide` has 4x the channels (48 and 128). Weights are random, scaled so that every layer fires.
+matrix). `wide` has 4x the channels (48 and 128), reset to zero. Weights are random, scaled so that every layer fires.
 """
 
 from __future__ import annotations
@@ -41,4 +41,5 @@ def zero() -> nn.Module:
 
 
 def wide() -> nn.Module:
-    return build(channels=(48, 128))
+    """4x the channels (48 and 128), reset to zero (every target has it)."""
+    return build(channels=(48, 128), reset="zero")

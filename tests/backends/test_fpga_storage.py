@@ -53,6 +53,8 @@ def test_scatter_equals_the_dense_matrix(kernel, stride, padding, spatial):
     dense = w.to_dense()                                     # [out, in]
     flat = w.kernel.reshape(-1)
     rebuilt = np.zeros_like(dense)
+    ones = ConvWeights(np.ones_like(w.kernel), w.stride, w.padding, w.dilation, w.groups, w.in_shape, w.out_shape)
+    assert np.array_equal(geometry.fan_out(), (ones.to_dense() != 0).sum(axis=0))
     for i in range(dense.shape[1]):
         pairs = geometry.scatter(i)
         outputs = [o for _, o in pairs]

@@ -77,6 +77,16 @@ class ConvGeometry:
             word |= value << low
         return word.to_bytes(24, "little")
 
+    def fan_out(self) -> np.ndarray:
+        """Synapses per source (C order over (C_in, H, W)): C_out x the taps that reach an output along y and x."""
+        def taps(n: int, k: int, stride: int, pad: int, out: int) -> np.ndarray:
+            t = np.arange(n)[:, None] + pad - np.arange(k)[None, :]
+            return ((t >= 0) & (t % stride == 0) & (t // stride < out)).sum(axis=1)
+
+        per_position = (taps(self.in_h, self.k_h, self.stride_y, self.pad_y, self.out_h)[:, None]
+                        * taps(self.in_w, self.k_w, self.stride_x, self.pad_x, self.out_w)[None, :])
+        return np.broadcast_to(self.out_c * per_position, (self.in_c, self.in_h, self.in_w)).reshape(-1)
+
     def scatter(self, index: int) -> list[tuple[int, int]]:
         """(kernel offset, output offset) of every synapse from source `index`, in the generator's order (o, ky,
         kx): the Python statement of nmcompile/hdl/nmc_conv_addr.v."""
