@@ -16,6 +16,8 @@
 //   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded
 //   4. STDP:     plastic projections update their traces and weights (docs/semantics.md §3.5)
 //   5. output:   the step index and the spikes of the output range are streamed to the host
+// With several engines (nmc_engines.v) each runs these steps on its own neurons in parallel; between 3 and 4 it
+// waits at a barrier while nmc_router.v copies the new spike words of every engine into every other history.
 // Spikes are kept for HIST_SLOTS steps (a ring; the compiler makes it longer than the longest delay, at most 32), so
 // a delayed read never meets the slot of step t being written.
 `default_nettype none
@@ -28,6 +30,8 @@ module nmc_core #(
     parameter integer QSTEPS      = 64,     // input queue depth, in steps
     parameter integer PARTIALS    = 1,      // 1: partial-sum memory for projections with a negative exponent
     parameter integer HIST_SLOTS  = 32,     // spike history ring, in steps: a power of two > the longest delay
+    parameter integer ENGINES     = 1,      // engines of the design (nmc_engines.v), each with N neuron slots
+    parameter integer ENGINE      = 0,      // this engine: its neurons are global slots ENGINE * N + n
     parameter         SYN_IMAGE   = "",
     parameter         PARAM_IMAGE = "",
     parameter         INIT_IMAGE  = "",
@@ -62,10 +66,23 @@ module nmc_core #(
     // output stream: per step 4 bytes of step index (LE) then ceil(out_len/8) bytes of spikes (LSB first)
     output reg          out_valid,
     output reg  [7:0]   out_byte,
-    input  wire         out_ready
+    input  wire         out_ready,
+    // spike exchange between engines (nmc_router.v; unused with one engine): after the neuron phase the engine
+    // waits at the barrier while the router copies every engine's new spike words into every other history
+    output wire         at_barrier,
+    input  wire         exchange_done,
+    output wire [4:0]   slot_now,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  wire [23:0]  x_raddr,          // the history uses the low bits
+    output wire [31:0]  x_rdata,
+    input  wire         x_we,
+    input  wire [23:0]  x_waddr,
+    /* verilator lint_on UNUSEDSIGNAL */
+    input  wire [31:0]  x_wdata
 );
     // ---- sizes ------------------------------------------------------------------------------------------
-    localparam integer NW32       = (N + 31) / 32;
+    localparam integer NW32       = (ENGINES * N + 31) / 32;   // the history holds every engine's spikes
+    localparam integer OWN        = ENGINE * N;                 // global slot of neuron 0 (N is a multiple of 32)
     localparam integer SRC_WORDS  = IN_WORDS + NW32;
     localparam integer HIST_DEPTH = HIST_SLOTS * SRC_WORDS;
     localparam integer SB   = $clog2(HIST_SLOTS);
@@ -78,6 +95,7 @@ module nmc_core #(
     localparam integer PA   = (P > 1) ? $clog2(P) : 1;
     localparam integer CA   = (IN_WORDS > 1) ? $clog2(IN_WORDS) : 1;
     localparam [15:0] IN_PAD = 16'(32 * IN_WORDS);
+    localparam [15:0] IN_OWN = 16'(32 * IN_WORDS + OWN);   // source index of this engine's neuron 0
     localparam integer PRT_DEPTH = (PARTIALS != 0) ? N : 2;
     localparam integer PRA  = $clog2(PRT_DEPTH);
     localparam [1:0] FORM_DENSE = 2'd0, FORM_CONV = 2'd1;
@@ -145,7 +163,7 @@ module nmc_core #(
         E_STDP = 6'd11, E_PRE_RD = 6'd12, E_PRE_WR = 6'd13, E_LTD_RD = 6'd14, E_LTD_WR = 6'd15,
         E_LTP_RD = 6'd16, E_LTP_WR = 6'd17, E_POST_RD = 6'd18, E_POST_WR = 6'd19,
         E_OUT_INDEX = 6'd20, E_OUT_RD = 6'd21, E_OUT_WAIT = 6'd22, E_OUT_BITS = 6'd23, E_OUT_SEND = 6'd24,
-        E_NEXT = 6'd25, E_RESET_WR = 6'd26, E_CONV = 6'd27;
+        E_NEXT = 6'd25, E_RESET_WR = 6'd26, E_CONV = 6'd27, E_BARRIER = 6'd28;
     localparam [1:0] SCAN_ACC = 2'd0, SCAN_LTD = 2'd1, SCAN_LTP = 2'd2;
 
     reg [5:0]  state;
@@ -155,7 +173,10 @@ module nmc_core #(
     reg [7:0]  p;                 // projection being processed
 
     assign idle = (state == E_IDLE);
+    assign at_barrier = (state == E_BARRIER);
+    assign x_rdata = his_rdata;
     wire [SB-1:0] slot = t[SB-1:0];
+    assign slot_now = 5'(slot);
 
     // latched projection entry
     reg [15:0] e_src_base, e_src_len, e_dst_base, e_dst_len, e_tbase;
@@ -165,6 +186,7 @@ module nmc_core #(
     /* verilator lint_on UNUSEDSIGNAL */
     reg signed [7:0] e_exp, e_wmin, e_wmax;
     reg [1:0]  e_form;
+    reg        e_chain;           // the partial sums continue in the next entry: no flush yet
     reg [191:0] e_geom;           // a conv projection's geometry: the table entry after it
     reg [7:0]  e_a_pre, e_a_post;
     reg [2:0]  e_k_pre, e_k_post, e_ltp, e_ltd;
@@ -354,7 +376,7 @@ module nmc_core #(
             E_NEURON: begin
                 par_raddr = NA'(k); sta_raddr = NA'(k); acc_raddr = NA'(k);
                 if (n1_valid && (n1_addr[4:0] == 5'd31 || 16'(n1_addr) == n_neurons - 16'd1)) begin
-                    his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + IN_WORDS + 32'(n1_addr) / 32);
+                    his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + IN_WORDS + OWN / 32 + 32'(n1_addr) / 32);
                     his_wdata = spike_word | (32'(spike) << n1_addr[4:0]);
                 end
             end
@@ -382,8 +404,12 @@ module nmc_core #(
                 syn_we = 1'b1; syn_waddr = SA'(e_w_base + 24'(j_loop) * 24'(e_dst_len) + 24'(fixed_index));
                 syn_wdata = potentiate($signed(syn_rdata), trc_rdata, e_ltp, e_wmax);
             end
+            E_BARRIER: begin
+                his_raddr = HA'(x_raddr);
+                his_we = x_we; his_waddr = HA'(x_waddr); his_wdata = x_wdata;
+            end
             E_POST_RD: begin
-                his_raddr = HA'(slot * SRC_WORDS + 32'(16'(IN_PAD + e_dst_base + j_loop)) / 32);
+                his_raddr = HA'(slot * SRC_WORDS + 32'(16'(IN_OWN + e_dst_base + j_loop)) / 32);
                 trc_raddr = TA'(e_tbase + e_src_len + j_loop);
             end
             E_POST_WR: begin
@@ -439,6 +465,7 @@ module nmc_core #(
             e_wmin     <= entry[167:160]; e_wmax    <= entry[175:168];
             e_tbase    <= entry[191:176];
             e_form     <= entry[95:94];
+            e_chain    <= entry[105];
             e_geom     <= entry_next;
         end
     endtask
@@ -552,10 +579,10 @@ module nmc_core #(
                                 SCAN_LTD: begin   // potentiation: scan the post spikes of step t
                                     sc_use <= SCAN_LTP;
                                     sc_slot <= slot;
-                                    sc_base <= IN_PAD + e_dst_base;
+                                    sc_base <= IN_OWN + e_dst_base;
                                     sc_len <= e_dst_len;
-                                    sc_w <= 11'((IN_PAD + e_dst_base) >> 5);
-                                    sc_wlast <= 11'((IN_PAD + e_dst_base + e_dst_len - 16'd1) >> 5);
+                                    sc_w <= 11'((IN_OWN + e_dst_base) >> 5);
+                                    sc_wlast <= 11'((IN_OWN + e_dst_base + e_dst_len - 16'd1) >> 5);
                                     state <= E_SCAN_RD;
                                 end
                                 default: begin state <= E_POST_RD; j_loop <= 16'd0; end
@@ -596,7 +623,7 @@ module nmc_core #(
                     if (conv_done) state <= E_SCAN_BITS;
                 end
                 E_FLUSH: begin
-                    if (!e_direct && k[15:0] != e_dst_len) begin
+                    if (!e_direct && !e_chain && k[15:0] != e_dst_len) begin
                         f1_valid <= 1'b1;
                         f1_addr <= NA'(e_dst_base + k[15:0]);
                         k <= k + 24'd1;
@@ -629,14 +656,15 @@ module nmc_core #(
                         n1_addr <= NA'(k);
                         k <= k + 24'd1;
                     end else if (!n1_valid) begin
-                        state <= E_STDP;
+                        state <= (ENGINES > 1) ? E_BARRIER : E_STDP;
                         p <= 8'd0;
                     end
                 end
+                E_BARRIER: if (exchange_done) state <= E_STDP;   // the other engines' spikes of step t are in
                 // ---- 4. STDP -----------------------------------------------------------------------------
                 E_STDP: begin
                     if (p == n_proj) begin
-                        state <= E_OUT_INDEX;
+                        state <= (ENGINE == 0) ? E_OUT_INDEX : E_NEXT;   // engine 0 streams the output
                         index_byte <= 2'd0;
                     end else if (!entry[104] || entry[95:94] != FORM_DENSE) begin
                         p <= p + entry_width;
@@ -675,7 +703,7 @@ module nmc_core #(
                     else begin j_loop <= j_loop + 16'd1; state <= E_LTP_RD; end
                 end
                 E_POST_RD: begin
-                    bit_pos <= 5'(IN_PAD + e_dst_base + j_loop);
+                    bit_pos <= 5'(IN_OWN + e_dst_base + j_loop);
                     state <= E_POST_WR;
                 end
                 E_POST_WR: begin

@@ -1,6 +1,6 @@
 """The snnTorch N-MNIST network (tests/backends/nmnist.py, 14,682 neurons) on the FPGA emulator: compiled from its
-checkpoint for an xc7a100t with the convolutions stored as kernels, then programmed, fed and read back through the
-UART pins of the Verilated RTL, bit-exact against the integer reference (one sample, a few steps)."""
+checkpoint for an xc7a100t (two engines, the convolutions stored as kernels), then programmed, fed and read back
+through the UART pins of the Verilated RTL, bit-exact against the integer reference (one sample, a few steps)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ def test_nmnist_is_bit_exact_through_the_uart(factory, tmp_path):
     forms = {p["name"]: p["form"] for p in layout["projections"]}
     assert [forms[name] for name in sorted(forms) if not name.endswith("bias")] == ["conv", "conv", "dense"]
     assert layout["used"]["syn_words"] < 80_000, "the convolutions were expanded"
+    assert layout["design"]["engines"] == 2          # what fits an xc7a100t by estimate (budget.py)
+    assert {p["engine"] for layer in layout["layers"].values() for p in layer["pieces"]} == {0, 1}
     result = verify_artifact(out, "verilator://")          # program.bin, inputs and outputs over the UART pins
     assert result.passed, "\n".join(result.lines())
     _, expected = artifact.read(out).reference()

@@ -125,21 +125,22 @@ def conv2d_network(rng) -> Graph:
 
 
 def conv1d_network(rng) -> Graph:
-    """in (3, 20) -> 1-d conv k 4, stride 2, padding 1 -> l1 (4, 10) -> 1-d conv k 3, padding 2 -> l2 (2, 12)."""
+    """in (3, 40) -> 1-d conv k 4, stride 2, padding 1 -> l1 (8, 20) -> 1-d conv k 3, padding 2, exp -1
+    -> l2 (2, 22)."""
     g = Graph("conv1d")
-    g.add("in", O.Input(shape=(3, 20)))
-    g.add("ca", O.QConv(weight=rng.integers(-20, 90, (4, 3, 4)), stride=(2,), padding=(1,), wrap_bits=0))
-    g.add("l1", neuron((4, 10)))
-    g.add("cb", O.QConv(weight=rng.integers(-10, 60, (2, 4, 3)), padding=(2,), weight_exp=-1, wrap_bits=0))
-    g.add("l2", neuron((2, 12), vth=20))
-    g.add("out", O.Output(shape=(2, 12)))
+    g.add("in", O.Input(shape=(3, 40)))
+    g.add("ca", O.QConv(weight=rng.integers(-20, 90, (8, 3, 4)), stride=(2,), padding=(1,), wrap_bits=0))
+    g.add("l1", neuron((8, 20)))
+    g.add("cb", O.QConv(weight=rng.integers(-10, 60, (2, 8, 3)), padding=(2,), weight_exp=-1, wrap_bits=0))
+    g.add("l2", neuron((2, 22), vth=400))             # about 40 % active: a wrong partial sum shows
+    g.add("out", O.Output(shape=(2, 22)))
     g.chain("in", "ca", "l1", "cb", "l2", "out")
     g.latency = 2
     return g
 
 
-def write_artifact(g: Graph, x: np.ndarray, out: Path) -> Path:
-    files = emit(lower_network(g), FPGA, {}, lambda m: None).files
+def write_artifact(g: Graph, x: np.ndarray, out: Path, engines: int = 1) -> Path:
+    files = emit(lower_network(g), FPGA, {"fpga_engines": engines}, lambda m: None).files
     artifact.write(out, graph=g, target="fpga", source=Path("test"), pipeline=[], inputs=x, report="", files=files)
     return out
 
@@ -152,15 +153,23 @@ def test_forms_chosen_per_projection():
 
 
 @pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
-@pytest.mark.parametrize("build", [conv2d_network, conv1d_network])
-def test_kernel_storage_equals_reference_on_the_rtl(build, tmp_path):
+@pytest.mark.parametrize(("build", "engines"), [(conv2d_network, 1), (conv1d_network, 1), (conv2d_network, 4),
+                                                (conv1d_network, 2)])
+def test_kernel_storage_equals_reference_on_the_rtl(build, engines, tmp_path):
+    """One engine, and several: layers cut at channel boundaries, kernels sliced, the output and the plastic
+    projection on engines other than 0, a negative exponent summed over two source pieces (chained entries)."""
     rng = np.random.default_rng(3)
     g = build(rng)
     shape = g.node("in").shape
     x = (rng.random((24, 2, *shape)) < 0.3).astype(np.int64)
-    out = write_artifact(g, x, tmp_path / g.name)
+    out = write_artifact(g, x, tmp_path / g.name, engines)
     layout = json.loads((out / "fpga" / "layout.json").read_text())
     assert any(p["form"] == "conv" for p in layout["projections"])
+    assert layout["design"]["engines"] == engines
+    if engines > 1:
+        assert len({p["engine"] for p in layout["projections"]}) > 1
+        assert any(len(layer["pieces"]) > 1 for layer in layout["layers"].values())
+        assert build is not conv1d_network or any(p["chained"] for p in layout["projections"])
     result = verify_artifact(out, "verilator://")
     assert result.passed, "\n".join(result.lines())
     _, expected = artifact.read(out).reference()
