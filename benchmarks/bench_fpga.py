@@ -7,13 +7,14 @@ to the reference before any number is printed. Lower bound per step = N neuron u
 spike delivered to every neuron of its projection), at the design's peak of one neuron update or one synaptic event
 per clock cycle.
 
-The N-MNIST rows (one per `--nmnist-parts` part): the snnTorch tutorial's N-MNIST network with the pools after the
-neurons (tests/backends/nmnist.py: 14,682 neurons, convolutions stored as kernels), compiled from its checkpoint for
-the part (engines chosen for it), one sample of T = 20 steps at 10 % input activity, checked equal to the reference;
-the lower bound is the busiest engine's neuron updates + synaptic events per step, a synaptic event being one spike
-delivered to one neuron it reaches (the convolution's real fan-out, not a dense block).
+The N-MNIST rows (one per `--nmnist` case, PART or PART:ENGINES): the snnTorch tutorial's N-MNIST network with the
+pools after the neurons (tests/backends/nmnist.py: 14,682 neurons, convolutions stored as kernels), compiled from its
+checkpoint for the part (engines chosen for it unless given), one sample of T = 20 steps at 10 % input activity,
+checked equal to the reference; the lower bound is the busiest engine's neuron updates + synaptic events per step,
+a synaptic event being one spike delivered to one neuron it reaches (the convolution's real fan-out, not a dense
+block).
 
-    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth] [--nmnist-parts xc7a100t xc7a200t]
+    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth] [--nmnist xc7a100t:1 xc7a100t xc7a200t]
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def nmnist_bound(art, x: np.ndarray, layout: dict) -> float:
     return float(used.max() + events.max() / steps)
 
 
-def run_nmnist(part: str, synth: bool, work: Path) -> dict:
+def run_nmnist(case: str, synth: bool, work: Path) -> dict:
+    """case: PART (engines chosen for it) or PART:ENGINES."""
     import resource
 
     import torch
@@ -145,16 +147,19 @@ def run_nmnist(part: str, synth: bool, work: Path) -> dict:
     sys.path.insert(0, str(ROOT))                 # the model factory lives in tests/backends/nmnist.py
     from tests.backends import nmnist
 
+    part, _, engines = case.partition(":")
+    options = {"fpga_part": part, **({"fpga_engines": engines} if engines else {})}
     torch.save(nmnist.subtract().state_dict(), work / "nmnist.pt")
     rng = np.random.default_rng(0)
     x = (rng.random((NMNIST_STEPS, 1, 2 * 34 * 34)) < RATE).astype(np.int64)
     np.savez(work / "calib.npz", spikes=x)
     start = time.perf_counter()
-    art = compile_network(CompileRequest(source=work / "nmnist.pt", target="fpga", out=work / f"nmnist-{part}",
+    out = work / f"nmnist-{part}-{engines or 'auto'}"
+    art = compile_network(CompileRequest(source=work / "nmnist.pt", target="fpga", out=out,
                                          options=SourceOptions(model="tests.backends.nmnist:subtract",
                                                                input_shape=nmnist.INPUT_SHAPE),
                                          calibration_spikes=work / "calib.npz", reference_samples=1,
-                                         backend_options={"fpga_part": part}), log=lambda m: None)
+                                         backend_options=options), log=lambda m: None)
     compile_s = time.perf_counter() - start
     layout = json.loads((art.path / "fpga" / "layout.json").read_text())
     inputs, _ = art.reference()
@@ -182,15 +187,15 @@ def run_nmnist(part: str, synth: bool, work: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--no-synth", action="store_true", help="skip Yosys")
-    parser.add_argument("--nmnist-parts", nargs="*", default=["xc7a100t", "xc7a200t"],
-                        help="parts to compile the N-MNIST network for (none: skip it)")
+    parser.add_argument("--nmnist", nargs="*", default=["xc7a100t:1", "xc7a100t", "xc7a200t"],
+                        help="N-MNIST cases, PART or PART:ENGINES (none: skip it)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fpga-") as tmp:
-        for part in args.nmnist_parts:
-            r = run_nmnist(part, not args.no_synth, Path(tmp))
+        for case in args.nmnist:
+            r = run_nmnist(case, not args.no_synth, Path(tmp))
             print(f"{r['n']} ({r['neurons']:,} neurons): {r['cycles']:,.0f} cycles/step vs lower bound "
                   f"{r['bound']:,.0f} ({r['ratio']:.2f}x), {r['us_at_100mhz']:,.1f} us/step at 100 MHz = "
                   f"{1e6 / r['us_at_100mhz']:,.0f} steps/s; Verilator {r['sim_steps_s']:.1f} steps/s; compile "
