@@ -322,8 +322,11 @@ def _report_lines(c: FpgaConfig, s: DesignSize, synthesis: list[str] | None) -> 
              f"{c.channels - c.input_channels:,} bias channels ({32 * s.in_words:,} channel slots), "
              f"{len(c.projections)} projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue "
              f"{s.queue_steps} steps",
-             f"convolutions stored as kernels: {', '.join(conv) if conv else 'none'}; the other projections as "
-             "dense blocks",
+             f"convolutions stored as kernels: {', '.join(sorted(set(conv))) if conv else 'none'}; the other "
+             "projections as dense blocks",
+             f"engines: {c.engines} ({s.neurons:,} neuron slots, {s.syn_depth:,} synapse words and {s.projections} "
+             "table entries each; spikes exchanged on chip after every neuron phase)" if c.engines > 1 else
+             "engines: 1",
              "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})" for n, layer in c.layers.items()),
              f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
              f"STDP on: {', '.join(plastic) if plastic else 'none'}"]
