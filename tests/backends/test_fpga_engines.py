@@ -69,7 +69,7 @@ def test_engines_chosen_for_the_part():
     small, large = choose_engines(view, FPGA, "xc7a35t"), choose_engines(view, FPGA, "xc7a200t")
     assert 1 <= small <= large and large > 1
     size = DesignSize.for_config(lower(view, FPGA, large))
-    assert design_tiles(size) <= 365
+    assert design_tiles(size) * 1.05 <= 365
 
 
 def test_tiny_network_keeps_one_engine():
