@@ -25,7 +25,7 @@ from nmcompile.backends.fpga.storage import FORM_CONV, FORM_DENSE
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
-from nmcompile.protocols.fpga_uart import Command, Region, frame, write_frames
+from nmcompile.protocols.fpga_uart import WORD_BYTES, Command, Region, frame, write_frames
 
 HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
 HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_conv_addr.v", "nmc_core.v",
@@ -104,8 +104,8 @@ def memory_contents(config: FpgaConfig, engine: int = 0) -> dict[Region, bytes]:
         Region.CONFIG: _words([neurons, entries, out.base, out.size], 4),
         Region.CONST: np.packbits(const, bitorder="little").tobytes(),
         Region.PROJ: table + bytes(24 * entries - len(table)),
-        Region.PARAM: _words(config.params[slots], 9),
-        Region.INIT: _words(config.inits[slots], 6),
+        Region.PARAM: _words(config.params[slots], WORD_BYTES[Region.PARAM]),
+        Region.INIT: _words(config.inits[slots], WORD_BYTES[Region.INIT]),
         Region.SYN: (syn.astype(np.int64) & 0xFF).astype(np.uint8).tobytes(),
     }
 
@@ -139,8 +139,6 @@ def _hex_image(data: bytes, size: int, depth: int) -> bytes:
 
 def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
     """The $readmemh images: syn.hex, ... (one engine) or e<k>_syn.hex, ... per engine k."""
-    from nmcompile.protocols.fpga_uart import WORD_BYTES
-
     depth = _region_depth(size)
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
