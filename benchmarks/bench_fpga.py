@@ -7,12 +7,21 @@ to the reference before any number is printed. Lower bound per step = N neuron u
 spike delivered to every neuron of its projection), at the design's peak of one neuron update or one synaptic event
 per clock cycle.
 
-    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth]
+The N-MNIST rows (one per `--nmnist` case, PART or PART:ENGINES): the snnTorch tutorial's N-MNIST network with the
+pools after the neurons (tests/backends/nmnist.py: 14,682 neurons, convolutions stored as kernels), compiled from its
+checkpoint for the part (engines chosen for it unless given), one sample of T = 20 steps at 10 % input activity,
+checked equal to the reference; the lower bound is the busiest engine's neuron updates + synaptic events per step,
+a synaptic event being one spike delivered to one neuron it reaches (the convolution's real fan-out, not a dense
+block).
+
+    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth] [--nmnist xc7a100t xc7a100t:2 xc7a200t]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,10 +37,13 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import simulate
 from nmcompile.lowered import lower_network
 from nmcompile.runtime.fpga_board import VerilatorBoard
+from nmcompile.runtime.hil import verify_artifact
 from nmcompile.runtime.verilator_build import build_model
 from nmcompile.targets import get_target
 
 INPUTS, STEPS, BATCH, RATE = 64, 50, 2, 0.1
+NMNIST_STEPS = 20
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def network(n: int, rng: np.random.Generator) -> Graph:
@@ -95,13 +107,103 @@ def run_case(n: int, synth: bool, work: Path) -> dict:
     return row
 
 
+def nmnist_bound(art, x: np.ndarray, layout: dict) -> float:
+    """The design's lower bound per step: the busiest engine's neuron updates (every engine updates as many as the
+    fullest) + the synaptic events into its neurons: every spike delivered within the run times the synapses it
+    reaches (a conv's fan-out per source position, a dense block's destinations), shared among the pieces of the
+    destination layer in proportion to their size (exact: pieces are whole channels or block columns)."""
+    from nmcompile.backends.fpga.storage import ConvGeometry
+
+    view = lower_network(art.graph)
+    values = simulate(art.graph, x, record=True).values
+    steps, engines = x.shape[0], layout["design"]["engines"]
+    events = np.zeros(engines)
+    used = np.zeros(engines)
+    for layer in layout["layers"].values():
+        for piece in layer["pieces"]:
+            used[piece["engine"]] += piece["size"]
+    for p in view.projections:
+        if p.source in view.constants:
+            spikes = np.ones((steps, view.constants[p.source].size))
+        else:
+            spikes = values[p.source].reshape(steps, -1)
+        fan_out = (ConvGeometry.of(p.weights).fan_out() if p.form == "conv"
+                   else np.full(spikes.shape[1], p.weights.shape[0]))
+        total = float(spikes[: max(steps - p.uniform_delay(), 0)].sum(axis=0) @ fan_out)
+        layer = layout["layers"][p.dest]
+        for piece in layer["pieces"]:
+            events[piece["engine"]] += total * piece["size"] / layer["size"]
+    return float(used.max() + events.max() / steps)
+
+
+def run_nmnist(case: str, synth: bool, work: Path) -> dict:
+    """case: PART (engines chosen for it) or PART:ENGINES."""
+    import resource
+
+    import torch
+
+    from nmcompile.api import CompileRequest, SourceOptions, compile_network
+
+    sys.path.insert(0, str(ROOT))                 # the model factory lives in tests/backends/nmnist.py
+    from tests.backends import nmnist
+
+    part, _, engines = case.partition(":")
+    options = {"fpga_part": part, **({"fpga_engines": engines} if engines else {})}
+    torch.save(nmnist.subtract().state_dict(), work / "nmnist.pt")
+    rng = np.random.default_rng(0)
+    x = (rng.random((NMNIST_STEPS, 1, 2 * 34 * 34)) < RATE).astype(np.int64)
+    np.savez(work / "calib.npz", spikes=x)
+    start = time.perf_counter()
+    out = work / f"nmnist-{part}-{engines or 'auto'}"
+    art = compile_network(CompileRequest(source=work / "nmnist.pt", target="fpga", out=out,
+                                         options=SourceOptions(model="tests.backends.nmnist:subtract",
+                                                               input_shape=nmnist.INPUT_SHAPE),
+                                         calibration_spikes=work / "calib.npz", reference_samples=1,
+                                         backend_options=options), log=lambda m: None)
+    compile_s = time.perf_counter() - start
+    layout = json.loads((art.path / "fpga" / "layout.json").read_text())
+    inputs, _ = art.reference()
+    board = VerilatorBoard(program=False)
+    start = time.perf_counter()
+    result = verify_artifact(art.path, "verilator://?program=0", board=board)   # T + latency steps
+    wall = time.perf_counter() - start
+    board.close()
+    assert result.passed, "N-MNIST: RTL differs from the reference\n" + "\n".join(result.lines())
+    steps = inputs.shape[0] + art.latency
+    cycles = float(np.mean(board.cycles)) / steps
+    padded = np.concatenate([inputs, np.zeros((art.latency, *inputs.shape[1:]), dtype=inputs.dtype)])
+    bound = nmnist_bound(art, padded.reshape(steps, 1, *nmnist.INPUT_SHAPE), layout)
+    row = {"n": f"N-MNIST, {part}, {layout['design']['engines']} engine(s)", "neurons": layout["used"]["neurons"],
+           "cycles": cycles, "bound": bound, "ratio": cycles / bound, "us_at_100mhz": cycles / 100.0,
+           "sim_steps_s": steps / wall, "compile_s": compile_s,
+           "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "ref_steps_s": float("nan")}
+    if synth:
+        start = time.perf_counter()
+        util = synthesize(art.path / "fpga")
+        row.update(lut=util.lut, ff=util.ff, bram=util.bram, dsp=util.dsp, synth_s=time.perf_counter() - start,
+                   fits=[p for p in PARTS if util.fits(p)])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--no-synth", action="store_true", help="skip Yosys")
+    parser.add_argument("--nmnist", nargs="*", default=["xc7a100t", "xc7a100t:2", "xc7a200t"],
+                        help="N-MNIST cases, PART or PART:ENGINES (none: skip it)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fpga-") as tmp:
+        for case in args.nmnist:
+            r = run_nmnist(case, not args.no_synth, Path(tmp))
+            print(f"{r['n']} ({r['neurons']:,} neurons): {r['cycles']:,.0f} cycles/step vs lower bound "
+                  f"{r['bound']:,.0f} ({r['ratio']:.2f}x), {r['us_at_100mhz']:,.1f} us/step at 100 MHz = "
+                  f"{1e6 / r['us_at_100mhz']:,.0f} steps/s; Verilator {r['sim_steps_s']:.1f} steps/s; compile "
+                  f"{r['compile_s']:.1f} s", flush=True)
+            if "lut" in r:
+                print(f"        Yosys: {r['lut']:,} LUT, {r['ff']:,} FF, {r['bram']:.1f} BRAM, {r['dsp']} DSP; fits "
+                      f"{', '.join(r['fits']) or 'none'} ({r['synth_s']:.0f} s)", flush=True)
+            rows.append(r)
         for n in args.sizes:
             rows.append(run_case(n, not args.no_synth, Path(tmp)))
             r = rows[-1]
@@ -116,7 +218,8 @@ def main() -> None:
           " LUT | LUT/neuron | BRAM | BRAM/neuron | DSP | fits |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        synth_cols = (f"{r['lut']:,} | {r['lut'] / r['n']:.1f} | {r['bram']:.1f} | {r['bram'] / r['n']:.3f} | "
+        n = r.get("neurons", r["n"])
+        synth_cols = (f"{r['lut']:,} | {r['lut'] / n:.1f} | {r['bram']:.1f} | {r['bram'] / n:.3f} | "
                       f"{r['dsp']} | {', '.join(r['fits']) or 'none'}") if "lut" in r else "- | - | - | - | - | -"
         print(f"| {r['n']} | {r['cycles']:,.0f} | {r['bound']:,.0f} | {r['ratio']:.2f} | {r['us_at_100mhz']:.1f} | "
               f"{r['sim_steps_s']:,.0f} | {r['ref_steps_s']:,.0f} | {synth_cols} |")

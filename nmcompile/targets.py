@@ -9,8 +9,48 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from nmcompile.errors import UnsupportedError
 from nmcompile.ir import fixed
+
+
+@dataclass(frozen=True)
+class KernelStorage:
+    """A convolution stored as its kernel (one weight per kernel tap, shared by every output position) with the
+    limits of the core's address generator; a convolution outside them is stored expanded (dense)."""
+
+    weight_bits: int                  # per kernel weight
+    max_kernel: int                   # taps per spatial axis
+    strides: tuple[int, ...]          # strides per spatial axis the generator steps by
+    max_padding: int
+    max_channels: int                 # output channels
+    max_plane: int                    # H * W of the input, H_out * W_out of the output, C_in * K_h * K_w
+    groups: bool = False              # grouped convolutions (else groups = 1 only)
+    dilation: bool = False            # dilated kernels (else dilation 1 only)
+
+    def stores(self, kernel_shape: tuple[int, ...], stride: tuple[int, ...], padding: tuple[int, ...],
+               dilation: tuple[int, ...], groups: int, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> str:
+        """Why a convolution cannot be stored as its kernel ("" when it can)."""
+        k = kernel_shape[2:]
+        if len(k) not in (1, 2):
+            return f"a {len(k)}-d convolution (1-d and 2-d only)"
+        if groups != 1 and not self.groups:
+            return f"groups = {groups}"
+        if any(d != 1 for d in dilation) and not self.dilation:
+            return f"dilation {tuple(dilation)}"
+        if max(k) > self.max_kernel:
+            return f"a {'x'.join(map(str, k))} kernel (at most {self.max_kernel} per axis)"
+        if any(s not in self.strides for s in stride):
+            return f"stride {tuple(stride)} (strides {', '.join(map(str, self.strides))})"
+        if max(padding, default=0) > self.max_padding:
+            return f"padding {tuple(padding)} (at most {self.max_padding})"
+        if kernel_shape[0] > self.max_channels:
+            return f"{kernel_shape[0]} output channels (at most {self.max_channels})"
+        planes = (int(np.prod(in_shape[1:])), int(np.prod(out_shape[1:])), int(np.prod(kernel_shape[1:])))
+        if max(planes) > self.max_plane:
+            return f"planes of {max(planes)} (at most {self.max_plane})"
+        return ""
 
 
 @dataclass(frozen=True)
@@ -30,6 +70,7 @@ class SynapseFormat:
     key_bits: int = 0
     core_header_bits: int = 0  # per core, before everything else
     group_bits: int = 0        # per (projection, delay) accumulator group of a core
+    kernels: KernelStorage | None = None   # convolutions stored as kernels (None: expanded into synapses)
 
 
 @dataclass(frozen=True)
@@ -244,17 +285,22 @@ SPINNAKER2 = Target(
     },
 )
 
+FPGA_NEURON_SLOTS = 1 << 16      # neuron slots a generated design can address (16-bit source indices)
+FPGA_SYNAPSE_BYTES = 1 << 21     # 16 Mbit of 8-bit weights: more than the block RAM of the largest Artix-7
+
 FPGA = Target(
     name="fpga",
     description="nmcompile's Verilog LIF/STDP emulator (nmcompile/hdl/), default configuration for an Artix-7 100T",
     cores_per_chip=1,
     chips=1,
-    neurons_per_core=512,
-    synapse_memory_bits=(512 + 256) * 512 * 8,
+    neurons_per_core=FPGA_NEURON_SLOTS,
+    synapse_memory_bits=FPGA_SYNAPSE_BYTES * 8,
     synapse_format=SynapseFormat(
-        description="dense all-to-all 8-bit weight matrix: (neurons + inputs) rows x neurons columns",
-        word_bits=8, per_synapse_bits=8, per_row_header_bits=0, delay_bits=0),
-    fan_in_axons=512 + 256,
+        description="8-bit weights: a dense block (sources x neurons) per projection, or a convolution's kernel",
+        word_bits=8, per_synapse_bits=8, per_row_header_bits=0, delay_bits=0,
+        kernels=KernelStorage(weight_bits=8, max_kernel=31, strides=(1, 2, 4, 8), max_padding=31, max_channels=1023,
+                              max_plane=65535)),
+    fan_in_axons=None,
     fan_out_axons=None,
     router_entries=None,
     events_per_tick=None,
@@ -284,7 +330,11 @@ FPGA = Target(
     signed_threshold=True,
     start_step_bits=16,
     sources={
-        "size": "512 neurons and 256 inputs with 8-bit weights: 3 Mbit of block RAM, 88 of the xc7a100t's 135 RAMB36",
+        "size": "16-bit source indices in nmcompile/hdl/nmc_core.v (input channels padded to 32 + neurons < 65,536); "
+                "synapse memory capped at 2 MiB, above the xc7a200t's 365 RAMB36 (DS180 Table 3): the part's block "
+                "RAM is the bound in practice (report.md: the Yosys estimate and the smallest Artix-7 it fits)",
+        "kernels": "nmcompile/hdl/nmc_conv_addr.v: kernels up to 31 x 31, strides 1/2/4/8, padding <= 31, <= 1023 "
+                   "output channels, planes < 65,536, groups 1, dilation 1 (others are stored dense)",
         "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",
         "limits of the RTL": "nmcompile/hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter, immediate and "
                              "delayed reset (PARAM bit 70; the pending reset recomputed from the stored v); "

@@ -2,10 +2,15 @@
 // per-projection delays and exponents, and pair-based STDP (docs/formats/fpga.md; docs/semantics.md §3).
 //
 // Sources are numbered 0 .. 32*IN_WORDS-1 for input channels (some of them constant sources) and
-// 32*IN_WORDS + n for neuron n. A projection is a dense block of weights from a contiguous source range to a
-// contiguous neuron range with one delay (1..16 steps) and one weight exponent (-8..8). One time step t:
-//   1. synapses: for every projection, every source that spiked at t - delay adds its weight row into a
-//      partial sum per destination; the partial sums are shifted by the exponent (floor) and added to acc
+// 32*IN_WORDS + n for neuron n. A projection connects a contiguous source range to a contiguous neuron range with
+// one delay (1..16 steps) and one weight exponent (-8..8); its weights are stored in one of two forms:
+//   dense: a block of weights, one row per source (src_len x dst_len), read row by row
+//   conv:  the kernel of a convolution and its geometry (a second table entry); the destinations and weight
+//          addresses of a spike are computed by nmc_conv_addr (weights shared by every output position)
+// One time step t:
+//   1. synapses: for every projection, every source that spiked at t - delay adds its weights into its
+//      destinations: with a weight exponent e >= 0 straight into acc as w << e (exact: (sum w) << e), with e < 0
+//      into a partial sum per destination that is then shifted by e (floor) and added to acc
 //   2. inputs:   the next queued input bitmap (zeros if the queue is empty), OR the constant mask, becomes the
 //                input channels' spikes of step t
 //   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded; a neuron
@@ -13,7 +18,10 @@
 //                its initial state until its layer's first input arrives; docs/semantics.md, start step)
 //   4. STDP:     plastic projections update their traces and weights (docs/semantics.md §3.5)
 //   5. output:   the step index and the spikes of the output range are streamed to the host
-// Spikes are kept for 32 steps (a ring of 32 slots), so delays up to 16 never read a slot being rewritten.
+// With several engines (nmc_engines.v) each runs these steps on its own neurons in parallel; between 3 and 4 it
+// waits at a barrier while nmc_router.v copies the new spike words of every engine into every other history.
+// Spikes are kept for HIST_SLOTS steps (a ring; the compiler makes it longer than the longest delay, at most 32), so
+// a delayed read never meets the slot of step t being written.
 `default_nettype none
 module nmc_core #(
     parameter integer N           = 64,     // neuron slots
@@ -22,6 +30,10 @@ module nmc_core #(
     parameter integer P           = 8,      // projection table entries
     parameter integer TRACE_DEPTH = 64,     // 8-bit STDP traces
     parameter integer QSTEPS      = 64,     // input queue depth, in steps
+    parameter integer PARTIALS    = 1,      // 1: partial-sum memory for projections with a negative exponent
+    parameter integer HIST_SLOTS  = 32,     // spike history ring, in steps: a power of two > the longest delay
+    parameter integer ENGINES     = 1,      // engines of the design (nmc_engines.v), each with N neuron slots
+    parameter integer ENGINE      = 0,      // this engine: its neurons are global slots ENGINE * N + n
     parameter         SYN_IMAGE   = "",
     parameter         PARAM_IMAGE = "",
     parameter         INIT_IMAGE  = "",
@@ -56,12 +68,26 @@ module nmc_core #(
     // output stream: per step 4 bytes of step index (LE) then ceil(out_len/8) bytes of spikes (LSB first)
     output reg          out_valid,
     output reg  [7:0]   out_byte,
-    input  wire         out_ready
+    input  wire         out_ready,
+    // spike exchange between engines (nmc_router.v; unused with one engine): after the neuron phase the engine
+    // waits at the barrier while the router copies every engine's new spike words into every other history
+    output wire         at_barrier,
+    input  wire         exchange_done,
+    output wire [4:0]   slot_now,
+    /* verilator lint_off UNUSEDSIGNAL */
+    input  wire [23:0]  x_raddr,          // the history uses the low bits
+    output wire [31:0]  x_rdata,
+    input  wire         x_we,
+    input  wire [23:0]  x_waddr,
+    /* verilator lint_on UNUSEDSIGNAL */
+    input  wire [31:0]  x_wdata
 );
     // ---- sizes ------------------------------------------------------------------------------------------
-    localparam integer NW32       = (N + 31) / 32;
+    localparam integer NW32       = (ENGINES * N + 31) / 32;   // the history holds every engine's spikes
+    localparam integer OWN        = ENGINE * N;                 // global slot of neuron 0 (N is a multiple of 32)
     localparam integer SRC_WORDS  = IN_WORDS + NW32;
-    localparam integer HIST_DEPTH = 32 * SRC_WORDS;
+    localparam integer HIST_DEPTH = HIST_SLOTS * SRC_WORDS;
+    localparam integer SB   = $clog2(HIST_SLOTS);
     localparam integer QDEPTH     = QSTEPS * IN_WORDS;
     localparam integer NA   = $clog2(N);
     localparam integer SA   = $clog2(SYN_DEPTH);
@@ -71,6 +97,10 @@ module nmc_core #(
     localparam integer PA   = (P > 1) ? $clog2(P) : 1;
     localparam integer CA   = (IN_WORDS > 1) ? $clog2(IN_WORDS) : 1;
     localparam [15:0] IN_PAD = 16'(32 * IN_WORDS);
+    localparam [15:0] IN_OWN = 16'(32 * IN_WORDS + OWN);   // source index of this engine's neuron 0
+    localparam integer PRT_DEPTH = (PARTIALS != 0) ? N : 2;
+    localparam integer PRA  = $clog2(PRT_DEPTH);
+    localparam [1:0] FORM_DENSE = 2'd0, FORM_CONV = 2'd1;
     localparam integer RESET_LEN = (HIST_DEPTH > N ? (HIST_DEPTH > TRACE_DEPTH ? HIST_DEPTH : TRACE_DEPTH)
                                                    : (N > TRACE_DEPTH ? N : TRACE_DEPTH));
 
@@ -95,7 +125,9 @@ module nmc_core #(
     reg          ini_we;   reg [NA-1:0] ini_waddr, ini_raddr;   reg [47:0] ini_wdata;   wire [47:0] ini_rdata;
     reg          sta_we;   reg [NA-1:0] sta_waddr, sta_raddr;   reg [52:0] sta_wdata;   wire [52:0] sta_rdata;
     reg          acc_we;   reg [NA-1:0] acc_waddr, acc_raddr;   reg [31:0] acc_wdata;   wire [31:0] acc_rdata;
-    reg          prt_we;   reg [NA-1:0] prt_waddr, prt_raddr;   reg [31:0] prt_wdata;   wire [31:0] prt_rdata;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg          prt_we;   reg [NA-1:0] prt_waddr, prt_raddr;   reg [31:0] prt_wdata;   wire [31:0] prt_rdata;   // PARTIALS = 0: low bits only
+    /* verilator lint_on UNUSEDSIGNAL */
     reg          his_we;   reg [HA-1:0] his_waddr, his_raddr;   reg [31:0] his_wdata;   wire [31:0] his_rdata;
     wire         inq_wen;  reg [QA-1:0] inq_waddr, inq_raddr;                           wire [31:0] inq_rdata;
     reg          trc_we;   reg [TA-1:0] trc_waddr, trc_raddr;   reg [7:0]  trc_wdata;   wire [7:0]  trc_rdata;
@@ -105,7 +137,8 @@ module nmc_core #(
     nmc_ram #(.WIDTH(48), .DEPTH(N),           .INIT(INIT_IMAGE))  ini_ram (clk, ini_we, ini_waddr, ini_wdata, ini_raddr, ini_rdata);
     nmc_ram #(.WIDTH(53), .DEPTH(N))                               sta_ram (clk, sta_we, sta_waddr, sta_wdata, sta_raddr, sta_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(N))                               acc_ram (clk, acc_we, acc_waddr, acc_wdata, acc_raddr, acc_rdata);
-    nmc_ram #(.WIDTH(32), .DEPTH(N))                               prt_ram (clk, prt_we, prt_waddr, prt_wdata, prt_raddr, prt_rdata);
+    nmc_ram #(.WIDTH(32), .DEPTH(PRT_DEPTH))                       prt_ram (clk, prt_we, prt_waddr[PRA-1:0], prt_wdata,
+                                                                            prt_raddr[PRA-1:0], prt_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(HIST_DEPTH))                      his_ram (clk, his_we, his_waddr, his_wdata, his_raddr, his_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(QDEPTH))                          inq_ram (clk, inq_wen, inq_waddr, inq_wdata, inq_raddr, inq_rdata);
     nmc_ram #(.WIDTH(8),  .DEPTH(TRACE_DEPTH))                     trc_ram (clk, trc_we, trc_waddr, trc_wdata, trc_raddr, trc_rdata);
@@ -132,7 +165,7 @@ module nmc_core #(
         E_STDP = 6'd11, E_PRE_RD = 6'd12, E_PRE_WR = 6'd13, E_LTD_RD = 6'd14, E_LTD_WR = 6'd15,
         E_LTP_RD = 6'd16, E_LTP_WR = 6'd17, E_POST_RD = 6'd18, E_POST_WR = 6'd19,
         E_OUT_INDEX = 6'd20, E_OUT_RD = 6'd21, E_OUT_WAIT = 6'd22, E_OUT_BITS = 6'd23, E_OUT_SEND = 6'd24,
-        E_NEXT = 6'd25, E_RESET_WR = 6'd26;
+        E_NEXT = 6'd25, E_RESET_WR = 6'd26, E_CONV = 6'd27, E_BARRIER = 6'd28;
     localparam [1:0] SCAN_ACC = 2'd0, SCAN_LTD = 2'd1, SCAN_LTP = 2'd2;
 
     reg [5:0]  state;
@@ -142,23 +175,34 @@ module nmc_core #(
     reg [7:0]  p;                 // projection being processed
 
     assign idle = (state == E_IDLE);
-    wire [4:0] slot = t[4:0];
+    assign at_barrier = (state == E_BARRIER);
+    assign x_rdata = his_rdata;
+    wire [SB-1:0] slot = t[SB-1:0];
+    assign slot_now = 5'(slot);
 
     // latched projection entry
     reg [15:0] e_src_base, e_src_len, e_dst_base, e_dst_len, e_tbase;
     reg [23:0] e_w_base;
-    reg [4:0]  e_delay;
+    /* verilator lint_off UNUSEDSIGNAL */
+    reg [4:0]  e_delay;           // the ring uses the low bits
+    /* verilator lint_on UNUSEDSIGNAL */
     reg signed [7:0] e_exp, e_wmin, e_wmax;
+    reg [1:0]  e_form;
+    reg        e_chain;           // the partial sums continue in the next entry: no flush yet
+    reg [191:0] e_geom;           // a conv projection's geometry: the table entry after it
     reg [7:0]  e_a_pre, e_a_post;
     reg [2:0]  e_k_pre, e_k_post, e_ltp, e_ltd;
     /* verilator lint_off UNUSEDSIGNAL */
     wire [191:0] entry = proj_table[p[PA-1:0]];   // reserved bits are ignored
+    wire [191:0] entry_next = proj_table[PA'(p + 8'd1)];
+    wire [7:0] entry_width = (entry[95:94] == FORM_CONV) ? 8'd2 : 8'd1;   // table entries of projection p
+    wire e_direct = !e_exp[7];    // exponent >= 0: accumulate w << e into acc
     /* verilator lint_on UNUSEDSIGNAL */
-    wire [4:0] pre_slot = slot - e_delay;
+    wire [SB-1:0] pre_slot = slot - SB'(e_delay);
 
     // scanner: walks the set bits of a source range in one spike slot
     reg [1:0]  sc_use;            // what a set bit starts: synaptic accumulation, depression or potentiation
-    reg [4:0]  sc_slot;
+    reg [SB-1:0] sc_slot;
     reg [15:0] sc_base, sc_len;   // source index range
     reg [10:0] sc_w, sc_wlast;    // word index within the slot
     reg [31:0] sc_word;
@@ -189,7 +233,22 @@ module nmc_core #(
     reg        s1_valid, s1_fwd;
     reg [NA-1:0] s1_addr;
     reg signed [31:0] last_sum;
-    wire signed [31:0] acc_sum = (s1_fwd ? last_sum : $signed(prt_rdata)) + 32'($signed(syn_rdata));
+    wire signed [31:0] weight_in = e_direct ? (32'($signed(syn_rdata)) <<< e_exp[3:0]) : 32'($signed(syn_rdata));
+    wire signed [31:0] acc_sum = (s1_fwd ? last_sum : $signed(e_direct ? acc_rdata : prt_rdata)) + weight_in;
+
+    // convolution address generator
+    wire        conv_valid, conv_done;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire        conv_busy;
+    wire [23:0] conv_w_addr;      // the design's memories use the low bits
+    wire [15:0] conv_dst;
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire        conv_start = (state == E_SCAN_BITS) && (sc_use == SCAN_ACC) && (sc_word != 32'd0)
+                             && (e_form == FORM_CONV);
+    nmc_conv_addr conv_addr (
+        .clk(clk), .rst(rst), .start(conv_start), .index(hit), .geometry(e_geom), .w_base(e_w_base),
+        .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .done(conv_done),
+        .busy(conv_busy));
 
     // flush pipeline
     reg        f1_valid;
@@ -259,7 +318,8 @@ module nmc_core #(
         inq_raddr = q_head;
         // completions that do not depend on the state register
         if (s1_valid) begin
-            prt_we = 1'b1; prt_waddr = s1_addr; prt_wdata = acc_sum;
+            if (e_direct) begin acc_we = 1'b1; acc_waddr = s1_addr; acc_wdata = acc_sum; end
+            else begin prt_we = 1'b1; prt_waddr = s1_addr; prt_wdata = acc_sum; end
         end
         if (f1_valid) begin
             acc_we = 1'b1; acc_waddr = f1_addr; acc_wdata = $signed(acc_rdata) + shifted;
@@ -299,7 +359,13 @@ module nmc_core #(
             E_SCAN_RD: his_raddr = HA'(sc_slot * SRC_WORDS + 32'(sc_w));
             E_ACC: begin
                 syn_raddr = SA'(row_base + 24'(i_issue));
-                prt_raddr = NA'(e_dst_base + i_issue);
+                if (e_direct) acc_raddr = NA'(e_dst_base + i_issue);
+                else prt_raddr = NA'(e_dst_base + i_issue);
+            end
+            E_CONV: begin
+                syn_raddr = SA'(conv_w_addr);
+                if (e_direct) acc_raddr = NA'(conv_dst);
+                else prt_raddr = NA'(conv_dst);
             end
             E_FLUSH: begin
                 prt_raddr = NA'(e_dst_base + k[15:0]);
@@ -315,7 +381,7 @@ module nmc_core #(
             E_NEURON: begin
                 par_raddr = NA'(k); sta_raddr = NA'(k); acc_raddr = NA'(k);
                 if (n1_valid && (n1_addr[4:0] == 5'd31 || 16'(n1_addr) == n_neurons - 16'd1)) begin
-                    his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + IN_WORDS + 32'(n1_addr) / 32);
+                    his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + IN_WORDS + OWN / 32 + 32'(n1_addr) / 32);
                     his_wdata = spike_word | (32'(spike) << n1_addr[4:0]);
                 end
             end
@@ -343,8 +409,12 @@ module nmc_core #(
                 syn_we = 1'b1; syn_waddr = SA'(e_w_base + 24'(j_loop) * 24'(e_dst_len) + 24'(fixed_index));
                 syn_wdata = potentiate($signed(syn_rdata), trc_rdata, e_ltp, e_wmax);
             end
+            E_BARRIER: begin
+                his_raddr = HA'(x_raddr);
+                his_we = x_we; his_waddr = HA'(x_waddr); his_wdata = x_wdata;
+            end
             E_POST_RD: begin
-                his_raddr = HA'(slot * SRC_WORDS + 32'(16'(IN_PAD + e_dst_base + j_loop)) / 32);
+                his_raddr = HA'(slot * SRC_WORDS + 32'(16'(IN_OWN + e_dst_base + j_loop)) / 32);
                 trc_raddr = TA'(e_tbase + e_src_len + j_loop);
             end
             E_POST_WR: begin
@@ -399,6 +469,9 @@ module nmc_core #(
             e_ltp      <= entry[146:144]; e_ltd     <= entry[154:152];
             e_wmin     <= entry[167:160]; e_wmax    <= entry[175:168];
             e_tbase    <= entry[191:176];
+            e_form     <= entry[95:94];
+            e_chain    <= entry[105];
+            e_geom     <= entry_next;
         end
     endtask
 
@@ -489,7 +562,7 @@ module nmc_core #(
                     end else begin
                         latch_entry();
                         sc_use  <= SCAN_ACC;
-                        sc_slot <= slot - entry[92:88];
+                        sc_slot <= slot - SB'(entry[92:88]);
                         sc_base <= entry[15:0];
                         sc_len  <= entry[31:16];
                         sc_w    <= 11'(entry[15:0] >> 5);
@@ -511,10 +584,10 @@ module nmc_core #(
                                 SCAN_LTD: begin   // potentiation: scan the post spikes of step t
                                     sc_use <= SCAN_LTP;
                                     sc_slot <= slot;
-                                    sc_base <= IN_PAD + e_dst_base;
+                                    sc_base <= IN_OWN + e_dst_base;
                                     sc_len <= e_dst_len;
-                                    sc_w <= 11'((IN_PAD + e_dst_base) >> 5);
-                                    sc_wlast <= 11'((IN_PAD + e_dst_base + e_dst_len - 16'd1) >> 5);
+                                    sc_w <= 11'((IN_OWN + e_dst_base) >> 5);
+                                    sc_wlast <= 11'((IN_OWN + e_dst_base + e_dst_len - 16'd1) >> 5);
                                     state <= E_SCAN_RD;
                                 end
                                 default: begin state <= E_POST_RD; j_loop <= 16'd0; end
@@ -526,10 +599,10 @@ module nmc_core #(
                     end else begin
                         sc_word <= sc_word & (sc_word - 32'd1);           // clear the lowest set bit
                         case (sc_use)
-                            SCAN_ACC: begin
+                            SCAN_ACC: begin          // conv: conv_start hands `hit` to the address generator
                                 row_base <= e_w_base + 24'(hit) * 24'(e_dst_len);
                                 i_issue <= 16'd0;
-                                state <= E_ACC;
+                                state <= (e_form == FORM_CONV) ? E_CONV : E_ACC;
                             end
                             SCAN_LTD: begin fixed_index <= hit; j_loop <= 16'd0; state <= E_LTD_RD; end
                             default:  begin fixed_index <= hit; j_loop <= 16'd0; state <= E_LTP_RD; end
@@ -545,13 +618,22 @@ module nmc_core #(
                         i_issue  <= i_issue + 16'd1;
                     end else state <= E_SCAN_BITS;
                 end
+                E_CONV: begin
+                    if (conv_valid) begin
+                        s1_valid <= 1'b1;
+                        s1_addr  <= NA'(conv_dst);
+                        s1_fwd   <= s1_valid && (s1_addr == NA'(conv_dst));
+                        last_sum <= acc_sum;
+                    end
+                    if (conv_done) state <= E_SCAN_BITS;
+                end
                 E_FLUSH: begin
-                    if (k[15:0] != e_dst_len) begin
+                    if (!e_direct && !e_chain && k[15:0] != e_dst_len) begin
                         f1_valid <= 1'b1;
                         f1_addr <= NA'(e_dst_base + k[15:0]);
                         k <= k + 24'd1;
                     end else begin
-                        p <= p + 8'd1;
+                        p <= p + ((e_form == FORM_CONV) ? 8'd2 : 8'd1);
                         state <= E_PROJ;
                     end
                 end
@@ -579,17 +661,18 @@ module nmc_core #(
                         n1_addr <= NA'(k);
                         k <= k + 24'd1;
                     end else if (!n1_valid) begin
-                        state <= E_STDP;
+                        state <= (ENGINES > 1) ? E_BARRIER : E_STDP;
                         p <= 8'd0;
                     end
                 end
+                E_BARRIER: if (exchange_done) state <= E_STDP;   // the other engines' spikes of step t are in
                 // ---- 4. STDP -----------------------------------------------------------------------------
                 E_STDP: begin
                     if (p == n_proj) begin
-                        state <= E_OUT_INDEX;
+                        state <= (ENGINE == 0) ? E_OUT_INDEX : E_NEXT;   // engine 0 streams the output
                         index_byte <= 2'd0;
-                    end else if (!entry[104]) begin
-                        p <= p + 8'd1;
+                    end else if (!entry[104] || entry[95:94] != FORM_DENSE) begin
+                        p <= p + entry_width;
                     end else begin
                         latch_entry();
                         j_loop <= 16'd0;
@@ -625,7 +708,7 @@ module nmc_core #(
                     else begin j_loop <= j_loop + 16'd1; state <= E_LTP_RD; end
                 end
                 E_POST_RD: begin
-                    bit_pos <= 5'(IN_PAD + e_dst_base + j_loop);
+                    bit_pos <= 5'(IN_OWN + e_dst_base + j_loop);
                     state <= E_POST_WR;
                 end
                 E_POST_WR: begin

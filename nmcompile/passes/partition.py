@@ -30,7 +30,7 @@ from nmcompile.lowered import Projection, lower_network
 from nmcompile.lowered.boxes import Box, box_flat_indices, box_volume, distinct, flat_range_to_boxes
 from nmcompile.lowered.network import boxes_over, neuron_cores
 from nmcompile.passes import PassContext
-from nmcompile.passes.partition_bound import lower_bound
+from nmcompile.passes.partition_bound import kernel_stored, lower_bound
 from nmcompile.passes.partition_index import index_bits
 from nmcompile.passes.partition_mapping import FAN_OUT, RESOURCES, Mapping, Tile, _fmt
 
@@ -83,7 +83,9 @@ class Costs:
             syn = sum(proj.synapses(b) for b in pboxes)
             rows = _count_sources([proj.sources(b) for b in pboxes])
             per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.per_synapse_delays else 0)
-            if rows:
+            if kernel_stored(proj, fmt):
+                bits += proj.weights.kernel.size * fmt.kernels.weight_bits
+            elif rows:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows
             rate = self.rates.get(proj.source)

@@ -6,7 +6,9 @@ sources of one of its neurons, summed over the projections into L):
     neurons   a core holds at most C_n neurons                        cores(L) >= N_L / C_n
     memory    a core holding any neuron of L stores at least r_L rows, each with a row header of h bits, next to
               the synapses (b bits each) of the neurons it holds:     cores(L) >= M_L / (C_mem - r_L h)
-              with M_L = S_L b (+ N_L (state + accumulator ring) bits where neuron state shares the memory)
+              with M_L = S_L b (+ N_L (state + accumulator ring) bits where neuron state shares the memory);
+              a convolution the target stores as its kernel (fpga) adds its kernel's bits once instead of S_L b
+              (its cores hold slices of one kernel) and no per-neuron floor
     events    synaptic events per step (rate x synapses), instructions per step likewise (when the target has
               a budget):                                              cores(L) >= E_L / C_events, ...
 
@@ -56,12 +58,23 @@ def synapses_per_neuron(proj: Projection) -> np.ndarray:
     return counts.reshape(-1)
 
 
+def kernel_stored(proj: Projection, fmt) -> bool:
+    """A convolution the target's cores store as its kernel (shared weights), not as synapses."""
+    w = proj.weights
+    return proj.form == "conv" and fmt.kernels is not None and not fmt.kernels.stores(
+        w.kernel.shape, w.stride, w.padding, w.dilation, w.groups, w.in_shape, w.out_shape)
+
+
 def layer_floor(costs) -> dict[str, float]:
     """Per-neuron minima of one layer (a `Costs`): fewest synapses s, fewest distinct sources r (the rows every
     core holding one of its neurons stores), its total synapses S, and `fed`: the projections that feed every
     one of its neurons."""
-    fewest, rows, total, fed = 0.0, 0.0, 0.0, 0
+    fewest, rows, total, fed, kernel_bits = 0.0, 0.0, 0.0, 0, 0.0
+    fmt = costs.target.synapse_format
     for proj in costs.projs:
+        if kernel_stored(proj, fmt):      # stored once as its kernel (sliced over cores): no per-synapse floor
+            kernel_bits += proj.weights.kernel.size * fmt.kernels.weight_bits
+            continue
         per = synapses_per_neuron(proj)
         total += float(per.sum())
         least = int(per.min()) if per.size else 0
@@ -69,7 +82,7 @@ def layer_floor(costs) -> dict[str, float]:
         fed += least > 0
         # conv taps and dense columns are distinct sources; a CSR row may repeat an index, so only one row is sure
         rows += least if proj.form != "csr" else min(least, 1)
-    return {"s": fewest, "r": rows, "S": total, "fed": fed}
+    return {"s": fewest, "r": rows, "S": total, "fed": fed, "K": kernel_bits}
 
 
 def lower_bound(costs: dict, target, capacity: np.ndarray, events_of, instructions_of,
@@ -86,7 +99,7 @@ def lower_bound(costs: dict, target, capacity: np.ndarray, events_of, instructio
         n = int(np.prod(c.shape))
         floor = layer_floor(c)
         per_neuron_state = (state + c.ring_bits) if target.memory_shared else 0
-        bits = floor["S"] * fmt.per_synapse_bits + n * per_neuron_state
+        bits = floor["S"] * fmt.per_synapse_bits + floor["K"] + n * per_neuron_state
         # every core: its header; per projection feeding every neuron, an accumulator group, a key entry and the
         # index's extra word (where the target's image has them)
         headers = (floor["r"] * fmt.per_row_header_bits + fmt.core_header_bits

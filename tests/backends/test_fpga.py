@@ -156,11 +156,11 @@ def test_network_too_big_names_the_numbers(tmp_path):
     rng = np.random.default_rng(0)
     g = Graph("big")
     g.add("in", O.Input(shape=(8,)))
-    g.add("fc", dense(rng, 8, 600))
-    g.add("l", O.LIF(shape=(600,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(600,)))
+    g.add("fc", dense(rng, 8, 66_000))
+    g.add("l", O.LIF(shape=(66_000,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(66_000,)))
     g.chain("in", "fc", "l", "out")
-    with pytest.raises(NmcError, match="600"):
+    with pytest.raises(NmcError, match="66,000"):
         compile_graph(g, tmp_path, (rng.random((10, 2, 8)) < 0.3).astype(np.int64))
 
 
@@ -200,7 +200,7 @@ def test_report_synthesizes_with_yosys(tmp_path):
     from nmcompile.backends.fpga.synth import synthesize
 
     util = synthesize(out / "fpga")             # cached now
-    assert util.lut > 500 and util.bram >= 1 and util.dsp >= 2
+    assert util.lut > 500 and util.bram >= 0.5 and util.dsp >= 2    # a 2-slot spike ring: small memories
 
 
 def test_parse_yosys_statistics():

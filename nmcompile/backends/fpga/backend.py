@@ -13,6 +13,8 @@ BACKEND = Backend(
                       files=False),
         BackendOption("fpga_part", "fpga: the Artix-7 part the design must fit: xc7a35t, xc7a50t, xc7a100t "
                                    "(default), xc7a200t.", metavar="PART"),
+        BackendOption("fpga_engines", "fpga: neuron engines working in parallel, 1..8 (default: the most that fit "
+                                      "--fpga-part by estimate and shorten the busiest engine's step).", metavar="N"),
     ),
     boards={"verilator": "nmcompile.runtime.fpga_board:VerilatorBoard",
             "serial": "nmcompile.runtime.fpga_board:SerialBoard"},

@@ -20,14 +20,17 @@ import numpy as np
 
 from nmcompile import __version__
 from nmcompile.backends import Emitted
-from nmcompile.backends.fpga.lower import QSTEPS, FpgaConfig, lower
+from nmcompile.backends.fpga.lower import QSTEPS, QSTEPS_ENGINES, FpgaConfig, lower
+from nmcompile.backends.fpga.storage import FORM_CONV, FORM_DENSE
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
 from nmcompile.protocols.fpga_uart import WORD_BYTES, Command, Region, frame, write_frames
 
 HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
-HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_core.v", "nmc_host.v")
+HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_conv_addr.v", "nmc_core.v",
+               "nmc_router.v", "nmc_engines.v", "nmc_host.v")
+MAX_ENGINES = 8                 # nmc_engines.v names images e0_ .. e9_; beyond 8 the router's copy grows
 CLOCK_HZ = 100_000_000
 BAUD = 1_000_000
 
@@ -42,53 +45,87 @@ class DesignSize:
     projections: int
     trace_depth: int
     queue_steps: int = QSTEPS
+    partials: bool = True         # a partial-sum memory (some projection has a negative weight exponent)
+    hist_slots: int = 32          # steps of spike history: a power of two beyond the longest delay
+    engines: int = 1              # neurons, syn_depth, projections and trace_depth are per engine
 
     @classmethod
     def for_config(cls, config: FpgaConfig) -> DesignSize:
-        return cls(neurons=max(32, -(-config.neurons // 32) * 32), in_words=config.in_words,
+        entries = max(table_entries(config, e) for e in range(config.engines))
+        neurons = config.neurons if config.engines == 1 else config.slots
+        return cls(neurons=max(32, -(-neurons // 32) * 32), in_words=config.in_words, engines=config.engines,
+                   queue_steps=QSTEPS if config.engines == 1 else QSTEPS_ENGINES,
                    syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
-                   projections=max(8, -(-len(config.projections) // 8) * 8),
-                   trace_depth=max(64, -(-config.trace_words // 64) * 64))
+                   projections=max(8, -(-entries // 8) * 8),
+                   trace_depth=max(64, -(-config.trace_words // 64) * 64),
+                   partials=any(p.exp < 0 for p in config.projections),
+                   hist_slots=max(2, 1 << max((p.delay for p in config.projections), default=1).bit_length()))
 
 
 def entry_bytes(proj) -> bytes:
-    """The 24-byte projection table entry (docs/formats/fpga.md)."""
+    """The projection's table entries, 24 bytes each (docs/formats/fpga.md): a conv projection's geometry follows
+    its entry."""
     rule = proj.plastic
     stdp = (rule.pre_increment, rule.post_increment, rule.pre_decay, rule.post_decay, rule.ltp_shift, rule.ltd_shift,
             rule.w_min & 0xFF, rule.w_max & 0xFF) if rule is not None else (0,) * 8
     return (proj.src_base.to_bytes(2, "little") + proj.src_len.to_bytes(2, "little")
             + proj.dst_base.to_bytes(2, "little") + proj.dst_len.to_bytes(2, "little")
-            + proj.w_base.to_bytes(3, "little") + bytes([proj.delay, proj.exp & 0xFF, 1 if rule is not None else 0])
-            + bytes(stdp) + proj.trace_base.to_bytes(2, "little"))
+            + proj.w_base.to_bytes(3, "little")
+            + bytes([proj.delay | (FORM_CONV if proj.geometry is not None else FORM_DENSE) << 6, proj.exp & 0xFF,
+                     (1 if rule is not None else 0) | (2 if proj.chained else 0)])
+            + bytes(stdp) + proj.trace_base.to_bytes(2, "little")
+            + (proj.geometry.entry() if proj.geometry is not None else b""))
+
+
+def table_entries(config: FpgaConfig, engine: int) -> int:
+    return sum(p.entries for p in config.projections if p.engine == engine)
 
 
 def _words(values, size: int) -> bytes:
     return b"".join(int(v).to_bytes(size, "little") for v in values)
 
 
-def memory_contents(config: FpgaConfig) -> dict[Region, bytes]:
-    """Every writable region's used words, little-endian, in address order."""
-    syn = np.concatenate([p.block.reshape(-1) for p in config.projections]) if config.projections else np.zeros(0)
+def memory_contents(config: FpgaConfig, engine: int = 0) -> dict[Region, bytes]:
+    """Every writable region's used words of one engine, little-endian, in address order. With several engines
+    every table is padded with empty entries to the longest (CONFIG, shared, holds one count)."""
+    mine = [p for p in config.projections if p.engine == engine]
+    syn = np.concatenate([p.stored.reshape(-1) for p in mine]) if mine else np.zeros(0)
     const = np.zeros(32 * config.in_words, dtype=np.uint8)
-    for channel in config.constants.values():
-        const[channel] = 1
+    const[config.input_channels:config.channels] = 1
     out = config.output
+    if config.engines == 1:
+        neurons, entries, slots = config.neurons, table_entries(config, 0), slice(None)
+    else:
+        neurons = max(config.engine_neurons)
+        entries = max(table_entries(config, e) for e in range(config.engines))
+        slots = slice(engine * config.slots, engine * config.slots + neurons)
+    table = b"".join(entry_bytes(p) for p in mine)
     return {
-        Region.CONFIG: _words([config.neurons, len(config.projections), out.base, out.size], 4),
+        Region.CONFIG: _words([neurons, entries, out.base, out.size], 4),
         Region.CONST: np.packbits(const, bitorder="little").tobytes(),
-        Region.PROJ: b"".join(entry_bytes(p) for p in config.projections),
-        Region.PARAM: _words(config.params, WORD_BYTES[Region.PARAM]),
-        Region.INIT: _words(config.inits, WORD_BYTES[Region.INIT]),
+        Region.PROJ: table + bytes(24 * entries - len(table)),
+        Region.PARAM: _words(config.params[slots], WORD_BYTES[Region.PARAM]),
+        Region.INIT: _words(config.inits[slots], WORD_BYTES[Region.INIT]),
         Region.SYN: (syn.astype(np.int64) & 0xFF).astype(np.uint8).tobytes(),
     }
 
 
-def program_stream(config: FpgaConfig) -> bytes:
-    """WRITE frames for every region, then RESET (which also clears spikes and traces)."""
+def _region_depth(size: DesignSize) -> dict[Region, int]:
+    return {Region.SYN: size.syn_depth, Region.PARAM: size.neurons, Region.INIT: size.neurons,
+            Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
+
+
+def program_stream(config: FpgaConfig, size: DesignSize | None = None) -> bytes:
+    """WRITE frames for every region of every engine (engine e's words from e x the region's depth per engine;
+    CONST and CONFIG reach every engine at once), then RESET (which also clears spikes and traces)."""
+    size = size or DesignSize.for_config(config)
+    depth = _region_depth(size)
     frames = []
-    for region, data in memory_contents(config).items():
-        if data:
-            frames += write_frames(region, 0, data)
+    for engine in range(config.engines):
+        for region, data in memory_contents(config, engine).items():
+            shared = region in (Region.CONST, Region.CONFIG)
+            if data and not (shared and engine):
+                frames += write_frames(region, 0 if shared else engine * depth[region], data)
     frames.append(frame(Command.RESET))
     return b"".join(frames)
 
@@ -101,22 +138,45 @@ def _hex_image(data: bytes, size: int, depth: int) -> bytes:
 
 
 def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
-    contents = memory_contents(config)
-    depth = {Region.SYN: size.syn_depth, Region.PARAM: size.neurons, Region.INIT: size.neurons,
-             Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
+    """The $readmemh images: syn.hex, ... (one engine) or e<k>_syn.hex, ... per engine k."""
+    depth = _region_depth(size)
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
-    return {f"{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names}
+    files = {}
+    for engine in range(config.engines):
+        contents = memory_contents(config, engine)
+        prefix = f"e{engine}_" if config.engines > 1 else ""
+        files.update({f"{prefix}{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names})
+    return files
 
 
 def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
     summary = (f"{config.neurons} neurons in {size.neurons} slots, {config.input_channels} inputs + "
-               f"{len(config.constants)} bias channels,\n// {len(config.projections)} projections, {config.syn_words} "
-               "synapse words")
+               f"{config.channels - config.input_channels} bias channels,\n// {len(config.projections)} projections, "
+               f"{config.syn_words} synapse words")
     uart = f"{BAUD} baud at {CLOCK_HZ // 1_000_000} MHz: CLKS_PER_BIT = {CLOCK_HZ // BAUD}"
     sizes = (f"N = {size.neurons}, IN_WORDS = {size.in_words}, SYN_DEPTH = {size.syn_depth}, "
              f"P = {size.projections};\n    localparam integer TRACE_DEPTH = {size.trace_depth}, "
-             f"QSTEPS = {size.queue_steps}")
+             f"QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}, HIST_SLOTS = {size.hist_slots}, "
+             f"ENGINES = {size.engines}")
+    if size.engines == 1:
+        core = """/* verilator lint_off UNUSEDSIGNAL */
+    wire        no_barrier;     // one engine: no spike exchange
+    wire [4:0]  no_slot;
+    wire [31:0] no_rdata;
+    /* verilator lint_on UNUSEDSIGNAL */
+    nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
+               .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS), .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"),
+               .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"),
+               .CONFIG_IMAGE("config.hex")) core ("""
+        exchange = """,
+        .at_barrier(no_barrier), .exchange_done(1'b0), .slot_now(no_slot), .x_raddr(24'd0), .x_rdata(no_rdata),
+        .x_we(1'b0),
+        .x_waddr(24'd0), .x_wdata(32'd0)"""
+    else:
+        core = """nmc_engines #(.ENGINES(ENGINES), .N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P),
+                  .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS), .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS)) core ("""
+        exchange = ""
     return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
 // {summary}. Memories start from the *.hex images
 // next to this file; program.bin re-loads them over the UART ({uart}).
@@ -152,8 +212,8 @@ module nmc_top #(
                                                           .data(rx_byte));
     nmc_uart_tx #(.CLKS_PER_BIT(CLKS_PER_BIT)) transmitter (.clk(clk), .rst(reset), .start(tx_start),
                                                              .data(tx_byte), .ready(tx_ready), .tx(uart_tx));
-    nmc_host #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH),
-               .QSTEPS(QSTEPS)) host (
+    nmc_host #(.N(ENGINES * N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(ENGINES * SYN_DEPTH), .P(ENGINES * P),
+               .TRACE_DEPTH(ENGINES * TRACE_DEPTH), .QSTEPS(QSTEPS)) host (
         .clk(clk), .rst(reset), .rx_valid(rx_valid), .rx_byte(rx_byte), .tx_start(tx_start), .tx_byte(tx_byte),
         .tx_ready(tx_ready), .host_we(host_we), .host_re(host_re), .host_region(host_region), .host_addr(host_addr),
         .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid), .inq_we(inq_we),
@@ -161,15 +221,13 @@ module nmc_top #(
         .reset_req(reset_req), .run_req(run_req), .run_steps(run_steps), .core_idle(core_idle), .run_done(run_done),
         .run_cycles(run_cycles), .cfg_out_len(cfg_out_len), .out_valid(out_valid), .out_byte(out_byte),
         .out_ready(out_ready), .idle(host_idle));
-    nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
-               .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"),
-               .CONST_IMAGE("const.hex"), .CONFIG_IMAGE("config.hex")) core (
+    {core}
         .clk(clk), .rst(reset), .host_we(host_we), .host_re(host_re), .host_region(host_region),
         .host_addr(host_addr), .host_wdata(host_wdata), .host_rdata(host_rdata), .host_rvalid(host_rvalid),
         .inq_we(inq_we), .inq_wdata(inq_wdata), .inq_commit(inq_commit), .inq_abort(inq_abort),
         .inq_free_words(inq_free_words), .reset_req(reset_req), .run_req(run_req), .run_steps(run_steps),
         .idle(core_idle), .run_done(run_done), .run_cycles(run_cycles), .cfg_out_len(cfg_out_len),
-        .out_valid(out_valid), .out_byte(out_byte), .out_ready(out_ready));
+        .out_valid(out_valid), .out_byte(out_byte), .out_ready(out_ready){exchange});
 
     assign idle = host_idle & core_idle;
 endmodule
@@ -189,19 +247,24 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
     return {
         "network": config.name,
         "part": part,
-        "design": {"neurons": size.neurons, "in_words": size.in_words, "syn_depth": size.syn_depth,
-                   "projections": size.projections, "trace_depth": size.trace_depth,
-                   "queue_steps": size.queue_steps, "clock_hz": CLOCK_HZ, "baud": BAUD},
+        "design": {"neurons": size.engines * size.neurons, "in_words": size.in_words,
+                   "syn_depth": size.engines * size.syn_depth, "projections": size.engines * size.projections,
+                   "trace_depth": size.engines * size.trace_depth, "queue_steps": size.queue_steps,
+                   "partials": size.partials, "hist_slots": size.hist_slots, "engines": size.engines,
+                   "engine_neurons": size.neurons, "clock_hz": CLOCK_HZ, "baud": BAUD},
         "input": {"name": config.input_name, "shape": list(config.input_shape), "channels": config.input_channels},
         "constants": config.constants,
-        "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape)}
+        "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape),
+                       "pieces": [{"engine": c.engine, "start": c.start, "size": c.size,
+                                   "slot": c.engine * size.neurons + c.local} for c in layer.pieces]}
                    for n, layer in config.layers.items()},
         "output": {"name": config.output_name, "layer": config.output_layer, "base": config.output.base,
                    "size": config.output.size, "shape": list(config.output.shape)},
-        "projections": [{"name": p.name, "source": p.src, "target": p.dst, "src_base": p.src_base,
-                         "src_len": p.src_len, "dst_base": p.dst_base, "dst_len": p.dst_len, "w_base": p.w_base,
-                         "delay": p.delay, "weight_exp": p.exp, "plastic": p.plastic is not None,
-                         "trace_base": p.trace_base} for p in config.projections],
+        "projections": [{"name": p.name, "form": p.form, "source": p.src, "target": p.dst, "src_base": p.src_base,
+                         "src_len": p.src_len, "dst_base": p.dst_base, "dst_len": p.dst_len, "engine": p.engine,
+                         "w_base": p.engine * size.syn_depth + p.w_base, "delay": p.delay, "weight_exp": p.exp,
+                         "plastic": p.plastic is not None, "chained": p.chained, "trace_base": p.trace_base}
+                        for p in config.projections],
         "used": {"neurons": config.neurons, "syn_words": config.syn_words, "trace_words": config.trace_words},
     }
 
@@ -210,12 +273,20 @@ def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
     from nmcompile.backends.fpga.synth import DEFAULT_PART, PARTS
 
     check_target(view, target)
-    config = lower(view, target)
-    size = DesignSize.for_config(config)
     part = options.get("fpga_part") or DEFAULT_PART
     if part not in PARTS:
         raise UnsupportedError(f"unknown FPGA part {part!r}; known: {', '.join(PARTS)}")
-    files = {"fpga/nmc_top.v": top_verilog(config, size).encode(), "fpga/program.bin": program_stream(config),
+    engines = options.get("fpga_engines")
+    if engines is None:
+        from nmcompile.backends.fpga.budget import choose_engines
+
+        engines = choose_engines(view, target, part)
+    elif not str(engines).isdigit() or not 1 <= int(engines) <= MAX_ENGINES:
+        raise UnsupportedError(f"--fpga-engines must be an integer 1..{MAX_ENGINES} (got {engines!r})")
+    config = lower(view, target, int(engines))
+    size = DesignSize.for_config(config)
+    files = {"fpga/nmc_top.v": top_verilog(config, size).encode(),
+             "fpga/program.bin": program_stream(config, size),
              "fpga/synth.ys": yosys_script().encode(),
              "fpga/layout.json": (json.dumps(layout(config, size, part), indent=1, sort_keys=True) + "\n").encode(),
              "fpga/tb/nmc_harness.cpp": (HDL / "tb" / "nmc_harness.cpp").read_bytes()}
@@ -244,9 +315,16 @@ def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> 
 
 def _report_lines(c: FpgaConfig, s: DesignSize, synthesis: list[str] | None) -> list[str]:
     plastic = [p.name for p in c.projections if p.plastic is not None]
-    lines = [f"FPGA design: {c.neurons} neurons in {s.neurons} slots, {c.input_channels} input channels + "
-             f"{len(c.constants)} bias channels ({32 * s.in_words} channel slots), {len(c.projections)} "
-             f"projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue {s.queue_steps} steps",
+    conv = [p.name for p in c.projections if p.form == "conv"]
+    lines = [f"FPGA design: {c.neurons:,} neurons in {s.neurons:,} slots, {c.input_channels:,} input channels + "
+             f"{c.channels - c.input_channels:,} bias channels ({32 * s.in_words:,} channel slots), "
+             f"{len(c.projections)} projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue "
+             f"{s.queue_steps} steps",
+             f"convolutions stored as kernels: {', '.join(sorted(set(conv))) if conv else 'none'}; the other "
+             "projections as dense blocks",
+             f"engines: {c.engines} ({s.neurons:,} neuron slots, {s.syn_depth:,} synapse words and {s.projections} "
+             "table entries each; spikes exchanged on chip after every neuron phase)" if c.engines > 1 else
+             "engines: 1",
              "layers: " + ", ".join(f"{n} [{layer.base}, {layer.base + layer.size})" for n, layer in c.layers.items()),
              f"output '{c.output_name}': neurons [{c.output.base}, {c.output.base + c.output.size})",
              f"STDP on: {', '.join(plastic) if plastic else 'none'}"]

@@ -1,36 +1,45 @@
 """Lower a compiled network (its `LoweredNetwork` view) to the FPGA emulator's memories (docs/formats/fpga.md).
 
-Neuron layers are laid out one after another in neuron slots; the network's input channels come first in the
-source space, followed by one channel per constant source (biases), padded to a multiple of 32; neuron n is
-source 32 * in_words + n. Every projection (QLinear, QPlasticLinear, QConv expanded to its dense matrix) is one
-entry of the projection table: a dense block of int8 weights from a source range to a neuron range, stored row
-by row (one row per source) from `w_base`, with one delay and one weight exponent. Target limits (delays,
-weight and exponent ranges, neuron options) are checked by `nmcompile.lowered.limits` before; what is left here
-is the design's own layout: one input stream, one output, channel, slot, table and memory sizes.
+Neuron layers are placed on the design's engines (`engines.place`: one engine keeps them one after another);
+the network's input channels come first in the source space, followed by the units of every constant source
+(biases: a channel per unit, spiking every step), padded to a multiple of 32; neuron slot s is source
+32 * in_words + s. Every projection (QLinear, QPlasticLinear, QConv) becomes one table entry per (piece of its
+destination, piece of its source): a source range into a neuron range of one engine, with one delay and one weight
+exponent; its int8 weights are stored in that engine's synapse memory from `w_base` in the form `storage` picks: a
+convolution as its kernel (two table entries; a piece cut at channel boundaries keeps its channels' slice of the
+kernel), anything else as a dense block, one row per source. Target limits (delays, weight and exponent ranges,
+neuron options) are checked by `nmcompile.lowered.limits` before; what is left here is the design's own layout:
+one input stream, one output, channel, slot, table and memory sizes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from nmcompile.backends.fpga.engines import Piece, place
+from nmcompile.backends.fpga.storage import ConvGeometry, kernel_geometry
 from nmcompile.errors import ResourceError, UnsupportedError
-from nmcompile.ir import fixed
+from nmcompile.ir import arraymath, fixed
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered import Projection as LoweredProjection
 
 MAX_PROJECTIONS = 255           # entries of the projection table (nmcompile/hdl/nmc_core.v)
+MAX_SOURCES = 1 << 16           # 16-bit source indices: input channels (padded) + neurons
 U_INPUT_LIMIT = 1 << 24          # |a << 6| per step: keeps u within (-2^23, 2^23] (nmcompile/hdl/nmc_neuron.v)
 QSTEPS = 64                      # input queue depth of the generated design, in steps
+QSTEPS_ENGINES = 16              # ... with several engines (each keeps a copy of the queue)
 
 
 @dataclass
 class Layer:
     name: str
-    base: int
+    base: int                     # neuron slot of its first unit (the layer is contiguous when on one engine)
     size: int
     shape: tuple[int, ...]
+    pieces: list[Piece] = field(default_factory=list)
 
 
 @dataclass
@@ -44,10 +53,34 @@ class Projection:
     dst_len: int
     delay: int
     exp: int
-    block: np.ndarray             # [src_len, dst_len] int8 weights, row = source
-    w_base: int = 0
+    stored: np.ndarray            # int8 weights as stored: dense [src_len, dst_len] (row = source), or the kernel
+    geometry: ConvGeometry | None = None   # a convolution stored as its kernel
+    w_base: int = 0               # in its engine's synapse memory
     plastic: object | None = None  # QPlasticLinear
     trace_base: int = 0
+    engine: int = 0
+    dst_start: int = 0            # first unit of the destination layer it feeds
+    chained: bool = False         # its partial sums continue in the next entry (exponent < 0, one more source piece)
+
+    @property
+    def form(self) -> str:
+        return "conv" if self.geometry is not None else "dense"
+
+    @property
+    def entries(self) -> int:
+        """Projection table entries: a conv projection's geometry takes a second one."""
+        return 2 if self.geometry is not None else 1
+
+    def input_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per destination: the sums of the positive and of the negative weights (every source active)."""
+        if self.geometry is None:
+            return np.clip(self.stored, 0, None).sum(axis=0), np.clip(self.stored, None, 0).sum(axis=0)
+        g = self.geometry
+        ones = np.ones((1, g.in_c, g.in_h, g.in_w), dtype=np.int64)
+        kernel = self.stored.reshape(g.out_c, g.in_c, g.k_h, g.k_w)
+        sums = [arraymath.int_conv(ones, part, (g.stride_y, g.stride_x), (g.pad_y, g.pad_x), (1, 1), 1).reshape(-1)
+                for part in (np.clip(kernel, 0, None), np.clip(kernel, None, 0))]
+        return sums[0], sums[1]
 
 
 @dataclass
@@ -56,7 +89,7 @@ class FpgaConfig:
     input_name: str
     input_shape: tuple[int, ...]
     input_channels: int
-    constants: dict[str, int]                     # constant source -> channel
+    constants: dict[str, int]                     # constant source -> its first channel (one per unit)
     in_words: int
     layers: dict[str, Layer]
     projections: list[Projection]
@@ -66,6 +99,10 @@ class FpgaConfig:
     output_layer: str
     syn_words: int
     trace_words: int
+    channels: int = 0                             # input channels + constant-source units (before padding)
+    engines: int = 1
+    slots: int = 0                                # neuron slots per engine (engines > 1: a multiple of 32)
+    engine_neurons: list[int] = field(default_factory=list)     # neurons in use per engine
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -81,55 +118,118 @@ class FpgaConfig:
         return 32 * self.in_words
 
 
-def lower(view: LoweredNetwork, target) -> FpgaConfig:
-    """The design's memories for a view that `check_target` accepted for `target`."""
+def lower(view: LoweredNetwork, target, engines: int = 1) -> FpgaConfig:
+    """The design's memories for a view that `check_target` accepted for `target`, on `engines` engines."""
     if len(view.inputs) != 1:
         raise UnsupportedError(f"the fpga design has one input stream; this network has {len(view.inputs)} inputs")
     if len(view.outputs) != 1:
         raise UnsupportedError(f"the fpga design streams one output; this network has {len(view.outputs)}")
     source = next(iter(view.inputs.values()))
     input_channels = source.size
-    constants = {name: input_channels + k for k, name in enumerate(view.constants)}
-    layers: dict[str, Layer] = {}
-    base = 0
-    for name, layer in view.layers.items():
-        layers[name] = Layer(name, base, layer.size, layer.shape)
-        base += layer.size
-    channels = input_channels + len(constants)
+    constants: dict[str, int] = {}
+    channels = input_channels
+    for name, constant in view.constants.items():
+        constants[name] = channels
+        channels += constant.size
+    neurons = view.neurons
     in_words = max(1, -(-channels // 32))
-    if base > target.neurons_per_core:
-        raise ResourceError(f"the network has {base} neurons; the fpga design has {target.neurons_per_core} neuron "
-                            "slots")
-    inputs_limit = target.fan_in_axons - target.neurons_per_core
-    if channels > inputs_limit:
-        raise ResourceError(f"the network needs {channels} input channels ({input_channels} inputs + "
-                            f"{len(constants)} bias sources); the fpga design has {inputs_limit}")
+    if neurons > target.neurons_per_core:
+        raise ResourceError(f"the network has {neurons:,} neurons; the fpga design has {target.neurons_per_core:,} "
+                            "neuron slots")
+    pieces, slots = place(view, engines)
+    total_slots = neurons if engines == 1 else engines * slots
+    if 32 * in_words + total_slots > MAX_SOURCES:
+        raise ResourceError(f"the network needs {channels:,} input channels ({input_channels:,} inputs + "
+                            f"{channels - input_channels:,} bias units) and {total_slots:,} neuron slots on "
+                            f"{engines} engine(s); the fpga design addresses {MAX_SOURCES:,} sources (channels padded "
+                            "to 32 + neuron slots)")
+    layers = {name: Layer(name, parts[0].engine * slots + parts[0].local, layer.size, layer.shape, parts)
+              for (name, layer), parts in zip(view.layers.items(), pieces.values(), strict=True)}
     in_pad = 32 * in_words
-    projections = [_projection(p, view, layers, constants, in_pad) for p in view.projections]
-    w_base = trace_base = 0
-    for proj in projections:
-        proj.w_base = w_base
-        w_base += proj.block.size
-        if proj.plastic is not None:
-            proj.trace_base = trace_base
-            trace_base += proj.src_len + proj.dst_len
+    projections = [sub for p in view.projections
+                   for sub in _projections(p, view, layers, constants, in_pad, slots, target)]
+    syn_words = trace_words = 0
     memory_words = target.synapse_memory_bits // 8
-    if w_base > memory_words:
-        biggest = max(projections, key=lambda p: p.block.size)
-        raise ResourceError(f"the network needs {w_base:,} synapse words; the fpga design has {memory_words:,} "
-                            f"(largest projection '{biggest.name}': {biggest.src_len} x {biggest.dst_len})")
-    if len(projections) > MAX_PROJECTIONS:
-        raise ResourceError(f"the network has {len(projections)} projections; the fpga design's table holds "
-                            f"{MAX_PROJECTIONS}")
+    for e in range(engines):
+        w_base = trace_base = 0
+        mine = [p for p in projections if p.engine == e]
+        for proj in mine:
+            proj.w_base = w_base
+            w_base += proj.stored.size
+            if proj.plastic is not None:
+                proj.trace_base = trace_base
+                trace_base += proj.src_len + proj.dst_len
+        if w_base * engines > memory_words:
+            biggest = max(mine, key=lambda p: p.stored.size)
+            raise ResourceError(f"the network needs {w_base:,} synapse words on engine {e}; the fpga design has "
+                                f"{memory_words // engines:,} per engine (largest projection '{biggest.name}': "
+                                f"{biggest.stored.size:,} {biggest.form} weights)")
+        entries = sum(p.entries for p in mine)
+        if entries > MAX_PROJECTIONS:
+            raise ResourceError(f"the network's projections need {entries} table entries on engine {e}; the fpga "
+                                f"design's table holds {MAX_PROJECTIONS}")
+        syn_words, trace_words = max(syn_words, w_base), max(trace_words, trace_base)
     _check_input_bound(layers, projections)
     output = next(iter(view.outputs.values()))
-    params = np.array([0] * base, dtype=object)
-    inits = np.array([0] * base, dtype=object)
+    params = np.array([0] * total_slots, dtype=object)
+    inits = np.array([0] * total_slots, dtype=object)
+    engine_neurons = [0] * engines
     for name, layer in layers.items():
-        params[layer.base:layer.base + layer.size], inits[layer.base:layer.base + layer.size] = _neuron_words(
-            view.layers[name].op, target)
+        words, init_words = _neuron_words(view.layers[name].op, target)
+        for piece in layer.pieces:
+            slot = piece.engine * slots + piece.local
+            params[slot:slot + piece.size] = words[piece.start:piece.start + piece.size]
+            inits[slot:slot + piece.size] = init_words[piece.start:piece.start + piece.size]
+            engine_neurons[piece.engine] += piece.size
     return FpgaConfig(view.name, source.name, source.shape, input_channels, constants, in_words, layers,
-                      projections, params, inits, output.name, output.layer, w_base, trace_base)
+                      projections, params, inits, output.name, output.layer, syn_words, trace_words, channels,
+                      engines=engines, slots=slots, engine_neurons=engine_neurons)
+
+
+def _source_pieces(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, Layer], constants: dict[str, int],
+                   in_pad: int, slots: int) -> list[tuple[int, int, int]]:
+    """(first unit, units, source index of the first unit) of every piece of the projection's source."""
+    if p.source in view.inputs:
+        return [(0, view.inputs[p.source].size, 0)]
+    if p.source in constants:
+        return [(0, view.constants[p.source].size, constants[p.source])]
+    return [(c.start, c.size, in_pad + c.engine * slots + c.local) for c in layers[p.source].pieces]
+
+
+def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, Layer], constants: dict[str, int],
+                 in_pad: int, slots: int, target) -> list[Projection]:
+    """The table entries of one projection: one per (destination piece, source piece)."""
+    sources = _source_pieces(p, view, layers, constants, in_pad, slots)
+    dests = layers[p.dest].pieces
+    geometry = kernel_geometry(p.weights, target) if p.form == "conv" and p.plastic is None else None
+    if geometry is not None:
+        in_plane, out_plane = geometry.in_h * geometry.in_w, geometry.out_h * geometry.out_w
+        aligned = all(a % in_plane == 0 and n % in_plane == 0 for a, n, _ in sources) and all(
+            d.start % out_plane == 0 and d.size % out_plane == 0 for d in dests)
+        geometry = geometry if aligned else None
+    dense = None
+    if geometry is None:
+        weight = p.effective_matrix() if p.form != "conv" else p.weights.to_dense()     # [out, in]
+        dense = np.ascontiguousarray(weight.T.astype(np.int64))
+    out = []
+    for d in dests:
+        for start, size, base in sources:
+            if geometry is not None:
+                c0, c1 = start // in_plane, (start + size) // in_plane
+                o0, o1 = d.start // out_plane, (d.start + d.size) // out_plane
+                sub = dataclasses.replace(geometry, in_c=c1 - c0, out_c=o1 - o0)
+                stored = np.ascontiguousarray(p.weights.kernel[o0:o1, c0:c1].astype(np.int64))
+            else:
+                sub = None
+                stored = np.ascontiguousarray(dense[start:start + size, d.start:d.start + d.size])
+                if p.plastic is None and len(sources) * len(dests) > 1 and not stored.any():
+                    continue                                  # a piece pair without synapses
+            out.append(Projection(p.name, p.source, p.dest, base, size, d.local, d.size, p.uniform_delay(),
+                                  p.weight_exp, stored, sub, plastic=p.plastic, engine=d.engine, dst_start=d.start,
+                                  chained=p.weight_exp < 0))
+        if out and out[-1].dst_start == d.start:
+            out[-1].chained = False               # the last entry into the piece applies the exponent
+    return out
 
 
 def _neuron_words(op, target) -> tuple[list[int], list[int]]:
@@ -149,37 +249,30 @@ def _neuron_words(op, target) -> tuple[list[int], list[int]]:
     return params, inits
 
 
-def _projection(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, Layer], constants: dict[str, int],
-                in_pad: int) -> Projection:
-    if p.source in view.inputs:
-        src_base, src_len = 0, view.inputs[p.source].size
-    elif p.source in constants:
-        src_base, src_len = constants[p.source], 1
-    else:
-        src_base, src_len = in_pad + layers[p.source].base, layers[p.source].size
-    weight = p.effective_matrix() if p.form != "conv" else p.weights.to_dense()         # [out, in]
-    dst = layers[p.dest]
-    return Projection(p.name, p.source, p.dest, src_base, src_len, dst.base, dst.size, p.uniform_delay(),
-                      p.weight_exp, np.ascontiguousarray(weight.T.astype(np.int64)), plastic=p.plastic)
-
-
 def _check_input_bound(layers: dict[str, Layer], projections: list[Projection]) -> None:
     """|a << 6| <= 2^24 for every neuron in the worst case (every source active): u then never needs more
     than one wrap and fits the design's 25 bits, exactly as in the reference."""
     worst: dict[str, np.ndarray] = {name: np.zeros(layer.size, dtype=np.int64) for name, layer in layers.items()}
     plastic_into: dict[str, list[str]] = {}
+    groups: dict[tuple[str, int], list[Projection]] = {}      # the entries of one projection into one piece
     for proj in projections:
-        if proj.plastic is not None:
-            plastic_into.setdefault(proj.dst, []).append(proj.name)
-        block = proj.block
-        if proj.plastic is not None:
-            top = max(abs(proj.plastic.w_min), abs(proj.plastic.w_max))
-            pos = neg = np.full(proj.dst_len, top * proj.src_len, dtype=np.int64)
-        else:
-            pos = np.clip(block, 0, None).sum(axis=0)
-            neg = -np.clip(block, None, 0).sum(axis=0)
-        bound = np.maximum(np.abs(fixed.floor_shift(pos, proj.exp)), np.abs(fixed.floor_shift(-neg, proj.exp)))
-        worst[proj.dst] = worst[proj.dst] + bound
+        groups.setdefault((proj.name, proj.dst_start), []).append(proj)
+    for group in groups.values():
+        proj = group[0]
+        pos = np.zeros(proj.dst_len, dtype=np.int64)
+        neg = np.zeros(proj.dst_len, dtype=np.int64)
+        for part in group:
+            if part.plastic is not None:
+                plastic_into.setdefault(part.dst, []).append(part.name)
+                top = max(abs(part.plastic.w_min), abs(part.plastic.w_max))
+                pos += top * part.src_len
+                neg -= top * part.src_len
+            else:
+                part_pos, part_neg = part.input_bounds()
+                pos += part_pos
+                neg += part_neg
+        bound = np.maximum(np.abs(fixed.floor_shift(pos, proj.exp)), np.abs(fixed.floor_shift(neg, proj.exp)))
+        worst[proj.dst][proj.dst_start:proj.dst_start + proj.dst_len] += bound
     for name, bound in worst.items():
         peak = int(bound.max(initial=0)) << fixed.ACT_SHIFT
         if peak > U_INPUT_LIMIT:

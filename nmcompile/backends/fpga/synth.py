@@ -114,8 +114,10 @@ def report_lines(util: Utilization, neurons: int, part: str = DEFAULT_PART) -> l
         lines.append(f"| {label} | {shown} | {value / max(neurons, 1):.2f} | {cap[key]:,} | "
                      f"{100 * value / cap[key]:.1f}% | {ncx[key]:,} | {ncx[key] / ncx['neurons']:.2f} |")
     verdict = "fits" if util.fits(part) else "does NOT fit"
-    lines += ["", f"The design {verdict} the {part} ({util.lut_memory:,} of the LUTs are distributed RAM). "
-              "Yosys counts are estimates; Vivado's can differ."]
+    smallest = next((name for name in PARTS if util.fits(name)), None)
+    lines += ["", f"The design {verdict} the {part} ({util.lut_memory:,} of the LUTs are distributed RAM); the "
+              f"smallest Artix-7 it fits: {smallest or 'none of ' + ', '.join(PARTS)}. Yosys counts are estimates; "
+              "Vivado's can differ."]
     return lines
 
 
