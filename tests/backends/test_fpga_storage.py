@@ -141,7 +141,8 @@ def conv1d_network(rng) -> Graph:
 
 def write_artifact(g: Graph, x: np.ndarray, out: Path, engines: int = 1) -> Path:
     files = emit(lower_network(g), FPGA, {"fpga_engines": engines}, lambda m: None).files
-    artifact.write(out, graph=g, target="fpga", source=Path("test"), pipeline=[], inputs=x, report="", files=files)
+    artifact.write(out, graph=g, target="fpga", source=Path("test"), pipeline=[], inputs=x, report="", files=files,
+                   compile_options={"backend_options": {"fpga_engines": engines}})
     return out
 
 
