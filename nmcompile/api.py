@@ -178,7 +178,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     from nmcompile import artifact, backends
     from nmcompile.lowered import lower_network
     from nmcompile.lowered.limits import refuse
-    from nmcompile.passes import PassContext, run_pipeline
+    from nmcompile.passes import PassContext, integer_source_pipeline, run_pipeline
     from nmcompile.targets import get_target
 
     log = log or (lambda message: None)
@@ -202,7 +202,7 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         log(note)
     graph = source.graph
     if graph.is_integer:  # a netx file or a compiled network: re-expressed in the target's formats, not quantized
-        passes = ["retarget", *passes[passes.index("quantize") + 1:]]
+        passes = integer_source_pipeline(passes)
     calibration = _calibration(request, source, graph)
     ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
                       log=log)

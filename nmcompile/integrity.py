@@ -42,6 +42,7 @@ def check_manifest(manifest: Any, label: str) -> None:
     """Every key of format version 2 present with its type; file paths relative and inside the artifact; the
     IR digest listed among the files. One InputFileError naming the key otherwise."""
     from nmcompile.backends import BACKENDS
+    from nmcompile.passes import integer_source_pipeline
 
     if not isinstance(manifest, dict):
         raise _fail(label, "manifest.json is not a JSON object")
@@ -58,7 +59,10 @@ def check_manifest(manifest: Any, label: str) -> None:
         raise _fail(label, f"manifest.json names an unknown target {manifest['target']!r}")
     if not _VERSION.fullmatch(manifest["nmcompile_version"]):
         raise _fail(label, f"manifest.json 'nmcompile_version' {manifest['nmcompile_version']!r} is not a version")
-    passes = list(BACKENDS[manifest["target"]].pipeline)
+    target_passes = list(BACKENDS[manifest["target"]].pipeline)
+    # a float source runs the target's pipeline, an integer one (netx, a compiled network) retargets instead
+    passes = (integer_source_pipeline(target_passes) if manifest["pipeline"][:1] == ["retarget"]
+              else target_passes)
     stage = manifest["stage"]
     stopped = stage.removeprefix("stopped after ")
     if stage == "complete":

@@ -65,6 +65,12 @@ class PassError(NmcError):
     """A pass failed; the message names it and the passes that ran before it."""
 
 
+def integer_source_pipeline(passes: Sequence[str]) -> list[str]:
+    """The pipeline for a source that is integer from the start (a netx file, a compiled network): `retarget`
+    instead of fold/retime/quantize, then the target's passes after quantize."""
+    return ["retarget", *passes[list(passes).index("quantize") + 1:]]
+
+
 def get_pass(name: str) -> PassInfo:
     if name not in REGISTRY:
         raise UnsupportedError(f"unknown pass {name!r}; passes: {', '.join(REGISTRY)}")
