@@ -13,6 +13,9 @@ possibly with Flatten and Delay around it:
     SumPoolNd before a projection   -> fused: a conv with a stride x pool-stride kernel, or W @ P for a Linear
                            (W @ P also takes padding with per-position divisors and ceil_mode's partial windows)
     Linear -> Linear                -> one Linear (W2 W1, W2 b1 + b2)
+    no convolution form (a padded/partial pool on a conv's currents, a per-position divisor not before a Linear,
+    a padded pool into a padded conv) -> the chain's matrix as a SparseLinear (CSR), its bias from a Constant
+                           source (fuse_sparse.py)
 
 Outputs must be fed by neuron layers (hardware emits spikes, not currents).
 """
@@ -24,7 +27,7 @@ import numpy as np
 from nmcompile.errors import UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Edge, Graph
-from nmcompile.passes import PassContext
+from nmcompile.passes import PassContext, fuse_sparse
 from nmcompile.passes.common import per_channel, scale_rows, unique_name
 
 
@@ -38,6 +41,7 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
     notes: list[str] = []
     _avgpool_to_sumpool(g, notes)
     _remove_unit_junctions(g, notes)
+    fuse_sparse.materialise(g, notes)
     _fold_pools_into_preceding(g, notes)
     _insert_identities(g, notes)
     _fold_scales(g, notes)
@@ -403,7 +407,7 @@ def _weights_on_path(g: Graph, edge: Edge) -> int:
     count, node = 0, edge.src
     while True:
         op = g.node(node)
-        if op.role == "neuron" or op.kind == "Input":
+        if op.role == "neuron" or op.kind in ("Input", "Constant"):
             return count
         if op.weighted:
             count += 1

@@ -63,3 +63,37 @@ def padded_pool_into_conv() -> nn.Module:
                           nn.AvgPool2d(2, padding=1), nn.Conv2d(4, 3, 2), _leaky(0.9),              # 7 -> 4 -> 3
                           nn.Flatten(), nn.Linear(3 * 3 * 3, 5), _leaky(0.9))
     return _gain(model, 1.5)
+
+
+def _then_linear(modules: list[nn.Module], shape: tuple[int, ...]) -> nn.Module:
+    """modules -> Leaky -> Flatten -> Linear -> Leaky, the Linear sized for the modules' output on `shape`."""
+    head = nn.Sequential(*modules)
+    features = head(torch.zeros(1, *shape)).numel()
+    return _gain(nn.Sequential(*modules, _leaky(0.8), nn.Flatten(), nn.Linear(features, 5), _leaky(0.9)), 1.5)
+
+
+def padded_pool_on_currents() -> nn.Module:
+    """Conv2d -> AvgPool2d(3, stride 2, padding 1): the pool's zero border is no conv output (sparse matrix)."""
+    return _then_linear([nn.Conv2d(2, 4, 3), nn.AvgPool2d(3, stride=2, padding=1)], SHAPE_2D)
+
+
+def ceil_pool_on_currents() -> nn.Module:
+    """Conv2d -> AvgPool2d(2, ceil_mode=True): a partial window at the end of each axis (sparse matrix)."""
+    return _then_linear([nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True)], SHAPE_2D)
+
+
+def padded_pool_on_currents_1d() -> nn.Module:
+    """Conv1d -> AvgPool1d(3, stride 1, padding 1) on currents (sparse matrix)."""
+    return _then_linear([nn.Conv1d(2, 4, 3), nn.AvgPool1d(3, stride=1, padding=1)], SHAPE_1D)
+
+
+def divisor_pool_into_conv() -> nn.Module:
+    """AvgPool2d(count_include_pad=False) over spikes into a conv: a per-position divisor (sparse matrix)."""
+    return _then_linear([nn.Conv2d(2, 4, 3), _leaky(0.8),
+                         nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), nn.Conv2d(4, 3, 2)], SHAPE_2D)
+
+
+def padded_pool_into_padded_conv() -> nn.Module:
+    """AvgPool2d(2, padding 1) over spikes into Conv2d(padding 1) (sparse matrix)."""
+    return _then_linear([nn.Conv2d(2, 4, 3), _leaky(0.8), nn.AvgPool2d(2, padding=1),
+                         nn.Conv2d(4, 3, 3, padding=1)], SHAPE_2D)

@@ -1,9 +1,12 @@
 """Pool variants (1-D, padding, count_include_pad, ceil_mode, divisor_override) before and after neurons: the
 frontend graph and the fused graph equal the snnTorch model spike for spike in float64, the fused graph holds no
-pool, they compile for every target with the rewrite in report.md; variants without an exact rewrite are refused
-naming the module and its options."""
+pool, they compile for every target with the rewrite in report.md; variants without a convolution form become one
+sparse (CSR) projection, refused naming the module and its options only where that cannot apply."""
 
 from __future__ import annotations
+
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from nmcompile.api import CompileRequest, SourceOptions, compile_network
 from nmcompile.errors import UnsupportedError
 from nmcompile.frontend.check import compare, float64_model
 from nmcompile.frontend.trace import graph_from_module
+from nmcompile.ir import ops as O
 from nmcompile.ir.simulate import simulate
 from nmcompile.passes import PassError, run_pipeline
 from tests.passes import pool_models as P
@@ -59,24 +63,54 @@ def test_maxpool2d_ceil_mode_over_spikes_is_exact():
     _exact(P._gain(model, 1.5), P.SHAPE_2D)
 
 
-@pytest.mark.parametrize(("modules", "message"), [
-    ([nn.Conv2d(2, 4, 3), P._leaky(0.8), nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False),
-      nn.Conv2d(4, 3, 2)],
-     r"'2\.divide' \(from torch:2\) divides each pooling window by its own size .*count_include_pad=True"),
-    ([nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True)],
-     r"pool '1' \(from torch:1\) with kernel \(2, 2\), stride \(2, 2\), padding \(0, 0\), ceil_mode=True pools the "
-     r"currents of conv '0'"),
-    ([nn.Conv1d(2, 4, 3), nn.AvgPool1d(3, stride=1, padding=1)],
-     r"pool '1' \(from torch:1\) with kernel \(3,\), stride \(1,\), padding \(1,\) pools the currents of conv '0'"),
-    ([nn.Conv2d(2, 4, 3), P._leaky(0.8), nn.AvgPool2d(2, padding=1), nn.Conv2d(4, 3, 3, padding=1)],
-     r"pool '2' \(from torch:2\) with kernel \(2, 2\), stride \(2, 2\), padding \(1, 1\) cannot be fused into the "
-     r"padded conv '3'")])
-def test_variants_without_an_exact_form_are_refused_naming_module_and_options(modules, message):
-    model = nn.Sequential(*modules, P._leaky(0.8))
-    graph, _ = graph_from_module(model, P.SHAPE_1D if isinstance(modules[0], nn.Conv1d) else P.SHAPE_2D)
+SPARSE = ("padded_pool_on_currents", "ceil_pool_on_currents", "padded_pool_on_currents_1d", "divisor_pool_into_conv",
+          "padded_pool_into_padded_conv")
+
+
+@pytest.mark.parametrize("factory", SPARSE)
+def test_variants_without_a_conv_form_become_one_exact_sparse_projection(factory):
+    _, fused = _exact(getattr(P, factory)(), P.SHAPE_1D if factory.endswith("1d") else P.SHAPE_2D)
+    assert len(fused.of_kind("SparseLinear")) == 1
+
+
+def test_sparse_projection_is_the_composed_matrix_and_bias():
+    """One unit spike on the flat input of the composed map equals the chain Conv -> padded AvgPool in torch."""
+    from nmcompile.passes.fuse_sparse import composed_map
+
+    model = P.padded_pool_on_currents()
+    graph, _ = graph_from_module(model, P.SHAPE_2D)
+    avg, shapes = graph.node("1"), graph.shapes()
+    pool = O.SumPool2d(kernel_size=avg.kernel_size, stride=avg.stride, padding=avg.padding)
+    chain = [graph.node("0"), pool, O.Scale(scale=np.array(1 / 9))]
+    indptr, indices, values, bias = composed_map(chain, [P.SHAPE_2D, shapes["0"], shapes["1"]])
+    dense = np.zeros((indptr.size - 1, int(np.prod(P.SHAPE_2D))))
+    dense[np.repeat(np.arange(indptr.size - 1), np.diff(indptr)), indices] = values
+    torch_conv, torch_pool = model[:2]
+    x = torch.from_numpy(np.random.default_rng(1).random((1, *P.SHAPE_2D)))
+    with torch.no_grad():
+        want = torch_pool(torch_conv.double()(x)).reshape(-1).numpy()
+    np.testing.assert_allclose(dense @ x.numpy().reshape(-1) + bias, want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_sparse_chain_into_a_layer_not_followed_by_flatten_is_refused_naming_the_pool():
+    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True), P._leaky(0.8))
+    graph, _ = graph_from_module(model, P.SHAPE_2D)
+    message = (r"pool '1' \(from torch:1\) with kernel \(2, 2\), stride \(2, 2\), padding \(0, 0\), ceil_mode=True "
+               r"pools the currents of conv '0' with a zero border: no convolution form, and it cannot be stored as a "
+               r"sparse matrix: the layer '2' it feeds becomes flat")
     with pytest.raises(PassError, match=message) as err:
         run_pipeline(graph, ["fuse_projections"])
     assert "\n" not in str(err.value)
+
+
+def test_a_sparse_matrix_beyond_the_limit_is_refused(monkeypatch):
+    from nmcompile.passes import fuse_sparse
+
+    monkeypatch.setattr(fuse_sparse, "MAX_SPARSE_NONZEROS", 100)
+    graph, _ = graph_from_module(P.padded_pool_on_currents(), P.SHAPE_2D)
+    with pytest.raises(PassError, match=r"pool '1' .*padding \(1, 1\) pools the currents of conv '0' .*would exceed "
+                                        r"100 non-zeros"):
+        run_pipeline(graph, ["fuse_projections"])
 
 
 def test_maxpool1d_over_currents_is_refused_with_the_reason():
@@ -84,7 +118,7 @@ def test_maxpool1d_over_currents_is_refused_with_the_reason():
         graph_from_module(nn.Sequential(nn.Conv1d(2, 3, 3), nn.MaxPool1d(2), P._leaky(0.9)), P.SHAPE_1D)
 
 
-@pytest.mark.parametrize("factory", ["pools_1d", "avgpool_2d_ceil_no_pad"])
+@pytest.mark.parametrize("factory", ["pools_1d", "avgpool_2d_ceil_no_pad", "divisor_pool_into_conv"])
 @pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
 def test_pool_variants_compile_for_every_target(tmp_path, factory, target):
     model = getattr(P, factory)()
@@ -94,5 +128,25 @@ def test_pool_variants_compile_for_every_target(tmp_path, factory, target):
     compile_network(CompileRequest(source=tmp_path / "m.pt", target=target, out=tmp_path / "out", options=options,
                                    stop_after="partition", reference_samples=1))
     report = (tmp_path / "out" / "report.md").read_text()
+    if factory == "divisor_pool_into_conv":
+        assert re.search(r"stored as a sparse matrix of \d+ non-zeros: no convolution form", report)
+        return
     assert "sum pool fused into" in report
     assert ("folded into it" in report) == (factory == "pools_1d")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_sparse_pool_projection_is_bit_exact_on_the_fpga_rtl(tmp_path):
+    """A padded pool on conv currents, stored as a sparse matrix, runs under Verilator equal to the reference."""
+    from nmcompile.runtime.hil import verify_artifact
+
+    factory = "padded_pool_on_currents_1d"
+    torch.save(getattr(P, factory)().state_dict(), tmp_path / "m.pt")
+    options = SourceOptions(model=f"tests.passes.pool_models:{factory}", input_shape=P.SHAPE_1D)
+    compile_network(CompileRequest(source=tmp_path / "m.pt", target="fpga", out=tmp_path / "out", options=options,
+                                   reference_samples=1))
+    assert "stored as a sparse matrix" in (tmp_path / "out" / "report.md").read_text()
+    result = verify_artifact(tmp_path / "out", "verilator://")
+    assert result.passed, "\n".join(result.lines())
+    assert "(0 spikes)" not in "\n".join(result.lines()), "the output is silent: the comparison would be vacuous"
