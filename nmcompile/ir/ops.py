@@ -25,7 +25,7 @@ from nmcompile.ir.base import (
     conv_out_len,
     same_op,
 )
-from nmcompile.ir.sparse import check_csr
+from nmcompile.ir.sparse import CsrShape, check_csr
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -110,7 +110,7 @@ class Linear(Op):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class SparseLinear(Op):
+class SparseLinear(CsrShape, Op):
     """y_j[t] = sum over k in indptr[j]..indptr[j+1] of values[k] * x_{indices[k]}[t]   (CSR rows, float)
 
     For networks too large for dense matrices; `quantize` makes it a QSparseLinear (nmcompile.ir.sparse).
@@ -123,15 +123,6 @@ class SparseLinear(Op):
     indices: np.ndarray = array_field(np.int32)
     values: np.ndarray = array_field(np.float64)
     in_features: int
-
-    @property
-    def out_features(self) -> int:
-        return int(self.indptr.shape[0]) - 1
-
-    def out_shape(self, in_shape: Shape | None) -> Shape:
-        if in_shape is not None and tuple(in_shape) != (self.in_features,):
-            raise ValueError(f"expects input ({self.in_features},) but receives {tuple(in_shape)}")
-        return (self.out_features,)
 
     def check(self) -> None:
         check_csr(self.indptr, self.indices, self.values, self.in_features)

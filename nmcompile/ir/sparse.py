@@ -30,8 +30,21 @@ def row_of_entries(indptr: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(indptr.size - 1), np.diff(indptr))
 
 
+class CsrShape:
+    """Shapes of a CSR projection (`indptr`, `in_features`): input (in_features,), output (len(indptr) - 1,)."""
+
+    @property
+    def out_features(self) -> int:
+        return int(self.indptr.shape[0]) - 1
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is not None and tuple(in_shape) != (self.in_features,):
+            raise ValueError(f"expects input ({self.in_features},) but receives {tuple(in_shape)}")
+        return (self.out_features,)
+
+
 @dataclass(frozen=True, kw_only=True, eq=False)
-class QSparseLinear(Op):
+class QSparseLinear(CsrShape, Op):
     """Integer CSR projection, QLinear's arithmetic on the declared synapses only (Lava Sparse, bit-accurate):
 
         W'_k   = prepared_weights(values_k, sign_mode, num_weight_bits)      (clip + truncate, fixed.py)
@@ -50,15 +63,6 @@ class QSparseLinear(Op):
     num_weight_bits: int = 8
     sign_mode: str = "mixed"
     delay: int = 1
-
-    @property
-    def out_features(self) -> int:
-        return int(self.indptr.shape[0]) - 1
-
-    def out_shape(self, in_shape: Shape | None) -> Shape:
-        if in_shape is not None and tuple(in_shape) != (self.in_features,):
-            raise ValueError(f"expects input ({self.in_features},) but receives {tuple(in_shape)}")
-        return (self.out_features,)
 
     def check(self) -> None:
         check_csr(self.indptr, self.indices, self.values, self.in_features)
