@@ -332,8 +332,8 @@ def _run_stepwise(graph: Graph, component: list[str], kernels: dict[str, Kernel]
             else:
                 continue
             total = x.copy() if total is None else total + x
-        if total is None:
-            total = np.zeros((batch, *shapes[n]), dtype=dtype)
+        if total is None:                # nothing arrived yet: zeros of what n reads (not of what it outputs)
+            total = np.zeros((batch, *(shapes[in_edges[n][0].src] if in_edges[n] else shapes[n])), dtype=dtype)
         return total
 
     for t in range(steps):

@@ -49,6 +49,26 @@ def test_recurrent_edge_reads_previous_step():
     np.testing.assert_array_equal(simulate(g, x).output[:, 0, 0], [1, 1, 1, 1, 1])
 
 
+def test_recurrent_only_projection_that_changes_width_streams(rng):
+    """A projection read only through a recurrent edge gets nothing at step 0: zeros of its input's shape (3), not
+    of its output's (5). Streamed in chunks and run whole alike."""
+    g = Graph("widths")
+    g.add("in", O.Input(shape=(4,)))
+    g.add("a", O.Linear(weight=rng.normal(size=(3, 4))))
+    g.add("n1", O.IF(shape=(3,), threshold=0.5))
+    g.add("b", O.Linear(weight=rng.normal(size=(5, 3))))
+    g.add("n2", O.IF(shape=(5,), threshold=0.5))
+    g.add("c", O.Linear(weight=rng.normal(size=(3, 5))))
+    g.add("out", O.Output(shape=(3,)))
+    g.chain("in", "a", "n1", "out")
+    g.connect("n1", "b", recurrent=True)
+    g.chain("b", "n2", "c", "n1")
+    x = random_spikes(rng, 12, 2, 4)
+    whole = simulate(g, x).output
+    assert whole.any()
+    np.testing.assert_array_equal(stepwise(g, x, 5), whole)
+
+
 def test_per_synapse_delays_in_float():
     g = Graph("d")
     g.add("in", O.Input(shape=(2,)))
