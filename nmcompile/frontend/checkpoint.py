@@ -101,6 +101,8 @@ def check_container(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
+    # zipfile raises NotImplementedError for a member whose header names a compression method it lacks: a
+    # damaged or crafted container, refused like any other
     except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError) as err:
         raise InputFileError(f"{path}: corrupt checkpoint container ({type(err).__name__}: "
                              f"{' '.join(str(err).split())[:100]})") from None

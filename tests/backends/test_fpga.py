@@ -265,20 +265,23 @@ def random_integer_network(rng) -> Graph:
 
 @pytest.mark.parametrize("seed", range(8))
 def test_random_integer_networks(seed, tmp_path):
+    rng = np.random.default_rng(100 + seed)
+    g = random_integer_network(rng)
+    x = (rng.random((40, 2, g.node("in").shape[0])) < rng.uniform(0.05, 0.5)).astype(np.int64)
+    assert_states_equal_reference(g, x, tmp_path / "random")
+
+
+def assert_states_equal_reference(g: Graph, x: np.ndarray, out: Path) -> None:
+    """Emit `g` for fpga into the artifact `out`, verify it under Verilator, then read every layer's u and v after
+    the last step of sample 0 back from the STATE memory and compare with the reference's."""
     from nmcompile.backends.fpga.emit import emit
     from nmcompile.lowered import lower_network
     from nmcompile.targets import get_target
 
-    rng = np.random.default_rng(100 + seed)
-    g = random_integer_network(rng)
-    target = get_target("fpga")
-    x = (rng.random((40, 2, g.node("in").shape[0])) < rng.uniform(0.05, 0.5)).astype(np.int64)
-    files = emit(lower_network(g), target, {}, None).files
-    out = tmp_path / "random"
-    artifact.write(out, graph=g, target="fpga", source=Path("random"), pipeline=[], inputs=x, report="", files=files)
+    files = emit(lower_network(g), get_target("fpga"), {}, None).files
+    artifact.write(out, graph=g, target="fpga", source=Path(out.name), pipeline=[], inputs=x, report="", files=files)
     result = verify_artifact(out, "verilator://")
     assert result.passed, "\n".join(result.lines())
-    # every layer's u and v after the last step, read back from the STATE memory, equal the reference's
     reference = simulate(g, x[:, :1], record=True)
     assert sum(int(reference.values[n].sum()) for n in reference.states) > 0, "no layer spiked: vacuous"
     board = VerilatorBoard(program=False)

@@ -6,19 +6,14 @@ the last). The compiled networks with layers not at rest are in test_conformance
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from nmcompile import artifact
 from nmcompile.ir.graph import Graph
-from nmcompile.ir.simulate import simulate
-from nmcompile.protocols.fpga_uart import Region
-from nmcompile.runtime.fpga_board import VerilatorBoard
 from nmcompile.runtime.hil import verify_artifact
 from nmcompile.runtime.qemu_pe import run_pe
-from tests.backends.test_fpga import _signed, random_integer_network
+from tests.backends.test_fpga import assert_states_equal_reference, random_integer_network
 from tests.backends.test_spinnaker2_kernel import (  # noqa: F401 (elf is a fixture)
     ALL_OPTIONS,
     check_sample,
@@ -80,35 +75,11 @@ def late_layers(g: Graph, rng, steps: int, signs) -> Graph:
 
 @pytest.mark.parametrize("seed", [312, 315])    # start steps 35 / 22 and 29 / 10 / 4 (seeds whose delays fit fpga)
 def test_rtl_holds_layers_until_their_start_step(seed, tmp_path):
-    from nmcompile.backends.fpga.emit import emit
-    from nmcompile.lowered import lower_network
-    from nmcompile.targets import get_target
-
     rng = np.random.default_rng(seed)
     steps = 40
     g = late_layers(random_integer_network(rng), rng, steps, np.random.default_rng(seed + 1))
     x = (rng.random((steps, 2, g.node("in").shape[0])) < rng.uniform(0.1, 0.5)).astype(np.int64)
-    files = emit(lower_network(g), get_target("fpga"), {}, None).files
-    out = tmp_path / "late"
-    artifact.write(out, graph=g, target="fpga", source=Path("late"), pipeline=[], inputs=x, report="", files=files)
-    result = verify_artifact(out, "verilator://")
-    assert result.passed, "\n".join(result.lines())
-    reference = simulate(g, x[:, :1], record=True)
-    assert sum(int(reference.values[n].sum()) for n in reference.states) > 0, "no layer spiked: vacuous"
-    board = VerilatorBoard(program=False)
-    board.load(out)
-    try:
-        board.link.reset()
-        board.link.run_sample(x[:, 0], board.layout["design"]["in_words"], board.layout["output"]["size"])
-        for name, layer in board.layout["layers"].items():
-            raw = board.link.read(Region.STATE, layer["base"], layer["size"])
-            words = [int.from_bytes(raw[7 * k:7 * k + 7], "little") for k in range(layer["size"])]
-            u = np.array([_signed(w & (1 << 25) - 1, 25) for w in words])
-            v = np.array([_signed(w >> 25 & (1 << 24) - 1, 24) for w in words])
-            np.testing.assert_array_equal(u, reference.states[name]["u"][-1, 0], err_msg=f"{name}.u")
-            np.testing.assert_array_equal(v, reference.states[name]["v"][-1, 0], err_msg=f"{name}.v")
-    finally:
-        board.close()
+    assert_states_equal_reference(g, x, tmp_path / "late")
 
 
 def test_loihi2_runs_a_layer_that_quantizes_to_rest_from_the_first_step(tmp_path):
