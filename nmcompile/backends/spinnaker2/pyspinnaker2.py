@@ -147,14 +147,14 @@ def script(view: LoweredNetwork) -> str:
     return _render(view, populations, connections, outputs, notes)
 
 
-def _effective(p: Projection, matrix: np.ndarray | None = None) -> np.ndarray:
-    """[out, in] float: what one spike of each synapse adds to nmcompile's v (in its units), before any floor."""
-    matrix = p.effective_matrix() if matrix is None else matrix
-    return matrix.astype(np.float64) * 2.0 ** (p.weight_exp + fixed.ACT_SHIFT)
+def _effective(p: Projection, values: np.ndarray) -> np.ndarray:
+    """Float: what one spike of a synapse of `p` with these effective values adds to nmcompile's v (in its units),
+    before any floor."""
+    return values.astype(np.float64) * 2.0 ** (p.weight_exp + fixed.ACT_SHIFT)
 
 
 def _scale(view: LoweredNetwork, layer: str) -> float:
-    largest = max((float(np.abs(_effective(p)).max(initial=0.0)) for p in view.into(layer)
+    largest = max((float(np.abs(_effective(p, p.effective_synapses()[2])).max(initial=0.0)) for p in view.into(layer)
                    if p.source not in view.constants), default=0.0)
     if largest == 0.0:
         return 2.0 ** -fixed.VTH_SHIFT          # no weights: threshold = vth
@@ -288,14 +288,13 @@ def _field(delay: int) -> int:
 
 
 def _connections(view: LoweredNetwork, p: Projection, scale: float, notes: list[str]) -> _Connections:
-    matrix = p.effective_matrix()
-    exact = _effective(p, matrix) * scale
+    post, pre, values = p.effective_synapses()                 # cut from the kernel / CSR, never expanded
+    exact = _effective(p, values) * scale
     weight_max = int(RULES["weight"].value)
-    weights = np.clip(np.rint(exact), -weight_max, weight_max).astype(np.int64)
-    post, pre = np.nonzero(matrix)
-    delays = np.broadcast_to(p.delay, exact.shape)[post, pre].astype(np.int64)
-    w = weights[post, pre]
-    error = np.abs(exact[post, pre] - w)
+    w = np.clip(np.rint(exact), -weight_max, weight_max).astype(np.int64)
+    delays = (np.broadcast_to(p.delay, p.weights.shape)[post, pre].astype(np.int64) if p.delay.ndim
+              else np.full(post.size, int(p.delay), dtype=np.int64))
+    error = np.abs(exact - w)
     keep = w != 0
     field_max = int(RULES["delay"].value)
     fields = np.clip(delays - 1, 0, field_max)
