@@ -85,6 +85,8 @@ class Costs:
             per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.per_synapse_delays else 0)
             if kernel_stored(proj, fmt):
                 bits += proj.weights.kernel.size * fmt.kernels.weight_bits
+            elif rows and self.header % self.word == 0 and per_syn % self.word == 0:
+                bits += rows * self.header + syn * per_syn          # whole-word rows: no padding, exact
             elif rows:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows

@@ -451,14 +451,17 @@ def _literal_lines(prefix: str, value: object, suffix: str, width: int = WIDTH) 
     return out
 
 
-def _entry_lines(entries: np.ndarray, indent: str, width: int = WIDTH) -> list[str]:
+def _entry_lines(entries: np.ndarray, indent: str, width: int = WIDTH, chunk: int = 1 << 16) -> list[str]:
+    """The entries as lines of `[pre, post, weight, delay],` items (converted to Python a chunk at a time: a conv's
+    millions of synapses never exist as Python lists all at once)."""
     out, line = [], indent
-    for row in entries.tolist():
-        item = f"[{row[0]}, {row[1]}, {row[2]}, {row[3]}],"
-        if len(line) + len(item) + 1 > width and line != indent:
-            out.append(line.rstrip())
-            line = indent
-        line += item + " "
+    for start in range(0, len(entries), chunk):
+        for row in entries[start:start + chunk].tolist():
+            item = f"[{row[0]}, {row[1]}, {row[2]}, {row[3]}],"
+            if len(line) + len(item) + 1 > width and line != indent:
+                out.append(line.rstrip())
+                line = indent
+            line += item + " "
     if line != indent:
         out.append(line.rstrip())
     return out
