@@ -10,6 +10,10 @@ inter-core spike traffic.
    cores with their neighbours (their spikes then stay inside the core).
 3. Fill chips one after another with cores in that order (hierarchical: neighbouring layers share a chip).
 
+A network of convolution layers on a target whose cores hold several layers is first given a stacked layout
+(nmcompile.passes.partition_stack: one tile of each layer per core, over the same region of the image); steps 1-2
+run when no stack within STACK_REACH of the lower bound fits.
+
 Traffic = sum over source neurons of rate x number of other cores holding at least one of its targets (a spike
 is sent once per destination core). Rates come from a simulation on calibration inputs, else every neuron
 counts 1. The report gives the achieved cores, the lower bound max over resources of ceil(demand / capacity)
