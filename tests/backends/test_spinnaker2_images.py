@@ -13,6 +13,7 @@ import pytest
 from nmcompile.backends import get_backend
 from nmcompile.backends.spinnaker2.emit import network_files
 from nmcompile.backends.spinnaker2.lower import lower
+from nmcompile.backends.spinnaker2.pyspinnaker2 import script
 from nmcompile.lowered import Projection, lower_network
 from nmcompile.passes import PassContext, run_pipeline
 from nmcompile.targets import get_target
@@ -51,10 +52,11 @@ def dense_synapses(self: Projection, rows=None):
 
 @pytest.mark.parametrize("network", ["conv", "sparse", "delays"])
 def test_images_equal_the_dense_expansion(network, monkeypatch):
+    """PE images, routing, placement and the py-spinnaker2 script's connection lists."""
     _, view, target = compiled(network, MANY_PES)
-    cut = network_files(view, lower(view, target))
+    cut = network_files(view, lower(view, target)) | {"script": script(view).encode()}
     monkeypatch.setattr(Projection, "effective_synapses", dense_synapses)
-    expanded = network_files(view, lower(view, target))
+    expanded = network_files(view, lower(view, target)) | {"script": script(view).encode()}
     assert sorted(cut) == sorted(expanded)
     for name in cut:
         assert cut[name] == expanded[name], name

@@ -298,7 +298,7 @@ def _connections(view: LoweredNetwork, p: Projection, scale: float, notes: list[
     keep = w != 0
     field_max = int(RULES["delay"].value)
     fields = np.clip(delays - 1, 0, field_max)
-    entries = np.stack([pre, post, w, fields], axis=1)[keep]
+    entries = np.stack([pre[keep], post[keep], w[keep], fields[keep]], axis=1)
     lo, hi = p.delay_range()
     comment = [f"projection '{p.name}': {p.source} -> {p.dest}, {p.form}, {post.size} synapses in nmcompile, "
                f"{int(keep.sum())} here",
