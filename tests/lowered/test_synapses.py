@@ -87,3 +87,19 @@ def test_dense_rows_and_float_values():
     assert_same(projection(DenseWeights(matrix), num_weight_bits=5), np.array([0, 3, 4, 11]))
     floats = rng.normal(0, 1, (5, 7)) * (rng.random((5, 7)) < 0.5)
     assert_same(projection(DenseWeights(floats), integer=False), np.arange(5))
+
+
+def test_weight_range_check_reads_csr_entries_like_the_dense_expansion():
+    """The target check's weight span of a CSR projection (no expansion) is the dense matrix's: with its zeros
+    where a row leaves inputs out, without them where every input is present."""
+    from nmcompile.lowered.limits import _weight_span
+
+    rng = np.random.default_rng(3)
+    sparse = CsrWeights(np.array([0, 2, 3]), np.array([1, 3, 0], dtype=np.int32), np.array([40, 90, 7]), 4)
+    full = CsrWeights(np.array([0, 3, 6]), np.tile(np.arange(3, dtype=np.int32), 2), rng.integers(5, 200, 6), 3)
+    for weights in (sparse, full):
+        for mode in ("mixed", "excitatory"):
+            p = projection(weights, sign_mode=mode, num_weight_bits=7)
+            dense = p.effective_matrix()
+            assert _weight_span(p) == (int(dense.min()), int(dense.max()))
+    assert _weight_span(projection(full))[0] > 0
