@@ -88,7 +88,6 @@ def _outer(sizes: list[np.ndarray]) -> np.ndarray:
 def _measure(layers: list, cuts: list, grid: tuple[int, ...], cap: np.ndarray) -> tuple[list[Tile], int] | None:
     tiles: list[Tile] = []
     cores = 0
-    use = []
     for cell in np.ndindex(*grid):
         here = []
         for c, cut in zip(layers, cuts, strict=True):
@@ -101,8 +100,9 @@ def _measure(layers: list, cuts: list, grid: tuple[int, ...], cap: np.ndarray) -
         if np.any(np.delete(total > cap, FAN_OUT)):
             return None
         tiles.extend(here)
-        use.append(total)
         cores += 1
+    if not cores:
+        return None
     _count_routes(layers, tiles)
     per_core = np.zeros(cores)
     for t in tiles:
