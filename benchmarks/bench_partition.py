@@ -22,8 +22,12 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))          # this checkout's nmcompile, not an installed one
 
 
 def dense_mlp(neurons: int):

@@ -198,9 +198,9 @@ def check_projection(p: Projection, target: Target) -> None:
                lambda t: t.weight_exp_range[0] <= exp <= t.weight_exp_range[1], target)
     if p.form == "conv":
         _check_conv(p, target)
-    weights = p.effective_matrix() if p.form != "conv" else p.weights.kernel
-    if weights.size:
-        wmin, wmax = int(weights.min()), int(weights.max())
+    span = _weight_span(p)
+    if span is not None:
+        wmin, wmax = span
         mode = getattr(p.op, "sign_mode", "mixed")
 
         def fits(t: Target) -> bool:  # an all-positive (negative) projection has 8 magnitude bits with sign modes
@@ -211,6 +211,21 @@ def check_projection(p: Projection, target: Target) -> None:
         if not fits(target):
             refuse(where, f"weights {wmin}..{wmax}", "weight range", f"{target.weight_min}..{target.weight_max}",
                    fits, target)
+
+
+def _weight_span(p: Projection) -> tuple[int, int] | None:
+    """Lowest and highest effective weight (the dense expansion's, a 0 included where it holds one; a convolution's
+    kernel), None without weights. A CSR projection is read from its entries, not expanded."""
+    if p.form == "conv":
+        weights = p.weights.kernel
+    elif p.form == "csr":
+        n_out, n_in = p.weights.shape
+        weights = p.effective_synapses()[2]
+        if weights.size < n_out * n_in:
+            weights = np.append(weights, 0)
+    else:
+        weights = p.effective_matrix()
+    return (int(weights.min()), int(weights.max())) if weights.size else None
 
 
 def _check_conv(p: Projection, target: Target) -> None:

@@ -136,6 +136,20 @@ class Projection:
             return fixed.prepared_weights(dense, self.sign_mode, self.num_weight_bits)
         return dense
 
+    def effective_synapses(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in `rows`, input index, effective value) of every synapse ending in the output units `rows`
+        (flat, ascending; every unit when None), row by row, inputs ascending: the non-zero entries of
+        `effective_matrix()[rows]`, cut from the stored form (kernel, CSR, matrix) without expanding it, so the cost
+        follows the synapses of those rows."""
+        from nmcompile.ir import fixed
+
+        rows = np.arange(self.weights.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        post, pre, values = self.weights.row_synapses(rows)
+        if self.integer and self.form != "conv":
+            values = fixed.prepared_weights(values, self.sign_mode, self.num_weight_bits)
+        keep = values != 0
+        return post[keep], pre[keep], values[keep]
+
     # -- geometry for partitioning: synapses and sources of a box of destination units --------------------
     @cached_property
     def _row_prefix(self) -> np.ndarray | None:

@@ -7,7 +7,9 @@
 
 Values are the op's stored values (integer mantissas after quantize, floats before); the projection's
 `sign_mode`, `num_weight_bits` and `weight_exp` say how the integer model uses them. Every form can be expanded
-to its exact dense matrix (`to_dense`), which a backend without weight sharing stores.
+to its exact dense matrix (`to_dense`), and every form lists the stored synapses of some output rows
+(`row_synapses`) without that expansion: a backend that stores synapses one by one (spinnaker2) cuts a core's
+rows from the kernel or the CSR arrays, in time and memory proportional to those synapses.
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ class DenseWeights:
     def to_dense(self) -> np.ndarray:
         return self.matrix
 
+    def row_synapses(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in `rows`, input index, value) of every non-zero entry of `matrix[rows]`, row by row, inputs
+        ascending."""
+        post, pre = np.nonzero(self.matrix[rows])
+        return post, pre, self.matrix[rows[post], pre]
+
 
 @dataclass(frozen=True, eq=False)
 class CsrWeights:
@@ -65,6 +73,17 @@ class CsrWeights:
         rows = np.repeat(np.arange(self.shape[0]), self.row_nnz)
         out[rows, self.indices] = self.values
         return out
+
+    def row_synapses(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in `rows`, input index, value) of every stored entry of those rows, row by row, inputs
+        ascending (a repeated input index stays: the integer model sums both entries)."""
+        counts = self.row_nnz[rows]
+        post = np.repeat(np.arange(rows.size), counts)
+        first = np.repeat(self.indptr[rows] - (np.cumsum(counts) - counts), counts)
+        entries = first + np.arange(post.size)
+        pre = self.indices[entries].astype(np.int64)
+        order = np.lexsort((pre, post))
+        return post[order], pre[order], self.values[entries[order]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +114,29 @@ class ConvWeights:
         else:
             columns = arraymath.conv(eye, self.kernel, self.stride, self.padding, self.dilation, self.groups)
         return np.ascontiguousarray(columns.reshape(n_in, -1).T)
+
+    def row_synapses(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(position in `rows`, input index, value) of the synapses of those output units (flat, C order), row by
+        row, inputs ascending: output (c, o) reads input (g C_in/groups + ci, o * stride + k * dilation - padding)
+        with kernel[c, ci, k] for every non-zero tap k whose input lies inside the input (zero padding holds no
+        synapse). These are the non-zero entries of `to_dense()[rows]`, without building it."""
+        nd, kernel = self.spatial_dims, self.kernel
+        cin_g = kernel.shape[1]
+        cout_g = kernel.shape[0] // self.groups
+        out = np.unravel_index(rows, self.out_shape)                       # (c, o_0, ...) per row
+        taps = np.indices(kernel.shape[1:]).reshape(nd + 1, -1)            # (ci, k_0, ...) per tap, C order
+        weight = kernel.reshape(kernel.shape[0], -1)[out[0]]               # [rows, taps]
+        keep = weight != 0
+        channel = (out[0] // cout_g * cin_g)[:, None] + taps[0][None, :]
+        pre = channel
+        for axis in range(nd):
+            pos = (out[1 + axis][:, None] * self.stride[axis] + taps[1 + axis][None, :] * self.dilation[axis]
+                   - self.padding[axis])
+            size = self.in_shape[1 + axis]
+            keep &= (pos >= 0) & (pos < size)
+            pre = pre * size + pos
+        post, tap = np.nonzero(keep)
+        return post, pre[post, tap].astype(np.int64), weight[post, tap]
 
 
 Weights = DenseWeights | ConvWeights | CsrWeights

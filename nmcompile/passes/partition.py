@@ -10,6 +10,10 @@ inter-core spike traffic.
    cores with their neighbours (their spikes then stay inside the core).
 3. Fill chips one after another with cores in that order (hierarchical: neighbouring layers share a chip).
 
+A network of convolution layers on a target whose cores hold several layers is first given a stacked layout
+(nmcompile.passes.partition_stack: one tile of each layer per core, over the same region of the image); steps 1-2
+run when no stack within STACK_REACH of the lower bound fits.
+
 Traffic = sum over source neurons of rate x number of other cores holding at least one of its targets (a spike
 is sent once per destination core). Rates come from a simulation on calibration inputs, else every neuron
 counts 1. The report gives the achieved cores, the lower bound max over resources of ceil(demand / capacity)
@@ -33,12 +37,14 @@ from nmcompile.passes import PassContext
 from nmcompile.passes.partition_bound import kernel_stored, lower_bound
 from nmcompile.passes.partition_index import index_bits
 from nmcompile.passes.partition_mapping import FAN_OUT, RESOURCES, Mapping, Tile, _fmt
+from nmcompile.passes.partition_stack import stacked_layout
 
 WINDOW = 512                # open cores considered when packing
 ASSUMED_RATE = 0.1          # spikes per neuron per step when no calibration data exists (events only)
 HEADROOMS = (0.0, 0.1, 0.2, 0.3)   # memory left free in tiles of a core that layers may share (tried in turn)
 SPLIT_DEPTH = 4                    # a tile is split in at most 2^4 pieces to fill room left by other layers
 SEARCH_TILES = 1_000               # the headroom search runs while a layout has at most this many tiles
+STACK_REACH = 1.2                  # a stacked layout (partition_stack) up to this x the lower bound is taken as is
 
 
 # ======================================================================================================
@@ -85,6 +91,8 @@ class Costs:
             per_syn = fmt.per_synapse_bits + (fmt.delay_bits if proj.per_synapse_delays else 0)
             if kernel_stored(proj, fmt):
                 bits += proj.weights.kernel.size * fmt.kernels.weight_bits
+            elif rows and self.header % self.word == 0 and per_syn % self.word == 0:
+                bits += rows * self.header + syn * per_syn          # whole-word rows: no padding, exact
             elif rows:
                 bits += rows * math.ceil((self.header + syn / rows * per_syn) / self.word) * self.word
             fan_in += rows
@@ -547,10 +555,19 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
 
 def _place(costs, projs, rates, target, cap):
     share = not target.synapse_format.ring_bits
-    tiles, n_cores = layout(costs, projs, cap, share)
+    # a network of convolution layers: one tile of each layer per core, over the same region (partition_stack);
+    # a stack within STACK_REACH of the lower bound is kept without trying the first-fit layouts
+    stacked = None
+    if share:
+        lowest = max(bound(costs, target, cap).values())
+        stacked = stacked_layout(costs, projs, lowest, math.floor(STACK_REACH * lowest) + 1)
+    if stacked is not None:
+        tiles, n_cores = stacked
+    else:
+        tiles, n_cores = layout(costs, projs, cap, share)
     # where layers share cores, tiles that leave part of a core free can take tiles of the neighbouring layers (e.g.
     # a memory-bound conv layer next to a fan-out-bound one): try a few headrooms, keep the fewest cores
-    for headroom in HEADROOMS[1:] if share and len(tiles) <= SEARCH_TILES else ():
+    for headroom in HEADROOMS[1:] if share and stacked is None and len(tiles) <= SEARCH_TILES else ():
         other, count = layout(costs, projs, cap, share, headroom)
         if count < n_cores:
             tiles, n_cores = other, count

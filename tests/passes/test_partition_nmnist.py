@@ -1,5 +1,6 @@
 """The snnTorch N-MNIST network (tests/passes/nmnist.py, 14,682 neurons) partitioned within 1.2x of the stated
-lower bound on loihi2 and spinnaker2, every core within every limit; too few chips name the --chips to pass; the
+lower bound on loihi2 and spinnaker2, every core within every limit; on spinnaker2 the partitioner's memory per core
+is the emitted PE image's own size (so every accepted partition emits); too few chips name the --chips to pass; the
 loihi2 build runs bit-exactly in Lava's simulator."""
 
 from __future__ import annotations
@@ -39,6 +40,20 @@ def test_nmnist_within_its_lower_bound(quantized, target):
     assert bound <= mapping.cores <= QUALITY * bound, "\n".join(mapping.lines())
     layers = {t.layer for t in mapping.tiles}
     assert layers == {"lif1", "lif2", "lif3"}
+
+
+def test_nmnist_spinnaker2_partition_sizes_are_the_emitted_sizes(quantized):
+    """Cores filled to within a few bytes of a PE's 67,328: the emitter writes exactly what the partitioner
+    counted, PE by PE, and refuses none."""
+    from nmcompile.backends.spinnaker2.lower import DATA_BYTES, lower
+    from nmcompile.lowered import lower_network
+
+    graph = partition(quantized["spinnaker2"], "spinnaker2")
+    design = lower(lower_network(graph), get_target("spinnaker2"))
+    written = np.array([len(pe.image) + 4 * pe.state_words for pe in design.pes])
+    counted = graph.mapping.core_use[[pe.core for pe in design.pes], 1] / 8
+    np.testing.assert_array_equal(counted, written)
+    assert written.max() <= DATA_BYTES and written.max() > 0.95 * DATA_BYTES
 
 
 def test_nmnist_on_too_few_cores_names_the_chips_to_pass(quantized):

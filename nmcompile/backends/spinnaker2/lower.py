@@ -104,9 +104,9 @@ def lower(view: LoweredNetwork, target) -> Spinnaker2Design:
     hosts, inputs = _host_sources(view)
     key_of = _keys(view, pes, where, hosts, inputs)
     units = {pe.source_id: len(pe.neurons) for pe in pes} | {h.source_id: h.units for h in hosts}
-    matrices = {p.name: p.effective_matrix() for p in view.projections}      # once per projection, not per PE
+    tables = {name: neuron_table(layer) for name, layer in view.layers.items()}
     for k, pe in enumerate(pes):
-        pe.image, pe.state_words = _image(view, pe, k, where, key_of, units, matrices)
+        pe.image, pe.state_words = _image(view, pe, k, where, key_of, units, tables)
         used = len(pe.image) + 4 * pe.state_words
         if used > DATA_BYTES:
             layers = sorted({layer for layer, _ in pe.neurons})
@@ -183,11 +183,14 @@ def _keys(view, pes, where, hosts, inputs) -> dict[str, np.ndarray]:
 
 # -- one PE's image ---------------------------------------------------------------------------------------------------
 def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: dict[int, int],
-           matrices: dict[str, np.ndarray]) -> tuple[bytes, int]:
+           tables: dict[str, np.ndarray]) -> tuple[bytes, int]:
+    """The PE's image and its state words. Its synapses are cut from each projection's stored form (kernel, CSR or
+    matrix) for the destination units this PE holds only (`Projection.effective_synapses`)."""
     n = len(pe.neurons)
     params = np.zeros((n, NEURON_WORDS), dtype=np.int64)
-    for local, (layer, flat) in enumerate(pe.neurons):
-        params[local] = _neuron_words(view.layers[layer], flat)
+    for layer in {layer for layer, _ in pe.neurons}:
+        local = np.array([j for j, (name, _) in enumerate(pe.neurons) if name == layer], dtype=np.int64)
+        params[local] = tables[layer][[pe.neurons[j][1] for j in local.tolist()]]
     # synapses (source key, weight, group, target) of every projection into this PE's neurons
     groups: dict[tuple[str, int], int] = {}
     group_rows: list[tuple[int, int, int]] = []       # (delay, exp, ring offset)
@@ -199,17 +202,19 @@ def _image(view: LoweredNetwork, pe: Pe, k: int, where, key_of, source_units: di
             continue
         pe_of, local_of = where[p.dest]
         rows = np.flatnonzero(pe_of == k)                                   # destination units on this PE
-        matrix = matrices[p.name][rows]                                     # [rows, in]
-        delay = np.broadcast_to(p.delay, (len(pe_of), matrix.shape[1]))[rows] if p.delay.ndim else None
-        j, i = np.nonzero(matrix)
-        d = delay[j, i] if delay is not None else np.full(j.size, int(p.delay), dtype=np.int64)
-        for value in np.unique(d).tolist():
+        j, i, w = p.effective_synapses(rows)
+        if p.delay.ndim:
+            d = np.broadcast_to(p.delay, p.weights.shape)[rows[j], i].astype(np.int64)
+        else:
+            d = np.full(j.size, int(p.delay), dtype=np.int64)
+        values, which = np.unique(d, return_inverse=True)
+        for value in values.tolist():
             if (p.name, value) not in groups:
                 groups[(p.name, value)] = len(group_rows)
                 group_rows.append((value, p.weight_exp, ring))
                 ring += (value + 1) * n
-        g = np.array([groups[(p.name, v)] for v in d.tolist()], dtype=np.int64)
-        w = matrix[j, i]
+        g = np.array([groups[(p.name, v)] for v in values.tolist()], dtype=np.int64)[which.reshape(-1)]
+        w = w.astype(np.int64)
         keys.append(key_of[p.source][i])
         words.append(((w & 0xFF) << 24) | ((d - 1) << 20) | (g << 8) | local_of[rows[j]])
     pe.groups = sorted(groups, key=groups.get)
@@ -261,14 +266,18 @@ def unit_blocks(units: int) -> list[tuple[int, int]]:
     return blocks
 
 
-def _neuron_words(layer, flat: int) -> list[int]:
+def neuron_table(layer) -> np.ndarray:
+    """[neurons, NEURON_WORDS] parameter words of every neuron of `layer` (flat order): du, dv, vth << 6, bias
+    (mant << exp), flags (reset code | 4 delayed | 8 '>=' | 16 readout | refractory << 8), u_init, v_init,
+    start step."""
     op = layer.op
-    value = lambda a: int(np.broadcast_to(np.asarray(a, dtype=np.int64), layer.shape).reshape(-1)[flat])  # noqa: E731
+    value = lambda a: np.broadcast_to(np.asarray(a, dtype=np.int64), layer.shape).reshape(-1)  # noqa: E731
     flags = RESET_CODES[op.reset_mode] | (4 if op.reset_timing == "delayed" else 0) | (8 if op.compare == ">=" else 0)
     flags |= (16 if not op.spiking else 0) | (int(op.refractory) << 8)
-    bias = int(np.broadcast_to(fixed.effective_bias(op.bias_mant, op.bias_exp), layer.shape).reshape(-1)[flat])
-    return [value(op.du), value(op.dv), value(op.vth) << fixed.VTH_SHIFT, bias, flags, value(op.u_init),
-            value(op.v_init), int(op.start_step)]
+    bias = np.broadcast_to(fixed.effective_bias(op.bias_mant, op.bias_exp), layer.shape).reshape(-1).astype(np.int64)
+    constant = lambda v: np.full(layer.size, v, dtype=np.int64)  # noqa: E731
+    return np.stack([value(op.du), value(op.dv), value(op.vth) << fixed.VTH_SHIFT, bias, constant(flags),
+                     value(op.u_init), value(op.v_init), constant(int(op.start_step))], axis=1)
 
 
 def _words(values: np.ndarray) -> bytes:

@@ -147,14 +147,14 @@ def script(view: LoweredNetwork) -> str:
     return _render(view, populations, connections, outputs, notes)
 
 
-def _effective(p: Projection, matrix: np.ndarray | None = None) -> np.ndarray:
-    """[out, in] float: what one spike of each synapse adds to nmcompile's v (in its units), before any floor."""
-    matrix = p.effective_matrix() if matrix is None else matrix
-    return matrix.astype(np.float64) * 2.0 ** (p.weight_exp + fixed.ACT_SHIFT)
+def _effective(p: Projection, values: np.ndarray) -> np.ndarray:
+    """Float: what one spike of a synapse of `p` with these effective values adds to nmcompile's v (in its units),
+    before any floor."""
+    return values.astype(np.float64) * 2.0 ** (p.weight_exp + fixed.ACT_SHIFT)
 
 
 def _scale(view: LoweredNetwork, layer: str) -> float:
-    largest = max((float(np.abs(_effective(p)).max(initial=0.0)) for p in view.into(layer)
+    largest = max((float(np.abs(_effective(p, p.effective_synapses()[2])).max(initial=0.0)) for p in view.into(layer)
                    if p.source not in view.constants), default=0.0)
     if largest == 0.0:
         return 2.0 ** -fixed.VTH_SHIFT          # no weights: threshold = vth
@@ -288,18 +288,17 @@ def _field(delay: int) -> int:
 
 
 def _connections(view: LoweredNetwork, p: Projection, scale: float, notes: list[str]) -> _Connections:
-    matrix = p.effective_matrix()
-    exact = _effective(p, matrix) * scale
+    post, pre, values = p.effective_synapses()                 # cut from the kernel / CSR, never expanded
+    exact = _effective(p, values) * scale
     weight_max = int(RULES["weight"].value)
-    weights = np.clip(np.rint(exact), -weight_max, weight_max).astype(np.int64)
-    post, pre = np.nonzero(matrix)
-    delays = np.broadcast_to(p.delay, exact.shape)[post, pre].astype(np.int64)
-    w = weights[post, pre]
-    error = np.abs(exact[post, pre] - w)
+    w = np.clip(np.rint(exact), -weight_max, weight_max).astype(np.int64)
+    delays = (np.broadcast_to(p.delay, p.weights.shape)[post, pre].astype(np.int64) if p.delay.ndim
+              else np.full(post.size, int(p.delay), dtype=np.int64))
+    error = np.abs(exact - w)
     keep = w != 0
     field_max = int(RULES["delay"].value)
     fields = np.clip(delays - 1, 0, field_max)
-    entries = np.stack([pre, post, w, fields], axis=1)[keep]
+    entries = np.stack([pre[keep], post[keep], w[keep], fields[keep]], axis=1)
     lo, hi = p.delay_range()
     comment = [f"projection '{p.name}': {p.source} -> {p.dest}, {p.form}, {post.size} synapses in nmcompile, "
                f"{int(keep.sum())} here",
@@ -452,14 +451,17 @@ def _literal_lines(prefix: str, value: object, suffix: str, width: int = WIDTH) 
     return out
 
 
-def _entry_lines(entries: np.ndarray, indent: str, width: int = WIDTH) -> list[str]:
+def _entry_lines(entries: np.ndarray, indent: str, width: int = WIDTH, chunk: int = 1 << 16) -> list[str]:
+    """The entries as lines of `[pre, post, weight, delay],` items (converted to Python a chunk at a time: a conv's
+    millions of synapses never exist as Python lists all at once)."""
     out, line = [], indent
-    for row in entries.tolist():
-        item = f"[{row[0]}, {row[1]}, {row[2]}, {row[3]}],"
-        if len(line) + len(item) + 1 > width and line != indent:
-            out.append(line.rstrip())
-            line = indent
-        line += item + " "
+    for start in range(0, len(entries), chunk):
+        for row in entries[start:start + chunk].tolist():
+            item = f"[{row[0]}, {row[1]}, {row[2]}, {row[3]}],"
+            if len(line) + len(item) + 1 > width and line != indent:
+                out.append(line.rstrip())
+                line = indent
+            line += item + " "
     if line != indent:
         out.append(line.rstrip())
     return out
