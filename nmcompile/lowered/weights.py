@@ -69,9 +69,18 @@ class CsrWeights:
         return np.diff(self.indptr).astype(np.int64)
 
     def to_dense(self) -> np.ndarray:
-        out = np.zeros(self.shape, dtype=self.values.dtype)
+        """The exact [out, in] matrix: entries repeating an input index in a row are summed, as the integer model
+        sums them; integer sums are formed in int64 and kept in the values' dtype only when they fit it (a sum
+        that does not fit stays wide, so a target's weight check sees it and refuses rather than wraps)."""
         rows = np.repeat(np.arange(self.shape[0]), self.row_nnz)
-        out[rows, self.indices] = self.values
+        kind = self.values.dtype.kind
+        wide = np.int64 if kind in "iu" else self.values.dtype
+        out = np.zeros(self.shape, dtype=wide)
+        np.add.at(out, (rows, self.indices), self.values.astype(wide))
+        if kind in "iu":
+            info = np.iinfo(self.values.dtype)
+            if out.size == 0 or (out.min() >= info.min and out.max() <= info.max):
+                return out.astype(self.values.dtype)
         return out
 
     def row_synapses(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

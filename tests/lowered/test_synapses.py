@@ -75,7 +75,7 @@ def test_csr_rows_in_any_order_and_truncated_entries(sign_mode, bits):
 
 
 def test_csr_repeated_index_keeps_both_entries():
-    """The integer model sums repeated entries of a CSR row; both stay synapses (the dense expansion keeps one)."""
+    """The integer model sums repeated entries of a CSR row; both stay synapses (the dense expansion sums them)."""
     p = projection(CsrWeights(np.array([0, 3]), np.array([2, 0, 2], dtype=np.int32), np.array([5, 7, -3]), 4))
     post, pre, values = p.effective_synapses()
     assert post.tolist() == [0, 0, 0] and pre.tolist() == [0, 2, 2] and values.tolist() == [7, 5, -3]
@@ -103,3 +103,13 @@ def test_weight_range_check_reads_csr_entries_like_the_dense_expansion():
             dense = p.effective_matrix()
             assert _weight_span(p) == (int(dense.min()), int(dense.max()))
     assert _weight_span(projection(full))[0] > 0
+
+
+def test_csr_dense_expansion_sums_a_repeated_index_and_never_wraps():
+    """The integer model sums a repeated input index of a row: so does the dense matrix (loihi2 and fpga read it);
+    a sum beyond the values' dtype stays wide so the target's weight check refuses it instead of wrapping."""
+    fits = CsrWeights(np.array([0, 3]), np.array([2, 0, 2], dtype=np.int32), np.array([5, 7, -3], dtype=np.int8), 4)
+    assert fits.to_dense().dtype == np.int8
+    assert fits.to_dense().tolist() == [[7, 0, 2, 0]]
+    overflow = CsrWeights(np.array([0, 2]), np.array([1, 1], dtype=np.int32), np.array([100, 100], dtype=np.int8), 2)
+    assert overflow.to_dense().tolist() == [[0, 200]]
