@@ -67,6 +67,24 @@ def conv(rng, size=8) -> Graph:
     return g
 
 
+def sparse_pool_conv(rng) -> Graph:
+    """conv 3x3 -> avg pool 2 with padding 1 on its currents (no conv form: a CSR projection, so l1 becomes flat)
+    -> LIF -> conv 3x3 (padded) reading l1 through a Reshape to (4, 4, 4) -> LIF -> flatten -> dense -> LIF."""
+    g = Graph("reshape")
+    g.add("in", O.Input(shape=(2, 7, 7)))
+    g.add("c1", O.Conv2d(weight=rng.normal(0.2, 0.5, (4, 2, 3, 3)), bias=rng.normal(0.0, 0.1, 4)))
+    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2, padding=1))
+    g.add("l1", O.LIF(shape=(4, 3, 3), beta=0.8, threshold=1.0))
+    g.add("c2", O.Conv2d(weight=rng.normal(0.1, 0.5, (3, 4, 3, 3)), padding=1))
+    g.add("l2", O.LIF(shape=(3, 3, 3), beta=0.9, threshold=1.0))
+    g.add("flat", O.Flatten())
+    g.add("fc", dense(rng, 27, 5, mean=0.1, std=0.5))
+    g.add("l3", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(5,)))
+    g.chain("in", "c1", "p1", "l1", "c2", "l2", "flat", "fc", "l3", "out")
+    return g
+
+
 def csr(rng, n_in, n_out, *, density, mean=0.3, std=0.6) -> O.SparseLinear:
     """A SparseLinear with about `density` of the synapses declared, values N(mean, std)."""
     mask = rng.random((n_out, n_in)) < density
@@ -204,7 +222,7 @@ def mpbn(rng) -> Graph:
 # conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
             "conv": lambda rng: conv(rng, size=6), "delays": delays, "sparse": sparse, "subtract": subtract,
-            "delayed": delayed, "restless": restless, "mpbn": mpbn}
+            "delayed": delayed, "restless": restless, "mpbn": mpbn, "reshape": sparse_pool_conv}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:
