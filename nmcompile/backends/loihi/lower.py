@@ -207,9 +207,9 @@ def _conv(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
                                "exactly one (a delay on a convolution's input is supported for bias sources only)")
     in_shape = p.in_shape
     weight = w.kernel.astype(np.int64)
-    if weight.ndim == 3:  # Conv1d (C, L) runs as a 2-D conv on (L, 1, C)
-        weight = weight[:, :, :, None]
-        stride, padding, dilation = (w.stride[0], 1), (w.padding[0], 0), (w.dilation[0], 1)
+    if weight.ndim == 3:  # Conv1d (C, L) runs as a 2-D conv on (L, 1, C): L is Lava's X, a 2-D conv's W axis
+        weight = weight[:, :, None, :]
+        stride, padding, dilation = (1, w.stride[0]), (0, w.padding[0]), (1, w.dilation[0])
         lava_in = (in_shape[1], 1, in_shape[0])
     else:
         stride, padding, dilation = w.stride, w.padding, w.dilation
