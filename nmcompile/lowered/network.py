@@ -7,8 +7,10 @@
 
 Resolution rules (with Graph.trace_back/trace_forward, the only place they are written):
 - A projection is a weighted op (`op.weighted`). Its source is the node reached walking back over transparent
-  ops (Flatten, Delay): an Input, a Constant or a neuron layer. Its destination is the neuron layer reached
-  walking forward the same way.
+  ops (Flatten, Reshape, Delay): an Input, a Constant or a neuron layer. Its destination is the neuron layer reached
+  walking forward the same way. `in_shape` is what the op reads (a conv's map), `source_shape` the source's own
+  shape: they differ where a conv reads a flat layer through a Reshape (same elements, C order), and the conv's
+  geometry (`ConvWeights.in_shape`) is `in_shape`.
 - Its delivery delay in steps is the op's own delay plus every Delay node and recurrent edge on those two walks:
   one value (a 0-d array) when uniform, else one per synapse [out, in] (dense projections only).
 - An Output taps the neuron layer reached walking back from it (`OutputTap.layer`; None when it sums several
