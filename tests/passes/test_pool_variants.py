@@ -106,6 +106,14 @@ def test_a_layer_made_flat_by_a_sparse_projection_feeds_a_conv_through_a_reshape
     assert shapes[reshape] == ((4, 8) if factory.endswith("1d") else (4, 4, 4))    # the pooled map: 14 -> 8, 7 -> 4
 
 
+def test_a_sparse_chain_reads_a_layer_made_flat_through_its_reshape():
+    _, fused = _exact(P.sparse_pools_in_a_row(), P.SHAPE_2D)
+    first, second = fused.of_kind("SparseLinear")
+    assert fused.trace_back(second).end == fused.trace_forward(first).end       # the flat layer, Reshape absorbed
+    (reshape,) = fused.of_kind("Reshape")
+    assert fused.trace_back(reshape).end == fused.trace_forward(second).end and fused.shapes()[reshape] == (3, 3, 3)
+
+
 def test_a_layer_made_flat_by_a_sparse_projection_is_output_through_a_reshape():
     model = P._gain(nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True), P._leaky(0.8)), 1.5)
     _, fused = _exact(model, P.SHAPE_2D)
