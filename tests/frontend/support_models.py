@@ -178,6 +178,12 @@ def avgpool1d_border_on_currents_into_conv() -> nn.Module:
                               _leaky(), nn.Flatten(), nn.Linear(3 * 4, 3), _leaky()), 6.0)
 
 
+def unflatten_into_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Linear(6, 36), _leaky(), nn.Unflatten(1, (4, 3, 3)), nn.Conv2d(4, 3, 3, padding=1),
+                              _leaky(), nn.Flatten(), nn.Linear(3 * 3 * 3, 3), _leaky()), 6.0)
+
+
 def maxpool_over_currents() -> nn.Module:
     torch.manual_seed(0)
     return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), _leaky(), nn.Flatten(),
@@ -337,5 +343,6 @@ ROWS += [
     ("structure", "`BatchNorm2d` after a conv", "batchnorm2d", IMAGE),
     ("structure", "`Dropout`", "dropout", DENSE),
     ("structure", "`Flatten` after a conv", "flatten", IMAGE),
+    ("structure", "`Unflatten` from a Linear's layer to a conv", "unflatten_into_conv", DENSE),
     ("structure", "recurrent `Linear` in the forward loop", "recurrent_linear", DENSE),
 ]

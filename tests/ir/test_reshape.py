@@ -16,7 +16,7 @@ from nmcompile.lowered import ConvWeights, lower_network
 from tests.cli.test_cli import cli_error
 
 
-def _flat_into_conv(integer: bool) -> Graph:
+def flat_layer_into_conv(integer: bool) -> Graph:
     """in (12,) -> fc -> l1 (12,) -> Reshape (3, 2, 2) -> conv 2x2 (padded) -> l2 (2, 3, 3) -> Flatten -> out."""
     rng = np.random.default_rng(4)
     g = Graph("flat_conv")
@@ -41,7 +41,7 @@ def _flat_into_conv(integer: bool) -> Graph:
 
 def _unflattened_twin(integer: bool) -> Graph:
     """The same network with l1 laid out as (3, 2, 2) from the start: fc's rows and l1's neurons in C order."""
-    flat = _flat_into_conv(integer)
+    flat = flat_layer_into_conv(integer)
     g = Graph("twin")
     for name, op in flat.nodes.items():
         if name == "map":
@@ -96,7 +96,7 @@ def test_a_shape_without_elements_is_refused(shape):
 def test_a_conv_reads_a_flat_layer_through_a_reshape_as_its_unflattened_twin(integer):
     """A flat layer read through a Reshape equals the same layer laid out as the conv's map (float and integer)."""
     x = (np.random.default_rng(1).random((12, 3, 12)) < 0.4).astype(np.int64 if integer else np.float64)
-    flat, twin = _flat_into_conv(integer), _unflattened_twin(integer)
+    flat, twin = flat_layer_into_conv(integer), _unflattened_twin(integer)
     ours = simulate(flat, x, record=True)
     theirs = simulate(twin, x, record=True)
     np.testing.assert_array_equal(ours.output, theirs.output)
@@ -105,7 +105,7 @@ def test_a_conv_reads_a_flat_layer_through_a_reshape_as_its_unflattened_twin(int
 
 
 def test_the_lowered_view_gives_the_conv_its_map_and_reads_the_flat_layer():
-    view = lower_network(_flat_into_conv(integer=True))
+    view = lower_network(flat_layer_into_conv(integer=True))
     conv = view.projection("conv")
     assert (conv.source, conv.dest, conv.source_shape, conv.in_shape) == ("l1", "l2", (12,), (3, 2, 2))
     assert isinstance(conv.weights, ConvWeights) and conv.weights.in_shape == (3, 2, 2)

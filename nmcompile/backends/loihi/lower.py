@@ -145,13 +145,12 @@ def _source(spec: LavaSpec, view: LoweredNetwork, p: Projection, port: str, star
         (spec.inputs if p.source in view.inputs else spec.constants).setdefault(p.source, []).append(use)
         return
     transform: list[tuple] = []
-    if len(shape) > 1 and len(expects) == 1:
-        transform = [("transpose", [2, 1, 0]), ("flatten",)]
-    elif len(shape) == 1 and len(expects) > 1:
-        c_h_w = (expects[0], expects[1] if len(expects) == 3 else 1, expects[-1])
-        transform = [("reshape", c_h_w), ("transpose", [2, 1, 0])]
-    elif shape != expects:
-        raise UnsupportedError(f"projection '{p.name}': its input of shape {shape} cannot be laid out as {expects}")
+    if shape != expects:   # through Flatten/Reshape: to nmcompile's C order, then to the layout the op reads
+        if len(shape) > 1:
+            transform += [("transpose", [2, 1, 0]), ("flatten",)]
+        if len(expects) > 1:
+            c_h_w = (expects[0], expects[1] if len(expects) == 3 else 1, expects[-1])
+            transform += [("reshape", c_h_w), ("transpose", [2, 1, 0])]
     spec.connections.append(Connection(p.source, "s_out", transform, p.name, port))
 
 
