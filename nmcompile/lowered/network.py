@@ -175,9 +175,8 @@ class Projection:
         return part if isinstance(part, np.ndarray) else box_flat_indices(part, self.source_shape)
 
     def _source_spatial(self) -> Shape:
-        nd = self.weights.spatial_dims
-        if len(self.source_shape) == nd + 1:
-            return tuple(self.source_shape[1:])
+        """The spatial dims of the map the convolution reads (`in_shape`; its source may hold them in another shape,
+        read through a Flatten or Reshape in C order)."""
         return tuple(self.in_shape[1:])
 
     def _conv_synapses(self, box: Box) -> int:
@@ -210,7 +209,7 @@ class Projection:
             hi = (b - 1) * w.stride[axis] - w.padding[axis] + (k - 1) * w.dilation[axis] + 1
             ranges.append((max(lo, 0), min(hi, in_spatial[axis])))
         source_box = tuple(ranges)
-        if len(self.source_shape) != len(source_box):  # the source is flattened: express as flat indices
+        if tuple(self.source_shape) != tuple(self.in_shape):  # the source has another shape: flat (C-order) indices
             return box_flat_indices(source_box, (cin_g * w.groups, *in_spatial))
         return source_box
 

@@ -7,7 +7,8 @@ from torch import nn
 
 from tests.frontend.models import gain
 
-SHAPES = {"unflatten_into_conv": (12,), "view_input_into_conv": (72,), "rows_into_conv1d": (2, 6, 6)}
+SHAPES = {"unflatten_into_conv": (12,), "view_input_into_conv": (72,), "rows_into_conv1d": (2, 6, 6),
+          "map_into_another_map": (2, 6, 6)}
 
 
 def _leaky() -> nn.Module:
@@ -43,3 +44,10 @@ def rows_into_conv1d() -> nn.Module:
     """Conv2d -> Leaky (4, 6, 6) -> nn.Flatten(2) to (4, 36) -> Conv1d: a map read with another layout."""
     return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.Flatten(2), nn.Conv1d(4, 3, 5, stride=3),
                               _leaky(), nn.Flatten(), nn.Linear(3 * 11, 4), _leaky()), 4.0)
+
+
+def map_into_another_map() -> nn.Module:
+    """Conv2d -> Leaky (4, 6, 6) -> Flatten -> Unflatten to (16, 3, 3) -> padded Conv2d: a map read as another map of
+    the same rank (the conv's geometry is the new map's, its sources are the old map's units in C order)."""
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.Flatten(), nn.Unflatten(1, (16, 3, 3)),
+                              nn.Conv2d(16, 3, 3, padding=1), _leaky(), nn.Flatten(), nn.Linear(27, 4), _leaky()), 4.0)

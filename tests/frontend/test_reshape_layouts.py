@@ -1,7 +1,8 @@
 """Layout changes between layers in PyTorch models: nn.Unflatten and a view/reshape that is no flatten become a
 Reshape, a partial nn.Flatten into a Conv1d stays a Flatten. The traced graphs give snnTorch's own spikes in float64;
 on Loihi 2 (the target whose data layout differs from nmcompile's C order) the emitted network reads a reshaped
-input, or a map laid out anew, bit-exactly in Lava."""
+input, or a map laid out anew, bit-exactly in Lava, and on SpiNNaker 2 a map read as another map is partitioned and
+routed over several PEs bit-exactly under QEMU."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from nmcompile.runtime.hil import verify_artifact
 from tests.frontend import reshape_models as R
 
 LAYOUTS = {"unflatten_into_conv": ("Reshape", (4, 3, 3)), "view_input_into_conv": ("Reshape", (2, 6, 6)),
-           "rows_into_conv1d": ("Flatten", (4, 36))}
+           "rows_into_conv1d": ("Flatten", (4, 36)), "map_into_another_map": ("Reshape", (16, 3, 3))}
 
 
 @pytest.mark.parametrize("factory", sorted(R.SHAPES))
@@ -54,6 +55,20 @@ def test_loihi2_reads_a_reshaped_input_and_a_map_laid_out_anew_bit_exactly(facto
     assert result.passed, "\n".join(result.lines())
     assert "(0 spikes)" not in "\n".join(result.lines()), "the output is silent: the comparison would be vacuous"
 
+
+
+def test_a_map_read_as_another_map_is_bit_exact_on_spinnaker2_split_over_cores(tmp_path):
+    """The conv's sources are the old map's units in C order, its geometry the new map's: partitioning and routing
+    over 11 PEs (20 neurons each) follow the same rule."""
+    factory = "map_into_another_map"
+    torch.save(getattr(R, factory)().state_dict(), tmp_path / "m.pt")
+    options = SourceOptions(model=f"tests.frontend.reshape_models:{factory}", input_shape=R.SHAPES[factory])
+    compile_network(CompileRequest(source=tmp_path / "m.pt", target="spinnaker2", out=tmp_path / "out", options=options,
+                                   reference_samples=2, target_overrides={"neurons_per_core": 20}), log=lambda m: None)
+    assert "11 core(s) on 1 chip(s)" in (tmp_path / "out" / "report.md").read_text()
+    result = verify_artifact(tmp_path / "out", "qemu://")
+    assert result.passed, "\n".join(result.lines())
+    assert "(0 spikes)" not in "\n".join(result.lines()), "the output is silent: the comparison would be vacuous"
 
 
 def test_no_netx_file_for_a_conv_reading_a_flat_layer_as_a_map():

@@ -134,3 +134,20 @@ def test_nir_export_writes_a_flat_reshape_and_refuses_a_map():
     with pytest.raises(UnsupportedError, match=r"^node 'map' \(Reshape to \(3, 2\)\) cannot be written to NIR: NIR 1.0 "
                                                r"has Flatten but no reshape to several dimensions$"):
         graph_to_nir(g)
+
+
+def test_a_conv_reading_a_map_as_another_map_takes_its_sources_in_c_order():
+    """l1 (2, 4, 2) read as (4, 2, 2): output (y, x) = (0, 0) of a 1x1 conv reads unit (c, 0, 0) of the new map, i.e.
+    flat unit 4c of l1, not a box of l1's own geometry."""
+    g = Graph("map_map")
+    g.add("in", O.Input(shape=(2, 4, 2)))
+    g.add("id", O.QConv(weight=np.ones((2, 1, 1, 1)), groups=2))
+    g.add("l1", O.QNeuron(shape=(2, 4, 2), vth=1))
+    g.add("map", O.Reshape(shape=(4, 2, 2)))
+    g.add("conv", O.QConv(weight=np.ones((3, 4, 1, 1))))
+    g.add("l2", O.QNeuron(shape=(3, 2, 2), vth=1))
+    g.add("out", O.Output(shape=(3, 2, 2)))
+    g.chain("in", "id", "l1", "map", "conv", "l2", "out")
+    conv = lower_network(g).projection("conv")
+    np.testing.assert_array_equal(conv.flat_sources(((0, 3), (0, 1), (0, 1))), [0, 4, 8, 12])
+    assert conv.synapses(((0, 3), (0, 2), (0, 2))) == 3 * 4 * 4
