@@ -8,7 +8,7 @@ from torch import nn
 from tests.frontend.models import gain
 
 SHAPES = {"unflatten_into_conv": (12,), "view_input_into_conv": (72,), "rows_into_conv1d": (2, 6, 6),
-          "map_into_another_map": (2, 6, 6)}
+          "map_into_another_map": (2, 6, 6), "linear_into_a_map": (12,)}
 
 
 def _leaky() -> nn.Module:
@@ -51,3 +51,10 @@ def map_into_another_map() -> nn.Module:
     the same rank (the conv's geometry is the new map's, its sources are the old map's units in C order)."""
     return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), _leaky(), nn.Flatten(), nn.Unflatten(1, (16, 3, 3)),
                               nn.Conv2d(16, 3, 3, padding=1), _leaky(), nn.Flatten(), nn.Linear(27, 4), _leaky()), 4.0)
+
+
+def linear_into_a_map() -> nn.Module:
+    """Linear -> nn.Unflatten to (4, 3, 3) -> Leaky -> padded Conv2d: a projection whose currents a Reshape lays out
+    as the map of the layer it feeds (a decoder's first stage)."""
+    return gain(nn.Sequential(nn.Linear(12, 36), nn.Unflatten(1, (4, 3, 3)), _leaky(), nn.Conv2d(4, 3, 3, padding=1),
+                              _leaky(), nn.Flatten(), nn.Linear(27, 4), _leaky()), 4.0)

@@ -1,8 +1,8 @@
 """Layout changes between layers in PyTorch models: nn.Unflatten and a view/reshape that is no flatten become a
-Reshape, a partial nn.Flatten into a Conv1d stays a Flatten. The traced graphs give snnTorch's own spikes in float64;
-on Loihi 2 (the target whose data layout differs from nmcompile's C order) the emitted network reads a reshaped
-input, or a map laid out anew, bit-exactly in Lava, and on SpiNNaker 2 a map read as another map is partitioned and
-routed over several PEs bit-exactly under QEMU."""
+Reshape, a partial nn.Flatten into a Conv1d stays a Flatten. The traced graphs give snnTorch's own spikes in float64.
+On Loihi 2 (the target whose data layout differs from nmcompile's C order) the emitted network reads a reshaped
+input or a map laid out anew, and a Linear feeds a map, bit-exactly in Lava; on SpiNNaker 2 a map read as another
+map is partitioned and routed over several PEs bit-exactly under QEMU."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from nmcompile.runtime.hil import verify_artifact
 from tests.frontend import reshape_models as R
 
 LAYOUTS = {"unflatten_into_conv": ("Reshape", (4, 3, 3)), "view_input_into_conv": ("Reshape", (2, 6, 6)),
-           "rows_into_conv1d": ("Flatten", (4, 36)), "map_into_another_map": ("Reshape", (16, 3, 3))}
+           "rows_into_conv1d": ("Flatten", (4, 36)), "map_into_another_map": ("Reshape", (16, 3, 3)),
+           "linear_into_a_map": ("Reshape", (4, 3, 3))}
 
 
 @pytest.mark.parametrize("factory", sorted(R.SHAPES))
@@ -45,7 +46,7 @@ def test_unflattening_the_batch_is_refused_in_one_line():
         graph_from_module(model, (12,))
 
 
-@pytest.mark.parametrize("factory", ["view_input_into_conv", "rows_into_conv1d"])
+@pytest.mark.parametrize("factory", ["view_input_into_conv", "rows_into_conv1d", "linear_into_a_map"])
 def test_loihi2_reads_a_reshaped_input_and_a_map_laid_out_anew_bit_exactly(factory, tmp_path):
     torch.save(getattr(R, factory)().state_dict(), tmp_path / "m.pt")
     options = SourceOptions(model=f"tests.frontend.reshape_models:{factory}", input_shape=R.SHAPES[factory])

@@ -144,25 +144,26 @@ def _source(spec: LavaSpec, view: LoweredNetwork, p: Projection, port: str, star
                         start)
         (spec.inputs if p.source in view.inputs else spec.constants).setdefault(p.source, []).append(use)
         return
-    transform: list[tuple] = []
-    if shape != expects:   # through Flatten/Reshape: to nmcompile's C order, then to the layout the op reads
-        if len(shape) > 1:
-            transform += [("transpose", [2, 1, 0]), ("flatten",)]
-        if len(expects) > 1:
-            c_h_w = (expects[0], expects[1] if len(expects) == 3 else 1, expects[-1])
-            transform += [("reshape", c_h_w), ("transpose", [2, 1, 0])]
-    spec.connections.append(Connection(p.source, "s_out", transform, p.name, port))
+    spec.connections.append(Connection(p.source, "s_out", relayout(shape, expects), p.name, port))
 
 
 def _target(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
     out_shape, shape = tuple(p.out_shape), tuple(view.layers[p.dest].shape)
+    spec.connections.append(Connection(p.name, "a_out", relayout(out_shape, shape), p.dest, "a_in"))
+
+
+def relayout(produced: tuple[int, ...], read: tuple[int, ...]) -> list[tuple]:
+    """The port transforms that carry values of nmcompile shape `produced` to shape `read` (a Flatten or Reshape
+    between them: the same values in C order), both in Lava's layout: to C order, then to the layout read."""
     transform: list[tuple] = []
-    if len(out_shape) > 1 and len(shape) == 1:
-        transform = [("transpose", [2, 1, 0]), ("flatten",)]
-    elif out_shape != shape:
-        raise UnsupportedError(f"projection '{p.name}' of shape {out_shape} cannot feed layer '{p.dest}' of shape "
-                               f"{shape}")
-    spec.connections.append(Connection(p.name, "a_out", transform, p.dest, "a_in"))
+    if produced == read:
+        return transform
+    if len(produced) > 1:
+        transform += [("transpose", [2, 1, 0]), ("flatten",)]
+    if len(read) > 1:
+        c_h_w = (read[0], read[1] if len(read) == 3 else 1, read[-1])
+        transform += [("reshape", c_h_w), ("transpose", [2, 1, 0])]
+    return transform
 
 
 def _dense(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
