@@ -338,8 +338,9 @@ class Flatten(Op):
 class Reshape(Op):
     """y = x with the same values in C order, laid out as `shape` (like torch.reshape; no arithmetic).
 
-    prod(shape) must equal the input's element count. It gives a layer made flat by a pass (a CSR projection
-    into it) its map back for a convolution.
+    prod(shape) must equal the input's element count. Frontends emit it for nn.Unflatten and a view/reshape that
+    merges no contiguous dims; fuse_projections inserts it where a layer became flat (a CSR projection into it) and
+    a convolution reads that layer as its map.
     """
 
     numeric = "neutral"
