@@ -409,6 +409,11 @@ def _op_to_nir(name: str, op: Op, dt: float, in_shape, out_shape) -> Any:
         return cls(kernel_size=np.array(op.kernel_size), stride=np.array(op.stride), padding=np.array(op.padding))
     if kind == "Flatten":
         return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=op.start_dim, end_dim=op.end_dim)
+    if kind == "Reshape":
+        if len(op.shape) != 1:
+            raise UnsupportedError(f"node '{name}' (Reshape to {op.shape}) cannot be written to NIR: NIR 1.0 has "
+                                   "Flatten but no reshape to several dimensions")
+        return nir.Flatten(input_type={"input": np.array(in_shape)}, start_dim=0, end_dim=-1)
     if kind == "Scale":
         return nir.Scale(scale=np.broadcast_to(op.scale, in_shape).copy())
     if kind == "Delay":

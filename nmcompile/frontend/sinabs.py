@@ -188,7 +188,7 @@ def _value_bound(graph, name: str, shapes) -> np.ndarray | None:
     x = _upper_bound(graph, name)
     if x is None:
         return None
-    if isinstance(op, O.Flatten):
+    if isinstance(op, (O.Flatten, O.Reshape)):
         return x.reshape(shapes[name])
     if isinstance(op, O.Delay):
         return x

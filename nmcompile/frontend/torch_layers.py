@@ -1,4 +1,4 @@
-"""torch.nn layers: Linear, Conv1d/2d, AvgPool1d/2d, MaxPool1d/2d (over spikes), Flatten, BatchNorm1d/2d,
+"""torch.nn layers: Linear, Conv1d/2d, AvgPool1d/2d, MaxPool1d/2d (over spikes), Flatten, Unflatten, BatchNorm1d/2d,
 Identity, Dropout (dropped)."""
 
 from __future__ import annotations
@@ -133,6 +133,14 @@ def _flatten(m: nn.Flatten, path, in_shape, out_shape) -> Lowered:
     start = m.start_dim % n - 1
     end = m.end_dim % n - 1
     return Lowered.single(O.Flatten(start_dim=start, end_dim=end, provenance=prov("torch", path)))
+
+
+@register(nn.Unflatten, "torch")
+def _unflatten(m: nn.Unflatten, path, in_shape, out_shape) -> Lowered:
+    """The same values in C order, laid out as the module's output (without the batch): a Reshape."""
+    if m.dim == 0 or m.dim == -len(in_shape) - 1:
+        raise UnsupportedError(f"module '{path}': Unflatten(dim=0) splits the batch dimension")
+    return Lowered.single(O.Reshape(shape=tuple(out_shape), provenance=prov("torch", path)))
 
 
 def _batchnorm(m, path, in_shape, out_shape) -> Lowered:

@@ -271,9 +271,13 @@ class Tracer:
         before, after = tuple(tensor.shape), tuple(result.shape)
         if not after or after[0] != before[0] or len(before) < 2:
             raise UnsupportedError(f"a reshape from {before} to {after} changes the batch dimension")
-        start, end = _flatten_dims(before[1:], after[1:])
-        key = ("flatten", _nodes_of(value), start, end)
-        name = self._function_node(key, "flatten", value, lambda: O.Flatten(start_dim=start, end_dim=end))
+        dims = _flatten_dims(before[1:], after[1:])
+        if dims is None:   # any other reshape keeping the element count (e.g. a vector back to a map for a conv)
+            key = ("reshape", _nodes_of(value), after[1:])
+            name = self._function_node(key, "reshape", value, lambda: O.Reshape(shape=after[1:]))
+        else:
+            key = ("flatten", _nodes_of(value), *dims)
+            name = self._function_node(key, "flatten", value, lambda: O.Flatten(start_dim=dims[0], end_dim=dims[1]))
         self._record_function(name, value, result)
 
     def _function_node(self, key, kind, value, make) -> str:
@@ -321,14 +325,14 @@ def _nodes_of(value: Value) -> frozenset[str]:
     return frozenset(s.node for s in value.sources)
 
 
-def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int]:
-    """The (start, end) unbatched dims whose merge turns `before` into `after`."""
+def _flatten_dims(before: tuple[int, ...], after: tuple[int, ...]) -> tuple[int, int] | None:
+    """The (start, end) unbatched dims whose merge turns `before` into `after`, or None when no merge does."""
     for start in range(len(before)):
         for end in range(start, len(before)):
             merged = (*before[:start], int(np.prod(before[start : end + 1])), *before[end + 1 :])
             if merged == after:
                 return start, end
-    raise UnsupportedError(f"a reshape from {before} to {after} is not a flatten of contiguous dims")
+    return None
 
 
 # ======================================================================================================

@@ -93,7 +93,7 @@ class Op:
     role: ClassVar[str] = "structural"    # one of ROLES
     numeric: ClassVar[str] = "float"      # one of NUMERICS: which graphs may hold it (Graph.verify)
     weighted: ClassVar[bool] = False      # a projection with a weight matrix or kernel (Linear, Conv, QLinear...)
-    transparent: ClassVar[bool] = False   # passes values through unweighted (Flatten, Delay): walkers step over it
+    transparent: ClassVar[bool] = False   # values through unweighted (Flatten, Reshape, Delay): walkers step over it
     removed_by: ClassVar[str | None] = None  # the pass that must remove it before quantize (BatchNorm: fold_bn)
     storage: ClassVar[str | None] = None  # weighted ops: how the weights are declared, one of STORAGES
     provenance: Provenance | None = None

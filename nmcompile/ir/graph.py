@@ -43,7 +43,7 @@ def min_delay(op: Op) -> int:
 
 @dataclass(frozen=True)
 class Trace:
-    """A walk from `start` over transparent ops (Flatten, Delay) to the first other node, `end`.
+    """A walk from `start` over transparent ops (Flatten, Reshape, Delay) to the first other node, `end`.
 
     `passed` lists the transparent nodes stepped over in walk order; `recurrent_steps` counts the recurrent
     edges on the way (each reads the previous step, i.e. adds one step of delay).
@@ -57,7 +57,7 @@ class Trace:
     def delay(self, graph: Graph, shapes: Mapping[str, Shape] | None = None,
               counted: Iterable[str] | None = None) -> np.ndarray:
         """Steps the walk adds (Delay nodes + recurrent edges): a 0-d array when uniform, else one value per
-        element in C order (Flatten and Delay keep the element count). `counted` limits the Delay nodes that
+        element in C order (Flatten, Reshape and Delay keep the element count). `counted` limits the Delay nodes that
         count (a pass that merges only some of them); `shapes` saves re-inferring them for per-element delays."""
         total: np.ndarray = np.asarray(self.recurrent_steps, dtype=np.int64)
         keep = None if counted is None else set(counted)

@@ -471,7 +471,8 @@ def _constant(op: O.Constant, in_shape: Shape | None, out_shape: Shape, dtype: n
 
 
 @register_kernel(O.Flatten)
-def _flatten(op: O.Flatten, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+@register_kernel(O.Reshape)
+def _flatten(op: O.Flatten | O.Reshape, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
     return FlattenKernel(in_shape, out_shape, dtype)
 
 

@@ -335,6 +335,37 @@ class Flatten(Op):
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
+class Reshape(Op):
+    """y = x with the same values in C order, laid out as `shape` (like torch.reshape; no arithmetic).
+
+    prod(shape) must equal the input's element count. Frontends emit it for nn.Unflatten and a view/reshape that
+    merges no contiguous dims; fuse_projections inserts it where a layer became flat (a CSR projection into it) and
+    a convolution reads that layer as its map.
+    """
+
+    numeric = "neutral"
+    transparent = True
+
+    shape: Shape
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shape", as_shape(self.shape))
+        super().__post_init__()
+
+    def out_shape(self, in_shape: Shape | None) -> Shape:
+        if in_shape is None:
+            raise ValueError("needs an input")
+        if int(np.prod(in_shape)) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot lay out the {int(np.prod(in_shape))} elements of input {tuple(in_shape)} as "
+                             f"{self.shape} ({int(np.prod(self.shape))} elements)")
+        return self.shape
+
+    def check(self) -> None:
+        if not self.shape or any(d <= 0 for d in self.shape):
+            raise ValueError(f"shape {self.shape} must have at least one dimension, all positive")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Scale(Op):
     """y = x * scale (elementwise; `scale` broadcasts to the input shape)."""
 
@@ -404,6 +435,6 @@ from nmcompile.ir.sparse import QSparseLinear  # noqa: E402
 __all__ = [
     "IF", "LI", "LIF", "MPBNLIF", "OP_TYPES", "AvgPool1d", "AvgPool2d", "BatchNorm", "Constant", "Conv1d", "Conv2d",
     "CubaLI", "CubaLIF", "Delay", "Flatten", "Input", "Linear", "NeuronOp", "Op", "Output", "Provenance", "QConv",
-    "QLinear", "QNeuron", "QPlasticLinear", "QSparseLinear", "Scale", "Shape", "SparseLinear", "SumPool1d",
+    "QLinear", "QNeuron", "QPlasticLinear", "QSparseLinear", "Reshape", "Scale", "Shape", "SparseLinear", "SumPool1d",
     "SumPool2d", "conv_out_len", "same_op",
 ]

@@ -7,8 +7,10 @@
 
 Resolution rules (with Graph.trace_back/trace_forward, the only place they are written):
 - A projection is a weighted op (`op.weighted`). Its source is the node reached walking back over transparent
-  ops (Flatten, Delay): an Input, a Constant or a neuron layer. Its destination is the neuron layer reached
-  walking forward the same way.
+  ops (Flatten, Reshape, Delay): an Input, a Constant or a neuron layer. Its destination is the neuron layer reached
+  walking forward the same way. `in_shape` is what the op reads (a conv's map), `source_shape` the source's own
+  shape: they differ where a conv reads a flat layer through a Reshape (same elements, C order), and the conv's
+  geometry (`ConvWeights.in_shape`) is `in_shape`.
 - Its delivery delay in steps is the op's own delay plus every Delay node and recurrent edge on those two walks:
   one value (a 0-d array) when uniform, else one per synapse [out, in] (dense projections only).
 - An Output taps the neuron layer reached walking back from it (`OutputTap.layer`; None when it sums several
@@ -187,9 +189,8 @@ class Projection:
         return part if isinstance(part, np.ndarray) else box_flat_indices(part, self.source_shape)
 
     def _source_spatial(self) -> Shape:
-        nd = self.weights.spatial_dims
-        if len(self.source_shape) == nd + 1:
-            return tuple(self.source_shape[1:])
+        """The spatial dims of the map the convolution reads (`in_shape`; its source may hold them in another shape,
+        read through a Flatten or Reshape in C order)."""
         return tuple(self.in_shape[1:])
 
     def _conv_synapses(self, box: Box) -> int:
@@ -222,7 +223,7 @@ class Projection:
             hi = (b - 1) * w.stride[axis] - w.padding[axis] + (k - 1) * w.dilation[axis] + 1
             ranges.append((max(lo, 0), min(hi, in_spatial[axis])))
         source_box = tuple(ranges)
-        if len(self.source_shape) != len(source_box):  # the source is flattened: express as flat indices
+        if tuple(self.source_shape) != tuple(self.in_shape):  # the source has another shape: flat (C-order) indices
             return box_flat_indices(source_box, (cin_g * w.groups, *in_spatial))
         return source_box
 

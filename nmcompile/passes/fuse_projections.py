@@ -2,7 +2,7 @@
 
 Hardware connects neuron layers through one synapse stage, so the float graph is rewritten (exactly, in real
 arithmetic) until every path from a neuron layer or input to the next neuron layer holds one Linear/Conv,
-possibly with Flatten and Delay around it:
+possibly with Flatten, Reshape and Delay around it:
 
     AvgPoolNd(k)        -> SumPoolNd(k) then Scale(1 / prod(k))          (N = 1, 2 throughout)
     Scale(1) joining several inputs -> removed (a node's input is the sum of its in-edges anyway)
@@ -32,7 +32,7 @@ from nmcompile.passes.common import per_channel, scale_rows, unique_name
 
 
 def _passes_through(op: O.Op) -> bool:
-    """Transparent (Flatten, Delay) or fused away by this pass (pools, scales): no weights of its own."""
+    """Transparent (Flatten, Reshape, Delay) or fused away by this pass (pools, scales): no weights of its own."""
     return op.transparent or op.removed_by == "fuse_projections"
 
 
@@ -230,10 +230,8 @@ def _fold_scales(g: Graph, notes: list[str]) -> None:
 
 
 def _fold_scale_down(g: Graph, name: str, op: O.Scale, notes: list[str]) -> bool:
-    """Scale -> [Flatten|Delay]* -> weighted op (its only input): multiply the op's input columns."""
+    """Scale -> [Flatten|Reshape|Delay]* -> weighted op (its only input): multiply the op's input columns."""
     shapes = g.shapes()
-    in_shape = shapes[name]
-    scale = np.broadcast_to(op.scale, in_shape)
     try:
         trace = g.trace_forward(name)
     except UnsupportedError:
@@ -242,6 +240,8 @@ def _fold_scale_down(g: Graph, name: str, op: O.Scale, notes: list[str]) -> bool
     nxt = g.node(target)
     if trace.recurrent_steps or not nxt.weighted or any(len(g.in_edges(n)) != 1 for n in (*trace.passed, target)):
         return False
+    in_shape = shapes[g.in_edges(target)[0].src]    # the scale laid out as the op reads it (C order)
+    scale = np.broadcast_to(op.scale, shapes[name]).reshape(in_shape)
     if nxt.kind == "Linear":
         columns = scale.reshape(-1)
         new = nxt.replace(weight=nxt.weight * columns[None, :])

@@ -9,7 +9,8 @@ CSR rows) and c (a bias projection from a Constant(1) source, as `retime` builds
     a padded pool (or one with overlapping windows) into a padded conv
 
 M's column i is the chain's linear part applied to the unit vector e_i (no biases); c is the chain applied to 0.
-The layer after the chain becomes flat (its consumers must be Flatten); a matrix of more than
+The layer after the chain becomes flat (per-position parameters in C order); a consumer that is not a Flatten
+reads it through a Reshape to the layer's old shape (a conv gets its map back). A matrix of more than
 MAX_SPARSE_NONZEROS entries is refused.
 """
 
@@ -27,7 +28,7 @@ from nmcompile.passes.common import unique_name
 
 MAX_SPARSE_NONZEROS = 50_000_000   # 50M synapses: ~600 MB of CSR in float64 + int32 indices before quantization
 _COLUMN_CHUNK = 256                # unit vectors evaluated per batch
-CHAIN_KINDS = ("Conv1d", "Conv2d", "SumPool1d", "SumPool2d", "Scale", "Flatten", "Linear")
+CHAIN_KINDS = ("Conv1d", "Conv2d", "SumPool1d", "SumPool2d", "Scale", "Flatten", "Reshape", "Linear")
 
 
 def materialise(g: Graph, notes: list[str]) -> None:
@@ -126,9 +127,6 @@ def _chain_around(g: Graph, name: str, reason: str) -> tuple[str, list[str], str
         op = g.node(n)
         if op.kind == "Linear" and op.delays is not None and op.delays.any():
             raise refuse(f"Linear '{n}' has per-synapse delays")
-    shapes = g.shapes()
-    if len(shapes[dst]) > 1 and any(g.node(e.dst).kind != "Flatten" for e in g.out_edges(dst)):
-        raise refuse(f"the layer '{dst}' it feeds becomes flat, so its consumers must be Flatten (a Linear next)")
     return src, chain, dst
 
 
@@ -146,7 +144,7 @@ def _apply(op, x: np.ndarray, in_shape, with_bias: bool) -> np.ndarray:
         return arraymath.sum_pool(x, op.kernel_size, op.stride, op.pads(in_shape))
     if kind == "Scale":
         return x * np.broadcast_to(op.scale, in_shape)[None]
-    if kind == "Flatten":
+    if kind in ("Flatten", "Reshape"):
         return x.reshape((x.shape[0], *op.out_shape(in_shape)))
     y = x @ op.weight.T
     return y + op.bias if with_bias and op.bias is not None else y
@@ -212,11 +210,26 @@ def _replace(g: Graph, src: str, chain: list[str], dst: str, reason: str, notes:
         g.connect(source, proj)
         g.connect(proj, dst)
     if len(shapes[dst]) > 1:
-        g.replace_node(dst, _flat_layer(g.node(dst)))
-        for edge in g.out_edges(dst):
-            g.replace_node(edge.dst, O.Flatten(provenance=g.node(edge.dst).provenance))
+        _make_flat(g, dst, shapes)
     notes.append(f"{', '.join(chain)}: {reason}; '{sparse}' into '{dst}' (now flat) stored as a sparse matrix of "
                  f"{values.size} non-zeros: no convolution form")
+
+
+def _make_flat(g: Graph, layer: str, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Make `layer` flat. A Flatten after it to a vector flattens nothing more; every other consumer reads it
+    through a Reshape to the shape it read before (a partial Flatten becomes that Reshape)."""
+    g.replace_node(layer, _flat_layer(g.node(layer)))
+    for edge in g.out_edges(layer):
+        consumer = g.node(edge.dst)
+        if consumer.kind == "Flatten":
+            flat = len(shapes[edge.dst]) == 1
+            g.replace_node(edge.dst, O.Flatten(provenance=consumer.provenance) if flat else
+                           O.Reshape(shape=shapes[edge.dst], provenance=consumer.provenance))
+            continue
+        reshape = g.add(unique_name(g, f"{layer}.reshape"), O.Reshape(shape=shapes[layer]))
+        g.remove_edge(edge)
+        g.connect(layer, reshape, edge.recurrent)
+        g.connect(reshape, edge.dst)
 
 
 def _flat_layer(op):

@@ -67,6 +67,31 @@ def conv(rng, size=8) -> Graph:
     return g
 
 
+def sparse_pool_conv(rng) -> Graph:
+    """conv 3x3 -> avg pool 2 with padding 1 on its currents (no conv form: a CSR projection, so l1 (4, 3, 3) becomes
+    flat), read by a padded conv 3x3 through a Reshape to (4, 3, 3) and by a Conv1d (stride 2, padding 2, dilation 2)
+    through Flatten(1, 2), which becomes a Reshape to (4, 9); both LIF layers -> flatten -> dense -> one LIF."""
+    g = Graph("reshape")
+    g.add("in", O.Input(shape=(2, 7, 7)))
+    g.add("c1", O.Conv2d(weight=rng.normal(0.2, 0.5, (4, 2, 3, 3)), bias=rng.normal(0.0, 0.1, 4)))
+    g.add("p1", O.AvgPool2d(kernel_size=2, stride=2, padding=1))
+    g.add("l1", O.LIF(shape=(4, 3, 3), beta=0.8, threshold=1.0))
+    g.add("c2", O.Conv2d(weight=rng.normal(0.1, 0.5, (3, 4, 3, 3)), padding=1))
+    g.add("l2", O.LIF(shape=(3, 3, 3), beta=0.9, threshold=1.0))
+    g.add("rows", O.Flatten(start_dim=1, end_dim=2))
+    g.add("c3", O.Conv1d(weight=rng.normal(0.1, 0.5, (3, 4, 3)), stride=2, padding=2, dilation=2))
+    g.add("l3", O.LIF(shape=(3, 5), beta=0.9, threshold=1.0))
+    g.add("flat2", O.Flatten())
+    g.add("fc2", dense(rng, 27, 5, mean=0.05, std=0.5))
+    g.add("flat3", O.Flatten())
+    g.add("fc3", dense(rng, 15, 5, mean=0.05, std=0.5))
+    g.add("l4", O.LIF(shape=(5,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(5,)))
+    g.chain("in", "c1", "p1", "l1", "c2", "l2", "flat2", "fc2", "l4", "out")
+    g.chain("l1", "rows", "c3", "l3", "flat3", "fc3", "l4")
+    return g
+
+
 def csr(rng, n_in, n_out, *, density, mean=0.3, std=0.6) -> O.SparseLinear:
     """A SparseLinear with about `density` of the synapses declared, values N(mean, std)."""
     mask = rng.random((n_out, n_in)) < density
@@ -204,7 +229,8 @@ def mpbn(rng) -> Graph:
 # conformance boards, or refuses it naming the limit of its target listed in tests/backends/test_conformance.py.
 NETWORKS = {"mlp": mlp, "mlp_bias": lambda rng: mlp(rng, bias=True), "recurrent": recurrent,
             "conv": lambda rng: conv(rng, size=6), "delays": delays, "sparse": sparse, "subtract": subtract,
-            "delayed": delayed, "restless": restless, "mpbn": mpbn}
+            "delayed": delayed, "restless": restless, "mpbn": mpbn,
+            "reshape": sparse_pool_conv}
 
 
 def compile_graph(graph: Graph, tmp: Path, calibration: np.ndarray, target: str, **request) -> Path:

@@ -165,6 +165,25 @@ def avgpool_border_before_conv() -> nn.Module:
                               _leaky(), nn.Flatten(), nn.Linear(3, 3), _leaky()), 6.0)
 
 
+def avgpool_border_on_currents_into_conv() -> nn.Module:
+    """A padded pool on a conv's currents (a sparse projection: the layer after it becomes flat) into a conv."""
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, padding=1), _leaky(), nn.Conv2d(4, 3, 3, padding=1),
+                              _leaky(), nn.Flatten(), nn.Linear(3 * 3 * 3, 3), _leaky()), 6.0)
+
+
+def avgpool1d_border_on_currents_into_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Conv1d(2, 4, 3), nn.AvgPool1d(2, padding=1), _leaky(), nn.Conv1d(4, 3, 3, padding=1),
+                              _leaky(), nn.Flatten(), nn.Linear(3 * 4, 3), _leaky()), 6.0)
+
+
+def unflatten_into_conv() -> nn.Module:
+    torch.manual_seed(0)
+    return gain(nn.Sequential(nn.Linear(6, 36), _leaky(), nn.Unflatten(1, (4, 3, 3)), nn.Conv2d(4, 3, 3, padding=1),
+                              _leaky(), nn.Flatten(), nn.Linear(3 * 3 * 3, 3), _leaky()), 6.0)
+
+
 def maxpool_over_currents() -> nn.Module:
     torch.manual_seed(0)
     return gain(nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), _leaky(), nn.Flatten(),
@@ -316,9 +335,14 @@ ROWS += [
     ("structure", "`AvgPool2d` padding, ceil_mode, count_include_pad=False before a Linear",
      "avgpool_border_before_linear", IMAGE),
     ("structure", "`AvgPool2d` padding, count_include_pad=False before a conv", "avgpool_border_before_conv", IMAGE),
+    ("structure", "`AvgPool2d` padding on a conv's currents, then a neuron and a conv",
+     "avgpool_border_on_currents_into_conv", IMAGE),
+    ("structure", "`AvgPool1d` padding on a conv's currents, then a neuron and a conv",
+     "avgpool1d_border_on_currents_into_conv", SIGNAL),
     ("structure", "`BatchNorm1d` after a Linear", "batchnorm1d", DENSE),
     ("structure", "`BatchNorm2d` after a conv", "batchnorm2d", IMAGE),
     ("structure", "`Dropout`", "dropout", DENSE),
     ("structure", "`Flatten` after a conv", "flatten", IMAGE),
+    ("structure", "`Unflatten` from a Linear's layer to a conv", "unflatten_into_conv", DENSE),
     ("structure", "recurrent `Linear` in the forward loop", "recurrent_linear", DENSE),
 ]

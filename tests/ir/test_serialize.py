@@ -25,6 +25,7 @@ def every_op_graph() -> Graph:
     g.add("mp", O.MPBNLIF(shape=(4, 8, 8), beta=0.25, bn_mean=np.zeros((4, 1, 1)), reset_amount=0.7))
     g.add("pool", O.AvgPool2d(kernel_size=2, stride=2))
     g.add("sp", O.SumPool2d(kernel_size=(2, 1), stride=(2, 1)))
+    g.add("rows", O.Reshape(shape=(8, 4), provenance=Provenance("torch", "unflatten")))
     g.add("flat", O.Flatten(start_dim=0, end_dim=-1))
     g.add("scale", O.Scale(scale=0.5))
     g.add("delay", O.Delay(delay=np.arange(32) % 3))
@@ -33,7 +34,7 @@ def every_op_graph() -> Graph:
                             reset_mode="subtract", reset_timing="delayed"))
     g.add("li", O.LI(shape=(6,), beta=0.95, reset_mode="none"))
     g.add("out", O.Output(shape=(6,)))
-    g.chain("in", "conv", "bn", "mp", "pool", "sp", "flat", "scale", "delay", "fc", "cuba", "li", "out")
+    g.chain("in", "conv", "bn", "mp", "pool", "sp", "rows", "flat", "scale", "delay", "fc", "cuba", "li", "out")
     g.verify()
     return g
 

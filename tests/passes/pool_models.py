@@ -97,3 +97,24 @@ def padded_pool_into_padded_conv() -> nn.Module:
     """AvgPool2d(2, padding 1) over spikes into Conv2d(padding 1) (sparse matrix)."""
     return _then_linear([nn.Conv2d(2, 4, 3), _leaky(0.8), nn.AvgPool2d(2, padding=1),
                          nn.Conv2d(4, 3, 3, padding=1)], SHAPE_2D)
+
+
+def sparse_pool_into_conv() -> nn.Module:
+    """Conv2d -> AvgPool2d(2, padding 1) on currents (sparse matrix) -> Leaky, read by a padded Conv2d: the flat
+    layer gives the conv its (C, H, W) map back through a Reshape."""
+    return _then_linear([nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, padding=1), _leaky(0.8),
+                         nn.Conv2d(4, 3, 3, padding=1)], SHAPE_2D)
+
+
+def sparse_pool_into_conv_1d() -> nn.Module:
+    """The 1-D form: Conv1d -> AvgPool1d(2, padding 1) on currents -> Leaky -> Conv1d(padding 1)."""
+    return _then_linear([nn.Conv1d(2, 4, 3), nn.AvgPool1d(2, padding=1), _leaky(0.8),
+                         nn.Conv1d(4, 3, 3, padding=1)], SHAPE_1D)
+
+
+def sparse_pools_in_a_row() -> nn.Module:
+    """Two chains without a conv form in a row: the second (a padded pool into a padded conv) reads the layer the
+    first made flat through its Reshape, and makes the next layer flat in turn, read by a conv."""
+    return _then_linear([nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, padding=1), _leaky(0.8),
+                         nn.AvgPool2d(2, padding=1), nn.Conv2d(4, 3, 3, padding=1), _leaky(0.8),
+                         nn.Conv2d(3, 3, 3, padding=1)], SHAPE_2D)

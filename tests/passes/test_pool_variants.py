@@ -1,7 +1,8 @@
 """Pool variants (1-D, padding, count_include_pad, ceil_mode, divisor_override) before and after neurons: the
 frontend graph and the fused graph equal the snnTorch model spike for spike in float64, the fused graph holds no
 pool, they compile for every target with the rewrite in report.md; variants without a convolution form become one
-sparse (CSR) projection, refused naming the module and its options only where that cannot apply."""
+sparse (CSR) projection, refused naming the module and its options only where that cannot apply; the layer such a
+projection makes flat feeds a conv (or the output) through a Reshape."""
 
 from __future__ import annotations
 
@@ -92,15 +93,32 @@ def test_sparse_projection_is_the_composed_matrix_and_bias():
     np.testing.assert_allclose(dense @ x.numpy().reshape(-1) + bias, want, rtol=1e-12, atol=1e-12)
 
 
-def test_a_sparse_chain_into_a_layer_not_followed_by_flatten_is_refused_naming_the_pool():
-    model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True), P._leaky(0.8))
-    graph, _ = graph_from_module(model, P.SHAPE_2D)
-    message = (r"pool '1' \(from torch:1\) with kernel \(2, 2\), stride \(2, 2\), padding \(0, 0\), ceil_mode=True "
-               r"pools the currents of conv '0' with a zero border: no convolution form, and it cannot be stored as a "
-               r"sparse matrix: the layer '2' it feeds becomes flat")
-    with pytest.raises(PassError, match=message) as err:
-        run_pipeline(graph, ["fuse_projections"])
-    assert "\n" not in str(err.value)
+@pytest.mark.parametrize("factory", ["sparse_pool_into_conv", "sparse_pool_into_conv_1d"])
+def test_a_layer_made_flat_by_a_sparse_projection_feeds_a_conv_through_a_reshape(factory):
+    """Conv -> AvgPool(2, padding 1) -> Leaky -> padded Conv: float64 spikes equal snnTorch's own forward."""
+    shape = P.SHAPE_1D if factory.endswith("1d") else P.SHAPE_2D
+    _, fused = _exact(getattr(P, factory)(), shape)
+    (sparse,), (reshape,) = fused.of_kind("SparseLinear"), fused.of_kind("Reshape")
+    layer, conv = fused.in_edges(reshape)[0].src, fused.out_edges(reshape)[0].dst
+    shapes = fused.shapes()
+    assert fused.trace_forward(sparse).end == layer and len(shapes[layer]) == 1
+    assert fused.node(conv).kind == f"Conv{len(shape) - 1}d"
+    assert shapes[reshape] == ((4, 8) if factory.endswith("1d") else (4, 4, 4))    # the pooled map: 14 -> 8, 7 -> 4
+
+
+def test_a_sparse_chain_reads_a_layer_made_flat_through_its_reshape():
+    _, fused = _exact(P.sparse_pools_in_a_row(), P.SHAPE_2D)
+    first, second = fused.of_kind("SparseLinear")
+    assert fused.trace_back(second).end == fused.trace_forward(first).end       # the flat layer, Reshape absorbed
+    (reshape,) = fused.of_kind("Reshape")
+    assert fused.trace_back(reshape).end == fused.trace_forward(second).end and fused.shapes()[reshape] == (3, 3, 3)
+
+
+def test_a_layer_made_flat_by_a_sparse_projection_is_output_through_a_reshape():
+    model = P._gain(nn.Sequential(nn.Conv2d(2, 4, 3), nn.AvgPool2d(2, stride=2, ceil_mode=True), P._leaky(0.8)), 1.5)
+    _, fused = _exact(model, P.SHAPE_2D)
+    (reshape,) = fused.of_kind("Reshape")
+    assert fused.out_edges(reshape)[0].dst == fused.outputs[0] and fused.shapes()[reshape] == (4, 4, 4)
 
 
 def test_a_sparse_matrix_beyond_the_limit_is_refused(monkeypatch):
@@ -118,7 +136,8 @@ def test_maxpool1d_over_currents_is_refused_with_the_reason():
         graph_from_module(nn.Sequential(nn.Conv1d(2, 3, 3), nn.MaxPool1d(2), P._leaky(0.9)), P.SHAPE_1D)
 
 
-@pytest.mark.parametrize("factory", ["pools_1d", "avgpool_2d_ceil_no_pad", "divisor_pool_into_conv"])
+@pytest.mark.parametrize("factory", ["pools_1d", "avgpool_2d_ceil_no_pad", "divisor_pool_into_conv",
+                                     "sparse_pool_into_conv_1d"])
 @pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
 def test_pool_variants_compile_for_every_target(tmp_path, factory, target):
     model = getattr(P, factory)()
@@ -128,7 +147,7 @@ def test_pool_variants_compile_for_every_target(tmp_path, factory, target):
     compile_network(CompileRequest(source=tmp_path / "m.pt", target=target, out=tmp_path / "out", options=options,
                                    stop_after="partition", reference_samples=1))
     report = (tmp_path / "out" / "report.md").read_text()
-    if factory == "divisor_pool_into_conv":
+    if factory in SPARSE or factory.startswith("sparse_"):
         assert re.search(r"stored as a sparse matrix of \d+ non-zeros: no convolution form", report)
         return
     assert "sum pool fused into" in report

@@ -14,7 +14,7 @@ from nmcompile.frontend.trace import graph_from_module
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import simulate
-from nmcompile.passes import PassError, run_pipeline
+from nmcompile.passes import run_pipeline
 from tests.frontend import factories as F
 from tests.passes.test_retime_fuse import same_spikes
 
@@ -47,11 +47,13 @@ def test_pool_on_currents_folds_into_the_conv(k, s, p, d, pk, ps, pool):
     same_spikes(g, fused, (rng.random((20, 2, 2, 9, 9)) < 0.4).astype(np.float64))
 
 
-def test_padded_pool_on_currents_is_refused_by_name():
-    g = conv_pool_neuron(np.random.default_rng(0), 3, 1, 1, 1, 3, 1, "avg", pool_padding=1)
-    with pytest.raises(PassError, match=r"pool 'p' with kernel \(3, 3\), stride \(1, 1\), padding \(1, 1\) pools "
-                                        r"the currents of conv 'c'"):
-        run_pipeline(g, ["fuse_projections"])
+def test_padded_pool_on_currents_becomes_a_sparse_projection_and_the_output_reads_it_through_a_reshape():
+    rng = np.random.default_rng(0)
+    g = conv_pool_neuron(rng, 3, 1, 1, 1, 3, 1, "avg", pool_padding=1)
+    fused = run_pipeline(g, ["fuse_projections"])
+    assert [fused.node(n).kind for n in fused.order() if fused.node(n).kind not in ("Constant", "Linear")] == [
+        "Input", "Flatten", "SparseLinear", "LIF", "Reshape", "Output"]
+    same_spikes(g, fused, (rng.random((20, 2, 2, 9, 9)) < 0.4).astype(np.float64))
 
 
 @pytest.mark.parametrize("kind", ["avg", "max"])

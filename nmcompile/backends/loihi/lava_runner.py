@@ -27,6 +27,15 @@ def to_lava(array, layout):
     return array
 
 
+def read_shape(lava_shape, layout):
+    """The nmcompile shape a projection reads, from its Lava shape: an input is reshaped to it (C order) first."""
+    if layout == "chw":
+        return tuple(reversed(lava_shape))
+    if layout == "cl":
+        return (lava_shape[2], lava_shape[0])
+    return tuple(lava_shape)
+
+
 def from_lava(array, layout):
     if layout == "chw":
         return np.moveaxis(array, (-1, -2, -3), (-3, -2, -1))
@@ -54,7 +63,7 @@ def run_sample(module, artifact, spikes, states):
     net = module.build(Path(artifact) / "network.npz")
     for uses in net.inputs.values():
         for layout, lava_shape, proc, port in uses:
-            data = to_lava(spikes, layout) if layout != "flat" else spikes.reshape(steps, -1)
+            data = to_lava(spikes.reshape((steps, *read_shape(lava_shape, layout))), layout)
             data = np.moveaxis(np.asarray(data, dtype=np.int64), 0, -1)  # Lava wants time last
             source = Source(data=data.reshape((*lava_shape, steps)))
             source.s_out.connect(getattr(net.proc[proc], port))

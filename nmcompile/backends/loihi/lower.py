@@ -144,26 +144,26 @@ def _source(spec: LavaSpec, view: LoweredNetwork, p: Projection, port: str, star
                         start)
         (spec.inputs if p.source in view.inputs else spec.constants).setdefault(p.source, []).append(use)
         return
-    transform: list[tuple] = []
-    if len(shape) > 1 and len(expects) == 1:
-        transform = [("transpose", [2, 1, 0]), ("flatten",)]
-    elif len(shape) == 1 and len(expects) > 1:
-        c_h_w = (expects[0], expects[1] if len(expects) == 3 else 1, expects[-1])
-        transform = [("reshape", c_h_w), ("transpose", [2, 1, 0])]
-    elif shape != expects:
-        raise UnsupportedError(f"projection '{p.name}': its input of shape {shape} cannot be laid out as {expects}")
-    spec.connections.append(Connection(p.source, "s_out", transform, p.name, port))
+    spec.connections.append(Connection(p.source, "s_out", relayout(shape, expects), p.name, port))
 
 
 def _target(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
     out_shape, shape = tuple(p.out_shape), tuple(view.layers[p.dest].shape)
+    spec.connections.append(Connection(p.name, "a_out", relayout(out_shape, shape), p.dest, "a_in"))
+
+
+def relayout(produced: tuple[int, ...], read: tuple[int, ...]) -> list[tuple]:
+    """The port transforms that carry values of nmcompile shape `produced` to shape `read` (a Flatten or Reshape
+    between them: the same values in C order), both in Lava's layout: to C order, then to the layout read."""
     transform: list[tuple] = []
-    if len(out_shape) > 1 and len(shape) == 1:
-        transform = [("transpose", [2, 1, 0]), ("flatten",)]
-    elif out_shape != shape:
-        raise UnsupportedError(f"projection '{p.name}' of shape {out_shape} cannot feed layer '{p.dest}' of shape "
-                               f"{shape}")
-    spec.connections.append(Connection(p.name, "a_out", transform, p.dest, "a_in"))
+    if produced == read:
+        return transform
+    if len(produced) > 1:
+        transform += [("transpose", [2, 1, 0]), ("flatten",)]
+    if len(read) > 1:
+        c_h_w = (read[0], read[1] if len(read) == 3 else 1, read[-1])
+        transform += [("reshape", c_h_w), ("transpose", [2, 1, 0])]
+    return transform
 
 
 def _dense(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
@@ -207,9 +207,9 @@ def _conv(spec: LavaSpec, view: LoweredNetwork, p: Projection) -> None:
                                "exactly one (a delay on a convolution's input is supported for bias sources only)")
     in_shape = p.in_shape
     weight = w.kernel.astype(np.int64)
-    if weight.ndim == 3:  # Conv1d (C, L) runs as a 2-D conv on (L, 1, C)
-        weight = weight[:, :, :, None]
-        stride, padding, dilation = (w.stride[0], 1), (w.padding[0], 0), (w.dilation[0], 1)
+    if weight.ndim == 3:  # Conv1d (C, L) runs as a 2-D conv on (L, 1, C): L is Lava's X, a 2-D conv's W axis
+        weight = weight[:, :, None, :]
+        stride, padding, dilation = (1, w.stride[0]), (0, w.padding[0]), (1, w.dilation[0])
         lava_in = (in_shape[1], 1, in_shape[0])
     else:
         stride, padding, dilation = w.stride, w.padding, w.dilation

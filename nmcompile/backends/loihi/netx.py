@@ -47,6 +47,9 @@ def _layers(view: LoweredNetwork) -> list[dict]:
         if p.form == "csr":
             raise NotNetx(f"'{p.name}' is a sparse projection")
         if tuple(p.source_shape) != tuple(p.in_shape):
+            if len(p.in_shape) != 1:
+                raise NotNetx(f"'{p.name}' reads '{p.source}' {tuple(p.source_shape)} laid out as {tuple(p.in_shape)} "
+                              "(a Reshape); netx's only layout change is a flatten")
             layers.append({"type": "flatten", "shape": p.in_shape})
         if tuple(p.out_shape) != tuple(view.layers[p.dest].shape):
             raise NotNetx(f"'{p.name}' must feed a neuron layer directly")
