@@ -24,7 +24,8 @@ module nmc_host #(
     parameter integer TRACE_DEPTH = 64,
     parameter integer QSTEPS      = 64,
     parameter integer TIMEOUT     = 1 << 20,
-    parameter integer WRITE_BYTES = 1024       // WRITE data bytes per frame (docs/formats/fpga-uart.md)
+    parameter integer WRITE_BYTES = 1024,      // WRITE data bytes per frame (docs/formats/fpga-uart.md)
+    parameter integer OUT_FIFO    = 256        // output bytes taken from the core ahead of the UART
 ) (
     input  wire         clk,
     input  wire         rst,
@@ -156,6 +157,15 @@ module nmc_host #(
     reg [4:0]   tword_bytes;
     reg [7:0]   ncmd, nstatus;     // the refused command and why
 
+    // output FIFO: the core's output bytes are taken as soon as they come, so the core computes the next step while
+    // the UART still sends this one's SPIKES frame
+    localparam integer OA = $clog2(OUT_FIFO);
+    reg [7:0]   ofifo [0:OUT_FIFO-1];
+    reg [OA-1:0] o_head, o_tail;
+    reg [OA:0]  o_count;
+    wire        o_push = out_valid && !out_ready && o_count != (OA+1)'(OUT_FIFO);
+    wire        o_pop = state == T_PAY && kind == K_SPIKES && tx_ready && !tx_start && o_count != '0;
+
     assign idle = (state == X_IDLE) && (rstate == R_SYNC) && !streaming && tx_ready && !tx_start;
 
     wire [15:0] spikes_len = 16'd4 + ((cfg_out_len + 16'd7) >> 3);
@@ -172,7 +182,7 @@ module nmc_host #(
             K_NAK:    pay_byte = (tidx == 16'd0) ? ncmd : nstatus;
             K_INFO:   pay_byte = info[8 * tidx[3:0] +: 8];
             K_READ:   pay_byte = word[8 * wb +: 8];
-            K_SPIKES: begin pay_byte = out_byte; pay_ready = out_valid; end
+            K_SPIKES: begin pay_byte = ofifo[o_head]; pay_ready = o_count != '0; end
             K_DONE:   pay_byte = done_payload[8 * tidx[4:0] +: 8];
             default: ;
         endcase
@@ -211,8 +221,17 @@ module nmc_host #(
         inq_abort <= 1'b0;
         reset_req <= 1'b0;
         run_req <= 1'b0;
-        out_ready <= 1'b0;
+        out_ready <= o_push;
+        if (o_push) begin
+            ofifo[o_tail] <= out_byte;
+            o_tail <= o_tail + 1'b1;
+        end
+        if (o_pop) o_head <= o_head + 1'b1;
+        o_count <= o_count + (OA+1)'(o_push) - (OA+1)'(o_pop);
         if (rst) begin
+            o_head <= '0;
+            o_tail <= '0;
+            o_count <= '0;
             rstate <= R_SYNC;
             state <= X_IDLE;
             quiet <= '0;
@@ -522,7 +541,6 @@ module nmc_host #(
                     send(pay_byte);
                     tcrc <= crc_byte(tcrc, pay_byte);
                     tidx <= tidx + 16'd1;
-                    if (kind == K_SPIKES) out_ready <= 1'b1;
                     if (kind == K_READ) wb <= wb + 5'd1;
                     if (tidx == tlen - 16'd1) state <= T_CRC0;
                     else if (kind == K_READ && wb == tword_bytes - 5'd1) state <= T_FETCH;

@@ -195,7 +195,7 @@ class FpgaLink:
         injected and not yet answered by their SPIKES frame (a step's SPIKES frame comes after the step took its
         input from the queue, so the queue never holds more than it can), and an INJECT is sent once at least a
         quarter of the queue is free (or the rest of the sample fits), which keeps the framing small. Every frame
-        has `timeout` seconds to arrive. `counters` afterwards: the host's INJECT frames, input steps, answers and
+        has `timeout` seconds to arrive, the whole stream `timeout` per QSTEPS steps plus its line time. `counters` afterwards: the host's INJECT frames, input steps, answers and
         SPIKES frames, how often it had input ready but no credit (`credit_waits`), the most steps it had in flight,
         and the board's DONE: steps, input steps it queued during the stream, its clock cycles for the stream."""
         info = self.info()
@@ -204,10 +204,15 @@ class FpgaLink:
         per_step = 4 * in_words
         credit = info.queue_steps
         most = max(1, min(credit, MAX_PAYLOAD // per_step))
-        batch = max(1, credit // 4)
+        batch = max(1, credit // 8)
         spikes_length = 4 + (out_len + 7) // 8
         accept = {Reply.SPIKES: spikes_length, Reply.DONE: STREAM_DONE.size, Command.INJECT | 0x80: 0}
-        waiting = f"a frame of a STREAM of {steps} steps ({self.timeout:g} s per frame)"
+        # deadlines a board cannot extend: each frame within `timeout`, the whole stream within what the lock-step
+        # RUNs of a queue's worth each would have had (`timeout` per QSTEPS steps plus the line time both ways)
+        line = 0.0 if self.line_rate is None else steps * (16 + spikes_length + per_step) / self.line_rate
+        budget = self.timeout * max(1, -(-steps // credit)) + line
+        end = time.monotonic() + budget
+        waiting = f"a frame of a STREAM of {steps} steps ({self.timeout:g} s per frame, {budget:.3g} s in all)"
         counters = dict.fromkeys(("inject_frames", "input_steps", "inject_answers", "spikes_frames", "credit_waits",
                                   "most_in_flight"), 0)
         self.counters = counters
@@ -229,7 +234,7 @@ class FpgaLink:
             if pending:
                 self.stream.write(bytes(pending))
                 pending = b""
-            code, payload = self.receive(time.monotonic() + self.timeout, accept, waiting)
+            code, payload = self.receive(min(time.monotonic() + self.timeout, end), accept, waiting)
             if code == Command.INJECT | 0x80:
                 counters["inject_answers"] += 1
                 if counters["inject_answers"] > counters["inject_frames"]:
