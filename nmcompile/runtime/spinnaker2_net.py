@@ -119,15 +119,22 @@ class ModelPe:
             self.rings[g][(t + delay) % (delay + 1)] += np.bincount(target[sel], weights=weight[sel],
                                                                      minlength=n)[:n].astype(np.int64)
 
-    def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
-        and drops its input (the slots are cleared all the same)."""
+    def arrived(self) -> np.ndarray:
+        """The input of this tick: every group's slot, scaled by its exponent and summed per neuron; the slots are
+        cleared."""
         t = self.tick_count
         a = np.zeros(self.image.n, dtype=np.int64)
         for g, (delay, exp, _, _) in enumerate(self.image.groups.tolist()):
             slot = self.rings[g][t % (delay + 1)]
             a += fixed.floor_shift(slot, exp)
             slot[:] = 0
+        return a
+
+    def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
+        and drops its input (the slots are cleared all the same)."""
+        t = self.tick_count
+        a = self.arrived()
         u_before, v_before, rc_before = self.u, self.v, self.rc
         drive = np.left_shift(a, fixed.ACT_SHIFT)
         cleared = self.du + 1 == fixed.DECAY_UNITY

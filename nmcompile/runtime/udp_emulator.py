@@ -7,8 +7,8 @@ It speaks the board side of docs/formats/spinnaker2-udp.md: a HELLO starts a ses
 the way a real board serves the last host that greeted it), LOAD pieces build the network blob (placement,
 routing tables, PE images, kernel.elf), LOAD_END checks its sha256 and starts the PEs, RESET starts a sample,
 SPIKES of step t run tick t once the step's last fragment is in, and the step's outputs go back as OUTPUT messages.
-PE compute: `model` executes the images with the kernel's rules in numpy (`ModelPe`), `qemu` runs the C kernel on
-an emulated Cortex-M4 per PE; spikes between PEs follow the emitted routing tables (checked at load). Its counters
+PE compute: `model` executes the images with the kernel's rules in numpy, every PE at once (`FusedModelSession`, the
+spikes of one `ModelPe` per PE), `qemu` runs the C kernel on an emulated Cortex-M4 per PE; spikes between PEs follow the emitted routing tables (checked at load). Its counters
 (spikes in and out, steps, the channel's recovered faults) answer STATS.
 """
 
@@ -142,6 +142,7 @@ class EmulatedBoard:
             raise ProtocolError("LOAD pieces exceed the announced size")
 
     def _load_end(self, payload: bytes) -> None:
+        from nmcompile.runtime.spinnaker2_model import FusedModelSession
         from nmcompile.runtime.spinnaker2_net import ModelPe, Spinnaker2Network, parse_image
         from nmcompile.runtime.spinnaker2_session import NetworkSession
 
@@ -165,7 +166,7 @@ class EmulatedBoard:
         else:
             net = Spinnaker2Network(root.parent, lambda name, image: ModelPe(parse_image(image, name)))
         net.check_routes()
-        self.network, self.runner = net, NetworkSession(net)
+        self.network, self.runner = net, FusedModelSession(net) if self.pe == "model" else NetworkSession(net)
         self.outputs = list(net.placement["outputs"])
         self.readout = [net.placement["layers"][o["layer"]]["readout"] for o in net.placement["outputs"].values()]
         if self.log:
