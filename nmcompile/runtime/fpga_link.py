@@ -193,11 +193,12 @@ class FpgaLink:
 
         The input goes in INJECT frames while the board runs, under credit flow control: at most QSTEPS steps are
         injected and not yet answered by their SPIKES frame (a step's SPIKES frame comes after the step took its
-        input from the queue, so the queue never holds more than it can), and an INJECT is sent once at least a
-        quarter of the queue is free (or the rest of the sample fits), which keeps the framing small. Every frame
-        has `timeout` seconds to arrive, the whole stream `timeout` per QSTEPS steps plus its line time. `counters` afterwards: the host's INJECT frames, input steps, answers and
-        SPIKES frames, how often it had input ready but no credit (`credit_waits`), the most steps it had in flight,
-        and the board's DONE: steps, input steps it queued during the stream, its clock cycles for the stream."""
+        input from the queue, so the queue never holds more than it can), and an INJECT is sent once at least an
+        eighth of the queue is free (or the rest of the sample fits), which keeps the framing small. Every frame
+        has `timeout` seconds to arrive, the whole stream `timeout` per QSTEPS steps plus its line time.
+        `counters` afterwards: the host's INJECT frames, input steps, answers and SPIKES frames, how often it had
+        input ready but no credit (`credit_waits`), the most steps it had in flight, and the board's DONE: steps,
+        input steps it queued during the stream, its clock cycles for the stream."""
         info = self.info()
         steps = inputs.shape[0]
         bitmaps = pack_inputs(inputs, in_words)

@@ -8,8 +8,9 @@ the way a real board serves the last host that greeted it), LOAD pieces build th
 routing tables, PE images, kernel.elf), LOAD_END checks its sha256 and starts the PEs, RESET starts a sample,
 SPIKES of step t run tick t once the step's last fragment is in, and the step's outputs go back as OUTPUT messages.
 PE compute: `model` executes the images with the kernel's rules in numpy, every PE at once (`FusedModelSession`, the
-spikes of one `ModelPe` per PE), `qemu` runs the C kernel on an emulated Cortex-M4 per PE; spikes between PEs follow the emitted routing tables (checked at load). Its counters
-(spikes in and out, steps, the channel's recovered faults) answer STATS.
+spikes of one `ModelPe` per PE), `qemu` runs the C kernel on an emulated Cortex-M4 per PE; spikes between PEs follow
+the emitted routing tables (checked at load). Its counters (spikes in and out, steps, the channel's recovered
+faults) answer STATS.
 """
 
 from __future__ import annotations
