@@ -34,8 +34,10 @@ from nmcompile.protocols.spinnaker2_udp import (
     Datagram,
     Kind,
     ProtocolError,
+    RecordPacker,
     fragments,
-    parse_spikes,
+    parse_records,
+    step_records,
     unpack_files,
 )
 from nmcompile.runtime.udp_channel import Channel
@@ -78,6 +80,7 @@ class EmulatedBoard:
         self.channel = BoardChannel(self.sock, None, session=0xFFFFFFFF, window=WINDOW, timeout=timeout,
                                     describe="the host")
         self.session_id = self.channel.session
+        self.outbox = RecordPacker(lambda payload: self.channel.send(Kind.OUTPUT, payload))
         self._stopping = False
         self._work: tempfile.TemporaryDirectory | None = None
         self.network = self.runner = None
@@ -93,14 +96,16 @@ class EmulatedBoard:
     def serve(self) -> None:
         while not self._stopping:
             try:
-                self.channel.poll(0.2)
+                self.channel.poll(0 if self.channel.inbox else 0.2)
             except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
                 if self.log:
                     self.log(f"ignored: {err}")
             if self.channel.session != self.session_id:
                 self._new_session()
-            while self.channel.inbox:
+            # one message at a time, its outputs sent at once, the socket read (and acknowledged) in between
+            if self.channel.inbox:
                 self._handle(self.channel.inbox.popleft())
+                self.outbox.flush()
 
     def stop(self) -> None:
         self._stopping = True
@@ -116,6 +121,7 @@ class EmulatedBoard:
             self.log(f"session {self.session_id:#010x} from {self.channel.peer[0]}:{self.channel.peer[1]}")
 
     def _error(self, message: str) -> None:
+        self.outbox.flush()
         self.channel.send_unsequenced(Kind.ERROR, message.encode())
 
     def _handle(self, datagram: Datagram) -> None:
@@ -124,6 +130,8 @@ class EmulatedBoard:
                        Kind.RESET: self._reset, Kind.SPIKES: self._spikes, Kind.STATS: self._stats}.get(datagram.kind)
             if handler is None:
                 raise ProtocolError(f"unknown message kind {datagram.kind:#04x}")
+            if datagram.kind != Kind.SPIKES:
+                self.outbox.flush()          # answers come after the outputs of the steps before them
             handler(datagram.payload)
         except NmcError as err:
             self._error(str(err))
@@ -185,30 +193,34 @@ class EmulatedBoard:
     def _spikes(self, payload: bytes) -> None:
         if self.runner is None:
             raise ProtocolError("SPIKES before a network was loaded")
-        step, _, flags, keys = parse_spikes(payload)
-        if step != self._next_step:
-            raise ProtocolError(f"spikes of step {step} while step {self._next_step} is due")
-        if keys.size and (keys.min() < 0 or keys.max() >= self.runner.input_size):
-            raise ProtocolError(f"an input key of step {step} is outside 0..{self.runner.input_size - 1}")
-        self.counters["spikes_in"] += int(keys.size)
-        self._step_keys.append(keys)
-        if flags & LAST:
-            x = np.zeros(self.runner.input_size, dtype=np.int64)
-            x[np.concatenate(self._step_keys)] = 1
-            self._step_keys = []
-            self._next_step += 1
-            outputs = self.runner.step(x)
-            self.counters["steps"] += 1
-            for index, name in enumerate(self.outputs):
-                values = outputs[name]
-                if self.readout[index]:
-                    pieces = fragments(step, values, VALUES, index)
-                else:
-                    spikes = np.flatnonzero(values)
-                    self.counters["spikes_out"] += int(spikes.size)
-                    pieces = fragments(step, spikes, 0, index)
-                for piece in pieces:
-                    self.channel.send(Kind.OUTPUT, piece)
+        for step, _, flags, keys in parse_records(payload):
+            if step != self._next_step:
+                raise ProtocolError(f"spikes of step {step} while step {self._next_step} is due")
+            if keys.size and (keys.min() < 0 or keys.max() >= self.runner.input_size):
+                raise ProtocolError(f"an input key of step {step} is outside 0..{self.runner.input_size - 1}")
+            self.counters["spikes_in"] += int(keys.size)
+            self._step_keys.append(keys)
+            if flags & LAST:
+                self._tick(step)
+
+    def _tick(self, step: int) -> None:
+        """Run the tick of a step whose input is complete; its outputs go to the outbox."""
+        x = np.zeros(self.runner.input_size, dtype=np.int64)
+        x[np.concatenate(self._step_keys)] = 1
+        self._step_keys = []
+        self._next_step += 1
+        outputs = self.runner.step(x)
+        self.counters["steps"] += 1
+        for index, name in enumerate(self.outputs):
+            values = outputs[name]
+            if self.readout[index]:
+                pieces = fragments(step, values, VALUES, index)
+            else:
+                spikes = np.flatnonzero(values)
+                self.counters["spikes_out"] += int(spikes.size)
+                pieces = step_records(step, spikes, len(values), index)
+            for piece in pieces:
+                self.outbox.add(piece)
 
     def _stats(self, payload: bytes) -> None:
         counters = {**self.counters, **{f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()}}
