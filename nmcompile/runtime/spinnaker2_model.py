@@ -15,6 +15,8 @@ Built once from the images and the routing tables:
   tick t-1 adds its weight to slot (t - 1 + d_c) mod (d_c + 1) of its column, and tick t reads slot t mod (d_c + 1)
   of every column, shifts it by e_c (floor), sums the columns of each neuron and clears them (`ModelPe.arrived`);
 - the neuron update of `ModelPe` over the neurons of all PEs concatenated (their parameters side by side).
+A small network (rows x columns up to DENSE_LIMIT) also keeps the table dense and sums a tick's input as one
+float64 matrix-vector product: exact, since every sum of int8 weights stays far below 2**53.
 A tick delivers the keys emitted in the tick before: the PEs' spikes, the host's input keys of the step before and
 every bias unit (nothing in the first tick), exactly as `NetworkSession.step`.
 """
@@ -26,6 +28,8 @@ import numpy as np
 from nmcompile.ir import fixed
 from nmcompile.runtime.spinnaker2_net import Image, ModelPe, Spinnaker2Network
 from nmcompile.runtime.spinnaker2_session import NetworkSession
+
+DENSE_LIMIT = 1 << 21          # rows x columns up to which the synapse table is also kept dense (16 MB)
 
 
 class _FusedPe(ModelPe):
@@ -50,7 +54,10 @@ class _FusedPe(ModelPe):
         if columns.size == 0:
             return
         # integer sums through float64 bincount: exact, |sum| <= 128 * synapses < 2**53
-        total = np.bincount(columns, weights=weights, minlength=self._cols.size).astype(np.int64)
+        self.add_totals(np.bincount(columns, weights=weights, minlength=self._cols.size).astype(np.int64))
+
+    def add_totals(self, total: np.ndarray) -> None:
+        """Per column, the summed weights arriving from the previous tick."""
         slots = (self.tick_count - 1 + self.col_delay) % (self.col_delay + 1)
         self.ring[slots, self._cols] += total
 
@@ -108,6 +115,12 @@ class FusedModelSession(NetworkSession):
         self.syn_col = (np.concatenate(col_of) if col_of else np.zeros(0, dtype=np.int64))[order]
         self.syn_weight = (np.concatenate(weight_of) if weight_of else np.zeros(0, dtype=np.int64))[order]
         self.row_start = np.concatenate([[0], np.cumsum(np.bincount(key_rows, minlength=rows))])
+        # small networks: the same table dense, [rows, columns] float64, a tick's input one matrix-vector product
+        # (exact: integer sums below 2**53)
+        self.dense = None
+        if rows * columns[0].size <= DENSE_LIMIT:
+            self.dense = np.zeros((rows, columns[0].size))
+            np.add.at(self.dense, (np.sort(key_rows), self.syn_col), self.syn_weight)
         # which row a PE's spike or a host unit is (-1: nobody receives it)
         self.row_of_neuron = np.full(total, -1, dtype=np.int64)
         for k, sid in enumerate(self.source_ids):
@@ -136,6 +149,11 @@ class FusedModelSession(NetworkSession):
     def step(self, x: np.ndarray) -> dict[str, np.ndarray]:
         pe = self.pe
         rows = self._rows
+        if self.dense is not None:
+            delivered = np.zeros(self.dense.shape[0])
+            np.add.at(delivered, rows, 1.0)
+            pe.add_totals(np.rint(delivered @ self.dense).astype(np.int64))
+            rows = rows[:0]
         starts, ends = self.row_start[rows], self.row_start[rows + 1]
         lengths = ends - starts
         count = int(lengths.sum())

@@ -145,11 +145,11 @@ class UdpBoard(BaseBoard):
         last_added = -1                             # the step of the last record handed to the packer
 
         def send(payload: bytes) -> None:
-            # credit: at most `window` SPIKES datagrams whose outputs are not all back, so the board never holds
-            # more unprocessed messages than it buffers
+            # credit: at most half the window of SPIKES datagrams whose outputs are not all back, so the board
+            # never holds more unprocessed messages than it buffers
             while in_flight and in_flight[0] < min(complete, default=steps):
                 in_flight.popleft()
-            while len(in_flight) >= channel.window:
+            while len(in_flight) >= max(1, channel.window // 2):
                 self._output(channel.receive(), results, complete)
                 while in_flight and in_flight[0] < min(complete, default=steps):
                     in_flight.popleft()

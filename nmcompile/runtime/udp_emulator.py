@@ -102,10 +102,14 @@ class EmulatedBoard:
                     self.log(f"ignored: {err}")
             if self.channel.session != self.session_id:
                 self._new_session()
-            # one message at a time, its outputs sent at once, the socket read (and acknowledged) in between
-            if self.channel.inbox:
-                self._handle(self.channel.inbox.popleft())
-                self.outbox.flush()
+            # the messages in order; after a SPIKES message its outputs go at once and the socket is read (and
+            # acknowledged) again before the next one
+            while self.channel.inbox:
+                datagram = self.channel.inbox.popleft()
+                self._handle(datagram)
+                if datagram.kind == Kind.SPIKES:
+                    break
+            self.outbox.flush()
 
     def stop(self) -> None:
         self._stopping = True
