@@ -150,8 +150,7 @@ class FusedModelSession(NetworkSession):
         pe = self.pe
         rows = self._rows
         if self.dense is not None:
-            delivered = np.zeros(self.dense.shape[0])
-            np.add.at(delivered, rows, 1.0)
+            delivered = np.bincount(rows, minlength=self.dense.shape[0]).astype(np.float64)
             pe.add_totals(np.rint(delivered @ self.dense).astype(np.int64))
             rows = rows[:0]
         starts, ends = self.row_start[rows], self.row_start[rows + 1]

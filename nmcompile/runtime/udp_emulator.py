@@ -21,6 +21,7 @@ import random
 import socket
 import struct
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ class EmulatedBoard:
         self.session_id = self.channel.session
         self.outbox = RecordPacker(lambda payload: self.channel.send(Kind.OUTPUT, payload))
         self._stopping = False
+        self._served = threading.Event()          # set while serve() is not running
+        self._served.set()
         self._work: tempfile.TemporaryDirectory | None = None
         self.network = self.runner = None
         self._reset_state()
@@ -94,27 +97,34 @@ class EmulatedBoard:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def serve(self) -> None:
-        while not self._stopping:
-            try:
-                self.channel.poll(0 if self.channel.inbox else 0.2)
-            except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
-                if self.log:
-                    self.log(f"ignored: {err}")
-            if self.channel.session != self.session_id:
-                self._new_session()
-            # the messages in order; after a SPIKES message its outputs go at once and the socket is read (and
-            # acknowledged) again before the next one
-            while self.channel.inbox:
-                datagram = self.channel.inbox.popleft()
-                self._handle(datagram)
-                if datagram.kind == Kind.SPIKES:
-                    break
-            self.outbox.flush()
+        self._served.clear()
+        try:
+            while not self._stopping:
+                try:
+                    self.channel.poll(0 if self.channel.inbox else 0.2)
+                except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
+                    if self.log:
+                        self.log(f"ignored: {err}")
+                if self.channel.session != self.session_id:
+                    self._new_session()
+                # the messages in order; after a SPIKES message its outputs go at once and the socket is read (and
+                # acknowledged) again before the next one
+                while self.channel.inbox:
+                    datagram = self.channel.inbox.popleft()
+                    self._handle(datagram)
+                    if datagram.kind == Kind.SPIKES:
+                        break
+                self.outbox.flush()
+        finally:
+            self._served.set()
 
     def stop(self) -> None:
         self._stopping = True
 
     def close(self) -> None:
+        """Stop serving (waiting for serve() in another thread to return) and release the socket and the PEs."""
+        self._stopping = True
+        self._served.wait(timeout=5)
         self._close_network()
         self.sock.close()
 
