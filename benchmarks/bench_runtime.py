@@ -7,7 +7,9 @@ UDP loopback (SpiNNaker 2 datagram protocol, docs/formats/spinnaker2-udp.md):
              its own process) through udp://: input events/s and steps/s; the peer is ref:// on the same input
   latency    one step at a time through stream(): the round trip of a step (send its input, receive its output)
 UART over a pty (FPGA, docs/formats/fpga-uart.md): the Verilated RTL behind a pseudo-terminal, driven by serial://
-  at 1 Mbaud: steps/s and bytes each way; line use in the RTL's own time = wire bit times / simulated cycles.
+  at 1 Mbaud, one sample streamed (STREAM, the input pipelined under credit flow control): steps/s, and the line use
+  of the stream in the RTL's own time = wire bit times of its frames / the stream's clock cycles, each way; an
+  output-heavy network (the line from the board is the bound) and an input-heavy one (the line to it).
 
     python benchmarks/bench_runtime.py [--steps 2000] [--datagrams 20000]
 """
@@ -138,57 +140,40 @@ def udp_board(art: Path, steps: int) -> dict[str, float]:
             "latency_median_ms": float(np.median(step_times)), "latency_p99_ms": float(np.percentile(step_times, 99))}
 
 
-def uart_board(art: Path, steps: int) -> dict[str, float]:
+def uart_board(art: Path, inputs: int, steps: int) -> dict[str, float]:
+    """A sample streamed over a pty to the Verilated RTL; line use of the STREAM in the RTL's own clock: the bytes of
+    its frames each way (from the host's and the board's counters) x 10 bits x clocks per bit / the stream's clock
+    cycles (the board's DONE)."""
     from nmcompile.runtime.fpga_board import SerialBoard
-    from nmcompile.runtime.fpga_link import FpgaLink
     from nmcompile.runtime.verilator_build import SIM_CLKS_PER_BIT, build_model
 
-    x = (np.random.default_rng(2).random((steps, 1, 64)) < 0.25).astype(np.int8)
+    x = (np.random.default_rng(2).random((steps, 1, inputs)) < 0.25).astype(np.int8)
     expected, ref_seconds = reference(art, x)
     binary = build_model(art / "fpga")
     proc = subprocess.Popen([str(binary), "--pty"], cwd=art / "fpga", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
-    counts = {"written": 0, "read": 0}
-
-    class Counting(SerialBoard):
-        def open_link(self, project):
-            link = super().open_link(project)
-            port = link.stream
-
-            class Stream:
-                def write(self, data):
-                    counts["written"] += len(data)
-                    port.write(data)
-
-                def read(self, n):
-                    data = port.read(n)
-                    counts["read"] += len(data)
-                    return data
-
-            return FpgaLink(Stream(), timeout=self.timeout)
-
     try:
         pty = proc.stdout.readline().split()[1]
-        with Counting(pty, baud=1_000_000) as board:
+        with SerialBoard(pty, baud=1_000_000) as board:
             board.load(art)
-            before = dict(counts)
             start = time.perf_counter()
             out = board.run(x)
             seconds = time.perf_counter() - start
             assert np.array_equal(out, expected), "serial:// differs from the reference"
-        proc.wait(timeout=30)
-        cycles = int(proc.stderr.read().split("cycles")[-1].split()[0])
+            counters = dict(board.link.counters)
+            design, size = board.layout["design"], board.layout["output"]["size"]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        proc.kill()
+        proc.wait()
         proc.stdout.close()
         proc.stderr.close()
-    written, read = counts["written"] - before["written"], counts["read"] - before["read"]
-    return {"events": int(x.sum()), "seconds": seconds, "ref_seconds": ref_seconds, "written": written, "read": read,
-            "total_written": counts["written"], "total_read": counts["read"], "cycles": cycles,
-            "line_use_in": counts["written"] * 10 * SIM_CLKS_PER_BIT / cycles,
-            "line_use_out": counts["read"] * 10 * SIM_CLKS_PER_BIT / cycles}
+    c = counters
+    to_board = 10 + 6 * c["inject_frames"] + 4 * design["in_words"] * c["input_steps"]     # STREAM, INJECTs
+    from_board = 6 * c["inject_answers"] + (10 + (size + 7) // 8) * c["spikes_frames"] + 30   # answers, SPIKES, DONE
+    line = 10 * SIM_CLKS_PER_BIT / c["board_clock_cycles"]
+    return {"events": int(x.sum()), "seconds": seconds, "ref_seconds": ref_seconds, "to_board": to_board,
+            "from_board": from_board, "cycles": c["board_clock_cycles"], "credit_waits": c["credit_waits"],
+            "line_use_in": to_board * line, "line_use_out": from_board * line}
 
 
 def main() -> None:
@@ -211,15 +196,15 @@ def main() -> None:
               f"{udp['retransmitted']} retransmissions; ref:// in process {args.steps / udp['ref_seconds']:.0f} "
               f"steps/s; per-step round trip median {udp['latency_median_ms']:.2f} ms, "
               f"p99 {udp['latency_p99_ms']:.2f} ms")
-        uart = uart_board(wide_network(work, "fpga", 64, 16), max(args.steps // 4, 100))
         steps = max(args.steps // 4, 100)
-        print(f"serial:// over a pty to the Verilated RTL (64 inputs at 25 %, 16 LIF, {steps} steps, 1 Mbaud "
-              f"configured): {steps / uart['seconds']:.0f} steps/s, {uart['events'] / uart['seconds']:.0f} events/s "
-              f"wall clock; {uart['written']} bytes to and {uart['read']} from the board for the run "
-              f"({(uart['written'] + uart['read']) * 10 / uart['seconds'] / 1e6:.3f} Mbit/s both ways); "
-              f"line use in the RTL's time over the whole session: to the board {100 * uart['line_use_in']:.1f} %, "
-              f"from it {100 * uart['line_use_out']:.1f} % of {uart['cycles']} cycles")
-
+        for inputs, outputs in ((64, 16), (256, 8)):
+            uart = uart_board(wide_network(work, "fpga", inputs, outputs), inputs, steps)
+            print(f"serial:// over a pty to the Verilated RTL ({inputs} inputs at 25 %, {outputs} LIF, {steps} steps, "
+                  f"STREAM): {steps / uart['seconds']:.0f} steps/s, {uart['events'] / uart['seconds']:.0f} events/s "
+                  f"wall clock (ref:// {steps / uart['ref_seconds']:.0f} steps/s); line use during the stream in the "
+                  f"RTL's time: to the board {100 * uart['line_use_in']:.1f} % ({uart['to_board']} bytes), from it "
+                  f"{100 * uart['line_use_out']:.1f} % ({uart['from_board']} bytes) of {uart['cycles']} cycles; "
+                  f"the host waited for credit {uart['credit_waits']} times")
 
 if __name__ == "__main__":
     main()

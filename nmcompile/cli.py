@@ -589,10 +589,13 @@ def _run_on_executor(source: Path, board_url: str, options: dict, spikes, execut
     Returns the one output [T, B, N_out], the latency and where it ran."""
     from nmcompile.api import load_network
     from nmcompile.runtime.executors import open_executor, run_shards
+    from nmcompile.runtime.progress import ProgressBar
 
     network = load_network(source, _options(source_kw)) if source_kw is not None else source
+    bar = ProgressBar(spikes.shape[0] * spikes.shape[1], stream=sys.stderr)
     with open_executor(executor_spec) as executor:
-        run = run_shards(board_url, options, network, spikes, executor, progress=progress)
+        run = run_shards(board_url, options, network, spikes, executor, progress=progress, bar=bar)
+        bar.close()
         count = len(run.shards)
         where = f"{board_url} ({count} shard{'s' if count > 1 else ''} on {executor.spec})"
     out = run.outputs[run.single_output()]

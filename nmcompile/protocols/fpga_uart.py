@@ -21,7 +21,7 @@ from nmcompile.errors import BoardError
 
 SYNC_HOST, SYNC_CORE = 0xA5, 0x5A
 MAX_PAYLOAD = 0xFFFF
-VERSION = 2                 # INFO's version: 2 buffers a WRITE and commits it after its CRC (1 wrote words at once)
+VERSION = 3                 # INFO's version: 3 accepts INJECT during a STREAM; 2 buffers a WRITE until its CRC checks
 WRITE_MAX_BYTES = 1024      # data bytes of one WRITE frame (the host interface's buffer, nmc_host.v WRITE_BYTES)
 
 
@@ -32,6 +32,7 @@ class Command(enum.IntEnum):
     RESET = 0x04
     INJECT = 0x05
     RUN = 0x06
+    STREAM = 0x07
 
 
 class Reply(enum.IntEnum):
@@ -54,7 +55,8 @@ class Region(enum.IntEnum):
 WORD_BYTES = {Region.SYN: 1, Region.PARAM: 11, Region.INIT: 6, Region.PROJ: 24, Region.CONST: 4, Region.CONFIG: 4,
               Region.STATE: 7, Region.TRACE: 1}
 STATUS = {1: "CRC mismatch", 2: "unknown command", 3: "bad length", 4: "bad region or address",
-          5: "input queue full"}
+          5: "input queue full", 6: "not accepted while a stream runs"}
+STREAM_DONE = struct.Struct("<IQIQ")   # DONE of a STREAM: steps, engine cycles, input steps queued, clock cycles
 
 
 class ProtocolError(BoardError):

@@ -2,8 +2,11 @@
 their payloads. Both ends (nmcompile.runtime.udp_channel on the host and in the emulated board) use these
 functions.
 
-    raw = pack(Kind.SPIKES, session, seq, ack, spikes_payload(step, keys, last=True))
+    raw = pack(Kind.SPIKES, session, seq, ack, spikes_payload(step, keys, LAST))
     datagram = unpack(raw)                 # ProtocolError for a wrong magic, version, length or CRC
+    packer = RecordPacker(send)            # spike records of many steps into as few datagrams as they fit
+    for record in step_records(step, keys, width): packer.add(record)
+    for step, output, flags, keys in parse_records(datagram.payload): ...
 
 Every datagram: a 22-byte header (magic, version, kind, session, seq, ack, payload length, CRC-32) and a payload of
 at most MAX_PAYLOAD bytes, so a datagram fits one Ethernet frame (1500-byte MTU - 20 IP - 8 UDP = 1472 bytes).
@@ -21,7 +24,7 @@ import numpy as np
 from nmcompile.errors import BoardError
 
 MAGIC = 0x5332                      # "2S" little endian: SpiNNaker 2
-VERSION = 1
+VERSION = 2                         # 2: several spike records per datagram, bitmap records
 HEADER = struct.Struct("<HBBIIIHI")
 MAX_DATAGRAM = 1472
 MAX_PAYLOAD = MAX_DATAGRAM - HEADER.size
@@ -29,6 +32,7 @@ SPIKE_HEADER = struct.Struct("<IBBH")       # step, output index, flags, count
 MAX_KEYS = (MAX_PAYLOAD - SPIKE_HEADER.size) // 4
 LAST = 0x01                                  # flags: the last fragment of a step
 VALUES = 0x02                                # flags: signed 32-bit values per neuron, not spike indices
+BITMAP = 0x04                                # flags: count bytes of a bitmap (key k: byte k // 8, bit k % 8), not keys
 LOAD_HEADER = struct.Struct("<II")           # offset, total size
 SACK_WORDS = 1                               # ACK payload: a 32-bit bitmap of seqs ack+1..ack+32 received
 
@@ -98,23 +102,78 @@ def spikes_payload(step: int, keys: np.ndarray, flags: int, output: int = 0) -> 
 
 
 def parse_spikes(payload: bytes) -> tuple[int, int, int, np.ndarray]:
-    """(step, output index, flags, keys or values as int64)."""
-    if len(payload) < SPIKE_HEADER.size:
-        raise ProtocolError(f"a spike payload of {len(payload)} bytes")
-    step, output, flags, count = SPIKE_HEADER.unpack_from(payload)
-    if len(payload) != SPIKE_HEADER.size + 4 * count:
-        raise ProtocolError(f"a spike payload says {count} keys but holds {len(payload) - SPIKE_HEADER.size} bytes")
-    dtype = "<i4" if flags & VALUES else "<u4"
-    return step, output, flags, np.frombuffer(payload, dtype=dtype, offset=SPIKE_HEADER.size).astype(np.int64)
+    """(step, output index, flags, keys or values as int64) of a payload holding exactly one record."""
+    records = parse_records(payload)
+    if len(records) != 1:
+        raise ProtocolError(f"a spike payload holds {len(records)} records, expected one")
+    return records[0]
+
+
+def parse_records(payload: bytes) -> list[tuple[int, int, int, np.ndarray]]:
+    """Every spike record of a SPIKES/OUTPUT payload, in order: (step, output index, flags, keys as int64; a
+    bitmap record's set bits as keys, a VALUES record's signed values)."""
+    records, offset = [], 0
+    while offset < len(payload) or not records:
+        if len(payload) - offset < SPIKE_HEADER.size:
+            raise ProtocolError(f"a spike record of {len(payload) - offset} bytes is shorter than its header")
+        step, output, flags, count = SPIKE_HEADER.unpack_from(payload, offset)
+        start = offset + SPIKE_HEADER.size
+        size = count if flags & BITMAP else 4 * count
+        if start + size > len(payload):
+            raise ProtocolError(f"a spike record says {count} {'bitmap bytes' if flags & BITMAP else 'keys'} but "
+                                f"{len(payload) - start} bytes are left")
+        if flags & BITMAP:
+            bits = np.unpackbits(np.frombuffer(payload, dtype=np.uint8, count=count, offset=start), bitorder="little")
+            keys = np.flatnonzero(bits).astype(np.int64)
+        else:
+            dtype = "<i4" if flags & VALUES else "<u4"
+            keys = np.frombuffer(payload, dtype=dtype, count=count, offset=start).astype(np.int64)
+        records.append((step, output, flags, keys))
+        offset = start + size
+    return records
 
 
 def fragments(step: int, keys: np.ndarray, flags: int = 0, output: int = 0) -> list[bytes]:
-    """The payloads carrying one step's keys: MAX_KEYS per datagram, LAST on the final one (always at least one,
+    """The records carrying one step's keys: MAX_KEYS per record, LAST on the final one (always at least one,
     so an empty step is sent and acknowledged too)."""
     keys = np.asarray(keys)
     pieces = [keys[k:k + MAX_KEYS] for k in range(0, len(keys), MAX_KEYS)] or [keys]
     return [spikes_payload(step, piece, flags | (LAST if k == len(pieces) - 1 else 0), output)
             for k, piece in enumerate(pieces)]
+
+
+def step_records(step: int, keys: np.ndarray, width: int, output: int = 0) -> list[bytes]:
+    """One step's spike records for keys below `width`: one bitmap record of ceil(width / 8) bytes when that is
+    smaller than 4 bytes per key and fits a datagram, else the key records of `fragments`."""
+    keys = np.asarray(keys, dtype=np.int64)
+    size = (width + 7) // 8
+    if size < 4 * len(keys) and SPIKE_HEADER.size + size <= MAX_PAYLOAD:
+        bits = np.zeros(8 * size, dtype=np.uint8)
+        bits[keys] = 1
+        return [SPIKE_HEADER.pack(step, output, LAST | BITMAP, size) + np.packbits(bits, bitorder="little").tobytes()]
+    return fragments(step, keys, 0, output)
+
+
+class RecordPacker:
+    """Spike records appended to a payload while it stays within MAX_PAYLOAD; a full payload (or `flush`) goes to
+    `send(payload)`. Records never straddle datagrams."""
+
+    def __init__(self, send):
+        self.send = send
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def add(self, record: bytes) -> None:
+        if self.size + len(record) > MAX_PAYLOAD:
+            self.flush()
+        self.parts.append(record)
+        self.size += len(record)
+
+    def flush(self) -> None:
+        if self.parts:
+            payload = b"".join(self.parts)
+            self.parts, self.size = [], 0
+            self.send(payload)
 
 
 def pack_files(files: dict[str, bytes]) -> bytes:

@@ -124,6 +124,12 @@ class Executor(abc.ABC):
     def close(self) -> None:  # noqa: B027 (nothing to release by default; pools and clients override it)
         """Release the workers (the serial executor holds none)."""
 
+    def progress_queue(self) -> Any:
+        """A queue jobs may put progress counts into and this process get them from (`get(timeout=...)`)."""
+        import queue
+
+        return queue.Queue()
+
     def __enter__(self) -> Executor:
         return self
 
@@ -177,6 +183,7 @@ class LocalExecutor(Executor):
         threads = max(1, (os.cpu_count() or 1) // workers)
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_limit_threads, initargs=(threads,))
+        self._manager = None                       # a multiprocessing manager, for progress queues
 
     def map(self, fn, items, *, labels=None, on_result=None) -> list:
         from concurrent.futures import as_completed
@@ -206,8 +213,17 @@ class LocalExecutor(Executor):
                 future.cancel()
         return results
 
+    def progress_queue(self) -> Any:
+        import multiprocessing
+
+        if self._manager is None:
+            self._manager = multiprocessing.get_context("spawn").Manager()
+        return self._manager.Queue()
+
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._manager is not None:
+            self._manager.shutdown()
 
 
 class DaskExecutor(Executor):
@@ -285,6 +301,11 @@ class DaskExecutor(Executor):
             if not done:                          # a job failed: the others are not needed
                 self._client.cancel(futures)
         return results
+
+    def progress_queue(self) -> Any:
+        from distributed import Queue
+
+        return Queue(client=self._client)
 
     def close(self) -> None:
         self._client.close()
@@ -406,6 +427,7 @@ class _Shard:
     source: Any                                   # a Graph, a path (str) or a _Packed copy
     spikes: Any                                   # [T, b, ...]
     progress: Progress | None = None              # in-process executors only
+    steps_done: Any = None                        # update(count): steps x samples finished, for a progress bar
 
 
 @dataclass
@@ -431,7 +453,12 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             source = source.unpack(unpacked)
         with open_board(shard.board_url, progress=progress, **shard.options) as board:
             board.load(source)
-            outputs = board.run_all(shard.spikes)
+            if shard.steps_done is None:
+                outputs = board.run_all(shard.spikes)
+            else:                                 # in slices, each reported as it finishes
+                from nmcompile.runtime.progress import run_in_slices
+
+                outputs = run_in_slices(board, shard.spikes, shard.steps_done)
             latency = board.latency
     finally:
         if unpacked is not None:
@@ -480,8 +507,10 @@ def _describe_source(source: Any, executor: Executor) -> Any:
 
 
 def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact_or_source: object, spikes,
-               executor: Executor, shards: int | None = None, progress: Progress | None = None) -> ShardedRun:
-    """`run_sharded`, also returning the latency the boards reported and the shard ranges."""
+               executor: Executor, shards: int | None = None, progress: Progress | None = None,
+               bar: Any = None) -> ShardedRun:
+    """`run_sharded`, also returning the latency the boards reported and the shard ranges. `bar`: a ProgressBar
+    (nmcompile.runtime.progress) the workers advance by steps x samples as they go, when it is enabled."""
     import numpy as np
 
     from nmcompile.runtime.board import known_schemes, open_board
@@ -519,7 +548,15 @@ def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact
             report(f"shard {i + 1}/{count}: {message}")
         report(f"{labels[i]} done in {result.seconds:.1f} s")
 
-    results: list[_ShardResult] = executor.map(_run_shard, jobs, labels=labels, on_result=finished)
+    if bar is None or not bar.enabled:
+        results: list[_ShardResult] = executor.map(_run_shard, jobs, labels=labels, on_result=finished)
+    else:
+        from nmcompile.runtime.progress import WorkerProgress
+
+        with WorkerProgress(bar, executor.progress_queue()) as sink:
+            for job in jobs:
+                job.steps_done = sink
+            results = executor.map(_run_shard, jobs, labels=labels, on_result=finished)
     return ShardedRun(_join(results, labels), results[0].latency, bounds)
 
 

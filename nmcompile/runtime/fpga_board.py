@@ -2,9 +2,10 @@
 (`serial:///dev/ttyUSB0?baud=1000000`, also a pty bridged to the RTL).
 
 Each sample of run()/run_all() runs from a fresh state: RESET (state from the init image, spikes and traces cleared),
-plastic weights written back to their compiled values, then the inputs streamed in chunks of the design's input
-queue. After a sample the plastic weights are read back (the reference's final weights). stream() feeds one sample
-in chunks, keeping the state between them.
+plastic weights written back to their compiled values, then the inputs streamed with STREAM: INJECT frames sent while
+the board runs, under the credit flow control of the design's input queue (FpgaLink.stream_sample). After a sample
+the plastic weights are read back (the reference's final weights). stream() feeds one sample in chunks, keeping the
+state between them.
 """
 
 from __future__ import annotations
@@ -92,8 +93,8 @@ class UartBoard(BaseBoard):
         info = self.link.info()
         if info.version != VERSION:
             raise BoardError(f"the board's host interface is version {info.version}; this nmcompile speaks version "
-                             f"{VERSION} (WRITE frames take effect only after their CRC checks): rebuild the "
-                             "bitstream from fpga/")
+                             f"{VERSION} (inputs streamed during a run, WRITE frames take effect only after their CRC "
+                             "checks): rebuild the bitstream from fpga/")
         design = self.layout["design"]
         if (info.neurons, info.in_words, info.syn_depth) != (design["neurons"], design["in_words"],
                                                              design["syn_depth"]):
@@ -137,7 +138,7 @@ class UartBoard(BaseBoard):
         self.cycles = []
         for b in range(batch):
             self._start_sample()
-            outputs[:, b], cycles = link.run_sample(spikes[:, b].reshape(steps, -1), self.layout["design"][
+            outputs[:, b], cycles = link.stream_sample(spikes[:, b].reshape(steps, -1), self.layout["design"][
                 "in_words"], out["size"])
             self.cycles.append(cycles)
             for name, w in self._weights().items():
@@ -163,7 +164,7 @@ class UartBoard(BaseBoard):
             if not started:
                 self._start_sample()
                 started = True
-            spikes, cycles = link.run_sample(chunk[:, 0].reshape(steps, -1), self.layout["design"]["in_words"],
+            spikes, cycles = link.stream_sample(chunk[:, 0].reshape(steps, -1), self.layout["design"]["in_words"],
                                              out["size"])
             self.cycles.append(cycles)
             self.last_weights = self._weights()

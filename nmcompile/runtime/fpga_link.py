@@ -1,10 +1,12 @@
-"""The host side of the FPGA emulator's UART protocol: commands over a byte stream, each waiting for its answer.
-The frames themselves are `nmcompile.protocols.fpga_uart` (docs/formats/fpga-uart.md).
+"""The host side of the FPGA emulator's UART protocol: commands over a byte stream, each waiting for its answer,
+and samples streamed with the input pipelined under credit flow control. The frames themselves are
+`nmcompile.protocols.fpga_uart` (docs/formats/fpga-uart.md).
 
     link = FpgaLink(stream)              # stream: read(n) -> bytes (may return fewer), write(bytes)
     link.info()                          # sizes of the design
     link.program(program_bin)            # the frames of program.bin, one at a time
     link.reset(); link.inject(bitmaps); spikes, cycles = link.run(steps)
+    spikes, cycles = link.stream_sample(inputs, in_words, out_len)    # STREAM: INJECT while the board runs
     link.read(Region.SYN, addr, count)
 
 The same code drives a board on a serial port, the Verilated RTL over pipes, and the RTL over a pseudo-terminal.
@@ -20,6 +22,7 @@ import numpy as np
 from nmcompile.protocols.fpga_uart import (
     MAX_PAYLOAD,
     STATUS,
+    STREAM_DONE,
     SYNC_CORE,
     WORD_BYTES,
     Command,
@@ -60,6 +63,7 @@ class FpgaLink:
         self.line_rate = line_rate
         self._buffer = bytearray()
         self._info: Info | None = None
+        self.counters: dict[str, int] = {}
 
     # -- framing -------------------------------------------------------------------------------------------
     def _fill(self, need: int, deadline: float, waiting: str | None = None) -> None:
@@ -184,8 +188,85 @@ class FpgaLink:
                                         f"and sent {len(outputs)} spike frames")
                 return outputs, cycles
 
+    def stream_sample(self, inputs: np.ndarray, in_words: int, out_len: int) -> tuple[np.ndarray, int]:
+        """Stream one sample with STREAM: inputs [T, channels] (0/1) -> output spikes [T, out_len] and engine cycles.
+
+        The input goes in INJECT frames while the board runs, under credit flow control: at most QSTEPS steps are
+        injected and not yet answered by their SPIKES frame (a step's SPIKES frame comes after the step took its
+        input from the queue, so the queue never holds more than it can), and an INJECT is sent once at least an
+        eighth of the queue is free (or the rest of the sample fits), which keeps the framing small. Every frame
+        has `timeout` seconds to arrive, the whole stream `timeout` per QSTEPS steps plus its line time.
+        `counters` afterwards: the host's INJECT frames, input steps, answers and SPIKES frames, how often it had
+        input ready but no credit (`credit_waits`), the most steps it had in flight, and the board's DONE: steps,
+        input steps it queued during the stream, its clock cycles for the stream."""
+        info = self.info()
+        steps = inputs.shape[0]
+        bitmaps = pack_inputs(inputs, in_words)
+        per_step = 4 * in_words
+        credit = info.queue_steps
+        most = max(1, min(credit, MAX_PAYLOAD // per_step))
+        batch = max(1, credit // 8)
+        spikes_length = 4 + (out_len + 7) // 8
+        accept = {Reply.SPIKES: spikes_length, Reply.DONE: STREAM_DONE.size, Command.INJECT | 0x80: 0}
+        # deadlines a board cannot extend: each frame within `timeout`, the whole stream within what the lock-step
+        # RUNs of a queue's worth each would have had (`timeout` per QSTEPS steps plus the line time both ways)
+        line = 0.0 if self.line_rate is None else steps * (16 + spikes_length + per_step) / self.line_rate
+        budget = self.timeout * max(1, -(-steps // credit)) + line
+        end = time.monotonic() + budget
+        waiting = f"a frame of a STREAM of {steps} steps ({self.timeout:g} s per frame, {budget:.3g} s in all)"
+        counters = dict.fromkeys(("inject_frames", "input_steps", "inject_answers", "spikes_frames", "credit_waits",
+                                  "most_in_flight"), 0)
+        self.counters = counters
+        outputs: list[bytes] = []
+        first_index = None
+        sent = 0
+        pending = frame(Command.STREAM, struct.pack("<I", steps))
+        while True:
+            while sent < steps:
+                free = credit - (sent - len(outputs))
+                n = min(free, steps - sent, most)
+                if n < min(batch, steps - sent):
+                    counters["credit_waits"] += 1
+                    break
+                pending += frame(Command.INJECT, bitmaps[sent * per_step:(sent + n) * per_step])
+                sent += n
+                counters["inject_frames"] += 1
+                counters["most_in_flight"] = max(counters["most_in_flight"], sent - len(outputs))
+            if pending:
+                self.stream.write(bytes(pending))
+                pending = b""
+            code, payload = self.receive(min(time.monotonic() + self.timeout, end), accept, waiting)
+            if code == Command.INJECT | 0x80:
+                counters["inject_answers"] += 1
+                if counters["inject_answers"] > counters["inject_frames"]:
+                    raise ProtocolError("the board answered more INJECT frames than the host sent")
+            elif code == Reply.SPIKES:
+                if len(outputs) == sent:
+                    raise ProtocolError(f"the board sent a SPIKES frame for step {len(outputs)} of the STREAM, "
+                                        f"whose input was not sent yet")
+                index = struct.unpack_from("<I", payload)[0]
+                first_index = index if first_index is None else first_index
+                if index != (first_index + len(outputs)) & 0xFFFFFFFF:
+                    raise ProtocolError(f"SPIKES frame {len(outputs)} of the STREAM carries step index {index}; "
+                                        f"expected {(first_index + len(outputs)) & 0xFFFFFFFF}")
+                outputs.append(payload[4:])
+                counters["spikes_frames"] += 1
+            else:
+                done_steps, cycles, queued, clocks = STREAM_DONE.unpack(payload)
+                counters.update(input_steps=sent, board_steps=done_steps, board_input_steps=queued,
+                                board_clock_cycles=clocks)
+                if done_steps != steps or len(outputs) != steps or queued != sent:
+                    raise ProtocolError(f"a STREAM of {steps} steps: the board reported {done_steps} steps and "
+                                        f"{queued} queued input steps, the host sent {sent} and received "
+                                        f"{len(outputs)} spike frames")
+                if counters["inject_answers"] != counters["inject_frames"]:
+                    raise ProtocolError(f"the board answered {counters['inject_answers']} of "
+                                        f"{counters['inject_frames']} INJECT frames before DONE")
+                return unpack_outputs(outputs, out_len), cycles
+
     def run_sample(self, inputs: np.ndarray, in_words: int, out_len: int) -> tuple[np.ndarray, int]:
-        """Stream one sample: inputs [T, channels] (0/1) -> output spikes [T, out_len] and engine cycles."""
+        """Run one sample lock step (INJECT a queue's worth, RUN it, repeat): inputs [T, channels] (0/1) -> output
+        spikes [T, out_len] and engine cycles. `stream_sample` does the same with the input pipelined."""
         info = self.info()
         steps = inputs.shape[0]
         bitmaps = pack_inputs(inputs, in_words)

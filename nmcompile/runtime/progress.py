@@ -6,14 +6,21 @@
 Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
 one run_all; slices are sized from the board's measured fixed cost per run (run_in_slices). A single sample is
 streamed in slices of steps on boards that stream (the state is kept between slices).
+
+With an executor (`nmcompile run --executor`), each worker runs its shard in slices the same way and sends the
+steps x samples it finished through a queue of the executor (`Executor.progress_queue`: in process, a
+multiprocessing manager's queue, a Dask distributed Queue); `WorkerProgress` drains it into the bar from a thread
+of this process while the jobs run.
 """
 
 from __future__ import annotations
 
 import math
+import queue
 import sys
+import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -121,3 +128,50 @@ def _stream_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int)
             raise
         return None
     return {board.outputs[0]: np.concatenate(parts)}
+
+
+class QueueSink:
+    """A picklable `update(count)` for a worker: puts the count into the executor's progress queue."""
+
+    enabled = True
+
+    def __init__(self, channel: Any):
+        self.channel = channel
+
+    def update(self, count: int) -> None:
+        self.channel.put(int(count))
+
+
+class WorkerProgress:
+    """Moves the counts workers put into `channel` to `bar` from a thread of this process until closed (then what
+    is left is drained too).
+
+        with WorkerProgress(bar, executor.progress_queue()) as sink:     # sink goes to the workers with their jobs
+            executor.map(job, items)"""
+
+    POLL = 0.1
+
+    def __init__(self, bar: ProgressBar, channel: Any):
+        self.bar, self.channel = bar, channel
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="nmc-progress", daemon=True)
+
+    def __enter__(self) -> QueueSink:
+        self._thread.start()
+        return QueueSink(self.channel)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10 * self.POLL + 5)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                count = self.channel.get(timeout=self.POLL)
+            except (queue.Empty, TimeoutError):
+                if self._stop.is_set():
+                    return
+                continue
+            except Exception:           # the executor's queue went away (the run failed): the bar just stops
+                return
+            self.bar.update(count)

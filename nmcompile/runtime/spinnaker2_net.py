@@ -79,6 +79,14 @@ class ModelPe:
         self.refractory = (flags >> 8) & 0xFF
         self.u_init, self.v_init, self.start_step = p[:, 5], p[:, 6], p[:, 7]
         self.readouts = np.flatnonzero(self.readout)
+        # the masks of the update, fixed per neuron
+        spiking = ~self.readout
+        self._spiking = spiking
+        self._cleared = self.du + 1 == fixed.DECAY_UNITY
+        self._subtract_pending = self.delayed & spiking & (self.reset_mode == 1)
+        self._zero_pending = self.delayed & spiking & (self.reset_mode == 0)
+        self._subtract_now = ~self.delayed & (self.reset_mode == 1)
+        self._zero_now = ~self.delayed & (self.reset_mode == 0)
         self.reset()
 
     def reset(self) -> None:
@@ -119,33 +127,37 @@ class ModelPe:
             self.rings[g][(t + delay) % (delay + 1)] += np.bincount(target[sel], weights=weight[sel],
                                                                      minlength=n)[:n].astype(np.int64)
 
-    def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
-        and drops its input (the slots are cleared all the same)."""
+    def arrived(self) -> np.ndarray:
+        """The input of this tick: every group's slot, scaled by its exponent and summed per neuron; the slots are
+        cleared."""
         t = self.tick_count
         a = np.zeros(self.image.n, dtype=np.int64)
         for g, (delay, exp, _, _) in enumerate(self.image.groups.tolist()):
             slot = self.rings[g][t % (delay + 1)]
             a += fixed.floor_shift(slot, exp)
             slot[:] = 0
+        return a
+
+    def update(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """One tick: (fired local indices, readout voltages, u, v). A neuron before its start step keeps its state
+        and drops its input (the slots are cleared all the same)."""
+        t = self.tick_count
+        a = self.arrived()
         u_before, v_before, rc_before = self.u, self.v, self.rc
         drive = np.left_shift(a, fixed.ACT_SHIFT)
-        cleared = self.du + 1 == fixed.DECAY_UNITY
-        u = np.where(cleared, drive, fixed.decay(self.u, self.du + 1) + drive)
+        u = np.where(self._cleared, drive, fixed.decay(self.u, self.du + 1) + drive)
         self.u = fixed.wrap_current(u)
         v = fixed.decay(self.v, self.dv) + self.u + self.bias
-        spiking = ~self.readout
-        pending = self._fire(self.v) & self.delayed & spiking
-        v = np.where(pending & (self.reset_mode == 1), v - self.vth, v)
-        v = np.where(pending & (self.reset_mode == 0), 0, v)
+        pending = self._fire(self.v)                  # fired last tick: a delayed reset applies now
+        v = np.where(pending & self._subtract_pending, v - self.vth, v)
+        v = np.where(pending & self._zero_pending, 0, v)
         v = fixed.clip_voltage(v)
         held = self.rc > 0
-        v = np.where(held & spiking, 0, v)
-        fired = self._fire(v) & spiking & ~held
+        v = np.where(held & self._spiking, 0, v)
+        fired = self._fire(v) & self._spiking & ~held
         self.rc = np.where(fired, self.refractory, np.maximum(self.rc - 1, 0))
-        immediate = fired & ~self.delayed
-        v = np.where(immediate & (self.reset_mode == 0), 0, v)
-        v = np.where(immediate & (self.reset_mode == 1), v - self.vth, v)
+        v = np.where(fired & self._zero_now, 0, v)
+        v = np.where(fired & self._subtract_now, v - self.vth, v)
         waiting = t < self.start_step
         if waiting.any():
             fired &= ~waiting

@@ -7,7 +7,8 @@ the datagram protocol of docs/formats/spinnaker2-udp.md.
         for chunk_out in board.stream(chunks): ...
 
 Options: timeout (seconds of silence before the board counts as gone, default 10), window (messages in flight,
-default 64, at most the board's). The host pipelines the steps of a sample up to the window, so a host faster than
+default 64, at most the board's). The host packs the steps' spike records into as few datagrams as they fit (a
+step as a bitmap when that is smaller than its keys) and pipelines them up to the window, so a host faster than
 the board waits instead of losing spikes. After every run the board's counters (spikes in, spikes out, steps) are
 compared with the host's: a difference is an error, never a silent loss. `counters` holds the host's channel
 counters (retransmissions, duplicates, reordered and corrupt datagrams seen) and `board_counters` the board's.
@@ -20,6 +21,7 @@ import json
 import random
 import socket
 import struct
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from urllib.parse import ParseResult
 
@@ -33,9 +35,10 @@ from nmcompile.protocols.spinnaker2_udp import (
     VALUES,
     Kind,
     ProtocolError,
-    fragments,
+    RecordPacker,
     pack_files,
-    parse_spikes,
+    parse_records,
+    step_records,
 )
 from nmcompile.runtime.board import BaseBoard, Progress, int_option, parse_query, seconds_option
 from nmcompile.runtime.udp_channel import Channel
@@ -130,21 +133,42 @@ class UdpBoard(BaseBoard):
     # -- running -------------------------------------------------------------------------------------------------
     def _run_sample(self, flat: np.ndarray, reset: bool) -> list[np.ndarray]:
         """Send one sample's steps (RESET first when `reset`) while collecting their outputs; returns per output
-        [steps, size]."""
+        [steps, size]. The steps' spike records share datagrams (as many as fit), outputs are read after each."""
         channel = self._channel()
         steps = flat.shape[0]
         results = [np.zeros((steps, size), dtype=np.int64) for size in self.output_sizes]
         complete = [0] * len(results)
         if reset:
             channel.send(Kind.RESET)
-        for t in range(steps):
-            keys = np.flatnonzero(flat[t])
-            self.sent_spikes += int(keys.size)
-            for payload in fragments(self._step_base + t, keys):
-                channel.send(Kind.SPIKES, payload)
+
+        in_flight: deque[int] = deque()             # per SPIKES datagram not yet answered: its last step
+        last_added = -1                             # the step of the last record handed to the packer
+
+        def send(payload: bytes) -> None:
+            # credit: at most half the window of SPIKES datagrams whose outputs are not all back, so the board
+            # never holds more unprocessed messages than it buffers
+            while in_flight and in_flight[0] < min(complete, default=steps):
+                in_flight.popleft()
+            while len(in_flight) >= max(1, channel.window // 2):
+                self._output(channel.receive(), results, complete)
+                while in_flight and in_flight[0] < min(complete, default=steps):
+                    in_flight.popleft()
+            channel.send(Kind.SPIKES, payload)
+            in_flight.append(last_added)
             channel.poll(0)
             while channel.inbox:
                 self._output(channel.inbox.popleft(), results, complete)
+
+        packer = RecordPacker(send)
+        spiking = flat != 0
+        counts = np.count_nonzero(spiking, axis=1)
+        self.sent_spikes += int(counts.sum())
+        width = flat.shape[1]
+        for t in range(steps):
+            for record in step_records(self._step_base + t, np.flatnonzero(spiking[t]), width):
+                packer.add(record)             # may send the records before it
+                last_added = t
+        packer.flush()
         while min(complete, default=steps) < steps:
             self._output(channel.receive(), results, complete)
         return results
@@ -152,17 +176,20 @@ class UdpBoard(BaseBoard):
     def _output(self, datagram, results: list[np.ndarray], complete: list[int]) -> None:
         if datagram.kind != Kind.OUTPUT:
             raise ProtocolError(f"unexpected message {datagram.kind:#04x} while running")
-        step, index, flags, values = parse_spikes(datagram.payload)
-        step -= self._step_base
-        if index >= len(results) or not 0 <= step < results[index].shape[0] or step != complete[index]:
-            raise ProtocolError(f"the board sent output {index} of step {step + self._step_base} out of turn")
-        if flags & VALUES:
-            results[index][step, :len(values)] = values
-        else:
-            results[index][step, values] = 1
-            self.received_spikes += int(values.size)
-        if flags & LAST:
-            complete[index] += 1
+        for step, index, flags, values in parse_records(datagram.payload):
+            step -= self._step_base
+            if index >= len(results) or not 0 <= step < results[index].shape[0] or step != complete[index]:
+                raise ProtocolError(f"the board sent output {index} of step {step + self._step_base} out of turn")
+            if flags & VALUES:
+                results[index][step, :len(values)] = values
+            else:
+                if values.size and values.max() >= results[index].shape[1]:
+                    raise ProtocolError(f"the board sent output {index} neuron {int(values.max())} of step "
+                                        f"{step + self._step_base}, beyond its {results[index].shape[1]} neurons")
+                results[index][step, values] = 1
+                self.received_spikes += int(values.size)
+            if flags & LAST:
+                complete[index] += 1
 
     def _channel(self) -> Channel:
         if self.channel is None:

@@ -7,9 +7,10 @@ It speaks the board side of docs/formats/spinnaker2-udp.md: a HELLO starts a ses
 the way a real board serves the last host that greeted it), LOAD pieces build the network blob (placement,
 routing tables, PE images, kernel.elf), LOAD_END checks its sha256 and starts the PEs, RESET starts a sample,
 SPIKES of step t run tick t once the step's last fragment is in, and the step's outputs go back as OUTPUT messages.
-PE compute: `model` executes the images with the kernel's rules in numpy (`ModelPe`), `qemu` runs the C kernel on
-an emulated Cortex-M4 per PE; spikes between PEs follow the emitted routing tables (checked at load). Its counters
-(spikes in and out, steps, the channel's recovered faults) answer STATS.
+PE compute: `model` executes the images with the kernel's rules in numpy, every PE at once (`FusedModelSession`, the
+spikes of one `ModelPe` per PE), `qemu` runs the C kernel on an emulated Cortex-M4 per PE; spikes between PEs follow
+the emitted routing tables (checked at load). Its counters (spikes in and out, steps, the channel's recovered
+faults) answer STATS.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import random
 import socket
 import struct
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,10 @@ from nmcompile.protocols.spinnaker2_udp import (
     Datagram,
     Kind,
     ProtocolError,
+    RecordPacker,
     fragments,
-    parse_spikes,
+    parse_records,
+    step_records,
     unpack_files,
 )
 from nmcompile.runtime.udp_channel import Channel
@@ -77,7 +81,10 @@ class EmulatedBoard:
         self.channel = BoardChannel(self.sock, None, session=0xFFFFFFFF, window=WINDOW, timeout=timeout,
                                     describe="the host")
         self.session_id = self.channel.session
+        self.outbox = RecordPacker(lambda payload: self.channel.send(Kind.OUTPUT, payload))
         self._stopping = False
+        self._served = threading.Event()          # set while serve() is not running
+        self._served.set()
         self._work: tempfile.TemporaryDirectory | None = None
         self.network = self.runner = None
         self._reset_state()
@@ -90,21 +97,34 @@ class EmulatedBoard:
 
     # -- the loop --------------------------------------------------------------------------------------------
     def serve(self) -> None:
-        while not self._stopping:
-            try:
-                self.channel.poll(0.2)
-            except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
-                if self.log:
-                    self.log(f"ignored: {err}")
-            if self.channel.session != self.session_id:
-                self._new_session()
-            while self.channel.inbox:
-                self._handle(self.channel.inbox.popleft())
+        self._served.clear()
+        try:
+            while not self._stopping:
+                try:
+                    self.channel.poll(0 if self.channel.inbox else 0.2)
+                except ProtocolError as err:          # a host sent the board an ERROR: nothing to do but note it
+                    if self.log:
+                        self.log(f"ignored: {err}")
+                if self.channel.session != self.session_id:
+                    self._new_session()
+                # the messages in order; after a SPIKES message its outputs go at once and the socket is read (and
+                # acknowledged) again before the next one
+                while self.channel.inbox:
+                    datagram = self.channel.inbox.popleft()
+                    self._handle(datagram)
+                    if datagram.kind == Kind.SPIKES:
+                        break
+                self.outbox.flush()
+        finally:
+            self._served.set()
 
     def stop(self) -> None:
         self._stopping = True
 
     def close(self) -> None:
+        """Stop serving (waiting for serve() in another thread to return) and release the socket and the PEs."""
+        self._stopping = True
+        self._served.wait(timeout=5)
         self._close_network()
         self.sock.close()
 
@@ -115,6 +135,7 @@ class EmulatedBoard:
             self.log(f"session {self.session_id:#010x} from {self.channel.peer[0]}:{self.channel.peer[1]}")
 
     def _error(self, message: str) -> None:
+        self.outbox.flush()
         self.channel.send_unsequenced(Kind.ERROR, message.encode())
 
     def _handle(self, datagram: Datagram) -> None:
@@ -123,6 +144,8 @@ class EmulatedBoard:
                        Kind.RESET: self._reset, Kind.SPIKES: self._spikes, Kind.STATS: self._stats}.get(datagram.kind)
             if handler is None:
                 raise ProtocolError(f"unknown message kind {datagram.kind:#04x}")
+            if datagram.kind != Kind.SPIKES:
+                self.outbox.flush()          # answers come after the outputs of the steps before them
             handler(datagram.payload)
         except NmcError as err:
             self._error(str(err))
@@ -142,6 +165,7 @@ class EmulatedBoard:
             raise ProtocolError("LOAD pieces exceed the announced size")
 
     def _load_end(self, payload: bytes) -> None:
+        from nmcompile.runtime.spinnaker2_model import FusedModelSession
         from nmcompile.runtime.spinnaker2_net import ModelPe, Spinnaker2Network, parse_image
         from nmcompile.runtime.spinnaker2_session import NetworkSession
 
@@ -165,7 +189,7 @@ class EmulatedBoard:
         else:
             net = Spinnaker2Network(root.parent, lambda name, image: ModelPe(parse_image(image, name)))
         net.check_routes()
-        self.network, self.runner = net, NetworkSession(net)
+        self.network, self.runner = net, FusedModelSession(net) if self.pe == "model" else NetworkSession(net)
         self.outputs = list(net.placement["outputs"])
         self.readout = [net.placement["layers"][o["layer"]]["readout"] for o in net.placement["outputs"].values()]
         if self.log:
@@ -183,30 +207,34 @@ class EmulatedBoard:
     def _spikes(self, payload: bytes) -> None:
         if self.runner is None:
             raise ProtocolError("SPIKES before a network was loaded")
-        step, _, flags, keys = parse_spikes(payload)
-        if step != self._next_step:
-            raise ProtocolError(f"spikes of step {step} while step {self._next_step} is due")
-        if keys.size and (keys.min() < 0 or keys.max() >= self.runner.input_size):
-            raise ProtocolError(f"an input key of step {step} is outside 0..{self.runner.input_size - 1}")
-        self.counters["spikes_in"] += int(keys.size)
-        self._step_keys.append(keys)
-        if flags & LAST:
-            x = np.zeros(self.runner.input_size, dtype=np.int64)
-            x[np.concatenate(self._step_keys)] = 1
-            self._step_keys = []
-            self._next_step += 1
-            outputs = self.runner.step(x)
-            self.counters["steps"] += 1
-            for index, name in enumerate(self.outputs):
-                values = outputs[name]
-                if self.readout[index]:
-                    pieces = fragments(step, values, VALUES, index)
-                else:
-                    spikes = np.flatnonzero(values)
-                    self.counters["spikes_out"] += int(spikes.size)
-                    pieces = fragments(step, spikes, 0, index)
-                for piece in pieces:
-                    self.channel.send(Kind.OUTPUT, piece)
+        for step, _, flags, keys in parse_records(payload):
+            if step != self._next_step:
+                raise ProtocolError(f"spikes of step {step} while step {self._next_step} is due")
+            if keys.size and (keys.min() < 0 or keys.max() >= self.runner.input_size):
+                raise ProtocolError(f"an input key of step {step} is outside 0..{self.runner.input_size - 1}")
+            self.counters["spikes_in"] += int(keys.size)
+            self._step_keys.append(keys)
+            if flags & LAST:
+                self._tick(step)
+
+    def _tick(self, step: int) -> None:
+        """Run the tick of a step whose input is complete; its outputs go to the outbox."""
+        x = np.zeros(self.runner.input_size, dtype=np.int64)
+        x[np.concatenate(self._step_keys)] = 1
+        self._step_keys = []
+        self._next_step += 1
+        outputs = self.runner.step(x)
+        self.counters["steps"] += 1
+        for index, name in enumerate(self.outputs):
+            values = outputs[name]
+            if self.readout[index]:
+                pieces = fragments(step, values, VALUES, index)
+            else:
+                spikes = np.flatnonzero(values)
+                self.counters["spikes_out"] += int(spikes.size)
+                pieces = step_records(step, spikes, len(values), index)
+            for piece in pieces:
+                self.outbox.add(piece)
 
     def _stats(self, payload: bytes) -> None:
         counters = {**self.counters, **{f"channel_{k}": v for k, v in self.channel.counters.as_dict().items()}}

@@ -1,5 +1,6 @@
 """A misbehaving FPGA board behind a pseudo-terminal: it answers INFO, WRITE, READ, RESET and INJECT like the RTL
-(docs/formats/fpga-uart.md) and misbehaves in one chosen way, mostly on RUN.
+(docs/formats/fpga-uart.md) and misbehaves in one chosen way, mostly on RUN and STREAM (whose steps it answers as
+their INJECT frames arrive).
 
     with FakeBoard(layout, "chatty") as board:
         nmcompile verify ART --board serial://{board.device}?timeout=2
@@ -36,9 +37,13 @@ BEHAVIOURS = {
     "wrong_code": "answers RESET with a READ answer",
     "info_short": "an INFO answer of 10 bytes",
     "version1": "reports host-interface version 1 (writes before the CRC check)",
+    "version2": "reports host-interface version 2 (no STREAM)",
     "design": "reports a design of other sizes than the artifact's",
     "reject_write": "answers every WRITE with a CRC-mismatch ERROR",
 }
+
+
+IMMEDIATE = ("silent", "chatty", "slow_chatty", "garbage", "short_error", "huge_frame")   # at the start of a run
 
 
 def _frame(code: int, payload: bytes = b"", crc_ok: bool = True) -> bytes:
@@ -63,6 +68,7 @@ class FakeBoard(threading.Thread):
         self._slave = slave
         self._halt = threading.Event()
         self._step = 0
+        self._stream_left = self._stream_done = 0
 
     def __enter__(self) -> FakeBoard:
         self.start()
@@ -115,7 +121,7 @@ class FakeBoard(threading.Thread):
         b = self.behaviour
         if command == Command.INFO:
             d = self.design
-            version = 1 if b == "version1" else 2
+            version = {"version1": 1, "version2": 2}.get(b, 3)
             neurons = d["neurons"] + (32 if b == "design" else 0)
             info = struct.pack("<BxHHIHHH", version, neurons, d["in_words"], d["syn_depth"], d["projections"],
                                d["trace_depth"], d["queue_steps"])
@@ -131,13 +137,42 @@ class FakeBoard(threading.Thread):
             self._step = 0
             return self._send(_frame(0x83 if b == "wrong_code" else 0x84, bytes(3) if b == "wrong_code" else b""))
         if command == Command.INJECT:
-            return self._send(_frame(0x85))
+            if not self._send(_frame(0x85)):
+                return False
+            return self._stream_steps(len(payload) // (4 * self.design["in_words"])) if self._stream_left else True
         if command == Command.RUN:
             return self._run(struct.unpack("<I", payload)[0])
+        if command == Command.STREAM:
+            self._stream_left, self._stream_done = struct.unpack("<I", payload)[0], 0
+            if b in IMMEDIATE:
+                self._stream_left = 0
+                return self._run(0)
+            return self._stream_steps(0)
         return self._send(_frame(Reply.ERROR, bytes([command, 2])))
 
     def _spikes(self, index: int, extra: int = 0, crc_ok: bool = True) -> bytes:
         return _frame(Reply.SPIKES, struct.pack("<I", index) + bytes((self.out_len + 7) // 8 + extra), crc_ok)
+
+    def _stream_steps(self, injected: int) -> bool:
+        """A STREAM's SPIKES frames for `injected` more input steps, DONE after the last one."""
+        b = self.behaviour
+        for _ in range(min(injected, self._stream_left)):
+            n = self._stream_done
+            if b == "short_spikes":
+                data = _frame(Reply.SPIKES, b"\x00\x00")
+            else:
+                index = self._step + (2 * n if b == "wrong_index" else n)
+                data = self._spikes(index, 1 if b == "long_spikes" else 0, crc_ok=b != "bad_crc")
+            if not self._send(data):
+                return False
+            self._stream_done += 1
+            self._stream_left -= 1
+        if self._stream_left:
+            return True
+        steps = self._stream_done
+        self._step += steps
+        done = struct.pack("<IQIQ", steps + (1 if b == "done_steps" else 0), 1000, steps, 2000)
+        return self._send(_frame(Reply.DONE, done[:5] if b == "bad_done" else done))
 
     def _run(self, steps: int) -> bool:
         b = self.behaviour

@@ -157,6 +157,59 @@ def test_serial_and_local_pool_equal_one_run(artifacts):
     assert {m.split(" done")[0] for m in messages[1:]} == {"shard 1/2 (samples 0..3)", "shard 2/2 (samples 4..6)"}
 
 
+@pytest.mark.parametrize("spec", ["serial", "local://2", "dask"])
+def test_workers_advance_the_progress_bar(artifacts, spec, request):
+    """Each worker runs its shard in slices and reports the steps x samples it finished: the bar reaches the total
+    in several updates, and the outputs are those of one run."""
+    import io
+
+    from nmcompile.runtime.progress import ProgressBar
+
+    if spec == "dask":
+        spec = request.getfixturevalue("dask_cluster")
+    x = inputs(12, 9, 12)
+    stream = io.StringIO()
+    bar = ProgressBar(x.shape[0] * x.shape[1], stream=stream, enabled=True)
+    with open_executor(spec) as executor:
+        run = run_shards("ref://", {}, artifacts["rnn"], x, executor, bar=bar)
+    assert_same(run.outputs, run_all(artifacts["rnn"], x))
+    lines = stream.getvalue().split("\r")[1:]
+    assert bar.done == 25 * 9 and lines[-1].startswith(f"[{'#' * 30}] 225/225 steps")
+    assert len(lines) >= 3, "progress came in one piece"       # per shard: slices of 1, 2 and the rest
+    silent = ProgressBar(225, stream=io.StringIO())                # not a terminal: off, and no slicing
+    with open_executor("serial") as executor:
+        run_shards("ref://", {}, artifacts["rnn"], x, executor, bar=silent)
+    assert silent.stream.getvalue() == ""
+
+
+def test_run_with_a_local_pool_shows_the_bar_on_a_terminal_only(artifacts, tmp_path):
+    import os
+    import pty
+
+    np.savez(tmp_path / "in.npz", spikes=inputs(13, 6, 12).astype(np.uint8))
+    command = [sys.executable, "-m", "nmcompile", "run", str(artifacts["rnn"]), "--input", str(tmp_path / "in.npz"),
+               "--output", str(tmp_path / "out.npz"), "--jobs", "2"]
+    piped = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    assert piped.returncode == 0 and "steps/s" not in piped.stderr, piped.stderr
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.run(command, stdout=subprocess.PIPE, stderr=slave, cwd=ROOT, timeout=300)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert proc.returncode == 0
+    assert "150/150 steps" in seen.decode(errors="replace"), seen[-500:]
+
+
 def test_dask_cluster_equals_one_run(artifacts, dask_cluster):
     rnn_x, stdp_x = inputs(5, 6, 12), inputs(6, 3, 16)
     with open_executor(dask_cluster) as cluster:

@@ -96,7 +96,7 @@ def test_commands_and_errors_byte_by_byte(project, pty_rtl):
         link = FpgaLink(port, timeout=20)
         info = link.info()
         layout = __import__("json").loads((project / "fpga" / "layout.json").read_text())
-        assert (info.version, info.neurons, info.in_words) == (2, layout["design"]["neurons"],
+        assert (info.version, info.neurons, info.in_words) == (3, layout["design"]["neurons"],
                                                                layout["design"]["in_words"])
         link.program((project / "fpga" / "program.bin").read_bytes())
         # weights read back equal the image
@@ -156,3 +156,45 @@ def test_commands_and_errors_byte_by_byte(project, pty_rtl):
         link.reset()
         spikes, cycles = link.run_sample(inputs[:, 0], info.in_words, 8)
         assert np.array_equal(spikes, expected["out"][: inputs.shape[0], 0]) and cycles > 0
+
+
+def test_a_stream_loses_nothing_when_the_host_is_faster(project, pty_rtl):
+    """STREAM with the input pipelined: the host always has the rest of the sample ready, so only the credit (at
+    most QSTEPS steps in flight) holds it back; the board's counters equal the host's and the spikes are the
+    reference's. A host that ignores the credit is refused (input queue full), never silently dropped, and RESET
+    ends the stream."""
+    from nmcompile.runtime.board import open_board
+
+    steps = 300
+    x = (np.random.default_rng(5).random((steps, 1, 24)) < 0.3).astype(np.int64)
+    with open_board("ref://") as ref:
+        ref.load(project)
+        expected = ref.run(x)
+    with serial.Serial(pty_rtl, 1_000_000, timeout=0.05) as port:
+        link = FpgaLink(port, timeout=20)
+        info = link.info()
+        link.program((project / "fpga" / "program.bin").read_bytes())
+        link.reset()
+        spikes, cycles = link.stream_sample(x[:, 0], info.in_words, 8)
+        assert np.array_equal(spikes, expected.reshape(steps, -1)) and cycles > 0
+        c = link.counters
+        assert c["input_steps"] == c["board_input_steps"] == c["spikes_frames"] == c["board_steps"] == steps
+        assert c["inject_answers"] == c["inject_frames"] and c["credit_waits"] > 0
+        assert info.queue_steps // 4 <= c["most_in_flight"] <= info.queue_steps
+        # over the credit: the INJECT is refused whole; a command other than INJECT or RESET is refused too
+        link.reset()
+        port.write(frame(Command.STREAM, struct.pack("<I", 5)))
+        port.write(frame(Command.INJECT, b"\x00" * (4 * info.in_words * (info.queue_steps + 1))))
+        with pytest.raises(ProtocolError, match="input queue full"):
+            link.receive()
+        port.write(frame(Command.INFO))
+        with pytest.raises(ProtocolError, match="not accepted while a stream runs"):
+            link.receive()
+        port.write(frame(Command.INJECT, b"\x00" * (4 * info.in_words * 2)))
+        assert link.receive() == (Command.INJECT | 0x80, b"")
+        code, payload = link.receive()                   # the two queued steps run
+        assert code == 0x86 and struct.unpack_from("<I", payload)[0] == 0
+        assert link.receive()[0] == 0x86
+        link.reset()                                    # RESET ends the stream: the core is idle and empty again
+        spikes, _ = link.stream_sample(x[:20, 0], info.in_words, 8)
+        assert np.array_equal(spikes, expected.reshape(steps, -1)[:20])

@@ -20,14 +20,19 @@ from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.protocols.spinnaker2_udp import (
+    BITMAP,
+    LAST,
     MAX_DATAGRAM,
     MAX_KEYS,
     VALUES,
     Kind,
     ProtocolError,
+    RecordPacker,
     fragments,
     pack,
+    parse_records,
     parse_spikes,
+    step_records,
     unpack,
 )
 from nmcompile.runtime.board import open_board
@@ -91,6 +96,27 @@ def test_datagrams_carry_a_crc_and_fragment_steps():
     assert len(fragments(0, np.zeros(0))) == 1                          # an empty step is still one message
     values = np.array([-(1 << 23), -1, 0, (1 << 23) - 1])
     assert parse_spikes(fragments(2, values, VALUES)[0])[3].tolist() == values.tolist()
+
+
+def test_steps_share_datagrams_as_bitmaps_or_keys():
+    """A step goes as a bitmap when that is smaller than its keys; records of many steps share a datagram up to
+    its size and come back in order."""
+    dense, sparse = np.arange(0, 1024, 3), np.array([5, 700])
+    assert parse_spikes(step_records(4, dense, 1024)[0])[2] == LAST | BITMAP        # 128 bytes, not 1368
+    assert parse_spikes(step_records(4, sparse, 1024)[0])[2] == LAST                 # 8 bytes of keys, not 128
+    payloads: list[bytes] = []
+    packer = RecordPacker(payloads.append)
+    steps = [dense if t % 2 else sparse for t in range(40)]
+    for t, keys in enumerate(steps):
+        for record in step_records(t, keys, 1024):
+            packer.add(record)
+    packer.flush()
+    assert 1 < len(payloads) < 40 and max(map(len, payloads)) <= MAX_DATAGRAM - 22
+    records = [record for payload in payloads for record in parse_records(payload)]
+    assert [r[0] for r in records] == list(range(40))
+    assert all(np.array_equal(r[3], keys) for r, keys in zip(records, steps, strict=True))
+    with pytest.raises(ProtocolError, match="bytes are left"):
+        parse_records(payloads[0][:-1])
 
 
 def test_run_and_stream_equal_the_reference(s2, board):
