@@ -51,6 +51,9 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(_CACHE))
 
 import numba  # noqa: E402  (the cache directory must be set before numba reads its configuration)
 import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 if not numba.config.CACHE_DIR:       # numba was imported before this module, without NUMBA_CACHE_DIR
     numba.config.CACHE_DIR = str(_CACHE)
@@ -289,28 +292,145 @@ def worker_threads() -> int:
 def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active: int) -> np.ndarray:
     """`accumulate_events` of x [rows, in] into a new int64 [rows, out]; the rows are split over `worker_threads()`
     threads (the loop releases the GIL) when the `active` inputs bring enough work."""
-    global _pool, _pool_threads
     rows, outputs = x.shape[0], weight_t.shape[1]
     out = np.empty((rows, outputs), dtype=np.int64)
-    threads = min(worker_threads(), rows)
-    if threads == 1 or active * outputs < PARALLEL_MIN_ADDS:
-        accumulate_events(x, weight_t, out, np.empty(outputs, dtype=acc_dtype))
-        return out
+    split_rows(rows, active * outputs >= PARALLEL_MIN_ADDS,
+               lambda a, b: accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype)))
+    return out
+
+
+def split_rows(rows: int, parallel: bool, part) -> list:
+    """[part(a, b) for the row ranges a..b that cover 0..rows]: one range, or with `parallel` one per
+    `worker_threads()` thread (`part` must release the GIL: a nogil compiled loop), the calling thread taking the
+    first range itself."""
+    global _pool, _pool_threads
+    threads = min(worker_threads(), rows) if parallel else 1
+    if threads <= 1:
+        return [part(0, rows)]
     if _pool is None or _pool_threads != threads:
         _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
     bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
-    jobs = [_pool.submit(accumulate_events, x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
-            for a, b in bounds[1:]]
-    a, b = bounds[0]                                # the calling thread takes the first share itself
-    accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
-    for job in jobs:
-        job.result()
-    return out
+    jobs = [_pool.submit(part, a, b) for a, b in bounds[1:]]
+    return [part(*bounds[0])] + [job.result() for job in jobs]
 
 
 def as_rows(x: np.ndarray) -> np.ndarray:
     """x as a C-contiguous [rows, last] view or copy (what the loops above index)."""
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+
+
+# -- register-tiled products of spikes (nmcompile.ir.event_product) ------------------------------------------
+TILE_BITS = 512              # one SIMD register (AVX-512); LLVM splits it into two 256-bit halves on AVX2 machines
+TILE_WIDTH = 64              # output columns per tile: two registers of int16 sums (measured: 32, 64 and 128
+                             # columns within 10 % of each other), four of int32
+
+
+def _tile_sum(acc_bits: int):
+    """The intrinsic tile_sum(weight [inputs, TILE_WIDTH], active [n], count, out [m], at):
+
+        out[at + j] = sum over a < count of weight[active[a], j]        for j < TILE_WIDTH
+
+    in registers of TILE_BITS / acc_bits lanes of acc_bits-bit integers (weights sign-extended to them; a sum
+    wraps as the lanes do, so the caller bounds the sums), stored sign-extended to out's dtype. Written in LLVM IR
+    so that the sums are vector registers across the loop over active inputs (numba's own loops keep them in
+    memory)."""
+    lanes = TILE_BITS // acc_bits
+    vectors = TILE_WIDTH // lanes
+
+    @intrinsic
+    def tile_sum(typingctx, weight, active, count, out, at):
+        def codegen(context, builder, signature, args):
+            weight_ty, active_ty, count_ty, out_ty, at_ty = signature.args
+            intp = context.get_value_type(types.intp)
+            weight_arr = context.make_array(weight_ty)(context, builder, args[0])
+            active_arr = context.make_array(active_ty)(context, builder, args[1])
+            out_arr = context.make_array(out_ty)(context, builder, args[3])
+            weight_bits, out_bits = weight_ty.dtype.bitwidth, out_ty.dtype.bitwidth
+            acc_type = ir.VectorType(ir.IntType(acc_bits), lanes)
+            piece_type = ir.VectorType(ir.IntType(weight_bits), lanes)
+            out_type = ir.VectorType(ir.IntType(out_bits), lanes)
+            row_bytes = builder.extract_value(weight_arr.strides, 0)
+            base = builder.bitcast(weight_arr.data, ir.IntType(8).as_pointer())
+            sums = [cgutils.alloca_once_value(builder, ir.Constant(acc_type, None)) for _ in range(vectors)]
+            count = context.cast(builder, args[2], count_ty, types.intp)
+            with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (a, _):
+                k = builder.sext(builder.load(builder.gep(active_arr.data, [a])), intp)
+                row = builder.gep(base, [builder.mul(k, row_bytes)])
+                for v in range(vectors):
+                    offset = ir.Constant(intp, v * lanes * weight_bits // 8)
+                    piece = builder.load(builder.bitcast(builder.gep(row, [offset]), piece_type.as_pointer()),
+                                         align=1)
+                    if weight_bits < acc_bits:
+                        piece = builder.sext(piece, acc_type)
+                    builder.store(builder.add(builder.load(sums[v]), piece), sums[v])
+            first = builder.gep(out_arr.data, [context.cast(builder, args[4], at_ty, types.intp)])
+            for v in range(vectors):
+                target = builder.bitcast(builder.gep(first, [ir.Constant(intp, v * lanes)]), out_type.as_pointer())
+                builder.store(builder.sext(builder.load(sums[v]), out_type), target, align=out_bits // 8)
+            return context.get_dummy_value()
+
+        return types.void(weight, active, count, out, at), codegen
+
+    return tile_sum
+
+
+tile_sum16 = _tile_sum(16)
+tile_sum32 = _tile_sum(32)
+
+
+@jit
+def spike_lists(x, active, counts):
+    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order); returns whether every x is 0 or 1."""
+    rows, inputs = x.shape
+    binary = True
+    for r in range(rows):
+        found = 0
+        for k in range(inputs):
+            value = x[r, k]
+            active[r, found] = k
+            found += value != 0
+            binary &= (value == 0) | (value == 1)
+        counts[r] = found
+    return binary
+
+
+@jit
+def tiled_sums(active, counts, weight_tiles, out, wide):
+    """out[r, j] = sum of weight[k, j] over the active[r, :counts[r]] (weight_tiles [tiles, inputs, width]: the
+    weights [inputs, outputs] cut into column tiles, zero-padded); int16 lanes, int32 when `wide`."""
+    rows, outputs = out.shape
+    tiles, _, width = weight_tiles.shape
+    scratch = np.empty(width, dtype=out.dtype)
+    for tile in range(tiles):
+        weight = weight_tiles[tile]
+        column = tile * width
+        whole = column + width <= outputs
+        for r in range(rows):
+            target, at = (out[r], column) if whole else (scratch, 0)
+            if wide:
+                tile_sum32(weight, active[r], counts[r], target, at)
+            else:
+                tile_sum16(weight, active[r], counts[r], target, at)
+            if not whole:
+                out[r, column:] = scratch[: outputs - column]
+
+
+@jit
+def spike_product(x, active, counts, weight_tiles, out, weight_max, max_active):
+    """`spike_lists` then `tiled_sums` on rows of x; returns False, leaving out unwritten, when x is not binary,
+    has more than `max_active` nonzero values or a partial sum could reach 2^31 (the caller then takes the general
+    path). int16 lanes when every row's active count * weight_max < 2^15, else int32."""
+    if not spike_lists(x, active, counts):
+        return False
+    most, total = 0, 0
+    for r in range(counts.shape[0]):
+        most = max(most, counts[r])
+        total += counts[r]
+    bound = most * weight_max
+    if total > max_active or bound >= 1 << 31:
+        return False
+    tiled_sums(active, counts, weight_tiles, out, bound >= 1 << 15)
+    return True
 
 
 # -- glue: a neuron kernel (nmcompile.ir.kernels) run through the loops above ----------------------------------------
