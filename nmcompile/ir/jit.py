@@ -143,15 +143,16 @@ def integer_neuron(a, u, v, refractory_left, du_plus, dv, vth, bias, clears_curr
 
 
 @jit
-def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out):
+def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out, first, stop):
     """`integer_neuron` for its most common form, with nothing to branch on per neuron (spiking, immediate reset, no
-    refractory period, nothing recorded): the same operations, in a loop the compiler vectorises."""
-    steps, batch, size = a.shape
+    refractory period, nothing recorded), for the neurons first..stop-1 (threads take disjoint ranges): the same
+    operations, in a loop the compiler vectorises."""
+    steps, batch, _ = a.shape
     zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
     for t in range(steps):
         for b in range(batch):
             u_row, v_row, a_row, out_row = u[b], v[b], a[t, b], out[t, b]
-            for n in range(size):
+            for n in range(first, stop):
                 drive = a_row[n] << ACT_SHIFT
                 cur = _wrap_current(drive if clears_current else _decay(u_row[n], du_plus[n]) + drive)
                 u_row[n] = cur
@@ -299,19 +300,39 @@ def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active:
     return out
 
 
+PARALLEL_MIN_UPDATES = 1 << 17   # neuron updates per call (~150 us) from which `integer_neuron_plain` is split
+PIECES_PER_THREAD = 4            # row ranges per thread: a thread that gets no CPU leaves its share to the others
+
+
 def split_rows(rows: int, parallel: bool, part) -> list:
-    """[part(a, b) for the row ranges a..b that cover 0..rows]: one range, or with `parallel` one per
-    `worker_threads()` thread (`part` must release the GIL: a nogil compiled loop), the calling thread taking the
-    first range itself."""
+    """[part(a, b) for row ranges a..b that cover 0..rows]: one range, or with `parallel` PIECES_PER_THREAD ranges
+    per `worker_threads()` thread, taken in turn by the calling thread and the pool's threads (`part` must release
+    the GIL: a nogil compiled loop). The calling thread works too and cancels the helpers that have not started
+    when it runs out of ranges, so on a loaded machine, where a helper may wait milliseconds for a CPU, the call
+    costs about what one thread costs."""
     global _pool, _pool_threads
     threads = min(worker_threads(), rows) if parallel else 1
     if threads <= 1:
         return [part(0, rows)]
     if _pool is None or _pool_threads != threads:
         _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
-    bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
-    jobs = [_pool.submit(part, a, b) for a, b in bounds[1:]]
-    return [part(*bounds[0])] + [job.result() for job in jobs]
+    edges = np.linspace(0, rows, threads * PIECES_PER_THREAD + 1).astype(int)
+    ranges = [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    results: list = [None] * len(ranges)
+    taken = itertools.count()                 # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        for index in iter(taken.__next__, None):
+            if index >= len(ranges):
+                return
+            results[index] = part(*ranges[index])
+
+    helpers = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for helper in helpers:
+        if not helper.cancel():
+            helper.result()
+    return results
 
 
 def as_rows(x: np.ndarray) -> np.ndarray:
@@ -505,8 +526,11 @@ def run_integer_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np
     flat_x = x.reshape(x.shape[0], x.shape[1], -1)
     if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
         du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = kernel._fused_args
-        integer_neuron_plain(flat_x, kernel._rows(u), kernel._rows(v), du_plus, dv, vth, bias, clears_current,
-                             compare_ge, reset_mode, out.reshape(flat_x.shape))
+        u_rows, v_rows, flat_out = kernel._rows(u), kernel._rows(v), out.reshape(flat_x.shape)
+        split_rows(flat_x.shape[2], flat_x.size >= PARALLEL_MIN_UPDATES,
+                   lambda first, stop: integer_neuron_plain(flat_x, u_rows, v_rows, du_plus, dv, vth, bias,
+                                                            clears_current, compare_ge, reset_mode, flat_out, first,
+                                                            stop))
     else:
         left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
         integer_neuron(flat_x, kernel._rows(u), kernel._rows(v), kernel._rows(left), *kernel._fused_args,

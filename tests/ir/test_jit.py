@@ -283,6 +283,26 @@ def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
     np.testing.assert_array_equal(arraymath.ExactProduct(weight, 0).event_product(x), x @ weight.T)
 
 
+def test_neuron_ranges_split_over_threads_equal_numpy(monkeypatch):
+    """integer_neuron_plain over disjoint neuron ranges in several threads: the numpy engine's bits."""
+    from nmcompile.ir import jit
+
+    rng = np.random.default_rng(6)
+    op = O.QNeuron(shape=(37,), du=rng.integers(0, 4096, 37), dv=rng.integers(0, 4097, 37), vth=50,
+                   reset_mode="subtract")
+    x = rng.integers(-(1 << 12), 1 << 12, (9, 3, 37))
+    monkeypatch.setattr(jit, "PARALLEL_MIN_UPDATES", 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    outputs = []
+    for engine in ("numpy", "compiled"):
+        kernel = IntegerNeuron(op, (37,))
+        kernel.set_engine(engine)
+        outputs.append((kernel.run(x), kernel.u.copy(), kernel.v.copy()))
+    for numpy_side, compiled_side in zip(*outputs, strict=True):
+        assert_same_bits(numpy_side, compiled_side)
+    assert outputs[0][0].any()
+
+
 def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba (platformdirs), never into the package."""
     import os
@@ -295,7 +315,8 @@ def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     code = ("import numpy as np, numba\n"
             "from nmcompile.ir import jit\n"
             "x = np.zeros((1, 1, 2), np.int64); s = np.zeros((1, 2), np.int64); p = np.zeros(2, np.int64)\n"
-            "jit.integer_neuron_plain(x, s, s.copy(), p, p, p, p, True, False, 1, np.empty((1, 1, 2), np.int64))\n"
+            "o = np.empty((1, 1, 2), np.int64)\n"
+            "jit.integer_neuron_plain(x, s, s.copy(), p, p, p, p, True, False, 1, o, 0, 2)\n"
             "print(jit.cache_dir()); print(numba.config.CACHE_DIR)\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
