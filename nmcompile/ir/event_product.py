@@ -70,14 +70,13 @@ class SpikeProduct:
         rows = jit.as_rows(x)
         count, inputs = rows.shape
         out = np.empty((count, self.outputs), dtype=np.int64)
-        active = np.empty(rows.shape, dtype=np.int32)
-        counts = np.empty(count, dtype=np.int32)
+        active = np.empty(count * (inputs + 1), dtype=np.int32)     # room for each row's packed list + 1
         tiles = self.weight_tiles(jit.TILE_WIDTH)
 
         def part(first: int, stop: int) -> bool:
-            return jit.spike_product(rows[first:stop], active[first:stop], counts[first:stop], tiles,
-                                     out[first:stop], self.general.weight_max,
-                                     int(arraymath.EVENT_DENSITY * (stop - first) * inputs))
+            return jit.spike_product(rows[first:stop], active[first * (inputs + 1):stop * (inputs + 1)],
+                                     np.empty(stop - first + 1, dtype=np.int64), tiles, out[first:stop],
+                                     self.general.weight_max, int(arraymath.EVENT_DENSITY * (stop - first) * inputs))
 
         if not all(jit.split_rows(count, rows.size * self.outputs >= PARALLEL_MIN_SYNAPSES, part)):
             return None

@@ -403,25 +403,28 @@ tile_sum32 = _tile_sum(32)
 
 
 @jit
-def spike_lists(x, active, counts):
-    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order); returns whether every x is 0 or 1."""
+def spike_lists(x, active, starts):
+    """The active inputs of every row of x, packed: active[starts[r] : starts[r + 1]] = the k with x[r, k] != 0
+    (in order; `active` has room for x.size + 1 entries); returns whether every x is 0 or 1."""
     rows, inputs = x.shape
     binary = True
+    found = 0
     for r in range(rows):
-        found = 0
+        starts[r] = found
         for k in range(inputs):
             value = x[r, k]
-            active[r, found] = k
+            active[found] = k
             found += value != 0
             binary &= (value == 0) | (value == 1)
-        counts[r] = found
+    starts[rows] = found
     return binary
 
 
 @jit
-def tiled_sums(active, counts, weight_tiles, out, wide):
-    """out[r, j] = sum of weight[k, j] over the active[r, :counts[r]] (weight_tiles [tiles, inputs, width]: the
-    weights [inputs, outputs] cut into column tiles, zero-padded); int16 lanes, int32 when `wide`."""
+def tiled_sums(active, starts, weight_tiles, out, wide):
+    """out[r, j] = sum of weight[k, j] over the k in active[starts[r] : starts[r + 1]] (weight_tiles [tiles,
+    inputs, width]: the weights [inputs, outputs] cut into column tiles, zero-padded); int16 lanes, int32 when
+    `wide`."""
     rows, outputs = out.shape
     tiles, _, width = weight_tiles.shape
     scratch = np.empty(width, dtype=out.dtype)
@@ -431,29 +434,29 @@ def tiled_sums(active, counts, weight_tiles, out, wide):
         whole = column + width <= outputs
         for r in range(rows):
             target, at = (out[r], column) if whole else (scratch, 0)
+            row_active, count = active[starts[r]:], starts[r + 1] - starts[r]
             if wide:
-                tile_sum32(weight, active[r], counts[r], target, at)
+                tile_sum32(weight, row_active, count, target, at)
             else:
-                tile_sum16(weight, active[r], counts[r], target, at)
+                tile_sum16(weight, row_active, count, target, at)
             if not whole:
                 out[r, column:] = scratch[: outputs - column]
 
 
 @jit
-def spike_product(x, active, counts, weight_tiles, out, weight_max, max_active):
+def spike_product(x, active, starts, weight_tiles, out, weight_max, max_active):
     """`spike_lists` then `tiled_sums` on rows of x; returns False, leaving out unwritten, when x is not binary,
     has more than `max_active` nonzero values or a partial sum could reach 2^31 (the caller then takes the general
     path). int16 lanes when every row's active count * weight_max < 2^15, else int32."""
-    if not spike_lists(x, active, counts):
+    if not spike_lists(x, active, starts):
         return False
-    most, total = 0, 0
-    for r in range(counts.shape[0]):
-        most = max(most, counts[r])
-        total += counts[r]
+    most = 0
+    for r in range(x.shape[0]):
+        most = max(most, starts[r + 1] - starts[r])
     bound = most * weight_max
-    if total > max_active or bound >= 1 << 31:
+    if starts[x.shape[0]] > max_active or bound >= 1 << 31:
         return False
-    tiled_sums(active, counts, weight_tiles, out, bound >= 1 << 15)
+    tiled_sums(active, starts, weight_tiles, out, bound >= 1 << 15)
     return True
 
 

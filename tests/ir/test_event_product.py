@@ -77,10 +77,10 @@ def test_sums_that_could_reach_2_to_31_are_handed_over():
     x = np.zeros((1, 8), dtype=np.int64)
     x[0, 0] = 1
     tiles = np.zeros((1, 8, jit.TILE_WIDTH), dtype=np.int8)
-    active, counts, out = np.empty((1, 8), np.int32), np.empty(1, np.int32), np.empty((1, 4), np.int64)
-    assert not jit.spike_product(x, active, counts, tiles, out, 1 << 31, 8)
-    assert not jit.spike_product(x, active, counts, tiles, out, 1, 0)           # more active than allowed
-    assert jit.spike_product(x, active, counts, tiles, out, 1, 1)
+    active, starts, out = np.empty(9, np.int32), np.empty(2, np.int64), np.empty((1, 4), np.int64)
+    assert not jit.spike_product(x, active, starts, tiles, out, 1 << 31, 8)
+    assert not jit.spike_product(x, active, starts, tiles, out, 1, 0)           # more active than allowed
+    assert jit.spike_product(x, active, starts, tiles, out, 1, 1)
 
 
 def test_rows_split_over_threads_equal_one_thread(monkeypatch):
