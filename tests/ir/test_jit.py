@@ -343,3 +343,31 @@ def test_start_steps_cross_chunk_boundaries(chunk):
         out = Simulator(graph, chunk_steps=chunk).run(x).output
         assert not out[:4].any() and out[4:].any()
         assert_same_bits(out, expected)
+
+
+# -- STDP ---------------------------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 7), st.integers(0, 7), st.integers(0, 255), st.booleans())
+def test_compiled_stdp_equals_numpy(seed, decay, shift, increment, graded):
+    """The compiled plastic projection (product and learning step in place) gives the numpy engine's spikes, final
+    weights [B, out, in] and traces, for every sample of a batch; weights hit both bounds."""
+    rng = np.random.default_rng(seed)
+    g = Graph("stdp")
+    g.add("in", O.Input(shape=(9,)))
+    g.add("fc", O.QPlasticLinear(weight=rng.integers(-30, 31, (6, 9)), num_weight_bits=9, delay=int(rng.integers(1, 3)),
+                                 pre_decay=decay, post_decay=7 - decay, ltp_shift=shift, ltd_shift=7 - shift,
+                                 pre_increment=increment, post_increment=255 - increment, w_min=-30, w_max=30,
+                                 weight_exp=int(rng.integers(-2, 2))))
+    g.add("n", O.QNeuron(shape=(6,), du=3000, dv=500, vth=20))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc", "n", "out")
+    g.verify()
+    x = (rng.random((25, 3, 9)) < 0.4).astype(np.int64)
+    if graded:
+        x *= rng.integers(1, 4, x.shape)
+    reference = simulate(g, x, engine="numpy", record=True)
+    compiled = simulate(g, x, record=True)
+    np.testing.assert_array_equal(compiled.output, reference.output)
+    np.testing.assert_array_equal(compiled.weights["fc"], reference.weights["fc"])
+    for key, value in reference.states["n"].items():
+        np.testing.assert_array_equal(compiled.states["n"][key], value)
