@@ -78,6 +78,7 @@ class SpikeProduct:
                                      np.empty(stop - first + 1, dtype=np.int64), tiles, out[first:stop],
                                      self.general.weight_max, int(arraymath.EVENT_DENSITY * (stop - first) * inputs))
 
-        if not all(jit.split_rows(count, rows.size * self.outputs >= PARALLEL_MIN_SYNAPSES, part)):
+        # one range per thread: every range reads the whole weight matrix once
+        if not all(jit.split_rows(count, rows.size * self.outputs >= PARALLEL_MIN_SYNAPSES, part, 1)):
             return None
         return out.reshape((*x.shape[:-1], self.outputs))

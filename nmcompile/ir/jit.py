@@ -307,10 +307,10 @@ PARALLEL_MIN_UPDATES = 1 << 17   # neuron updates per call (~150 us) from which 
 PIECES_PER_THREAD = 4            # row ranges per thread: a thread that gets no CPU leaves its share to the others
 
 
-def split_rows(rows: int, parallel: bool, part) -> list:
-    """[part(a, b) for row ranges a..b that cover 0..rows]: one range, or with `parallel` PIECES_PER_THREAD ranges
-    per `worker_threads()` thread, taken in turn by the calling thread and the pool's threads (`part` must release
-    the GIL: a nogil compiled loop). The calling thread works too and cancels the helpers that have not started
+def split_rows(rows: int, parallel: bool, part, pieces_per_thread: int = PIECES_PER_THREAD) -> list:
+    """[part(a, b) for row ranges a..b that cover 0..rows]: one range, or with `parallel` `pieces_per_thread`
+    ranges per `worker_threads()` thread, taken in turn by the calling thread and the pool's threads (`part` must
+    release the GIL: a nogil compiled loop). The calling thread works too and cancels the helpers that have not started
     when it runs out of ranges, so on a loaded machine, where a helper may wait milliseconds for a CPU, the call
     costs about what one thread costs."""
     global _pool, _pool_threads
@@ -319,7 +319,7 @@ def split_rows(rows: int, parallel: bool, part) -> list:
         return [part(0, rows)]
     if _pool is None or _pool_threads != threads:
         _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
-    edges = np.linspace(0, rows, threads * PIECES_PER_THREAD + 1).astype(int)
+    edges = np.linspace(0, rows, threads * pieces_per_thread + 1).astype(int)
     ranges = [(a, b) for a, b in itertools.pairwise(edges) if b > a]
     results: list = [None] * len(ranges)
     taken = itertools.count()                 # next() on a count is atomic under the GIL
