@@ -6,7 +6,8 @@ first step, as Lava measures it) and in nmcompile's reference (one sample, and a
 compiled engine after a warm-up run, so numba's compilation is not counted, and the numpy engine for comparison);
 the output spikes must be identical before any time is reported. Each nmcompile time is the best of --repeats runs
 and is printed next to its physical bound (benchmarks/physical_bound.py: synaptic events + neuron updates over the
-machine's measured add rate).
+machine's measured add rate: the rate of int8 weights added into int16 registers, the integer product's inner loop,
+which is several times the float32 load-add-store rate the float benchmarks use; both are printed).
 
     python benchmarks/bench_lava.py [--neurons 1000] [--steps 200] [--batch 32] [--repeats 5]
 """
@@ -68,7 +69,8 @@ def main() -> None:
         lava_out = board.run_all(x[:, :1])["output"]
         lava_wall = time.perf_counter() - start
         lava_step = float(board.seconds_per_step[0])
-    rate, cores = physical_bound.add_rate()
+    float_rate, _ = physical_bound.add_rate()
+    rate, cores = physical_bound.int16_add_rate()
     rows = []
     for engine in ("compiled", "numpy"):
         sim = Simulator(graph, engine=engine)    # like Lava's compile: kernels are prepared once
@@ -84,7 +86,8 @@ def main() -> None:
     print(f"network: 3 x (Dense {args.neurons}x{args.neurons} -> LIF {args.neurons}), T={args.steps}, input rate 10%, "
           f"{spikes} output spikes identical in Lava and nmcompile; best of {args.repeats}; "
           f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print(physical_bound.describe(rate, cores))
+    print(physical_bound.describe(rate, cores, "int16 (int8 weights into registers)") + "; the bound below uses it")
+    print(physical_bound.describe(float_rate, cores) + " (a load-add-store loop: the float benchmarks' rate)")
     print(f"Lava 0.10 fixed_pt, 1 sample: {1e3 * lava_step:8.3f} ms/step (run incl. start-up {lava_wall:.1f} s)")
     per_step = {"1 sample": bound_single.bound_seconds(rate, cores) / args.steps,
                 f"batch {args.batch}": bound_batch.bound_seconds(rate, cores) / args.steps / args.batch}

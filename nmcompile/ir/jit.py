@@ -51,6 +51,9 @@ os.environ.setdefault("NUMBA_CACHE_DIR", str(_CACHE))
 
 import numba  # noqa: E402  (the cache directory must be set before numba reads its configuration)
 import numpy as np  # noqa: E402
+from llvmlite import ir  # noqa: E402
+from numba.core import cgutils, types  # noqa: E402
+from numba.extending import intrinsic  # noqa: E402
 
 if not numba.config.CACHE_DIR:       # numba was imported before this module, without NUMBA_CACHE_DIR
     numba.config.CACHE_DIR = str(_CACHE)
@@ -140,15 +143,19 @@ def integer_neuron(a, u, v, refractory_left, du_plus, dv, vth, bias, clears_curr
 
 
 @jit
-def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out):
+def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out, first, stop):
     """`integer_neuron` for its most common form, with nothing to branch on per neuron (spiking, immediate reset, no
-    refractory period, nothing recorded): the same operations, in a loop the compiler vectorises."""
-    steps, batch, size = a.shape
+    refractory period, nothing recorded), for the neurons first..stop-1 (threads take disjoint ranges): the same
+    operations, in a loop the compiler vectorises."""
+    steps, batch, _ = a.shape
     zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    # slices and a loop from 0: a loop over n in range(first, stop) was measured not to vectorise
+    du_plus, dv, vth, bias = du_plus[first:stop], dv[first:stop], vth[first:stop], bias[first:stop]
     for t in range(steps):
         for b in range(batch):
-            u_row, v_row, a_row, out_row = u[b], v[b], a[t, b], out[t, b]
-            for n in range(size):
+            u_row, v_row = u[b, first:stop], v[b, first:stop]
+            a_row, out_row = a[t, b, first:stop], out[t, b, first:stop]
+            for n in range(stop - first):
                 drive = a_row[n] << ACT_SHIFT
                 cur = _wrap_current(drive if clears_current else _decay(u_row[n], du_plus[n]) + drive)
                 u_row[n] = cur
@@ -281,36 +288,228 @@ _pool_threads = 0
 
 def worker_threads() -> int:
     """Threads for the row-parallel loops: OMP_NUM_THREADS when set (the local executor's workers set it to their
-    share of the cores), else the CPUs this process may run on."""
+    share of the cores), else the CPUs this process may run on that the 1-minute load average leaves idle, plus
+    this thread (measured on a 2-core machine at load average 7: a helper thread that waits for a busy core made a
+    single-sample run 2.5x slower)."""
     configured = os.environ.get("OMP_NUM_THREADS", "")
-    return max(1, int(configured)) if configured.isdigit() else max(1, len(os.sched_getaffinity(0)))
+    if configured.isdigit():
+        return max(1, int(configured))
+    cpus = len(os.sched_getaffinity(0))
+    idle = int(cpus - os.getloadavg()[0] + 0.5)      # this process's own thread counts in the load: +1 below
+    return max(1, min(cpus, idle + 1))
 
 
 def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active: int) -> np.ndarray:
     """`accumulate_events` of x [rows, in] into a new int64 [rows, out]; the rows are split over `worker_threads()`
     threads (the loop releases the GIL) when the `active` inputs bring enough work."""
-    global _pool, _pool_threads
     rows, outputs = x.shape[0], weight_t.shape[1]
     out = np.empty((rows, outputs), dtype=np.int64)
-    threads = min(worker_threads(), rows)
-    if threads == 1 or active * outputs < PARALLEL_MIN_ADDS:
-        accumulate_events(x, weight_t, out, np.empty(outputs, dtype=acc_dtype))
-        return out
+    split_rows(rows, active * outputs >= PARALLEL_MIN_ADDS,
+               lambda a, b: accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype)))
+    return out
+
+
+PARALLEL_MIN_UPDATES = 1 << 17   # neuron updates per call (~150 us) from which `integer_neuron_plain` is split
+PIECES_PER_THREAD = 4            # row ranges per thread: a thread that gets no CPU leaves its share to the others
+
+
+def split_rows(rows: int, parallel: bool, part, pieces_per_thread: int = PIECES_PER_THREAD) -> list:
+    """[part(a, b) for row ranges a..b that cover 0..rows]: one range, or with `parallel` `pieces_per_thread`
+    ranges per `worker_threads()` thread, taken in turn by the calling thread and the pool's threads (`part` must
+    release the GIL: a nogil compiled loop). The calling thread works too and cancels the helpers that have not started
+    when it runs out of ranges, so on a loaded machine, where a helper may wait milliseconds for a CPU, the call
+    costs about what one thread costs."""
+    global _pool, _pool_threads
+    threads = min(worker_threads(), rows) if parallel else 1
+    if threads <= 1:
+        return [part(0, rows)]
     if _pool is None or _pool_threads != threads:
         _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
-    bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
-    jobs = [_pool.submit(accumulate_events, x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
-            for a, b in bounds[1:]]
-    a, b = bounds[0]                                # the calling thread takes the first share itself
-    accumulate_events(x[a:b], weight_t, out[a:b], np.empty(outputs, dtype=acc_dtype))
-    for job in jobs:
-        job.result()
-    return out
+    edges = np.linspace(0, rows, threads * pieces_per_thread + 1).astype(int)
+    ranges = [(a, b) for a, b in itertools.pairwise(edges) if b > a]
+    results: list = [None] * len(ranges)
+    taken = itertools.count()                 # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        for index in iter(taken.__next__, None):
+            if index >= len(ranges):
+                return
+            results[index] = part(*ranges[index])
+
+    helpers = [_pool.submit(work) for _ in range(threads - 1)]
+    work()
+    for helper in helpers:
+        if not helper.cancel():
+            helper.result()
+    return results
 
 
 def as_rows(x: np.ndarray) -> np.ndarray:
     """x as a C-contiguous [rows, last] view or copy (what the loops above index)."""
     return np.ascontiguousarray(x.reshape(-1, x.shape[-1]))
+
+
+# -- register-tiled products of spikes (nmcompile.ir.event_product) ------------------------------------------
+TILE_BITS = 512              # one SIMD register (AVX-512); LLVM splits it into two 256-bit halves on AVX2 machines
+TILE_WIDTH = 64              # output columns per tile: two registers of int16 sums (measured: 32, 64 and 128
+                             # columns within 10 % of each other), four of int32
+
+
+def _tile_sum(acc_bits: int):
+    """The intrinsic tile_sum(weight [inputs, TILE_WIDTH], active [n], count, out [m], at):
+
+        out[at + j] = sum over a < count of weight[active[a], j]        for j < TILE_WIDTH
+
+    in registers of TILE_BITS / acc_bits lanes of acc_bits-bit integers (weights sign-extended to them; a sum
+    wraps as the lanes do, so the caller bounds the sums), stored sign-extended to out's dtype. Written in LLVM IR
+    so that the sums are vector registers across the loop over active inputs (numba's own loops keep them in
+    memory)."""
+    lanes = TILE_BITS // acc_bits
+    vectors = TILE_WIDTH // lanes
+
+    @intrinsic
+    def tile_sum(typingctx, weight, active, count, out, at):
+        def codegen(context, builder, signature, args):
+            weight_ty, active_ty, count_ty, out_ty, at_ty = signature.args
+            intp = context.get_value_type(types.intp)
+            weight_arr = context.make_array(weight_ty)(context, builder, args[0])
+            active_arr = context.make_array(active_ty)(context, builder, args[1])
+            out_arr = context.make_array(out_ty)(context, builder, args[3])
+            weight_bits, out_bits = weight_ty.dtype.bitwidth, out_ty.dtype.bitwidth
+            acc_type = ir.VectorType(ir.IntType(acc_bits), lanes)
+            piece_type = ir.VectorType(ir.IntType(weight_bits), lanes)
+            out_type = ir.VectorType(ir.IntType(out_bits), lanes)
+            row_bytes = builder.extract_value(weight_arr.strides, 0)
+            base = builder.bitcast(weight_arr.data, ir.IntType(8).as_pointer())
+            sums = [cgutils.alloca_once_value(builder, ir.Constant(acc_type, None)) for _ in range(vectors)]
+            count = context.cast(builder, args[2], count_ty, types.intp)
+            with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (a, _):
+                k = builder.sext(builder.load(builder.gep(active_arr.data, [a])), intp)
+                row = builder.gep(base, [builder.mul(k, row_bytes)])
+                for v in range(vectors):
+                    offset = ir.Constant(intp, v * lanes * weight_bits // 8)
+                    piece = builder.load(builder.bitcast(builder.gep(row, [offset]), piece_type.as_pointer()),
+                                         align=1)
+                    if weight_bits < acc_bits:
+                        piece = builder.sext(piece, acc_type)
+                    builder.store(builder.add(builder.load(sums[v]), piece), sums[v])
+            first = builder.gep(out_arr.data, [context.cast(builder, args[4], at_ty, types.intp)])
+            for v in range(vectors):
+                target = builder.bitcast(builder.gep(first, [ir.Constant(intp, v * lanes)]), out_type.as_pointer())
+                builder.store(builder.sext(builder.load(sums[v]), out_type), target, align=out_bits // 8)
+            return context.get_dummy_value()
+
+        return types.void(weight, active, count, out, at), codegen
+
+    return tile_sum
+
+
+tile_sum16 = _tile_sum(16)
+tile_sum32 = _tile_sum(32)
+
+
+@jit
+def spike_lists(x, active, starts):
+    """The active inputs of every row of x, packed: active[starts[r] : starts[r + 1]] = the k with x[r, k] != 0
+    (in order; `active` has room for x.size + 1 entries); returns whether every x is 0 or 1."""
+    rows, inputs = x.shape
+    binary = True
+    found = 0
+    for r in range(rows):
+        starts[r] = found
+        for k in range(inputs):
+            value = x[r, k]
+            active[found] = k
+            found += value != 0
+            binary &= (value == 0) | (value == 1)
+    starts[rows] = found
+    return binary
+
+
+@jit
+def tiled_sums(active, starts, weight_tiles, out, wide):
+    """out[r, j] = sum of weight[k, j] over the k in active[starts[r] : starts[r + 1]] (weight_tiles [tiles,
+    inputs, width]: the weights [inputs, outputs] cut into column tiles, zero-padded); int16 lanes, int32 when
+    `wide`."""
+    rows, outputs = out.shape
+    tiles, _, width = weight_tiles.shape
+    scratch = np.empty(width, dtype=out.dtype)
+    for tile in range(tiles):
+        weight = weight_tiles[tile]
+        column = tile * width
+        whole = column + width <= outputs
+        for r in range(rows):
+            target, at = (out[r], column) if whole else (scratch, 0)
+            row_active, count = active[starts[r]:], starts[r + 1] - starts[r]
+            if wide:
+                tile_sum32(weight, row_active, count, target, at)
+            else:
+                tile_sum16(weight, row_active, count, target, at)
+            if not whole:
+                out[r, column:] = scratch[: outputs - column]
+
+
+@jit
+def spike_product(x, active, starts, weight_tiles, out, weight_max, max_active):
+    """`spike_lists` then `tiled_sums` on rows of x; returns False, leaving out unwritten, when x is not binary,
+    has more than `max_active` nonzero values or a partial sum could reach 2^31 (the caller then takes the general
+    path). int16 lanes when every row's active count * weight_max < 2^15, else int32."""
+    if not spike_lists(x, active, starts):
+        return False
+    most = 0
+    for r in range(x.shape[0]):
+        most = max(most, starts[r + 1] - starts[r])
+    bound = most * weight_max
+    if starts[x.shape[0]] > max_active or bound >= 1 << 31:
+        return False
+    tiled_sums(active, starts, weight_tiles, out, bound >= 1 << 15)
+    return True
+
+
+# -- pair-based STDP (nmcompile.ir.plasticity) -----------------------------------------------------------------
+TRACE_MAX = 255                      # integer.TRACE_MAX
+
+
+@jit
+def plastic_product(weight, pre, out):
+    """out[b, o] = sum over i with pre[b, i] != 0 of weight[b, o, i] * pre[b, i] (int64, each sample its own
+    weights [B, out, in]); reads only the weight columns of active inputs."""
+    batch, outputs, inputs = weight.shape
+    for b in range(batch):
+        for o in range(outputs):
+            out[b, o] = 0
+        for i in range(inputs):
+            value = pre[b, i]
+            if value != 0:
+                for o in range(outputs):
+                    out[b, o] += weight[b, o, i] * value
+
+
+@jit
+def stdp_learn(weight, pre_trace, post_trace, pre, post, pre_decay, pre_increment, post_decay, post_increment,
+               ltp_shift, ltd_shift, w_min, w_max):
+    """plasticity.stdp_update in place, operation for operation: for each sample b
+
+        xp_i  = min(xp_i - (xp_i >> pre_decay) + pre_increment * pre_i, 255)
+        W_oi  = max(W_oi - (yp_o >> ltd_shift), w_min)  where pre_i > 0      (yp before this step)
+        W_oi  = min(W_oi + (xp_i >> ltp_shift), w_max)  where post_o > 0     (xp after this step)
+        yp_o  = min(yp_o - (yp_o >> post_decay) + post_increment * post_o, 255)"""
+    batch, outputs, inputs = weight.shape
+    for b in range(batch):
+        for i in range(inputs):
+            trace = pre_trace[b, i]
+            pre_trace[b, i] = min(trace - (trace >> pre_decay) + pre_increment * pre[b, i], TRACE_MAX)
+        for o in range(outputs):
+            depress = post_trace[b, o] >> ltd_shift
+            fired = post[b, o] > 0
+            for i in range(inputs):
+                w = weight[b, o, i]
+                w = max(w - depress, w_min) if pre[b, i] > 0 else w
+                w = min(w + (pre_trace[b, i] >> ltp_shift), w_max) if fired else w
+                weight[b, o, i] = w
+        for o in range(outputs):
+            trace = post_trace[b, o]
+            post_trace[b, o] = min(trace - (trace >> post_decay) + post_increment * post[b, o], TRACE_MAX)
 
 
 # -- glue: a neuron kernel (nmcompile.ir.kernels) run through the loops above ----------------------------------------
@@ -385,8 +584,11 @@ def run_integer_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np
     flat_x = x.reshape(x.shape[0], x.shape[1], -1)
     if op.spiking and op.reset_timing == "immediate" and not op.refractory and not rec:
         du_plus, dv, vth, bias, clears_current, _, compare_ge, reset_mode, _, _ = kernel._fused_args
-        integer_neuron_plain(flat_x, kernel._rows(u), kernel._rows(v), du_plus, dv, vth, bias, clears_current,
-                             compare_ge, reset_mode, out.reshape(flat_x.shape))
+        u_rows, v_rows, flat_out = kernel._rows(u), kernel._rows(v), out.reshape(flat_x.shape)
+        split_rows(flat_x.shape[2], flat_x.size >= PARALLEL_MIN_UPDATES,
+                   lambda first, stop: integer_neuron_plain(flat_x, u_rows, v_rows, du_plus, dv, vth, bias,
+                                                            clears_current, compare_ge, reset_mode, flat_out, first,
+                                                            stop))
     else:
         left = kernel.refractory_left if kernel.refractory_left is not None else _no_state()
         integer_neuron(flat_x, kernel._rows(u), kernel._rows(v), kernel._rows(left), *kernel._fused_args,

@@ -151,7 +151,7 @@ class DelayedSum(Kernel):
     def set_engine(self, engine: str) -> None:
         super().set_engine(engine)
         for _, f in self.groups:
-            if hasattr(f, "set_engine"):            # ExactProduct, IntegerConv: products with an engine choice
+            if hasattr(f, "set_engine"):            # SpikeProduct, IntegerConv: products with an engine choice
                 f.set_engine(engine)
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
@@ -162,6 +162,12 @@ class DelayedSum(Kernel):
         """y[t] = sum f(x[t - d]) + const for the chunk's steps; x[t - d] before the chunk comes from the buffer
         (the last max_delay + 1 inputs), which the chunk then extends."""
         steps = x.shape[0]
+        if len(self.groups) == 1 and self.const is None and steps:     # one product over the shifted input
+            d, f = self.groups[0]
+            late = list(self._buffer)[len(self._buffer) - d:][:steps] if d else []
+            shifted = np.concatenate([np.stack(late), x[: steps - d]]) if late else x
+            self._buffer.extend(x[-(self.max_delay + 1):].copy())
+            return self._map(f, shifted)
         y = np.zeros((steps, *x.shape[1 : x.ndim - len(self.in_shape)], *self.out_shape), dtype=self.dtype)
         for d, f in self.groups:
             for t in range(min(d, steps)):
@@ -562,10 +568,12 @@ def _integer_neuron(op: O.QNeuron, in_shape: Shape | None, out_shape: Shape, dty
 
 @register_kernel(O.QLinear, mode="integer")
 def _integer_linear(op: O.QLinear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
+    from nmcompile.ir.event_product import SpikeProduct
+
     weight = op.effective_weight()
 
     def make(w: np.ndarray) -> Apply:
-        return arraymath.ExactProduct(w, op.weight_exp)
+        return SpikeProduct(w, op.weight_exp)
 
     return DelayedSum(in_shape, out_shape, np.dtype(np.int64), _linear_groups(weight, op.delay, make))
 

@@ -2,7 +2,9 @@
 
 Every sample of a batch learns on its own copy of the weights. Per step the simulator calls `peek()` (the input
 delivered at t with the weights at the start of t), then the neuron layer runs, then `push(x[t])` and
-`learn(post[t])`. Importing this module registers the kernel (nmcompile.ir.simulate does).
+`learn(post[t])`. Importing this module registers the kernel (nmcompile.ir.simulate does). Engine 'compiled' runs
+the product and the learning step as numba loops (jit.plastic_product, jit.stdp_learn) that update the weights and
+traces in place, operation for operation as `stdp_update`; engine 'numpy' runs the numpy form below.
 """
 
 from __future__ import annotations
@@ -71,7 +73,13 @@ class PlasticLinear(Kernel):
 
     def peek(self) -> np.ndarray:
         self._pre = self._buffer[0]                                            # x[t - d]
-        total = np.einsum("boi,bi->bo", self.weight, self._pre)
+        if self.engine == "compiled":
+            from nmcompile.ir import jit
+
+            total = np.empty(self.post_trace.shape, dtype=np.int64)
+            jit.plastic_product(self.weight, np.ascontiguousarray(self._pre), total)
+        else:
+            total = np.einsum("boi,bi->bo", self.weight, self._pre)
         return fixed.floor_shift(total, self.op.weight_exp)
 
     def push(self, x: np.ndarray) -> None:
@@ -79,8 +87,16 @@ class PlasticLinear(Kernel):
 
     def learn(self, post: np.ndarray) -> None:
         post = np.asarray(post, dtype=np.int64).reshape(post.shape[0], -1)
-        self.weight, self.pre_trace, self.post_trace = stdp_update(self.op, self.weight, self.pre_trace,
-                                                                   self.post_trace, self._pre, post)
+        if self.engine != "compiled":
+            self.weight, self.pre_trace, self.post_trace = stdp_update(self.op, self.weight, self.pre_trace,
+                                                                       self.post_trace, self._pre, post)
+            return
+        from nmcompile.ir import jit
+
+        op = self.op
+        jit.stdp_learn(self.weight, self.pre_trace, self.post_trace, np.ascontiguousarray(self._pre),
+                       np.ascontiguousarray(post), op.pre_decay, op.pre_increment, op.post_decay, op.post_increment,
+                       op.ltp_shift, op.ltd_shift, op.w_min, op.w_max)
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
         raise AssertionError("plastic projections are simulated step by step")

@@ -85,7 +85,7 @@ def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
         if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
             raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
                              "spikes (0/1) or integer currents")
-        return x.astype(np.int64)
+        return x.astype(np.int64, copy=False)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise ShapeError(f"input '{name}' holds NaN or inf")
     return x.astype(mode)

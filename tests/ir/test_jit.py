@@ -283,6 +283,26 @@ def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
     np.testing.assert_array_equal(arraymath.ExactProduct(weight, 0).event_product(x), x @ weight.T)
 
 
+def test_neuron_ranges_split_over_threads_equal_numpy(monkeypatch):
+    """integer_neuron_plain over disjoint neuron ranges in several threads: the numpy engine's bits."""
+    from nmcompile.ir import jit
+
+    rng = np.random.default_rng(6)
+    op = O.QNeuron(shape=(37,), du=rng.integers(0, 4096, 37), dv=rng.integers(0, 4097, 37), vth=50,
+                   reset_mode="subtract")
+    x = rng.integers(-(1 << 12), 1 << 12, (9, 3, 37))
+    monkeypatch.setattr(jit, "PARALLEL_MIN_UPDATES", 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    outputs = []
+    for engine in ("numpy", "compiled"):
+        kernel = IntegerNeuron(op, (37,))
+        kernel.set_engine(engine)
+        outputs.append((kernel.run(x), kernel.u.copy(), kernel.v.copy()))
+    for numpy_side, compiled_side in zip(*outputs, strict=True):
+        assert_same_bits(numpy_side, compiled_side)
+    assert outputs[0][0].any()
+
+
 def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba (platformdirs), never into the package."""
     import os
@@ -295,7 +315,8 @@ def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     code = ("import numpy as np, numba\n"
             "from nmcompile.ir import jit\n"
             "x = np.zeros((1, 1, 2), np.int64); s = np.zeros((1, 2), np.int64); p = np.zeros(2, np.int64)\n"
-            "jit.integer_neuron_plain(x, s, s.copy(), p, p, p, p, True, False, 1, np.empty((1, 1, 2), np.int64))\n"
+            "o = np.empty((1, 1, 2), np.int64)\n"
+            "jit.integer_neuron_plain(x, s, s.copy(), p, p, p, p, True, False, 1, o, 0, 2)\n"
             "print(jit.cache_dir()); print(numba.config.CACHE_DIR)\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
@@ -322,3 +343,31 @@ def test_start_steps_cross_chunk_boundaries(chunk):
         out = Simulator(graph, chunk_steps=chunk).run(x).output
         assert not out[:4].any() and out[4:].any()
         assert_same_bits(out, expected)
+
+
+# -- STDP ---------------------------------------------------------------------------------------------------
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(0, 7), st.integers(0, 7), st.integers(0, 255), st.booleans())
+def test_compiled_stdp_equals_numpy(seed, decay, shift, increment, graded):
+    """The compiled plastic projection (product and learning step in place) gives the numpy engine's spikes, final
+    weights [B, out, in] and traces, for every sample of a batch; weights hit both bounds."""
+    rng = np.random.default_rng(seed)
+    g = Graph("stdp")
+    g.add("in", O.Input(shape=(9,)))
+    g.add("fc", O.QPlasticLinear(weight=rng.integers(-30, 31, (6, 9)), num_weight_bits=9, delay=int(rng.integers(1, 3)),
+                                 pre_decay=decay, post_decay=7 - decay, ltp_shift=shift, ltd_shift=7 - shift,
+                                 pre_increment=increment, post_increment=255 - increment, w_min=-30, w_max=30,
+                                 weight_exp=int(rng.integers(-2, 2))))
+    g.add("n", O.QNeuron(shape=(6,), du=3000, dv=500, vth=20))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc", "n", "out")
+    g.verify()
+    x = (rng.random((25, 3, 9)) < 0.4).astype(np.int64)
+    if graded:
+        x *= rng.integers(1, 4, x.shape)
+    reference = simulate(g, x, engine="numpy", record=True)
+    compiled = simulate(g, x, record=True)
+    np.testing.assert_array_equal(compiled.output, reference.output)
+    np.testing.assert_array_equal(compiled.weights["fc"], reference.weights["fc"])
+    for key, value in reference.states["n"].items():
+        np.testing.assert_array_equal(compiled.states["n"][key], value)
