@@ -9,6 +9,9 @@ convolution kernels (engine 'compiled'), or keep the numpy forms (engine 'numpy'
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -155,12 +158,18 @@ class ExactProduct:
         return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
 
 
+EVENT_CONV_SHARE = 0.02  # float32 convolutions run event-driven when the scatter's adds are at most this share of the
+                         # dense product's multiply-adds: below about 2 % events and torch's blocked kernels cost the
+                         # same on a 5x5 convolution (bench_simulate.py's `convolution` section, benchmarks/README.md)
+
+
 class Convolution:
     """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
     exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
     float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
-    (numpy, the bits float64 results are defined by); float32 through torch's kernels with engine 'compiled'
-    (a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
+    (numpy, the bits float64 results are defined by); float32 with engine 'compiled' event-driven over sparse inputs
+    (nmcompile.ir.float_events, when its adds are at most EVENT_CONV_SHARE of the dense product's), else through
+    torch's kernels (both a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
 
     engine = "compiled"
 
@@ -185,14 +194,32 @@ class Convolution:
                 return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
             return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
+            events = self._events()
+            if events is not None and events.event_share(x, int(np.count_nonzero(x))) <= EVENT_CONV_SHARE:
+                return events(x)
             return self._torch(x, with_bias=True)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias
 
+    def _events(self):
+        """The event-driven float32 form of this convolution (nmcompile.ir.float_events), or None where it has none."""
+        if not hasattr(self, "_event_form"):
+            from nmcompile.ir.float_events import EventConvolution
+
+            self._event_form = EventConvolution(self.weight, self.stride, self.padding, self.dilation, self.bias) \
+                if EventConvolution.applies(self.dilation, self.groups) else None
+        return self._event_form
+
     def _torch(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
-        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`)."""
+        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`).
+
+        Each call runs torch on one thread per share of the samples, the shares split over this process's cores by
+        nmcompile.ir.jit.split_rows: torch's own OpenMP team would keep spinning on the cores after the call, against
+        the compiled loops that run next, and stalls at its barriers whenever the machine is loaded."""
         import torch
         import torch.nn.functional as F
+
+        from nmcompile.ir import jit
 
         dtype = x.dtype
         if dtype not in self._torch_weights:
@@ -200,10 +227,60 @@ class Convolution:
             self._torch_weights[dtype] = (torch.from_numpy(self.weight.astype(dtype)), bias)
         weight, bias = self._torch_weights[dtype]
         run = F.conv2d if self.weight.ndim == 4 else F.conv1d
-        with torch.no_grad():
-            y = run(torch.from_numpy(np.ascontiguousarray(x)), weight, bias if with_bias else None, self.stride,
-                    self.padding, self.dilation, self.groups)
-        return y.numpy()
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        kernel = self.weight.shape[2:]
+        spatial = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d
+                   in zip(x.shape[2:], kernel, self.stride, self.padding, self.dilation, strict=True)]
+        out = np.empty((x.shape[0], self.weight.shape[0], *spatial), dtype=dtype)
+
+        def share(first: int, stop: int) -> None:
+            with one_torch_thread(), torch.no_grad():
+                out[first:stop] = run(x[first:stop], weight, bias if with_bias else None, self.stride,
+                                      self.padding, self.dilation, self.groups).numpy()
+
+        jit.split_rows(share, x.shape[0], out.size * int(np.prod(self.weight.shape[1:])))
+        return out
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch limited to the calling thread (OpenMP's thread count is per calling thread), restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
+
+
+class FloatProduct:
+    """x @ weight_t (+ bias) for float x [rows, in]. Engine 'compiled', float32, at most EVENT_DENSITY of x nonzero
+    (spikes): the weight rows of the active inputs are added (nmcompile.ir.float_events.dense_events; no BLAS call,
+    whose threads would compete with torch's for the cores); otherwise, float64 always (the bits float64 results are
+    defined by) and with engine 'numpy', numpy's product."""
+
+    engine = "compiled"
+
+    def __init__(self, weight_t: np.ndarray, bias: np.ndarray | None):
+        self.weight_t = weight_t
+        self.bias = bias
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.engine == "compiled" and x.dtype == np.float32 and x.size:
+            active = int(np.count_nonzero(x))
+            if active <= EVENT_DENSITY * x.size:
+                from nmcompile.ir.float_events import dense_events
+
+                y = dense_events(x, self.weight_t, active)
+                return y if self.bias is None else y + self.bias
+        return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
 
 
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
