@@ -158,9 +158,10 @@ class ExactProduct:
         return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
 
 
-EVENT_CONV_SHARE = 0.02  # float32 convolutions run event-driven when the scatter's adds are at most this share of the
-                         # dense product's multiply-adds: below about 2 % events and torch's blocked kernels cost the
-                         # same on a 5x5 convolution (bench_simulate.py's `convolution` section, benchmarks/README.md)
+EVENT_CONV_SHARE = 0.04  # float32 convolutions run event-driven when the scatter's adds are at most this share of the
+                         # dense product's multiply-adds: near 4 % the scatter and torch's blocked kernels cost about
+                         # the same on a 5x5 convolution (bench_simulate.py's `convolution` section,
+                         # benchmarks/README.md)
 
 
 class Convolution:
@@ -195,7 +196,7 @@ class Convolution:
             return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
             events = self._events()
-            if events is not None and events.event_share(x, int(np.count_nonzero(x))) <= EVENT_CONV_SHARE:
+            if events is not None and events.event_share(x, count_nonzero_bits(x)) <= EVENT_CONV_SHARE:
                 return events(x)
             return self._torch(x, with_bias=True)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
@@ -257,9 +258,16 @@ def one_torch_thread() -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+def count_nonzero_bits(x: np.ndarray) -> int:
+    """The values of a float array whose bits are not all zero (-0.0 counts: an estimate of its nonzero values for
+    choosing a product, never a result): numpy counts nonzero integers several times faster than floats."""
+    x = np.ascontiguousarray(x)
+    return int(np.count_nonzero(x.view(np.dtype(f"i{x.dtype.itemsize}"))))
+
+
 class FloatProduct:
     """x @ weight_t (+ bias) for float x [rows, in]. Engine 'compiled', float32, at most EVENT_DENSITY of x nonzero
-    (spikes): the weight rows of the active inputs are added (nmcompile.ir.float_events.dense_events; no BLAS call,
+    (spikes): the weight rows of the active inputs are added (nmcompile.ir.float_events.dense_events: no BLAS call,
     whose threads would compete with torch's for the cores); otherwise, float64 always (the bits float64 results are
     defined by) and with engine 'numpy', numpy's product."""
 
@@ -274,7 +282,7 @@ class FloatProduct:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
-            active = int(np.count_nonzero(x))
+            active = count_nonzero_bits(x)
             if active <= EVENT_DENSITY * x.size:
                 from nmcompile.ir.float_events import dense_events
 

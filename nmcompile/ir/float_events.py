@@ -14,22 +14,22 @@ docs/semantics.md allows for float32 only. float64 products never come here.
 Each row (one step of one sample) accumulates in a channels-last scratch map [OH, OW, C_out] (the output channels of
 one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
 the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
-brings enough work. A dense projection over spikes reuses the event-driven accumulation of nmcompile.ir.jit in
-float32.
+brings enough work. The nonzero inputs of a line are listed without a branch before they are visited (a branch per
+input would be mispredicted at every spike). A dense projection over spikes (`dense_rows`) works the same way.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from nmcompile.ir import jit
+from nmcompile.ir import arraymath, jit
 
 LANES = 16               # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
 
 
 @jit.jit
-def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, scratch):
+def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, scratch, active):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
 
@@ -41,7 +41,8 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, 
     division in the loop): row_targets [H, KH + 1, 2] lists for input row y the (output row, kernel row) pairs it
     reaches, ending at output row -1; col_targets [W, 3] gives for input column xx its first output column, the
     offset of its run in weight_runs[c, ky] and the run's length in values (0: it reaches no output). bias_map
-    is the scratch's starting value (each position's bias); out [R, C_out, OH * OW] (OW = out_w)."""
+    is the scratch's starting value (each position's bias); out [R, C_out, OH * OW] (OW = out_w); active [W] lists
+    the nonzero columns of an input line."""
     rows, c_in, height, width = x.shape
     kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
@@ -51,10 +52,14 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, 
         scratch[:] = bias_map
         for c in range(c_in):
             for y in range(height):
+                line = x[r, c, y]
+                count = 0
                 for xx in range(width):
-                    value = x[r, c, y, xx]
-                    if value == 0:
-                        continue
+                    active[count] = xx
+                    count += line[xx] != 0
+                for n in range(count):
+                    xx = active[n]
+                    value = line[xx]
                     first_col, offset, size = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
                     for m in range(kernel_h):
                         oy = row_targets[y, m, 0]
@@ -152,25 +157,46 @@ class EventConvolution:
         row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
         out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
         reach = self.kernel[0] * self.kernel[1] // (self.stride[0] * self.stride[1])
-        work = (int(np.count_nonzero(x4)) * reach + out_h * out_w * rows) * self.c_out
+        work = (arraymath.count_nonzero_bits(x4) * reach + out_h * out_w * rows) * self.c_out
 
         def run(first: int, stop: int) -> None:
             scratch = np.empty(out_h * out_w * self.lanes, dtype=np.float32)
             conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, bias_map, out_w, out[first:stop],
-                        scratch)
+                        scratch, np.empty(x4.shape[3], np.int64))
 
         jit.split_rows(run, rows, work)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))
 
 
+@jit.jit
+def dense_rows(x, weight_t, out, acc, active):
+    """out[r, :] = sum over k with x[r, k] != 0, in ascending k, of x[r, k] * weight_t[k, :] (from 0), for x [R, in]
+    float32. Each row first lists its nonzero inputs in `active` [in] without a branch (a branch per input would be
+    mispredicted at every spike), then adds their weight rows in the scratch row `acc` [out]."""
+    rows, inputs = x.shape
+    for r in range(rows):
+        row = x[r]
+        count = 0
+        for k in range(inputs):
+            active[count] = k
+            count += row[k] != 0
+        acc[:] = 0
+        for m in range(count):
+            value, w = row[active[m]], weight_t[active[m]]
+            for j in range(acc.size):
+                acc[j] += value * w[j]
+        out[r, :] = acc
+
+
 def dense_events(x: np.ndarray, weight_t: np.ndarray, active: int) -> np.ndarray:
-    """x [R, in] @ weight_t [in, out] (float32) adding the weight rows of the nonzero inputs only (jit's
-    accumulate_events: each output row sums from 0 in input order)."""
+    """x [R, in] @ weight_t [in, out] (float32) adding the weight rows of the nonzero inputs only (`dense_rows`);
+    `active` (about the number of nonzero inputs) decides whether to split the rows over threads."""
     rows = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((rows.shape[0], weight_t.shape[1]), dtype=np.float32)
 
     def run(first: int, stop: int) -> None:
-        jit.accumulate_events(rows[first:stop], weight_t, out[first:stop], np.empty(weight_t.shape[1], np.float32))
+        dense_rows(rows[first:stop], weight_t, out[first:stop], np.empty(weight_t.shape[1], np.float32),
+                   np.empty(rows.shape[1], np.int64))
 
     jit.split_rows(run, rows.shape[0], active * weight_t.shape[1])
     return out

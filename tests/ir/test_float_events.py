@@ -76,7 +76,7 @@ def test_float32_convolutions_take_events_over_sparse_inputs_only_and_float64_is
     rng = np.random.default_rng(3)
     weight, bias = rng.normal(0, 1, (8, 2, 5, 5)), rng.normal(0, 1, (8, 1, 1))
     geometry = ((1, 1), (2, 2), (1, 1), 1)
-    sparse = (rng.random((4, 2, 20, 20)) < 0.005).astype(np.float32)
+    sparse = (rng.random((4, 2, 20, 20)) < 0.01).astype(np.float32)
     dense = (rng.random((4, 2, 20, 20)) < 0.5).astype(np.float32)
     conv32 = arraymath.Convolution(weight, *geometry, np.dtype(np.float32), bias.astype(np.float32))
     events = EventConvolution(weight, *geometry[:3], bias)
