@@ -229,18 +229,18 @@ class Convolution:
         weight, bias = self._torch_weights[dtype]
         run = F.conv2d if self.weight.ndim == 4 else F.conv1d
         x = torch.from_numpy(np.ascontiguousarray(x))
-        kernel = self.weight.shape[2:]
-        spatial = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d
-                   in zip(x.shape[2:], kernel, self.stride, self.padding, self.dilation, strict=True)]
-        out = np.empty((x.shape[0], self.weight.shape[0], *spatial), dtype=dtype)
+        parts: dict[int, np.ndarray] = {}
 
         def share(first: int, stop: int) -> None:
             with one_torch_thread(), torch.no_grad():
-                out[first:stop] = run(x[first:stop], weight, bias if with_bias else None, self.stride,
-                                      self.padding, self.dilation, self.groups).numpy()
+                parts[first] = run(x[first:stop], weight, bias if with_bias else None, self.stride, self.padding,
+                                   self.dilation, self.groups).numpy()
 
-        jit.split_rows(share, x.shape[0], out.size * int(np.prod(self.weight.shape[1:])))
-        return out
+        positions = np.prod([(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
+            x.shape[2:], self.weight.shape[2:], self.stride, self.padding, self.dilation, strict=True)])
+        multiply_adds = x.shape[0] * int(positions) * self.weight.shape[0] * int(np.prod(self.weight.shape[1:]))
+        jit.split_rows(share, x.shape[0], multiply_adds)
+        return parts[0] if len(parts) == 1 else np.concatenate([parts[k] for k in sorted(parts)])
 
 
 @contextlib.contextmanager
