@@ -196,8 +196,10 @@ class Convolution:
             return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
             events = self._events()
-            if events is not None and events.event_share(x, count_nonzero_bits(x)) <= EVENT_CONV_SHARE:
-                return events(x)
+            if events is not None:
+                active = count_nonzero_bits(x)
+                if events.event_share(x, active) <= EVENT_CONV_SHARE:
+                    return events(x, active)
             return self._torch(x, with_bias=True)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias

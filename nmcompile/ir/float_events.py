@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from nmcompile.ir import arraymath, jit
+from nmcompile.ir import jit
 
 LANES = 16               # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
@@ -148,8 +148,9 @@ class EventConvolution:
         reach = self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1])   # outputs per input
         return active * reach / max(dense, 1)
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """The convolution of x [R, C_in, *S] (float32), [R, C_out, *S']."""
+    def __call__(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
+        """The convolution of x [R, C_in, *S] (float32), [R, C_out, *S']; `active` (about the number of nonzero
+        inputs, counted here when not given) decides whether to split the rows over threads."""
         one_d = x.ndim == 3
         x4 = np.ascontiguousarray(x[:, :, None, :] if one_d else x, dtype=np.float32)
         rows = x4.shape[0]
@@ -157,7 +158,8 @@ class EventConvolution:
         row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
         out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
         reach = self.kernel[0] * self.kernel[1] // (self.stride[0] * self.stride[1])
-        work = (arraymath.count_nonzero_bits(x4) * reach + out_h * out_w * rows) * self.c_out
+        active = int(np.count_nonzero(x4)) if active is None else active
+        work = (active * reach + out_h * out_w * rows) * self.c_out
 
         def run(first: int, stop: int) -> None:
             scratch = np.empty(out_h * out_w * self.lanes, dtype=np.float32)
