@@ -28,7 +28,8 @@ def conv_cases(draw):
     stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
     padding = tuple(draw(st.integers(0, 2)) for _ in range(nd))
     dilation = (1,) if one_d else (draw(st.integers(1, 2)), 1)
-    spatial = tuple(draw(st.integers(8, 12)) for _ in range(nd))
+    spans = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]   # a valid output needs S >= span
+    spatial = tuple(draw(st.integers(max(8, span), 12)) for span in spans)
     x = (rng.random((3, c_in, *spatial)) < draw(st.sampled_from([0.05, 0.3]))).astype(np.float32)
     if draw(st.booleans()):                                                  # graded values, not only spikes
         x *= rng.integers(-3, 4, x.shape).astype(np.float32)
