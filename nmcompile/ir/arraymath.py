@@ -267,32 +267,6 @@ def count_nonzero_bits(x: np.ndarray) -> int:
     return int(np.count_nonzero(x.view(np.dtype(f"i{x.dtype.itemsize}"))))
 
 
-class FloatProduct:
-    """x @ weight_t (+ bias) for float x [rows, in]. Engine 'compiled', float32, at most EVENT_DENSITY of x nonzero
-    (spikes): the weight rows of the active inputs are added (nmcompile.ir.float_events.dense_events: no BLAS call,
-    whose threads would compete with torch's for the cores); otherwise, float64 always (the bits float64 results are
-    defined by) and with engine 'numpy', numpy's product."""
-
-    engine = "compiled"
-
-    def __init__(self, weight_t: np.ndarray, bias: np.ndarray | None):
-        self.weight_t = weight_t
-        self.bias = bias
-
-    def set_engine(self, engine: str) -> None:
-        self.engine = engine
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.engine == "compiled" and x.dtype == np.float32 and x.size:
-            active = count_nonzero_bits(x)
-            if active <= EVENT_DENSITY * x.size:
-                from nmcompile.ir.float_events import dense_events
-
-                y = dense_events(x, self.weight_t, active)
-                return y if self.bias is None else y + self.bias
-        return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
-
-
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
     """Exact integer convolution (float64 BLAS when provably exact, else int64)."""
     xmax = int(np.abs(x).max()) if x.size else 0

@@ -1,4 +1,4 @@
-"""Event-driven float32 products of sparse inputs (spikes): convolution and dense projection.
+"""Event-driven float32 convolution of sparse inputs (spikes).
 
 A convolution over spikes is a scatter: each nonzero input x[c, y, x] adds x * weight[:, c, ky, kx] to the output
 positions whose window covers it,
@@ -15,7 +15,7 @@ Each row (one step of one sample) accumulates in a channels-last scratch map [OH
 one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
 the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
 brings enough work. The nonzero inputs of a line are listed without a branch before they are visited (a branch per
-input would be mispredicted at every spike). A dense projection over spikes (`dense_rows`) works the same way.
+input would be mispredicted at every spike).
 """
 
 from __future__ import annotations
@@ -168,37 +168,3 @@ class EventConvolution:
 
         jit.split_rows(run, rows, work)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))
-
-
-@jit.jit
-def dense_rows(x, weight_t, out, acc, active):
-    """out[r, :] = sum over k with x[r, k] != 0, in ascending k, of x[r, k] * weight_t[k, :] (from 0), for x [R, in]
-    float32. Each row first lists its nonzero inputs in `active` [in] without a branch (a branch per input would be
-    mispredicted at every spike), then adds their weight rows in the scratch row `acc` [out]."""
-    rows, inputs = x.shape
-    for r in range(rows):
-        row = x[r]
-        count = 0
-        for k in range(inputs):
-            active[count] = k
-            count += row[k] != 0
-        acc[:] = 0
-        for m in range(count):
-            value, w = row[active[m]], weight_t[active[m]]
-            for j in range(acc.size):
-                acc[j] += value * w[j]
-        out[r, :] = acc
-
-
-def dense_events(x: np.ndarray, weight_t: np.ndarray, active: int) -> np.ndarray:
-    """x [R, in] @ weight_t [in, out] (float32) adding the weight rows of the nonzero inputs only (`dense_rows`);
-    `active` (about the number of nonzero inputs) decides whether to split the rows over threads."""
-    rows = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((rows.shape[0], weight_t.shape[1]), dtype=np.float32)
-
-    def run(first: int, stop: int) -> None:
-        dense_rows(rows[first:stop], weight_t, out[first:stop], np.empty(weight_t.shape[1], np.float32),
-                   np.empty(rows.shape[1], np.int64))
-
-    jit.split_rows(run, rows.shape[0], active * weight_t.shape[1])
-    return out

@@ -502,7 +502,9 @@ def _linear(op: O.Linear, in_shape: Shape | None, out_shape: Shape, dtype: np.dt
     bias = None if op.bias is None else op.bias.astype(dtype)
     if op.delays is None or not op.delays.any():
         w_t = np.ascontiguousarray(op.weight.astype(dtype).T)
-        return MapKernel(in_shape, out_shape, dtype, arraymath.FloatProduct(w_t, bias))
+        if bias is None:
+            return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)
+        return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t + bias)
     groups = _linear_groups(op.weight.astype(dtype), op.delays,
                             lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
     return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)

@@ -1,4 +1,4 @@
-"""Event-driven float32 products (nmcompile.ir.float_events) against the dense products, the routing between them,
+"""The event-driven float32 convolution (nmcompile.ir.float_events) against the dense one, the routing between them,
 and the splitting of rows, samples and torch calls over threads."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from nmcompile.ir import arraymath, jit
 from nmcompile.ir import ops as O
-from nmcompile.ir.float_events import EventConvolution, dense_events
+from nmcompile.ir.float_events import EventConvolution
 from nmcompile.ir.kernels import FloatNeuron
 
 EPS32 = float(np.finfo(np.float32).eps)
@@ -103,21 +103,18 @@ def test_grouped_and_width_dilated_convolutions_have_no_event_form():
 
 
 def test_rows_split_over_threads_equal_one_thread(monkeypatch):
-    """Rows are independent: the event convolution, the float32 dense events and torch's convolution (integer,
-    exact) give the same values split over threads as on one."""
+    """Rows are independent: the event convolution and torch's convolution (integer, exact) give the same values
+    split over threads as on one."""
     rng = np.random.default_rng(4)
     weight = rng.normal(0, 1, (20, 3, 3, 3)).astype(np.float32)
     x = (rng.random((7, 3, 9, 9)) < 0.1).astype(np.float32)
     events = EventConvolution(weight, (2, 1), (1, 0), (1, 1), None)
-    w_t = rng.normal(0, 1, (50, 6)).astype(np.float32)
-    rows = (rng.random((9, 50)) < 0.1).astype(np.float32)
     int_weight = rng.integers(-100, 101, (4, 3, 3, 3))
     int_conv = arraymath.Convolution(int_weight, (1, 1), (1, 1), (1, 1), 1, np.dtype(np.int64))
-    one_thread = events(x), dense_events(rows, w_t, int(np.count_nonzero(rows)))
+    one_thread = events(x)
     monkeypatch.setattr(jit, "PARALLEL_MIN_ADDS", 0)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    np.testing.assert_array_equal(events(x), one_thread[0])
-    np.testing.assert_array_equal(dense_events(rows, w_t, int(np.count_nonzero(rows))), one_thread[1])
+    np.testing.assert_array_equal(events(x), one_thread)
     int_x = rng.integers(0, 2, (5, 3, 8, 8))
     np.testing.assert_array_equal(int_conv(int_x), arraymath.int_conv(int_x, int_weight, (1, 1), (1, 1), (1, 1), 1))
 
@@ -129,25 +126,6 @@ def test_torch_runs_on_the_calling_thread_and_its_thread_count_is_restored():
     with arraymath.one_torch_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-
-
-@pytest.mark.parametrize("bias", [False, True])
-def test_float_products_events_in_float32_only(bias):
-    """float32 over spikes: the weight rows of active inputs, within the summation bound of the exact product;
-    float64 and the numpy engine: numpy's product, bit for bit."""
-    rng = np.random.default_rng(6)
-    weight_t = rng.normal(0, 1, (300, 12))
-    b = rng.normal(0, 1, 12) if bias else None
-    x = (rng.random((40, 300)) < 0.05).astype(np.float64)
-    product32 = arraymath.FloatProduct(weight_t.astype(np.float32), None if b is None else b.astype(np.float32))
-    exact = x @ weight_t.astype(np.float32).astype(np.float64) + (0 if b is None else b.astype(np.float32))
-    magnitude = x @ np.abs(weight_t.astype(np.float32)) + (0 if b is None else np.abs(b.astype(np.float32)))
-    assert np.all(np.abs(product32(x.astype(np.float32)) - exact) <= 302 * EPS32 * magnitude)
-    product64 = arraymath.FloatProduct(weight_t, b)
-    np.testing.assert_array_equal(product64(x), x @ weight_t if b is None else x @ weight_t + b)
-    product32.set_engine("numpy")
-    x32, w32 = x.astype(np.float32), weight_t.astype(np.float32)
-    np.testing.assert_array_equal(product32(x32), x32 @ w32 if b is None else x32 @ w32 + b.astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
