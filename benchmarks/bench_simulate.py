@@ -7,15 +7,17 @@
    (2x34x34 -> conv 12@5x5 -> LIF -> conv 32@5x5/2 -> LIF -> dense 10 -> LIF, 16,218 neurons, T=100, input rate
    10%), batch 1 and 128. float64 output spikes are asserted identical to snnTorch run in float64; float32 ones
    are compared and differing spikes counted (summation order may differ: docs/semantics.md).
-3. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
-4. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
+3. `convolution`: the event-driven float32 convolution (nmcompile.ir.float_events) against torch's, both on one
+   thread, over input densities (where arraymath.EVENT_CONV_SHARE switches between them).
+4. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
+5. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
 Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted), and is
 printed next to its physical bound: (synaptic events + neuron updates) / the machine's add rate, where synaptic
 events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
 add loop over L1-resident data, per core, times the cores).
 
-    python benchmarks/bench_simulate.py [--sections loop,snntorch,memory,jit] [--repeats 3]
+    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,memory,jit] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -205,6 +207,48 @@ def section_snntorch(args, rate: float, cores: int) -> None:
                   f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
 
 
+# -- event-driven against dense float32 convolution ------------------------------------------------------------
+CONV_LAYERS = (("conv 2->12, 5x5 on 34x34", 2, 12, 5, 1, 34), ("conv 12->32, 5x5/2 on 30x30", 12, 32, 5, 2, 30),
+               ("conv 16->32, 3x3 on 32x32", 16, 32, 3, 1, 32))
+
+
+def section_convolution(args) -> None:
+    """nmcompile.ir.float_events.EventConvolution against torch's float32 convolution, both on one thread (CPU time
+    of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: where
+    the crossover lies that arraymath.EVENT_CONV_SHARE encodes."""
+    import torch
+    import torch.nn.functional as F
+
+    from nmcompile.ir.arraymath import one_torch_thread
+    from nmcompile.ir.float_events import EventConvolution
+
+    def cpu_time(fn) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(args.repeats * 5):
+            start = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - start)
+        return best
+
+    rng = np.random.default_rng(2)
+    print("\n[convolution] event-driven float32 convolution vs torch's, one thread each, 48 rows of spikes per call, "
+          f"best of {args.repeats * 5} (thread CPU time)")
+    print(f"{'layer':<30} {'density':>7} {'share':>6} {'events':>9} {'torch':>9} {'torch/events':>12}")
+    for name, c_in, c_out, kernel, stride, size in CONV_LAYERS:
+        weight = rng.normal(0, 0.3, (c_out, c_in, kernel, kernel)).astype(np.float32)
+        events = EventConvolution(weight, (stride, stride), (0, 0), (1, 1), None)
+        for density in (0.005, 0.01, 0.02, 0.05, 0.1):
+            x = (rng.random((48, c_in, size, size)) < density).astype(np.float32)
+            share = events.event_share(x, int(np.count_nonzero(x)))
+            t_events = cpu_time(lambda e=events, x=x: e(x))
+            with one_torch_thread(), torch.no_grad():
+                tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
+                t_torch = cpu_time(lambda tx=tx, tw=tw, s=stride: F.conv2d(tx, tw, None, s))
+            print(f"{name:<30} {density:>7.3f} {share:>6.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
+                  f"{t_torch / t_events:>11.2f}x")
+
+
 # -- memory and compilation, each measured in a fresh process --------------------------------------------------
 MEMORY_BATCH = 16
 
@@ -282,7 +326,7 @@ def section_jit() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="loop,snntorch,memory,jit")
+    parser.add_argument("--sections", default="loop,snntorch,convolution,memory,jit")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--neurons", type=int, default=1024)
@@ -304,6 +348,8 @@ def main() -> None:
         section_loop(args, rate, cores)
     if "snntorch" in sections:
         section_snntorch(args, rate, cores)
+    if "convolution" in sections:
+        section_convolution(args)
     if "memory" in sections:
         section_memory(args)
     if "jit" in sections:

@@ -9,6 +9,9 @@ convolution kernels (engine 'compiled'), or keep the numpy forms (engine 'numpy'
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -155,12 +158,19 @@ class ExactProduct:
         return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
 
 
+EVENT_CONV_SHARE = 0.04  # float32 convolutions run event-driven when the scatter's adds are at most this share of the
+                         # dense product's multiply-adds: near 4 % the scatter and torch's blocked kernels cost about
+                         # the same on a 5x5 convolution (bench_simulate.py's `convolution` section,
+                         # benchmarks/README.md)
+
+
 class Convolution:
     """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
     exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
     float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
-    (numpy, the bits float64 results are defined by); float32 through torch's kernels with engine 'compiled'
-    (a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
+    (numpy, the bits float64 results are defined by); float32 with engine 'compiled' event-driven over sparse inputs
+    (nmcompile.ir.float_events, when its adds are at most EVENT_CONV_SHARE of the dense product's), else through
+    torch's kernels (both a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
 
     engine = "compiled"
 
@@ -185,14 +195,34 @@ class Convolution:
                 return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
             return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
+            events = self._events()
+            if events is not None:
+                active = count_nonzero_bits(x)
+                if events.event_share(x, active) <= EVENT_CONV_SHARE:
+                    return events(x, active)
             return self._torch(x, with_bias=True)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias
 
+    def _events(self):
+        """The event-driven float32 form of this convolution (nmcompile.ir.float_events), or None where it has none."""
+        if not hasattr(self, "_event_form"):
+            from nmcompile.ir.float_events import EventConvolution
+
+            self._event_form = EventConvolution(self.weight, self.stride, self.padding, self.dilation, self.bias) \
+                if EventConvolution.applies(self.dilation, self.groups) else None
+        return self._event_form
+
     def _torch(self, x: np.ndarray, with_bias: bool = False) -> np.ndarray:
-        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`)."""
+        """torch's convolution of x in x's dtype (plus the bias, added inside torch's kernel, with `with_bias`).
+
+        Each call runs torch on one thread per share of the samples, the shares split over this process's cores by
+        nmcompile.ir.jit.split_rows: torch's own OpenMP team would keep spinning on the cores after the call, against
+        the compiled loops that run next, and stalls at its barriers whenever the machine is loaded."""
         import torch
         import torch.nn.functional as F
+
+        from nmcompile.ir import jit
 
         dtype = x.dtype
         if dtype not in self._torch_weights:
@@ -200,10 +230,41 @@ class Convolution:
             self._torch_weights[dtype] = (torch.from_numpy(self.weight.astype(dtype)), bias)
         weight, bias = self._torch_weights[dtype]
         run = F.conv2d if self.weight.ndim == 4 else F.conv1d
-        with torch.no_grad():
-            y = run(torch.from_numpy(np.ascontiguousarray(x)), weight, bias if with_bias else None, self.stride,
-                    self.padding, self.dilation, self.groups)
-        return y.numpy()
+        x = torch.from_numpy(np.ascontiguousarray(x))
+        parts: dict[int, np.ndarray] = {}
+
+        def share(first: int, stop: int) -> None:
+            with one_torch_thread(), torch.no_grad():
+                parts[first] = run(x[first:stop], weight, bias if with_bias else None, self.stride, self.padding,
+                                   self.dilation, self.groups).numpy()
+
+        positions = np.prod([(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
+            x.shape[2:], self.weight.shape[2:], self.stride, self.padding, self.dilation, strict=True)])
+        multiply_adds = x.shape[0] * int(positions) * self.weight.shape[0] * int(np.prod(self.weight.shape[1:]))
+        jit.split_rows(share, x.shape[0], multiply_adds)
+        return parts[0] if len(parts) == 1 else np.concatenate([parts[k] for k in sorted(parts)])
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """torch limited to the calling thread (OpenMP's thread count is per calling thread), restored afterwards."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if previous != 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if previous != 1:
+            torch.set_num_threads(previous)
+
+
+def count_nonzero_bits(x: np.ndarray) -> int:
+    """The values of a float array whose bits are not all zero (-0.0 counts: an estimate of its nonzero values for
+    choosing a product, never a result): numpy counts nonzero integers several times faster than floats."""
+    x = np.ascontiguousarray(x)
+    return int(np.count_nonzero(x.view(np.dtype(f"i{x.dtype.itemsize}"))))
 
 
 def int_conv(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""Event-driven float32 convolution of sparse inputs (spikes).
+
+A convolution over spikes is a scatter: each nonzero input x[c, y, x] adds x * weight[:, c, ky, kx] to the output
+positions whose window covers it,
+
+    out[o, oy, ox] = bias[o] + sum over nonzero x[c, y, x] and (ky, kx) with
+                     oy * sh - ph + ky * dh = y,  ox * sw - pw + kx * dw = x   of   x[c, y, x] * w[o, c, ky, kx]
+
+so its work is (nonzero inputs) x (kernel positions) x (output channels) instead of (output positions) x (kernel
+positions) x (input channels) x (output channels) for the dense product. The sum of each output starts from its bias
+and adds the inputs in the order (c, y, x): a different summation order from a dense product's, which
+docs/semantics.md allows for float32 only. float64 products never come here.
+
+Each row (one step of one sample) accumulates in a channels-last scratch map [OH, OW, C_out] (the output channels of
+one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
+the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
+brings enough work. The nonzero inputs of a line are listed without a branch before they are visited (a branch per
+input would be mispredicted at every spike).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nmcompile.ir import jit
+
+LANES = 16               # output channels are padded to a multiple of this in the scratch map: every run of adds is
+                         # whole vectors of 16 float32 (512 bits)
+
+
+@jit.jit
+def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, scratch, active):
+    """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
+    dilation 1).
+
+    An input at column xx reaches the output columns ox = (xx + pw - kx) / sw of the kernel columns kx = q, q + sw,
+    q + 2 sw, ... (q = (xx + pw) mod sw): consecutive output columns, so in the channels-last scratch
+    [OH * OW * lanes] (flat; C_out padded with zeros to `lanes`, a multiple of LANES) each kernel row adds one
+    contiguous run. weight_runs [C_in, KH, sw, n, lanes] holds those runs: [c, ky, q, j] is
+    weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). The geometry is in two tables (no
+    division in the loop): row_targets [H, KH + 1, 2] lists for input row y the (output row, kernel row) pairs it
+    reaches, ending at output row -1; col_targets [W, 3] gives for input column xx its first output column, the
+    offset of its run in weight_runs[c, ky] and the run's length in values (0: it reaches no output). bias_map
+    is the scratch's starting value (each position's bias); out [R, C_out, OH * OW] (OW = out_w); active [W] lists
+    the nonzero columns of an input line."""
+    rows, c_in, height, width = x.shape
+    kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
+    c_out, positions = out.shape[1], out.shape[2]
+    per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
+    flat_w = weight_runs.reshape(-1)
+    for r in range(rows):
+        scratch[:] = bias_map
+        for c in range(c_in):
+            for y in range(height):
+                line = x[r, c, y]
+                count = 0
+                for xx in range(width):
+                    active[count] = xx
+                    count += line[xx] != 0
+                for n in range(count):
+                    xx = active[n]
+                    value = line[xx]
+                    first_col, offset, size = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
+                    for m in range(kernel_h):
+                        oy = row_targets[y, m, 0]
+                        if oy < 0:
+                            break
+                        at = (oy * out_w + first_col) * lanes
+                        wat = (c * kernel_h + row_targets[y, m, 1]) * per_kernel_row + offset
+                        target, source = scratch[at:at + size], flat_w[wat:wat + size]
+                        if value == 1:
+                            for i in range(size):
+                                target[i] += source[i]
+                        else:
+                            for i in range(size):
+                                target[i] += value * source[i]
+        for o in range(c_out):
+            channel = out[r, o]
+            for position in range(positions):
+                channel[position] = scratch[position * lanes + o]
+
+
+class EventConvolution:
+    """The event-driven float32 convolution of a weight [C_out, C_in, *K] (1-D or 2-D, groups 1, dilation 1 along
+    the last axis: `applies`) with its bias."""
+
+    def __init__(self, weight: np.ndarray, stride, padding, dilation, bias: np.ndarray | None):
+        weight = np.asarray(weight, dtype=np.float32)
+        if weight.ndim == 3:                                   # 1-D: a 2-D convolution of height 1
+            weight = weight[:, :, None, :]
+            stride, padding, dilation = (1, *stride), (0, *padding), (1, *dilation)
+        c_out, c_in, kernel_h, kernel_w = weight.shape
+        stride_w = int(stride[1])
+        self.run_lengths = [max(-(-(kernel_w - q) // stride_w), 0) for q in range(stride_w)]
+        self.longest = max(self.run_lengths)
+        self.lanes = -(-c_out // LANES) * LANES
+        runs = np.zeros((c_in, kernel_h, stride_w, self.longest, self.lanes), np.float32)
+        for q, length in enumerate(self.run_lengths):
+            for j in range(length):
+                runs[:, :, q, j, :c_out] = weight[:, :, :, q + (length - 1 - j) * stride_w].transpose(1, 2, 0)
+        self.weight_runs = runs
+        self.bias = np.zeros(self.lanes, np.float32)
+        if bias is not None:
+            self.bias[:c_out] = np.asarray(bias, np.float32).reshape(-1)
+        self.stride, self.padding, self.dilation_h = tuple(map(int, stride)), tuple(map(int, padding)), int(dilation[0])
+        self.c_in, self.c_out, self.kernel = c_in, c_out, (kernel_h, kernel_w)
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    @staticmethod
+    def applies(dilation, groups: int) -> bool:
+        """Whether a convolution of this dilation and groups has an event-driven form here."""
+        return groups == 1 and int(dilation[-1]) == 1
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        (sh, sw), (ph, pw) = self.stride, self.padding
+        return ((height + 2 * ph - self.dilation_h * (self.kernel[0] - 1) - 1) // sh + 1,
+                (width + 2 * pw - self.kernel[1]) // sw + 1)
+
+    def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """conv_events' row_targets, col_targets and bias_map for inputs of height x width (built once per size)."""
+        if (height, width) not in self._tables:
+            (sh, sw), (ph, pw) = self.stride, self.padding
+            out_h, out_w = self.out_size(height, width)
+            rows = np.full((height, self.kernel[0] + 1, 2), -1, np.int64)
+            for y in range(height):
+                reached = [((y + ph - ky * self.dilation_h) // sh, ky) for ky in range(self.kernel[0])
+                           if y + ph - ky * self.dilation_h >= 0 and (y + ph - ky * self.dilation_h) % sh == 0
+                           and (y + ph - ky * self.dilation_h) // sh < out_h]
+                if reached:
+                    rows[y, :len(reached)] = reached
+            cols = np.zeros((width, 3), np.int64)
+            for xx in range(width):
+                phase = (xx + pw) % sw
+                length = self.run_lengths[phase]
+                last_col = (xx + pw - phase) // sw                # the output column of kernel column `phase`
+                first_j, stop_j = max(length - 1 - last_col, 0), length - max(last_col - (out_w - 1), 0)
+                if stop_j > first_j:
+                    cols[xx] = (last_col - (length - 1) + first_j, (phase * self.longest + first_j) * self.lanes,
+                                (stop_j - first_j) * self.lanes)
+            self._tables[height, width] = rows, cols, np.tile(self.bias, out_h * out_w)
+        return self._tables[height, width]
+
+    def event_share(self, x: np.ndarray, active: int) -> float:
+        """The scatter's adds over the dense product's multiply-adds for x [R, C_in, *S] with `active` nonzeros."""
+        spatial = x.shape[2:] if x.ndim == 4 else (1, *x.shape[2:])
+        out_h, out_w = self.out_size(*spatial)
+        dense = x.shape[0] * out_h * out_w * self.c_in * self.kernel[0] * self.kernel[1]
+        reach = self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1])   # outputs per input
+        return active * reach / max(dense, 1)
+
+    def __call__(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
+        """The convolution of x [R, C_in, *S] (float32), [R, C_out, *S']; `active` (about the number of nonzero
+        inputs, counted here when not given) decides whether to split the rows over threads."""
+        one_d = x.ndim == 3
+        x4 = np.ascontiguousarray(x[:, :, None, :] if one_d else x, dtype=np.float32)
+        rows = x4.shape[0]
+        out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
+        row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
+        out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
+        reach = self.kernel[0] * self.kernel[1] // (self.stride[0] * self.stride[1])
+        active = int(np.count_nonzero(x4)) if active is None else active
+        work = (active * reach + out_h * out_w * rows) * self.c_out
+
+        def run(first: int, stop: int) -> None:
+            scratch = np.empty(out_h * out_w * self.lanes, dtype=np.float32)
+            conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, bias_map, out_w, out[first:stop],
+                        scratch, np.empty(x4.shape[3], np.int64))
+
+        jit.split_rows(run, rows, work)
+        return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))
