@@ -242,18 +242,17 @@ module nmc_core #(
     wire signed [31:0] weight_in = e_direct ? (32'($signed(syn_rdata)) <<< e_exp[3:0]) : 32'($signed(syn_rdata));
     wire signed [31:0] acc_sum = (s1_fwd ? last_sum : $signed(e_direct ? acc_rdata : prt_rdata)) + weight_in;
 
-    // convolution address generator
-    wire        conv_valid, conv_done;
+    // convolution address generator: it takes the next spike of the scanned word while it issues this one's pairs
+    wire        conv_valid, conv_ready, conv_busy;
     /* verilator lint_off UNUSEDSIGNAL */
-    wire        conv_busy;
     wire [23:0] conv_w_addr;      // the design's memories use the low bits
     wire [15:0] conv_dst;
     /* verilator lint_on UNUSEDSIGNAL */
-    wire        conv_start = (state == E_SCAN_BITS) && (sc_use == SCAN_ACC) && (sc_word != 32'd0)
-                             && (e_form == FORM_CONV);
+    wire        conv_start = (state == E_SCAN_BITS || state == E_CONV) && (sc_use == SCAN_ACC)
+                             && (sc_word != 32'd0) && (e_form == FORM_CONV) && conv_ready;
     nmc_conv_addr conv_addr (
         .clk(clk), .rst(rst), .start(conv_start), .index(hit), .geometry(e_geom), .w_base(e_w_base),
-        .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .done(conv_done),
+        .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .ready(conv_ready),
         .busy(conv_busy));
 
     // flush pipeline
@@ -643,7 +642,8 @@ module nmc_core #(
                         s1_fwd   <= s1_valid && (s1_addr == NA'(conv_dst));
                         last_sum <= acc_sum;
                     end
-                    if (conv_done) state <= E_SCAN_BITS;
+                    if (conv_start) sc_word <= sc_word & (sc_word - 32'd1);       // handed to the generator
+                    else if (sc_word == 32'd0 && !conv_busy) state <= E_SCAN_BITS;
                 end
                 E_FLUSH: begin
                     if (!e_direct && !e_chain && k[15:0] != e_dst_len) begin
