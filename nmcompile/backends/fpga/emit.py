@@ -207,8 +207,9 @@ def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
         .x_waddr(24'd0), .x_wdata(32'd0)"""
     else:
         core = f"""nmc_engines #(.ENGINES(ENGINES), .N(N), .GROUPS(GROUPS), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH),
-                  .SYN_DEPTHS({syn_depths}), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
-                  .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS)) core ("""
+                  .SYN_DEPTHS({syn_depths}),
+                  .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS), .PARTIALS(PARTIALS),
+                  .HIST_SLOTS(HIST_SLOTS)) core ("""
         exchange = ""
     return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
 // {summary}. Memories start from the *.hex images
