@@ -16,16 +16,16 @@
 //   3. neurons:  every neuron updates from acc (nmc_neuron), acc clears, spikes of step t are recorded; a neuron
 //                whose start step (PARAM bits 72-87) is above t keeps its state and does not spike (it is held at
 //                its initial state until its layer's first input arrives; docs/semantics.md, start step)
-// Neuron parameters and initial states are stored per group of consecutive slots that share them (a layer, or a
-// piece of it, is one group; a network with per-neuron values has a group per neuron): group g covers the slots
-// after group g - 1's up to its last slot (PARAM bits 88-103); the neuron and reset loops walk the groups in step
-// with the slots, so the lookup costs no cycle.
 //   4. STDP:     plastic projections update their traces and weights (docs/semantics.md §3.5)
 //   5. output:   the step index and the spikes of the output range are streamed to the host
 // With several engines (nmc_engines.v) each runs these steps on its own neurons in parallel; between 3 and 4 it
 // waits at a barrier while nmc_router.v copies the new spike words of every engine into every other history.
 // Spikes are kept for HIST_SLOTS steps (a ring; the compiler makes it longer than the longest delay, at most 32), so
 // a delayed read never meets the slot of step t being written.
+// Neuron parameters and initial states are stored per group of consecutive slots that share them (a layer, or a
+// piece of it, is one group; a network with per-neuron values has a group per neuron): group g covers the slots
+// after group g - 1's up to its last slot (PARAM bits 88-103); the neuron and reset loops walk the groups in step
+// with the slots, so the lookup costs no cycle.
 `default_nettype none
 module nmc_core #(
     parameter integer N           = 64,     // neuron slots
