@@ -14,7 +14,7 @@ checked equal to the reference; the lower bound is the busiest engine's neuron u
 a synaptic event being one spike delivered to one neuron it reaches (the convolution's real fan-out, not a dense
 block).
 
-    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth] [--nmnist xc7a100t xc7a100t:2 xc7a200t]
+    python benchmarks/bench_fpga.py [--sizes 64 256 1024] [--no-synth] [--nmnist xc7a100t xc7a100t:1]
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="*", default=[64, 256, 1024])
     parser.add_argument("--no-synth", action="store_true", help="skip Yosys")
-    parser.add_argument("--nmnist", nargs="*", default=["xc7a100t", "xc7a100t:2", "xc7a200t"],
+    parser.add_argument("--nmnist", nargs="*", default=["xc7a100t", "xc7a100t:1"],
                         help="N-MNIST cases, PART or PART:ENGINES (none: skip it)")
     args = parser.parse_args()
     rows = []

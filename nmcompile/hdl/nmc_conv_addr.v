@@ -9,8 +9,11 @@
 // the compiler's reciprocals: q = (i * m) >> s is exact for every i of the source range (checked at compile time).
 //     weight  = w_base + o * (C_in * K_h * K_w) + c * K_h * K_w + ky * K_w + kx
 //     neuron  = dst_base + o * H_out * W_out + oy * W_out + ox
-// Output order: o, then ky, then kx. `valid` holds a pair in the cycle it is issued; `done` pulses once after the
-// last pair (also when the spike reaches no output).
+// Output order: o, then ky, then kx. `valid` holds a pair in the cycle it is issued.
+// Two units overlap: the set-up of a spike (split and tap ranges, 3 cycles) runs while the pairs of the previous
+// spike are issued, so a spike with at least 4 pairs costs no cycle of its own. `ready`: a new spike may start (the
+// set-up unit is free or hands its spike over in this cycle); `busy`: a spike is being set up, waits, or has pairs
+// left.
 `default_nettype none
 module nmc_conv_addr (
     input  wire         clk,
@@ -23,7 +26,7 @@ module nmc_conv_addr (
     output reg          valid,
     output reg  [23:0]  w_addr,
     output reg  [15:0]  dst_addr,
-    output reg          done,
+    output wire         ready,
     output wire         busy
 );
     // ---- geometry fields (docs/formats/fpga.md) ------------------------------------------------------------
@@ -49,17 +52,12 @@ module nmc_conv_addr (
     wire [5:0]  unused_bits = {geometry[23], geometry[47], geometry[143:142], geometry[175:174]};
     /* verilator lint_on UNUSEDSIGNAL */
 
-    localparam [2:0] G_IDLE = 3'd0, G_SPLIT_C = 3'd1, G_SPLIT_Y = 3'd2, G_RANGE = 3'd3, G_FIRST = 3'd4,
-                     G_RUN = 3'd5;
-    reg [2:0]  state;
-    assign busy = (state != G_IDLE);
-
+    // set-up unit: split the index, then the tap ranges; S_READY holds the spike until the issue unit takes it
+    localparam [1:0] S_IDLE = 2'd0, S_SPLIT_C = 2'd1, S_SPLIT_Y = 2'd2, S_READY = 2'd3;
+    reg [1:0]  setup;
+    reg        ranged;            // S_READY: the tap ranges are latched (one cycle after the split)
     reg [15:0] i_reg, c, r, y, x;
-    reg [15:0] ky0, kx0, ky_end, kx_end, ky, kx;
-    reg [9:0]  o;
-    reg        empty;
-    reg [23:0] w_o, w_y;          // weight address of (o, ky0, kx0) and of (o, ky, kx0)
-    reg [15:0] d_o, d_y;          // neuron of (o, oy0, ox0) and of (o, oy, ox0)
+    reg [15:0] ky0, kx0, ky_end, kx_end;
 
     /* verilator lint_off UNUSEDSIGNAL */
     wire [32:0] q_c = {17'd0, i_reg} * {16'd0, m_hw};
@@ -70,78 +68,88 @@ module nmc_conv_addr (
     wire signed [33:0] lo_y = $signed({17'd0, ty}) - $signed({18'd0, out_h - 16'd1} << sy);
     wire signed [33:0] lo_x = $signed({17'd0, tx}) - $signed({18'd0, out_w - 16'd1} << sx);
     wire [16:0] step_y = 17'd1 << sy, step_x = 17'd1 << sx;
-    wire [15:0] oy0 = 16'((ty - 17'(ky0)) >> sy);      // output row and column of the first tap (after G_RANGE)
+    wire [15:0] oy0 = 16'((ty - 17'(ky0)) >> sy);      // output row and column of the first tap (once ranged)
     wire [15:0] ox0 = 16'((tx - 17'(kx0)) >> sx);
     wire [23:0] w_first = w_base + 24'(32'(c) * 32'(kk)) + 24'(32'(ky0) * 32'(k_w)) + 24'(kx0);
     wire [15:0] d_first = dst_base + 16'(32'(oy0) * 32'(out_w)) + ox0;
+    wire        empty = (ky0 > ky_end) || (kx0 > kx_end) || c_out == 10'd0;
+
+    // issue unit: one pair per cycle; the last pair of a spike hands over to the next spike without a gap
+    reg [15:0] r_ky0, r_kx0, r_ky_end, r_kx_end, ky, kx;
+    reg [9:0]  o;
+    reg [23:0] w_o, w_y;          // weight address of (o, ky0, kx0) and of (o, ky, kx0)
+    reg [15:0] d_o, d_y;          // neuron of (o, oy0, ox0) and of (o, oy, ox0)
+    wire more_x = kx + 16'(step_x) <= r_kx_end;
+    wire more_y = ky + 16'(step_y) <= r_ky_end;
+    wire more_o = o + 10'd1 < c_out;
+    wire issue_free = !valid || !(more_x || more_y || more_o);    // nothing issued, or the last pair of a spike
+    wire take = setup == S_READY && ranged && issue_free;
+
+    assign ready = (setup == S_IDLE) || take;
+    assign busy = (setup != S_IDLE) || valid;
 
     always @(posedge clk) begin
-        valid <= 1'b0;
-        done <= 1'b0;
-        if (rst) state <= G_IDLE;
-        else case (state)
-            G_IDLE: if (start) begin i_reg <= index; state <= G_SPLIT_C; end
-            G_SPLIT_C: begin
-                c <= 16'(q_c >> s_hw);
-                r <= i_reg - 16'(32'(16'(q_c >> s_hw)) * 32'(hw));
-                state <= G_SPLIT_Y;
-            end
-            G_SPLIT_Y: begin
-                y <= 16'(q_y >> s_w);
-                x <= r - 16'(32'(16'(q_y >> s_w)) * 32'(in_w));
-                state <= G_RANGE;
-            end
-            G_RANGE: begin
-                ky0 <= lo_y < 0 ? 16'(ty & (step_y - 17'd1)) : 16'(lo_y);
-                kx0 <= lo_x < 0 ? 16'(tx & (step_x - 17'd1)) : 16'(lo_x);
-                ky_end <= (ty > 17'(k_h) - 17'd1) ? 16'(k_h) - 16'd1 : 16'(ty);
-                kx_end <= (tx > 17'(k_w) - 17'd1) ? 16'(k_w) - 16'd1 : 16'(tx);
-                state <= G_FIRST;
-            end
-            G_FIRST: begin
-                empty <= (ky0 > ky_end) || (kx0 > kx_end) || c_out == 10'd0;
-                w_o <= w_first; w_y <= w_first; w_addr <= w_first;
-                d_o <= d_first; d_y <= d_first; dst_addr <= d_first;
-                ky <= ky0; kx <= kx0; o <= 10'd0;
-                state <= G_RUN;
-            end
-            G_RUN: begin
-                if (empty) begin
-                    done <= 1'b1;
-                    state <= G_IDLE;
-                end else begin
-                    valid <= 1'b1;
-                    if (valid) begin      // the pair on the outputs was issued: step to the next
-                        if (kx + 16'(step_x) <= kx_end) begin
-                            kx <= kx + 16'(step_x);
-                            w_addr <= w_addr + 24'(step_x);
-                            dst_addr <= dst_addr - 16'd1;
-                        end else if (ky + 16'(step_y) <= ky_end) begin
-                            ky <= ky + 16'(step_y);
-                            kx <= kx0;
-                            w_y <= w_y + 24'(32'(step_y) * 32'(k_w));
-                            d_y <= d_y - out_w;
-                            w_addr <= w_y + 24'(32'(step_y) * 32'(k_w));
-                            dst_addr <= d_y - out_w;
-                        end else if (o + 10'd1 < c_out) begin
-                            o <= o + 10'd1;
-                            ky <= ky0; kx <= kx0;
-                            w_o <= w_o + 24'(ocs);
-                            d_o <= d_o + out_hw;
-                            w_y <= w_o + 24'(ocs);
-                            d_y <= d_o + out_hw;
-                            w_addr <= w_o + 24'(ocs);
-                            dst_addr <= d_o + out_hw;
-                        end else begin
-                            valid <= 1'b0;
-                            done <= 1'b1;
-                            state <= G_IDLE;
-                        end
+        if (rst) begin
+            setup <= S_IDLE;
+            valid <= 1'b0;
+        end else begin
+            case (setup)
+                S_IDLE: if (start) begin i_reg <= index; setup <= S_SPLIT_C; end
+                S_SPLIT_C: begin
+                    c <= 16'(q_c >> s_hw);
+                    r <= i_reg - 16'(32'(16'(q_c >> s_hw)) * 32'(hw));
+                    setup <= S_SPLIT_Y;
+                end
+                S_SPLIT_Y: begin
+                    y <= 16'(q_y >> s_w);
+                    x <= r - 16'(32'(16'(q_y >> s_w)) * 32'(in_w));
+                    ranged <= 1'b0;
+                    setup <= S_READY;
+                end
+                default: begin    // S_READY
+                    if (!ranged) begin
+                        ky0 <= lo_y < 0 ? 16'(ty & (step_y - 17'd1)) : 16'(lo_y);
+                        kx0 <= lo_x < 0 ? 16'(tx & (step_x - 17'd1)) : 16'(lo_x);
+                        ky_end <= (ty > 17'(k_h) - 17'd1) ? 16'(k_h) - 16'd1 : 16'(ty);
+                        kx_end <= (tx > 17'(k_w) - 17'd1) ? 16'(k_w) - 16'd1 : 16'(tx);
+                        ranged <= 1'b1;
+                    end else if (take) begin         // a new spike may start in the cycle this one is taken
+                        if (start) begin i_reg <= index; setup <= S_SPLIT_C; end
+                        else setup <= S_IDLE;
                     end
                 end
-            end
-            default: state <= G_IDLE;
-        endcase
+            endcase
+
+            if (valid && !issue_free) begin      // the pair on the outputs was issued: step to the next
+                if (more_x) begin
+                    kx <= kx + 16'(step_x);
+                    w_addr <= w_addr + 24'(step_x);
+                    dst_addr <= dst_addr - 16'd1;
+                end else if (more_y) begin
+                    ky <= ky + 16'(step_y);
+                    kx <= r_kx0;
+                    w_y <= w_y + 24'(32'(step_y) * 32'(k_w));
+                    d_y <= d_y - out_w;
+                    w_addr <= w_y + 24'(32'(step_y) * 32'(k_w));
+                    dst_addr <= d_y - out_w;
+                end else begin
+                    o <= o + 10'd1;
+                    ky <= r_ky0; kx <= r_kx0;
+                    w_o <= w_o + 24'(ocs);
+                    d_o <= d_o + out_hw;
+                    w_y <= w_o + 24'(ocs);
+                    d_y <= d_o + out_hw;
+                    w_addr <= w_o + 24'(ocs);
+                    dst_addr <= d_o + out_hw;
+                end
+            end else if (take && !empty) begin   // the next spike's first pair
+                valid <= 1'b1;
+                r_ky0 <= ky0; r_kx0 <= kx0; r_ky_end <= ky_end; r_kx_end <= kx_end;
+                ky <= ky0; kx <= kx0; o <= 10'd0;
+                w_o <= w_first; w_y <= w_first; w_addr <= w_first;
+                d_o <= d_first; d_y <= d_first; dst_addr <= d_first;
+            end else valid <= 1'b0;
+        end
     end
 endmodule
 `default_nettype wire

@@ -22,9 +22,14 @@
 // waits at a barrier while nmc_router.v copies the new spike words of every engine into every other history.
 // Spikes are kept for HIST_SLOTS steps (a ring; the compiler makes it longer than the longest delay, at most 32), so
 // a delayed read never meets the slot of step t being written.
+// Neuron parameters and initial states are stored per group of consecutive slots that share them (a layer, or a
+// piece of it, is one group; a network with per-neuron values has a group per neuron): group g covers the slots
+// after group g - 1's up to its last slot (PARAM bits 88-103); the neuron and reset loops walk the groups in step
+// with the slots, so the lookup costs no cycle.
 `default_nettype none
 module nmc_core #(
     parameter integer N           = 64,     // neuron slots
+    parameter integer GROUPS      = 64,     // neuron parameter groups (PARAM and INIT words)
     parameter integer IN_WORDS    = 2,      // input channels / 32
     parameter integer SYN_DEPTH   = 4096,   // 8-bit weights
     parameter integer P           = 8,      // projection table entries
@@ -90,6 +95,7 @@ module nmc_core #(
     localparam integer SB   = $clog2(HIST_SLOTS);
     localparam integer QDEPTH     = QSTEPS * IN_WORDS;
     localparam integer NA   = $clog2(N);
+    localparam integer GA   = (GROUPS > 1) ? $clog2(GROUPS) : 1;
     localparam integer SA   = $clog2(SYN_DEPTH);
     localparam integer HA   = $clog2(HIST_DEPTH);
     localparam integer QA   = $clog2(QDEPTH);
@@ -121,8 +127,8 @@ module nmc_core #(
 
     // ---- memories ---------------------------------------------------------------------------------------
     reg          syn_we;   reg [SA-1:0] syn_waddr, syn_raddr;   reg [7:0]  syn_wdata;   wire [7:0]  syn_rdata;
-    reg          par_we;   reg [NA-1:0] par_waddr, par_raddr;   reg [87:0] par_wdata;   wire [87:0] par_rdata;
-    reg          ini_we;   reg [NA-1:0] ini_waddr, ini_raddr;   reg [47:0] ini_wdata;   wire [47:0] ini_rdata;
+    reg          par_we;   reg [GA-1:0] par_waddr, par_raddr;   reg [103:0] par_wdata;  wire [103:0] par_rdata;
+    reg          ini_we;   reg [GA-1:0] ini_waddr, ini_raddr;   reg [47:0] ini_wdata;   wire [47:0] ini_rdata;
     reg          sta_we;   reg [NA-1:0] sta_waddr, sta_raddr;   reg [52:0] sta_wdata;   wire [52:0] sta_rdata;
     reg          acc_we;   reg [NA-1:0] acc_waddr, acc_raddr;   reg [31:0] acc_wdata;   wire [31:0] acc_rdata;
     /* verilator lint_off UNUSEDSIGNAL */
@@ -133,8 +139,8 @@ module nmc_core #(
     reg          trc_we;   reg [TA-1:0] trc_waddr, trc_raddr;   reg [7:0]  trc_wdata;   wire [7:0]  trc_rdata;
 
     nmc_ram #(.WIDTH(8),  .DEPTH(SYN_DEPTH),   .INIT(SYN_IMAGE))   syn_ram (clk, syn_we, syn_waddr, syn_wdata, syn_raddr, syn_rdata);
-    nmc_ram #(.WIDTH(88), .DEPTH(N),           .INIT(PARAM_IMAGE)) par_ram (clk, par_we, par_waddr, par_wdata, par_raddr, par_rdata);
-    nmc_ram #(.WIDTH(48), .DEPTH(N),           .INIT(INIT_IMAGE))  ini_ram (clk, ini_we, ini_waddr, ini_wdata, ini_raddr, ini_rdata);
+    nmc_ram #(.WIDTH(104), .DEPTH(GROUPS),     .INIT(PARAM_IMAGE)) par_ram (clk, par_we, par_waddr, par_wdata, par_raddr, par_rdata);
+    nmc_ram #(.WIDTH(48), .DEPTH(GROUPS),      .INIT(INIT_IMAGE))  ini_ram (clk, ini_we, ini_waddr, ini_wdata, ini_raddr, ini_rdata);
     nmc_ram #(.WIDTH(53), .DEPTH(N))                               sta_ram (clk, sta_we, sta_waddr, sta_wdata, sta_raddr, sta_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(N))                               acc_ram (clk, acc_we, acc_waddr, acc_wdata, acc_raddr, acc_rdata);
     nmc_ram #(.WIDTH(32), .DEPTH(PRT_DEPTH))                       prt_ram (clk, prt_we, prt_waddr[PRA-1:0], prt_wdata,
@@ -236,18 +242,17 @@ module nmc_core #(
     wire signed [31:0] weight_in = e_direct ? (32'($signed(syn_rdata)) <<< e_exp[3:0]) : 32'($signed(syn_rdata));
     wire signed [31:0] acc_sum = (s1_fwd ? last_sum : $signed(e_direct ? acc_rdata : prt_rdata)) + weight_in;
 
-    // convolution address generator
-    wire        conv_valid, conv_done;
+    // convolution address generator: it takes the next spike of the scanned word while it issues this one's pairs
+    wire        conv_valid, conv_ready, conv_busy;
     /* verilator lint_off UNUSEDSIGNAL */
-    wire        conv_busy;
     wire [23:0] conv_w_addr;      // the design's memories use the low bits
     wire [15:0] conv_dst;
     /* verilator lint_on UNUSEDSIGNAL */
-    wire        conv_start = (state == E_SCAN_BITS) && (sc_use == SCAN_ACC) && (sc_word != 32'd0)
-                             && (e_form == FORM_CONV);
+    wire        conv_start = (state == E_SCAN_BITS || state == E_CONV) && (sc_use == SCAN_ACC)
+                             && (sc_word != 32'd0) && (e_form == FORM_CONV) && conv_ready;
     nmc_conv_addr conv_addr (
         .clk(clk), .rst(rst), .start(conv_start), .index(hit), .geometry(e_geom), .w_base(e_w_base),
-        .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .done(conv_done),
+        .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .ready(conv_ready),
         .busy(conv_busy));
 
     // flush pipeline
@@ -272,6 +277,11 @@ module nmc_core #(
     // start step: before step start_step the neuron's state is not written, its input is dropped, it does not spike
     wire       waiting = t < 32'(par_rdata[87:72]);
     wire       spike = fired && !waiting;
+
+    // neuron parameter groups: par_rdata holds group `grp` (the group of the slot issued last); slot k is in the
+    // next group once k is past its last slot (groups are never empty; the last one ends at slot 65,535)
+    reg [GA-1:0] grp;
+    wire [GA-1:0] grp_of_k = (k[15:0] > par_rdata[103:88]) ? grp + GA'(1) : grp;
 
     // input load pipeline
     reg        i1_valid;
@@ -331,22 +341,24 @@ module nmc_core #(
         end
         case (state)
             E_IDLE: begin
-                syn_raddr = SA'(host_addr); par_raddr = NA'(host_addr); ini_raddr = NA'(host_addr);
+                syn_raddr = SA'(host_addr); par_raddr = reset_req ? '0 : GA'(host_addr);
+                ini_raddr = GA'(host_addr);
                 sta_raddr = NA'(host_addr); trc_raddr = TA'(host_addr);
                 if (host_we) begin
                     case (host_region)
                         3'd0: begin syn_we = 1'b1; syn_waddr = SA'(host_addr); syn_wdata = host_wdata[7:0]; end
-                        3'd1: begin par_we = 1'b1; par_waddr = NA'(host_addr); par_wdata = host_wdata[87:0]; end
-                        3'd2: begin ini_we = 1'b1; ini_waddr = NA'(host_addr); ini_wdata = host_wdata[47:0]; end
+                        3'd1: begin par_we = 1'b1; par_waddr = GA'(host_addr); par_wdata = host_wdata[103:0]; end
+                        3'd2: begin ini_we = 1'b1; ini_waddr = GA'(host_addr); ini_wdata = host_wdata[47:0]; end
                         3'd7: begin trc_we = 1'b1; trc_waddr = TA'(host_addr); trc_wdata = host_wdata[7:0]; end
                         default: ;
                     endcase
                 end
             end
             E_RESET: begin
-                ini_raddr = NA'(k);
+                par_raddr = grp_of_k; ini_raddr = grp_of_k;
             end
             E_RESET_WR: begin
+                par_raddr = grp; ini_raddr = grp;
                 if (k < 24'(N)) begin
                     sta_we = 1'b1; sta_waddr = NA'(k);
                     sta_wdata = {4'd0, ini_rdata[47:24], {ini_rdata[23], ini_rdata[23:0]}};
@@ -371,7 +383,7 @@ module nmc_core #(
                 prt_raddr = NA'(e_dst_base + k[15:0]);
                 acc_raddr = NA'(e_dst_base + k[15:0]);
             end
-            E_INPUT: begin
+            E_INPUT: begin                        // group 0's parameters are read for the first neuron
                 inq_raddr = q_next(q_head, (QA+1)'(k));
                 if (i1_valid) begin
                     his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + 32'(i1_word));
@@ -379,7 +391,7 @@ module nmc_core #(
                 end
             end
             E_NEURON: begin
-                par_raddr = NA'(k); sta_raddr = NA'(k); acc_raddr = NA'(k);
+                par_raddr = (k[15:0] != n_neurons) ? grp_of_k : grp; sta_raddr = NA'(k); acc_raddr = NA'(k);
                 if (n1_valid && (n1_addr[4:0] == 5'd31 || 16'(n1_addr) == n_neurons - 16'd1)) begin
                     his_we = 1'b1; his_waddr = HA'(slot * SRC_WORDS + IN_WORDS + OWN / 32 + 32'(n1_addr) / 32);
                     his_wdata = spike_word | (32'(spike) << n1_addr[4:0]);
@@ -447,7 +459,7 @@ module nmc_core #(
     always @* begin
         case (rd_region)
             3'd0: host_rdata = {184'd0, syn_rdata};
-            3'd1: host_rdata = {104'd0, par_rdata};
+            3'd1: host_rdata = {88'd0, par_rdata};
             3'd2: host_rdata = {144'd0, ini_rdata};
             3'd3: host_rdata = proj_table[rd_addr[PA-1:0]];
             3'd4: host_rdata = {160'd0, const_mask[rd_addr[CA-1:0]]};
@@ -528,6 +540,7 @@ module nmc_core #(
                     if (reset_req) begin
                         state <= E_RESET;
                         k <= 24'd0;
+                        grp <= '0;
                     end else if (run_req) begin
                         run_done <= 1'b0;
                         run_cycles <= 64'd0;
@@ -537,7 +550,10 @@ module nmc_core #(
                         end else run_done <= 1'b1;
                     end
                 end
-                E_RESET: state <= E_RESET_WR;          // init word of neuron k is read
+                E_RESET: begin                         // init word of neuron k is read
+                    grp <= grp_of_k;
+                    state <= E_RESET_WR;
+                end
                 E_RESET_WR: begin
                     if (k == 24'(RESET_LEN - 1)) begin
                         state <= E_IDLE;
@@ -558,6 +574,7 @@ module nmc_core #(
                     if (p == n_proj) begin
                         state <= E_INPUT;
                         k <= 24'd0;
+                        grp <= '0;
                         q_has_step <= (q_fill != 24'd0);
                     end else begin
                         latch_entry();
@@ -625,7 +642,8 @@ module nmc_core #(
                         s1_fwd   <= s1_valid && (s1_addr == NA'(conv_dst));
                         last_sum <= acc_sum;
                     end
-                    if (conv_done) state <= E_SCAN_BITS;
+                    if (conv_start) sc_word <= sc_word & (sc_word - 32'd1);       // handed to the generator
+                    else if (sc_word == 32'd0 && !conv_busy) state <= E_SCAN_BITS;
                 end
                 E_FLUSH: begin
                     if (!e_direct && !e_chain && k[15:0] != e_dst_len) begin
@@ -660,6 +678,7 @@ module nmc_core #(
                         n1_valid <= 1'b1;
                         n1_addr <= NA'(k);
                         k <= k + 24'd1;
+                        grp <= grp_of_k;
                     end else if (!n1_valid) begin
                         state <= (ENGINES > 1) ? E_BARRIER : E_STDP;
                         p <= 8'd0;

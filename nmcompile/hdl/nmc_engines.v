@@ -2,7 +2,8 @@
 // nmc_core, so nmc_host drives it unchanged (its sizes are the totals: N = ENGINES * N per engine, etc.).
 //
 // Engine e holds global neuron slots e * N .. e * N + N - 1 and its own synapse memory, projection table and
-// traces: the projections into its neurons. Every engine keeps the whole spike history (its own spikes are
+// traces: the projections into its neurons; its synapse memory is as deep as its own weights need (SYN_DEPTHS), the
+// host addresses every engine's with the stride SYN_DEPTH. Every engine keeps the whole spike history (its own spikes are
 // written by its neuron phase, the others' by the router before STDP and output) and its own copy of the input
 // queue (the host's queue writes go to every engine). Host memory addresses: engine e owns
 //   SYN [e * SYN_DEPTH, ...), PARAM / INIT / STATE [e * N, ...), PROJ [e * P, ...), TRACE [e * TRACE_DEPTH, ...);
@@ -13,7 +14,9 @@ module nmc_engines #(
     parameter integer ENGINES     = 2,      // at most 10 (image names carry one digit)
     parameter integer N           = 64,     // neuron slots per engine (a multiple of 32)
     parameter integer IN_WORDS    = 2,
-    parameter integer SYN_DEPTH   = 4096,   // per engine
+    parameter integer GROUPS      = 64,     // neuron parameter groups per engine
+    parameter integer SYN_DEPTH   = 4096,   // per engine: the host's address stride (the deepest engine's)
+    parameter [255:0] SYN_DEPTHS  = {8{32'd4096}},   // engine e's synapse words: bits 32e .. 32e + 31
     parameter integer P           = 8,      // projection table entries per engine
     parameter integer TRACE_DEPTH = 64,     // per engine
     parameter integer QSTEPS      = 64,
@@ -91,7 +94,8 @@ module nmc_engines #(
     generate
         for (e = 0; e < ENGINES; e = e + 1) begin : engine
             localparam [23:0] PREFIX = {"e", 8'(48 + e), "_"};
-            nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH),
+            nmc_core #(.N(N), .GROUPS(GROUPS), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTHS[32 * e +: 32]),
+                       .P(P), .TRACE_DEPTH(TRACE_DEPTH),
                        .QSTEPS(QSTEPS), .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS), .ENGINES(ENGINES), .ENGINE(e),
                        .SYN_IMAGE({PREFIX, "syn.hex"}), .PARAM_IMAGE({PREFIX, "param.hex"}),
                        .INIT_IMAGE({PREFIX, "init.hex"}), .PROJ_IMAGE({PREFIX, "proj.hex"}),

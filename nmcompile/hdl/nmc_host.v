@@ -79,7 +79,7 @@ module nmc_host #(
     function automatic [4:0] word_bytes(input [2:0] region);
         case (region)
             3'd0: word_bytes = 5'd1;    // SYN    int8 weight
-            3'd1: word_bytes = 5'd11;   // PARAM  88-bit neuron parameters
+            3'd1: word_bytes = 5'd13;   // PARAM  104-bit neuron group parameters
             3'd2: word_bytes = 5'd6;    // INIT   u_init, v_init (24 bits each)
             3'd3: word_bytes = 5'd24;   // PROJ   projection entry
             3'd4: word_bytes = 5'd4;    // CONST  constant-channel mask word

@@ -52,7 +52,7 @@ class Region(enum.IntEnum):
     TRACE = 7
 
 
-WORD_BYTES = {Region.SYN: 1, Region.PARAM: 11, Region.INIT: 6, Region.PROJ: 24, Region.CONST: 4, Region.CONFIG: 4,
+WORD_BYTES = {Region.SYN: 1, Region.PARAM: 13, Region.INIT: 6, Region.PROJ: 24, Region.CONST: 4, Region.CONFIG: 4,
               Region.STATE: 7, Region.TRACE: 1}
 STATUS = {1: "CRC mismatch", 2: "unknown command", 3: "bad length", 4: "bad region or address",
           5: "input queue full", 6: "not accepted while a stream runs"}

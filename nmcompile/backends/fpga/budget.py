@@ -1,12 +1,13 @@
 """How many engines the FPGA design gets for a part: the most (up to 8) whose estimated block RAM and LUTs fit it.
 
-Block RAM per memory of the design (nmcompile/hdl/nmc_core.v, per engine: weights, neuron parameters, initial
-state, state, input, partial sums, spike history, input queue, traces) is counted in RAMB36 tiles the way the
-7-series block RAM can be shaped (Xilinx UG473, "7 Series FPGAs Memory Resources": a RAMB36 is 32K x 1, 16K x 2,
-8K x 4, 4K x 9, 2K x 18, 1K x 36 or 512 x 72; a RAMB18 is half of it); memories of 64 words or fewer are left to
-distributed RAM, as Yosys does; a 5 % margin covers what Yosys maps differently. LUTs: the engine logic measured by
-Yosys on the N-MNIST design (benchmarks/README.md, `bench_fpga.py`): at most 6,700 per engine plus 1,500 for the
-UART and host interface. Both are estimates: the report of an emitted design (`nmcompile report`) runs Yosys itself.
+Block RAM per memory of the design (nmcompile/hdl/nmc_core.v, per engine: weights as deep as that engine's,
+neuron parameters and initial states per group of slots, state, input, partial sums, spike history, input queue,
+traces) is counted in RAMB36 tiles the way the 7-series block RAM can be shaped (Xilinx UG473, "7 Series FPGAs
+Memory Resources": a RAMB36 is 32K x 1, 16K x 2, 8K x 4, 4K x 9, 2K x 18, 1K x 36 or 512 x 72; a RAMB18 is half
+of it); memories of 64 words or fewer are left to distributed RAM, as Yosys does; a 5 % margin covers what Yosys
+maps differently. LUTs: the engine logic measured by Yosys on the N-MNIST design (benchmarks/README.md,
+`bench_fpga.py`): at most 6,700 per engine plus 1,500 for the UART and host interface. Both are estimates: the
+report of an emitted design (`nmcompile report`) runs Yosys itself.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from nmcompile.backends.fpga.engines import busiest_share, place
 from nmcompile.errors import NmcError
 
 LUTS_PER_ENGINE, LUTS_SHARED = 6_700, 1_500
-BRAM_MARGIN = 1.05    # Yosys mapped the 2-engine N-MNIST design to 136 tiles where this estimate says 131
+BRAM_MARGIN = 1.05   # Yosys vs this estimate, N-MNIST: 136 vs 131 tiles (2 engines, PARAM per neuron), 122 vs 117.5 (8)
 SHAPES_36 = ((32768, 1), (16384, 2), (8192, 4), (4096, 9), (2048, 18), (1024, 36), (512, 72))
 
 
@@ -30,15 +31,20 @@ def ram_tiles(width: int, depth: int) -> float:
     return float(min(full, half))
 
 
+def engine_tiles(size, engine: int) -> dict[str, float]:
+    """RAMB36 tiles of one engine's memories, by memory (nmcompile/hdl/nmc_core.v)."""
+    source_words = size.in_words + size.engines * size.neurons // 32
+    return {"synapses": ram_tiles(8, size.engine_syn_depth(engine)),
+            "parameters": ram_tiles(104, size.groups), "initial states": ram_tiles(48, size.groups),
+            "state": ram_tiles(53, size.neurons), "input": ram_tiles(32, size.neurons),
+            "partial sums": ram_tiles(32, size.neurons) if size.partials else 0.0,
+            "spike history": ram_tiles(32, size.hist_slots * source_words),
+            "input queue": ram_tiles(32, size.queue_steps * size.in_words), "traces": ram_tiles(8, size.trace_depth)}
+
+
 def design_tiles(size) -> float:
     """RAMB36 tiles of a DesignSize (every engine)."""
-    source_words = size.in_words + size.engines * size.neurons // 32
-    per_engine = (ram_tiles(8, size.syn_depth) + ram_tiles(72, size.neurons) + ram_tiles(48, size.neurons)
-                  + ram_tiles(53, size.neurons) + ram_tiles(32, size.neurons)
-                  + (ram_tiles(32, size.neurons) if size.partials else 0.0)
-                  + ram_tiles(32, size.hist_slots * source_words) + ram_tiles(32, size.queue_steps * size.in_words)
-                  + ram_tiles(8, size.trace_depth))
-    return size.engines * per_engine
+    return sum(sum(engine_tiles(size, e).values()) for e in range(size.engines))
 
 
 def design_luts(engines: int) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 
 from nmcompile import __version__
 from nmcompile.backends import Emitted
+from nmcompile.backends.fpga.groups import neuron_groups
 from nmcompile.backends.fpga.lower import QSTEPS, QSTEPS_ENGINES, FpgaConfig, lower
 from nmcompile.backends.fpga.storage import FORM_CONV, FORM_DENSE
 from nmcompile.errors import UnsupportedError
@@ -41,25 +42,33 @@ class DesignSize:
 
     neurons: int
     in_words: int
-    syn_depth: int
+    syn_depth: int                # the deepest engine's synapse words: the host's address stride per engine
     projections: int
     trace_depth: int
     queue_steps: int = QSTEPS
     partials: bool = True         # a partial-sum memory (some projection has a negative weight exponent)
     hist_slots: int = 32          # steps of spike history: a power of two beyond the longest delay
-    engines: int = 1              # neurons, syn_depth, projections and trace_depth are per engine
+    engines: int = 1              # neurons, syn_depth, projections, trace_depth and groups are per engine
+    groups: int = 32              # neuron parameter groups (PARAM and INIT words)
+    syn_depths: tuple[int, ...] = ()   # synapse words of each engine (none given: syn_depth each)
 
     @classmethod
     def for_config(cls, config: FpgaConfig) -> DesignSize:
         entries = max(table_entries(config, e) for e in range(config.engines))
         neurons = config.neurons if config.engines == 1 else config.slots
+        groups = max(len(engine_groups(config, e)) for e in range(config.engines))
+        depths = tuple(max(1024, -(-engine_syn_words(config, e) // 1024) * 1024) for e in range(config.engines))
         return cls(neurons=max(32, -(-neurons // 32) * 32), in_words=config.in_words, engines=config.engines,
                    queue_steps=QSTEPS if config.engines == 1 else QSTEPS_ENGINES,
-                   syn_depth=max(1024, -(-config.syn_words // 1024) * 1024),
+                   syn_depth=max(depths), syn_depths=depths,
                    projections=max(8, -(-entries // 8) * 8),
                    trace_depth=max(64, -(-config.trace_words // 64) * 64),
                    partials=any(p.exp < 0 for p in config.projections),
-                   hist_slots=max(2, 1 << max((p.delay for p in config.projections), default=1).bit_length()))
+                   hist_slots=max(2, 1 << max((p.delay for p in config.projections), default=1).bit_length()),
+                   groups=max(32, -(-groups // 32) * 32))
+
+    def engine_syn_depth(self, engine: int) -> int:
+        return self.syn_depths[engine] if self.syn_depths else self.syn_depth
 
 
 def entry_bytes(proj) -> bytes:
@@ -81,6 +90,22 @@ def table_entries(config: FpgaConfig, engine: int) -> int:
     return sum(p.entries for p in config.projections if p.engine == engine)
 
 
+def engine_syn_words(config: FpgaConfig, engine: int) -> int:
+    return sum(p.stored.size for p in config.projections if p.engine == engine)
+
+
+def engine_slots(config: FpgaConfig, engine: int) -> slice:
+    """The slots of `engine` the neuron loop walks (CONFIG word 0: the fullest engine's count)."""
+    if config.engines == 1:
+        return slice(0, config.neurons)
+    return slice(engine * config.slots, engine * config.slots + max(config.engine_neurons))
+
+
+def engine_groups(config: FpgaConfig, engine: int):
+    slots = engine_slots(config, engine)
+    return neuron_groups(config.params[slots].tolist(), config.inits[slots].tolist())
+
+
 def _words(values, size: int) -> bytes:
     return b"".join(int(v).to_bytes(size, "little") for v in values)
 
@@ -93,26 +118,31 @@ def memory_contents(config: FpgaConfig, engine: int = 0) -> dict[Region, bytes]:
     const = np.zeros(32 * config.in_words, dtype=np.uint8)
     const[config.input_channels:config.channels] = 1
     out = config.output
-    if config.engines == 1:
-        neurons, entries, slots = config.neurons, table_entries(config, 0), slice(None)
-    else:
-        neurons = max(config.engine_neurons)
-        entries = max(table_entries(config, e) for e in range(config.engines))
-        slots = slice(engine * config.slots, engine * config.slots + neurons)
+    slots = engine_slots(config, engine)
+    neurons = slots.stop - slots.start
+    entries = max(table_entries(config, e) for e in range(config.engines))
+    groups = engine_groups(config, engine)
     table = b"".join(entry_bytes(p) for p in mine)
     return {
         Region.CONFIG: _words([neurons, entries, out.base, out.size], 4),
         Region.CONST: np.packbits(const, bitorder="little").tobytes(),
         Region.PROJ: table + bytes(24 * entries - len(table)),
-        Region.PARAM: _words(config.params[slots], WORD_BYTES[Region.PARAM]),
-        Region.INIT: _words(config.inits[slots], WORD_BYTES[Region.INIT]),
+        Region.PARAM: _words([g.param_word for g in groups], WORD_BYTES[Region.PARAM]),
+        Region.INIT: _words([g.init for g in groups], WORD_BYTES[Region.INIT]),
         Region.SYN: (syn.astype(np.int64) & 0xFF).astype(np.uint8).tobytes(),
     }
 
 
 def _region_depth(size: DesignSize) -> dict[Region, int]:
+    """The host's address stride per engine of each region."""
     return {Region.SYN: size.syn_depth, Region.PARAM: size.neurons, Region.INIT: size.neurons,
             Region.PROJ: size.projections, Region.CONST: size.in_words, Region.CONFIG: 4}
+
+
+def _image_depth(size: DesignSize, engine: int) -> dict[Region, int]:
+    """Words of each $readmemh image of one engine (its memories' depths)."""
+    return {**_region_depth(size), Region.SYN: size.engine_syn_depth(engine), Region.PARAM: size.groups,
+            Region.INIT: size.groups}
 
 
 def program_stream(config: FpgaConfig, size: DesignSize | None = None) -> bytes:
@@ -139,12 +169,12 @@ def _hex_image(data: bytes, size: int, depth: int) -> bytes:
 
 def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
     """The $readmemh images: syn.hex, ... (one engine) or e<k>_syn.hex, ... per engine k."""
-    depth = _region_depth(size)
     names = {Region.SYN: "syn", Region.PARAM: "param", Region.INIT: "init", Region.PROJ: "proj",
              Region.CONST: "const", Region.CONFIG: "config"}
     files = {}
     for engine in range(config.engines):
         contents = memory_contents(config, engine)
+        depth = _image_depth(size, engine)
         prefix = f"e{engine}_" if config.engines > 1 else ""
         files.update({f"{prefix}{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names})
     return files
@@ -155,27 +185,31 @@ def top_verilog(config: FpgaConfig, size: DesignSize) -> str:
                f"{config.channels - config.input_channels} bias channels,\n// {len(config.projections)} projections, "
                f"{config.syn_words} synapse words")
     uart = f"{BAUD} baud at {CLOCK_HZ // 1_000_000} MHz: CLKS_PER_BIT = {CLOCK_HZ // BAUD}"
-    sizes = (f"N = {size.neurons}, IN_WORDS = {size.in_words}, SYN_DEPTH = {size.syn_depth}, "
-             f"P = {size.projections};\n    localparam integer TRACE_DEPTH = {size.trace_depth}, "
-             f"QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}, HIST_SLOTS = {size.hist_slots}, "
-             f"ENGINES = {size.engines}")
+    sizes = (f"N = {size.neurons}, GROUPS = {size.groups}, IN_WORDS = {size.in_words}, "
+             f"SYN_DEPTH = {size.syn_depth}, P = {size.projections};\n    localparam integer TRACE_DEPTH = "
+             f"{size.trace_depth}, QSTEPS = {size.queue_steps}, PARTIALS = {int(size.partials)}, "
+             f"HIST_SLOTS = {size.hist_slots}, ENGINES = {size.engines}")
+    depths = "".join(f"32'd{size.engine_syn_depth(e)}, " for e in reversed(range(size.engines)))
+    syn_depths = f"{{{32 * (8 - size.engines)}'d0, {depths[:-2]}}}" if size.engines < 8 else f"{{{depths[:-2]}}}"
     if size.engines == 1:
         core = """/* verilator lint_off UNUSEDSIGNAL */
     wire        no_barrier;     // one engine: no spike exchange
     wire [4:0]  no_slot;
     wire [31:0] no_rdata;
     /* verilator lint_on UNUSEDSIGNAL */
-    nmc_core #(.N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS),
-               .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS), .SYN_IMAGE("syn.hex"), .PARAM_IMAGE("param.hex"),
-               .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"),
+    nmc_core #(.N(N), .GROUPS(GROUPS), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P), .TRACE_DEPTH(TRACE_DEPTH),
+               .QSTEPS(QSTEPS), .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS), .SYN_IMAGE("syn.hex"),
+               .PARAM_IMAGE("param.hex"), .INIT_IMAGE("init.hex"), .PROJ_IMAGE("proj.hex"), .CONST_IMAGE("const.hex"),
                .CONFIG_IMAGE("config.hex")) core ("""
         exchange = """,
         .at_barrier(no_barrier), .exchange_done(1'b0), .slot_now(no_slot), .x_raddr(24'd0), .x_rdata(no_rdata),
         .x_we(1'b0),
         .x_waddr(24'd0), .x_wdata(32'd0)"""
     else:
-        core = """nmc_engines #(.ENGINES(ENGINES), .N(N), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH), .P(P),
-                  .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS), .PARTIALS(PARTIALS), .HIST_SLOTS(HIST_SLOTS)) core ("""
+        core = f"""nmc_engines #(.ENGINES(ENGINES), .N(N), .GROUPS(GROUPS), .IN_WORDS(IN_WORDS), .SYN_DEPTH(SYN_DEPTH),
+                  .SYN_DEPTHS({syn_depths}),
+                  .P(P), .TRACE_DEPTH(TRACE_DEPTH), .QSTEPS(QSTEPS), .PARTIALS(PARTIALS),
+                  .HIST_SLOTS(HIST_SLOTS)) core ("""
         exchange = ""
     return f"""// Top of the nmcompile FPGA emulator for network '{config.name}', written by nmcompile {__version__}.
 // {summary}. Memories start from the *.hex images
@@ -251,7 +285,9 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
                    "syn_depth": size.engines * size.syn_depth, "projections": size.engines * size.projections,
                    "trace_depth": size.engines * size.trace_depth, "queue_steps": size.queue_steps,
                    "partials": size.partials, "hist_slots": size.hist_slots, "engines": size.engines,
-                   "engine_neurons": size.neurons, "clock_hz": CLOCK_HZ, "baud": BAUD},
+                   "engine_neurons": size.neurons, "groups": size.groups,
+                   "engine_syn_depths": [size.engine_syn_depth(e) for e in range(size.engines)],
+                   "clock_hz": CLOCK_HZ, "baud": BAUD},
         "input": {"name": config.input_name, "shape": list(config.input_shape), "channels": config.input_channels},
         "constants": config.constants,
         "layers": {n: {"base": layer.base, "size": layer.size, "shape": list(layer.shape),
