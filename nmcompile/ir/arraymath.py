@@ -241,7 +241,7 @@ class Convolution:
         positions = np.prod([(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in zip(
             x.shape[2:], self.weight.shape[2:], self.stride, self.padding, self.dilation, strict=True)])
         multiply_adds = x.shape[0] * int(positions) * self.weight.shape[0] * int(np.prod(self.weight.shape[1:]))
-        jit.split_rows(share, x.shape[0], multiply_adds)
+        jit.split_rows(x.shape[0], multiply_adds >= jit.PARALLEL_MIN_ADDS, share, 1)
         return parts[0] if len(parts) == 1 else np.concatenate([parts[k] for k in sorted(parts)])
 
 

@@ -166,5 +166,5 @@ class EventConvolution:
             conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, bias_map, out_w, out[first:stop],
                         scratch, np.empty(x4.shape[3], np.int64))
 
-        jit.split_rows(run, rows, work)
+        jit.split_rows(rows, work >= jit.PARALLEL_MIN_ADDS, run)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))

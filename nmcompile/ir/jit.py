@@ -282,7 +282,7 @@ def accumulate_events(x, weight_t, out, acc):
 
 PARALLEL_MIN_ADDS = 1 << 25      # below this much work per call (~3 ms), one thread: waking another costs from
                                  # ~10 us on an idle machine to milliseconds on a loaded one
-PARALLEL_MIN_UPDATES = 1 << 20  # the same for neuron updates (~1 ms: an update reads and writes its state)
+PARALLEL_MIN_FLOAT_UPDATES = 1 << 20  # the same for float neuron updates (~1 ms: an update reads and writes its state)
 _pool: ThreadPoolExecutor | None = None
 _pool_threads = 0
 
@@ -343,24 +343,6 @@ def split_rows(rows: int, parallel: bool, part, pieces_per_thread: int = PIECES_
         if not helper.cancel():
             helper.result()
     return results
-
-
-def split_rows(run, rows: int, work: int, minimum: int = PARALLEL_MIN_ADDS) -> None:
-    """Call run(first, stop) over the rows [0, rows), split into one share per `worker_threads()` thread (the pool of
-    `accumulate`) when `work` reaches `minimum` (PARALLEL_MIN_ADDS adds, PARALLEL_MIN_UPDATES neuron updates); the
-    calling thread takes the first share. `run` must release the GIL (a nogil loop) and write only its own rows."""
-    global _pool, _pool_threads
-    threads = min(worker_threads(), rows)
-    if threads <= 1 or work < minimum:
-        run(0, rows)
-        return
-    if _pool is None or _pool_threads != threads:
-        _pool, _pool_threads = ThreadPoolExecutor(threads - 1, thread_name_prefix="nmcompile-jit"), threads
-    bounds = [(a, b) for a, b in itertools.pairwise(np.linspace(0, rows, threads + 1).astype(int)) if b > a]
-    jobs = [_pool.submit(run, a, b) for a, b in bounds[1:]]
-    run(*bounds[0])
-    for job in jobs:
-        job.result()
 
 
 def as_rows(x: np.ndarray) -> np.ndarray:
@@ -584,7 +566,7 @@ def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.n
                                has_beta, unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
                                flat_out[:, first:stop])
 
-        split_rows(run, batch, flat_x.size, PARALLEL_MIN_UPDATES)
+        split_rows(batch, flat_x.size >= PARALLEL_MIN_FLOAT_UPDATES, run)
         kernel.v = v
         return
     i = np.ascontiguousarray(kernel.i) if kernel.cuba else np.zeros((batch, 1), dtype=kernel.dtype)

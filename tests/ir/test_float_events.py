@@ -130,7 +130,7 @@ def test_torch_runs_on_the_calling_thread_and_its_thread_count_is_restored():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_float_neuron_split_over_samples_equals_numpy(monkeypatch, dtype):
-    monkeypatch.setattr(jit, "PARALLEL_MIN_UPDATES", 0)
+    monkeypatch.setattr(jit, "PARALLEL_MIN_FLOAT_UPDATES", 0)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     rng = np.random.default_rng(7)
     op = O.LIF(shape=(4, 5), beta=rng.uniform(0.5, 1.0, (4, 5)), threshold=1.0, reset_mode="zero")
