@@ -149,8 +149,11 @@ def write_artifact(g: Graph, x: np.ndarray, out: Path, engines: int = 1) -> Path
 def test_forms_chosen_per_projection():
     g = conv2d_network(np.random.default_rng(0))
     config = lower(lower_network(g), FPGA)
-    assert {p.name: p.form for p in config.projections} == {"ca": "conv", "cb": "dense", "cc": "conv", "fc": "dense"}
-    assert config.syn_words == 3 * 2 * 3 * 2 + 144 * 96 + 2 * 4 * 4 * 3 + 12 * 5       # kernels, dense blocks
+    assert {p.name: p.form for p in config.projections} == {"ca": "conv", "cb": "csr", "cc": "conv", "fc": "dense"}
+    cb = next(p for p in config.projections if p.name == "cb")          # the dilated conv: 12 of 144 inputs each
+    assert cb.csr.shape == (144, 96) and np.count_nonzero(cb.csr) == 96 * 12
+    assert cb.stored.size == 2 * (144 + 1) + 2 * 96 * 12 < 144 * 96       # row pointers and pairs, no fillers
+    assert config.syn_words == 3 * 2 * 3 * 2 + cb.stored.size + 2 * 4 * 4 * 3 + 12 * 5   # kernels, CSR, plastic
 
 
 @pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
