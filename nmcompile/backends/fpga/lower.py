@@ -216,8 +216,6 @@ def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, L
     sources = _source_pieces(p, view, layers, constants, in_pad, slots)
     dests = layers[p.dest].pieces
     geometry = kernel_geometry(p.weights, target) if p.form == "conv" and p.plastic is None else None
-    if geometry is not None and p.per_synapse_delays:
-        geometry = None
     if geometry is not None:
         in_plane, out_plane = geometry.in_h * geometry.in_w, geometry.out_h * geometry.out_w
         aligned = all(a % in_plane == 0 and n % in_plane == 0 for a, n, _ in sources) and all(
@@ -231,14 +229,15 @@ def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, L
         if p.per_synapse_delays:
             delay = np.broadcast_to(p.delay, weight.shape).T
             by_delay = [(int(d), delay == d) for d in np.unique(delay[dense != 0])]
+    single = len(sources) * len(dests) * len(by_delay) == 1
     out = []
     for d in dests:
         for delay, mask in by_delay:
             group = []
             for start, size, base in sources:
-                entry = dict(name=p.name, src=p.source, dst=p.dest, src_base=base,
-                             src_len=size, dst_base=d.local, dst_len=d.size, delay=delay, exp=p.weight_exp,
-                             plastic=p.plastic, engine=d.engine, dst_start=d.start, chained=p.weight_exp < 0)
+                entry = dict(name=p.name, src=p.source, dst=p.dest, src_base=base, src_len=size, dst_base=d.local,
+                             dst_len=d.size, delay=delay, exp=p.weight_exp, plastic=p.plastic, engine=d.engine,
+                             dst_start=d.start, chained=p.weight_exp < 0)
                 if geometry is not None:
                     c0, c1 = start // in_plane, (start + size) // in_plane
                     o0, o1 = d.start // out_plane, (d.start + d.size) // out_plane
@@ -249,7 +248,6 @@ def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, L
                 block = np.ascontiguousarray(dense[start:start + size, d.start:d.start + d.size])
                 if mask is not None:
                     block = np.where(mask[start:start + size, d.start:d.start + d.size], block, 0)
-                single = len(sources) * len(dests) * len(by_delay) == 1
                 if p.plastic is None and not single and not block.any():
                     continue                                  # a piece pair (or delay) without synapses
                 chunks = csr_form(block) if p.plastic is None else None
