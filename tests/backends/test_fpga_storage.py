@@ -2,8 +2,8 @@
 
 The address generator's Python statement (`ConvGeometry.scatter`) is checked against the exact dense matrix of the
 convolution; the RTL is checked against the integer reference under Verilator on integer networks that use every
-branch: strides, padding, non-square kernels, 1-d kernels, negative exponents (partial sums), delays, a dense
-fallback (dilation) and a plastic dense projection behind two kernel entries in the table."""
+branch: strides, padding, non-square kernels, 1-d kernels, negative exponents (partial sums), delays, an expanded
+fallback (dilation: CSR rows) and a plastic dense projection behind two kernel entries in the table."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def neuron(shape, vth=30) -> O.QNeuron:
 
 def conv2d_network(rng) -> Graph:
     """in (2, 9, 7) -> 3x2 conv, stride (2, 1), padding (2, 1), exp -2 -> l1 (3, 6, 8) -> 2x2 conv dilation 2
-    (stored dense), delay 2 -> l2 (4, 4, 6) -> 4x3 conv stride (2, 2), padding (1, 1), exp 1 -> l3 (2, 2, 3)
+    (expanded: CSR rows), delay 2 -> l2 (4, 4, 6) -> 4x3 conv stride (2, 2), padding (1, 1), exp 1 -> l3 (2, 2, 3)
     -> flatten -> plastic dense -> l4 (5,)."""
     g = Graph("convforms")
     g.add("in", O.Input(shape=(2, 9, 7)))
