@@ -287,6 +287,11 @@ SPINNAKER2 = Target(
 
 FPGA_NEURON_SLOTS = 1 << 16      # neuron slots a generated design can address (16-bit source indices)
 FPGA_SYNAPSE_BYTES = 1 << 21     # 16 Mbit of 8-bit weights: more than the block RAM of the largest Artix-7
+FPGA_HISTORY_SLOTS = 32          # steps of spike history at most (5-bit ring slot index of nmc_core / nmc_router)
+FPGA_MAX_DELAY = FPGA_HISTORY_SLOTS - 1   # 5-bit delay field of a table entry; a delayed read never meets
+                                          # the ring slot being written
+FPGA_TABLE_ENTRIES = 255         # projection table entries per engine (8-bit entry index and count in nmc_core.v)
+FPGA_CSR_SYNAPSES = 65_535       # stored synapses of one CSR table entry (16-bit row pointers, nmc_csr_addr.v)
 
 FPGA = Target(
     name="fpga",
@@ -296,7 +301,8 @@ FPGA = Target(
     neurons_per_core=FPGA_NEURON_SLOTS,
     synapse_memory_bits=FPGA_SYNAPSE_BYTES * 8,
     synapse_format=SynapseFormat(
-        description="8-bit weights: a dense block (sources x neurons) per projection, or a convolution's kernel",
+        description="8-bit weights: per projection and delay a dense block (sources x neurons), CSR rows of "
+                    "(8-bit destination step, weight) pairs, or a convolution's kernel, whichever is smallest",
         word_bits=8, per_synapse_bits=8, per_row_header_bits=0, delay_bits=0,
         kernels=KernelStorage(weight_bits=8, max_kernel=31, strides=(1, 2, 4, 8), max_padding=31, max_channels=1023,
                               max_plane=65535)),
@@ -319,8 +325,8 @@ FPGA = Target(
     bias_exp_range=(0, 7),
     per_neuron_threshold=True,
     per_neuron_decay=True,
-    delay_range=(1, 16),
-    per_synapse_delays=False,
+    delay_range=(1, FPGA_MAX_DELAY),
+    per_synapse_delays=True,
     reset_modes=("zero", "subtract"),
     reset_timings=("immediate", "delayed"),
     comparisons=(">", ">="),
@@ -334,12 +340,17 @@ FPGA = Target(
                 "synapse memory capped at 2 MiB, above the xc7a200t's 365 RAMB36 (DS180 Table 3): the part's block "
                 "RAM is the bound in practice (report.md: the Yosys estimate and the smallest Artix-7 it fits)",
         "kernels": "nmcompile/hdl/nmc_conv_addr.v: kernels up to 31 x 31, strides 1/2/4/8, padding <= 31, <= 1023 "
-                   "output channels, planes < 65,536, groups 1, dilation 1 (others are stored dense)",
+                   "output channels, planes < 65,536, groups 1, dilation 1 (others are expanded: dense or CSR rows)",
         "formats": "the integer model of docs/semantics.md §3, implemented by nmcompile/hdl/",
         "limits of the RTL": "nmcompile/hdl/nmc_neuron.v: 21-bit bias, 4-bit refractory counter, immediate and "
                              "delayed reset (PARAM bit 70; the pending reset recomputed from the stored v); "
-                             "nmc_core.v: one delay 1..16 per projection (a 32-slot spike ring), int8 weights, "
-                             "exponents -8..8",
+                             "nmc_core.v: one delay 1..31 per table entry (5-bit field; a spike ring of up to "
+                             "32 slots), int8 weights, exponents -8..8, 255 table entries per engine",
+        "delays": "per-synapse delays: one table entry (or more) per distinct delay of a projection, each stored "
+                  "dense or as CSR rows; the ring has a power of two of slots above the largest delay "
+                  "(nmcompile/backends/fpga/lower.py)",
+        "csr": "nmcompile/hdl/nmc_csr_addr.v: 16-bit row pointers (at most 65,535 stored synapses per table entry; "
+               "more take several entries), 8-bit destination steps (gaps over 255 bridged by zero weights)",
         "signed threshold": "nmcompile/hdl/nmc_neuron.v: vth is 18-bit two's complement (PARAM bits 26-42 and the "
                             "sign in bit 71)",
         "start step": "nmcompile/hdl/nmc_core.v: PARAM bits 72-87, a neuron is held while the step counter is below "

@@ -3,10 +3,13 @@
 //
 // Sources are numbered 0 .. 32*IN_WORDS-1 for input channels (some of them constant sources) and
 // 32*IN_WORDS + n for neuron n. A projection connects a contiguous source range to a contiguous neuron range with
-// one delay (1..16 steps) and one weight exponent (-8..8); its weights are stored in one of two forms:
+// one delay (1..31 steps) and one weight exponent (-8..8); its weights are stored in one of three forms:
 //   dense: a block of weights, one row per source (src_len x dst_len), read row by row
 //   conv:  the kernel of a convolution and its geometry (a second table entry); the destinations and weight
 //          addresses of a spike are computed by nmc_conv_addr (weights shared by every output position)
+//   csr:   a row per source of (destination step, weight) pairs behind a table of row pointers, read by
+//          nmc_csr_addr: a spike costs one cycle per stored synapse, not per destination
+// (a projection with a delay per synapse is one projection per distinct delay, each in its own form)
 // One time step t:
 //   1. synapses: for every projection, every source that spiked at t - delay adds its weights into its
 //      destinations: with a weight exponent e >= 0 straight into acc as w << e (exact: (sum w) << e), with e < 0
@@ -106,7 +109,7 @@ module nmc_core #(
     localparam [15:0] IN_OWN = 16'(32 * IN_WORDS + OWN);   // source index of this engine's neuron 0
     localparam integer PRT_DEPTH = (PARTIALS != 0) ? N : 2;
     localparam integer PRA  = $clog2(PRT_DEPTH);
-    localparam [1:0] FORM_DENSE = 2'd0, FORM_CONV = 2'd1;
+    localparam [1:0] FORM_DENSE = 2'd0, FORM_CONV = 2'd1, FORM_CSR = 2'd2;
     localparam integer RESET_LEN = (HIST_DEPTH > N ? (HIST_DEPTH > TRACE_DEPTH ? HIST_DEPTH : TRACE_DEPTH)
                                                    : (N > TRACE_DEPTH ? N : TRACE_DEPTH));
 
@@ -127,6 +130,7 @@ module nmc_core #(
 
     // ---- memories ---------------------------------------------------------------------------------------
     reg          syn_we;   reg [SA-1:0] syn_waddr, syn_raddr;   reg [7:0]  syn_wdata;   wire [7:0]  syn_rdata;
+    wire [15:0]  syn_rword;                                     // the aligned 16-bit word (CSR pointers, pairs)
     reg          par_we;   reg [GA-1:0] par_waddr, par_raddr;   reg [103:0] par_wdata;  wire [103:0] par_rdata;
     reg          ini_we;   reg [GA-1:0] ini_waddr, ini_raddr;   reg [47:0] ini_wdata;   wire [47:0] ini_rdata;
     reg          sta_we;   reg [NA-1:0] sta_waddr, sta_raddr;   reg [52:0] sta_wdata;   wire [52:0] sta_rdata;
@@ -138,7 +142,8 @@ module nmc_core #(
     wire         inq_wen;  reg [QA-1:0] inq_waddr, inq_raddr;                           wire [31:0] inq_rdata;
     reg          trc_we;   reg [TA-1:0] trc_waddr, trc_raddr;   reg [7:0]  trc_wdata;   wire [7:0]  trc_rdata;
 
-    nmc_ram #(.WIDTH(8),  .DEPTH(SYN_DEPTH),   .INIT(SYN_IMAGE))   syn_ram (clk, syn_we, syn_waddr, syn_wdata, syn_raddr, syn_rdata);
+    nmc_syn_ram #(.DEPTH(SYN_DEPTH), .INIT(SYN_IMAGE))             syn_ram (clk, syn_we, syn_waddr, syn_wdata, syn_raddr, syn_rdata,
+                                                                            syn_rword);
     nmc_ram #(.WIDTH(104), .DEPTH(GROUPS),     .INIT(PARAM_IMAGE)) par_ram (clk, par_we, par_waddr, par_wdata, par_raddr, par_rdata);
     nmc_ram #(.WIDTH(48), .DEPTH(GROUPS),      .INIT(INIT_IMAGE))  ini_ram (clk, ini_we, ini_waddr, ini_wdata, ini_raddr, ini_rdata);
     nmc_ram #(.WIDTH(53), .DEPTH(N))                               sta_ram (clk, sta_we, sta_waddr, sta_wdata, sta_raddr, sta_rdata);
@@ -171,7 +176,7 @@ module nmc_core #(
         E_STDP = 6'd11, E_PRE_RD = 6'd12, E_PRE_WR = 6'd13, E_LTD_RD = 6'd14, E_LTD_WR = 6'd15,
         E_LTP_RD = 6'd16, E_LTP_WR = 6'd17, E_POST_RD = 6'd18, E_POST_WR = 6'd19,
         E_OUT_INDEX = 6'd20, E_OUT_RD = 6'd21, E_OUT_WAIT = 6'd22, E_OUT_BITS = 6'd23, E_OUT_SEND = 6'd24,
-        E_NEXT = 6'd25, E_RESET_WR = 6'd26, E_CONV = 6'd27, E_BARRIER = 6'd28;
+        E_NEXT = 6'd25, E_RESET_WR = 6'd26, E_CONV = 6'd27, E_BARRIER = 6'd28, E_CSR = 6'd29;
     localparam [1:0] SCAN_ACC = 2'd0, SCAN_LTD = 2'd1, SCAN_LTP = 2'd2;
 
     reg [5:0]  state;
@@ -239,7 +244,9 @@ module nmc_core #(
     reg        s1_valid, s1_fwd;
     reg [NA-1:0] s1_addr;
     reg signed [31:0] last_sum;
-    wire signed [31:0] weight_in = e_direct ? (32'($signed(syn_rdata)) <<< e_exp[3:0]) : 32'($signed(syn_rdata));
+    reg [7:0]  s1_csr_weight;     // a CSR synapse's weight comes with its destination, a cycle before s1
+    wire [7:0] s1_weight = (e_form == FORM_CSR) ? s1_csr_weight : syn_rdata;
+    wire signed [31:0] weight_in = e_direct ? (32'($signed(s1_weight)) <<< e_exp[3:0]) : 32'($signed(s1_weight));
     wire signed [31:0] acc_sum = (s1_fwd ? last_sum : $signed(e_direct ? acc_rdata : prt_rdata)) + weight_in;
 
     // convolution address generator: it takes the next spike of the scanned word while it issues this one's pairs
@@ -254,6 +261,21 @@ module nmc_core #(
         .clk(clk), .rst(rst), .start(conv_start), .index(hit), .geometry(e_geom), .w_base(e_w_base),
         .dst_base(e_dst_base), .valid(conv_valid), .w_addr(conv_w_addr), .dst_addr(conv_dst), .ready(conv_ready),
         .busy(conv_busy));
+
+    // CSR address generator
+    wire        csr_valid, csr_done;
+    /* verilator lint_off UNUSEDSIGNAL */
+    wire        csr_busy;
+    wire [23:0] csr_rd_addr;      // the design's memories use the low bits
+    wire [15:0] csr_dst;
+    /* verilator lint_on UNUSEDSIGNAL */
+    wire [7:0]  csr_weight;
+    wire        csr_start = (state == E_SCAN_BITS) && (sc_use == SCAN_ACC) && (sc_word != 32'd0)
+                            && (e_form == FORM_CSR);
+    nmc_csr_addr csr_addr (
+        .clk(clk), .rst(rst), .start(csr_start), .index(hit), .src_len(e_src_len), .w_base(e_w_base),
+        .dst_base(e_dst_base), .rd_addr(csr_rd_addr), .rd_word(syn_rword), .valid(csr_valid), .dst_addr(csr_dst),
+        .weight(csr_weight), .done(csr_done), .busy(csr_busy));
 
     // flush pipeline
     reg        f1_valid;
@@ -378,6 +400,11 @@ module nmc_core #(
                 syn_raddr = SA'(conv_w_addr);
                 if (e_direct) acc_raddr = NA'(conv_dst);
                 else prt_raddr = NA'(conv_dst);
+            end
+            E_CSR: begin
+                syn_raddr = SA'(csr_rd_addr);
+                if (e_direct) acc_raddr = NA'(csr_dst);
+                else prt_raddr = NA'(csr_dst);
             end
             E_FLUSH: begin
                 prt_raddr = NA'(e_dst_base + k[15:0]);
@@ -616,10 +643,10 @@ module nmc_core #(
                     end else begin
                         sc_word <= sc_word & (sc_word - 32'd1);           // clear the lowest set bit
                         case (sc_use)
-                            SCAN_ACC: begin          // conv: conv_start hands `hit` to the address generator
+                            SCAN_ACC: begin          // conv, csr: conv_start / csr_start hand `hit` over
                                 row_base <= e_w_base + 24'(hit) * 24'(e_dst_len);
                                 i_issue <= 16'd0;
-                                state <= (e_form == FORM_CONV) ? E_CONV : E_ACC;
+                                state <= (e_form == FORM_CONV) ? E_CONV : (e_form == FORM_CSR) ? E_CSR : E_ACC;
                             end
                             SCAN_LTD: begin fixed_index <= hit; j_loop <= 16'd0; state <= E_LTD_RD; end
                             default:  begin fixed_index <= hit; j_loop <= 16'd0; state <= E_LTP_RD; end
@@ -644,6 +671,16 @@ module nmc_core #(
                     end
                     if (conv_start) sc_word <= sc_word & (sc_word - 32'd1);       // handed to the generator
                     else if (sc_word == 32'd0 && !conv_busy) state <= E_SCAN_BITS;
+                end
+                E_CSR: begin
+                    if (csr_valid) begin
+                        s1_valid <= 1'b1;
+                        s1_addr  <= NA'(csr_dst);
+                        s1_fwd   <= s1_valid && (s1_addr == NA'(csr_dst));
+                        s1_csr_weight <= csr_weight;
+                        last_sum <= acc_sum;
+                    end
+                    if (csr_done) state <= E_SCAN_BITS;
                 end
                 E_FLUSH: begin
                     if (!e_direct && !e_chain && k[15:0] != e_dst_len) begin

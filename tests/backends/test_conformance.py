@@ -20,8 +20,7 @@ from tests.backends.networks import NETWORKS, compile_graph
 SEEDS = (0, 1, 2)
 # (target, network) -> the Target field whose limit the network exceeds; every other pair must run bit-exactly.
 REFUSED = {("loihi2", "subtract"): "reset_modes", ("loihi2", "delayed"): "reset_modes",
-           ("loihi2", "mpbn"): "reset_modes", ("loihi2", "restless"): "start_step_bits",
-           ("fpga", "delays"): "per_synapse_delays"}
+           ("loihi2", "mpbn"): "reset_modes", ("loihi2", "restless"): "start_step_bits"}
 CASES = [pytest.param(b.name, url, id=f"{b.name}-{url.split(':')[0]}") for b in BACKENDS.values()
          for url in b.conformance]
 

@@ -140,9 +140,9 @@ def test_stdp_option_errors_are_one_line(tmp_path):
 @pytest.mark.parametrize(("mutate", "message"), [
     (lambda g: g.replace_node("l1", g.node("l1").replace(reset_mode="none")),
      "layer 'l1': no reset is not supported by fpga"),
-    (lambda g: g.replace_node("fc1", g.node("fc1").replace(delays=np.arange(600).reshape(30, 20) % 3)),
-     r"projection 'fc1': a delay per synapse \(1\.\.3 steps\) is not supported by fpga \(supported by: loihi2, "
-     r"spinnaker2; fpga per_synapse_delays: False\)"),
+    (lambda g: g.replace_node("fc1", g.node("fc1").replace(delays=np.arange(600).reshape(30, 20) % 40)),
+     r"projection 'fc1': a delay of 1\.\.40 steps is not supported by fpga \(supported by: loihi2; fpga "
+     r"delay_range: 1\.\.31\)"),
 ])
 def test_refusals_name_the_layer(mutate, message, tmp_path):
     rng = np.random.default_rng(0)

@@ -2,8 +2,8 @@
 
 The address generator's Python statement (`ConvGeometry.scatter`) is checked against the exact dense matrix of the
 convolution; the RTL is checked against the integer reference under Verilator on integer networks that use every
-branch: strides, padding, non-square kernels, 1-d kernels, negative exponents (partial sums), delays, a dense
-fallback (dilation) and a plastic dense projection behind two kernel entries in the table."""
+branch: strides, padding, non-square kernels, 1-d kernels, negative exponents (partial sums), delays, an expanded
+fallback (dilation: CSR rows) and a plastic dense projection behind two kernel entries in the table."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def neuron(shape, vth=30) -> O.QNeuron:
 
 def conv2d_network(rng) -> Graph:
     """in (2, 9, 7) -> 3x2 conv, stride (2, 1), padding (2, 1), exp -2 -> l1 (3, 6, 8) -> 2x2 conv dilation 2
-    (stored dense), delay 2 -> l2 (4, 4, 6) -> 4x3 conv stride (2, 2), padding (1, 1), exp 1 -> l3 (2, 2, 3)
+    (expanded: CSR rows), delay 2 -> l2 (4, 4, 6) -> 4x3 conv stride (2, 2), padding (1, 1), exp 1 -> l3 (2, 2, 3)
     -> flatten -> plastic dense -> l4 (5,)."""
     g = Graph("convforms")
     g.add("in", O.Input(shape=(2, 9, 7)))
@@ -149,8 +149,11 @@ def write_artifact(g: Graph, x: np.ndarray, out: Path, engines: int = 1) -> Path
 def test_forms_chosen_per_projection():
     g = conv2d_network(np.random.default_rng(0))
     config = lower(lower_network(g), FPGA)
-    assert {p.name: p.form for p in config.projections} == {"ca": "conv", "cb": "dense", "cc": "conv", "fc": "dense"}
-    assert config.syn_words == 3 * 2 * 3 * 2 + 144 * 96 + 2 * 4 * 4 * 3 + 12 * 5       # kernels, dense blocks
+    assert {p.name: p.form for p in config.projections} == {"ca": "conv", "cb": "csr", "cc": "conv", "fc": "dense"}
+    cb = next(p for p in config.projections if p.name == "cb")          # the dilated conv: 12 of 144 inputs each
+    assert cb.csr.shape == (144, 96) and np.count_nonzero(cb.csr) == 96 * 12
+    assert cb.stored.size == 2 * (144 + 1) + 2 * 96 * 12 < 144 * 96       # row pointers and pairs, no fillers
+    assert config.syn_words == 3 * 2 * 3 * 2 + cb.stored.size + 2 * 4 * 4 * 3 + 12 * 5   # kernels, CSR, plastic
 
 
 @pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")

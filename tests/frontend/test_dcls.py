@@ -1,8 +1,12 @@
 """DCLS (Dcls1d over time): a tiny delay model trained here on a coincidence task; its learned positions, rounded,
-become per-synapse delays, float64-identical to the model's own forward, compiled to DelayDense (Lava, bit-exact)
-and to the SpiNNaker 2 delay ring (QEMU, bit-exact); the deployed accuracy depends on the delays."""
+become per-synapse delays, float64-identical to the model's own forward, compiled to DelayDense (Lava, bit-exact),
+to the SpiNNaker 2 delay ring (QEMU, bit-exact) and to one FPGA table entry per delay (Verilator, bit-exact); the
+deployed accuracy depends on the delays."""
 
 from __future__ import annotations
+
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from nmcompile.api import CompileRequest, SourceOptions, compile_network, load_s
 from nmcompile.errors import NmcError
 from nmcompile.frontend.dcls import check_against_forward, forward, graph_from_dcls_model
 from nmcompile.ir.simulate import simulate
+from nmcompile.runtime.hil import verify_artifact
 from tests.frontend import dcls_models
 
 MODEL = "tests.frontend.dcls_models:delay_net"
@@ -60,7 +65,7 @@ def deployed_accuracy(out) -> float:
     return dcls_models.accuracy(simulate(art.graph, padded).output[art.latency:], labels)
 
 
-@pytest.mark.parametrize("target", ["loihi2", "spinnaker2"])
+@pytest.mark.parametrize("target", ["loihi2", "spinnaker2", "fpga"])
 def test_compiled_accuracy_depends_on_the_learned_delays(trained, tmp_path, target):
     model, path = trained
     same = tmp_path / "same_delays.pt"
@@ -76,11 +81,19 @@ def test_compiled_accuracy_depends_on_the_learned_delays(trained, tmp_path, targ
     assert accuracies[0] >= 0.95 and accuracies[1] <= 0.6, accuracies
 
 
-def test_fpga_refuses_per_synapse_delays_naming_the_projection(trained, tmp_path):
-    with pytest.raises(NmcError, match=r"projection 'syn'.*a delay per synapse \(\d+\.\.\d+ steps\).*supported by: "
-                                       r"loihi2, spinnaker2"):
-        compile_network(CompileRequest(source=trained[1], target="fpga", out=tmp_path / "fpga",
-                                       options=SourceOptions(model=MODEL)))
+@pytest.mark.skipif(shutil.which("verilator") is None, reason="verilator is not installed")
+def test_fpga_runs_the_learned_delays_bit_exactly_under_verilator(trained, tmp_path):
+    """One table entry per learned delay (docs/formats/fpga.md), the RTL equal to the integer reference."""
+    out = tmp_path / "fpga"
+    compile_network(CompileRequest(source=trained[1], target="fpga", out=out, options=SourceOptions(model=MODEL),
+                                   reference_samples=8))
+    layout = json.loads((out / "fpga" / "layout.json").read_text())
+    delays = sorted(p["delay"] for p in layout["projections"] if p["name"] == "syn")
+    assert len(delays) == 2 and delays[1] - delays[0] == dcls_models.LAG, delays
+    result = verify_artifact(out, "verilator://")
+    assert result.passed, "\n".join(result.lines())
+    _, expected = artifact.read(out).reference()
+    assert all(ref.any() for ref in expected.values()), "the reference is silent: the comparison would be vacuous"
 
 
 @pytest.mark.slow

@@ -79,7 +79,7 @@ def test_netx_weight_formats_are_read_exactly():
 @pytest.mark.parametrize("target", ["spinnaker2", "fpga", "loihi2"])
 def test_compiles_without_quantize_and_verifies_bit_exactly(target, tmp_path):
     rng = np.random.default_rng(2)
-    layers = netx_files.conv_layers(rng) if target != "fpga" else netx_files.dense_layers(rng, delays=False)
+    layers = netx_files.conv_layers(rng) if target != "fpga" else netx_files.dense_layers(rng)   # netx delays
     net = netx_files.write(tmp_path / "net.net", layers)
     out = tmp_path / target
     compile_network(CompileRequest(source=net, target=target, out=out, options=SourceOptions(), reference_samples=2))

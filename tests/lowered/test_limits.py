@@ -46,19 +46,19 @@ CASES = [
     ({"bias_mant": 5, "bias_exp": 9}, None, "layer 'l1': bias exponents 9..9", "bias_exp_range",
      lambda t: t.bias_exp_range[1] >= 9),
     (None, {"delay": 12}, "projection 'fc': a delay of 12 steps", "delay_range", lambda t: t.delay_range[1] >= 12),
-    (None, {"delay": np.arange(24).reshape(4, 6) % 3 + 1}, "projection 'fc': a delay per synapse (1..3 steps)",
-     "per_synapse_delays", lambda t: t.per_synapse_delays),
     (None, {"weight_exp": 12}, "projection 'fc': a weight exponent of 12", "weight_exp_range",
      lambda t: t.weight_exp_range[1] >= 12),
 ]
 
 
 def test_a_per_synapse_refusal_names_the_targets_that_take_those_delays():
-    """Delays 1..12 per synapse: spinnaker2 has per-synapse delays but only up to 8 steps, so only loihi2 is named."""
+    """Delays 1..12 per synapse on an fpga without per-synapse delays: spinnaker2 has per-synapse delays but only up
+    to 8 steps, so loihi2 and fpga (up to 31) are named."""
     view = lower_network(network(None, {"delay": np.arange(24).reshape(4, 6) % 12 + 1}))
     with pytest.raises(UnsupportedError, match=r"^projection 'fc': a delay per synapse \(1\.\.12 steps\) is not "
-                                               r"supported by fpga \(supported by: loihi2; fpga per_synapse_delays"):
-        check_target(view, TARGETS["fpga"])
+                                               r"supported by fpga \(supported by: loihi2, fpga; fpga "
+                                               r"per_synapse_delays: False"):
+        check_target(view, get_target("fpga", per_synapse_delays=False))
 
 
 @pytest.mark.parametrize(("neuron", "projection", "what", "field", "rule"), CASES)

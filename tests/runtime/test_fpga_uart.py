@@ -101,7 +101,8 @@ def test_commands_and_errors_byte_by_byte(project, pty_rtl):
         link.program((project / "fpga" / "program.bin").read_bytes())
         # weights read back equal the image
         n = layout["used"]["syn_words"]
-        syn = bytes.fromhex("".join((project / "fpga" / "syn.hex").read_text().split()[:n]))
+        words = (project / "fpga" / "syn.hex").read_text().split()[:(n + 1) // 2]     # 16-bit words, little-endian
+        syn = b"".join(int(w, 16).to_bytes(2, "little") for w in words)[:n]
         assert link.read(Region.SYN, 0, n) == syn
         # a corrupted WRITE is refused and nothing of it is written: the words are committed after the CRC checks
         changed = bytes((b + 1) & 0xFF for b in syn[:8])

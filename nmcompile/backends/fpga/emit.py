@@ -22,15 +22,15 @@ from nmcompile import __version__
 from nmcompile.backends import Emitted
 from nmcompile.backends.fpga.groups import neuron_groups
 from nmcompile.backends.fpga.lower import QSTEPS, QSTEPS_ENGINES, FpgaConfig, lower
-from nmcompile.backends.fpga.storage import FORM_CONV, FORM_DENSE
+from nmcompile.backends.fpga.storage import FORM_CONV, FORM_CSR, FORM_DENSE
 from nmcompile.errors import UnsupportedError
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered.limits import check_target
 from nmcompile.protocols.fpga_uart import WORD_BYTES, Command, Region, frame, write_frames
 
 HDL = package_files("nmcompile") / "hdl"      # package data (nmcompile/hdl), also inside an installed wheel
-HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_neuron.v", "nmc_conv_addr.v", "nmc_core.v",
-               "nmc_router.v", "nmc_engines.v", "nmc_host.v")
+HDL_SOURCES = ("nmc_uart_rx.v", "nmc_uart_tx.v", "nmc_ram.v", "nmc_syn_ram.v", "nmc_neuron.v", "nmc_conv_addr.v",
+               "nmc_csr_addr.v", "nmc_core.v", "nmc_router.v", "nmc_engines.v", "nmc_host.v")
 MAX_ENGINES = 8                 # nmc_engines.v names images e0_ .. e9_; beyond 8 the router's copy grows
 CLOCK_HZ = 100_000_000
 BAUD = 1_000_000
@@ -80,7 +80,8 @@ def entry_bytes(proj) -> bytes:
     return (proj.src_base.to_bytes(2, "little") + proj.src_len.to_bytes(2, "little")
             + proj.dst_base.to_bytes(2, "little") + proj.dst_len.to_bytes(2, "little")
             + proj.w_base.to_bytes(3, "little")
-            + bytes([proj.delay | (FORM_CONV if proj.geometry is not None else FORM_DENSE) << 6, proj.exp & 0xFF,
+            + bytes([proj.delay | {"conv": FORM_CONV, "csr": FORM_CSR, "dense": FORM_DENSE}[proj.form] << 6,
+                     proj.exp & 0xFF,
                      (1 if rule is not None else 0) | (2 if proj.chained else 0)])
             + bytes(stdp) + proj.trace_base.to_bytes(2, "little")
             + (proj.geometry.entry() if proj.geometry is not None else b""))
@@ -114,7 +115,9 @@ def memory_contents(config: FpgaConfig, engine: int = 0) -> dict[Region, bytes]:
     """Every writable region's used words of one engine, little-endian, in address order. With several engines
     every table is padded with empty entries to the longest (CONFIG, shared, holds one count)."""
     mine = [p for p in config.projections if p.engine == engine]
-    syn = np.concatenate([p.stored.reshape(-1) for p in mine]) if mine else np.zeros(0)
+    syn = np.zeros(max((p.w_base + p.stored.size for p in mine), default=0), dtype=np.int64)
+    for p in mine:                  # from w_base: a CSR entry starts at an even address, after a spare byte
+        syn[p.w_base:p.w_base + p.stored.size] = p.stored.reshape(-1)
     const = np.zeros(32 * config.in_words, dtype=np.uint8)
     const[config.input_channels:config.channels] = 1
     out = config.output
@@ -177,6 +180,8 @@ def images(config: FpgaConfig, size: DesignSize) -> dict[str, bytes]:
         depth = _image_depth(size, engine)
         prefix = f"e{engine}_" if config.engines > 1 else ""
         files.update({f"{prefix}{names[r]}.hex": _hex_image(contents[r], WORD_BYTES[r], depth[r]) for r in names})
+        syn = contents[Region.SYN]           # nmc_syn_ram holds the bytes as 16-bit words
+        files[f"{prefix}syn.hex"] = _hex_image(syn + bytes(len(syn) % 2), 2, depth[Region.SYN] // 2)
     return files
 
 
@@ -352,12 +357,16 @@ def _synthesize(files: dict[str, bytes], config: FpgaConfig, part: str, log) -> 
 def _report_lines(c: FpgaConfig, s: DesignSize, synthesis: list[str] | None) -> list[str]:
     plastic = [p.name for p in c.projections if p.plastic is not None]
     conv = [p.name for p in c.projections if p.form == "conv"]
+    csr = [p.name for p in c.projections if p.form == "csr"]
+    csr_bytes = sum(p.stored.size for p in c.projections if p.form == "csr")
+    csr_dense = sum(p.csr.size for p in c.projections if p.form == "csr")
     lines = [f"FPGA design: {c.neurons:,} neurons in {s.neurons:,} slots, {c.input_channels:,} input channels + "
              f"{c.channels - c.input_channels:,} bias channels ({32 * s.in_words:,} channel slots), "
              f"{len(c.projections)} projections, {c.syn_words:,} of {s.syn_depth:,} synapse words, input queue "
              f"{s.queue_steps} steps",
-             f"convolutions stored as kernels: {', '.join(sorted(set(conv))) if conv else 'none'}; the other "
-             "projections as dense blocks",
+             f"convolutions stored as kernels: {', '.join(sorted(set(conv))) if conv else 'none'}; as CSR rows: "
+             + (f"{', '.join(sorted(set(csr)))} ({csr_bytes:,} bytes against {csr_dense:,} dense)" if csr else "none")
+             + "; the other projections as dense blocks (the smaller of dense and CSR, per table entry)",
              f"engines: {c.engines} ({s.neurons:,} neuron slots, {s.syn_depth:,} synapse words and {s.projections} "
              "table entries each; spikes exchanged on chip after every neuron phase)" if c.engines > 1 else
              "engines: 1",

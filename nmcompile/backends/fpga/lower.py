@@ -3,11 +3,13 @@
 Neuron layers are placed on the design's engines (`engines.place`: one engine keeps them one after another);
 the network's input channels come first in the source space, followed by the units of every constant source
 (biases: a channel per unit, spiking every step), padded to a multiple of 32; neuron slot s is source
-32 * in_words + s. Every projection (QLinear, QPlasticLinear, QConv) becomes one table entry per (piece of its
-destination, piece of its source): a source range into a neuron range of one engine, with one delay and one weight
-exponent; its int8 weights are stored in that engine's synapse memory from `w_base` in the form `storage` picks: a
-convolution as its kernel (two table entries; a piece cut at channel boundaries keeps its channels' slice of the
-kernel), anything else as a dense block, one row per source. Target limits (delays, weight and exponent ranges,
+32 * in_words + s. Every projection (QLinear, QSparseLinear, QPlasticLinear, QConv) becomes one table entry per
+(piece of its destination, piece of its source, distinct delay): a source range into a neuron range of one engine,
+with one delay and one weight exponent; its int8 weights are stored in that engine's synapse memory from `w_base`
+in the form `storage` picks: a convolution as its kernel (two table entries; a piece cut at channel boundaries
+keeps its channels' slice of the kernel), anything else as a dense block (one row per source) or as CSR rows,
+whichever is smaller. Per-synapse delays are exact as one entry per delay: the reference shifts each delay's sum by
+the exponent on its own (QLinear), as the design does per entry. Target limits (delays, weight and exponent ranges,
 neuron options) are checked by `nmcompile.lowered.limits` before; what is left here is the design's own layout:
 one input stream, one output, channel, slot, table and memory sizes.
 """
@@ -20,13 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from nmcompile.backends.fpga.engines import Piece, place
-from nmcompile.backends.fpga.storage import ConvGeometry, kernel_geometry
+from nmcompile.backends.fpga.storage import ConvGeometry, CsrRows, csr_form, kernel_geometry
 from nmcompile.errors import ResourceError, UnsupportedError
 from nmcompile.ir import arraymath, fixed
 from nmcompile.lowered import LoweredNetwork
 from nmcompile.lowered import Projection as LoweredProjection
+from nmcompile.targets import FPGA_TABLE_ENTRIES
 
-MAX_PROJECTIONS = 255           # entries of the projection table (nmcompile/hdl/nmc_core.v)
+MAX_PROJECTIONS = FPGA_TABLE_ENTRIES   # entries of the projection table (nmcompile/hdl/nmc_core.v)
 MAX_SOURCES = 1 << 16           # 16-bit source indices: input channels (padded) + neurons
 U_INPUT_LIMIT = 1 << 24          # |a << 6| per step: keeps u within (-2^23, 2^23] (nmcompile/hdl/nmc_neuron.v)
 QSTEPS = 64                      # input queue depth of the generated design, in steps
@@ -53,8 +56,10 @@ class Projection:
     dst_len: int
     delay: int
     exp: int
-    stored: np.ndarray            # int8 weights as stored: dense [src_len, dst_len] (row = source), or the kernel
+    stored: np.ndarray            # the bytes as stored: dense [src_len, dst_len] (row = source), the kernel, or
+                                  # the CSR image (row pointers and pairs)
     geometry: ConvGeometry | None = None   # a convolution stored as its kernel
+    csr: np.ndarray | None = None  # stored as CSR rows: the block [src_len, dst_len] they hold
     w_base: int = 0               # in its engine's synapse memory
     plastic: object | None = None  # QPlasticLinear
     trace_base: int = 0
@@ -64,7 +69,7 @@ class Projection:
 
     @property
     def form(self) -> str:
-        return "conv" if self.geometry is not None else "dense"
+        return "conv" if self.geometry is not None else "csr" if self.csr is not None else "dense"
 
     @property
     def entries(self) -> int:
@@ -74,7 +79,8 @@ class Projection:
     def input_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per destination: the sums of the positive and of the negative weights (every source active)."""
         if self.geometry is None:
-            return np.clip(self.stored, 0, None).sum(axis=0), np.clip(self.stored, None, 0).sum(axis=0)
+            block = self.csr if self.csr is not None else self.stored
+            return np.clip(block, 0, None).sum(axis=0), np.clip(block, None, 0).sum(axis=0)
         g = self.geometry
         ones = np.ones((1, g.in_c, g.in_h, g.in_w), dtype=np.int64)
         kernel = self.stored.reshape(g.out_c, g.in_c, g.k_h, g.k_w)
@@ -154,6 +160,7 @@ def lower(view: LoweredNetwork, target, engines: int = 1) -> FpgaConfig:
         w_base = trace_base = 0
         mine = [p for p in projections if p.engine == e]
         for proj in mine:
+            w_base += w_base & 1 if proj.csr is not None else 0          # CSR words are 16-bit aligned
             proj.w_base = w_base
             w_base += proj.stored.size
             if proj.plastic is not None:
@@ -166,8 +173,13 @@ def lower(view: LoweredNetwork, target, engines: int = 1) -> FpgaConfig:
                                 f"{biggest.stored.size:,} {biggest.form} weights)")
         entries = sum(p.entries for p in mine)
         if entries > MAX_PROJECTIONS:
-            raise ResourceError(f"the network's projections need {entries} table entries on engine {e}; the fpga "
-                                f"design's table holds {MAX_PROJECTIONS}")
+            counts: dict[str, int] = {}
+            for proj in mine:
+                counts[proj.name] = counts.get(proj.name, 0) + proj.entries
+            most = max(counts, key=counts.__getitem__)
+            raise ResourceError(f"the network's projections need {entries} table entries on engine {e} (projection "
+                                f"'{most}': {counts[most]}, one per source piece, destination piece and distinct "
+                                f"delay); the fpga design's table holds {MAX_PROJECTIONS}")
         syn_words, trace_words = max(syn_words, w_base), max(trace_words, trace_base)
     _check_input_bound(layers, projections)
     output = next(iter(view.outputs.values()))
@@ -198,7 +210,9 @@ def _source_pieces(p: LoweredProjection, view: LoweredNetwork, layers: dict[str,
 
 def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, Layer], constants: dict[str, int],
                  in_pad: int, slots: int, target) -> list[Projection]:
-    """The table entries of one projection: one per (destination piece, source piece)."""
+    """The table entries of one projection: one per (destination piece, distinct delay, source piece), and a CSR
+    block too long for one entry's row pointers in several (source ranges). With a negative exponent the entries
+    of one destination piece and delay are chained: the last applies the exponent to their whole sum."""
     sources = _source_pieces(p, view, layers, constants, in_pad, slots)
     dests = layers[p.dest].pieces
     geometry = kernel_geometry(p.weights, target) if p.form == "conv" and p.plastic is None else None
@@ -208,27 +222,45 @@ def _projections(p: LoweredProjection, view: LoweredNetwork, layers: dict[str, L
             d.start % out_plane == 0 and d.size % out_plane == 0 for d in dests)
         geometry = geometry if aligned else None
     dense = None
+    by_delay: list[tuple[int, np.ndarray | None]] = [(p.uniform_delay(), None)]
     if geometry is None:
         weight = p.effective_matrix() if p.form != "conv" else p.weights.to_dense()     # [out, in]
         dense = np.ascontiguousarray(weight.T.astype(np.int64))
+        if p.per_synapse_delays:
+            delay = np.broadcast_to(p.delay, weight.shape).T
+            by_delay = [(int(d), delay == d) for d in np.unique(delay[dense != 0])]
+    single = len(sources) * len(dests) * len(by_delay) == 1
     out = []
     for d in dests:
-        for start, size, base in sources:
-            if geometry is not None:
-                c0, c1 = start // in_plane, (start + size) // in_plane
-                o0, o1 = d.start // out_plane, (d.start + d.size) // out_plane
-                sub = dataclasses.replace(geometry, in_c=c1 - c0, out_c=o1 - o0)
-                stored = np.ascontiguousarray(p.weights.kernel[o0:o1, c0:c1].astype(np.int64))
-            else:
-                sub = None
-                stored = np.ascontiguousarray(dense[start:start + size, d.start:d.start + d.size])
-                if p.plastic is None and len(sources) * len(dests) > 1 and not stored.any():
-                    continue                                  # a piece pair without synapses
-            out.append(Projection(p.name, p.source, p.dest, base, size, d.local, d.size, p.uniform_delay(),
-                                  p.weight_exp, stored, sub, plastic=p.plastic, engine=d.engine, dst_start=d.start,
-                                  chained=p.weight_exp < 0))
-        if out and out[-1].dst_start == d.start:
-            out[-1].chained = False               # the last entry into the piece applies the exponent
+        for delay, mask in by_delay:
+            group = []
+            for start, size, base in sources:
+                entry = dict(name=p.name, src=p.source, dst=p.dest, src_base=base, src_len=size, dst_base=d.local,
+                             dst_len=d.size, delay=delay, exp=p.weight_exp, plastic=p.plastic, engine=d.engine,
+                             dst_start=d.start, chained=p.weight_exp < 0)
+                if geometry is not None:
+                    c0, c1 = start // in_plane, (start + size) // in_plane
+                    o0, o1 = d.start // out_plane, (d.start + d.size) // out_plane
+                    sub = dataclasses.replace(geometry, in_c=c1 - c0, out_c=o1 - o0)
+                    kernel = np.ascontiguousarray(p.weights.kernel[o0:o1, c0:c1].astype(np.int64))
+                    group.append(Projection(stored=kernel, geometry=sub, **entry))
+                    continue
+                block = np.ascontiguousarray(dense[start:start + size, d.start:d.start + d.size])
+                if mask is not None:
+                    block = np.where(mask[start:start + size, d.start:d.start + d.size], block, 0)
+                if p.plastic is None and not single and not block.any():
+                    continue                                  # a piece pair (or delay) without synapses
+                chunks = csr_form(block) if p.plastic is None else None
+                if chunks is None:
+                    group.append(Projection(stored=block, **entry))
+                    continue
+                for a, b in chunks:
+                    part = block[a:b]
+                    group.append(Projection(stored=CsrRows.of(part).image(), csr=part,
+                                            **{**entry, "src_base": base + a, "src_len": b - a}))
+            if group:
+                group[-1].chained = False         # the last entry into the piece at this delay applies the exponent
+            out += group
     return out
 
 
@@ -254,9 +286,9 @@ def _check_input_bound(layers: dict[str, Layer], projections: list[Projection]) 
     than one wrap and fits the design's 25 bits, exactly as in the reference."""
     worst: dict[str, np.ndarray] = {name: np.zeros(layer.size, dtype=np.int64) for name, layer in layers.items()}
     plastic_into: dict[str, list[str]] = {}
-    groups: dict[tuple[str, int], list[Projection]] = {}      # the entries of one projection into one piece
-    for proj in projections:
-        groups.setdefault((proj.name, proj.dst_start), []).append(proj)
+    groups: dict[tuple[str, int, int], list[Projection]] = {}  # the entries of one projection into one piece
+    for proj in projections:                                        # at one delay: the exponent shifts their sum
+        groups.setdefault((proj.name, proj.dst_start, proj.delay), []).append(proj)
     for group in groups.values():
         proj = group[0]
         pos = np.zeros(proj.dst_len, dtype=np.int64)

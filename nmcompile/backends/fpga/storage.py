@@ -4,6 +4,12 @@
     conv    the kernel (C_out, C_in, K_h, K_w) of a convolution, shared by every output position, and its geometry
             in a second table entry: nmcompile/hdl/nmc_conv_addr.v computes a spike's destinations and weight
             addresses from it
+    csr     a row per source of (destination step, weight) pairs behind src_len + 1 row pointers, all 16-bit
+            words: nmcompile/hdl/nmc_csr_addr.v reads a spike's row, one synapse per cycle (`CsrRows`)
+
+A projection that is neither a kernel nor plastic is stored in whichever of dense and csr takes fewer bytes
+(`csr_form`), dense on a tie; CSR rows too many for one entry's 16-bit row pointers take several entries, each a
+range of sources (`csr_chunks`).
 
 A convolution is stored as its kernel when the target's `KernelStorage` limits allow it and the compiler's
 reciprocals divide exactly (below); otherwise it is expanded to its exact dense matrix, as any other projection.
@@ -20,8 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from nmcompile.lowered.weights import ConvWeights
+from nmcompile.targets import FPGA_CSR_SYNAPSES
 
-FORM_DENSE, FORM_CONV = 0, 1           # the form field of a projection table entry (bits 94-95)
+FORM_DENSE, FORM_CONV, FORM_CSR = 0, 1, 2   # the form field of a projection table entry (bits 94-95)
+MAX_STEP = 255                 # the destination step of a CSR synapse is 8 bits
 
 
 def reciprocal(divisor: int, count: int) -> tuple[int, int]:
@@ -114,3 +122,93 @@ def kernel_geometry(w: ConvWeights, target) -> ConvGeometry | None:
     except ValueError:
         return None
     return geometry
+
+
+def _row_steps(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rows and columns of the block's non-zero weights (row-major), each one's gap from the previous destination of
+    its row (from 0 for the first) and the filler pairs that bridge it: (gap - 1) // 255 when gap > 0."""
+    rows, cols = np.nonzero(block)
+    first = np.ones(rows.size, dtype=bool)
+    first[1:] = rows[1:] != rows[:-1]
+    previous = np.zeros(cols.size, dtype=np.int64)
+    previous[1:] = cols[:-1]
+    gap = cols - np.where(first, 0, previous)
+    return rows, cols, gap, np.where(gap > 0, (gap - 1) // MAX_STEP, 0)
+
+
+@dataclass(frozen=True)
+class CsrRows:
+    """A block [src_len, dst_len] of int8 weights as CSR rows, one per source, its non-zero weights only.
+
+    Row j lists its destinations o_1 < o_2 < ... as 8-bit steps: o_1 = step_1, o_k = o_(k-1) + step_k; a gap over
+    255 is bridged by pairs of weight 0 and step 255 (adding 0 is exact), so a synapse at gap g from the previous
+    destination takes 1 + (g - 1) // 255 pairs. `pointers[j]` is row j's first pair; row j ends at
+    `pointers[j + 1]`; a table entry's pointers are 16-bit, so it holds at most FPGA_CSR_SYNAPSES pairs.
+    """
+
+    pointers: np.ndarray          # [src_len + 1] int64
+    weights: np.ndarray           # [pairs] int64 (int8 values)
+    steps: np.ndarray             # [pairs] int64, 0..255
+
+    @classmethod
+    def of(cls, block: np.ndarray) -> CsrRows:
+        rows, cols, gap, fillers = _row_steps(block)
+        last = np.cumsum(fillers + 1) - 1                 # each synapse's own pair, after its fillers
+        pairs = int(last[-1]) + 1 if last.size else 0
+        if pairs > FPGA_CSR_SYNAPSES:
+            raise ValueError(f"{pairs:,} CSR pairs; one table entry counts {FPGA_CSR_SYNAPSES:,}")
+        weights = np.zeros(pairs, dtype=np.int64)
+        steps = np.full(pairs, MAX_STEP, dtype=np.int64)
+        weights[last] = block[rows, cols]
+        steps[last] = gap - MAX_STEP * fillers
+        counts = np.bincount(rows, weights=fillers + 1, minlength=block.shape[0]).astype(np.int64)
+        return cls(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), weights, steps)
+
+    @property
+    def pairs(self) -> int:
+        return int(self.weights.size)
+
+    def image(self) -> np.ndarray:
+        """The stored bytes from w_base: row pointers, then (weight, step) pairs, 16-bit little-endian words."""
+        words = np.concatenate([self.pointers, (self.weights & 0xFF) | self.steps << 8])
+        return np.stack([words & 0xFF, words >> 8], axis=1).reshape(-1)
+
+    def row(self, source: int) -> list[tuple[int, int]]:
+        """(destination offset, weight) of every pair of a source's row, in the generator's order: the Python
+        statement of nmcompile/hdl/nmc_csr_addr.v."""
+        out, destination = [], 0
+        for k in range(int(self.pointers[source]), int(self.pointers[source + 1])):
+            destination += int(self.steps[k])
+            out.append((destination, int(self.weights[k])))
+        return out
+
+
+def csr_chunks(block: np.ndarray) -> list[tuple[int, int]] | None:
+    """Source ranges [a, b) of the block whose CSR rows fit one table entry each (consecutive, covering every
+    source), or None when one row alone is too long."""
+    rows, _, _, fillers = _row_steps(block)
+    per_row = np.bincount(rows, weights=fillers + 1, minlength=block.shape[0]).astype(np.int64)
+    if per_row.max(initial=0) > FPGA_CSR_SYNAPSES:
+        return None
+    chunks, start, used = [], 0, 0
+    for j, n in enumerate(per_row.tolist()):
+        if used + n > FPGA_CSR_SYNAPSES:
+            chunks.append((start, j))
+            start, used = j, 0
+        used += n
+    chunks.append((start, block.shape[0]))
+    return chunks
+
+
+def csr_bytes(block: np.ndarray, chunks: list[tuple[int, int]]) -> int:
+    """Bytes of the block stored as CSR rows in the given chunks (a spare byte each: an entry starts even)."""
+    _, _, _, fillers = _row_steps(block)
+    pairs = int(np.count_nonzero(block)) + int(fillers.sum())
+    return 2 * pairs + sum(2 * (b - a + 1) + 1 for a, b in chunks)
+
+
+def csr_form(block: np.ndarray) -> list[tuple[int, int]] | None:
+    """The chunks of a block [src_len, dst_len] when its CSR rows take fewer bytes than the block, else None
+    (stored dense: dense wins ties)."""
+    chunks = csr_chunks(block)
+    return chunks if chunks is not None and csr_bytes(block, chunks) < block.size else None
