@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 
 from nmcompile.ir import fixed
-from nmcompile.runtime.spinnaker2_net import Image, ModelPe, Spinnaker2Network
+from nmcompile.runtime.spinnaker2_net import Image, ModelPe, Spinnaker2Network, synapses_of
 from nmcompile.runtime.spinnaker2_session import NetworkSession
 
 DENSE_LIMIT = 1 << 21          # rows x columns up to which the synapse table is also kept dense (16 MB)
@@ -106,7 +106,7 @@ class FusedModelSession(NetworkSession):
         for k, image in enumerate(images):
             for sid in sorted(s for s, pes in self.dests.items() if k in pes):
                 keys = (sid << 8) | np.arange(units.get(sid, 0), dtype=np.int64)
-                key_rows, groups, targets, weights = _synapses(image, keys)
+                key_rows, groups, targets, weights = synapses_of(image, keys)
                 row_of_key.append(row_base[sid] + key_rows)
                 col_of.append(first_col[k] + groups * image.n + targets)
                 weight_of.append(weights)
@@ -176,26 +176,3 @@ class FusedModelSession(NetworkSession):
                 spiked[fired] = 1
                 outputs[name] = spiked[neurons]
         return outputs
-
-
-def _synapses(image: Image, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """For each key the first matching entry of the image's key table selects a run of synapse words (as
-    `ModelPe.receive` reads them): (index of the key in `keys`, group, target, weight) per synapse."""
-    table, words = image.keys, image.words
-    empty = np.zeros(0, dtype=np.int64)
-    if keys.size == 0 or table.shape[0] == 0:
-        return empty, empty, empty, empty
-    hit = (keys[:, None] & table[None, :, 1]) == table[None, :, 0]
-    found = np.flatnonzero(hit.any(axis=1))
-    entry = table[hit.argmax(axis=1)[found]]
-    unit = keys[found] & ~entry[:, 1] & 0xFFFFFFFF
-    first = words[entry[:, 2] // 4 + unit]
-    lengths = words[entry[:, 2] // 4 + unit + 1] - first
-    starts = entry[:, 3] // 4 + first
-    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-    row = words[offsets + np.arange(int(lengths.sum()))]
-    weight = ((row >> 24) & 0xFF).astype(np.int64)
-    weight = np.where(weight >= 128, weight - 256, weight)
-    group, target = (row >> 8) & 0xFF, row & 0xFF
-    keep = (group < image.groups.shape[0]) & (target < image.n)       # what ModelPe's rings can hold
-    return np.repeat(found, lengths)[keep], group[keep], target[keep], weight[keep]

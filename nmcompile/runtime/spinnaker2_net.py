@@ -64,6 +64,29 @@ def parse_image(data: bytes, name: str) -> Image:
     return Image(int(sid), params, groups, keys, words, int(state), int(n_readouts))
 
 
+def synapses_of(image: Image, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For each key the first matching entry of the image's key table selects a run of synapse words: (index of
+    the key in `keys`, group, target, weight) per synapse, only those a PE's rings can hold."""
+    table, words = image.keys, image.words
+    empty = np.zeros(0, dtype=np.int64)
+    if keys.size == 0 or table.shape[0] == 0:
+        return empty, empty, empty, empty
+    hit = (keys[:, None] & table[None, :, 1]) == table[None, :, 0]
+    found = np.flatnonzero(hit.any(axis=1))
+    entry = table[hit.argmax(axis=1)[found]]
+    unit = keys[found] & ~entry[:, 1] & 0xFFFFFFFF
+    first = words[entry[:, 2] // 4 + unit]
+    lengths = words[entry[:, 2] // 4 + unit + 1] - first
+    starts = entry[:, 3] // 4 + first
+    offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    row = words[offsets + np.arange(int(lengths.sum()))]
+    weight = ((row >> 24) & 0xFF).astype(np.int64)
+    weight = np.where(weight >= 128, weight - 256, weight)
+    group, target = (row >> 8) & 0xFF, row & 0xFF
+    keep = (group < image.groups.shape[0]) & (target < image.n)       # what ModelPe's rings can hold
+    return np.repeat(found, lengths)[keep], group[keep], target[keep], weight[keep]
+
+
 class ModelPe:
     """The PE kernel's rules in numpy: event-driven accumulation into (group, arrival step) rings, then the integer
     neuron update of docs/semantics.md for every neuron."""
@@ -101,24 +124,8 @@ class ModelPe:
 
     def receive(self, keys: np.ndarray) -> None:
         """Spikes emitted in the previous tick: add each synapse's weight to its group's slot of arrival."""
-        image, words, t = self.image, self.image.words, self.tick_count - 1
-        table = image.keys
-        keys = np.asarray(keys, dtype=np.int64)
-        if keys.size == 0 or table.shape[0] == 0:
-            return
-        hit = (keys[:, None] & table[None, :, 1]) == table[None, :, 0]          # [keys, entries]: the first match
-        found = hit.any(axis=1)
-        keys, entry = keys[found], table[hit.argmax(axis=1)[found]]
-        unit = keys & ~entry[:, 1] & 0xFFFFFFFF
-        first = words[entry[:, 2] // 4 + unit]
-        lengths = words[entry[:, 2] // 4 + unit + 1] - first
-        starts = entry[:, 3] // 4 + first
-        # every synapse row of every key, concatenated (a ragged gather)
-        offsets = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        row = words[offsets + np.arange(int(lengths.sum()))]
-        weight = ((row >> 24) & 0xFF).astype(np.int64)
-        weight = np.where(weight >= 128, weight - 256, weight)
-        group, target = (row >> 8) & 0xFF, row & 0xFF
+        image, t = self.image, self.tick_count - 1
+        _, group, target, weight = synapses_of(image, np.asarray(keys, dtype=np.int64))
         n = image.n
         for g in np.flatnonzero(np.bincount(group)).tolist():
             sel = group == g
