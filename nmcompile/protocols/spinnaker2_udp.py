@@ -62,6 +62,16 @@ class ProtocolError(BoardError):
     """A datagram is malformed or corrupt, or a board broke the protocol or stopped answering."""
 
 
+class VersionMismatch(ProtocolError):
+    """A datagram with this protocol's magic but another version byte (magic and version keep their place in every
+    version). `intact`: its CRC checks under this version's header layout, so it is not a corrupted datagram of this
+    version (a flipped version byte fails the CRC)."""
+
+    def __init__(self, version: int, session: int | None, intact: bool):
+        super().__init__(f"a datagram of protocol version {version}; this end speaks version {VERSION}")
+        self.version, self.session, self.intact = version, session, intact
+
+
 @dataclass(frozen=True)
 class Datagram:
     kind: int
@@ -80,16 +90,26 @@ def pack(kind: int, session: int, seq: int, ack: int, payload: bytes = b"") -> b
     return header[:-4] + struct.pack("<I", crc) + payload
 
 
+def _crc_checks(raw: bytes) -> bool:
+    zeroed = raw[:HEADER.size - 4] + b"\0\0\0\0"
+    return zlib.crc32(raw[HEADER.size:], zlib.crc32(zeroed)) == struct.unpack_from("<I", raw, HEADER.size - 4)[0]
+
+
 def unpack(raw: bytes) -> Datagram:
+    """The datagram in `raw`; ProtocolError when it is short, foreign, of a wrong length or fails its CRC,
+    VersionMismatch (a ProtocolError) when it has this protocol's magic and another version."""
+    if len(raw) >= 3 and struct.unpack_from("<H", raw)[0] == MAGIC and raw[2] != VERSION:
+        whole = len(raw) >= HEADER.size
+        raise VersionMismatch(raw[2], struct.unpack_from("<I", raw, 4)[0] if len(raw) >= 8 else None,
+                              whole and _crc_checks(raw))
     if len(raw) < HEADER.size:
         raise ProtocolError(f"a datagram of {len(raw)} bytes is shorter than the header")
-    magic, version, kind, session, seq, ack, length, crc = HEADER.unpack_from(raw)
-    if magic != MAGIC or version != VERSION:
-        raise ProtocolError(f"not a SpiNNaker 2 datagram of version {VERSION} (magic {magic:#06x}, version {version})")
+    magic, _, kind, session, seq, ack, length, _ = HEADER.unpack_from(raw)
+    if magic != MAGIC:
+        raise ProtocolError(f"not a SpiNNaker 2 datagram (magic {magic:#06x})")
     if length != len(raw) - HEADER.size:
         raise ProtocolError(f"a datagram says {length} payload bytes but holds {len(raw) - HEADER.size}")
-    zeroed = raw[:HEADER.size - 4] + b"\0\0\0\0"
-    if zlib.crc32(raw[HEADER.size:], zlib.crc32(zeroed)) != crc:
+    if not _crc_checks(raw):
         raise ProtocolError("a datagram failed its CRC")
     return Datagram(kind, session, seq, ack, bytes(raw[HEADER.size:]))
 

@@ -31,15 +31,20 @@ from dataclasses import asdict, dataclass
 from nmcompile.protocols.spinnaker2_udp import (
     MAX_DATAGRAM,
     UNSEQUENCED,
+    VERSION,
     Datagram,
     Kind,
     ProtocolError,
+    VersionMismatch,
     pack,
     unpack,
 )
 
 RTO_MIN, RTO_MAX = 0.2, 2.0
 NACK_LIMIT = 64                 # seqs re-requested per NACK
+OTHER_VERSION_LIMIT = 3         # datagrams of another protocol version in a row (none of this version between) that
+                                # prove the peer speaks it, when their CRC cannot tell (a corrupted version byte
+                                # is one datagram, recovered like any corrupt one)
 
 
 @dataclass
@@ -53,6 +58,7 @@ class Counters:
     duplicates: int = 0
     out_of_order: int = 0
     corrupt: int = 0
+    other_version: int = 0
     foreign: int = 0
     overrun: int = 0
     nacks_sent: int = 0
@@ -87,6 +93,7 @@ class Channel:
         self._dropped_upto = -1                     # the highest seq dropped for want of room
         self._room_nack = (-1, 0.0)                 # (expected, time) of the last re-request for dropped seqs
         self._nacked: set[int] = set()
+        self._other_versions = 0                    # datagrams of another version in a row from the peer
 
     # -- sending ---------------------------------------------------------------------------------------------
     def _transmit(self, raw: bytes) -> None:
@@ -158,9 +165,14 @@ class Channel:
     def _incoming(self, raw: bytes, addr) -> None:
         try:
             datagram = unpack(raw)
+        except VersionMismatch as mismatch:
+            self.counters.other_version += 1
+            self.other_version(mismatch, addr)
+            return
         except ProtocolError:
             self.counters.corrupt += 1
             return
+        self._other_versions = 0
         if not self.accept_from(datagram, addr):
             self.counters.foreign += 1
             return
@@ -196,6 +208,16 @@ class Channel:
         self._deliver(datagram)
         while self.expected in self.held:
             self._deliver(self.held.pop(self.expected))
+
+    def other_version(self, mismatch: VersionMismatch, addr) -> None:
+        """A datagram of another protocol version arrived: from the peer, once its CRC checks or after
+        OTHER_VERSION_LIMIT in a row, that is the peer's version and a one-line error; else it counts as corrupt."""
+        if self.peer is not None and addr != self.peer:
+            return
+        self._other_versions += 1
+        if mismatch.intact or self._other_versions >= OTHER_VERSION_LIMIT:
+            raise ProtocolError(f"{self.describe} speaks version {mismatch.version} of the SpiNNaker 2 UDP protocol "
+                                f"and this nmcompile version {VERSION}: run the same nmcompile release on both ends")
 
     def accept_from(self, datagram: Datagram, addr) -> bool:
         """Whether a datagram belongs to this session; a channel without a peer adopts the first sender (the board

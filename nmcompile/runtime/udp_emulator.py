@@ -22,6 +22,7 @@ import socket
 import struct
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +33,18 @@ from nmcompile.protocols.spinnaker2_udp import (
     LOAD_HEADER,
     MAX_KEYS,
     VALUES,
+    VERSION,
     Datagram,
     Kind,
     ProtocolError,
     RecordPacker,
+    VersionMismatch,
     fragments,
     parse_records,
     step_records,
     unpack_files,
 )
-from nmcompile.runtime.udp_channel import Channel
+from nmcompile.runtime.udp_channel import OTHER_VERSION_LIMIT, Channel
 
 WINDOW = 64
 
@@ -51,7 +54,14 @@ class BoardChannel(Channel):
     an unknown session is answered with an ERROR, so a host that talked to a previous boot learns the board
     restarted."""
 
+    _other_hosts: dict
+
+    def restart(self, session: int, peer) -> None:
+        super().restart(session, peer)
+        self._other_hosts = {}      # host address -> (datagrams of another version in a row, time of last ERROR)
+
     def accept_from(self, datagram: Datagram, addr) -> bool:
+        self._other_hosts.pop(addr, None)
         if datagram.session == self.session and addr == self.peer:
             return True
         if datagram.kind == Kind.HELLO and datagram.seq == 0:
@@ -61,6 +71,20 @@ class BoardChannel(Channel):
             self.send_unsequenced(Kind.ERROR, b"unknown session: the board was restarted or another host greeted "
                                   b"it since; open the board again", peer=addr, session=datagram.session)
         return False
+
+    def other_version(self, mismatch: VersionMismatch, addr) -> None:
+        """A host of another protocol version: answered with an ERROR of this version (at most one per second per
+        host; once the datagram's CRC checks, or after OTHER_VERSION_LIMIT in a row), which such a host reports as
+        the board's version."""
+        streak, last = self._other_hosts.get(addr, (0, 0.0))
+        streak += 1
+        now = time.monotonic()
+        self._other_hosts[addr] = (streak, last)
+        if (mismatch.intact or streak >= OTHER_VERSION_LIMIT) and now - last >= 1.0:
+            self._other_hosts[addr] = (streak, now)
+            message = (f"this board speaks version {VERSION} of the SpiNNaker 2 UDP protocol and the host version "
+                       f"{mismatch.version}: run the same nmcompile release on both ends")
+            self.send_unsequenced(Kind.ERROR, message.encode(), peer=addr, session=mismatch.session or 0)
 
 
 class EmulatedBoard:

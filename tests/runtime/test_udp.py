@@ -5,7 +5,9 @@ board that stops answering or restarts mid-run reported as one error line."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +30,7 @@ from nmcompile.protocols.spinnaker2_udp import (
     Kind,
     ProtocolError,
     RecordPacker,
+    VersionMismatch,
     fragments,
     pack,
     parse_records,
@@ -37,6 +40,7 @@ from nmcompile.protocols.spinnaker2_udp import (
 )
 from nmcompile.runtime.board import open_board
 from nmcompile.runtime.events import EventChunk, spikes_to_events
+from nmcompile.runtime.udp_channel import Channel
 from nmcompile.runtime.udp_emulator import EmulatedBoard
 from nmcompile.testing.udp_faults import Faults, FaultyProxy
 
@@ -279,3 +283,68 @@ def test_qemu_board_streams_like_it_runs(s2):
         streamed = np.concatenate(list(qemu.stream([x[:4], EventChunk(11, spikes_to_events(x[4:]))])))
     np.testing.assert_array_equal(streamed, whole)
     np.testing.assert_array_equal(whole, reference(s2, x))
+
+
+def other_version(raw: bytes, version: int) -> bytes:
+    """`raw` re-stamped as a datagram of protocol `version` with a valid CRC under the same header layout."""
+    import struct
+    import zlib
+
+    stamped = raw[:2] + bytes([version]) + raw[3:18] + b"\0\0\0\0" + raw[22:]
+    crc = zlib.crc32(stamped[22:], zlib.crc32(stamped[:22]))
+    return stamped[:18] + struct.pack("<I", crc) + stamped[22:]
+
+
+def test_another_protocol_version_is_told_apart_from_corruption():
+    raw = pack(Kind.HELLO, 5, 0, 0, b"\x40\x00")
+    with pytest.raises(VersionMismatch) as intact:
+        unpack(other_version(raw, 3))
+    assert (intact.value.version, intact.value.session, intact.value.intact) == (3, 5, True)
+    with pytest.raises(VersionMismatch) as flipped:                 # a corrupted version byte fails the CRC
+        unpack(raw[:2] + bytes([raw[2] ^ 4]) + raw[3:])
+    assert not flipped.value.intact
+
+
+def test_a_board_of_another_protocol_version_is_one_error_line(s2):
+    """A board answering in version 3 is named as such (not 'stopped answering'); one corrupted version byte from a
+    board of this version is only counted."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+
+    def answer_in_version_3():
+        with contextlib.suppress(OSError):
+            raw, addr = sock.recvfrom(2048)
+            sock.sendto(other_version(pack(Kind.INFO, unpack(raw).session, 0, 1), 3), addr)
+
+    thread = threading.Thread(target=answer_in_version_3, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(BoardError, match=r"speaks version 3 of the SpiNNaker 2 UDP protocol and this nmcompile "
+                                             r"version 2: run the same nmcompile release on both ends"):
+            with open_board(f"udp://127.0.0.1:{sock.getsockname()[1]}?timeout=5") as udp:
+                udp.load(s2)
+    finally:
+        thread.join(timeout=5)
+        sock.close()
+    channel = Channel(socket.socket(socket.AF_INET, socket.SOCK_DGRAM), ("127.0.0.1", 9), session=1)
+    raw = pack(Kind.ACK, 1, 0, 0, b"\0\0\0\0")
+    channel._incoming(raw[:2] + bytes([raw[2] ^ 1]) + raw[3:], ("127.0.0.1", 9))
+    channel._incoming(raw, ("127.0.0.1", 9))
+    assert channel.counters.other_version == 1
+    channel.sock.close()
+
+
+def test_the_board_tells_a_host_of_another_version_its_own(board):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.settimeout(5)
+    try:
+        sock.sendto(other_version(pack(Kind.HELLO, 77, 0, 0, b"\x40\x00"), 3), board.address)
+        raw, _ = sock.recvfrom(2048)
+    finally:
+        sock.close()
+    answer = unpack(raw)                       # this version's ERROR, to the host's session
+    assert (answer.kind, answer.session) == (Kind.ERROR, 77)
+    assert answer.payload.decode().startswith("this board speaks version 2 of the SpiNNaker 2 UDP protocol and the "
+                                              "host version 3")
+    assert board.channel.counters.other_version == 1
