@@ -47,54 +47,53 @@ jit = J.jit
 
 
 @jit
-def _active_inputs(spikes, active):
-    """The indices i with spikes[i] != 0 packed into active[:count]; returns count."""
-    count = 0
-    for i in range(spikes.shape[0]):
-        active[count] = i
-        count += spikes[i] != 0
-    return count
+def _project(spikes, first, stop, active, counts, tiles, weight_max, dense, csr_starts, csr_targets, csr_weights,
+             exp, sums, out):
+    """out[b, j] = floor_shift(sum over i with spikes[b, i] = 1 of W[j, i], exp) for the samples first..stop-1.
 
-
-@jit
-def _project(spikes, active, tiles, weight_max, dense, csr_starts, csr_targets, csr_weights, exp, sums, out):
-    """out[j] = floor_shift(sum over i with spikes[i] = 1 of W[j, i], exp) for one row of spikes. Dense W: `tiles`
-    [tiles, inputs, width] (int8/int16), summed per tile in int16 lanes while count * weight_max < 2^15, int32 below
-    2^31, else in int64 scalars; sparse W: its rows by input (csr_starts/targets/weights), in int64. `sums` is scratch
-    of tiles * width int64."""
-    count = _active_inputs(spikes, active)
-    outputs = out.shape[0]
-    bound = count * weight_max
-    if dense and bound < 1 << 31:
+    Dense W: `tiles` [tiles, inputs, width] (int8/int16) walked tile by tile, each tile summed for every sample
+    while it is in cache, in int16 lanes when the sample's active count * weight_max < 2^15, int32 below 2^31, else
+    (and for a sparse W: CSR rows by input, csr_starts/targets/weights) in int64 scalars. active [samples, inputs]
+    and counts [samples] receive the packed active inputs, sums [samples, tiles * width] the sums (scratch)."""
+    outputs, inputs = out.shape[1], spikes.shape[1]
+    for b in range(first, stop):
+        found = 0
+        for i in range(inputs):
+            active[b - first, found] = i
+            found += spikes[b, i] != 0
+        counts[b - first] = found
+    if dense:
         width = tiles.shape[2]
         for tile in range(tiles.shape[0]):
-            if bound < 1 << 15:
-                J.tile_sum16(tiles[tile], active, count, sums, tile * width)
-            else:
-                J.tile_sum32(tiles[tile], active, count, sums, tile * width)
-    else:
-        sums[:] = 0
-        for a in range(count):
-            i = active[a]
-            if dense:
-                width = tiles.shape[2]
-                for tile in range(tiles.shape[0]):
-                    for j in range(width):
-                        sums[tile * width + j] += tiles[tile, i, j]
-            else:
-                for s in range(csr_starts[i], csr_starts[i + 1]):
-                    sums[csr_targets[s]] += csr_weights[s]
-    for j in range(outputs):
-        total = sums[j]
-        out[j] = total << exp if exp > 0 else total >> -exp
+            for b in range(first, stop):
+                bound = counts[b - first] * weight_max
+                if bound < 1 << 15:
+                    J.tile_sum16(tiles[tile], active[b - first], counts[b - first], sums[b - first], tile * width)
+                elif bound < 1 << 31:
+                    J.tile_sum32(tiles[tile], active[b - first], counts[b - first], sums[b - first], tile * width)
+    for b in range(first, stop):
+        row = sums[b - first]
+        if not dense or counts[b - first] * weight_max >= 1 << 31:
+            row[:] = 0
+            for a in range(counts[b - first]):
+                i = active[b - first, a]
+                if dense:
+                    width = tiles.shape[2]
+                    for tile in range(tiles.shape[0]):
+                        for j in range(width):
+                            row[tile * width + j] += tiles[tile, i, j]
+                else:
+                    for s in range(csr_starts[i], csr_starts[i + 1]):
+                        row[csr_targets[s]] += csr_weights[s]
+        for j in range(outputs):
+            out[b, j] = row[j] << exp if exp > 0 else row[j] >> -exp
 
 
 @jit
 def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr_weights, tile_slot, csr_slot, dense,
-                   source_lag,
-                   late, exps, weight_max, projected, u, v, refractory_left, du_plus, dv, vth, bias, clears_current,
-                   spiking, compare_ge, reset_mode, delayed, refractory, plain, held, record_u, record_v, record,
-                   first, stop):
+                   source_lag, late, exps, weight_max, projected, u, v, refractory_left, du_plus, dv, vth, bias,
+                   clears_current, spiking, compare_ge, reset_mode, delayed, refractory, plain, held, record_u,
+                   record_v, record, first, stop):
     """Steps t = 0..T-1 of a recurrent component (module docstring) for the samples first..stop-1.
 
     external [T, B, N]: N's input from outside. history [depth + T, B, N]: N's output at steps -depth..T-1 of the
@@ -104,43 +103,49 @@ def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr
     parameters are those of jit.integer_neuron (`plain`: its plain form applies); steps t < held are held (no
     update, output 0); with `record`, record_u/v [T, B, N] receive the states after each step."""
     steps, _, size = external.shape
-    count = source_lag.shape[0]
-    width = tiles.shape[3]
-    sums = np.empty(max(tiles.shape[1] * width, size), dtype=np.int64)
-    active = np.empty(size, dtype=np.int32)
+    count, samples = source_lag.shape[0], stop - first
+    sums = np.empty((samples, max(tiles.shape[1] * tiles.shape[3], size)), dtype=np.int64)
+    active = np.empty((samples, size), dtype=np.int32)
+    counts = np.empty(samples, dtype=np.int64)
     drive = np.empty((1, 1, size), dtype=np.int64)
-    for b in range(first, stop):
+    unrecorded = np.empty((1, 1, size), dtype=np.int64)
+    no_refractory = np.empty((1, size), dtype=np.int64)
+    for k in range(count):
+        _project(history[depth - 1 - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]], weight_max[k],
+                 dense[k], csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums, projected[k, 0])
+    for t in range(steps):
         for k in range(count):
-            row = depth - 1 - source_lag[k]
-            _project(history[row, b], active, tiles[tile_slot[k]], weight_max[k], dense[k], csr_starts[csr_slot[k]],
-                     csr_targets, csr_weights, exps[k], sums, projected[k, 0, b])
-        for t in range(steps):
-            for k in range(count):
-                if not late[k]:
-                    row = depth + t - source_lag[k]
-                    _project(history[row, b], active, tiles[tile_slot[k]], weight_max[k], dense[k],
-                             csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums, projected[k, t + 1, b])
-            drive[0, 0, :] = external[t, b]
-            for k in range(count):
-                drive[0, 0, :] += projected[k, t + 1 - late[k], b]
-            spikes = history[depth + t : depth + t + 1, b : b + 1]
+            if not late[k]:
+                _project(history[depth + t - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]],
+                         weight_max[k], dense[k], csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums,
+                         projected[k, t + 1])
+        for b in range(first, stop):
+            # C-contiguous [1, N] / [1, 1, N] views of sample b: the neuron loops vectorise over them
+            u_row, v_row = u[b].reshape((1, size)), v[b].reshape((1, size))
+            spikes = history[depth + t, b].reshape((1, 1, size))
             if t < held:
                 spikes[0, 0, :] = 0
                 if record:
                     record_u[t, b, :] = u[b]
                     record_v[t, b, :] = v[b]
-            elif plain:
-                J.integer_neuron_plain(drive, u[b : b + 1], v[b : b + 1], du_plus, dv, vth, bias, clears_current,
-                                       compare_ge, reset_mode, spikes, 0, size)
-            else:
-                J.integer_neuron(drive, u[b : b + 1], v[b : b + 1], refractory_left[b : b + 1], du_plus, dv, vth,
-                                 bias, clears_current, spiking, compare_ge, reset_mode, delayed, refractory, spikes,
-                                 record_u[t : t + 1, b : b + 1], record_v[t : t + 1, b : b + 1], record)
+                continue
+            drive[0, 0, :] = external[t, b]
             for k in range(count):
-                if late[k]:
-                    row = depth + t - source_lag[k]
-                    _project(history[row, b], active, tiles[tile_slot[k]], weight_max[k], dense[k],
-                             csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums, projected[k, t + 1, b])
+                drive[0, 0, :] += projected[k, t + 1 - late[k], b]
+            if plain:
+                J.integer_neuron_plain(drive, u_row, v_row, du_plus, dv, vth, bias, clears_current, compare_ge,
+                                       reset_mode, spikes, 0, size)
+            else:
+                left = refractory_left[b].reshape((1, size)) if refractory > 0 else no_refractory
+                rec_u = record_u[t, b].reshape((1, 1, size)) if record else unrecorded
+                rec_v = record_v[t, b].reshape((1, 1, size)) if record else unrecorded
+                J.integer_neuron(drive, u_row, v_row, left, du_plus, dv, vth, bias, clears_current, spiking,
+                                 compare_ge, reset_mode, delayed, refractory, spikes, rec_u, rec_v, record)
+        for k in range(count):
+            if late[k]:
+                _project(history[depth + t - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]],
+                         weight_max[k], dense[k], csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums,
+                         projected[k, t + 1])
 
 
 # -- the plan of a component ----------------------------------------------------------------------------------------

@@ -21,7 +21,8 @@ from tests.conftest import random_spikes
 def recurrent_net(rng: np.random.Generator, size: int, *, projections: int = 1, sparse: bool = False,
                   weight: int = 120, spiking: bool = True, start_step: int = 0, neuron: dict | None = None,
                   inputs: int = 12, per_synapse_delays: bool = False) -> Graph:
-    """Input -> QLinear -> N (QNeuron) with `projections` feedback projections N -> P_k -> N of random delays and
+    """Input -> QLinear (-> or ~>) N (QNeuron) with `projections` feedback projections N -> P_k -> N of random delays
+    and
     recurrent edge placements (the last one a QSparseLinear when `sparse`; with `per_synapse_delays` the QLinears
     have delays 1..2 per synapse) -> Output."""
     g = Graph("recurrent")
@@ -34,7 +35,9 @@ def recurrent_net(rng: np.random.Generator, size: int, *, projections: int = 1, 
     params["refractory"] = int(rng.choice([0, 0, 2])) if params["reset_timing"] == "immediate" else 0
     g.add("n", O.QNeuron(shape=(size,), **{**params, **(neuron or {})}))
     g.add("out", O.Output(shape=(size,)))
-    g.chain("in", "fc", "n", "out")
+    g.chain("in", "fc")
+    g.connect("fc", "n", recurrent=bool(rng.integers(0, 2)))           # an outside input may lag a step too
+    g.connect("n", "out")
     for k in range(projections):
         w = rng.integers(-weight, weight + 1, (size, size)) * (rng.random((size, size)) < 0.5)
         delay = int(rng.integers(0, 3))
@@ -123,13 +126,13 @@ def test_int64_sums_when_a_row_could_reach_2_31():
     padded = np.zeros((70, 128), dtype=np.int16)
     padded[:, :100] = weight.T
     tiles = np.ascontiguousarray(padded.reshape(70, 2, 64).transpose(1, 0, 2))
-    spikes = (rng.random(70) < 0.4).astype(np.int64)
-    expected = (weight.astype(np.int64) @ spikes) >> 1
+    spikes = (rng.random((3, 70)) < 0.4).astype(np.int64)
+    expected = (spikes @ weight.T.astype(np.int64)) >> 1
     dummy = np.zeros(2, dtype=np.int64)
     for bound in (256, 2**31):
-        out = np.empty(100, dtype=np.int64)
-        recurrent._project(spikes, np.empty(70, np.int32), tiles, bound, True, dummy, dummy, dummy, -1,
-                           np.empty(128, np.int64), out)
+        out = np.empty((3, 100), dtype=np.int64)
+        recurrent._project(spikes, 0, 3, np.empty((3, 70), np.int32), np.empty(3, np.int64), tiles, bound, True,
+                           dummy, dummy, dummy, -1, np.empty((3, 128), np.int64), out)
         np.testing.assert_array_equal(out, expected)
 
 
