@@ -107,9 +107,9 @@ def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr
     sums = np.empty((samples, max(tiles.shape[1] * tiles.shape[3], size)), dtype=np.int64)
     active = np.empty((samples, size), dtype=np.int32)
     counts = np.empty(samples, dtype=np.int64)
-    drive = np.empty((1, 1, size), dtype=np.int64)
-    unrecorded = np.empty((1, 1, size), dtype=np.int64)
-    no_refractory = np.empty((1, size), dtype=np.int64)
+    drive = np.empty((1, samples, size), dtype=np.int64)
+    unrecorded = np.empty((1, 1, 1), dtype=np.int64)
+    no_refractory = np.empty((1, 1), dtype=np.int64)
     for k in range(count):
         _project(history[depth - 1 - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]], weight_max[k],
                  dense[k], csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums, projected[k, 0])
@@ -119,28 +119,27 @@ def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr
                 _project(history[depth + t - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]],
                          weight_max[k], dense[k], csr_starts[csr_slot[k]], csr_targets, csr_weights, exps[k], sums,
                          projected[k, t + 1])
-        for b in range(first, stop):
-            # C-contiguous [1, N] / [1, 1, N] views of sample b: the neuron loops vectorise over them
-            u_row, v_row = u[b].reshape((1, size)), v[b].reshape((1, size))
-            spikes = history[depth + t, b].reshape((1, 1, size))
-            if t < held:
-                spikes[0, 0, :] = 0
-                if record:
-                    record_u[t, b, :] = u[b]
-                    record_v[t, b, :] = v[b]
-                continue
-            drive[0, 0, :] = external[t, b]
-            for k in range(count):
-                drive[0, 0, :] += projected[k, t + 1 - late[k], b]
+        # the neuron update on C-contiguous [1, samples, N] views (the neuron loops vectorise over them)
+        spikes = history[depth + t, first:stop].reshape((1, samples, size))
+        if t < held:
+            spikes[0] = 0
+            if record:
+                record_u[t, first:stop] = u[first:stop]
+                record_v[t, first:stop] = v[first:stop]
+        else:
+            for b in range(first, stop):
+                drive[0, b - first] = external[t, b]
+                for k in range(count):
+                    drive[0, b - first] += projected[k, t + 1 - late[k], b]
             if plain:
-                J.integer_neuron_plain(drive, u_row, v_row, du_plus, dv, vth, bias, clears_current, compare_ge,
-                                       reset_mode, spikes, 0, size)
+                J.integer_neuron_plain(drive, u[first:stop], v[first:stop], du_plus, dv, vth, bias, clears_current,
+                                       compare_ge, reset_mode, spikes, 0, size)
             else:
-                left = refractory_left[b].reshape((1, size)) if refractory > 0 else no_refractory
-                rec_u = record_u[t, b].reshape((1, 1, size)) if record else unrecorded
-                rec_v = record_v[t, b].reshape((1, 1, size)) if record else unrecorded
-                J.integer_neuron(drive, u_row, v_row, left, du_plus, dv, vth, bias, clears_current, spiking,
-                                 compare_ge, reset_mode, delayed, refractory, spikes, rec_u, rec_v, record)
+                left = refractory_left[first:stop] if refractory > 0 else no_refractory
+                rec_u = record_u[t, first:stop].reshape((1, samples, size)) if record else unrecorded
+                rec_v = record_v[t, first:stop].reshape((1, samples, size)) if record else unrecorded
+                J.integer_neuron(drive, u[first:stop], v[first:stop], left, du_plus, dv, vth, bias, clears_current,
+                                 spiking, compare_ge, reset_mode, delayed, refractory, spikes, rec_u, rec_v, record)
         for k in range(count):
             if late[k]:
                 _project(history[depth + t - source_lag[k]], first, stop, active, counts, tiles[tile_slot[k]],
