@@ -9,15 +9,19 @@
    are compared and differing spikes counted (summation order may differ: docs/semantics.md).
 3. `convolution`: the event-driven float32 convolution (nmcompile.ir.float_events) against torch's, both on one
    thread, over input densities (where arraymath.EVENT_CONV_SHARE switches between them).
-4. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
-5. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
+4. `recurrent`: a recurrent LIF layer (1000 inputs -> 1000 LIF with a dense 1000 x 1000 feedback projection, input
+   rate 10%, T=1000, batch 1 and 32). Integer: the compiled recurrent loop (nmcompile.ir.recurrent) against the numpy
+   engine's step loop, outputs asserted identical, with the bound at the int16 add rate. Float: snnTorch's RLeaky
+   forward (the same weights) against the float32 model, differing spikes counted.
+5. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
+6. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
 Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted), and is
 printed next to its physical bound: (synaptic events + neuron updates) / the machine's add rate, where synaptic
 events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
 add loop over L1-resident data, per core, times the cores).
 
-    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,memory,jit] [--repeats 3]
+    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -207,6 +211,80 @@ def section_snntorch(args, rate: float, cores: int) -> None:
                   f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
 
 
+# -- recurrent layers: the compiled recurrent loop against the step loop and snnTorch's RLeaky ---------------------
+RECURRENT_SIZE, RECURRENT_STEPS = 1000, 1000
+
+
+def recurrent_integer_graph(rng: np.random.Generator, n: int) -> Graph:
+    """Input (n) -> QLinear -> n QNeuron with a dense n x n QLinear fed back through a recurrent edge -> Output."""
+    g = Graph("recurrent")
+    g.add("input", O.Input(shape=(n,)))
+    g.add("fc", O.QLinear(weight=rng.integers(-40, 60, (n, n)), delay=0))
+    g.add("lif", O.QNeuron(shape=(n,), du=1024, dv=512, vth=400))
+    g.add("rec", O.QLinear(weight=rng.integers(-60, 50, (n, n)), delay=0))
+    g.add("output", O.Output(shape=(n,)))
+    g.chain("input", "fc", "lif", "output")
+    g.connect("lif", "rec", recurrent=True)
+    g.connect("rec", "lif")
+    g.verify()
+    return g
+
+
+def recurrent_snntorch_model(n: int):
+    import snntorch as snn
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(n, n), snn.RLeaky(beta=0.9, linear_features=n, init_hidden=True,
+                                                       reset_mechanism="zero"))
+    with torch.no_grad():
+        model[0].weight.mul_(4.0)                 # enough drive that the layer spikes
+    return model
+
+
+def section_recurrent(args) -> None:
+    import torch
+
+    from nmcompile.frontend.check import torch_forward
+    from nmcompile.frontend.trace import graph_from_module
+    from nmcompile.ir.simulate import Simulator
+
+    torch.set_num_threads(2)
+    n, steps = RECURRENT_SIZE, RECURRENT_STEPS
+    rate16, cores = physical_bound.int16_add_rate()
+    rng = np.random.default_rng(2)
+    print(f"\n[recurrent] {n} inputs -> {n} LIF with a dense {n} x {n} recurrent projection, T={steps}, input rate "
+          f"10%; numpy engine (step loop) once, the rest best of {args.repeats}; "
+          f"{physical_bound.describe(rate16, cores, 'int16')}")
+    print(f"{'model':<8} {'batch':>5} {'compiled':>9} {'numpy':>9} {'ratio':>6} {'out rate':>8} {'bound':>9} "
+          f"{'x bound':>7}")
+    graph = recurrent_integer_graph(rng, n)
+    for batch in (1, 32):
+        x = (rng.random((steps, batch, n)) < 0.1).astype(np.int64)
+        compiled, numpy_engine = Simulator(graph), Simulator(graph, engine="numpy")
+        compiled.run(x[:2])
+        t_compiled, ours = best_time(lambda s=compiled, x=x: s.run(x).output, args.repeats)
+        t_numpy, reference = best_time(lambda s=numpy_engine, x=x: s.run(x).output, 1)
+        if not np.array_equal(ours, reference):
+            raise SystemExit("recurrent: the compiled loop differs from the numpy engine")
+        bound = physical_bound.work(graph, Simulator(graph).run(x, record=True).values).bound_seconds(rate16, cores)
+        print(f"{'integer':<8} {batch:>5} {t_compiled:>8.3f}s {t_numpy:>8.3f}s {t_numpy / t_compiled:>5.1f}x "
+              f"{ours.mean():>8.3f} {bound * 1e3:>7.2f}ms {t_compiled / bound:>6.1f}x")
+    model = recurrent_snntorch_model(n)
+    graph, trace = graph_from_module(model, (n,))
+    print(f"{'model':<8} {'batch':>5} {'snnTorch':>9} {'nmc f32':>9} {'ratio':>6} {'out rate':>8} {'flips':>9}")
+    for batch in (1, 32):
+        x = (rng.random((steps, batch, n)) < 0.1).astype(np.float32)
+        sim = Simulator(graph, "float32")
+        sim.run(x[:2])
+        t_torch, theirs = best_time(lambda x=x: torch_forward(model, trace, x), args.repeats)
+        t32, ours = best_time(lambda s=sim, x=x: s.run(x).output, args.repeats)
+        flips = int(np.count_nonzero(ours != theirs.reshape(ours.shape)))
+        print(f"{'float32':<8} {batch:>5} {t_torch:>8.3f}s {t32:>8.3f}s {t_torch / t32:>5.1f}x {ours.mean():>8.3f} "
+              f"{flips:>9}")
+
+
 # -- event-driven against dense float32 convolution ------------------------------------------------------------
 CONV_LAYERS = (("conv 2->12, 5x5 on 34x34", 2, 12, 5, 1, 34), ("conv 12->32, 5x5/2 on 30x30", 12, 32, 5, 2, 30),
                ("conv 16->32, 3x3 on 32x32", 16, 32, 3, 1, 32))
@@ -326,7 +404,7 @@ def section_jit() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="loop,snntorch,convolution,memory,jit")
+    parser.add_argument("--sections", default="loop,snntorch,convolution,recurrent,memory,jit")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--neurons", type=int, default=1024)
@@ -350,6 +428,8 @@ def main() -> None:
         section_snntorch(args, rate, cores)
     if "convolution" in sections:
         section_convolution(args)
+    if "recurrent" in sections:
+        section_recurrent(args)
     if "memory" in sections:
         section_memory(args)
     if "jit" in sections:

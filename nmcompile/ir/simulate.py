@@ -2,7 +2,8 @@
 
 Strongly connected components of the graph are evaluated in order. A component without a cycle runs all T
 steps at once (a feed-forward projection is one matrix product over T*B rows); a recurrent component runs
-step by step. Recurrent edges deliver the source's output of the previous step.
+step by step, or, in the common integer form, as one compiled loop over the chunk's steps (nmcompile.ir.recurrent).
+Recurrent edges deliver the source's output of the previous step.
 
     result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
     result.output                                    # the single Output's [T, B, *shape]
@@ -202,6 +203,8 @@ class Simulator:
                     continue
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
                 values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
+            elif (loop := _recurrent_loop(graph, component, kernels)) is not None:
+                loop.run(kernels, values, steps, batch, record, previous, self._stream_step)
             else:
                 _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record,
                               previous=previous, first_step=self._stream_step)
@@ -290,6 +293,16 @@ def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dty
     if total is None:
         total = np.zeros((steps, batch, *shapes[name]), dtype=dtype)
     return total
+
+
+def _recurrent_loop(graph: Graph, component: list[str], kernels: dict[str, Kernel]):
+    """The compiled loop of an integer recurrent component (nmcompile.ir.recurrent), or None: `_run_stepwise`."""
+    first = kernels[component[0]]
+    if first.engine != "compiled" or first.dtype != np.int64:
+        return None
+    from nmcompile.ir import recurrent  # imports numba: only when a recurrent component runs compiled
+
+    return recurrent.compiled_loop(graph, component, kernels)
 
 
 def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
