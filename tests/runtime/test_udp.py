@@ -320,10 +320,11 @@ def test_a_board_of_another_protocol_version_is_one_error_line(s2):
     thread = threading.Thread(target=answer_in_version_3, daemon=True)
     thread.start()
     try:
-        with pytest.raises(BoardError, match=r"speaks version 3 of the SpiNNaker 2 UDP protocol and this nmcompile "
-                                             r"version 2: run the same nmcompile release on both ends"):
-            with open_board(f"udp://127.0.0.1:{sock.getsockname()[1]}?timeout=5") as udp:
-                udp.load(s2)
+        message = (r"speaks version 3 of the SpiNNaker 2 UDP protocol and this nmcompile version 2: run the same "
+                   r"nmcompile release on both ends")
+        with pytest.raises(BoardError, match=message), \
+                open_board(f"udp://127.0.0.1:{sock.getsockname()[1]}?timeout=5") as udp:
+            udp.load(s2)
     finally:
         thread.join(timeout=5)
         sock.close()
