@@ -23,13 +23,25 @@ from __future__ import annotations
 import numpy as np
 
 from nmcompile.ir import jit
+from nmcompile.ir.arraymath import count_nonzero_bits
+from nmcompile.ir.vector_ops import VECTOR, add_scaled_vectors, add_vectors, store_transposed
 
-LANES = 16               # output channels are padded to a multiple of this in the scratch map: every run of adds is
+LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
+
+# The cost model that chooses between this scatter and torch's dense kernels (arraymath.Convolution), in ns of one
+# core, fitted to `bench_simulate.py --sections convolution` (benchmarks/README.md, 2026-12-01, Xeon with AVX-512):
+EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop): 1.2 ns
+                         # on a 2->12 5x5 layer, 2.4 ns on a 12->32 5x5/2 layer (longer weight rows, more runs)
+EVENT_INPUT_NS = 0.6     # listing one input value (every input of every row is visited once)
+EVENT_TILE_NS = 60.0     # storing 16 positions x 16 channels channels-first (a transpose) and resetting them
+TORCH_MULTIPLY_ADDS_PER_NS = 70.0   # torch's blocked float32 kernels on one core when a window has at least
+TORCH_FULL_TAPS = 128               # this many taps (C_in x KH x KW); proportionally less below (2->12 5x5: 27/ns)
+PARALLEL_MIN_SECONDS = 5e-4         # an estimated scatter from this long is split over the cores (jit.split_rows)
 
 
 @jit.jit
-def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, scratch, active):
+def conv_events(x, weight_runs, row_targets, col_targets, bias, out_w, out, scratch, active):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
 
@@ -40,16 +52,18 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, 
     weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). The geometry is in two tables (no
     division in the loop): row_targets [H, KH + 1, 2] lists for input row y the (output row, kernel row) pairs it
     reaches, ending at output row -1; col_targets [W, 3] gives for input column xx its first output column, the
-    offset of its run in weight_runs[c, ky] and the run's length in values (0: it reaches no output). bias_map
-    is the scratch's starting value (each position's bias); out [R, C_out, OH * OW] (OW = out_w); active [W] lists
-    the nonzero columns of an input line."""
+    offset of its run in weight_runs[c, ky] and the run's length in vectors of VECTOR lanes (0: it reaches no
+    output); the adds and the channels-first store are vector intrinsics (nmcompile.ir.vector_ops). bias [lanes] is
+    each position's starting value: the scratch holds it on entry and is left holding it again (the pass that stores
+    a row transposed into out [R, C_out, OH * OW] (OW = out_w) puts the bias back), so a row costs one pass over the
+    scratch besides its events. active [W] lists the nonzero columns of an input line."""
     rows, c_in, height, width = x.shape
     kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
     per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
     flat_w = weight_runs.reshape(-1)
+    groups = lanes // VECTOR
     for r in range(rows):
-        scratch[:] = bias_map
         for c in range(c_in):
             for y in range(height):
                 line = x[r, c, y]
@@ -60,24 +74,28 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, 
                 for n in range(count):
                     xx = active[n]
                     value = line[xx]
-                    first_col, offset, size = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
+                    first_col, offset, vectors = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
                     for m in range(kernel_h):
                         oy = row_targets[y, m, 0]
                         if oy < 0:
                             break
                         at = (oy * out_w + first_col) * lanes
                         wat = (c * kernel_h + row_targets[y, m, 1]) * per_kernel_row + offset
-                        target, source = scratch[at:at + size], flat_w[wat:wat + size]
                         if value == 1:
-                            for i in range(size):
-                                target[i] += source[i]
+                            add_vectors(scratch, at, flat_w, wat, vectors)
                         else:
-                            for i in range(size):
-                                target[i] += value * source[i]
-        for o in range(c_out):
-            channel = out[r, o]
-            for position in range(positions):
-                channel[position] = scratch[position * lanes + o]
+                            add_scaled_vectors(scratch, at, flat_w, wat, vectors, value)
+        row_out = out[r].reshape(-1)
+        whole = positions - positions % VECTOR
+        for first in range(0, whole, VECTOR):
+            for group in range(groups):
+                store_transposed(scratch, lanes, bias, row_out, positions, c_out, first, group)
+        for position in range(whole, positions):
+            base = position * lanes
+            for o in range(c_out):
+                row_out[o * positions + position] = scratch[base + o]
+            for o in range(lanes):
+                scratch[base + o] = bias[o]
 
 
 class EventConvolution:
@@ -136,17 +154,23 @@ class EventConvolution:
                 first_j, stop_j = max(length - 1 - last_col, 0), length - max(last_col - (out_w - 1), 0)
                 if stop_j > first_j:
                     cols[xx] = (last_col - (length - 1) + first_j, (phase * self.longest + first_j) * self.lanes,
-                                (stop_j - first_j) * self.lanes)
+                                (stop_j - first_j) * self.lanes // VECTOR)
             self._tables[height, width] = rows, cols, np.tile(self.bias, out_h * out_w)
         return self._tables[height, width]
 
-    def event_share(self, x: np.ndarray, active: int) -> float:
-        """The scatter's adds over the dense product's multiply-adds for x [R, C_in, *S] with `active` nonzeros."""
+    def costs(self, x: np.ndarray, active: int) -> tuple[float, float]:
+        """Estimated seconds on one core of (this scatter, torch's dense kernels) for x [R, C_in, *S] with `active`
+        nonzero inputs (the cost model below EVENT_VECTOR_NS)."""
         spatial = x.shape[2:] if x.ndim == 4 else (1, *x.shape[2:])
         out_h, out_w = self.out_size(*spatial)
-        dense = x.shape[0] * out_h * out_w * self.c_in * self.kernel[0] * self.kernel[1]
-        reach = self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1])   # outputs per input
-        return active * reach / max(dense, 1)
+        rows, taps = x.shape[0], self.c_in * self.kernel[0] * self.kernel[1]
+        vectors = active * self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1]) * self.lanes / VECTOR
+        tiles = rows * -(-out_h * out_w // VECTOR) * self.lanes / VECTOR
+        events = (vectors * EVENT_VECTOR_NS + rows * self.c_in * spatial[0] * spatial[1] * EVENT_INPUT_NS
+                  + tiles * EVENT_TILE_NS)
+        torch_rate = TORCH_MULTIPLY_ADDS_PER_NS * min(1.0, taps / TORCH_FULL_TAPS)
+        dense = rows * out_h * out_w * self.c_out * taps / torch_rate
+        return events * 1e-9, dense * 1e-9
 
     def __call__(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
         """The convolution of x [R, C_in, *S] (float32), [R, C_out, *S']; `active` (about the number of nonzero
@@ -157,14 +181,12 @@ class EventConvolution:
         out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
         row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
         out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
-        reach = self.kernel[0] * self.kernel[1] // (self.stride[0] * self.stride[1])
-        active = int(np.count_nonzero(x4)) if active is None else active
-        work = (active * reach + out_h * out_w * rows) * self.c_out
+        active = count_nonzero_bits(x4) if active is None else active
+        seconds = self.costs(x4, active)[0]
 
         def run(first: int, stop: int) -> None:
-            scratch = np.empty(out_h * out_w * self.lanes, dtype=np.float32)
-            conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, bias_map, out_w, out[first:stop],
-                        scratch, np.empty(x4.shape[3], np.int64))
+            conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, self.bias, out_w, out[first:stop],
+                        bias_map.copy(), np.empty(x4.shape[3], np.int64))
 
-        jit.split_rows(rows, work >= jit.PARALLEL_MIN_ADDS, run)
+        jit.split_rows(rows, seconds >= PARALLEL_MIN_SECONDS, run)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))

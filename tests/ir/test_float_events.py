@@ -81,8 +81,10 @@ def test_float32_convolutions_take_events_over_sparse_inputs_only_and_float64_is
     dense = (rng.random((4, 2, 20, 20)) < 0.5).astype(np.float32)
     conv32 = arraymath.Convolution(weight, *geometry, np.dtype(np.float32), bias.astype(np.float32))
     events = EventConvolution(weight, *geometry[:3], bias)
-    assert events.event_share(sparse, int(np.count_nonzero(sparse))) <= arraymath.EVENT_CONV_SHARE
-    assert events.event_share(dense, int(np.count_nonzero(dense))) > arraymath.EVENT_CONV_SHARE
+    scatter, torch_dense = events.costs(sparse, int(np.count_nonzero(sparse)))
+    assert scatter <= torch_dense
+    scatter, torch_dense = events.costs(dense, int(np.count_nonzero(dense)))
+    assert scatter > torch_dense
     np.testing.assert_array_equal(conv32(sparse), events(sparse))
     np.testing.assert_array_equal(conv32(dense), conv32._torch(dense, with_bias=True))
     conv64 = arraymath.Convolution(weight, *geometry, np.dtype(np.float64), bias)

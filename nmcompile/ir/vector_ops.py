@@ -1,0 +1,121 @@
+"""float32 vector operations of the event-driven convolution (nmcompile.ir.float_events), written in LLVM IR.
+
+numba's own loops over a few vectors of a channels-last map do not become vector code reliably: the trip count is
+a runtime value (so LLVM adds a scalar remainder) and the source and target might alias (so it adds run-time
+checks, or keeps the loads and stores in order). These intrinsics emit the vector operations directly, on vectors
+of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 machines):
+
+    add_vectors(target, at, source, start, count)           target[at + i] += source[start + i]          i < 16 count
+    add_scaled_vectors(target, at, source, start, count, s) target[at + i] += s * source[start + i]      (no FMA)
+    store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
+        for p < 16, o < min(16, c_out - 16 group):   out[(16 group + o) * positions + first + p]
+                                                       = scratch[(first + p) * lanes + 16 group + o]
+        then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
+
+Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_vectors` are two
+rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
+transpose in four rounds of two-input shuffles).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+VECTOR = 16                  # float32 lanes of one vector (512 bits)
+
+_FLOAT = ir.FloatType()
+_VECTOR_TYPE = ir.VectorType(_FLOAT, VECTOR)
+
+
+def _element(context, builder, array_type, array, index, index_type):
+    """A float* to array.data[index] (a C-contiguous 1-D float32 array)."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [context.cast(builder, index, index_type, types.intp)])
+
+
+def _adds(scaled: bool):
+    """add_vectors, or add_scaled_vectors with `scaled`."""
+
+    def codegen(context, builder, signature, args):
+        target_ty, at_ty, source_ty, start_ty, count_ty = signature.args[:5]
+        target = _element(context, builder, target_ty, args[0], args[1], at_ty)
+        source = _element(context, builder, source_ty, args[2], args[3], start_ty)
+        count = context.cast(builder, args[4], count_ty, types.intp)
+        scale = None
+        if scaled:
+            value = context.cast(builder, args[5], signature.args[5], types.float32)
+            scale = builder.insert_element(ir.Constant(_VECTOR_TYPE, None), value, ir.Constant(ir.IntType(32), 0))
+            scale = builder.shuffle_vector(scale, ir.Constant(_VECTOR_TYPE, None),
+                                           ir.Constant(ir.VectorType(ir.IntType(32), VECTOR), [0] * VECTOR))
+        intp = context.get_value_type(types.intp)
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (k, _):
+            offset = builder.mul(k, ir.Constant(intp, VECTOR))
+            to = builder.bitcast(builder.gep(target, [offset]), _VECTOR_TYPE.as_pointer())
+            piece = builder.load(builder.bitcast(builder.gep(source, [offset]), _VECTOR_TYPE.as_pointer()), align=4)
+            if scaled:
+                piece = builder.fmul(scale, piece)
+            builder.store(builder.fadd(builder.load(to, align=4), piece), to, align=4)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def add_vectors(typingctx, target, at, source, start, count):
+    return types.void(target, at, source, start, count), _adds(False)
+
+
+@intrinsic
+def add_scaled_vectors(typingctx, target, at, source, start, count, scale):
+    return types.void(target, at, source, start, count, scale), _adds(True)
+
+
+def _transpose(builder, rows: list) -> list:
+    """The 16 x 16 transpose of 16 vectors: at half-size h = 8, 4, 2, 1 each pair (i, i + h) swaps its off-diagonal
+    h x h blocks."""
+    rows = list(rows)
+    index_type = ir.VectorType(ir.IntType(32), VECTOR)
+    for half in (8, 4, 2, 1):
+        low = [j if not j & half else VECTOR + j - half for j in range(VECTOR)]
+        high = [j + half if not j & half else VECTOR + j for j in range(VECTOR)]
+        for i in range(VECTOR):
+            if i & half:
+                continue
+            a, b = rows[i], rows[i + half]
+            rows[i] = builder.shuffle_vector(a, b, ir.Constant(index_type, low))
+            rows[i + half] = builder.shuffle_vector(a, b, ir.Constant(index_type, high))
+    return rows
+
+
+@intrinsic
+def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, first, group):
+    def codegen(context, builder, signature, args):
+        scratch_ty, lanes_ty, bias_ty, out_ty, positions_ty, c_out_ty, first_ty, group_ty = signature.args
+        intp = context.get_value_type(types.intp)
+        lanes_v = context.cast(builder, args[1], lanes_ty, types.intp)
+        positions_v = context.cast(builder, args[4], positions_ty, types.intp)
+        c_out_v = context.cast(builder, args[5], c_out_ty, types.intp)
+        first_v = context.cast(builder, args[6], first_ty, types.intp)
+        channel0 = builder.mul(context.cast(builder, args[7], group_ty, types.intp), ir.Constant(intp, VECTOR))
+        scratch_data = context.make_array(scratch_ty)(context, builder, args[0]).data
+        out_data = context.make_array(out_ty)(context, builder, args[3]).data
+        bias_pointer = builder.gep(context.make_array(bias_ty)(context, builder, args[2]).data, [channel0])
+        bias_vector = builder.load(builder.bitcast(bias_pointer, _VECTOR_TYPE.as_pointer()), align=4)
+        rows = []
+        for p in range(VECTOR):
+            at = builder.add(builder.mul(builder.add(first_v, ir.Constant(intp, p)), lanes_v), channel0)
+            pointer = builder.bitcast(builder.gep(scratch_data, [at]), _VECTOR_TYPE.as_pointer())
+            rows.append(builder.load(pointer, align=4))
+            builder.store(bias_vector, pointer, align=4)
+        columns = _transpose(builder, rows)
+        for o in range(VECTOR):
+            channel = builder.add(channel0, ir.Constant(intp, o))
+            with builder.if_then(builder.icmp_signed("<", channel, c_out_v), likely=True):
+                at = builder.add(builder.mul(channel, positions_v), first_v)
+                pointer = builder.bitcast(builder.gep(out_data, [at]), _VECTOR_TYPE.as_pointer())
+                builder.store(columns[o], pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(scratch, lanes, bias, out, positions, c_out, first, group), codegen
