@@ -8,7 +8,7 @@
    10%), batch 1 and 128. float64 output spikes are asserted identical to snnTorch run in float64; float32 ones
    are compared and differing spikes counted (summation order may differ: docs/semantics.md).
 3. `convolution`: the event-driven float32 convolution (nmcompile.ir.float_events) against torch's, both on one
-   thread, over input densities (where arraymath.EVENT_CONV_SHARE switches between them).
+   thread, over input densities, with the form the cost model (float_events.EventConvolution.costs) chooses.
 4. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
 5. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
@@ -214,12 +214,13 @@ CONV_LAYERS = (("conv 2->12, 5x5 on 34x34", 2, 12, 5, 1, 34), ("conv 12->32, 5x5
 
 def section_convolution(args) -> None:
     """nmcompile.ir.float_events.EventConvolution against torch's float32 convolution, both on one thread (CPU time
-    of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: where
-    the crossover lies that arraymath.EVENT_CONV_SHARE encodes."""
+    of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: the
+    measurements the cost model's constants (float_events.EVENT_VECTOR_NS, ...) come from, and the form it
+    chooses ("model": estimated scatter / torch time)."""
     import torch
     import torch.nn.functional as F
 
-    from nmcompile.ir.arraymath import one_torch_thread
+    from nmcompile.ir.arraymath import count_nonzero_bits, one_torch_thread
     from nmcompile.ir.float_events import EventConvolution
 
     def cpu_time(fn) -> float:
@@ -231,22 +232,29 @@ def section_convolution(args) -> None:
             best = min(best, time.thread_time() - start)
         return best
 
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"       # the scatter on the calling thread only (jit.worker_threads)
     rng = np.random.default_rng(2)
     print("\n[convolution] event-driven float32 convolution vs torch's, one thread each, 48 rows of spikes per call, "
           f"best of {args.repeats * 5} (thread CPU time)")
-    print(f"{'layer':<30} {'density':>7} {'share':>6} {'events':>9} {'torch':>9} {'torch/events':>12}")
+    print(f"{'layer':<30} {'density':>7} {'events':>9} {'torch':>9} {'torch/events':>12} {'model':>6} {'chosen':>7}")
     for name, c_in, c_out, kernel, stride, size in CONV_LAYERS:
         weight = rng.normal(0, 0.3, (c_out, c_in, kernel, kernel)).astype(np.float32)
         events = EventConvolution(weight, (stride, stride), (0, 0), (1, 1), None)
         for density in (0.005, 0.01, 0.02, 0.05, 0.1):
             x = (rng.random((48, c_in, size, size)) < density).astype(np.float32)
-            share = events.event_share(x, int(np.count_nonzero(x)))
+            scatter, dense = events.costs(x, count_nonzero_bits(x))
             t_events = cpu_time(lambda e=events, x=x: e(x))
             with one_torch_thread(), torch.no_grad():
                 tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
                 t_torch = cpu_time(lambda tx=tx, tw=tw, s=stride: F.conv2d(tx, tw, None, s))
-            print(f"{name:<30} {density:>7.3f} {share:>6.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
-                  f"{t_torch / t_events:>11.2f}x")
+            chosen = "events" if scatter <= dense else "torch"
+            print(f"{name:<30} {density:>7.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
+                  f"{t_torch / t_events:>11.2f}x {scatter / dense:>6.2f} {chosen:>7}")
+    if threads is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
 
 
 # -- memory and compilation, each measured in a fresh process --------------------------------------------------

@@ -20,11 +20,13 @@ input would be mispredicted at every spike).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nmcompile.ir import jit
 from nmcompile.ir.arraymath import count_nonzero_bits
-from nmcompile.ir.vector_ops import VECTOR, add_scaled_vectors, add_vectors, store_transposed
+from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
 
 LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
@@ -41,7 +43,7 @@ PARALLEL_MIN_SECONDS = 5e-4         # an estimated scatter from this long is spl
 
 
 @jit.jit
-def conv_events(x, weight_runs, row_targets, col_targets, bias, out_w, out, scratch, active):
+def conv_events(x, weight_runs, row_targets, row_steps, col_targets, bias, out_w, out, scratch, active):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
 
@@ -49,42 +51,53 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias, out_w, out, scra
     q + 2 sw, ... (q = (xx + pw) mod sw): consecutive output columns, so in the channels-last scratch
     [OH * OW * lanes] (flat; C_out padded with zeros to `lanes`, a multiple of LANES) each kernel row adds one
     contiguous run. weight_runs [C_in, KH, sw, n, lanes] holds those runs: [c, ky, q, j] is
-    weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). The geometry is in two tables (no
-    division in the loop): row_targets [H, KH + 1, 2] lists for input row y the (output row, kernel row) pairs it
-    reaches, ending at output row -1; col_targets [W, 3] gives for input column xx its first output column, the
-    offset of its run in weight_runs[c, ky] and the run's length in vectors of VECTOR lanes (0: it reaches no
-    output); the adds and the channels-first store are vector intrinsics (nmcompile.ir.vector_ops). bias [lanes] is
-    each position's starting value: the scratch holds it on entry and is left holding it again (the pass that stores
-    a row transposed into out [R, C_out, OH * OW] (OW = out_w) puts the bias back), so a row costs one pass over the
-    scratch besides its events. active [W] lists the nonzero columns of an input line."""
+    weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). An input row y reaches the kernel rows
+    ky0, ky0 + ky_step, ... of the output rows oy0, oy0 + oy_step, ... (oy_step <= 0). The geometry is in tables (no
+    division in the loop): row_targets [H, 3] holds (oy0, ky0, number of kernel rows) per input row, row_steps
+    (ky_step, oy_step); col_targets [W, 3] gives for input column xx its first output column, the offset of its run
+    in weight_runs[c, ky] and the run's length in vectors of VECTOR lanes (0: it reaches no output). The runs of an
+    input are one `add_runs` (nmcompile.ir.vector_ops), in ascending ky. bias [lanes] is each position's starting
+    value: the scratch holds it on entry and is left holding it again (the pass that stores a row transposed into
+    out [R, C_out, OH * OW] (OW = out_w) puts the bias back), so a row costs one pass over the scratch besides its
+    events. active [W] lists the nonzero columns of an input line (a bit mask per vector of 16 inputs, then one
+    step per set bit)."""
     rows, c_in, height, width = x.shape
     kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
     per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
     flat_w = weight_runs.reshape(-1)
     groups = lanes // VECTOR
+    at_step, w_step = row_steps[1] * out_w * lanes, row_steps[0] * per_kernel_row
     for r in range(rows):
         for c in range(c_in):
             for y in range(height):
+                kernel_rows = row_targets[y, 2]
+                if kernel_rows == 0:
+                    continue
                 line = x[r, c, y]
                 count = 0
-                for xx in range(width):
-                    active[count] = xx
-                    count += line[xx] != 0
+                if width < VECTOR:
+                    for xx in range(width):
+                        active[count] = xx
+                        count += line[xx] != 0
+                for start in range(0, width if width >= VECTOR else 0, VECTOR):
+                    loaded = min(start, width - VECTOR)        # the last vector of a line overlaps the one before
+                    mask = nonzero_mask(line, loaded) >> np.uint64(start - loaded)
+                    while mask:
+                        active[count] = start + lowest_bit(mask)
+                        count += 1
+                        mask &= mask - np.uint64(1)
+                line_at = row_targets[y, 0] * out_w * lanes
+                line_w = (c * kernel_h + row_targets[y, 1]) * per_kernel_row
                 for n in range(count):
                     xx = active[n]
                     value = line[xx]
-                    first_col, offset, vectors = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
-                    for m in range(kernel_h):
-                        oy = row_targets[y, m, 0]
-                        if oy < 0:
-                            break
-                        at = (oy * out_w + first_col) * lanes
-                        wat = (c * kernel_h + row_targets[y, m, 1]) * per_kernel_row + offset
-                        if value == 1:
-                            add_vectors(scratch, at, flat_w, wat, vectors)
-                        else:
-                            add_scaled_vectors(scratch, at, flat_w, wat, vectors, value)
+                    at, wat = line_at + col_targets[xx, 0] * lanes, line_w + col_targets[xx, 1]
+                    if value == 1:
+                        add_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2])
+                    else:
+                        add_scaled_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2],
+                                        value)
         row_out = out[r].reshape(-1)
         whole = positions - positions % VECTOR
         for first in range(0, whole, VECTOR):
@@ -122,6 +135,8 @@ class EventConvolution:
             self.bias[:c_out] = np.asarray(bias, np.float32).reshape(-1)
         self.stride, self.padding, self.dilation_h = tuple(map(int, stride)), tuple(map(int, padding)), int(dilation[0])
         self.c_in, self.c_out, self.kernel = c_in, c_out, (kernel_h, kernel_w)
+        common = math.gcd(self.stride[0], self.dilation_h)
+        self.row_steps = np.array([self.stride[0] // common, -(self.dilation_h // common)], np.int64)
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @staticmethod
@@ -135,17 +150,19 @@ class EventConvolution:
                 (width + 2 * pw - self.kernel[1]) // sw + 1)
 
     def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """conv_events' row_targets, col_targets and bias_map for inputs of height x width (built once per size)."""
+        """conv_events' row_targets, col_targets and the scratch's starting value (the bias at every position) for
+        inputs of height x width (built once per size). The kernel rows an input row reaches, in ascending ky, are
+        every (sh / g)-th with output rows dh / g apart (g = gcd(sh, dh)): `row_steps`."""
         if (height, width) not in self._tables:
             (sh, sw), (ph, pw) = self.stride, self.padding
             out_h, out_w = self.out_size(height, width)
-            rows = np.full((height, self.kernel[0] + 1, 2), -1, np.int64)
+            rows = np.zeros((height, 3), np.int64)
             for y in range(height):
                 reached = [((y + ph - ky * self.dilation_h) // sh, ky) for ky in range(self.kernel[0])
                            if y + ph - ky * self.dilation_h >= 0 and (y + ph - ky * self.dilation_h) % sh == 0
                            and (y + ph - ky * self.dilation_h) // sh < out_h]
                 if reached:
-                    rows[y, :len(reached)] = reached
+                    rows[y] = (*reached[0], len(reached))
             cols = np.zeros((width, 3), np.int64)
             for xx in range(width):
                 phase = (xx + pw) % sw
@@ -185,8 +202,8 @@ class EventConvolution:
         seconds = self.costs(x4, active)[0]
 
         def run(first: int, stop: int) -> None:
-            conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, self.bias, out_w, out[first:stop],
-                        bias_map.copy(), np.empty(x4.shape[3], np.int64))
+            conv_events(x4[first:stop], self.weight_runs, row_targets, self.row_steps, col_targets, self.bias, out_w,
+                        out[first:stop], bias_map.copy(), np.empty(x4.shape[3], np.int64))
 
         jit.split_rows(rows, seconds >= PARALLEL_MIN_SECONDS, run)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))

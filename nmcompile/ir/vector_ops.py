@@ -5,14 +5,16 @@ a runtime value (so LLVM adds a scalar remainder) and the source and target migh
 checks, or keeps the loads and stores in order). These intrinsics emit the vector operations directly, on vectors
 of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 machines):
 
-    add_vectors(target, at, source, start, count)           target[at + i] += source[start + i]          i < 16 count
-    add_scaled_vectors(target, at, source, start, count, s) target[at + i] += s * source[start + i]      (no FMA)
+    add_runs(target, at, at_step, source, start, start_step, runs, count)
+        for each run j < runs, in order:  target[at + j at_step + i] += source[start + j start_step + i]
+                                          for i < 16 count (`count` vectors of 16 lanes)
+    add_scaled_runs(..., count, s)        the same with s * source[...] (a product, then a sum: no FMA)
     store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
         for p < 16, o < min(16, c_out - 16 group):   out[(16 group + o) * positions + first + p]
                                                        = scratch[(first + p) * lanes + 16 group + o]
         then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
 
-Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_vectors` are two
+Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_runs` are two
 rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
 transpose in four rounds of two-input shuffles).
 """
@@ -36,40 +38,48 @@ def _element(context, builder, array_type, array, index, index_type):
 
 
 def _adds(scaled: bool):
-    """add_vectors, or add_scaled_vectors with `scaled`."""
+    """add_runs, or add_scaled_runs with `scaled`."""
 
     def codegen(context, builder, signature, args):
-        target_ty, at_ty, source_ty, start_ty, count_ty = signature.args[:5]
+        target_ty, at_ty, at_step_ty, source_ty, start_ty, start_step_ty, runs_ty, count_ty = signature.args[:8]
+        intp = context.get_value_type(types.intp)
         target = _element(context, builder, target_ty, args[0], args[1], at_ty)
-        source = _element(context, builder, source_ty, args[2], args[3], start_ty)
-        count = context.cast(builder, args[4], count_ty, types.intp)
+        source = _element(context, builder, source_ty, args[3], args[4], start_ty)
+        at_step = context.cast(builder, args[2], at_step_ty, types.intp)
+        start_step = context.cast(builder, args[5], start_step_ty, types.intp)
+        runs = context.cast(builder, args[6], runs_ty, types.intp)
+        count = context.cast(builder, args[7], count_ty, types.intp)
         scale = None
         if scaled:
-            value = context.cast(builder, args[5], signature.args[5], types.float32)
+            value = context.cast(builder, args[8], signature.args[8], types.float32)
             scale = builder.insert_element(ir.Constant(_VECTOR_TYPE, None), value, ir.Constant(ir.IntType(32), 0))
             scale = builder.shuffle_vector(scale, ir.Constant(_VECTOR_TYPE, None),
                                            ir.Constant(ir.VectorType(ir.IntType(32), VECTOR), [0] * VECTOR))
-        intp = context.get_value_type(types.intp)
-        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (k, _):
-            offset = builder.mul(k, ir.Constant(intp, VECTOR))
-            to = builder.bitcast(builder.gep(target, [offset]), _VECTOR_TYPE.as_pointer())
-            piece = builder.load(builder.bitcast(builder.gep(source, [offset]), _VECTOR_TYPE.as_pointer()), align=4)
-            if scaled:
-                piece = builder.fmul(scale, piece)
-            builder.store(builder.fadd(builder.load(to, align=4), piece), to, align=4)
+        zero, one = ir.Constant(intp, 0), ir.Constant(intp, 1)
+        with cgutils.for_range_slice(builder, zero, runs, one) as (run, _):
+            to_run = builder.gep(target, [builder.mul(run, at_step)])
+            from_run = builder.gep(source, [builder.mul(run, start_step)])
+            with cgutils.for_range_slice(builder, zero, count, one) as (k, _):
+                offset = builder.mul(k, ir.Constant(intp, VECTOR))
+                to = builder.bitcast(builder.gep(to_run, [offset]), _VECTOR_TYPE.as_pointer())
+                piece = builder.load(builder.bitcast(builder.gep(from_run, [offset]), _VECTOR_TYPE.as_pointer()),
+                                     align=4)
+                if scaled:
+                    piece = builder.fmul(scale, piece)
+                builder.store(builder.fadd(builder.load(to, align=4), piece), to, align=4)
         return context.get_dummy_value()
 
     return codegen
 
 
 @intrinsic
-def add_vectors(typingctx, target, at, source, start, count):
-    return types.void(target, at, source, start, count), _adds(False)
+def add_runs(typingctx, target, at, at_step, source, start, start_step, runs, count):
+    return types.void(target, at, at_step, source, start, start_step, runs, count), _adds(False)
 
 
 @intrinsic
-def add_scaled_vectors(typingctx, target, at, source, start, count, scale):
-    return types.void(target, at, source, start, count, scale), _adds(True)
+def add_scaled_runs(typingctx, target, at, at_step, source, start, start_step, runs, count, scale):
+    return types.void(target, at, at_step, source, start, start_step, runs, count, scale), _adds(True)
 
 
 def _transpose(builder, rows: list) -> list:
@@ -119,3 +129,30 @@ def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, fir
         return context.get_dummy_value()
 
     return types.void(scratch, lanes, bias, out, positions, c_out, first, group), codegen
+
+
+@intrinsic
+def nonzero_mask(typingctx, line, start):
+    """Bit i of the result (uint64) is set when line[start + i] != 0, for i < 16 (one vector load: the caller keeps
+    start + 16 <= len(line))."""
+
+    def codegen(context, builder, signature, args):
+        line_ty, start_ty = signature.args
+        pointer = _element(context, builder, line_ty, args[0], args[1], start_ty)
+        values = builder.load(builder.bitcast(pointer, _VECTOR_TYPE.as_pointer()), align=4)
+        nonzero = builder.fcmp_unordered("!=", values, ir.Constant(_VECTOR_TYPE, None))
+        return builder.zext(builder.bitcast(nonzero, ir.IntType(VECTOR)), ir.IntType(64))
+
+    return types.uint64(line, start), codegen
+
+
+@intrinsic
+def lowest_bit(typingctx, mask):
+    """The index of the lowest set bit of a nonzero uint64 (count of trailing zeros)."""
+
+    def codegen(context, builder, signature, args):
+        word = ir.IntType(64)
+        cttz = builder.module.declare_intrinsic("llvm.cttz", [word], ir.FunctionType(word, [word, ir.IntType(1)]))
+        return builder.call(cttz, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.int64(mask), codegen
