@@ -25,7 +25,6 @@ import math
 import numpy as np
 
 from nmcompile.ir import jit
-from nmcompile.ir.arraymath import count_nonzero_bits
 from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
 
 LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
@@ -198,7 +197,7 @@ class EventConvolution:
         out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
         row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
         out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
-        active = count_nonzero_bits(x4) if active is None else active
+        active = int(np.count_nonzero(x4.view(np.int32))) if active is None else active   # bits: faster
         seconds = self.costs(x4, active)[0]
 
         def run(first: int, stop: int) -> None:

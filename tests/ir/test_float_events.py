@@ -22,7 +22,7 @@ def conv_cases(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     one_d = draw(st.booleans())
     rng = np.random.default_rng(seed)
-    c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 20))     # c_out crosses the 16 lanes of a vector
+    c_in, c_out = draw(st.integers(1, 3)), draw(st.integers(1, 40))     # c_out crosses 16 and 32 lanes
     nd = 1 if one_d else 2
     kernel = tuple(draw(st.integers(1, 5)) for _ in range(nd))
     stride = tuple(draw(st.integers(1, 3)) for _ in range(nd))
