@@ -14,8 +14,8 @@ docs/semantics.md allows for float32 only. float64 products never come here.
 Each row (one step of one sample) accumulates in a channels-last scratch map [OH, OW, C_out] (the output channels of
 one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
 the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
-brings enough work. The nonzero inputs of a line are listed without a branch before they are visited (a branch per
-input would be mispredicted at every spike).
+brings enough work (an estimated PARALLEL_MIN_SECONDS). The nonzero inputs of a line are listed from a comparison
+bit mask per 16 values, one step per set bit (a branch per input value would be mispredicted at every spike).
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ LANES = VECTOR           # output channels are padded to a multiple of this in t
 
 # The cost model that chooses between this scatter and torch's dense kernels (arraymath.Convolution), in ns of one
 # core, fitted to `bench_simulate.py --sections convolution` (benchmarks/README.md, 2026-12-01, Xeon with AVX-512):
-EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop): 1.2 ns
-                         # on a 2->12 5x5 layer, 2.4 ns on a 12->32 5x5/2 layer (longer weight rows, more runs)
+EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop):
+                         # measured 1.1-1.3 ns on the 2->12 5x5 and 16->32 3x3 layers, 1.75-3 ns on the 12->32 5x5/2
+                         # layer; the larger value keeps torch on the strided layer near its crossover
 EVENT_INPUT_NS = 0.6     # listing one input value (every input of every row is visited once)
 EVENT_TILE_NS = 60.0     # storing 16 positions x 16 channels channels-first (a transpose) and resetting them
 TORCH_MULTIPLY_ADDS_PER_NS = 70.0   # torch's blocked float32 kernels on one core when a window has at least
@@ -176,7 +177,13 @@ class EventConvolution:
 
     def costs(self, x: np.ndarray, active: int) -> tuple[float, float]:
         """Estimated seconds on one core of (this scatter, torch's dense kernels) for x [R, C_in, *S] with `active`
-        nonzero inputs (the cost model below EVENT_VECTOR_NS)."""
+        nonzero inputs, in ns:
+
+            scatter = vectors * EVENT_VECTOR_NS + R * C_in * |S| * EVENT_INPUT_NS + tiles * EVENT_TILE_NS
+            vectors = active * KH * KW / (sh * sw) * lanes / 16,   tiles = R * ceil(OH * OW / 16) * lanes / 16
+            dense   = R * OH * OW * C_out * taps / (TORCH_MULTIPLY_ADDS_PER_NS * min(1, taps / TORCH_FULL_TAPS))
+
+        with taps = C_in * KH * KW (a kernel's reach ignores the borders: an estimate, never a result)."""
         spatial = x.shape[2:] if x.ndim == 4 else (1, *x.shape[2:])
         out_h, out_w = self.out_size(*spatial)
         rows, taps = x.shape[0], self.c_in * self.kernel[0] * self.kernel[1]

@@ -31,6 +31,12 @@ _FLOAT = ir.FloatType()
 _VECTOR_TYPE = ir.VectorType(_FLOAT, VECTOR)
 
 
+def _float32_rows(*array_types) -> bool:
+    """Whether every argument is a C-contiguous float32 array (what the intrinsics index by pointer arithmetic): any
+    other argument types leave the intrinsic without a signature, a typing error at compile time."""
+    return all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == types.float32 for t in array_types)
+
+
 def _element(context, builder, array_type, array, index, index_type):
     """A float* to array.data[index] (a C-contiguous 1-D float32 array)."""
     data = context.make_array(array_type)(context, builder, array).data
@@ -74,11 +80,15 @@ def _adds(scaled: bool):
 
 @intrinsic
 def add_runs(typingctx, target, at, at_step, source, start, start_step, runs, count):
+    if not _float32_rows(target, source):
+        return None
     return types.void(target, at, at_step, source, start, start_step, runs, count), _adds(False)
 
 
 @intrinsic
 def add_scaled_runs(typingctx, target, at, at_step, source, start, start_step, runs, count, scale):
+    if not _float32_rows(target, source):
+        return None
     return types.void(target, at, at_step, source, start, start_step, runs, count, scale), _adds(True)
 
 
@@ -101,6 +111,9 @@ def _transpose(builder, rows: list) -> list:
 
 @intrinsic
 def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, first, group):
+    if not _float32_rows(scratch, bias, out):
+        return None
+
     def codegen(context, builder, signature, args):
         scratch_ty, lanes_ty, bias_ty, out_ty, positions_ty, c_out_ty, first_ty, group_ty = signature.args
         intp = context.get_value_type(types.intp)
@@ -135,6 +148,8 @@ def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, fir
 def nonzero_mask(typingctx, line, start):
     """Bit i of the result (uint64) is set when line[start + i] != 0, for i < 16 (one vector load: the caller keeps
     start + 16 <= len(line))."""
+    if not _float32_rows(line):
+        return None
 
     def codegen(context, builder, signature, args):
         line_ty, start_ty = signature.args

@@ -121,3 +121,12 @@ def test_float32_linear_uses_torch_within_the_summation_bound_and_float64_stays_
     np.testing.assert_array_equal(integer(x), x @ integer.weight_t)
     linear.set_engine("numpy")
     np.testing.assert_array_equal(linear(x), x @ linear.weight_t + linear.bias)
+
+
+def test_intrinsics_refuse_arrays_they_cannot_index_by_pointer():
+    """A strided or float64 array has no signature (a typing error at compile time, never a wrong address)."""
+    strided = np.zeros(4 * VECTOR, np.float32)[::2]
+    with pytest.raises(numba.core.errors.TypingError):
+        _add_runs(strided, 0, 0, np.zeros(VECTOR, np.float32), 0, 0, 1, 1)
+    with pytest.raises(numba.core.errors.TypingError):
+        _nonzero_columns(np.zeros(2 * VECTOR), np.empty(2 * VECTOR, np.int64))
