@@ -17,7 +17,7 @@ printed next to its physical bound: (synaptic events + neuron updates) / the mac
 events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
 add loop over L1-resident data, per core, times the cores).
 
-    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,memory,jit] [--repeats 3]
+    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,memory,jit] [--repeats 3] [--nodes]
 """
 
 from __future__ import annotations
@@ -205,6 +205,40 @@ def section_snntorch(args, rate: float, cores: int) -> None:
             bound = physical_bound.work(graph, values).bound_seconds(rate, cores)
             print(f"{name:<46} {batch:>5} {t_torch:>11.4f}s {t32:>8.4f}s {t_torch / t32:>5.1f}x {t64:>8.4f}s "
                   f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
+            if args.nodes:
+                print("    float32 per node (best of --repeats, wall): " + "  ".join(
+                    f"{node} {graph.node(node).kind} {seconds * 1e3:.2f}ms"
+                    for node, seconds in node_times(sim32, x, args.repeats).items() if seconds >= 1e-4))
+
+
+def node_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Wall seconds each node's kernel spends in a run of `sim` over x (summed over the run's chunks), the best of
+    `repeats` runs per node: where a run's time goes."""
+    kernels = sim._kernels()
+    spent: dict[str, float] = {}
+    originals = {name: kernel.run_chunk for name, kernel in kernels.items()}
+
+    def timed(name: str, run_chunk):
+        def run(values, record=False):
+            start = time.perf_counter()
+            result = run_chunk(values, record)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return result
+        return run
+
+    best: dict[str, float] = {}
+    try:
+        for name, kernel in kernels.items():
+            kernel.run_chunk = timed(name, originals[name])
+        for _ in range(repeats):
+            spent.clear()
+            sim.run(x)
+            for name, seconds in spent.items():
+                best[name] = min(best.get(name, float("inf")), seconds)
+    finally:
+        for kernel in kernels.values():
+            del kernel.run_chunk             # the class's method again
+    return best
 
 
 # -- event-driven against dense float32 convolution ------------------------------------------------------------
@@ -340,6 +374,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--nodes", action="store_true", help="snntorch: also the float32 run's time per node")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunked", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-jit", action="store_true", help=argparse.SUPPRESS)
