@@ -8,7 +8,7 @@
    10%), batch 1 and 128. float64 output spikes are asserted identical to snnTorch run in float64; float32 ones
    are compared and differing spikes counted (summation order may differ: docs/semantics.md).
 3. `convolution`: the event-driven float32 convolution (nmcompile.ir.float_events) against torch's, both on one
-   thread, over input densities (where arraymath.EVENT_CONV_SHARE switches between them).
+   thread, over input densities, with the form the cost model (float_events.EventConvolution.costs) chooses.
 4. `recurrent`: a recurrent LIF layer (1000 inputs -> 1000 LIF with a dense 1000 x 1000 feedback projection, input
    rate 10%, T=1000, batch 1 and 32). Integer: the compiled recurrent loop (nmcompile.ir.recurrent) against the numpy
    engine's step loop, outputs asserted identical, with the bound at the int16 add rate. Float: snnTorch's RLeaky
@@ -22,6 +22,7 @@ events count each nonzero input once per synapse it reaches and the add rate is 
 add loop over L1-resident data, per core, times the cores).
 
     python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
+                                        [--nodes]
 """
 
 from __future__ import annotations
@@ -209,6 +210,40 @@ def section_snntorch(args, rate: float, cores: int) -> None:
             bound = physical_bound.work(graph, values).bound_seconds(rate, cores)
             print(f"{name:<46} {batch:>5} {t_torch:>11.4f}s {t32:>8.4f}s {t_torch / t32:>5.1f}x {t64:>8.4f}s "
                   f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
+            if args.nodes:
+                print("    float32 per node (best of --repeats, wall): " + "  ".join(
+                    f"{node} {graph.node(node).kind} {seconds * 1e3:.2f}ms"
+                    for node, seconds in node_times(sim32, x, args.repeats).items() if seconds >= 1e-4))
+
+
+def node_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Wall seconds each node's kernel spends in a run of `sim` over x (summed over the run's chunks), the best of
+    `repeats` runs per node: where a run's time goes."""
+    kernels = sim._kernels()
+    spent: dict[str, float] = {}
+    originals = {name: kernel.run_chunk for name, kernel in kernels.items()}
+
+    def timed(name: str, run_chunk):
+        def run(values, record=False):
+            start = time.perf_counter()
+            result = run_chunk(values, record)
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return result
+        return run
+
+    best: dict[str, float] = {}
+    try:
+        for name, kernel in kernels.items():
+            kernel.run_chunk = timed(name, originals[name])
+        for _ in range(repeats):
+            spent.clear()
+            sim.run(x)
+            for name, seconds in spent.items():
+                best[name] = min(best.get(name, float("inf")), seconds)
+    finally:
+        for kernel in kernels.values():
+            del kernel.run_chunk             # the class's method again
+    return best
 
 
 # -- recurrent layers: the compiled recurrent loop against the step loop and snnTorch's RLeaky ---------------------
@@ -292,12 +327,13 @@ CONV_LAYERS = (("conv 2->12, 5x5 on 34x34", 2, 12, 5, 1, 34), ("conv 12->32, 5x5
 
 def section_convolution(args) -> None:
     """nmcompile.ir.float_events.EventConvolution against torch's float32 convolution, both on one thread (CPU time
-    of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: where
-    the crossover lies that arraymath.EVENT_CONV_SHARE encodes."""
+    of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: the
+    measurements the cost model's constants (float_events.EVENT_VECTOR_NS, ...) come from, and the form it
+    chooses ("model": estimated scatter / torch time)."""
     import torch
     import torch.nn.functional as F
 
-    from nmcompile.ir.arraymath import one_torch_thread
+    from nmcompile.ir.arraymath import count_nonzero_bits, one_torch_thread
     from nmcompile.ir.float_events import EventConvolution
 
     def cpu_time(fn) -> float:
@@ -309,22 +345,29 @@ def section_convolution(args) -> None:
             best = min(best, time.thread_time() - start)
         return best
 
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"       # the scatter on the calling thread only (jit.worker_threads)
     rng = np.random.default_rng(2)
     print("\n[convolution] event-driven float32 convolution vs torch's, one thread each, 48 rows of spikes per call, "
           f"best of {args.repeats * 5} (thread CPU time)")
-    print(f"{'layer':<30} {'density':>7} {'share':>6} {'events':>9} {'torch':>9} {'torch/events':>12}")
+    print(f"{'layer':<30} {'density':>7} {'events':>9} {'torch':>9} {'torch/events':>12} {'model':>6} {'chosen':>7}")
     for name, c_in, c_out, kernel, stride, size in CONV_LAYERS:
         weight = rng.normal(0, 0.3, (c_out, c_in, kernel, kernel)).astype(np.float32)
         events = EventConvolution(weight, (stride, stride), (0, 0), (1, 1), None)
         for density in (0.005, 0.01, 0.02, 0.05, 0.1):
             x = (rng.random((48, c_in, size, size)) < density).astype(np.float32)
-            share = events.event_share(x, int(np.count_nonzero(x)))
+            scatter, dense = events.costs(x, count_nonzero_bits(x))
             t_events = cpu_time(lambda e=events, x=x: e(x))
             with one_torch_thread(), torch.no_grad():
                 tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
                 t_torch = cpu_time(lambda tx=tx, tw=tw, s=stride: F.conv2d(tx, tw, None, s))
-            print(f"{name:<30} {density:>7.3f} {share:>6.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
-                  f"{t_torch / t_events:>11.2f}x")
+            chosen = "events" if scatter <= dense else "torch"
+            print(f"{name:<30} {density:>7.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
+                  f"{t_torch / t_events:>11.2f}x {scatter / dense:>6.2f} {chosen:>7}")
+    if threads is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
 
 
 # -- memory and compilation, each measured in a fresh process --------------------------------------------------
@@ -410,6 +453,7 @@ def main() -> None:
     parser.add_argument("--neurons", type=int, default=1024)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--nodes", action="store_true", help="snntorch: also the float32 run's time per node")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunked", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-jit", action="store_true", help=argparse.SUPPRESS)

@@ -158,18 +158,12 @@ class ExactProduct:
         return out.reshape((*x.shape[:-1], self.weight_t.shape[1]))
 
 
-EVENT_CONV_SHARE = 0.04  # float32 convolutions run event-driven when the scatter's adds are at most this share of the
-                         # dense product's multiply-adds: near 4 % the scatter and torch's blocked kernels cost about
-                         # the same on a 5x5 convolution (bench_simulate.py's `convolution` section,
-                         # benchmarks/README.md)
-
-
 class Convolution:
     """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
     exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
     float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
     (numpy, the bits float64 results are defined by); float32 with engine 'compiled' event-driven over sparse inputs
-    (nmcompile.ir.float_events, when its adds are at most EVENT_CONV_SHARE of the dense product's), else through
+    (nmcompile.ir.float_events, when its cost model expects the scatter to be the faster form), else through
     torch's kernels (both a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
 
     engine = "compiled"
@@ -198,7 +192,8 @@ class Convolution:
             events = self._events()
             if events is not None:
                 active = count_nonzero_bits(x)
-                if events.event_share(x, active) <= EVENT_CONV_SHARE:
+                scatter, dense = events.costs(x, active)
+                if scatter <= dense:
                     return events(x, active)
             return self._torch(x, with_bias=True)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
@@ -243,6 +238,37 @@ class Convolution:
         multiply_adds = x.shape[0] * int(positions) * self.weight.shape[0] * int(np.prod(self.weight.shape[1:]))
         jit.split_rows(x.shape[0], multiply_adds >= jit.PARALLEL_MIN_ADDS, share, 1)
         return parts[0] if len(parts) == 1 else np.concatenate([parts[k] for k in sorted(parts)])
+
+
+class Float32Linear:
+    """x @ weight.T (+ bias) for float32 x [rows, in]. Engine 'compiled': torch's kernel on the calling thread (the
+    kernel snnTorch's own forward runs, so its sums are torch's; numpy's multithreaded OpenBLAS product leaves its
+    threads spinning after each call, against the simulator's own threads on the next node: at batch 128 of the
+    N-MNIST-sized conv net of bench_simulate.py every other node ran up to 2x slower); engine 'numpy': numpy's
+    product. float64 products never come here (they stay numpy's, bit for bit)."""
+
+    engine = "compiled"
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray | None):
+        self.weight_t = np.ascontiguousarray(np.asarray(weight, np.float32).T)
+        self.bias = None if bias is None else np.asarray(bias, np.float32)
+        self._torch: tuple | None = None
+
+    def set_engine(self, engine: str) -> None:
+        self.engine = engine
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.engine != "compiled" or x.dtype != np.float32:
+            return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
+        import torch
+        import torch.nn.functional as F
+
+        if self._torch is None:
+            self._torch = (torch.from_numpy(np.ascontiguousarray(self.weight_t.T)),
+                           None if self.bias is None else torch.from_numpy(self.bias))
+        weight, bias = self._torch
+        with one_torch_thread(), torch.no_grad():
+            return F.linear(torch.from_numpy(np.ascontiguousarray(x)), weight, bias).numpy()
 
 
 @contextlib.contextmanager

@@ -14,22 +14,36 @@ docs/semantics.md allows for float32 only. float64 products never come here.
 Each row (one step of one sample) accumulates in a channels-last scratch map [OH, OW, C_out] (the output channels of
 one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
 the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
-brings enough work. The nonzero inputs of a line are listed without a branch before they are visited (a branch per
-input would be mispredicted at every spike).
+brings enough work (an estimated PARALLEL_MIN_SECONDS). The nonzero inputs of a line are listed from a comparison
+bit mask per 16 values, one step per set bit (a branch per input value would be mispredicted at every spike).
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from nmcompile.ir import jit
+from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
 
-LANES = 16               # output channels are padded to a multiple of this in the scratch map: every run of adds is
+LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
+
+# The cost model that chooses between this scatter and torch's dense kernels (arraymath.Convolution), in ns of one
+# core, fitted to `bench_simulate.py --sections convolution` (benchmarks/README.md, 2026-12-01, Xeon with AVX-512):
+EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop):
+                         # measured 1.1-1.3 ns on the 2->12 5x5 and 16->32 3x3 layers, 1.75-3 ns on the 12->32 5x5/2
+                         # layer; the larger value keeps torch on the strided layer near its crossover
+EVENT_INPUT_NS = 0.6     # listing one input value (every input of every row is visited once)
+EVENT_TILE_NS = 60.0     # storing 16 positions x 16 channels channels-first (a transpose) and resetting them
+TORCH_MULTIPLY_ADDS_PER_NS = 70.0   # torch's blocked float32 kernels on one core when a window has at least
+TORCH_FULL_TAPS = 128               # this many taps (C_in x KH x KW); proportionally less below (2->12 5x5: 27/ns)
+PARALLEL_MIN_SECONDS = 5e-4         # an estimated scatter from this long is split over the cores (jit.split_rows)
 
 
 @jit.jit
-def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, scratch, active):
+def conv_events(x, weight_runs, row_targets, row_steps, col_targets, bias, out_w, out, scratch, active):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
 
@@ -37,47 +51,64 @@ def conv_events(x, weight_runs, row_targets, col_targets, bias_map, out_w, out, 
     q + 2 sw, ... (q = (xx + pw) mod sw): consecutive output columns, so in the channels-last scratch
     [OH * OW * lanes] (flat; C_out padded with zeros to `lanes`, a multiple of LANES) each kernel row adds one
     contiguous run. weight_runs [C_in, KH, sw, n, lanes] holds those runs: [c, ky, q, j] is
-    weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). The geometry is in two tables (no
-    division in the loop): row_targets [H, KH + 1, 2] lists for input row y the (output row, kernel row) pairs it
-    reaches, ending at output row -1; col_targets [W, 3] gives for input column xx its first output column, the
-    offset of its run in weight_runs[c, ky] and the run's length in values (0: it reaches no output). bias_map
-    is the scratch's starting value (each position's bias); out [R, C_out, OH * OW] (OW = out_w); active [W] lists
-    the nonzero columns of an input line."""
+    weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). An input row y reaches the kernel rows
+    ky0, ky0 + ky_step, ... of the output rows oy0, oy0 + oy_step, ... (oy_step <= 0). The geometry is in tables (no
+    division in the loop): row_targets [H, 3] holds (oy0, ky0, number of kernel rows) per input row, row_steps
+    (ky_step, oy_step); col_targets [W, 3] gives for input column xx its first output column, the offset of its run
+    in weight_runs[c, ky] and the run's length in vectors of VECTOR lanes (0: it reaches no output). The runs of an
+    input are one `add_runs` (nmcompile.ir.vector_ops), in ascending ky. bias [lanes] is each position's starting
+    value: the scratch holds it on entry and is left holding it again (the pass that stores a row transposed into
+    out [R, C_out, OH * OW] (OW = out_w) puts the bias back), so a row costs one pass over the scratch besides its
+    events. active [W] lists the nonzero columns of an input line (a bit mask per vector of 16 inputs, then one
+    step per set bit)."""
     rows, c_in, height, width = x.shape
     kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
     per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
     flat_w = weight_runs.reshape(-1)
+    groups = lanes // VECTOR
+    at_step, w_step = row_steps[1] * out_w * lanes, row_steps[0] * per_kernel_row
     for r in range(rows):
-        scratch[:] = bias_map
         for c in range(c_in):
             for y in range(height):
+                kernel_rows = row_targets[y, 2]
+                if kernel_rows == 0:
+                    continue
                 line = x[r, c, y]
                 count = 0
-                for xx in range(width):
-                    active[count] = xx
-                    count += line[xx] != 0
+                if width < VECTOR:
+                    for xx in range(width):
+                        active[count] = xx
+                        count += line[xx] != 0
+                for start in range(0, width if width >= VECTOR else 0, VECTOR):
+                    loaded = min(start, width - VECTOR)        # the last vector of a line overlaps the one before
+                    mask = nonzero_mask(line, loaded) >> np.uint64(start - loaded)
+                    while mask:
+                        active[count] = start + lowest_bit(mask)
+                        count += 1
+                        mask &= mask - np.uint64(1)
+                line_at = row_targets[y, 0] * out_w * lanes
+                line_w = (c * kernel_h + row_targets[y, 1]) * per_kernel_row
                 for n in range(count):
                     xx = active[n]
                     value = line[xx]
-                    first_col, offset, size = col_targets[xx, 0], col_targets[xx, 1], col_targets[xx, 2]
-                    for m in range(kernel_h):
-                        oy = row_targets[y, m, 0]
-                        if oy < 0:
-                            break
-                        at = (oy * out_w + first_col) * lanes
-                        wat = (c * kernel_h + row_targets[y, m, 1]) * per_kernel_row + offset
-                        target, source = scratch[at:at + size], flat_w[wat:wat + size]
-                        if value == 1:
-                            for i in range(size):
-                                target[i] += source[i]
-                        else:
-                            for i in range(size):
-                                target[i] += value * source[i]
-        for o in range(c_out):
-            channel = out[r, o]
-            for position in range(positions):
-                channel[position] = scratch[position * lanes + o]
+                    at, wat = line_at + col_targets[xx, 0] * lanes, line_w + col_targets[xx, 1]
+                    if value == 1:
+                        add_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2])
+                    else:
+                        add_scaled_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2],
+                                        value)
+        row_out = out[r].reshape(-1)
+        whole = positions - positions % VECTOR
+        for first in range(0, whole, VECTOR):
+            for group in range(groups):
+                store_transposed(scratch, lanes, bias, row_out, positions, c_out, first, group)
+        for position in range(whole, positions):
+            base = position * lanes
+            for o in range(c_out):
+                row_out[o * positions + position] = scratch[base + o]
+            for o in range(lanes):
+                scratch[base + o] = bias[o]
 
 
 class EventConvolution:
@@ -104,6 +135,8 @@ class EventConvolution:
             self.bias[:c_out] = np.asarray(bias, np.float32).reshape(-1)
         self.stride, self.padding, self.dilation_h = tuple(map(int, stride)), tuple(map(int, padding)), int(dilation[0])
         self.c_in, self.c_out, self.kernel = c_in, c_out, (kernel_h, kernel_w)
+        common = math.gcd(self.stride[0], self.dilation_h)
+        self.row_steps = np.array([self.stride[0] // common, -(self.dilation_h // common)], np.int64)
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     @staticmethod
@@ -117,17 +150,19 @@ class EventConvolution:
                 (width + 2 * pw - self.kernel[1]) // sw + 1)
 
     def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """conv_events' row_targets, col_targets and bias_map for inputs of height x width (built once per size)."""
+        """conv_events' row_targets, col_targets and the scratch's starting value (the bias at every position) for
+        inputs of height x width (built once per size). The kernel rows an input row reaches, in ascending ky, are
+        every (sh / g)-th with output rows dh / g apart (g = gcd(sh, dh)): `row_steps`."""
         if (height, width) not in self._tables:
             (sh, sw), (ph, pw) = self.stride, self.padding
             out_h, out_w = self.out_size(height, width)
-            rows = np.full((height, self.kernel[0] + 1, 2), -1, np.int64)
+            rows = np.zeros((height, 3), np.int64)
             for y in range(height):
                 reached = [((y + ph - ky * self.dilation_h) // sh, ky) for ky in range(self.kernel[0])
                            if y + ph - ky * self.dilation_h >= 0 and (y + ph - ky * self.dilation_h) % sh == 0
                            and (y + ph - ky * self.dilation_h) // sh < out_h]
                 if reached:
-                    rows[y, :len(reached)] = reached
+                    rows[y] = (*reached[0], len(reached))
             cols = np.zeros((width, 3), np.int64)
             for xx in range(width):
                 phase = (xx + pw) % sw
@@ -136,17 +171,29 @@ class EventConvolution:
                 first_j, stop_j = max(length - 1 - last_col, 0), length - max(last_col - (out_w - 1), 0)
                 if stop_j > first_j:
                     cols[xx] = (last_col - (length - 1) + first_j, (phase * self.longest + first_j) * self.lanes,
-                                (stop_j - first_j) * self.lanes)
+                                (stop_j - first_j) * self.lanes // VECTOR)
             self._tables[height, width] = rows, cols, np.tile(self.bias, out_h * out_w)
         return self._tables[height, width]
 
-    def event_share(self, x: np.ndarray, active: int) -> float:
-        """The scatter's adds over the dense product's multiply-adds for x [R, C_in, *S] with `active` nonzeros."""
+    def costs(self, x: np.ndarray, active: int) -> tuple[float, float]:
+        """Estimated seconds on one core of (this scatter, torch's dense kernels) for x [R, C_in, *S] with `active`
+        nonzero inputs, in ns:
+
+            scatter = vectors * EVENT_VECTOR_NS + R * C_in * |S| * EVENT_INPUT_NS + tiles * EVENT_TILE_NS
+            vectors = active * KH * KW / (sh * sw) * lanes / 16,   tiles = R * ceil(OH * OW / 16) * lanes / 16
+            dense   = R * OH * OW * C_out * taps / (TORCH_MULTIPLY_ADDS_PER_NS * min(1, taps / TORCH_FULL_TAPS))
+
+        with taps = C_in * KH * KW (a kernel's reach ignores the borders: an estimate, never a result)."""
         spatial = x.shape[2:] if x.ndim == 4 else (1, *x.shape[2:])
         out_h, out_w = self.out_size(*spatial)
-        dense = x.shape[0] * out_h * out_w * self.c_in * self.kernel[0] * self.kernel[1]
-        reach = self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1])   # outputs per input
-        return active * reach / max(dense, 1)
+        rows, taps = x.shape[0], self.c_in * self.kernel[0] * self.kernel[1]
+        vectors = active * self.kernel[0] * self.kernel[1] / (self.stride[0] * self.stride[1]) * self.lanes / VECTOR
+        tiles = rows * -(-out_h * out_w // VECTOR) * self.lanes / VECTOR
+        events = (vectors * EVENT_VECTOR_NS + rows * self.c_in * spatial[0] * spatial[1] * EVENT_INPUT_NS
+                  + tiles * EVENT_TILE_NS)
+        torch_rate = TORCH_MULTIPLY_ADDS_PER_NS * min(1.0, taps / TORCH_FULL_TAPS)
+        dense = rows * out_h * out_w * self.c_out * taps / torch_rate
+        return events * 1e-9, dense * 1e-9
 
     def __call__(self, x: np.ndarray, active: int | None = None) -> np.ndarray:
         """The convolution of x [R, C_in, *S] (float32), [R, C_out, *S']; `active` (about the number of nonzero
@@ -157,14 +204,12 @@ class EventConvolution:
         out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
         row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
         out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
-        reach = self.kernel[0] * self.kernel[1] // (self.stride[0] * self.stride[1])
-        active = int(np.count_nonzero(x4)) if active is None else active
-        work = (active * reach + out_h * out_w * rows) * self.c_out
+        active = int(np.count_nonzero(x4.view(np.int32))) if active is None else active   # bits: faster
+        seconds = self.costs(x4, active)[0]
 
         def run(first: int, stop: int) -> None:
-            scratch = np.empty(out_h * out_w * self.lanes, dtype=np.float32)
-            conv_events(x4[first:stop], self.weight_runs, row_targets, col_targets, bias_map, out_w, out[first:stop],
-                        scratch, np.empty(x4.shape[3], np.int64))
+            conv_events(x4[first:stop], self.weight_runs, row_targets, self.row_steps, col_targets, self.bias, out_w,
+                        out[first:stop], bias_map.copy(), np.empty(x4.shape[3], np.int64))
 
-        jit.split_rows(rows, work >= jit.PARALLEL_MIN_ADDS, run)
+        jit.split_rows(rows, seconds >= PARALLEL_MIN_SECONDS, run)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))

@@ -508,6 +508,8 @@ for _neuron in (O.LIF, O.IF, O.CubaLIF, O.LI, O.CubaLI, O.MPBNLIF):
 def _linear(op: O.Linear, in_shape: Shape | None, out_shape: Shape, dtype: np.dtype) -> Kernel:
     bias = None if op.bias is None else op.bias.astype(dtype)
     if op.delays is None or not op.delays.any():
+        if dtype == np.float32:
+            return MapKernel(in_shape, out_shape, dtype, arraymath.Float32Linear(op.weight, bias))
         w_t = np.ascontiguousarray(op.weight.astype(dtype).T)
         if bias is None:
             return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)

@@ -1,0 +1,173 @@
+"""float32 vector operations of the event-driven convolution (nmcompile.ir.float_events), written in LLVM IR.
+
+numba's own loops over a few vectors of a channels-last map do not become vector code reliably: the trip count is
+a runtime value (so LLVM adds a scalar remainder) and the source and target might alias (so it adds run-time
+checks, or keeps the loads and stores in order). These intrinsics emit the vector operations directly, on vectors
+of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 machines):
+
+    add_runs(target, at, at_step, source, start, start_step, runs, count)
+        for each run j < runs, in order:  target[at + j at_step + i] += source[start + j start_step + i]
+                                          for i < 16 count (`count` vectors of 16 lanes)
+    add_scaled_runs(..., count, s)        the same with s * source[...] (a product, then a sum: no FMA)
+    store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
+        for p < 16, o < min(16, c_out - 16 group):   out[(16 group + o) * positions + first + p]
+                                                       = scratch[(first + p) * lanes + 16 group + o]
+        then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
+
+Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_runs` are two
+rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
+transpose in four rounds of two-input shuffles).
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+VECTOR = 16                  # float32 lanes of one vector (512 bits)
+
+_FLOAT = ir.FloatType()
+_VECTOR_TYPE = ir.VectorType(_FLOAT, VECTOR)
+
+
+def _float32_rows(*array_types) -> bool:
+    """Whether every argument is a C-contiguous float32 array (what the intrinsics index by pointer arithmetic): any
+    other argument types leave the intrinsic without a signature, a typing error at compile time."""
+    return all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == types.float32 for t in array_types)
+
+
+def _element(context, builder, array_type, array, index, index_type):
+    """A float* to array.data[index] (a C-contiguous 1-D float32 array)."""
+    data = context.make_array(array_type)(context, builder, array).data
+    return builder.gep(data, [context.cast(builder, index, index_type, types.intp)])
+
+
+def _adds(scaled: bool):
+    """add_runs, or add_scaled_runs with `scaled`."""
+
+    def codegen(context, builder, signature, args):
+        target_ty, at_ty, at_step_ty, source_ty, start_ty, start_step_ty, runs_ty, count_ty = signature.args[:8]
+        intp = context.get_value_type(types.intp)
+        target = _element(context, builder, target_ty, args[0], args[1], at_ty)
+        source = _element(context, builder, source_ty, args[3], args[4], start_ty)
+        at_step = context.cast(builder, args[2], at_step_ty, types.intp)
+        start_step = context.cast(builder, args[5], start_step_ty, types.intp)
+        runs = context.cast(builder, args[6], runs_ty, types.intp)
+        count = context.cast(builder, args[7], count_ty, types.intp)
+        scale = None
+        if scaled:
+            value = context.cast(builder, args[8], signature.args[8], types.float32)
+            scale = builder.insert_element(ir.Constant(_VECTOR_TYPE, None), value, ir.Constant(ir.IntType(32), 0))
+            scale = builder.shuffle_vector(scale, ir.Constant(_VECTOR_TYPE, None),
+                                           ir.Constant(ir.VectorType(ir.IntType(32), VECTOR), [0] * VECTOR))
+        zero, one = ir.Constant(intp, 0), ir.Constant(intp, 1)
+        with cgutils.for_range_slice(builder, zero, runs, one) as (run, _):
+            to_run = builder.gep(target, [builder.mul(run, at_step)])
+            from_run = builder.gep(source, [builder.mul(run, start_step)])
+            with cgutils.for_range_slice(builder, zero, count, one) as (k, _):
+                offset = builder.mul(k, ir.Constant(intp, VECTOR))
+                to = builder.bitcast(builder.gep(to_run, [offset]), _VECTOR_TYPE.as_pointer())
+                piece = builder.load(builder.bitcast(builder.gep(from_run, [offset]), _VECTOR_TYPE.as_pointer()),
+                                     align=4)
+                if scaled:
+                    piece = builder.fmul(scale, piece)
+                builder.store(builder.fadd(builder.load(to, align=4), piece), to, align=4)
+        return context.get_dummy_value()
+
+    return codegen
+
+
+@intrinsic
+def add_runs(typingctx, target, at, at_step, source, start, start_step, runs, count):
+    if not _float32_rows(target, source):
+        return None
+    return types.void(target, at, at_step, source, start, start_step, runs, count), _adds(False)
+
+
+@intrinsic
+def add_scaled_runs(typingctx, target, at, at_step, source, start, start_step, runs, count, scale):
+    if not _float32_rows(target, source):
+        return None
+    return types.void(target, at, at_step, source, start, start_step, runs, count, scale), _adds(True)
+
+
+def _transpose(builder, rows: list) -> list:
+    """The 16 x 16 transpose of 16 vectors: at half-size h = 8, 4, 2, 1 each pair (i, i + h) swaps its off-diagonal
+    h x h blocks."""
+    rows = list(rows)
+    index_type = ir.VectorType(ir.IntType(32), VECTOR)
+    for half in (8, 4, 2, 1):
+        low = [j if not j & half else VECTOR + j - half for j in range(VECTOR)]
+        high = [j + half if not j & half else VECTOR + j for j in range(VECTOR)]
+        for i in range(VECTOR):
+            if i & half:
+                continue
+            a, b = rows[i], rows[i + half]
+            rows[i] = builder.shuffle_vector(a, b, ir.Constant(index_type, low))
+            rows[i + half] = builder.shuffle_vector(a, b, ir.Constant(index_type, high))
+    return rows
+
+
+@intrinsic
+def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, first, group):
+    if not _float32_rows(scratch, bias, out):
+        return None
+
+    def codegen(context, builder, signature, args):
+        scratch_ty, lanes_ty, bias_ty, out_ty, positions_ty, c_out_ty, first_ty, group_ty = signature.args
+        intp = context.get_value_type(types.intp)
+        lanes_v = context.cast(builder, args[1], lanes_ty, types.intp)
+        positions_v = context.cast(builder, args[4], positions_ty, types.intp)
+        c_out_v = context.cast(builder, args[5], c_out_ty, types.intp)
+        first_v = context.cast(builder, args[6], first_ty, types.intp)
+        channel0 = builder.mul(context.cast(builder, args[7], group_ty, types.intp), ir.Constant(intp, VECTOR))
+        scratch_data = context.make_array(scratch_ty)(context, builder, args[0]).data
+        out_data = context.make_array(out_ty)(context, builder, args[3]).data
+        bias_pointer = builder.gep(context.make_array(bias_ty)(context, builder, args[2]).data, [channel0])
+        bias_vector = builder.load(builder.bitcast(bias_pointer, _VECTOR_TYPE.as_pointer()), align=4)
+        rows = []
+        for p in range(VECTOR):
+            at = builder.add(builder.mul(builder.add(first_v, ir.Constant(intp, p)), lanes_v), channel0)
+            pointer = builder.bitcast(builder.gep(scratch_data, [at]), _VECTOR_TYPE.as_pointer())
+            rows.append(builder.load(pointer, align=4))
+            builder.store(bias_vector, pointer, align=4)
+        columns = _transpose(builder, rows)
+        for o in range(VECTOR):
+            channel = builder.add(channel0, ir.Constant(intp, o))
+            with builder.if_then(builder.icmp_signed("<", channel, c_out_v), likely=True):
+                at = builder.add(builder.mul(channel, positions_v), first_v)
+                pointer = builder.bitcast(builder.gep(out_data, [at]), _VECTOR_TYPE.as_pointer())
+                builder.store(columns[o], pointer, align=4)
+        return context.get_dummy_value()
+
+    return types.void(scratch, lanes, bias, out, positions, c_out, first, group), codegen
+
+
+@intrinsic
+def nonzero_mask(typingctx, line, start):
+    """Bit i of the result (uint64) is set when line[start + i] != 0, for i < 16 (one vector load: the caller keeps
+    start + 16 <= len(line))."""
+    if not _float32_rows(line):
+        return None
+
+    def codegen(context, builder, signature, args):
+        line_ty, start_ty = signature.args
+        pointer = _element(context, builder, line_ty, args[0], args[1], start_ty)
+        values = builder.load(builder.bitcast(pointer, _VECTOR_TYPE.as_pointer()), align=4)
+        nonzero = builder.fcmp_unordered("!=", values, ir.Constant(_VECTOR_TYPE, None))
+        return builder.zext(builder.bitcast(nonzero, ir.IntType(VECTOR)), ir.IntType(64))
+
+    return types.uint64(line, start), codegen
+
+
+@intrinsic
+def lowest_bit(typingctx, mask):
+    """The index of the lowest set bit of a nonzero uint64 (count of trailing zeros)."""
+
+    def codegen(context, builder, signature, args):
+        word = ir.IntType(64)
+        cttz = builder.module.declare_intrinsic("llvm.cttz", [word], ir.FunctionType(word, [word, ir.IntType(1)]))
+        return builder.call(cttz, [args[0], ir.Constant(ir.IntType(1), 1)])
+
+    return types.int64(mask), codegen

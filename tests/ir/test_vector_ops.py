@@ -1,0 +1,132 @@
+"""The float32 vector intrinsics of the event-driven convolution (nmcompile.ir.vector_ops) against numpy, exactly:
+each lane is one IEEE float32 operation in the same order as numpy's, and the transpose only moves values."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+from nmcompile.ir import arraymath
+from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
+
+
+@numba.njit
+def _add_runs(target, at, at_step, source, start, start_step, runs, count):
+    add_runs(target, at, at_step, source, start, start_step, runs, count)
+
+
+@numba.njit
+def _add_scaled_runs(target, at, at_step, source, start, start_step, runs, count, scale):
+    add_scaled_runs(target, at, at_step, source, start, start_step, runs, count, scale)
+
+
+@numba.njit
+def _store_transposed(scratch, lanes, bias, out, positions, c_out, first, group):
+    store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
+
+
+@numba.njit
+def _nonzero_columns(line, active):
+    """The listing loop of float_events.conv_events for a line of at least VECTOR values."""
+    width, count = line.shape[0], 0
+    for start in range(0, width, VECTOR):
+        loaded = min(start, width - VECTOR)
+        mask = nonzero_mask(line, loaded) >> np.uint64(start - loaded)
+        while mask:
+            active[count] = start + lowest_bit(mask)
+            count += 1
+            mask &= mask - np.uint64(1)
+    return count
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_add_runs_equals_numpy_lane_for_lane(scaled):
+    rng = np.random.default_rng(0)
+    target = rng.normal(0, 1, 40 * VECTOR).astype(np.float32)
+    source = rng.normal(0, 1, 30 * VECTOR).astype(np.float32)
+    at, at_step, start, start_step, runs, count = 35 * VECTOR, -6 * VECTOR, 3 * VECTOR, 7 * VECTOR, 3, 2
+    scale = np.float32(-2.75)
+    expected = target.copy()
+    for run in range(runs):               # numpy: product then sum, both rounded to float32, run after run
+        to = slice(at + run * at_step, at + run * at_step + count * VECTOR)
+        piece = source[start + run * start_step:start + run * start_step + count * VECTOR]
+        expected[to] = expected[to] + (scale * piece if scaled else piece)
+    if scaled:
+        _add_scaled_runs(target, at, at_step, source, start, start_step, runs, count, scale)
+    else:
+        _add_runs(target, at, at_step, source, start, start_step, runs, count)
+    np.testing.assert_array_equal(target, expected)
+
+
+def test_add_runs_accumulate_overlapping_runs_in_order():
+    """Runs that hit the same vector (at_step 0) add one after the other: the float32 sum in run order."""
+    source = np.repeat(np.array([1e8, 1.0, -1e8, 1.0], np.float32), VECTOR)
+    target = np.zeros(VECTOR, np.float32)
+    _add_runs(target, 0, 0, source, 0, VECTOR, 4, 1)
+    expected = np.zeros(VECTOR, np.float32)
+    for run in range(4):
+        expected = expected + source[run * VECTOR:(run + 1) * VECTOR]
+    np.testing.assert_array_equal(target, expected)
+    assert np.all(target == np.float32(1.0))          # ((1e8 + 1) - 1e8) + 1 in float32: the first 1 is lost
+
+
+@pytest.mark.parametrize(("lanes", "c_out", "group"), [(16, 12, 0), (32, 32, 1), (48, 40, 2)])
+def test_store_transposed_moves_a_tile_channels_first_and_restores_the_bias(lanes, c_out, group):
+    rng = np.random.default_rng(1)
+    positions, first = 50, 16
+    scratch = rng.normal(0, 1, positions * lanes).astype(np.float32)
+    original = scratch.copy().reshape(positions, lanes)
+    bias = rng.normal(0, 1, lanes).astype(np.float32)
+    out = np.full(c_out * positions, np.nan, np.float32)
+    _store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
+    channels = range(VECTOR * group, min(VECTOR * (group + 1), c_out))
+    tile = slice(first, first + VECTOR)
+    grid = out.reshape(c_out, positions)
+    for o in channels:
+        np.testing.assert_array_equal(grid[o, tile], original[tile, o])
+    untouched = np.ones(grid.shape, bool)
+    untouched[list(channels), tile] = False
+    assert np.all(np.isnan(grid[untouched]))           # nothing else written, no channel past c_out
+    restored = scratch.reshape(positions, lanes)
+    lanes_of_group = slice(VECTOR * group, VECTOR * (group + 1))
+    np.testing.assert_array_equal(restored[tile, lanes_of_group],
+                                  np.broadcast_to(bias[lanes_of_group], (VECTOR, VECTOR)))
+    kept = np.ones(restored.shape, bool)
+    kept[tile, lanes_of_group] = False
+    np.testing.assert_array_equal(restored[kept], original[kept])
+
+
+@pytest.mark.parametrize("width", [16, 17, 30, 34, 64, 70])
+def test_nonzero_columns_from_bit_masks_equal_flatnonzero(width):
+    rng = np.random.default_rng(width)
+    for density in (0.0, 0.1, 0.5, 1.0):
+        line = (rng.random(width) < density).astype(np.float32) * rng.normal(0, 1, width).astype(np.float32)
+        active = np.empty(width, np.int64)
+        count = _nonzero_columns(line, active)
+        np.testing.assert_array_equal(active[:count], np.flatnonzero(line))
+
+
+def test_float32_linear_uses_torch_within_the_summation_bound_and_float64_stays_numpy():
+    rng = np.random.default_rng(2)
+    weight, bias = rng.normal(0, 1, (10, 300)), rng.normal(0, 1, 10)
+    x = (rng.random((7, 300)) < 0.2).astype(np.float32)
+    linear = arraymath.Float32Linear(weight, bias)
+    exact = x.astype(np.float64) @ weight.astype(np.float32).astype(np.float64).T + bias.astype(np.float32)
+    magnitude = np.abs(x) @ np.abs(weight.astype(np.float32)).T.astype(np.float64) + np.abs(bias)
+    result = linear(x)
+    assert result.dtype == np.float32
+    assert np.all(np.abs(result - exact) <= 302 * np.finfo(np.float32).eps * magnitude)
+    integer = arraymath.Float32Linear(rng.integers(-9, 10, (10, 300)), None)    # integer sums: exact in any order
+    np.testing.assert_array_equal(integer(x), x @ integer.weight_t)
+    linear.set_engine("numpy")
+    np.testing.assert_array_equal(linear(x), x @ linear.weight_t + linear.bias)
+
+
+def test_intrinsics_refuse_arrays_they_cannot_index_by_pointer():
+    """A strided or float64 array has no signature (a typing error at compile time, never a wrong address)."""
+    strided = np.zeros(4 * VECTOR, np.float32)[::2]
+    with pytest.raises(numba.core.errors.TypingError):
+        _add_runs(strided, 0, 0, np.zeros(VECTOR, np.float32), 0, 0, 1, 1)
+    with pytest.raises(numba.core.errors.TypingError):
+        _nonzero_columns(np.zeros(2 * VECTOR), np.empty(2 * VECTOR, np.int64))
