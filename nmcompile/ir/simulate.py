@@ -129,6 +129,7 @@ class Simulator:
         self.components = graph.strongly_connected()
         self._stream_batch: int | None = None
         self._built: dict[str, Kernel] | None = None
+        self._found_chains: dict | None = None
         self.plastic = plastic_pairs(graph)
 
     def _kernels(self) -> dict[str, Kernel]:
@@ -142,6 +143,15 @@ class Simulator:
                 kernels[name].set_engine(self.engine)
             self._built = kernels
         return self._built
+
+    def _chains(self) -> dict:
+        """The fused feed-forward chains by first node (nmcompile.ir.chain; compiled engine, integer mode)."""
+        if self._found_chains is None:
+            from nmcompile.ir.chain import find_chains
+
+            self._found_chains = (find_chains(self.graph, self._kernels(), self.components)
+                                  if self.engine == "compiled" and self.mode == "integer" else {})
+        return self._found_chains
 
     def _chunk(self, steps: int, batch: int, record: bool) -> int:
         """Steps per chunk of a run of `steps` steps."""
@@ -194,11 +204,18 @@ class Simulator:
         states the previous chunk left; returns every node's values for the chunk."""
         graph, kernels, previous = self.graph, self._stream_kernels, self._stream_prev
         steps, batch = next(iter(values.values())).shape[:2]
+        chains, fused = ({} if record else self._chains()), set()
         for component in self.components:
             first = component[0]
             recurrent_self = any(e.src == first for e in graph.in_edges(first))
             if len(component) == 1 and not recurrent_self:
-                if graph.node(first).kind == "Input":
+                if graph.node(first).kind == "Input" or first in fused:
+                    continue
+                chain = chains.get(first)  # a fused chain (ir/chain.py); None: this chunk runs node by node
+                spikes = None if chain is None else chain.run(values[chain.source], self._stream_step)
+                if spikes is not None:
+                    values[chain.last] = spikes
+                    fused.update(chain.followers)
                     continue
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
                 values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
@@ -206,8 +223,8 @@ class Simulator:
                 _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record,
                               previous=previous, first_step=self._stream_step)
         if steps:
-            for name in graph.nodes:
-                previous[name] = values[name][-1]
+            for name, value in values.items():   # a fused chain's inner nodes have no values (and one consumer)
+                previous[name] = value[-1]
         self._stream_step += steps
         return values
 

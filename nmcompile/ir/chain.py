@@ -1,0 +1,331 @@
+"""Fused integer feed-forward chains: (QLinear -> QNeuron) pairs, repeated, run as one compiled call per chunk.
+
+A chain is a run of pairs P_1 -> N_1 -> P_2 -> N_2 ... -> P_L -> N_L in which every P_k is a dense integer projection
+with one delay d_k for all its synapses and int8/int16 weights (its kernel a `SpikeProduct` that takes the
+register-tiled path), every N_k a QNeuron with the plain update (spiking, immediate reset, no refractory period,
+start step 0), and every node but N_L has exactly one consumer, the next node of the chain. For every sample b,
+step t and layer k in turn, `chain_chunk` computes
+
+    x_1[t]   = the chain's input (0/1 spikes);   x_{k+1}[t] = s_k[t]
+    a_k[t]   = floor_shift( sum over i with x_k[t - d_k, i] = 1 of W_k[:, i], exp_k )
+    s_k[t]   = N_k(a_k[t])                        (jit.integer_neuron_plain: u_k, v_k updated in place)
+
+and writes only s_L. The sums are `jit.tile_sum16/32` over the list of active inputs, with lanes chosen per row as
+`jit.spike_product` chooses them (int16 when count * max|W_k| < 2^15, else int32), and the neuron update is
+`jit.integer_neuron_plain` itself, so the bits are those of the unfused kernels, which equal the numpy engine's.
+Between layers the spikes stay an int8 row (a ring of d_k + 1 rows per sample: the projection's delay line) and the
+list of its active inputs; nothing between layers is written as int64 [T, B, N] values.
+
+Exactness conditions are checked, not assumed: a chain is formed only where every P_k (k > 1) has
+N_{k-1} * max|W_k| < 2^31 (its input is a neuron layer's spikes); the chain's own input is checked per chunk (binary,
+and count * max|W_1| < 2^31 in every row), and a chunk that fails runs the unfused kernels instead, which share the
+chain's state (the kernels' u, v and delay lines are the chain's state). Samples are independent: a chunk's samples
+are split over `jit.worker_threads()` threads with no synchronisation inside the chunk.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmcompile.ir import jit
+from nmcompile.ir.event_product import SpikeProduct
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.kernels import DelayedSum, IntegerNeuron, Kernel
+
+SUM_LIMIT = 1 << 31            # int32 lanes hold the sums below this
+NARROW_LIMIT = 1 << 15         # int16 lanes below this
+PARALLEL_MIN_SYNAPSES = 1 << 25  # rows x synapses per chunk from which samples are split over threads (as
+                                 # event_product.PARALLEL_MIN_SYNAPSES)
+ROWS_PER_PASS = 32             # rows (steps x samples) whose sums one pass over a weight tile computes
+
+
+@jit.jit
+def list_rows(x, active, counts):
+    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order); returns whether every x is 0 or 1."""
+    rows, inputs = x.shape
+    binary = True
+    for r in range(rows):
+        found = 0
+        row, listed = x[r], active[r]
+        for k in range(inputs):
+            value = row[k]
+            listed[found] = k
+            found += value != 0
+            binary &= (value == 0) | (value == 1)
+        counts[r] = found
+    return binary
+
+
+@jit.jit
+def _tile_products(weight, active, counts, acc, weight_max):
+    """acc[r, j] = sum over the active inputs a of row r (active[r, :counts[r]]) of weight[j // width, a, j % width]:
+    jit.tiled_sums' loop (one tile serves every row while it is in cache), lanes chosen per row as
+    jit.spike_product chooses them."""
+    tiles, _, width = weight.shape
+    for tile in range(tiles):
+        piece = weight[tile]
+        for r in range(counts.shape[0]):
+            count = counts[r]
+            if count * weight_max >= NARROW_LIMIT:
+                jit.tile_sum32(piece, active[r], count, acc[r], tile * width)
+            else:
+                jit.tile_sum16(piece, active[r], count, acc[r], tile * width)
+
+
+@jit.jit
+def _list_spikes(spikes, listed):
+    """listed[:count] = the n with spikes[n] != 0; returns count."""
+    found = 0
+    for n in range(spikes.shape[0]):
+        listed[found] = n
+        found += spikes[n] != 0
+    return found
+
+
+@jit.jit
+def chain_chunk(first, stop, step0, pre_active, pre_counts, x_active, x_counts, tiles, weight_max, exps, delays,
+                lines, us, vs, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, span, out):
+    """Steps 0..T-1 (global steps step0..) of a chain of L layers for the samples first..stop-1, in blocks of
+    `span` steps: layer by layer over a block (a weight tile serves all the block's steps and samples while in
+    cache), the block's spikes of layer k kept as int8 rows for layer k + 1.
+
+    Layer 1's input lists: row t * B + b of (pre_active, pre_counts) for t < d_1 (its delay line before the chunk),
+    else row (t - d_1) * B + b of (x_active, x_counts). Layer k > 1 reads the previous layer's spikes of step t - d_k:
+    from the block's rows, or for steps before the block from lines[k] [B, d_k + 1, N_{k-1}] (the previous layer's
+    last d_k + 1 spikes before the block, oldest first; updated here). tiles[k] [tiles, in, width], weight_max, exps,
+    delays per layer; us, vs [B, N_k], du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode per layer as
+    jit.integer_neuron_plain takes them. out [T, B, N_L] receives the last layer's spikes."""
+    steps, batch = out.shape[0], out.shape[1]
+    layers = len(delays)
+    block = stop - first
+    widest_in, padded, widest = 0, 0, 0
+    for k in range(layers):
+        widest_in = max(widest_in, tiles[k].shape[1])
+        padded = max(padded, tiles[k].shape[0] * tiles[k].shape[2])
+        widest = max(widest, us[k].shape[1])
+    active = np.empty((span * block, widest_in + 1), dtype=np.int32)
+    counts = np.empty(span * block, dtype=np.int64)
+    acc = np.empty((span, block, padded), dtype=np.int64)
+    rows_acc = acc.reshape((span * block, padded))
+    fire_prev = np.empty((span, block, widest), dtype=np.int8)
+    fire_new = np.empty((span, block, widest), dtype=np.int8)
+    first_delay = delays[0]
+    for t0 in range(0, steps, span):
+        m = min(span, steps - t0)
+        for k in range(layers):
+            d = delays[k]
+            if k == 0:
+                for s in range(m):
+                    t = t0 + s
+                    early = t < first_delay
+                    lists, lengths = (pre_active, pre_counts) if early else (x_active, x_counts)
+                    row = (t if early else t - first_delay) * batch + first
+                    for i in range(block):
+                        count = lengths[row + i]
+                        counts[s * block + i] = count
+                        active[s * block + i, :count] = lists[row + i, :count]
+            else:
+                line = lines[k]
+                size_in = line.shape[2]
+                for s in range(m):                 # step t0 + s reads step t0 + s - d: entry s + 1 of line ++ block
+                    q = s + 1
+                    for i in range(block):
+                        spikes = line[first + i, q] if q <= d else fire_prev[q - d - 1, i, :size_in]
+                        counts[s * block + i] = _list_spikes(spikes, active[s * block + i])
+                for i in range(block):             # the line moves on by m steps
+                    for j in range(d + 1):
+                        q = m + j
+                        line[first + i, j] = line[first + i, q] if q <= d else fire_prev[q - d - 1, i, :size_in]
+            _tile_products(tiles[k], active[: m * block], counts[: m * block], rows_acc, weight_max[k])
+            size = us[k].shape[1]
+            sums = acc[:m]
+            exp = exps[k]
+            if exp != 0:                           # fixed.floor_shift
+                for s in range(m):
+                    for i in range(block):
+                        for n in range(size):
+                            sums[s, i, n] = sums[s, i, n] << exp if exp > 0 else sums[s, i, n] >> -exp
+            jit.integer_neuron_plain(sums, us[k][first:stop], vs[k][first:stop], du_plus[k], dv[k], vth[k], bias[k],
+                                     clears_current[k], compare_ge[k], reset_mode[k], fire_new, 0, size)
+            if k + 1 == layers:
+                for s in range(m):
+                    for i in range(block):
+                        out[t0 + s, first + i] = fire_new[s, i, :size]
+            fire_prev, fire_new = fire_new, fire_prev
+
+
+@dataclass
+class ChainLayer:
+    """One (projection, neuron) pair of a chain and its kernels."""
+
+    projection: str
+    neuron: str
+    product: DelayedSum
+    kernel: IntegerNeuron
+
+    @property
+    def delay(self) -> int:
+        return self.product.groups[0][0]
+
+    @property
+    def spike_product(self) -> SpikeProduct:
+        return self.product.groups[0][1]
+
+
+class FusedChain:
+    """A chain found by `find_chains`: `run(x, step0)` advances it by a chunk x [T, B, in] of its input."""
+
+    def __init__(self, source: str, layers: list[ChainLayer]):
+        self.source = source
+        self.layers = layers
+        self.head = layers[0].projection
+        self.last = layers[-1].neuron
+        self.followers = [n for layer in layers for n in (layer.projection, layer.neuron)][1:]
+        products = [layer.spike_product for layer in layers]
+        tiles = [p.weight_tiles(jit.TILE_WIDTH) for p in products]
+        narrow = all(t.dtype == np.int8 for t in tiles)
+        self.tiles = tuple(np.ascontiguousarray(t, dtype=np.int8 if narrow else np.int16) for t in tiles)
+        self.weight_max = np.array([p.general.weight_max for p in products], dtype=np.int64)
+        self.exps = np.array([p.exp for p in products], dtype=np.int64)
+        self.delays = np.array([layer.delay for layer in layers], dtype=np.int64)
+        self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
+        self.inputs = products[0].inputs
+        params = [_plain_params(layer.kernel) for layer in layers]
+        self.du_plus, self.dv, self.vth, self.bias = (tuple(p[i] for p in params) for i in range(4))
+        self.clears_current = np.array([p[4] for p in params], dtype=np.bool_)
+        self.compare_ge = np.array([p[5] for p in params], dtype=np.bool_)
+        self.reset_mode = np.array([p[6] for p in params], dtype=np.int64)
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def _buffer(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A scratch array kept between chunks (fresh pages would cost a fault each)."""
+        held = self._scratch.get(key)
+        if held is None or held.shape != shape:
+            held = self._scratch[key] = np.empty(shape, dtype=dtype)
+        return held
+
+    def _lists(self, key: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        rows = jit.as_rows(x) if x.size else np.zeros((0, self.inputs), dtype=np.int64)
+        active = self._buffer(key + "active", (rows.shape[0], self.inputs + 1), np.int32)
+        counts = self._buffer(key + "counts", (rows.shape[0],), np.int64)
+        binary = list_rows(rows, active, counts) if rows.shape[0] else True
+        return active, counts, binary
+
+    def run(self, x: np.ndarray, step0: int) -> np.ndarray | None:
+        """The last layer's spikes [T, B, N_L] for the chunk x (int64 [T, B, in]) whose first step is `step0`, every
+        state advanced; None, with nothing changed, when x (or the delay line before it) is not binary or its sums
+        could reach 2^31: the caller then runs the unfused kernels."""
+        steps, batch = x.shape[:2]
+        first = self.layers[0]
+        d0 = int(self.delays[0])
+        line = list(first.product._buffer)
+        early = min(d0, steps)
+        pre = np.stack([line[t - d0] for t in range(early)]) if early else x[:0]
+        pre_active, pre_counts, pre_binary = self._lists("pre", pre)
+        x_active, x_counts, x_binary = self._lists("x", x[: max(steps - d0, 0)])
+        most = max(int(pre_counts.max(initial=0)), int(x_counts.max(initial=0)))
+        if not (pre_binary and x_binary) or most * int(self.weight_max[0]) >= SUM_LIMIT:
+            return None
+        lines = [np.zeros((0, 0, 0), dtype=np.int8)] + [self._line(layer) for layer in self.layers[1:]]
+        kernels = [layer.kernel for layer in self.layers]
+        for kernel in kernels:
+            kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
+        us = tuple(k._rows(k.u) for k in kernels)
+        vs = tuple(k._rows(k.v) for k in kernels)
+        out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
+        synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
+        threads = jit.split_rows
+
+        def part(first_sample: int, stop: int) -> None:
+            span = max(1, min(steps, ROWS_PER_PASS // (stop - first_sample)))
+            chain_chunk(first_sample, stop, step0, pre_active, pre_counts, x_active, x_counts, self.tiles,
+                        self.weight_max, self.exps, self.delays, tuple(lines), us, vs, self.du_plus, self.dv,
+                        self.vth, self.bias, self.clears_current, self.compare_ge, self.reset_mode, span, out)
+
+        if steps:
+            threads(batch, steps * batch * synapses >= PARALLEL_MIN_SYNAPSES, part, 1)
+            first.product._buffer.extend(x[-(d0 + 1):].copy())
+            for layer, line in zip(self.layers[1:], lines[1:], strict=True):
+                layer.product._buffer = deque(line.transpose(1, 0, 2).astype(np.int64), maxlen=layer.delay + 1)
+        return out
+
+    @staticmethod
+    def _line(layer: ChainLayer) -> np.ndarray:
+        """The delay line of a layer k > 1 as int8 [B, d + 1, in]: its last d + 1 inputs, oldest first (from its
+        DelayedSum kernel's buffer, which holds them as int64 [B, in] rows)."""
+        return np.ascontiguousarray(np.stack(list(layer.product._buffer), axis=1), dtype=np.int8)
+
+
+def _plain_params(kernel: IntegerNeuron) -> tuple:
+    """jit.integer_neuron_plain's parameters of a kernel: du_plus, dv, vth, bias ([N] int64), clears_current,
+    compare_ge, reset mode."""
+    op = kernel.op
+    return (kernel._flat(kernel.du_plus), kernel._flat(kernel.dv), kernel._flat(kernel.vth),
+            kernel._flat(kernel.bias), kernel.clears_current, op.compare == ">=",
+            {"none": jit.RESET_NONE, "zero": jit.RESET_ZERO, "subtract": jit.RESET_SUBTRACT}[op.reset_mode])
+
+
+def _projection(graph: Graph, kernels: dict[str, Kernel], name: str) -> DelayedSum | None:
+    """The kernel of `name` if it is a dense QLinear with one delay whose product takes the tiled spike path."""
+    kernel = kernels[name]
+    if graph.node(name).kind != "QLinear" or type(kernel) is not DelayedSum:
+        return None
+    if len(kernel.groups) != 1 or kernel.const is not None:
+        return None
+    product = kernel.groups[0][1]
+    if not isinstance(product, SpikeProduct) or not product.tiled or product.engine != "compiled":
+        return None
+    return kernel
+
+
+def _plain_neuron(graph: Graph, kernels: dict[str, Kernel], name: str) -> IntegerNeuron | None:
+    """The kernel of `name` if it is a QNeuron with the plain compiled update and start step 0."""
+    kernel, op = kernels[name], graph.node(name)
+    if type(kernel) is not IntegerNeuron or not kernel.fused or len(kernel.out_shape) != 1:
+        return None
+    if not op.spiking or op.reset_timing != "immediate" or op.refractory or int(getattr(op, "start_step", 0)):
+        return None
+    return kernel
+
+
+def find_chains(graph: Graph, kernels: dict[str, Kernel], components: list[list[str]]) -> dict[str, FusedChain]:
+    """The maximal chains of the graph by their first projection's name (see the module docstring)."""
+    alone = {c[0] for c in components if len(c) == 1 and not any(e.src == c[0] for e in graph.in_edges(c[0]))}
+
+    def only_consumer(name: str) -> str | None:
+        edges = graph.out_edges(name)
+        return edges[0].dst if len(edges) == 1 and not edges[0].recurrent else None
+
+    def pair(name: str) -> ChainLayer | None:
+        edges = graph.in_edges(name)
+        if name not in alone or len(edges) != 1 or edges[0].recurrent:
+            return None
+        product = _projection(graph, kernels, name)
+        neuron = only_consumer(name)
+        if product is None or neuron is None or neuron not in alone or len(graph.in_edges(neuron)) != 1:
+            return None
+        kernel = _plain_neuron(graph, kernels, neuron)
+        return None if kernel is None else ChainLayer(name, neuron, product, kernel)
+
+    chains: dict[str, FusedChain] = {}
+    used: set[str] = set()
+    for name in graph.order():
+        layer = None if name in used else pair(name)
+        if layer is None:
+            continue
+        layers = [layer]
+        while True:
+            following = only_consumer(layers[-1].neuron)
+            after = pair(following) if following is not None and following not in used else None
+            if after is None:
+                break
+            size = int(np.prod(layers[-1].kernel.out_shape))
+            if size * after.spike_product.general.weight_max >= SUM_LIMIT:
+                break
+            layers.append(after)
+        used.update(n for item in layers for n in (item.projection, item.neuron))
+        chains[layer.projection] = FusedChain(graph.in_edges(layer.projection)[0].src, layers)
+    return chains
