@@ -43,7 +43,7 @@ NARROW_LIMIT = 1 << 15         # int16 lanes below this
 PARALLEL_MIN_SYNAPSES = 1 << 25  # rows x synapses per chunk from which samples are split over threads (as
                                  # event_product.PARALLEL_MIN_SYNAPSES)
 CACHE_LINE = 64
-ROWS_PER_PASS = 32             # rows (steps x samples) whose sums one pass over a weight tile computes
+ROWS_PER_PASS = 256            # rows (steps x samples) whose sums one pass over a weight tile computes
 
 
 def aligned_copy(array: np.ndarray, alignment: int = CACHE_LINE) -> np.ndarray:
@@ -59,23 +59,6 @@ def aligned_copy(array: np.ndarray, alignment: int = CACHE_LINE) -> np.ndarray:
 def sums_fit(count: int, weight_max: int, exp: int) -> bool:
     """Whether `count` active inputs of weights up to |weight_max|, shifted by floor_shift's exp, stay below 2^31."""
     return (count * weight_max) << max(exp, 0) < SUM_LIMIT
-
-
-@jit.jit
-def list_rows(x, active, counts):
-    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order); returns whether every x is 0 or 1."""
-    rows, inputs = x.shape
-    binary = True
-    for r in range(rows):
-        found = 0
-        row, listed = x[r], active[r]
-        for k in range(inputs):
-            value = row[k]
-            listed[found] = k
-            found += value != 0
-            binary &= (value == 0) | (value == 1)
-        counts[r] = found
-    return binary
 
 
 @jit.jit
@@ -97,27 +80,27 @@ def _tile_products(weight, active, counts, acc, weight_max):
                 jit.tile_sum16(piece, active[r], count, acc[r], column)
 
 
-LIST_LANES = 16                # bytes compared and int32 indices packed per step of `_list_whole_chunks`
+LIST_LANES = 16                # values compared and int32 indices packed per step of `_list_whole_chunks`
 
 
 @intrinsic
 def _list_whole_chunks(typingctx, spikes, listed):
     """The intrinsic count = _list_whole_chunks(spikes, listed): listed[:count] = the n < len(spikes) rounded down to
-    LIST_LANES with spikes[n] != 0 (spikes int8, listed int32, both C-contiguous), LIST_LANES bytes at a time: a
-    vector compare gives the mask of nonzero bytes, the masked compress-store (AVX-512 vpcompressd) writes their
-    indices packed, the mask's population count advances the list. Written in LLVM IR: a scalar loop costs a
-    compare, a store and an add per byte."""
+    LIST_LANES with spikes[n] != 0 (spikes of any integer type, listed int32, both C-contiguous), LIST_LANES values
+    at a time: a vector compare gives the mask of nonzero values, the masked compress-store (AVX-512 vpcompressd)
+    writes their indices packed, the mask's population count advances the list. Written in LLVM IR: a scalar loop
+    costs a compare, a store and an add per value."""
     if not (isinstance(spikes, types.Array) and isinstance(listed, types.Array) and spikes.layout == "C"
-            and listed.layout == "C" and spikes.dtype == types.int8 and listed.dtype == types.int32):
+            and listed.layout == "C" and isinstance(spikes.dtype, types.Integer) and listed.dtype == types.int32):
         return None
 
     def codegen(context, builder, signature, args):
         intp = context.get_value_type(types.intp)
-        index, byte = ir.IntType(32), ir.IntType(8)
+        index, value = ir.IntType(32), ir.IntType(signature.args[0].dtype.bitwidth)
         spikes_arr = context.make_array(signature.args[0])(context, builder, args[0])
         listed_arr = context.make_array(signature.args[1])(context, builder, args[1])
         whole = builder.and_(builder.extract_value(spikes_arr.shape, 0), ir.Constant(intp, -LIST_LANES))
-        bytes_type, indices_type = ir.VectorType(byte, LIST_LANES), ir.VectorType(index, LIST_LANES)
+        values_type, indices_type = ir.VectorType(value, LIST_LANES), ir.VectorType(index, LIST_LANES)
         mask_type, mask_bits = ir.VectorType(ir.IntType(1), LIST_LANES), ir.IntType(LIST_LANES)
         compress = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [indices_type, index.as_pointer(), mask_type]),
@@ -128,8 +111,8 @@ def _list_whole_chunks(typingctx, spikes, listed):
         lane = ir.Constant(indices_type, list(range(LIST_LANES)))
         undefined = ir.Constant(indices_type, ir.Undefined)
         with cgutils.for_range_slice(builder, ir.Constant(intp, 0), whole, ir.Constant(intp, LIST_LANES)) as (n, _):
-            chunk = builder.load(builder.bitcast(builder.gep(spikes_arr.data, [n]), bytes_type.as_pointer()), align=1)
-            mask = builder.icmp_signed("!=", chunk, ir.Constant(bytes_type, None))
+            chunk = builder.load(builder.bitcast(builder.gep(spikes_arr.data, [n]), values_type.as_pointer()), align=1)
+            mask = builder.icmp_signed("!=", chunk, ir.Constant(values_type, None))
             first = builder.insert_element(undefined, builder.trunc(n, index), ir.Constant(index, 0))
             indices = builder.add(builder.shuffle_vector(first, undefined, ir.Constant(indices_type, [0] * LIST_LANES)),
                                   lane)
@@ -151,6 +134,20 @@ def list_spikes(spikes, listed):
         listed[found] = n
         found += spikes[n] != 0
     return found
+
+
+@jit.jit
+def list_rows(x, active, counts):
+    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order; x int64 [rows, in], C-contiguous); returns whether
+    every x is 0 or 1."""
+    rows, inputs = x.shape
+    other = 0
+    for r in range(rows):
+        row = x[r]
+        for k in range(inputs):
+            other |= row[k] & -2             # nonzero when a value is neither 0 nor 1
+        counts[r] = list_spikes(row, active[r])
+    return other == 0
 
 
 @jit.jit
