@@ -288,6 +288,7 @@ class FusedChain:
         self.layers = layers
         self.head = layers[0].projection
         self.last = layers[-1].neuron
+        self.output: str | None = None          # the Output node that is the last layer's only consumer, if any
         self.followers = [n for layer in layers for n in (layer.projection, layer.neuron)][1:]
         products = [layer.spike_product for layer in layers]
         tiles = [p.weight_tiles(jit.TILE_WIDTH) for p in products]
@@ -316,13 +317,16 @@ class FusedChain:
         rows = jit.as_rows(x) if x.size else np.zeros((0, self.inputs), dtype=np.int64)
         active = self._buffer(key + "active", (rows.shape[0], self.inputs + 1), np.int32)
         counts = self._buffer(key + "counts", (rows.shape[0],), np.int64)
-        binary = list_rows(rows, active, counts) if rows.shape[0] else True
-        return active, counts, binary
+        parallel = rows.size * self.sizes[0] >= PARALLEL_MIN_SYNAPSES
+        binary = jit.split_rows(rows.shape[0], parallel,
+                                lambda a, b: list_rows(rows[a:b], active[a:b], counts[a:b]), 1)
+        return active, counts, all(binary)
 
-    def run(self, x: np.ndarray, step0: int) -> np.ndarray | None:
+    def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray | None:
         """The last layer's spikes [T, B, N_L] for the chunk x (int64 [T, B, in]) whose first step is `step0`, every
-        state advanced; None, with nothing changed, when x (or the delay line before it) is not binary or its sums
-        could reach 2^31: the caller then runs the unfused kernels."""
+        state advanced, written into `out` (int64, C-contiguous) when given; None, with nothing changed, when x (or
+        the delay line before it) is not binary or its sums could reach 2^31: the caller then runs the unfused
+        kernels."""
         steps, batch = x.shape[:2]
         first = self.layers[0]
         d0 = int(self.delays[0])
@@ -340,7 +344,8 @@ class FusedChain:
             kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
         us = tuple(k._rows(k.u) for k in kernels)
         vs = tuple(k._rows(k.v) for k in kernels)
-        out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
+        if out is None:
+            out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
         synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
         threads = jit.split_rows
 
@@ -432,5 +437,8 @@ def find_chains(graph: Graph, kernels: dict[str, Kernel], components: list[list[
                 break
             layers.append(after)
         used.update(n for item in layers for n in (item.projection, item.neuron))
-        chains[layer.projection] = FusedChain(graph.in_edges(layer.projection)[0].src, layers)
+        found = chains[layer.projection] = FusedChain(graph.in_edges(layer.projection)[0].src, layers)
+        reader = only_consumer(found.last)
+        if reader is not None and graph.node(reader).kind == "Output" and len(graph.in_edges(reader)) == 1:
+            found.output = reader
     return chains
