@@ -25,7 +25,6 @@ are split over `jit.worker_threads()` threads with no synchronisation inside the
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -185,18 +184,25 @@ def _neuron_update(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, 
 
 
 @jit.jit
-def chain_chunk(first, stop, step0, pre_active, pre_counts, x_active, x_counts, tiles, weight_max, exps, delays,
-                lines, us, vs, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, span, out):
-    """Steps 0..T-1 (global steps step0..) of a chain of L layers for the samples first..stop-1, in blocks of
-    `span` steps: layer by layer over a block (a weight tile serves all the block's steps and samples while in
-    cache), the block's spikes of layer k kept as int8 rows for layer k + 1.
+def _copy_row(source, target):
+    """target[n] = source[n] (element loop: a slice assignment between views of one array copies via a temporary)."""
+    for n in range(target.shape[0]):
+        target[n] = source[n]
 
-    Layer 1's input lists: row t * B + b of (pre_active, pre_counts) for t < d_1 (its delay line before the chunk),
-    else row (t - d_1) * B + b of (x_active, x_counts). Layer k > 1 reads the previous layer's spikes of step t - d_k:
-    from the block's rows, or for steps before the block from lines[k] [B, d_k + 1, N_{k-1}] (the previous layer's
-    last d_k + 1 spikes before the block, oldest first; updated here). tiles[k] [tiles, in, width], weight_max, exps,
-    delays per layer; us, vs [B, N_k], du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode per layer as
-    jit.integer_neuron_plain takes them. out [T, B, N_L] receives the last layer's spikes."""
+
+@jit.jit
+def chain_chunk(first, stop, x_rows, x_active, x_counts, tiles, weight_max, exps, delays, lines, us, vs, du_plus, dv,
+                vth, bias, clears_current, compare_ge, reset_mode, span, out):
+    """Steps 0..T-1 of a chunk through a chain of L layers for the samples first..stop-1, in blocks of `span` steps:
+    layer by layer over a block (a weight tile serves all the block's steps and samples while in cache), the block's
+    spikes of layer k kept as int8 rows for layer k + 1.
+
+    Layer k reads its input of step t - d_k: within the chunk, row (t - d_k) * B + b of the chain's input lists
+    (x_active, x_counts; x_rows the input itself) for k = 1, or the previous layer's int8 rows of the block; before the
+    block, lines[k] [B, d_k + 1, N_{k-1}] (its last d_k + 1 inputs before the block, oldest first; moved on here).
+    tiles[k] [tiles, in, width], weight_max, exps, delays per layer; us, vs [B, N_k], du_plus, dv, vth, bias,
+    clears_current, compare_ge, reset_mode per layer as jit.integer_neuron_plain takes them. out [T, B, N_L]
+    receives the last layer's spikes."""
     steps, batch = out.shape[0], out.shape[1]
     layers = len(delays)
     block = stop - first
@@ -211,39 +217,34 @@ def chain_chunk(first, stop, step0, pre_active, pre_counts, x_active, x_counts, 
     rows_acc = acc.reshape((span * block, padded))
     fire_prev = np.empty((span, block, widest), dtype=np.int8)
     fire_new = np.empty((span, block, widest), dtype=np.int8)
-    first_delay = delays[0]
     for t0 in range(0, steps, span):
         m = min(span, steps - t0)
         for k in range(layers):
             d = delays[k]
-            if k == 0:
-                for s in range(m):
-                    t = t0 + s
-                    early = t < first_delay
-                    lists, lengths = (pre_active, pre_counts) if early else (x_active, x_counts)
-                    row = (t if early else t - first_delay) * batch + first
-                    for i in range(block):
-                        count = lengths[row + i]
-                        counts[s * block + i] = count
-                        active[s * block + i, :count] = lists[row + i, :count]
-            else:
-                line = lines[k]
-                size_in = line.shape[2]
-                for s in range(m):                 # step t0 + s reads step t0 + s - d: entry s + 1 of line ++ block
-                    q = s + 1
-                    for i in range(block):
-                        if q <= d:
-                            counts[s * block + i] = list_spikes(line[first + i, q], active[s * block + i])
-                        else:
-                            counts[s * block + i] = list_spikes(fire_prev[q - d - 1, i, :size_in],
-                                                                active[s * block + i])
-                for i in range(block):             # the line moves on by m steps (element loops: a slice
-                    for j in range(d + 1):         # assignment within one array would copy through a temporary)
-                        q = m + j
-                        target = line[first + i, j]
-                        source = line[first + i, q] if q <= d else fire_prev[q - d - 1, i, :size_in]
-                        for n in range(size_in):
-                            target[n] = source[n]
+            line = lines[k]
+            size_in = line.shape[2]
+            for s in range(m):                     # step t0 + s reads step t0 + s - d: entry s + 1 of line ++ block
+                q = s + 1
+                for i in range(block):
+                    row = s * block + i
+                    if q <= d:
+                        counts[row] = list_spikes(line[first + i, q], active[row])
+                    elif k == 0:
+                        listed = (t0 + s - d) * batch + first + i
+                        count = x_counts[listed]
+                        counts[row] = count
+                        active[row, :count] = x_active[listed, :count]
+                    else:
+                        counts[row] = list_spikes(fire_prev[q - d - 1, i, :size_in], active[row])
+            for i in range(block):                 # the line moves on by m steps
+                for j in range(d + 1):
+                    q = m + j
+                    if q <= d:
+                        _copy_row(line[first + i, q], line[first + i, j])
+                    elif k == 0:
+                        _copy_row(x_rows[(t0 + q - d - 1) * batch + first + i], line[first + i, j])
+                    else:
+                        _copy_row(fire_prev[q - d - 1, i, :size_in], line[first + i, j])
             _tile_products(tiles[k], active[: m * block], counts[: m * block], rows_acc, weight_max[k])
             size = us[k].shape[1]
             sums = acc[:m]
@@ -305,6 +306,9 @@ class FusedChain:
         self.compare_ge = np.array([p[5] for p in params], dtype=np.bool_)
         self.reset_mode = np.array([p[6] for p in params], dtype=np.int64)
         self._scratch: dict[str, np.ndarray] = {}
+        self._lines: tuple[np.ndarray, ...] | None = None
+        self._buffers: list = []
+        self._owned_until = -1
 
     def _buffer(self, key: str, shape: tuple[int, ...], dtype) -> np.ndarray:
         """A scratch array kept between chunks (fresh pages would cost a fault each)."""
@@ -313,10 +317,11 @@ class FusedChain:
             held = self._scratch[key] = np.empty(shape, dtype=dtype)
         return held
 
-    def _lists(self, key: str, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        rows = jit.as_rows(x) if x.size else np.zeros((0, self.inputs), dtype=np.int64)
-        active = self._buffer(key + "active", (rows.shape[0], self.inputs + 1), np.int32)
-        counts = self._buffer(key + "counts", (rows.shape[0],), np.int64)
+    def _lists(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The active lists of the chunk's input rows [T * B, in] (scratch kept between chunks) and whether every
+        value is 0 or 1."""
+        active = self._buffer("active", (rows.shape[0], self.inputs + 1), np.int32)
+        counts = self._buffer("counts", (rows.shape[0],), np.int64)
         parallel = rows.size * self.sizes[0] >= PARALLEL_MIN_SYNAPSES
         binary = jit.split_rows(rows.shape[0], parallel,
                                 lambda a, b: list_rows(rows[a:b], active[a:b], counts[a:b]), 1)
@@ -324,21 +329,18 @@ class FusedChain:
 
     def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray | None:
         """The last layer's spikes [T, B, N_L] for the chunk x (int64 [T, B, in]) whose first step is `step0`, every
-        state advanced, written into `out` (int64, C-contiguous) when given; None, with nothing changed, when x (or
-        the delay line before it) is not binary or its sums could reach 2^31: the caller then runs the unfused
-        kernels."""
+        state advanced, written into `out` (int64, C-contiguous) when given; None when x (or the delay line before it)
+        is not binary or its sums could reach 2^31: the caller then runs the unfused kernels, whose states are
+        current then."""
         steps, batch = x.shape[:2]
-        first = self.layers[0]
-        d0 = int(self.delays[0])
-        line = list(first.product._buffer)
-        early = min(d0, steps)
-        pre = np.stack([line[t - d0] for t in range(early)]) if early else x[:0]
-        pre_active, pre_counts, pre_binary = self._lists("pre", pre)
-        x_active, x_counts, x_binary = self._lists("x", x[: max(steps - d0, 0)])
-        most = max(int(pre_counts.max(initial=0)), int(x_counts.max(initial=0)))
-        if not (pre_binary and x_binary and sums_fit(most, int(self.weight_max[0]), int(self.exps[0]))):
+        if not steps:
+            return np.zeros((0, batch, self.sizes[-1]), dtype=np.int64) if out is None else out
+        rows = jit.as_rows(x)
+        x_active, x_counts, binary = self._lists(rows)
+        lines = self._lines_at(step0) if binary else None
+        if lines is None or not sums_fit(int(x_counts.max()), int(self.weight_max[0]), int(self.exps[0])):
+            self.release()
             return None
-        lines = [np.zeros((0, 0, 0), dtype=np.int8)] + [self._line(layer) for layer in self.layers[1:]]
         kernels = [layer.kernel for layer in self.layers]
         for kernel in kernels:
             kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
@@ -347,26 +349,45 @@ class FusedChain:
         if out is None:
             out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
         synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
-        threads = jit.split_rows
 
         def part(first_sample: int, stop: int) -> None:
             span = max(1, min(steps, ROWS_PER_PASS // (stop - first_sample)))
-            chain_chunk(first_sample, stop, step0, pre_active, pre_counts, x_active, x_counts, self.tiles,
-                        self.weight_max, self.exps, self.delays, tuple(lines), us, vs, self.du_plus, self.dv,
-                        self.vth, self.bias, self.clears_current, self.compare_ge, self.reset_mode, span, out)
+            chain_chunk(first_sample, stop, rows, x_active, x_counts, self.tiles, self.weight_max, self.exps,
+                        self.delays, lines, us, vs, self.du_plus, self.dv, self.vth, self.bias, self.clears_current,
+                        self.compare_ge, self.reset_mode, span, out)
 
-        if steps:
-            threads(batch, steps * batch * synapses >= PARALLEL_MIN_SYNAPSES, part, 1)
-            first.product._buffer.extend(x[-(d0 + 1):].copy())
-            for layer, line in zip(self.layers[1:], lines[1:], strict=True):
-                layer.product._buffer = deque(line.transpose(1, 0, 2).astype(np.int64), maxlen=layer.delay + 1)
+        jit.split_rows(batch, steps * batch * synapses >= PARALLEL_MIN_SYNAPSES, part, 1)
+        self._owned_until = step0 + steps
         return out
 
-    @staticmethod
-    def _line(layer: ChainLayer) -> np.ndarray:
-        """The delay line of a layer k > 1 as int8 [B, d + 1, in]: its last d + 1 inputs, oldest first (from its
-        DelayedSum kernel's buffer, which holds them as int64 [B, in] rows)."""
-        return np.ascontiguousarray(np.stack(list(layer.product._buffer), axis=1), dtype=np.int8)
+    # The delay lines: while consecutive chunks run fused, the chain holds them (int8, `_lines`) and the DelayedSum
+    # kernels' buffers are stale; `release` writes them back before anything else runs those kernels.
+    def _lines_at(self, step0: int) -> tuple[np.ndarray, ...] | None:
+        """Every layer's delay line [B, d + 1, in] (int8) before step `step0`: the chain's own if it ran the chunk
+        before and the kernels were not reset since, else read from the kernels' buffers (None if one holds a value
+        other than 0 or 1)."""
+        buffers = [layer.product._buffer for layer in self.layers]
+        if (self._lines is not None and self._owned_until == step0
+                and all(a is b for a, b in zip(buffers, self._buffers, strict=True))):
+            return self._lines
+        self._lines = None
+        lines = []
+        for buffer in buffers:
+            line = np.stack(list(buffer), axis=1)
+            if np.any((line != 0) & (line != 1)):
+                return None
+            lines.append(np.ascontiguousarray(line, dtype=np.int8))
+        self._lines, self._buffers = tuple(lines), buffers
+        return self._lines
+
+    def release(self) -> None:
+        """Write the chain's delay lines back into the kernels' buffers (newest last, int64), if it holds them."""
+        if self._lines is not None and all(a is b for a, b in zip(
+                [layer.product._buffer for layer in self.layers], self._buffers, strict=True)):
+            for layer, line in zip(self.layers, self._lines, strict=True):
+                layer.product._buffer.clear()
+                layer.product._buffer.extend(line.transpose(1, 0, 2).astype(np.int64))
+        self._lines = None
 
 
 def _plain_params(kernel: IntegerNeuron) -> tuple:

@@ -132,16 +132,19 @@ def test_streamed_chunks_equal_one_run():
     np.testing.assert_array_equal(np.concatenate(parts), whole)
 
 
-def test_a_non_binary_chunk_runs_unfused_and_the_chain_resumes(monkeypatch):
+@pytest.mark.parametrize("graded_step, unfused", [(9, [False, True, False]), (15, [False, True, True])])
+def test_a_non_binary_chunk_runs_unfused_and_the_chain_resumes(monkeypatch, graded_step, unfused):
+    """Chunks of 8 steps; a 2 at `graded_step` sends its chunk to the unfused kernels (which take over the delay
+    lines the chain held), and the next chunk too when the 2 is still in the input's delay line (d = 2)."""
     rng = np.random.default_rng(9)
     g = chain_graph(rng, [40, 30, 20], delays=(2, 1))
     x = spikes(rng, 24, 2, 40, 0.3)
-    x[9, 1, 3] = 2                                              # a graded value in the second chunk
+    x[graded_step, 1, 3] = 2
     answers = []
     run = chain.FusedChain.run
     monkeypatch.setattr(chain.FusedChain, "run", lambda self, *a: answers.append(run(self, *a)) or answers[-1])
     assert_fused_equals_numpy(g, x, chunk_steps=8)
-    assert [a is None for a in answers] == [False, True, False]  # the third chunk's delay line: steps 14-15
+    assert [a is None for a in answers] == unfused
 
 
 def test_sums_at_the_int16_edge():
