@@ -346,7 +346,7 @@ class FusedChain:
             kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
         us = tuple(k._rows(k.u) for k in kernels)
         vs = tuple(k._rows(k.v) for k in kernels)
-        if out is None:
+        if out is None or out.shape != (steps, batch, self.sizes[-1]) or not out.flags.c_contiguous:
             out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
         synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
 

@@ -18,13 +18,15 @@ from nmcompile.ir.simulate import Simulator
 
 
 def chain_graph(rng: np.random.Generator, sizes: list[int], *, delays=(1, 1, 1), weight_max: int = 80,
-                bits: int = 8, exps=(0, 0, 0), **neuron) -> Graph:
-    """input (sizes[0]) -> (QLinear -> QNeuron) per later size -> output."""
+                bits: int | tuple[int, ...] = 8, exps=(0, 0, 0), **neuron) -> Graph:
+    """input (sizes[0]) -> (QLinear -> QNeuron) per later size -> output; `bits` per layer or for all."""
     g = Graph("chain")
     prev = g.add("in", O.Input(shape=(sizes[0],)))
     for k, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
         weight = rng.integers(-weight_max, weight_max + 1, (n_out, n_in))
-        proj = g.add(f"fc{k}", O.QLinear(weight=weight, weight_exp=exps[k], num_weight_bits=bits, delay=delays[k]))
+        layer_bits = bits[k] if isinstance(bits, tuple) else bits
+        proj = g.add(f"fc{k}", O.QLinear(weight=weight, weight_exp=exps[k], num_weight_bits=layer_bits,
+                                         delay=delays[k]))
         g.connect(prev, proj)
         params = {"du": 4095, "dv": 410, "vth": 100, **neuron}
         prev = g.add(f"lif{k}", O.QNeuron(shape=(n_out,), **params))
@@ -119,6 +121,14 @@ def test_batches_split_over_threads_equal_the_numpy_engine(monkeypatch):
     rng = np.random.default_rng(7)
     g = chain_graph(rng, [60, 50, 40, 30], delays=(2, 0, 1))
     assert_fused_equals_numpy(g, spikes(rng, 33, 7, 60, 0.2), chunk_steps=11)
+
+
+def test_int8_and_9_bit_layers_in_one_chain():
+    """A 9-bit layer (int16 weight tiles) makes the whole chain run on int16 tiles."""
+    rng = np.random.default_rng(14)
+    g = chain_graph(rng, [70, 60, 50, 40], weight_max=200, bits=(8, 9, 8), delays=(1, 0, 2))
+    assert [t.dtype for t in Simulator(g)._chains()["fc0"].tiles] == [np.int16] * 3
+    assert_fused_equals_numpy(g, spikes(rng, 30, 3, 70, 0.2))
 
 
 def test_streamed_chunks_equal_one_run():
