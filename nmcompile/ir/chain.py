@@ -365,7 +365,7 @@ class FusedChain:
     def _lines_at(self, step0: int) -> tuple[np.ndarray, ...] | None:
         """Every layer's delay line [B, d + 1, in] (int8) before step `step0`: the chain's own if it ran the chunk
         before and the kernels were not reset since, else read from the kernels' buffers (None if one holds a value
-        other than 0 or 1)."""
+        other than 0 or 1, or the input's rows could sum to 2^31: rows the chain ran were checked as they came)."""
         buffers = [layer.product._buffer for layer in self.layers]
         if (self._lines is not None and self._owned_until == step0
                 and all(a is b for a, b in zip(buffers, self._buffers, strict=True))):
@@ -377,6 +377,9 @@ class FusedChain:
             if np.any((line != 0) & (line != 1)):
                 return None
             lines.append(np.ascontiguousarray(line, dtype=np.int8))
+        most = int(lines[0].sum(axis=-1, dtype=np.int64).max(initial=0))    # the input's rows before the chunk
+        if not sums_fit(most, int(self.weight_max[0]), int(self.exps[0])):
+            return None
         self._lines, self._buffers = tuple(lines), buffers
         return self._lines
 

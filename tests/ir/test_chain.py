@@ -189,9 +189,14 @@ def test_sums_that_could_reach_2_to_31_run_unfused(monkeypatch):
     g = chain_graph(rng, [60, 50, 40], weight_max=60)
     chains = Simulator(g)._chains()
     assert sorted(chains) == ["fc0", "fc1"] and chains["fc0"].last == "lif0"
-    x = spikes(rng, 20, 2, 60, 0.3)
-    x[:10] = spikes(rng, 10, 2, 60, 0.03)                      # first chunk: at most 33 * 60 < 2000
+    x = spikes(rng, 30, 2, 60, 0.03)                           # rows of 0-5 active inputs: at most 33 * 60 < 2000
+    x[10:19] = spikes(rng, 9, 2, 60, 0.5)                      # the second chunk's rows could reach it
+    x[19, :, :40] = 1                                           # and its last row, in the third chunk's delay line
+    answers = []
+    run = chain.FusedChain.run
+    monkeypatch.setattr(chain.FusedChain, "run", lambda self, *a: answers.append(run(self, *a)) or answers[-1])
     assert_fused_equals_numpy(g, x, chunk_steps=10)
+    assert [a is None for a in answers[::2]] == [False, True, True]   # answers of fc0's chain (fc1's alternate)
 
 
 def test_current_wrap_and_voltage_clipping():
