@@ -1,10 +1,10 @@
 """Fused integer feed-forward chains: (QLinear -> QNeuron) pairs, repeated, run as one compiled call per chunk.
 
-A chain is a run of pairs P_1 -> N_1 -> P_2 -> N_2 ... -> P_L -> N_L in which every P_k is a dense integer projection
-with one delay d_k for all its synapses and int8/int16 weights (its kernel a `SpikeProduct` that takes the
+A chain is a run of pairs P_1 -> N_1 -> P_2 -> N_2 ... -> P_L -> N_L (L >= 1) in which every P_k is a dense integer
+projection with one delay d_k for all its synapses and int8/int16 weights (its kernel a `SpikeProduct` that takes the
 register-tiled path), every N_k a QNeuron with the plain update (spiking, immediate reset, no refractory period,
-start step 0), and every node but N_L has exactly one consumer, the next node of the chain. For every sample b,
-step t and layer k in turn, `chain_chunk` computes
+start step 0), and every node but N_L has exactly one consumer, the next node of the chain. `chain_chunk` computes,
+for each block of steps, layer k, step t of the block and sample b:
 
     x_1[t]   = the chain's input (0/1 spikes);   x_{k+1}[t] = s_k[t]
     a_k[t]   = floor_shift( sum over i with x_k[t - d_k, i] = 1 of W_k[:, i], exp_k )
@@ -13,14 +13,18 @@ step t and layer k in turn, `chain_chunk` computes
 and writes only s_L. The sums are `jit.tile_sum16/32` over the list of active inputs, with lanes chosen per row as
 `jit.spike_product` chooses them (int16 when count * max|W_k| < 2^15, else int32), and the neuron update is
 `jit.integer_neuron_plain` itself, so the bits are those of the unfused kernels, which equal the numpy engine's.
-Between layers the spikes stay an int8 row (a ring of d_k + 1 rows per sample: the projection's delay line) and the
-list of its active inputs; nothing between layers is written as int64 [T, B, N] values.
+Between layers the spikes stay int8 rows (per sample the delay line of d_k + 1 rows before the block, and the block's
+rows) and lists of active inputs; nothing between layers is written as int64 [T, B, N] values. Layer by layer over a
+block of steps (up to ROWS_PER_PASS rows of steps x samples), one weight tile serves every row of the block while it
+is in cache; feed-forward layers allow that order, as the unfused engine's node-by-node chunks do.
 
 Exactness conditions are checked, not assumed: a chain is formed only where every P_k (k > 1) has
 N_{k-1} * max|W_k| < 2^31 (its input is a neuron layer's spikes); the chain's own input is checked per chunk (binary,
 and count * max|W_1| < 2^31 in every row), and a chunk that fails runs the unfused kernels instead, which share the
-chain's state (the kernels' u, v and delay lines are the chain's state). Samples are independent: a chunk's samples
-are split over `jit.worker_threads()` threads with no synchronisation inside the chunk.
+chain's state (u and v are the kernels' arrays; the delay lines, held by the chain as int8 while chunks run fused,
+are written back into the kernels' buffers first). Samples are independent: a chunk's samples are split over
+`jit.worker_threads()` threads with no synchronisation inside the chunk. A single pair is a chain of length 1:
+`chain_chunk` with L = 1 is the compiled "projection + neuron layer over a chunk" step.
 """
 
 from __future__ import annotations
@@ -333,8 +337,8 @@ class FusedChain:
         is not binary or its sums could reach 2^31: the caller then runs the unfused kernels, whose states are
         current then."""
         steps, batch = x.shape[:2]
-        if not steps:
-            return np.zeros((0, batch, self.sizes[-1]), dtype=np.int64) if out is None else out
+        if not steps or not batch:
+            return np.zeros((steps, batch, self.sizes[-1]), dtype=np.int64)
         rows = jit.as_rows(x)
         x_active, x_counts, binary = self._lists(rows)
         lines = self._lines_at(step0) if binary else None

@@ -208,6 +208,13 @@ def test_current_wrap_and_voltage_clipping():
     assert np.abs(values["fc0"]).max() << jit.ACT_SHIFT > jit.UV_LIMIT
 
 
+@pytest.mark.parametrize("steps, batch", [(0, 2), (5, 0)])
+def test_empty_runs(steps, batch):
+    g = chain_graph(np.random.default_rng(15), [30, 20, 10])
+    x = np.zeros((steps, batch, 30), dtype=np.int64)
+    np.testing.assert_array_equal(Simulator(g).run(x).output, Simulator(g, engine="numpy").run(x).output)
+
+
 def test_record_runs_node_by_node():
     rng = np.random.default_rng(12)
     g = chain_graph(rng, [30, 20, 10])
