@@ -305,7 +305,10 @@ class FusedChain:
         self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
         self.inputs = products[0].inputs
         params = [_plain_params(layer.kernel) for layer in layers]
-        self.du_plus, self.dv, self.vth, self.bias = (tuple(p[i] for p in params) for i in range(4))
+        # writable copies: a parameter given per neuron reaches the kernel as a read-only view, and a tuple indexed
+        # at run time must hold arrays of one type
+        self.du_plus, self.dv, self.vth, self.bias = (tuple(np.array(p[i], dtype=np.int64) for p in params)
+                                                      for i in range(4))
         self.clears_current = np.array([p[4] for p in params], dtype=np.bool_)
         self.compare_ge = np.array([p[5] for p in params], dtype=np.bool_)
         self.reset_mode = np.array([p[6] for p in params], dtype=np.int64)

@@ -131,6 +131,22 @@ def test_int8_and_9_bit_layers_in_one_chain():
     assert_fused_equals_numpy(g, spikes(rng, 30, 3, 70, 0.2))
 
 
+def test_parameters_per_neuron():
+    """Thresholds, decays and biases given per neuron (read-only views in the kernels) beside scalar ones."""
+    rng = np.random.default_rng(16)
+    g = Graph("per-neuron")
+    g.add("in", O.Input(shape=(40,)))
+    g.add("fa", O.QLinear(weight=rng.integers(-20, 60, (30, 40)), num_weight_bits=9))
+    g.add("l0", O.QNeuron(shape=(30,), du=3000, dv=rng.integers(0, 4096, 30), vth=rng.integers(20, 200, 30),
+                          bias_mant=rng.integers(-30, 30, 30)))
+    g.add("fb", O.QLinear(weight=rng.integers(-10, 30, (20, 30)), weight_exp=-1, num_weight_bits=9))
+    g.add("l1", O.QNeuron(shape=(20,), du=4095, dv=800, vth=90))
+    g.add("out", O.Output(shape=(20,)))
+    for a, b in [("in", "fa"), ("fa", "l0"), ("l0", "fb"), ("fb", "l1"), ("l1", "out")]:
+        g.connect(a, b)
+    assert_fused_equals_numpy(g, spikes(rng, 30, 2, 40, 0.3))
+
+
 def test_streamed_chunks_equal_one_run():
     rng = np.random.default_rng(8)
     g = chain_graph(rng, [40, 30, 20], delays=(2, 3))
