@@ -162,7 +162,8 @@ class Simulator:
             return self.chunk_steps
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         per_step = max(batch * widest * self.dtype.itemsize, 1)
-        return max(1, CHUNK_BYTES // per_step)
+        fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice
+        return max(1, CHUNK_BYTES // per_step, *fused)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
         graph = self.graph
