@@ -131,8 +131,8 @@ def _list_whole_chunks(typingctx, spikes, listed):
 
 @jit.jit
 def list_spikes(spikes, listed):
-    """listed[:count] = the n with spikes[n] != 0 (int8 spikes, int32 list, both C-contiguous), in order; returns
-    count."""
+    """listed[:count] = the n with spikes[n] != 0 (spikes of any integer type, int32 list, both C-contiguous), in
+    order; returns count."""
     found = _list_whole_chunks(spikes, listed)
     for n in range(spikes.shape[0] - spikes.shape[0] % LIST_LANES, spikes.shape[0]):
         listed[found] = n
