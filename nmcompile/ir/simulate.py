@@ -128,8 +128,10 @@ class Simulator:
         self.dtype = np.dtype(np.int64) if mode == "integer" else np.dtype(mode)
         self.shapes = graph.shapes()
         self.components = graph.strongly_connected()
+        self._order = graph.order()      # computed once: a short run of one sample would spend ~0.15 ms on it
         self._stream_batch: int | None = None
         self._built: dict[str, Kernel] | None = None
+        self._found_chains: dict | None = None
         self.plastic = plastic_pairs(graph)
 
     def _kernels(self) -> dict[str, Kernel]:
@@ -144,6 +146,15 @@ class Simulator:
             self._built = kernels
         return self._built
 
+    def _chains(self) -> dict:
+        """The fused feed-forward chains by first node (nmcompile.ir.chain; compiled engine, integer mode)."""
+        if self._found_chains is None:
+            from nmcompile.ir.chain import find_chains
+
+            self._found_chains = (find_chains(self.graph, self._kernels(), self.components)
+                                  if self.engine == "compiled" and self.mode == "integer" else {})
+        return self._found_chains
+
     def _chunk(self, steps: int, batch: int, record: bool) -> int:
         """Steps per chunk of a run of `steps` steps."""
         if record or not all(k.chunkable for k in self._kernels().values()):
@@ -152,7 +163,8 @@ class Simulator:
             return self.chunk_steps
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         per_step = max(batch * widest * self.dtype.itemsize, 1)
-        return max(1, CHUNK_BYTES // per_step)
+        fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice
+        return max(1, CHUNK_BYTES // per_step, *fused)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
         graph = self.graph
@@ -166,7 +178,7 @@ class Simulator:
         values: dict[str, np.ndarray] = {}
         for first in range(0, max(steps, 1), chunk):
             part = {name: _convert(name, x[first : first + chunk], self.mode) for name, x in raw.items()}
-            values = self._advance(part, record)
+            values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()})
             for name in graph.outputs:
                 outputs[name][first : first + chunk] = values[name]
         self._stream_batch = None
@@ -190,16 +202,26 @@ class Simulator:
         weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
         return SimResult(self.mode, outputs, values if record else {}, states, weights)
 
-    def _advance(self, values: dict[str, np.ndarray], record: bool) -> dict[str, np.ndarray]:
+    def _advance(self, values: dict[str, np.ndarray], record: bool,
+                 into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Run one chunk of steps (inputs in `values`, converted) through every component, continuing from the
-        states the previous chunk left; returns every node's values for the chunk."""
+        states the previous chunk left; returns every node's values for the chunk. `into` may give an Output's
+        destination for the chunk, which a fused chain feeding it writes directly."""
         graph, kernels, previous = self.graph, self._stream_kernels, self._stream_prev
         steps, batch = next(iter(values.values())).shape[:2]
+        chains, fused = ({} if record else self._chains()), set()
         for component in self.components:
             first = component[0]
             recurrent_self = any(e.src == first for e in graph.in_edges(first))
             if len(component) == 1 and not recurrent_self:
-                if graph.node(first).kind == "Input":
+                if graph.node(first).kind == "Input" or first in fused:
+                    continue
+                chain = chains.get(first)  # a fused chain (ir/chain.py); None: this chunk runs node by node
+                spikes = None if chain is None else chain.run(values[chain.source], self._stream_step,
+                                                              (into or {}).get(chain.output))
+                if spikes is not None:
+                    values[chain.last] = spikes
+                    fused.update(chain.followers)
                     continue
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
                 values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
@@ -209,8 +231,8 @@ class Simulator:
                 _run_stepwise(graph, component, kernels, values, steps, batch, self.shapes, self.dtype, record,
                               previous=previous, first_step=self._stream_step)
         if steps:
-            for name in graph.nodes:
-                previous[name] = values[name][-1]
+            for name, value in values.items():   # a fused chain's inner nodes have no values (and one consumer)
+                previous[name] = value[-1]
         self._stream_step += steps
         return values
 
@@ -220,7 +242,7 @@ class Simulator:
         self._stream_kernels = self._kernels()
         for kernel in self._stream_kernels.values():
             kernel.reset(batch)
-        self._stream_order = [n for n in self.graph.order()]
+        self._stream_order = list(self._order)
         self._stream_prev: dict[str, np.ndarray] = {}
         self._stream_batch = batch
         self._stream_step = 0
