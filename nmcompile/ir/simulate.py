@@ -296,9 +296,10 @@ def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dty
 
 
 def _recurrent_loop(graph: Graph, component: list[str], kernels: dict[str, Kernel]):
-    """The compiled loop of an integer recurrent component (nmcompile.ir.recurrent), or None: `_run_stepwise`."""
+    """The compiled loop of an integer or float32 recurrent component (nmcompile.ir.recurrent, recurrent_float),
+    or None: `_run_stepwise`."""
     first = kernels[component[0]]
-    if first.engine != "compiled" or first.dtype != np.int64:
+    if first.engine != "compiled" or first.dtype not in (np.int64, np.float32):
         return None
     from nmcompile.ir import recurrent  # imports numba: only when a recurrent component runs compiled
 
