@@ -14,21 +14,23 @@ P_k -> N are recurrent (deliver the previous step):
     N[t]   = neuron_update(in-edge terms of N at step t, added in the order of N's in-edges)
 
 per step and sample. N's output is its spikes, exactly 0 or 1, so the product is event-driven: the weight rows of the
-active inputs are added in increasing input index, in float32, starting from 0, then the bias is added (each output
-is one sequential float32 sum; the loop over outputs vectorises without reordering any sum). The numpy engine and the
-step loop instead compute `x @ W.T` with a BLAS sgemm (OpenBLAS, or torch's kernel under the compiled engine) whose
-blocked summation order differs: results agree with them bit for bit when every partial sum is exact in float32 (small
-integer or dyadic weights), and otherwise differ in the last bits of a sum, which can flip a spike whose membrane
-lands within those bits of the threshold. A Scale product is numpy's `x * V` itself. The drive of N adds its in-edge
-terms in the step loop's order (`simulate._run_stepwise`), and the update is `jit.float_neuron` (or
-`float_neuron_plain` for its plain form) called on the thread's samples for one step, the compiled step loop's own
-update. Samples are independent and are split over threads (`jit.split_rows`).
+active inputs are added in increasing input index, in float32, starting from +0.0, then the bias is added: each
+output is one sequential float32 sum. The sums run a tile of TILE_COLUMNS outputs at a time, for every sample while
+the tile's weights are cached, in vector registers (`tile_sum_float32`: one lane per output, so the vector width
+reorders no sum). The numpy engine and the step loop compute `x @ W.T` with a BLAS sgemm instead (OpenBLAS, or
+torch's kernel under the compiled engine), whose blocked summation order differs: results agree with them bit for
+bit when every partial sum is exact in float32 (small integer or dyadic weights), and otherwise differ in the last
+bits of a sum, which can flip a spike whose membrane lands within those bits of the threshold. A Scale product is
+numpy's `x * V` itself. The drive of N adds its in-edge terms in the step loop's order (`simulate._run_stepwise`),
+and the update is `jit.float_neuron` (or `float_neuron_plain` for its plain form) called on the thread's samples for
+one step: the compiled step loop's own update. Samples are independent and are split over threads
+(`jit.split_rows`).
 
 State across chunks is the kernels' and the simulator's: N's v (and i, refractory counter) in its kernel, N's and
-each P_k's output of the step before the chunk in `previous`; a stream may continue step by step or through this loop
-with the same bits (the loop's own bits: any chunking gives the same). A start step holds N (output 0, state as
-reset) as `simulate._run_stepwise` does. float64 components never come here: their bits are the numpy engine's BLAS
-products (docs/simulator.md); nor do readout (non-spiking) layers, whose fed-back values are not 0/1.
+each P_k's output of the step before the chunk in `previous`, so any chunking of a run or a stream gives the loop's
+same bits. A start step holds N (output 0, state as reset) as `simulate._run_stepwise` does. float64 components never
+come here (their bits are the numpy engine's BLAS products: docs/simulator.md), nor do readout (non-spiking) layers,
+whose fed-back values are not 0/1, per-synapse delays or other ops in the cycle: they keep `_run_stepwise`.
 """
 
 from __future__ import annotations

@@ -194,3 +194,23 @@ def test_other_forms_keep_the_step_loop(monkeypatch, rng):
                                   Simulator(spiking, "float64", engine="numpy").run(x.astype(np.float64)).output)
     Simulator(spiking, "float32", engine="numpy").run(x)
     assert not taken
+
+
+def test_dense_sums_are_in_input_order(rng):
+    """Gaussian weights, 150 outputs (three tiles, the last one padded): each output is the sequential float32 sum
+    of the active inputs' weights in increasing input index, then + bias, bit for bit."""
+    inputs, outputs, batch = 90, 150, 5
+    weight_t = rng.normal(0, 1, (inputs, outputs)).astype(np.float32)
+    bias = rng.normal(0, 1, outputs).astype(np.float32)
+    spikes = random_spikes(rng, 1, batch, inputs, rate=0.4)[0].astype(np.float32)
+    tiles = -(-outputs // recurrent_float.TILE_COLUMNS)
+    out = np.zeros((batch, outputs), dtype=np.float32)
+    recurrent_float._project(spikes, 1, batch, recurrent_float.DENSE, recurrent_float._tiles(weight_t, tiles), bias,
+                             bias, True, np.empty((batch, inputs), np.int32), np.empty(batch, np.int64),
+                             np.empty((batch, tiles * recurrent_float.TILE_COLUMNS), np.float32), out)
+    expected = np.zeros((batch, outputs), dtype=np.float32)
+    for b in range(1, batch):
+        for i in np.flatnonzero(spikes[b]):
+            expected[b] += weight_t[i]
+        expected[b] += bias
+    np.testing.assert_array_equal(out, expected)
