@@ -214,3 +214,21 @@ def test_dense_sums_are_in_input_order(rng):
             expected[b] += weight_t[i]
         expected[b] += bias
     np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize(("neuron", "feedback", "reset", "delay"), [
+    ("RLeaky", "all_to_all", "zero", True), ("RLeaky", "one_to_one", "subtract", False),
+    ("RSynaptic", "all_to_all", "subtract", True)])
+def test_snntorch_recurrent_layers_run_in_the_loop(loop_runs, neuron, feedback, reset, delay):
+    """snnTorch's RLeaky (all-to-all and one-to-one feedback) and RSynaptic, lowered by the frontend: both layers
+    run in the compiled loop and their float32 spikes equal snnTorch's own float32 forward."""
+    from nmcompile.frontend.check import compare
+    from nmcompile.frontend.trace import graph_from_module
+    from tests.frontend import models
+
+    model = models.snntorch_dense(neuron, reset, delay, feedback)
+    graph, trace = graph_from_module(model, (12,))
+    x = random_spikes(np.random.default_rng(0), 50, 4, 12).astype(np.float32)
+    agreement = compare(model, graph, trace, x, "float32")
+    assert sorted(set(loop_runs)) == sorted(n for n in graph.nodes if graph.node(n).role == "neuron")
+    assert agreement.mismatches == 0, agreement
