@@ -324,20 +324,15 @@ def _plan(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel]) -
 _plans: weakref.WeakKeyDictionary[K.Kernel, dict[tuple[str, ...], object]] = weakref.WeakKeyDictionary()
 
 
-def compiled_loop(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel]):
-    """The loop that runs `component` under the compiled engine (a RecurrentLoop, or for float32 kernels a
-    recurrent_float.FloatRecurrentLoop), or None (then simulate._run_stepwise runs it). Planned once per set of
-    kernels (keyed by the component's first kernel)."""
+def compiled_loop(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel], plan=None):
+    """The loop that runs `component` under the compiled engine, or None (then simulate._run_stepwise runs it):
+    `plan(graph, component, kernels)`'s (default: this module's RecurrentLoop; recurrent_float.plan for float32
+    kernels), planned once per set of kernels (keyed by the component's first kernel)."""
     if not all(kernels[n].engine == "compiled" for n in component):
         return None
     known = _plans.setdefault(kernels[component[0]], {})
     key = tuple(component)
     if key not in known:
-        if kernels[component[0]].dtype == np.float32:
-            from nmcompile.ir import recurrent_float
-
-            known[key] = recurrent_float.plan(graph, component, kernels)
-        else:
-            known[key] = _plan(graph, component, kernels)
+        known[key] = (plan or _plan)(graph, component, kernels)
     loop = known[key]
     return loop if loop is not None and kernels[loop.neuron].fused else None

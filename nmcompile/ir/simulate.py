@@ -301,9 +301,10 @@ def _recurrent_loop(graph: Graph, component: list[str], kernels: dict[str, Kerne
     first = kernels[component[0]]
     if first.engine != "compiled" or first.dtype not in (np.int64, np.float32):
         return None
-    from nmcompile.ir import recurrent  # imports numba: only when a recurrent component runs compiled
+    from nmcompile.ir import recurrent, recurrent_float  # import numba: only when a recurrent component runs compiled
 
-    return recurrent.compiled_loop(graph, component, kernels)
+    plan = recurrent_float.plan if first.dtype == np.float32 else None
+    return recurrent.compiled_loop(graph, component, kernels, plan)
 
 
 def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
