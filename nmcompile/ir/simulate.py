@@ -2,8 +2,8 @@
 
 Strongly connected components of the graph are evaluated in order. A component without a cycle runs all T
 steps at once (a feed-forward projection is one matrix product over T*B rows); a recurrent component runs
-step by step, or, in the common integer form, as one compiled loop over the chunk's steps (nmcompile.ir.recurrent).
-Recurrent edges deliver the source's output of the previous step.
+step by step, or, in the common integer and float32 forms, as one compiled loop over the chunk's steps
+(nmcompile.ir.recurrent, recurrent_float). Recurrent edges deliver the source's output of the previous step.
 
     result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
     result.output                                    # the single Output's [T, B, *shape]
