@@ -12,7 +12,8 @@
 4. `recurrent`: a recurrent LIF layer (1000 inputs -> 1000 LIF with a dense 1000 x 1000 feedback projection, input
    rate 10%, T=1000, batch 1 and 32). Integer: the compiled recurrent loop (nmcompile.ir.recurrent) against the numpy
    engine's step loop, outputs asserted identical, with the bound at the int16 add rate. Float: snnTorch's RLeaky
-   forward (the same weights) against the float32 model, differing spikes counted.
+   forward (the same weights) against the float32 model (its compiled loop, nmcompile.ir.recurrent_float) and the
+   numpy engine's float32 step loop, differing spikes counted against both.
 5. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
 6. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
@@ -308,16 +309,20 @@ def section_recurrent(args) -> None:
               f"{ours.mean():>8.3f} {bound * 1e3:>7.2f}ms {t_compiled / bound:>6.1f}x")
     model = recurrent_snntorch_model(n)
     graph, trace = graph_from_module(model, (n,))
-    print(f"{'model':<8} {'batch':>5} {'snnTorch':>9} {'nmc f32':>9} {'ratio':>6} {'out rate':>8} {'flips':>9}")
+    print(f"{'model':<8} {'batch':>5} {'snnTorch':>9} {'nmc f32':>9} {'ratio':>6} {'out rate':>8} {'flips':>9} "
+          f"{'step loop':>9} {'ratio':>6} {'flips':>6}")
     for batch in (1, 32):
         x = (rng.random((steps, batch, n)) < 0.1).astype(np.float32)
         sim = Simulator(graph, "float32")
         sim.run(x[:2])
         t_torch, theirs = best_time(lambda x=x: torch_forward(model, trace, x), args.repeats)
         t32, ours = best_time(lambda s=sim, x=x: s.run(x).output, args.repeats)
+        # the step loop: the numpy engine (numpy's sgemm per step), once
+        t_step, stepwise = best_time(lambda x=x: Simulator(graph, "float32", engine="numpy").run(x).output, 1)
         flips = int(np.count_nonzero(ours != theirs.reshape(ours.shape)))
+        step_flips = int(np.count_nonzero(ours != stepwise))
         print(f"{'float32':<8} {batch:>5} {t_torch:>8.3f}s {t32:>8.3f}s {t_torch / t32:>5.1f}x {ours.mean():>8.3f} "
-              f"{flips:>9}")
+              f"{flips:>9} {t_step:>8.3f}s {t_step / t32:>5.1f}x {step_flips:>6}")
 
 
 # -- event-driven against dense float32 convolution ------------------------------------------------------------

@@ -167,16 +167,25 @@ class Projection:
         return self.delay + int(self.recurrent_in)
 
 
+def feedback_edges(graph: Graph, name: str, neuron: str) -> tuple[bool, bool] | None:
+    """(recurrent_in, recurrent_out) of the edges N -> `name` -> N when `name` reads only `neuron`'s output and
+    feeds it through one edge (a feedback projection P_k), else None."""
+    in_edges, to_neuron = graph.in_edges(name), [e for e in graph.out_edges(name) if e.dst == neuron]
+    if len(in_edges) != 1 or in_edges[0].src != neuron or len(to_neuron) != 1:
+        return None
+    return in_edges[0].recurrent, to_neuron[0].recurrent
+
+
 def _projection(graph: Graph, name: str, neuron: str, kernel: K.Kernel) -> Projection | None:
     """`name` as a P_k of `neuron`, or None when it is not of that form."""
     op = graph.node(name)
-    in_edges, to_neuron = graph.in_edges(name), [e for e in graph.out_edges(name) if e.dst == neuron]
-    if len(in_edges) != 1 or in_edges[0].src != neuron or len(to_neuron) != 1 or kernel.engine != "compiled":
+    edges = feedback_edges(graph, name, neuron)
+    if edges is None or kernel.engine != "compiled":
         return None
     if not isinstance(kernel, K.DelayedSum) or len(kernel.groups) != 1 or kernel.const is not None:
         return None
     delay, product = kernel.groups[0]
-    recurrent_in, recurrent_out = in_edges[0].recurrent, to_neuron[0].recurrent
+    recurrent_in, recurrent_out = edges
     if isinstance(op, O.QSparseLinear) and K.find_kernel(type(op), "integer") is K._integer_sparse_linear:
         by_input = csr_matrix((op.effective_values(), op.indices, op.indptr),
                               shape=(op.out_features, op.in_features)).T.tocsr()
@@ -312,17 +321,18 @@ def _plan(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel]) -
     return RecurrentLoop(graph, neuron, projections)
 
 
-_plans: weakref.WeakKeyDictionary[K.Kernel, dict[tuple[str, ...], RecurrentLoop | None]] = weakref.WeakKeyDictionary()
+_plans: weakref.WeakKeyDictionary[K.Kernel, dict[tuple[str, ...], object]] = weakref.WeakKeyDictionary()
 
 
-def compiled_loop(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel]) -> RecurrentLoop | None:
-    """The loop that runs `component` under the compiled engine, or None (then simulate._run_stepwise runs it).
-    Planned once per set of kernels (keyed by the component's first kernel)."""
+def compiled_loop(graph: Graph, component: list[str], kernels: Mapping[str, K.Kernel], plan=None):
+    """The loop that runs `component` under the compiled engine, or None (then simulate._run_stepwise runs it):
+    `plan(graph, component, kernels)`'s (default: this module's RecurrentLoop; recurrent_float.plan for float32
+    kernels), planned once per set of kernels (keyed by the component's first kernel)."""
     if not all(kernels[n].engine == "compiled" for n in component):
         return None
     known = _plans.setdefault(kernels[component[0]], {})
     key = tuple(component)
     if key not in known:
-        known[key] = _plan(graph, component, kernels)
+        known[key] = (plan or _plan)(graph, component, kernels)
     loop = known[key]
     return loop if loop is not None and kernels[loop.neuron].fused else None

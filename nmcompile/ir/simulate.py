@@ -2,8 +2,8 @@
 
 Strongly connected components of the graph are evaluated in order. A component without a cycle runs all T
 steps at once (a feed-forward projection is one matrix product over T*B rows); a recurrent component runs
-step by step, or, in the common integer form, as one compiled loop over the chunk's steps (nmcompile.ir.recurrent).
-Recurrent edges deliver the source's output of the previous step.
+step by step, or, in the common integer and float32 forms, as one compiled loop over the chunk's steps
+(nmcompile.ir.recurrent, recurrent_float). Recurrent edges deliver the source's output of the previous step.
 
     result = simulate(graph, spikes)                 # spikes: [T, B, *input_shape] (or flattened)
     result.output                                    # the single Output's [T, B, *shape]
@@ -318,13 +318,15 @@ def _gather(graph: Graph, name: str, values, steps: int, batch: int, shapes, dty
 
 
 def _recurrent_loop(graph: Graph, component: list[str], kernels: dict[str, Kernel]):
-    """The compiled loop of an integer recurrent component (nmcompile.ir.recurrent), or None: `_run_stepwise`."""
+    """The compiled loop of an integer or float32 recurrent component (nmcompile.ir.recurrent, recurrent_float),
+    or None: `_run_stepwise`."""
     first = kernels[component[0]]
-    if first.engine != "compiled" or first.dtype != np.int64:
+    if first.engine != "compiled" or first.dtype not in (np.int64, np.float32):
         return None
-    from nmcompile.ir import recurrent  # imports numba: only when a recurrent component runs compiled
+    from nmcompile.ir import recurrent, recurrent_float  # import numba: only when a recurrent component runs compiled
 
-    return recurrent.compiled_loop(graph, component, kernels)
+    plan = recurrent_float.plan if first.dtype == np.float32 else None
+    return recurrent.compiled_loop(graph, component, kernels, plan)
 
 
 def plastic_pairs(graph: Graph) -> list[tuple[str, str]]:
