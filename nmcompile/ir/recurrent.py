@@ -40,6 +40,7 @@ from scipy.sparse import csr_matrix
 from nmcompile.ir import jit as J
 from nmcompile.ir import kernels as K
 from nmcompile.ir import ops as O
+from nmcompile.ir.chain import list_spikes
 from nmcompile.ir.event_product import SpikeProduct
 from nmcompile.ir.graph import Graph
 
@@ -55,13 +56,9 @@ def _project(spikes, first, stop, active, counts, tiles, weight_max, dense, csr_
     while it is in cache, in int16 lanes when the sample's active count * weight_max < 2^15, int32 below 2^31, else
     (and for a sparse W: CSR rows by input, csr_starts/targets/weights) in int64 scalars. active [samples, inputs]
     and counts [samples] receive the packed active inputs, sums [samples, tiles * width] the sums (scratch)."""
-    outputs, inputs = out.shape[1], spikes.shape[1]
+    outputs = out.shape[1]
     for b in range(first, stop):
-        found = 0
-        for i in range(inputs):
-            active[b - first, found] = i
-            found += spikes[b, i] != 0
-        counts[b - first] = found
+        counts[b - first] = list_spikes(spikes[b], active[b - first])
     if dense:
         width = tiles.shape[2]
         for tile in range(tiles.shape[0]):
