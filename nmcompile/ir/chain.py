@@ -44,7 +44,8 @@ from nmcompile.ir.kernels import DelayedSum, IntegerNeuron, Kernel
 SUM_LIMIT = 1 << 31            # int32 lanes, and the int32 sums kept for the neuron update, hold values below this
 NARROW_LIMIT = 1 << 15         # int16 lanes below this
 ROWS_PER_PASS = 256            # rows (steps x samples) whose sums one pass over a weight tile computes
-ROWS_PER_CHUNK = 1024          # rows a chunk of steps should hold (4 passes; see FusedChain.chunk_steps)
+ROWS_PER_CHUNK = 4096          # rows a chunk of steps should hold (16 passes; see FusedChain.chunk_steps)
+LIST_BYTES = 1 << 24           # at most this much memory for a chunk's input lists (16 MiB)
 
 
 def sums_fit(count: int, weight_max: int, exp: int) -> bool:
@@ -312,13 +313,14 @@ class FusedChain:
             held = self._scratch[key] = np.empty(shape, dtype=dtype)
         return held
 
-    @staticmethod
-    def chunk_steps(batch: int) -> int:
-        """Steps per chunk this chain asks of `Simulator.run`: ROWS_PER_CHUNK rows of steps x samples, so that each
-        of two threads gets full passes over the weight tiles and the per-chunk work outweighs its Python (measured
-        at batch 32 on two threads: 6.5 us per sample-step in chunks of 32 steps against 7.8-10.9 in the default 8).
-        Its memory is bounded: the input lists (4 bytes per input and row) and the int64 values of each node."""
-        return max(1, -(-ROWS_PER_CHUNK // max(batch, 1)))
+    def chunk_steps(self, batch: int) -> int:
+        """Steps per chunk this chain asks of `Simulator.run`: ROWS_PER_CHUNK rows of steps x samples, fewer when the
+        input lists of that many rows (4 bytes per input and row) would exceed LIST_BYTES, at least one pass over the
+        tiles. Fewer, longer chunks give each of two threads long runs between synchronisations (measured at batch 32
+        on two idle cores, bench_lava's network: 6.2 us per sample-step in chunks of 1024 rows, 5.8-5.9 us in 2048 to
+        8192; 6.5 against 7.8-10.9 us for 32 against 8 steps on a loaded machine)."""
+        rows = min(ROWS_PER_CHUNK, max(ROWS_PER_PASS, LIST_BYTES // (4 * (self.inputs + 1))))
+        return max(1, -(-rows // max(batch, 1)))
 
     def _lists(self, rows: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray, bool]:
         """The active lists of the chunk's input rows [T * B, in] (scratch kept between chunks) and whether every

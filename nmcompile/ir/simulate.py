@@ -95,6 +95,8 @@ def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
 CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
                          # the size at which malloc maps fresh pages, whose first-touch faults would dominate);
                          # a step wider than that is a chunk of its own
+FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain (ir/chain.py), which asks for longer chunks: the bound on one node's
+                             # values for a chunk (64 MiB) then
 
 
 class Simulator:
@@ -104,7 +106,8 @@ class Simulator:
     vectorised reference they are tested against; identical bits).
 
     Memory: `run` streams the input through the network in chunks of `chunk_steps` steps (default: as many as keep
-    each node's values of a chunk under CHUNK_BYTES, at least one), so beyond the caller's input and the returned
+    each node's values of a chunk under CHUNK_BYTES, or FUSED_CHUNK_BYTES for the longer chunks a fused chain asks
+    for, at least one), so beyond the caller's input and the returned
     outputs its memory does not grow with T. `record=True` keeps every node's values and every state at every step,
     so it runs as one chunk and its memory grows with T."""
 
@@ -163,7 +166,8 @@ class Simulator:
             return self.chunk_steps
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         per_step = max(batch * widest * self.dtype.itemsize, 1)
-        fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice
+        fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice,
+        fused = [min(steps, max(1, FUSED_CHUNK_BYTES // per_step)) for steps in fused]  # bounded for the other nodes
         return max(1, CHUNK_BYTES // per_step, *fused)
 
     def run(self, inputs: np.ndarray | Mapping[str, np.ndarray], record: bool = False) -> SimResult:
