@@ -356,20 +356,25 @@ TILE_WIDTH = 64              # output columns per tile: two registers of int16 s
                              # columns within 10 % of each other), four of int32
 
 
-def _tile_sum(acc_bits: int):
+def _tile_sum(acc_bits: int, floating: bool = False):
     """The intrinsic tile_sum(weight [inputs, TILE_WIDTH], active [n], count, out [m], at):
 
         out[at + j] = sum over a < count of weight[active[a], j]        for j < TILE_WIDTH
 
     in registers of TILE_BITS / acc_bits lanes of acc_bits-bit integers (weights sign-extended to them; a sum
-    wraps as the lanes do, so the caller bounds the sums), stored sign-extended to out's dtype. Written in LLVM IR
-    so that the sums are vector registers across the loop over active inputs (numba's own loops keep them in
-    memory)."""
+    wraps as the lanes do, so the caller bounds the sums), stored sign-extended to out's dtype; `floating`: float32
+    weights and out, one IEEE float32 addition per lane and active input from +0.0, in increasing a (one lane per
+    output, so the vector width orders no sum). Written in LLVM IR so that the sums are vector registers across the
+    loop over active inputs (numba's own loops keep them in memory)."""
     lanes = TILE_BITS // acc_bits
     vectors = TILE_WIDTH // lanes
 
     @intrinsic
     def tile_sum(typingctx, weight, active, count, out, at):
+        if floating and not all(isinstance(a, types.Array) and a.dtype == types.float32 and a.layout == "C"
+                                for a in (weight, out)):
+            return None
+
         def codegen(context, builder, signature, args):
             weight_ty, active_ty, count_ty, out_ty, at_ty = signature.args
             intp = context.get_value_type(types.intp)
@@ -377,9 +382,10 @@ def _tile_sum(acc_bits: int):
             active_arr = context.make_array(active_ty)(context, builder, args[1])
             out_arr = context.make_array(out_ty)(context, builder, args[3])
             weight_bits, out_bits = weight_ty.dtype.bitwidth, out_ty.dtype.bitwidth
-            acc_type = ir.VectorType(ir.IntType(acc_bits), lanes)
-            piece_type = ir.VectorType(ir.IntType(weight_bits), lanes)
-            out_type = ir.VectorType(ir.IntType(out_bits), lanes)
+            scalar = ir.FloatType() if floating else ir.IntType(acc_bits)
+            acc_type = ir.VectorType(scalar, lanes)
+            piece_type = acc_type if floating else ir.VectorType(ir.IntType(weight_bits), lanes)
+            out_type = acc_type if floating else ir.VectorType(ir.IntType(out_bits), lanes)
             row_bytes = builder.extract_value(weight_arr.strides, 0)
             base = builder.bitcast(weight_arr.data, ir.IntType(8).as_pointer())
             sums = [cgutils.alloca_once_value(builder, ir.Constant(acc_type, None)) for _ in range(vectors)]
@@ -391,13 +397,17 @@ def _tile_sum(acc_bits: int):
                     offset = ir.Constant(intp, v * lanes * weight_bits // 8)
                     piece = builder.load(builder.bitcast(builder.gep(row, [offset]), piece_type.as_pointer()),
                                          align=1)
+                    if floating:
+                        builder.store(builder.fadd(builder.load(sums[v]), piece), sums[v])
+                        continue
                     if weight_bits < acc_bits:
                         piece = builder.sext(piece, acc_type)
                     builder.store(builder.add(builder.load(sums[v]), piece), sums[v])
             first = builder.gep(out_arr.data, [context.cast(builder, args[4], at_ty, types.intp)])
             for v in range(vectors):
                 target = builder.bitcast(builder.gep(first, [ir.Constant(intp, v * lanes)]), out_type.as_pointer())
-                builder.store(builder.sext(builder.load(sums[v]), out_type), target, align=out_bits // 8)
+                total = builder.load(sums[v])
+                builder.store(total if floating else builder.sext(total, out_type), target, align=out_bits // 8)
             return context.get_dummy_value()
 
         return types.void(weight, active, count, out, at), codegen
@@ -407,6 +417,7 @@ def _tile_sum(acc_bits: int):
 
 tile_sum16 = _tile_sum(16)
 tile_sum32 = _tile_sum(32)
+tile_sum_float32 = _tile_sum(32, floating=True)
 
 
 @jit

@@ -16,7 +16,7 @@ P_k -> N are recurrent (deliver the previous step):
 per step and sample. N's output is its spikes, exactly 0 or 1, so the product is event-driven: the weight rows of the
 active inputs are added in increasing input index, in float32, starting from +0.0, then the bias is added: each
 output is one sequential float32 sum. The sums run a tile of TILE_COLUMNS outputs at a time, for every sample while
-the tile's weights are cached, in vector registers (`tile_sum_float32`: one lane per output, so the vector width
+the tile's weights are cached, in vector registers (`jit.tile_sum_float32`: one lane per output, so the vector width
 reorders no sum). The numpy engine and the step loop compute `x @ W.T` with a BLAS sgemm instead (OpenBLAS, or
 torch's kernel under the compiled engine), whose blocked summation order differs: results agree with them bit for
 bit when every partial sum is exact in float32 (small integer or dyadic weights), and otherwise differ in the last
@@ -39,9 +39,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from llvmlite import ir
-from numba.core import cgutils, types
-from numba.extending import intrinsic
 
 from nmcompile.ir import jit as J
 from nmcompile.ir import kernels as K
@@ -53,47 +50,8 @@ from nmcompile.ir.recurrent import feedback_edges
 jit = J.jit
 
 DENSE, ONE_TO_ONE = 0, 1          # kinds of P_k: a Linear's weight rows, a Scale's elementwise factor
-TILE_LANES = 16                   # float32 lanes of one vector (512 bits; LLVM splits it on AVX2 machines)
-TILE_COLUMNS = 64                 # outputs per tile of a dense sum: four vectors of sums in registers, and the
+TILE_COLUMNS = J.TILE_WIDTH       # outputs per tile of a dense sum: four vectors of sums in registers, and the
                                   # tile's weights of a 1000-input layer (256 KB) in L2 while every sample reads them
-
-
-@intrinsic
-def tile_sum_float32(typingctx, weight, active, count, out, at):
-    """out[at + j] = sum over a < count, in increasing a, of weight[active[a], j]   for j < TILE_COLUMNS
-
-    for a float32 tile weight [inputs, TILE_COLUMNS] (C-contiguous), one IEEE float32 addition per lane and input
-    starting from +0.0: each output's sum has the order of the loop, whatever the vector width. Written in LLVM IR
-    so that the sums stay in vector registers across the loop over active inputs (numba's own loops keep them in
-    memory)."""
-    if not (isinstance(weight, types.Array) and weight.dtype == types.float32 and weight.layout == "C"
-            and isinstance(out, types.Array) and out.dtype == types.float32 and out.layout == "C"):
-        return None
-
-    def codegen(context, builder, signature, args):
-        weight_ty, active_ty, count_ty, out_ty, at_ty = signature.args
-        intp = context.get_value_type(types.intp)
-        weight_arr = context.make_array(weight_ty)(context, builder, args[0])
-        active_arr = context.make_array(active_ty)(context, builder, args[1])
-        out_arr = context.make_array(out_ty)(context, builder, args[3])
-        vector = ir.VectorType(ir.FloatType(), TILE_LANES)
-        sums = [cgutils.alloca_once_value(builder, ir.Constant(vector, [0.0] * TILE_LANES))
-                for _ in range(TILE_COLUMNS // TILE_LANES)]
-        count = context.cast(builder, args[2], count_ty, types.intp)
-        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (a, _):
-            k = builder.sext(builder.load(builder.gep(active_arr.data, [a])), intp)
-            row = builder.gep(weight_arr.data, [builder.mul(k, ir.Constant(intp, TILE_COLUMNS))])
-            for v, total in enumerate(sums):
-                piece = builder.load(builder.bitcast(builder.gep(row, [ir.Constant(intp, v * TILE_LANES)]),
-                                                     vector.as_pointer()), align=4)
-                builder.store(builder.fadd(builder.load(total), piece), total)
-        first = builder.gep(out_arr.data, [context.cast(builder, args[4], at_ty, types.intp)])
-        for v, total in enumerate(sums):
-            target = builder.bitcast(builder.gep(first, [ir.Constant(intp, v * TILE_LANES)]), vector.as_pointer())
-            builder.store(builder.load(total), target, align=4)
-        return context.get_dummy_value()
-
-    return types.void(weight, active, count, out, at), codegen
 
 
 @jit
@@ -117,7 +75,7 @@ def _project(spikes, first, stop, kind, weight_tiles, scale, bias, has_bias, act
         counts[b - first] = found
     for tile in range(weight_tiles.shape[0]):
         for b in range(first, stop):
-            tile_sum_float32(weight_tiles[tile], active[b - first], counts[b - first], sums[b - first],
+            J.tile_sum_float32(weight_tiles[tile], active[b - first], counts[b - first], sums[b - first],
                              tile * TILE_COLUMNS)
     for b in range(first, stop):
         row = sums[b - first]
