@@ -130,8 +130,8 @@ def list_spikes(spikes, listed):
 
 @jit.jit
 def list_rows(x, active, counts):
-    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order; x int64 [rows, in], C-contiguous); returns whether
-    every x is 0 or 1."""
+    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order; x int64, int8 or uint8 [rows, in], C-contiguous);
+    returns whether every x is 0 or 1."""
     rows, inputs = x.shape
     other = 0
     for r in range(rows):
@@ -334,10 +334,10 @@ class FusedChain:
         return active, counts, all(binary)
 
     def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray | None:
-        """The last layer's spikes [T, B, N_L] for the chunk x (int64 [T, B, in]) whose first step is `step0`, every
-        state advanced, written into `out` (int64, C-contiguous) when given; None when x (or the delay line before it)
-        is not binary or its sums could reach 2^31: the caller then runs the unfused kernels, whose states are
-        current then."""
+        """The last layer's spikes [T, B, N_L] for the chunk x (int64, or one byte per value: int8/uint8 [T, B, in])
+        whose first step is `step0`, every state advanced, written into `out` (int64 or int8, C-contiguous) when
+        given; None when x (or the delay line before it) is not binary or its sums could reach 2^31: the caller then
+        runs the unfused kernels, whose states are current then."""
         steps, batch = x.shape[:2]
         if not steps or not batch:
             return np.zeros((steps, batch, self.sizes[-1]), dtype=np.int64)
@@ -352,7 +352,8 @@ class FusedChain:
             kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
         us = tuple(k._rows(k.u) for k in kernels)
         vs = tuple(k._rows(k.v) for k in kernels)
-        if out is None or out.shape != (steps, batch, self.sizes[-1]) or not out.flags.c_contiguous:
+        if (out is None or out.shape != (steps, batch, self.sizes[-1]) or not out.flags.c_contiguous
+                or out.dtype not in (np.int64, np.int8)):
             out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
         synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
 
