@@ -605,8 +605,16 @@ class IntegerConv:
         self.conv.set_engine(engine)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        acc = fixed.floor_shift(self.conv(x), self.op.weight_exp)
-        return fixed.wrap_signed(acc, self.op.wrap_bits) if self.op.wrap_bits else acc
+        """The shift and the wrap are skipped where they are the identity: exponent 0, and |acc| provably below
+        2^(wrap_bits - 1) (max|x| times the largest sum of |weight| over a kernel, shifted)."""
+        xmax = int(np.abs(x).max()) if x.size else 0
+        acc = self.conv(x, xmax)
+        exp, bits = self.op.weight_exp, self.op.wrap_bits
+        if exp:
+            acc = fixed.floor_shift(acc, exp)
+        most = xmax * self.conv.bound
+        most = most << exp if exp > 0 else -(-most >> -exp)     # floor(-most / 2^k) is -ceil(most / 2^k)
+        return fixed.wrap_signed(acc, bits) if bits and most >= 1 << (bits - 1) else acc
 
 
 @register_kernel(O.QConv, mode="integer")
