@@ -373,7 +373,7 @@ class FusedChain:
         """Every layer's delay line [B, d + 1, in] (int8) before step `step0`: the chain's own if it ran the chunk
         before and the kernels were not reset since, else read from the kernels' buffers (None if one holds a value
         other than 0 or 1, or the input's rows could sum to 2^31: rows the chain ran were checked as they came)."""
-        buffers = [layer.product._buffer for layer in self.layers]
+        buffers = [layer.product.history for layer in self.layers]
         if (self._lines is not None and self._owned_until == step0
                 and all(a is b for a, b in zip(buffers, self._buffers, strict=True))):
             return self._lines
@@ -393,10 +393,10 @@ class FusedChain:
     def release(self) -> None:
         """Write the chain's delay lines back into the kernels' buffers (newest last, int64), if it holds them."""
         if self._lines is not None and all(a is b for a, b in zip(
-                [layer.product._buffer for layer in self.layers], self._buffers, strict=True)):
+                [layer.product.history for layer in self.layers], self._buffers, strict=True)):
             for layer, line in zip(self.layers, self._lines, strict=True):
-                layer.product._buffer.clear()
-                layer.product._buffer.extend(line.transpose(1, 0, 2).astype(np.int64))
+                layer.product.history.clear()
+                layer.product.history.extend(line.transpose(1, 0, 2).astype(np.int64))
         self._lines = None
 
 
