@@ -182,21 +182,28 @@ class Convolution:
     def set_engine(self, engine: str) -> None:
         self.engine = engine
 
-    def __call__(self, x: np.ndarray, xmax: int | None = None) -> np.ndarray:
-        """The convolution of x; for integers `xmax` may give max|x| (computed here when not given)."""
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.integer:
-            xmax = (int(np.abs(x).max()) if x.size else 0) if xmax is None else xmax
-            if self.engine == "compiled" and xmax * self.bound < EXACT_FLOAT_LIMIT and x.size:
-                # every partial sum is an integer below 2^24 (2^53): exact in float32 (float64) in any order, so
-                # the float result converts to int64 exactly
-                if xmax * self.bound < EXACT_FLOAT32_LIMIT:
-                    return self._float32(x.astype(np.float32)).astype(np.int64)
-                return self._torch(x.astype(np.float64)).astype(np.int64)
-            return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+            return self.exact(x)[0]
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
             return self._float32(x)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias
+
+    def exact(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """(the int64 convolution of integer x, max|x|). With engine 'compiled', every partial sum an integer below
+        2^24 (2^53) is exact in float32 (float64) in any order, so the float result converts to int64 exactly."""
+        if self.engine == "compiled" and x.size:
+            from nmcompile.ir.exact_float import as_float32  # numba: only when a compiled convolution runs
+
+            x32, xmax = as_float32(x)
+            if xmax * self.bound < EXACT_FLOAT32_LIMIT:
+                return self._float32(x32).astype(np.int64), xmax
+            if xmax * self.bound < EXACT_FLOAT_LIMIT:
+                return self._torch(x.astype(np.float64)).astype(np.int64), xmax
+        else:
+            xmax = int(np.abs(x).max()) if x.size else 0
+        return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups), xmax
 
     def _float32(self, x: np.ndarray) -> np.ndarray:
         """The float32 convolution (plus the bias) of float32 x: event-driven where the cost model expects the

@@ -607,8 +607,7 @@ class IntegerConv:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The shift and the wrap are skipped where they are the identity: exponent 0, and |acc| provably below
         2^(wrap_bits - 1) (max|x| times the largest sum of |weight| over a kernel, shifted)."""
-        xmax = int(np.abs(x).max()) if x.size else 0
-        acc = self.conv(x, xmax)
+        acc, xmax = self.conv.exact(x)
         exp, bits = self.op.weight_exp, self.op.wrap_bits
         if exp:
             acc = fixed.floor_shift(acc, exp)
