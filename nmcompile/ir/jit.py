@@ -169,6 +169,38 @@ def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compar
 
 
 @jit
+def integer_neuron_fixed(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out, first, stop):
+    """`integer_neuron_plain` with its three flags handed to it as constants, one branch per combination: the
+    compiled loop then has the flags folded in (measured in the fused chain: 0.67 against 1.47 ns per update with
+    the flags as run-time values, on blocks that stay in cache; over arrays that stream from memory, as
+    `run_integer_neuron`'s, the run-time form was measured 15 % faster: 2.0 against 2.3 ns per update)."""
+    if clears_current and compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_ZERO, out, first, stop)
+    elif clears_current and compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_SUBTRACT, out, first, stop)
+    elif clears_current and compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_NONE, out, first, stop)
+    elif clears_current and not compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_ZERO, out, first, stop)
+    elif clears_current and not compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_SUBTRACT, out, first, stop)
+    elif clears_current and not compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_NONE, out, first, stop)
+    elif not clears_current and compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_ZERO, out, first, stop)
+    elif not clears_current and compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_SUBTRACT, out, first, stop)
+    elif not clears_current and compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_NONE, out, first, stop)
+    elif not clears_current and not compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_ZERO, out, first, stop)
+    elif not clears_current and not compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_SUBTRACT, out, first, stop)
+    else:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_NONE, out, first, stop)
+
+
+@jit
 def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, threshold, v_reset, reset_amount,
                  bn_scale, bn_shift, cuba, has_beta, unit_gain, zero_bias, mpbn, spiking, compare_ge, reset_mode,
                  timing, refractory, zero, one, out, record_v, record_i, record):

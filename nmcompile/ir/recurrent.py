@@ -129,7 +129,7 @@ def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr
                 for k in range(count):
                     drive[0, b - first] += projected[k, t + 1 - late[k], b]
             if plain:
-                J.integer_neuron_plain(drive, u[first:stop], v[first:stop], du_plus, dv, vth, bias, clears_current,
+                J.integer_neuron_fixed(drive, u[first:stop], v[first:stop], du_plus, dv, vth, bias, clears_current,
                                        compare_ge, reset_mode, spikes, 0, size)
             else:
                 left = refractory_left[first:stop] if refractory > 0 else no_refractory
