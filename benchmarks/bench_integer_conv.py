@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import numpy as np
 import physical_bound
-from bench_simulate import node_times
+from bench_simulate import best_time, node_times
 
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
@@ -46,15 +45,6 @@ def network(rng: np.random.Generator) -> Graph:
     g.chain("input", *(name for name, _ in layers))
     g.verify()
     return g
-
-
-def best_time(fn, repeats: int):
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def main() -> None:
