@@ -66,8 +66,9 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
             raise ShapeError(f"no data for input '{name}'")
         x = np.asarray(inputs[name])
         shape = shapes[name]
-        if x.ndim < 2:
-            raise ShapeError(f"input '{name}' must be [T, B, ...], got an array of shape {x.shape}")
+        if x.ndim < 3 and (x.ndim < 2 or int(np.prod(shapes[name])) > 1):
+            raise ShapeError(f"input '{name}' must be [T, B, *{tuple(shapes[name])}] (steps, samples, values), got "
+                             f"an array of shape {x.shape}")
         if x.shape[2:] != tuple(shape):
             if int(np.prod(x.shape[2:])) != int(np.prod(shape)):
                 raise ShapeError(f"input '{name}' has {int(np.prod(x.shape[2:]))} values per step but the "
@@ -238,7 +239,7 @@ class Simulator:
         _run_stepwise(graph, order, kernels, values, steps, batch, self.shapes, self.dtype, record,
                       learn=self.plastic)
         states = {n: kernels[n].states() for n in order if record and kernels[n].states()}
-        outputs = {name: values[name] for name in graph.outputs}
+        outputs = {name: values[name].astype(self.output_dtype(name), copy=False) for name in graph.outputs}
         weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
         return SimResult(self.mode, outputs, values if record else {}, states, weights)
 
@@ -299,14 +300,14 @@ class Simulator:
             raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
         if not self.plastic:
             values = self._advance(values, False)
-            return {name: values[name] for name in self.graph.outputs}
+            return {name: values[name].astype(self.output_dtype(name), copy=False) for name in self.graph.outputs}
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
                       False, previous=self._stream_prev, learn=self.plastic, first_step=self._stream_step)
         self._stream_step += steps
         for name in self.graph.nodes:
             self._stream_prev[name] = values[name][-1]
-        return {name: values[name] for name in self.graph.outputs}
+        return {name: values[name].astype(self.output_dtype(name), copy=False) for name in self.graph.outputs}
 
 
 def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mode: str | None = None,

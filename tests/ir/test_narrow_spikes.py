@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nmcompile.errors import UnsupportedError
+from nmcompile.errors import ShapeError, UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.neurons import LIF
@@ -84,6 +84,7 @@ def test_record_streaming_and_the_numpy_engine(case):
     stream = Simulator(g, spike_dtype="int8")
     stream.start(x.shape[1])
     parts = [stream.feed(x[t : t + 13].astype(np.int8))["out"] for t in range(0, x.shape[0], 13)]
+    assert all(part.dtype == np.int8 for part in parts)
     np.testing.assert_array_equal(np.concatenate(parts), reference)
 
 
@@ -106,3 +107,24 @@ def test_bad_spike_dtypes_are_refused():
     f.connect("lif", f.add("out", O.Output(shape=(4,))))
     with pytest.raises(UnsupportedError, match="integer-mode option"):
         Simulator(f, "float32", spike_dtype="int8")
+
+
+def test_a_plastic_network_returns_int8_spikes_too():
+    rng = np.random.default_rng(5)
+    g = Graph("stdp")
+    g.add("in", O.Input(shape=(9,)))
+    g.add("fc", O.QPlasticLinear(weight=rng.integers(-30, 31, (6, 9)), num_weight_bits=9, w_min=-30, w_max=30))
+    g.add("n", O.QNeuron(shape=(6,), du=3000, dv=500, vth=20))
+    g.add("out", O.Output(shape=(6,)))
+    g.chain("in", "fc", "n", "out")
+    x = (rng.random((20, 2, 9)) < 0.4).astype(np.int64)
+    out = Simulator(g, spike_dtype="int8").run(x).output
+    assert out.dtype == np.int8
+    np.testing.assert_array_equal(out, Simulator(g).run(x).output)
+
+
+def test_a_step_without_the_sample_axis_is_named():
+    g = chain_graph(np.random.default_rng(6), [8, 4])
+    with pytest.raises(ShapeError, match=r"must be \[T, B, \*\(8,\)\] \(steps, samples, values\), got an array of "
+                                        r"shape \(5, 8\)"):
+        Simulator(g).run(np.zeros((5, 8), dtype=np.int64))
