@@ -46,6 +46,23 @@ SPECS = "serial (in this process), local://N (N worker processes; local: one per
 INSTALL_DASK = "pip install 'nmcompile[cluster]' (or: pip install dask distributed)"
 
 
+def _script_hint() -> str:
+    """Where the main module is a script without a `__main__` guard: the other way a spawned worker dies at once
+    (it re-runs the script, which starts an executor again)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    try:
+        guarded = path is None or "__main__" in Path(path).read_text(errors="replace")
+    except OSError:
+        guarded = True
+    if not guarded:
+        return ("; or, in a script, the executor was started outside `if __name__ == \"__main__\":`, which every "
+                "worker re-runs when it starts")
+    return ""
+
+
 class ExecutorError(NmcError):
     """An executor failed: a scheduler that does not answer, a worker process that died, a lost connection."""
 
@@ -201,7 +218,7 @@ class LocalExecutor(Executor):
                     outcome = future.result()
                 except BrokenProcessPool:
                     raise ExecutorError(f"{names[i]}: a worker process of {self.spec} died (killed, or out of "
-                                        "memory)") from None
+                                        f"memory{_script_hint()})") from None
                 except Exception as err:
                     err.add_note(f"in {names[i]} on {self.spec}")
                     raise

@@ -253,6 +253,18 @@ def test_a_failing_shard_names_itself(artifacts):
         verify_artifact(artifacts["rnn"], "ref://", board=open_board("ref://"), executor="local://2")
 
 
+def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path):
+    """local:// spawns its workers, which re-run an unguarded script and die starting an executor of their own."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from nmcompile.runtime.executors import open_executor\n"
+                      "with open_executor('local://2') as pool:\n"
+                      "    pool.map(abs, [-1, -2])\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode != 0
+    assert "a worker process of local://2 died" in run.stderr and "if __name__ ==" in run.stderr
+
+
 @pytest.mark.parametrize(("spec", "message"), [
     ("local://0", "the number of workers must be a positive integer"),
     ("local://many", "the number of workers must be a positive integer"),
