@@ -331,29 +331,6 @@ def _write_nir_file(nir_graph, out: Path) -> None:
         write_file(out, (Path(tmp) / "graph.nir").read_bytes())
 
 
-def _stdp_params(items, layers) -> dict[str, int]:
-    """--stdp-param KEY=VALUE items as a dict; refused without --stdp (nothing to apply them to) and for an unknown
-    key. The ranges are checked by the stdp pass, against the projection."""
-    from nmcompile.errors import UnsupportedError
-    from nmcompile.ir.integer import STDP_PARAMETERS
-
-    if items and not layers:
-        raise UnsupportedError("--stdp-param needs --stdp PROJECTION: it sets the rule of the plastic projections")
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            params[key.strip()] = int(value)
-        except ValueError:
-            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER") from None
-        if not sep:
-            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER")
-        if key.strip() not in STDP_PARAMETERS:
-            raise UnsupportedError(f"--stdp-param {item!r}: unknown STDP parameter {key.strip()!r}; known: "
-                                   + ", ".join(STDP_PARAMETERS))
-    return params
-
-
 @main.command("compile")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, type=click.Choice(list(BACKENDS)),
@@ -406,7 +383,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     from nmcompile.api import CompileRequest, compile_network
 
     chosen = _backend_values("compile", target_name, kw)
-    rule = _stdp_params(stdp_params, stdp_layers)
+    from nmcompile.passes.stdp import rule_from_flags
+
+    rule = rule_from_flags(stdp_params, stdp_layers)
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,

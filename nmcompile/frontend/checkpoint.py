@@ -108,8 +108,8 @@ def check_container(path: Path) -> None:
         with path.open("rb") as f:
             head = f.read(LEGACY_HEAD_BYTES)
         if not (head[:1] == b"\x80" and LEGACY_MAGIC in head):
-            raise InputFileError(f"{path}: not a readable PyTorch checkpoint: neither a zip archive (torch.save) nor "
-                                 "a legacy torch.save pickle (corrupt, or not a torch file)")
+            raise InputFileError(f"{path}: truncated, corrupt or not a PyTorch checkpoint: neither a complete zip "
+                                 "archive (torch.save) nor a legacy torch.save pickle")
         return
     try:
         with zipfile.ZipFile(path) as archive:

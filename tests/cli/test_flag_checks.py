@@ -126,7 +126,7 @@ def test_stdp_param_needs_stdp(tiny, target, param, tmp_path):
 
 def test_unknown_stdp_param_is_refused_up_front(tiny, tmp_path):
     one_error(*cli("compile", tiny, "--target", "fpga", "--stdp", "fc", "--stdp-param", "foo=1", "-o",
-                   tmp_path / "a")[::2], "--stdp-param 'foo=1': unknown STDP parameter 'foo'; known: pre_increment")
+                   tmp_path / "a")[::2], "--stdp-param 'foo=1': unknown STDP parameter(s) foo; known: pre_increment")
 
 
 # -- 4. float options on an integer network -------------------------------------------------------------------------
@@ -181,7 +181,7 @@ def test_reference_samples_beyond_the_calibration_before_the_passes(tiny, tmp_pa
 def test_random_bytes_are_not_a_checkpoint(trust, tmp_path):
     (tmp_path / "noise.pt").write_bytes(np.random.default_rng(3).bytes(4096))
     line = one_error(*cli("inspect", tmp_path / "noise.pt", *DIGITS[1:], *trust)[::2],
-                     "noise.pt: not a readable PyTorch checkpoint")
+                     "noise.pt: truncated, corrupt or not a PyTorch checkpoint: neither a complete zip")
     assert "pickled Python objects" not in line and "--trust-pickle" not in line
 
 
