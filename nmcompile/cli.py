@@ -381,10 +381,9 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
           --target fpga -o digits-fpga
     """
     from nmcompile.api import CompileRequest, compile_network
-
-    chosen = _backend_values("compile", target_name, kw)
     from nmcompile.passes.stdp import rule_from_flags
 
+    chosen = _backend_values("compile", target_name, kw)
     rule = rule_from_flags(stdp_params, stdp_layers)
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),

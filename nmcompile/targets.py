@@ -376,8 +376,8 @@ def get_target(name: str, **overrides: object) -> Target:
             raise UnsupportedError(f"unknown target field(s): {', '.join(sorted(unknown))}")
         target = dataclasses.replace(target, **overrides)
         if target.max_chips is not None and target.chips > target.max_chips:
-            raise UnsupportedError(f"--chips {target.chips}: a {name} network spans at most {target.max_chips} "
-                                   f"chip(s) ({target.sources.get('chips', 'the target')})")
+            raise UnsupportedError(f"--chips {target.chips}: {name} spans at most {target.max_chips} chip(s) "
+                                   f"({target.sources.get('chips', 'Target.max_chips')})")
     return target
 
 

@@ -38,9 +38,8 @@ def more_chips_advice(target: Target, cores: int) -> str:
     chips = -(-cores // target.cores_per_chip)
     if target.max_chips is None or chips <= target.max_chips:
         return f"it needs {chips} chips: pass --chips {chips}"
-    return (f"a {target.name} network spans at most {target.max_chips} chip(s) "
-            f"({target.max_chips * target.cores_per_chip} core(s)), so make it smaller: fewer neurons, or fewer "
-            "synapses per layer")
+    return (f"{target.name} spans at most {target.max_chips} chip(s) ({target.max_chips * target.cores_per_chip} "
+            "core(s)), so make the network smaller: fewer neurons, or fewer synapses per layer")
 
 
 def check_network_size(neurons: int, target: Target) -> None:
@@ -50,9 +49,9 @@ def check_network_size(neurons: int, target: Target) -> None:
         return
     capacity = target.max_chips * target.cores_per_chip * target.neurons_per_core
     if neurons > capacity:
-        raise ResourceError(f"the network has {neurons:,} neurons; a {target.name} network holds at most "
-                            f"{capacity:,} ({target.max_chips} chip(s) x {target.cores_per_chip} core(s) x "
-                            f"{target.neurons_per_core:,} neurons): make it smaller")
+        raise ResourceError(f"the network has {neurons:,} neurons; {target.name} holds at most {capacity:,} "
+                            f"({target.max_chips} chip(s) x {target.cores_per_chip} core(s) x "
+                            f"{target.neurons_per_core:,} neurons): make the network smaller")
 
 
 def _options(values: tuple[str, ...]) -> str:

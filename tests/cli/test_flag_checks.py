@@ -103,16 +103,16 @@ def wide(work) -> Path:
 
 def test_too_many_neurons_for_fpga_is_refused_before_the_passes(wide, tmp_path):
     one_error(*cli("compile", wide, "--target", "fpga", "-o", tmp_path / "a")[::2],
-              "the network has 70,000 neurons; a fpga network holds at most 65,536")
+              "the network has 70,000 neurons; fpga holds at most 65,536")
     one_error(*cli("compile", wide, "--target", "fpga", "--chips", "2", "-o", tmp_path / "a")[::2],
-              "--chips 2: a fpga network spans at most 1 chip(s)")
+              "--chips 2: fpga spans at most 1 chip(s)")
 
 
 def test_partition_advice_names_the_chip_limit(wide, tmp_path):
     status, _, stderr = cli("compile", wide, "--target", "fpga", "--stop-after", "partition", "-o", tmp_path / "a")
     line = stderr.splitlines()[-1]
     assert status == 1 and "does not fit" in line and "--chips" not in line, stderr
-    assert "a fpga network spans at most 1 chip(s) (1 core(s)), so make it smaller" in line
+    assert "fpga spans at most 1 chip(s) (1 core(s)), so make the network smaller" in line
 
 
 # -- 3. --stdp-param ------------------------------------------------------------------------------------------------
