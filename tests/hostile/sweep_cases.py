@@ -133,15 +133,15 @@ def spike_file_cases(fx: Fixtures) -> Iterator[Case]:
         files[name] = path
     npy = fx.work / "spk-npy.npy"
     np.save(npy, np.ones((5, 2, 12), np.float32))
-    files["npy"] = npy
+    files["npy array"] = npy
     files["missing"] = fx.work / "no-such.npz"
     files["directory"] = fx.work
     files["/dev/null"] = Path("/dev/null")
     for name, path in files.items():
-        expect = "ok" if name in valid or name == "npy" else "error"
+        expect = "ok" if name in valid or name == "npy array" else "error"
         yield Case("spike files", f"run --input ({name})",
                    ["run", str(fx.nmir), "--input", str(path), "--output", str(fx.fresh("o"))], expect)
-        if name in ("T=0", "B=0", "width 11", "2-D", "value 2", "pickled object", "truncated", "int8", "npy"):
+        if name in ("T=0", "B=0", "width 11", "2-D", "value 2", "pickled object", "truncated", "int8", "npy array"):
             yield Case("spike files", f"compile --calibration-spikes ({name})",
                        ["compile", str(fx.nmir), "--target", "fpga", "-o", str(fx.fresh("c")),
                         "--calibration-spikes", str(path)], expect)
