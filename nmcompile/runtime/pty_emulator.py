@@ -56,8 +56,10 @@ class PtyBoard:
 
     def _start_model(self) -> subprocess.Popen:
         try:
+            # its own session: Ctrl-C on the terminal stops the emulator, which stops the model (the model alone
+            # exits when its stdin closes, should the emulator be killed)
             model = subprocess.Popen([str(self.binary)], cwd=self.project, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
         except OSError as err:
             raise BoardError(f"cannot start the Verilated model {self.binary}: {err}") from None
         os.set_blocking(model.stdin.fileno(), False)
