@@ -447,19 +447,21 @@ def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec
     """
     from nmcompile.errors import VerificationError
     from nmcompile.outputs import check_file_target
-    from nmcompile.runtime.hil import verify_artifact
+    from nmcompile.runtime.hil import verify_reporting_errors
 
     if junit is not None:
         check_file_target(junit)                      # before the run, not after it
 
-    result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
-                             executor=executor_spec)
+    result = verify_reporting_errors(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
+                                     executor=executor_spec)
     for line in result.lines():
         click.echo(line)
     if junit is not None:
         from nmcompile.outputs import write_file
 
-        write_file(junit, result.junit_xml())
+        write_file(junit, result.junit_xml())         # also when the board failed: an <error> testcase
+    if result.error is not None:
+        raise result.error
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
 

@@ -527,7 +527,8 @@ def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact
                executor: Executor, shards: int | None = None, progress: Progress | None = None,
                bar: Any = None) -> ShardedRun:
     """`run_sharded`, also returning the latency the boards reported and the shard ranges. `bar`: a ProgressBar
-    (nmcompile.runtime.progress) the workers advance by steps x samples as they go, when it is enabled."""
+    (nmcompile.runtime.progress) the workers advance by sample-steps as they go, when it is enabled; messages to
+    `progress` then go through `bar.above` so they never share the bar's line."""
     import numpy as np
 
     from nmcompile.runtime.board import known_schemes, open_board
@@ -548,6 +549,8 @@ def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact
     count = len(bounds)
     labels = [f"shard {i + 1}/{count} (samples {a}..{b - 1})" if b > a else f"shard {i + 1}/{count} (no samples)"
               for i, (a, b) in enumerate(bounds)]
+    if progress is not None and bar is not None and bar.enabled:
+        progress = bar.above(progress)            # shard messages on their own lines, the bar redrawn below
     report = progress or (lambda message: None)
     source = _describe_source(artifact_or_source, executor)
     options = {str(k): str(v) for k, v in (board_options or {}).items()}
