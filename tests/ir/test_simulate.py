@@ -202,7 +202,7 @@ def test_input_errors(rng):
     g = mlp(rng)
     with pytest.raises(ShapeError, match="expects shape"):
         simulate(g, np.zeros((5, 1, 7)))
-    with pytest.raises(ShapeError, match=r"\[T, B, ...\]"):
+    with pytest.raises(ShapeError, match=r"must be \[T, B, \*\(6,\)\] \(steps, samples, values\)"):
         simulate(g, np.zeros(6))
     with pytest.raises(ShapeError, match="NaN or inf"):
         simulate(g, np.full((2, 1, 6), np.nan))
