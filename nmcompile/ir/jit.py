@@ -236,15 +236,18 @@ def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, th
 
 @jit
 def float_neuron_plain(x, v, beta, gain, bias, threshold, v_reset, has_beta, unit_gain, zero_bias, compare_ge,
-                       reset_mode, zero, one, out):
+                       reset_mode, zero, one, out, first, stop):
     """`float_neuron` for its most common form (LIF or IF, spiking, immediate reset, no refractory period, no batch
-    norm, nothing recorded): the same operations in the same order, in a loop without per-neuron branches."""
-    steps, batch, size = x.shape
+    norm, nothing recorded) for the neurons first..stop-1 (threads take disjoint ranges): the same operations in the
+    same order, in a loop without per-neuron branches (slices and a loop from 0, as in `integer_neuron_plain`)."""
+    steps, batch, _ = x.shape
     zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
+    beta, gain, bias, threshold, v_reset = beta[first:stop], gain[first:stop], bias[first:stop], \
+        threshold[first:stop], v_reset[first:stop]
     for t in range(steps):
         for b in range(batch):
-            v_row, x_row, out_row = v[b], x[t, b], out[t, b]
-            for n in range(size):
+            v_row, x_row, out_row = v[b, first:stop], x[t, b, first:stop], out[t, b, first:stop]
+            for n in range(stop - first):
                 drive = x_row[n] if unit_gain else gain[n] * x_row[n]
                 h = beta[n] * v_row[n] + drive if has_beta else v_row[n] + drive
                 h = h if zero_bias else h + bias[n]
@@ -571,13 +574,10 @@ def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.n
         _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
             reset_mode, _, _, zero, one = args
         rows, flat_out = kernel._rows(v), out.reshape(flat_x.shape)
-
-        def run(first: int, stop: int) -> None:      # samples are independent: split over the cores
-            float_neuron_plain(flat_x[:, first:stop], rows[first:stop], beta, gain, bias, threshold, v_reset,
-                               has_beta, unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
-                               flat_out[:, first:stop])
-
-        split_rows(batch, flat_x.size >= PARALLEL_MIN_FLOAT_UPDATES, run)
+        split_rows(flat_x.shape[2], flat_x.size >= PARALLEL_MIN_FLOAT_UPDATES,   # over neurons: also at batch 1
+                   lambda first, stop: float_neuron_plain(flat_x, rows, beta, gain, bias, threshold, v_reset, has_beta,
+                                                          unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
+                                                          flat_out, first, stop))
         kernel.v = v
         return
     i = np.ascontiguousarray(kernel.i) if kernel.cuba else np.zeros((batch, 1), dtype=kernel.dtype)
