@@ -14,6 +14,13 @@ of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 
                                                        = scratch[(first + p) * lanes + 16 group + o]
         then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
 
+    count = list_nonzero(values, start, listed, at)
+        listed[at : at + count] = the indices start + i (int32, ascending) of the i < 16 with values[start + i] != 0
+        (one vector load: the caller keeps start + 16 <= len(values)): a vector compare gives the mask, a masked
+        compress-store (AVX-512 vpcompressd; LLVM expands it elsewhere) writes the indices packed, the mask's population
+        count is the count;
+        no branch depends on the values (a loop over set bits mispredicts its exit at almost every vector)
+
 Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_runs` are two
 rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
 transpose in four rounds of two-input shuffles).
@@ -145,29 +152,32 @@ def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, fir
 
 
 @intrinsic
-def nonzero_mask(typingctx, line, start):
-    """Bit i of the result (uint64) is set when line[start + i] != 0, for i < 16 (one vector load: the caller keeps
-    start + 16 <= len(line))."""
-    if not _float32_rows(line):
+def list_nonzero(typingctx, values, start, listed, at):
+    if not (_float32_rows(values) and isinstance(listed, types.Array) and listed.layout == "C"
+            and listed.dtype == types.int32):
         return None
 
     def codegen(context, builder, signature, args):
-        line_ty, start_ty = signature.args
-        pointer = _element(context, builder, line_ty, args[0], args[1], start_ty)
-        values = builder.load(builder.bitcast(pointer, _VECTOR_TYPE.as_pointer()), align=4)
-        nonzero = builder.fcmp_unordered("!=", values, ir.Constant(_VECTOR_TYPE, None))
-        return builder.zext(builder.bitcast(nonzero, ir.IntType(VECTOR)), ir.IntType(64))
+        values_ty, start_ty, listed_ty, at_ty = signature.args
+        index = ir.IntType(32)
+        indices_type, mask_type = ir.VectorType(index, VECTOR), ir.VectorType(ir.IntType(1), VECTOR)
+        mask_bits = ir.IntType(VECTOR)
+        pointer = _element(context, builder, values_ty, args[0], args[1], start_ty)
+        loaded = builder.load(builder.bitcast(pointer, _VECTOR_TYPE.as_pointer()), align=4)
+        mask = builder.fcmp_unordered("!=", loaded, ir.Constant(_VECTOR_TYPE, None))
+        first = builder.trunc(context.cast(builder, args[1], start_ty, types.intp), index)
+        broadcast = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(indices_type, None), first, ir.Constant(index, 0)),
+            ir.Constant(indices_type, None), ir.Constant(indices_type, [0] * VECTOR))
+        indices = builder.add(broadcast, ir.Constant(indices_type, list(range(VECTOR))))
+        listed_data = context.make_array(listed_ty)(context, builder, args[2]).data
+        target = builder.gep(listed_data, [context.cast(builder, args[3], at_ty, types.intp)])
+        compress = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [indices_type, index.as_pointer(), mask_type]),
+            f"llvm.masked.compressstore.v{VECTOR}i32")
+        builder.call(compress, [indices, target, mask])
+        popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(mask_bits, [mask_bits]),
+                                                  f"llvm.ctpop.i{VECTOR}")
+        return builder.zext(builder.call(popcount, [builder.bitcast(mask, mask_bits)]), ir.IntType(64))
 
-    return types.uint64(line, start), codegen
-
-
-@intrinsic
-def lowest_bit(typingctx, mask):
-    """The index of the lowest set bit of a nonzero uint64 (count of trailing zeros)."""
-
-    def codegen(context, builder, signature, args):
-        word = ir.IntType(64)
-        cttz = builder.module.declare_intrinsic("llvm.cttz", [word], ir.FunctionType(word, [word, ir.IntType(1)]))
-        return builder.call(cttz, [args[0], ir.Constant(ir.IntType(1), 1)])
-
-    return types.int64(mask), codegen
+    return types.int64(values, start, listed, at), codegen
