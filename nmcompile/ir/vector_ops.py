@@ -17,9 +17,8 @@ of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 
     count = list_nonzero(values, start, listed, at)
         listed[at : at + count] = the indices start + i (int32, ascending) of the i < 16 with values[start + i] != 0
         (one vector load: the caller keeps start + 16 <= len(values)): a vector compare gives the mask, a masked
-        compress-store (AVX-512 vpcompressd; LLVM expands it elsewhere) writes the indices packed, the mask's population
-        count is the count;
-        no branch depends on the values (a loop over set bits mispredicts its exit at almost every vector)
+        compress-store (AVX-512 vpcompressd; LLVM expands it elsewhere) writes the indices packed, the mask's
+        population count is the count; no branch depends on the values
 
 Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_runs` are two
 rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
