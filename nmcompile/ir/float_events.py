@@ -35,9 +35,9 @@ LANES = VECTOR           # output channels are padded to a multiple of this in t
 
 # The cost model that chooses between this scatter and torch's dense kernels (arraymath.Convolution), in ns of one
 # core, fitted to `bench_simulate.py --sections convolution` (benchmarks/README.md, 2026-12-01, Xeon with AVX-512):
-EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop):
-                         # measured 1.1-1.3 ns on the 2->12 5x5 and 16->32 3x3 layers, 1.75-3 ns on the 12->32 5x5/2
-                         # layer; the larger value keeps torch on the strided layer near its crossover
+EVENT_VECTOR_NS = 1.6    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop and of
+                         # its input's table lookup): measured 1.2 ns on the 2->12 5x5 layer, 1.4 on the 16->32 3x3,
+                         # 1.7 on the 12->32 5x5/2 layer (short runs) since the inputs are listed per plane
 EVENT_INPUT_NS = 0.6     # listing one input value (every input of every row is visited once)
 EVENT_TILE_NS = 60.0     # storing 16 positions x 16 channels channels-first (a transpose) and resetting them
 TORCH_MULTIPLY_ADDS_PER_NS = 70.0   # torch's blocked float32 kernels on one core when a window has at least
