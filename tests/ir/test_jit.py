@@ -307,6 +307,7 @@ def test_nonzero_estimate_counts_at_most_sixteen_rows():
     assert arraymath.estimate_nonzero(rows) == 700
     rows[1::2] = 0.0        # the sampled rows 0, 7, 14, ... alternate between full and empty
     assert 0 < arraymath.estimate_nonzero(rows) < 700
+    assert arraymath.estimate_nonzero(rows.T) == np.count_nonzero(rows)      # not contiguous: counted whole
 
 
 def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
