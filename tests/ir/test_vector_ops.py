@@ -3,6 +3,8 @@ each lane is one IEEE float32 operation in the same order as numpy's, and the tr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
@@ -108,6 +110,34 @@ def test_nonzero_inputs_from_compress_stores_equal_flatnonzero(width):
         count = _nonzero_columns(line, listed)
         np.testing.assert_array_equal(listed[:count], np.flatnonzero(line))
         assert (listed[count + VECTOR:] == -7).all()
+
+
+def test_nonzero_listing_without_avx512_takes_the_portable_compress_store(tmp_path):
+    """Compiled for a CPU without AVX-512 (NUMBA_CPU_NAME=generic, a fresh cache), list_nonzero takes LLVM's masked
+    compress-store, which LLVM expands into scalar code: the same list."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numba, numpy as np\n"
+        "from nmcompile.ir import vector_ops as V\n"
+        "assert not V.REGISTER_COMPRESS\n"
+        "@numba.njit\n"
+        "def lst(v, out):\n"
+        "    c = 0\n"
+        "    for s in range(0, v.shape[0] - 15, 16):\n"
+        "        c += V.list_nonzero(v, s, out, c)\n"
+        "    return c\n"
+        "v = (np.random.default_rng(3).random(64) < 0.3).astype(np.float32)\n"
+        "out = np.empty(80, np.int32)\n"
+        "c = lst(v, out)\n"
+        "assert np.array_equal(out[:c], np.flatnonzero(v)), (out[:c], np.flatnonzero(v))\n"
+        "print(c)\n")
+    env = {**__import__("os").environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
 
 
 def test_float32_linear_uses_torch_within_the_summation_bound_and_float64_stays_numpy():
