@@ -23,7 +23,7 @@ events count each nonzero input once per synapse it reaches and the add rate is 
 add loop over L1-resident data, per core, times the cores).
 
     python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
-                                        [--nodes]
+                                        [--nodes] [--batches 1,128]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def section_snntorch(args, rate: float, cores: int) -> None:
     print(f"{'network':<46} {'batch':>5} {'snnTorch f32':>12} {'nmc f32':>9} {'ratio':>6} {'nmc f64':>9} "
           f"{'ratio':>6} {'f32 flips':>9} {'bound':>9} {'f32 x bound':>11}")
     for case in (digits_case, nmnist_case):
-        for batch in (1, 128):
+        for batch in args.batches:
             name, model, trace, graph, x = case(batch)
             sim32, sim64 = Simulator(graph, "float32"), Simulator(graph, "float64")
             sim32.run(x[:2]), sim64.run(x[:2])
@@ -459,6 +459,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nodes", action="store_true", help="snntorch: also the float32 run's time per node")
+    parser.add_argument("--batches", type=lambda text: [int(b) for b in text.split(",")], default=[1, 128],
+                        help="snntorch: the batch sizes (default 1,128)")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunked", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-jit", action="store_true", help=argparse.SUPPRESS)
