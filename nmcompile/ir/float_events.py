@@ -28,6 +28,7 @@ import math
 import numpy as np
 
 from nmcompile.ir import jit
+from nmcompile.ir.spare import SpareOutputs
 from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
 
 LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
@@ -133,6 +134,7 @@ class EventConvolution:
         common = math.gcd(self.stride[0], self.dilation_h)
         self.row_steps = np.array([self.stride[0] // common, -(self.dilation_h // common)], np.int64)
         self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._spares = SpareOutputs()       # the output array of an earlier call, once nothing holds it (ir/spare.py)
 
     @staticmethod
     def applies(dilation, groups: int) -> bool:
@@ -206,7 +208,7 @@ class EventConvolution:
         rows = x4.shape[0]
         out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
         targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
-        out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
+        out = self._spares.take((rows, self.c_out, out_h * out_w), np.dtype(np.float32))
         active = int(np.count_nonzero(x4.view(np.int32))) if active is None else active   # bits: faster
         seconds = self.costs(x4, active)[0]
 
