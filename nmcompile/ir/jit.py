@@ -169,6 +169,38 @@ def integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, clears_current, compar
 
 
 @jit
+def integer_neuron_fixed(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out, first, stop):
+    """`integer_neuron_plain` with its three flags handed to it as constants, one branch per combination: the
+    compiled loop then has the flags folded in (measured in the fused chain: 0.67 against 1.47 ns per update with
+    the flags as run-time values, on blocks that stay in cache; over arrays that stream from memory, as
+    `run_integer_neuron`'s, the run-time form was measured 15 % faster: 2.0 against 2.3 ns per update)."""
+    if clears_current and compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_ZERO, out, first, stop)
+    elif clears_current and compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_SUBTRACT, out, first, stop)
+    elif clears_current and compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, RESET_NONE, out, first, stop)
+    elif clears_current and not compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_ZERO, out, first, stop)
+    elif clears_current and not compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_SUBTRACT, out, first, stop)
+    elif clears_current and not compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, RESET_NONE, out, first, stop)
+    elif not clears_current and compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_ZERO, out, first, stop)
+    elif not clears_current and compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_SUBTRACT, out, first, stop)
+    elif not clears_current and compare_ge:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, RESET_NONE, out, first, stop)
+    elif not clears_current and not compare_ge and reset_mode == RESET_ZERO:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_ZERO, out, first, stop)
+    elif not clears_current and not compare_ge and reset_mode == RESET_SUBTRACT:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_SUBTRACT, out, first, stop)
+    else:
+        integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, RESET_NONE, out, first, stop)
+
+
+@jit
 def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, threshold, v_reset, reset_amount,
                  bn_scale, bn_shift, cuba, has_beta, unit_gain, zero_bias, mpbn, spiking, compare_ge, reset_mode,
                  timing, refractory, zero, one, out, record_v, record_i, record):
@@ -236,18 +268,15 @@ def float_neuron(x, v, i, refractory_left, alpha, syn_gain, beta, gain, bias, th
 
 @jit
 def float_neuron_plain(x, v, beta, gain, bias, threshold, v_reset, has_beta, unit_gain, zero_bias, compare_ge,
-                       reset_mode, zero, one, out, first, stop):
+                       reset_mode, zero, one, out):
     """`float_neuron` for its most common form (LIF or IF, spiking, immediate reset, no refractory period, no batch
-    norm, nothing recorded) for the neurons first..stop-1 (threads take disjoint ranges): the same operations in the
-    same order, in a loop without per-neuron branches (slices and a loop from 0, as in `integer_neuron_plain`)."""
-    steps, batch, _ = x.shape
+    norm, nothing recorded): the same operations in the same order, in a loop without per-neuron branches."""
+    steps, batch, size = x.shape
     zero_reset, subtract_reset = reset_mode == RESET_ZERO, reset_mode == RESET_SUBTRACT
-    beta, gain, bias, threshold, v_reset = beta[first:stop], gain[first:stop], bias[first:stop], \
-        threshold[first:stop], v_reset[first:stop]
     for t in range(steps):
         for b in range(batch):
-            v_row, x_row, out_row = v[b, first:stop], x[t, b, first:stop], out[t, b, first:stop]
-            for n in range(stop - first):
+            v_row, x_row, out_row = v[b], x[t, b], out[t, b]
+            for n in range(size):
                 drive = x_row[n] if unit_gain else gain[n] * x_row[n]
                 h = beta[n] * v_row[n] + drive if has_beta else v_row[n] + drive
                 h = h if zero_bias else h + bias[n]
@@ -574,10 +603,13 @@ def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.n
         _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
             reset_mode, _, _, zero, one = args
         rows, flat_out = kernel._rows(v), out.reshape(flat_x.shape)
-        split_rows(flat_x.shape[2], flat_x.size >= PARALLEL_MIN_FLOAT_UPDATES,   # over neurons: also at batch 1
-                   lambda first, stop: float_neuron_plain(flat_x, rows, beta, gain, bias, threshold, v_reset, has_beta,
-                                                          unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
-                                                          flat_out, first, stop))
+
+        def run(first: int, stop: int) -> None:      # samples are independent: split over the cores
+            float_neuron_plain(flat_x[:, first:stop], rows[first:stop], beta, gain, bias, threshold, v_reset,
+                               has_beta, unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
+                               flat_out[:, first:stop])
+
+        split_rows(batch, flat_x.size >= PARALLEL_MIN_FLOAT_UPDATES, run)
         kernel.v = v
         return
     i = np.ascontiguousarray(kernel.i) if kernel.cuba else np.zeros((batch, 1), dtype=kernel.dtype)

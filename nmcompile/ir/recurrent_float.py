@@ -136,7 +136,7 @@ def float_recurrent_loop(terms, order, history, projected, drive, kinds, slots, 
             x = drive[first:stop].reshape((1, samples, size))
             if plain:
                 J.float_neuron_plain(x, v[first:stop], beta, gain, bias, threshold, v_reset, has_beta, unit_gain,
-                                     zero_bias, compare_ge, reset_mode, zero, one, spikes, 0, size)
+                                     zero_bias, compare_ge, reset_mode, zero, one, spikes)
             else:
                 rec_v = record_v[t, first:stop].reshape((1, samples, size)) if record else unrecorded
                 rec_i = record_i[t, first:stop].reshape((1, samples, size)) if record and cuba else unrecorded

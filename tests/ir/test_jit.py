@@ -341,29 +341,6 @@ def test_neuron_ranges_split_over_threads_equal_numpy(monkeypatch):
     assert outputs[0][0].any()
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_float_neuron_ranges_split_over_threads_equal_numpy(monkeypatch, batch):
-    """float_neuron_plain over disjoint neuron ranges in several threads (also at batch 1): the numpy engine's bits,
-    float32 and float64."""
-    from nmcompile.ir import jit
-
-    rng = np.random.default_rng(7)
-    op = O.LIF(shape=(5, 9), beta=rng.uniform(0.5, 1.0, (5, 9)), threshold=rng.uniform(0.3, 1.2, (5, 9)),
-               reset_mode="zero")
-    x = rng.normal(0.3, 0.6, (11, batch, 5, 9))
-    monkeypatch.setattr(jit, "PARALLEL_MIN_FLOAT_UPDATES", 0)
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    for dtype in (np.dtype(np.float32), np.dtype(np.float64)):
-        outputs = []
-        for engine in ("numpy", "compiled"):
-            kernel = FloatNeuron(op, op.shape, dtype)
-            kernel.set_engine(engine)
-            outputs.append((kernel.run(x.astype(dtype)), kernel.v.copy()))
-        for numpy_side, compiled_side in zip(*outputs, strict=True):
-            assert_same_bits(numpy_side, compiled_side)
-        assert outputs[0][0].any() and not outputs[0][0].all()
-
-
 def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
     """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba (platformdirs), never into the package."""
     import os
