@@ -7,7 +7,10 @@ compiled engine after a warm-up run, so numba's compilation is not counted, and 
 With the compiled engine the three Dense -> LIF pairs run as one fused chain (nmcompile/ir/chain.py: one compiled
 call per chunk of steps, samples split over threads, spikes between layers kept as int8 rows and lists of active
 inputs); that fused path is what the "compiled" rows measure, and the benchmark stops if the chain is not formed;
-the output spikes must be identical before any time is reported. Each nmcompile time is the best of --repeats runs
+the output spikes must be identical before any time is reported. "compiled int8" is the same run with the input
+spikes given as int8 and `Simulator(..., spike_dtype="int8")`: the chain reads and writes one byte per spike instead
+of int64 values (at batch 32 the int64 input and output are 51 MB each per run, whose reading and first-touch writing
+cost about 1 us per sample-step). Each nmcompile time is the best of --repeats runs
 and is printed next to its physical bound (benchmarks/physical_bound.py: synaptic events + neuron updates over the
 machine's measured add rate: the rate of int8 weights added into int16 registers, the integer product's inner loop,
 which is several times the float32 load-add-store rate the float benchmarks use; both are printed).
@@ -75,16 +78,18 @@ def main() -> None:
     float_rate, _ = physical_bound.add_rate()
     rate, cores = physical_bound.int16_add_rate()
     rows = []
-    for engine in ("compiled", "numpy"):
-        sim = Simulator(graph, engine=engine)    # like Lava's compile: kernels are prepared once
+    x_int8 = x.astype(np.int8)
+    for engine, spikes in (("compiled", "int64"), ("compiled", "int8"), ("numpy", "int64")):
+        sim = Simulator(graph, engine=engine, spike_dtype=spikes)  # like Lava's compile: kernels prepared once
         if engine == "compiled" and [c.followers[-1] for c in sim._chains().values()] != ["lif2"]:
             raise SystemExit("the compiled engine did not fuse dense0 .. lif2 into one chain")
-        sim.run(x[:2, :1])                       # and compiled (numba) before timing
-        single, ours_single = best_time(lambda s=sim: s.run(x[:, :1]).output, args.repeats)
-        batched, ours_batch = best_time(lambda s=sim: s.run(x).output, args.repeats)
+        given = x_int8 if spikes == "int8" else x
+        sim.run(given[:2, :1])                   # and compiled (numba) before timing
+        single, ours_single = best_time(lambda s=sim, g=given: s.run(g[:, :1]).output, args.repeats)
+        batched, ours_batch = best_time(lambda s=sim, g=given: s.run(g).output, args.repeats)
         if not np.array_equal(lava_out, ours_single) or not np.array_equal(ours_batch[:, :1], ours_single):
-            raise SystemExit(f"spikes differ between Lava and the reference ({engine} engine)")
-        rows.append((engine, single / args.steps, batched / args.steps / args.batch))
+            raise SystemExit(f"spikes differ between Lava and the reference ({engine} engine, {spikes} spikes)")
+        rows.append((f"{engine} {spikes}", single / args.steps, batched / args.steps / args.batch))
     bound_single = physical_bound.work(graph, Simulator(graph).run(x[:, :1], record=True).values)
     bound_batch = physical_bound.work(graph, Simulator(graph).run(x, record=True).values)
     spikes = int(np.count_nonzero(lava_out))
@@ -99,7 +104,7 @@ def main() -> None:
     for engine, single, batched in rows:
         for label, value in (("1 sample", single), (f"batch {args.batch}", batched)):
             unit = "ms/step" if label == "1 sample" else "ms/sample-step"
-            print(f"nmcompile {engine:<8} {label:<9} {1e3 * value:8.4f} {unit:<14} -> {lava_step / value:7.1f}x Lava;"
+            print(f"nmcompile {engine:<14} {label:<9} {1e3 * value:8.4f} {unit:<14} -> {lava_step / value:7.1f}x Lava;"
                   f" bound {1e3 * per_step[label]:.4f} ms ({value / per_step[label]:.1f}x the bound)")
     print(f"work per sample-step: {bound_batch.synaptic_events / args.steps / args.batch:,.0f} synaptic events, "
           f"{bound_batch.neuron_updates / args.steps / args.batch:,.0f} neuron updates")

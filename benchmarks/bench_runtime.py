@@ -9,7 +9,9 @@ UDP loopback (SpiNNaker 2 datagram protocol, docs/formats/spinnaker2-udp.md):
 UART over a pty (FPGA, docs/formats/fpga-uart.md): the Verilated RTL behind a pseudo-terminal, driven by serial://
   at 1 Mbaud, one sample streamed (STREAM, the input pipelined under credit flow control): steps/s, and the line use
   of the stream in the RTL's own time = wire bit times of its frames / the stream's clock cycles, each way; an
-  output-heavy network (the line from the board is the bound) and an input-heavy one (the line to it).
+  output-heavy network (the line from the board is the bound) and an input-heavy one (the line to it); the same
+  output-heavy run through `nmcompile emulate ART --listen pty` (its process holds the pty and relays the bytes to a
+  model per host session over pipes) against the model's own pty (the peer) shows what the relay costs.
 
     python benchmarks/bench_runtime.py [--steps 2000] [--datagrams 20000]
 """
@@ -140,18 +142,24 @@ def udp_board(art: Path, steps: int) -> dict[str, float]:
             "latency_median_ms": float(np.median(step_times)), "latency_p99_ms": float(np.percentile(step_times, 99))}
 
 
-def uart_board(art: Path, inputs: int, steps: int) -> dict[str, float]:
-    """A sample streamed over a pty to the Verilated RTL; line use of the STREAM in the RTL's own clock: the bytes of
-    its frames each way (from the host's and the board's counters) x 10 bits x clocks per bit / the stream's clock
-    cycles (the board's DONE)."""
+def uart_board(art: Path, inputs: int, steps: int, emulated: bool = False) -> dict[str, float]:
+    """A sample streamed over a pty to the Verilated RTL (the model's own pty, or with `emulated` the pty of
+    `nmcompile emulate --listen pty`); line use of the STREAM in the RTL's own clock: the bytes of its frames each
+    way (from the host's and the board's counters) x 10 bits x clocks per bit / the stream's clock cycles (the
+    board's DONE)."""
     from nmcompile.runtime.fpga_board import SerialBoard
     from nmcompile.runtime.verilator_build import SIM_CLKS_PER_BIT, build_model
 
     x = (np.random.default_rng(2).random((steps, 1, inputs)) < 0.25).astype(np.int8)
     expected, ref_seconds = reference(art, x)
     binary = build_model(art / "fpga")
-    proc = subprocess.Popen([str(binary), "--pty"], cwd=art / "fpga", stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    if emulated:
+        proc = subprocess.Popen([sys.executable, "-m", "nmcompile", "emulate", str(art), "--listen", "pty"],
+                                cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    else:
+        proc = subprocess.Popen([str(binary), "--pty"], cwd=art / "fpga", stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
     try:
         pty = proc.stdout.readline().split()[1]
         with SerialBoard(pty, baud=1_000_000) as board:
@@ -163,10 +171,9 @@ def uart_board(art: Path, inputs: int, steps: int) -> dict[str, float]:
             counters = dict(board.link.counters)
             design, size = board.layout["design"], board.layout["output"]["size"]
     finally:
-        proc.kill()
+        proc.terminate()                          # SIGTERM: emulate stops its model too
         proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
     c = counters
     to_board = 10 + 6 * c["inject_frames"] + 4 * design["in_words"] * c["input_steps"]     # STREAM, INJECTs
     from_board = 6 * c["inject_answers"] + (10 + (size + 7) // 8) * c["spikes_frames"] + 30   # answers, SPIKES, DONE
@@ -205,6 +212,11 @@ def main() -> None:
                   f"RTL's time: to the board {100 * uart['line_use_in']:.1f} % ({uart['to_board']} bytes), from it "
                   f"{100 * uart['line_use_out']:.1f} % ({uart['from_board']} bytes) of {uart['cycles']} cycles; "
                   f"the host waited for credit {uart['credit_waits']} times")
+        art = wide_network(work, "fpga", 64, 16)
+        direct, relayed = uart_board(art, 64, args.steps), uart_board(art, 64, args.steps, emulated=True)
+        print(f"serial:// to `nmcompile emulate --listen pty` (64 inputs, 16 LIF, {args.steps} steps): "
+              f"{args.steps / relayed['seconds']:.0f} steps/s against {args.steps / direct['seconds']:.0f} steps/s "
+              f"on the model's own pty (peer, same run): ratio {direct['seconds'] / relayed['seconds']:.2f}")
 
 if __name__ == "__main__":
     main()

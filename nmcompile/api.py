@@ -177,7 +177,8 @@ def compile_network(request: CompileRequest, log=None, emit=None):
 
     from nmcompile import artifact, backends
     from nmcompile.lowered import lower_network
-    from nmcompile.lowered.limits import refuse
+    from nmcompile.lowered.limits import check_network_size, refuse
+    from nmcompile.outputs import check_directory_target
     from nmcompile.passes import PassContext, integer_source_pipeline, run_pipeline
     from nmcompile.targets import get_target
 
@@ -194,6 +195,9 @@ def compile_network(request: CompileRequest, log=None, emit=None):
         refuse("--stdp", "STDP", "stdp", False, lambda t: t.stdp, target)
     if request.reference_samples is not None and request.reference_samples < 1:
         raise UnsupportedError(f"--reference-samples must be at least 1 (got {request.reference_samples})")
+    if backend.check_options is not None:
+        backends.load_object(backend.check_options)(request.backend_options)
+    check_directory_target(request.out, artifact.is_artifact_dir)     # -o before the work, not after it
     options = request.options
     if "subtract" not in target.reset_modes:   # an ONNX ANN converts to what the target runs
         options = replace(options, ann_reset="zero")
@@ -203,7 +207,13 @@ def compile_network(request: CompileRequest, log=None, emit=None):
     graph = source.graph
     if graph.is_integer:  # a netx file or a compiled network: re-expressed in the target's formats, not quantized
         passes = integer_source_pipeline(passes)
+    if request.stop_after is None:         # partition will place it: a network no chip count holds fails now
+        check_network_size(sum(op.size for op in graph.nodes.values() if op.role == "neuron"), target)
     calibration = _calibration(request, source, graph)
+    samples = request.reference_samples
+    if calibration is not None and samples is not None and samples > calibration.shape[1]:
+        raise UnsupportedError(f"--reference-samples {samples}: the calibration spikes hold only "
+                               f"{calibration.shape[1]} samples")
     ctx = PassContext(target=target, calibration=calibration, options={"stdp": request.stdp, **request.backend_options},
                       log=log)
     graph = run_pipeline(graph, passes, ctx, dump_after=request.dump_after,
@@ -211,10 +221,6 @@ def compile_network(request: CompileRequest, log=None, emit=None):
                          log=log)
     done = passes if request.stop_after is None else passes[: passes.index(request.stop_after) + 1]
     _check_quantization(graph, ctx, request.strict)
-    samples = request.reference_samples
-    if calibration is not None and samples is not None and samples > calibration.shape[1]:
-        raise UnsupportedError(f"--reference-samples {samples}: the calibration spikes hold only "
-                               f"{calibration.shape[1]} samples")
     if samples is None:
         samples = DEFAULT_REFERENCE_SAMPLES if calibration is None else min(DEFAULT_REFERENCE_SAMPLES,
                                                                             calibration.shape[1])

@@ -59,10 +59,15 @@ def main() -> None:
     Typical session:
       nmcompile inspect net.nir              what is in the network (layers, neurons, synapses)
       nmcompile inspect net.nir --ir         the exact IR the compiler sees, as text
-      nmcompile run net.nir --board ref:// --input in.npz --output out.npz
       nmcompile targets                      which hardware targets this build can compile for
+      nmcompile compile net.nir --target fpga -o net-fpga
+                                             quantize, partition and emit: an artifact directory
+      nmcompile verify net-fpga --board verilator://
+                                             the hardware's spikes against the integer reference
+      nmcompile run net-fpga --board ref:// --input in.npz --output out.npz
 
-    Input spike files are .npz with an array `spikes` of shape [T, B, N_in] (0/1).
+    Input spike files are .npz with an array `spikes` of shape [T, B, N_in], or .npy holding that one array
+    (np.save); 0/1 values of an integer, bool or float dtype.
     """
 
 
@@ -190,12 +195,13 @@ def targets() -> None:
               help="Synaptic operations, neuron updates, energy per target and bit budget (random input spikes at "
                    "rate 0.2 for 100 steps, or --calibration-spikes).")
 @click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
-              help="With --energy: .npz with `spikes` [T, B, N_in] to measure activity on.")
+              help="With --energy: spike file (.npz with `spikes` [T, B, N_in], or .npy) to measure activity on.")
 @source_options
 def inspect(source: Path, show_ir: bool, check: bool, energy: bool, calibration_spikes: Path | None, **kw) -> None:
     """Describe the network in SOURCE: one row per layer with op, shape, neurons, synapses and parameters.
 
-    SOURCE is a .nir, .nmir, .pt/.pth (with --model) or .onnx (with --calibration) file.
+    SOURCE is a .nir, .nmir, .pt/.pth (with --model), .onnx (with --calibration) or lava-dl netx .net file, or
+    a compiled artifact directory (`nmcompile compile -o DIR`).
     """
     from nmcompile.api import load_source
 
@@ -325,21 +331,6 @@ def _write_nir_file(nir_graph, out: Path) -> None:
         write_file(out, (Path(tmp) / "graph.nir").read_bytes())
 
 
-def _stdp_params(items) -> dict[str, int]:
-    from nmcompile.errors import UnsupportedError
-
-    params = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        try:
-            params[key.strip()] = int(value)
-        except ValueError:
-            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER") from None
-        if not sep:
-            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER")
-    return params
-
-
 @main.command("compile")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--target", "target_name", required=True, type=click.Choice(list(BACKENDS)),
@@ -349,8 +340,9 @@ def _stdp_params(items) -> dict[str, int]:
                    "renamed into place; an existing artifact there is replaced as a whole, any other existing "
                    "non-empty directory is refused.")
 @click.option("--calibration-spikes", type=click.Path(path_type=Path), default=None,
-              help=".npz with `spikes` [T, B, N_in]: representative inputs used to measure quantization agreement, "
-                   "firing rates for partitioning and energy, and as the artifact's reference inputs.")
+              help="Spike file (.npz with `spikes` [T, B, N_in], or .npy): representative inputs used to measure "
+                   "quantization agreement, firing rates for partitioning and energy, and as the artifact's "
+                   "reference inputs.")
 @click.option("--dump-after", multiple=True, metavar="PASS", help="Print the IR after this pass (repeatable).")
 @click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass.")
 @click.option("--stop-after", metavar="PASS", default=None,
@@ -365,8 +357,9 @@ def _stdp_params(items) -> dict[str, int]:
               help="Make this projection plastic (pair-based STDP with 8-bit traces, docs/semantics.md §3.5; fpga "
                    "only). Repeatable. Names are those of `nmcompile inspect --ir` after quantize, e.g. '2'.")
 @click.option("--stdp-param", "stdp_params", multiple=True, metavar="KEY=VALUE",
-              help="STDP rule parameter for every --stdp projection: pre_increment, post_increment (0..255), "
-                   "pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). Repeatable.")
+              help="STDP rule parameter for every --stdp projection (needs --stdp): pre_increment, post_increment "
+                   "(0..255), pre_decay, post_decay, ltp_shift, ltd_shift (0..7), w_min, w_max (-128..127). "
+                   "Repeatable.")
 @click.option("--strict", is_flag=True,
               help="Refuse a degenerate quantization (a threshold or all weights of a layer rounding to 0, or a "
                    "layer's spike agreement below 90%) instead of warning.")
@@ -381,15 +374,22 @@ def compile_cmd(source: Path, target_name: str, out: Path | None, calibration_sp
     Writes an artifact directory: manifest.json, network.nmir (the integer golden model), reference/ (inputs
     and expected outputs), report.md, and the target's own files. `nmcompile run DIR --board ref://` runs
     the golden model; `nmcompile verify DIR --board ...` compares hardware against it.
+
+    \b
+    Example (the bundled example network):
+      nmcompile compile examples/digits/digits.pt --model examples/digits/model.py:make_model \\
+          --target fpga -o digits-fpga
     """
     from nmcompile.api import CompileRequest, compile_network
+    from nmcompile.passes.stdp import rule_from_flags
 
     chosen = _backend_values("compile", target_name, kw)
+    rule = rule_from_flags(stdp_params, stdp_layers)
     request = CompileRequest(
         source=source, target=target_name, out=out or Path(f"{source.stem}-{target_name}"), options=_options(kw),
         calibration_spikes=calibration_spikes, dump_after=tuple(dump_after), print_ir_after_all=print_ir_after_all,
         stop_after=stop_after, target_overrides={"chips": chips} if chips is not None else {},
-        reference_samples=reference_samples, stdp={layer: _stdp_params(stdp_params) for layer in stdp_layers},
+        reference_samples=reference_samples, stdp={layer: rule for layer in stdp_layers},
         backend_options=chosen, strict=strict)
     art = compile_network(request, log=lambda m: click.echo(m, err=True), emit=lambda m: click.echo(m, nl=False))
     click.echo(f"wrote {art.path} ({art.manifest['stage']}; latency {art.latency} steps; "
@@ -439,22 +439,29 @@ def executor_option(what: str):
 def verify(artifact_dir: Path, board_url: str, junit: Path | None, executor_spec: str | None) -> None:
     """Hardware-in-the-loop check: run the artifact's reference inputs on a board and compare every output
     spike at every step (and, with STDP, the learned weights) with the integer golden model. Exit status 0 when
-    equal, 1 otherwise."""
+    equal, 1 otherwise.
+
+    \b
+    Example:
+      nmcompile verify digits-fpga --board verilator:// --junit verify.xml
+    """
     from nmcompile.errors import VerificationError
     from nmcompile.outputs import check_file_target
-    from nmcompile.runtime.hil import verify_artifact
+    from nmcompile.runtime.hil import verify_reporting_errors
 
     if junit is not None:
         check_file_target(junit)                      # before the run, not after it
 
-    result = verify_artifact(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
-                             executor=executor_spec)
+    result = verify_reporting_errors(artifact_dir, board_url, progress=lambda m: click.echo(m, err=True),
+                                     executor=executor_spec)
     for line in result.lines():
         click.echo(line)
     if junit is not None:
         from nmcompile.outputs import write_file
 
-        write_file(junit, result.junit_xml())
+        write_file(junit, result.junit_xml())         # also when the board failed: an <error> testcase
+    if result.error is not None:
+        raise result.error
     if not result.passed:
         raise VerificationError(f"{board_url} differs from the reference of {artifact_dir}")
 
@@ -502,16 +509,18 @@ def report(artifact_dir: Path, **kw) -> None:
 @main.command()
 @click.argument("source", type=click.Path(path_type=Path))
 @click.option("--board", "board_url", default="ref://", show_default=True,
-              help="Where to run: ref:// is nmcompile's reference simulator, in process; lava://, verilator://, "
-                   "serial://DEVICE, qemu:// and udp://HOST:PORT run a compiled artifact directory of their target "
-                   "(see `verify --help`).")
+              help="Where to run: ref:// is nmcompile's reference simulator, in process (?precision=float32 for a "
+                   "float network); lava://, verilator://, serial:///dev/ttyUSB0, qemu:// and udp://HOST:PORT run "
+                   "a compiled artifact directory of their target (see `verify --help`).")
 @click.option("--input", "input_path", required=True, type=click.Path(path_type=Path),
-              help=".npz with `spikes` [T, B, N_in] (0/1, any integer dtype).")
+              help=".npz with `spikes` [T, B, N_in] (or [T, B, *input_shape]), or .npy holding that one array "
+                   "(np.save); 0/1 values of an integer, bool or float dtype.")
 @click.option("--output", "output_path", required=True, type=click.Path(), callback=_output_path,
               help="The file to write, exactly this name (an .npz archive whatever its suffix): `spikes` "
                    "[T, B, N_out] and `latency` (steps).")
-@click.option("--integer", is_flag=True, help="Require the integer (quantized) model of the network.")
-@click.option("--float32", "use_float32", is_flag=True, help="Simulate a float network in float32 (default float64).")
+@click.option("--integer", is_flag=True, help="ref:// only: require the integer (quantized) model of the network.")
+@click.option("--float32", "use_float32", is_flag=True,
+              help="ref:// only: simulate a float network in float32 (default float64); refused for an integer one.")
 @click.option("--labels", "labels_path", type=click.Path(path_type=Path), default=None,
               help=".npy with one integer label per sample: print the accuracy (class = argmax over output neurons "
                    "of the output summed over steps; ties to the lowest index).")
@@ -526,6 +535,10 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     SOURCE is any network file `inspect` reads: a float network runs in the float semantics, a quantized
     (integer) one in the integer golden model. On a terminal a progress bar shows steps x samples done, their
     rate and the time left.
+
+    \b
+    Example:
+      nmcompile run digits-fpga --board ref:// --input in.npz --output out.npz
     """
     import numpy as np
 
@@ -535,6 +548,13 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
     from nmcompile.runtime.board import open_board
     from nmcompile.runtime.progress import ProgressBar, run_in_slices
 
+    in_process = board_url.startswith("ref://")
+    if not in_process and (integer or use_float32):
+        from nmcompile.errors import UnsupportedError
+
+        flag = "--integer" if integer else "--float32"
+        raise UnsupportedError(f"{flag} chooses how ref:// simulates the network; {board_url} runs a compiled "
+                               "artifact in its target's integer model")
     check_file_target(output_path)                    # before the run, not after it
     if plot_path is not None:
         check_file_target(plot_path)
@@ -544,7 +564,6 @@ def run(source: Path, board_url: str, input_path: Path, output_path: Path, integ
         from nmcompile.runtime.readout import load_labels
 
         labels = load_labels(labels_path, spikes.shape[1])
-    in_process = board_url.startswith("ref://")
     options = {**({"integer": "1"} if integer else {}), **({"precision": "float32"} if use_float32 else {})}
 
     def progress(message: str) -> None:

@@ -30,8 +30,10 @@ def _cannot(path: Path, err: OSError) -> InputFileError:
     return InputFileError(f"{path}: cannot write ({err.strerror or err})")
 
 
-def replace_directory(out: Path, files: dict[str, bytes], is_ours: Callable[[Path], bool]) -> None:
-    """Make `out` a directory holding exactly `files` (relative path -> bytes)."""
+def check_directory_target(out: Path, is_ours: Callable[[Path], bool]) -> bool:
+    """Refuse a place `replace_directory` would refuse (an empty name, the current directory or a parent of it, a
+    file, a non-empty directory `is_ours` does not accept); True when `out` is an existing directory. Callers run
+    it before long work too, so that a wrong -o is named before the work starts."""
     out = Path(out)
     if str(out) in ("", "."):
         raise InputFileError("the output directory name is empty or '.'; name a new directory, e.g. -o net-fpga")
@@ -44,6 +46,16 @@ def replace_directory(out: Path, files: dict[str, bytes], is_ours: Callable[[Pat
         if existing and any(out.iterdir()) and not is_ours(out):
             raise InputFileError(f"{out} exists and is not an nmcompile artifact: refusing to replace it; choose "
                                  "another -o or remove it")
+    except OSError as err:
+        raise _cannot(out, err) from None
+    return existing
+
+
+def replace_directory(out: Path, files: dict[str, bytes], is_ours: Callable[[Path], bool]) -> None:
+    """Make `out` a directory holding exactly `files` (relative path -> bytes)."""
+    out = Path(out)
+    existing = check_directory_target(out, is_ours)
+    try:
         parent = out.absolute().parent
         parent.mkdir(parents=True, exist_ok=True)
         if not parent.is_dir():

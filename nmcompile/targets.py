@@ -118,6 +118,7 @@ class Target:
                                       # that fires without input, e.g. a folded MPBN threshold below 0)
     start_step_bits: int = 0          # width of a layer's start-step register (docs/semantics.md; 0: no start steps,
                                       # so a layer that changes on its own before its first input is refused)
+    max_chips: int | None = None      # chips one compiled network can span (None: as many as --chips gives)
     # -- compute per time step (None: not modelled): instructions a core retires in one tick, and what one neuron
     #    update and one synaptic event cost (measured on the target's own program)
     instructions_per_tick: int | None = None
@@ -335,7 +336,10 @@ FPGA = Target(
     bias_bits=21,
     signed_threshold=True,
     start_step_bits=16,
+    max_chips=1,
     sources={
+        "chips": "one: the generated design (nmcompile/hdl/) runs on one FPGA and has no link to another; all its "
+                 "engines share 65,536 neuron slots (16-bit source indices)",
         "size": "16-bit source indices in nmcompile/hdl/nmc_core.v (input channels padded to 32 + neurons < 65,536); "
                 "synapse memory capped at 2 MiB, above the xc7a200t's 365 RAMB36 (DS180 Table 3): the part's block "
                 "RAM is the bound in practice (report.md: the Yosys estimate and the smallest Artix-7 it fits)",
@@ -371,6 +375,9 @@ def get_target(name: str, **overrides: object) -> Target:
         if unknown:
             raise UnsupportedError(f"unknown target field(s): {', '.join(sorted(unknown))}")
         target = dataclasses.replace(target, **overrides)
+        if target.max_chips is not None and target.chips > target.max_chips:
+            raise UnsupportedError(f"--chips {target.chips}: {name} spans at most {target.max_chips} chip(s) "
+                                   f"({target.sources.get('chips', 'Target.max_chips')})")
     return target
 
 

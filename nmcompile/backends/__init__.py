@@ -58,6 +58,8 @@ class Backend:
     emitter     "module:function" with emit(view, target, options, log) -> Emitted; None: this build runs the
                 passes only (`--stop-after`)
     options     compile options the backend reads from `options` in emit
+    check_options  "module:function" with check(options) raising UnsupportedError for a malformed value of
+                `options`: run before the passes, so that a wrong flag is named before the compile's work
     boards      URL scheme -> "module:Class" of the boards that run its artifacts: `nmcompile.runtime.board.open_board`
                 imports the class and calls Class.from_url(parsed_url, query, progress=...)
     conformance boards on which the conformance suite runs every shared test network (tests/backends)
@@ -70,6 +72,7 @@ class Backend:
     pipeline: tuple[str, ...]
     emitter: str | None = None
     options: tuple[BackendOption, ...] = ()
+    check_options: str | None = None
     boards: dict[str, str] = field(default_factory=dict)
     conformance: tuple[str, ...] = ()
     report: str | None = None

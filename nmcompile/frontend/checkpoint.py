@@ -26,6 +26,13 @@ from nmcompile.errors import InputFileError, NmcError, ShapeError, UnsupportedEr
 _WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 
 
+# A legacy (non-zip) torch.save file opens with pickle's PROTO opcode (0x80), at protocol 4+ a FRAME header, then
+# torch's magic number 0x1950a86a20f9469cfc6c pickled as LONG1 (0x8a, 10 bytes, little endian): MAGIC_NUMBER and
+# _legacy_save in torch/serialization.py
+LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+LEGACY_HEAD_BYTES = 32
+
+
 class UnsafeCheckpointError(NmcError):
     """The checkpoint would execute code or instantiate arbitrary classes when unpickled."""
 
@@ -95,8 +102,14 @@ def load_state(path: str | Path, trust_pickle: bool = False) -> Any:
 def check_container(path: Path) -> None:
     """A zip checkpoint (torch.save's format since 1.6) whose members all match their CRC-32: torch.load reads the
     tensor records without checking them, so flipped bytes inside a stored tensor would load silently. Legacy
-    (non-zip) checkpoints carry no checksum and are read as they are."""
+    (non-zip) checkpoints carry no checksum and are read as they are once their header is torch's; any other
+    bytes are refused here, before the unpickler could misname them."""
     if not zipfile.is_zipfile(path):
+        with path.open("rb") as f:
+            head = f.read(LEGACY_HEAD_BYTES)
+        if not (head[:1] == b"\x80" and LEGACY_MAGIC in head):
+            raise InputFileError(f"{path}: truncated, corrupt or not a PyTorch checkpoint: neither a complete zip "
+                                 "archive (torch.save) nor a legacy torch.save pickle")
         return
     try:
         with zipfile.ZipFile(path) as archive:

@@ -160,9 +160,10 @@ class ExactProduct:
 
 class Convolution:
     """conv(x, weight) for x [N, C_in, *S] (1-D or 2-D, PyTorch cross-correlation). Integer (int64 x, weight):
-    exact; with engine 'compiled' through torch's convolution in float32 when every partial sum stays below 2^24,
-    float64 below 2^53 (exact in any summation order), else `int_conv`. Float: float64 always through `conv`
-    (numpy, the bits float64 results are defined by); float32 with engine 'compiled' event-driven over sparse inputs
+    exact; with engine 'compiled' in float32 when every partial sum stays below 2^24 (the event-driven form or
+    torch's, as for float32 below), in torch's float64 below 2^53 (exact in any summation order), else `int_conv`.
+    Float: float64 always through `conv` (numpy, the bits float64 results are defined by); float32 with engine
+    'compiled' event-driven over sparse inputs
     (nmcompile.ir.float_events, when its cost model expects the scatter to be the faster form), else through
     torch's kernels (both a different summation order: docs/semantics.md allows float32 to differ in rare spikes)."""
 
@@ -183,21 +184,37 @@ class Convolution:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.integer:
-            xmax = int(np.abs(x).max()) if x.size else 0
-            if self.engine == "compiled" and xmax * self.bound < EXACT_FLOAT_LIMIT and x.size:
-                as_float = np.float32 if xmax * self.bound < EXACT_FLOAT32_LIMIT else np.float64
-                return np.rint(self._torch(x.astype(as_float))).astype(np.int64)
-            return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
+            return self.exact(x)[0]
         if self.engine == "compiled" and x.dtype == np.float32 and x.size:
-            events = self._events()
-            if events is not None:
-                active = estimate_nonzero(x)
-                scatter, dense = events.costs(x, active)
-                if scatter <= dense:
-                    return events(x, active)
-            return self._torch(x, with_bias=True)
+            return self._float32(x)
         y = conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups)
         return y if self.bias is None else y + self.bias
+
+    def exact(self, x: np.ndarray) -> tuple[np.ndarray, int]:
+        """(the int64 convolution of integer x, max|x|). With engine 'compiled', every partial sum an integer below
+        2^24 (2^53) is exact in float32 (float64) in any order, so the float result converts to int64 exactly."""
+        if self.engine == "compiled" and x.size:
+            from nmcompile.ir.exact_float import as_float32  # numba: only when a compiled convolution runs
+
+            x32, xmax = as_float32(x)
+            if xmax * self.bound < EXACT_FLOAT32_LIMIT:
+                return self._float32(x32).astype(np.int64), xmax
+            if xmax * self.bound < EXACT_FLOAT_LIMIT:
+                return self._torch(x.astype(np.float64)).astype(np.int64), xmax
+        else:
+            xmax = int(np.abs(x).max()) if x.size else 0
+        return int_conv(x, self.weight, self.stride, self.padding, self.dilation, self.groups), xmax
+
+    def _float32(self, x: np.ndarray) -> np.ndarray:
+        """The float32 convolution (plus the bias) of float32 x: event-driven where the cost model expects the
+        scatter to be faster, else torch's kernels."""
+        events = self._events()
+        if events is not None:
+            active = estimate_nonzero(x)
+            scatter, dense = events.costs(x, active)
+            if scatter <= dense:
+                return events(x, active)
+        return self._torch(x, with_bias=True)
 
     def _events(self):
         """The event-driven float32 form of this convolution (nmcompile.ir.float_events), or None where it has none."""

@@ -130,8 +130,8 @@ def list_spikes(spikes, listed):
 
 @jit.jit
 def list_rows(x, active, counts):
-    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order; x int64 [rows, in], C-contiguous); returns whether
-    every x is 0 or 1."""
+    """active[r, :counts[r]] = the k with x[r, k] != 0 (in order; x int64, int8 or uint8 [rows, in], C-contiguous);
+    returns whether every x is 0 or 1."""
     rows, inputs = x.shape
     other = 0
     for r in range(rows):
@@ -140,40 +140,6 @@ def list_rows(x, active, counts):
             other |= row[k] & -2             # nonzero when a value is neither 0 nor 1
         counts[r] = list_spikes(row, active[r])
     return other == 0
-
-
-@jit.jit
-def _neuron_update(a, u, v, du_plus, dv, vth, bias, clears_current, compare_ge, reset_mode, out, size):
-    """jit.integer_neuron_plain(a, u, v, ..., out, 0, size) with its three flags passed as constants: numba then
-    compiles one loop per combination with the flags folded in (measured: 0.67 against 1.47 ns per update with the
-    flags as run-time values)."""
-    if clears_current:
-        if compare_ge:
-            if reset_mode == jit.RESET_ZERO:
-                jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, jit.RESET_ZERO, out, 0, size)
-            elif reset_mode == jit.RESET_SUBTRACT:
-                jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, jit.RESET_SUBTRACT, out, 0, size)
-            else:
-                jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, True, jit.RESET_NONE, out, 0, size)
-        elif reset_mode == jit.RESET_ZERO:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, jit.RESET_ZERO, out, 0, size)
-        elif reset_mode == jit.RESET_SUBTRACT:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, jit.RESET_SUBTRACT, out, 0, size)
-        else:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, True, False, jit.RESET_NONE, out, 0, size)
-    elif compare_ge:
-        if reset_mode == jit.RESET_ZERO:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, jit.RESET_ZERO, out, 0, size)
-        elif reset_mode == jit.RESET_SUBTRACT:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, jit.RESET_SUBTRACT, out, 0, size)
-        else:
-            jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, True, jit.RESET_NONE, out, 0, size)
-    elif reset_mode == jit.RESET_ZERO:
-        jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, jit.RESET_ZERO, out, 0, size)
-    elif reset_mode == jit.RESET_SUBTRACT:
-        jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, jit.RESET_SUBTRACT, out, 0, size)
-    else:
-        jit.integer_neuron_plain(a, u, v, du_plus, dv, vth, bias, False, False, jit.RESET_NONE, out, 0, size)
 
 
 @jit.jit
@@ -247,8 +213,8 @@ def chain_chunk(first, stop, x_rows, x_active, x_counts, tiles, weight_max, exps
                     for i in range(block):
                         for n in range(size):
                             sums[s, i, n] = sums[s, i, n] << exp if exp > 0 else sums[s, i, n] >> -exp
-            _neuron_update(sums, us[k][first:stop], vs[k][first:stop], du_plus[k], dv[k], vth[k], bias[k],
-                           clears_current[k], compare_ge[k], reset_mode[k], fire_new, size)
+            jit.integer_neuron_fixed(sums, us[k][first:stop], vs[k][first:stop], du_plus[k], dv[k], vth[k], bias[k],
+                                     clears_current[k], compare_ge[k], reset_mode[k], fire_new, 0, size)
             if k + 1 == layers:
                 for s in range(m):
                     for i in range(block):
@@ -334,10 +300,10 @@ class FusedChain:
         return active, counts, all(binary)
 
     def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray | None:
-        """The last layer's spikes [T, B, N_L] for the chunk x (int64 [T, B, in]) whose first step is `step0`, every
-        state advanced, written into `out` (int64, C-contiguous) when given; None when x (or the delay line before it)
-        is not binary or its sums could reach 2^31: the caller then runs the unfused kernels, whose states are
-        current then."""
+        """The last layer's spikes [T, B, N_L] for the chunk x (int64, or one byte per value: int8/uint8 [T, B, in])
+        whose first step is `step0`, every state advanced, written into `out` (int64 or int8, C-contiguous) when
+        given; None when x (or the delay line before it) is not binary or its sums could reach 2^31: the caller then
+        runs the unfused kernels, whose states are current then."""
         steps, batch = x.shape[:2]
         if not steps or not batch:
             return np.zeros((steps, batch, self.sizes[-1]), dtype=np.int64)
@@ -352,7 +318,8 @@ class FusedChain:
             kernel.u, kernel.v = np.ascontiguousarray(kernel.u), np.ascontiguousarray(kernel.v)
         us = tuple(k._rows(k.u) for k in kernels)
         vs = tuple(k._rows(k.v) for k in kernels)
-        if out is None or out.shape != (steps, batch, self.sizes[-1]) or not out.flags.c_contiguous:
+        if (out is None or out.shape != (steps, batch, self.sizes[-1]) or not out.flags.c_contiguous
+                or out.dtype not in (np.int64, np.int8)):
             out = np.empty((steps, batch, self.sizes[-1]), dtype=np.int64)
         synapses = sum(t.shape[1] * s for t, s in zip(self.tiles, self.sizes, strict=True))
 
@@ -372,7 +339,7 @@ class FusedChain:
         """Every layer's delay line [B, d + 1, in] (int8) before step `step0`: the chain's own if it ran the chunk
         before and the kernels were not reset since, else read from the kernels' buffers (None if one holds a value
         other than 0 or 1, or the input's rows could sum to 2^31: rows the chain ran were checked as they came)."""
-        buffers = [layer.product._buffer for layer in self.layers]
+        buffers = [layer.product.history for layer in self.layers]
         if (self._lines is not None and self._owned_until == step0
                 and all(a is b for a, b in zip(buffers, self._buffers, strict=True))):
             return self._lines
@@ -392,10 +359,10 @@ class FusedChain:
     def release(self) -> None:
         """Write the chain's delay lines back into the kernels' buffers (newest last, int64), if it holds them."""
         if self._lines is not None and all(a is b for a, b in zip(
-                [layer.product._buffer for layer in self.layers], self._buffers, strict=True)):
+                [layer.product.history for layer in self.layers], self._buffers, strict=True)):
             for layer, line in zip(self.layers, self._lines, strict=True):
-                layer.product._buffer.clear()
-                layer.product._buffer.extend(line.transpose(1, 0, 2).astype(np.int64))
+                layer.product.history.clear()
+                layer.product.history.extend(line.transpose(1, 0, 2).astype(np.int64))
         self._lines = None
 
 

@@ -143,7 +143,7 @@ class DelayedSum(Kernel):
         self.const = const
         self.max_delay = max(d for d, _ in groups)
         self.lagged = min(d for d, _ in groups) >= 1 and const is None
-        self._buffer: deque[np.ndarray] = deque()
+        self.history: deque[np.ndarray] = deque()   # the last max_delay + 1 inputs, oldest first
 
     def _map(self, f: Apply, x: np.ndarray) -> np.ndarray:
         flat, lead = _flat_lead(x, self.in_shape)
@@ -165,43 +165,43 @@ class DelayedSum(Kernel):
         steps = x.shape[0]
         if len(self.groups) == 1 and self.const is None and steps:     # one product over the shifted input
             d, f = self.groups[0]
-            late = list(self._buffer)[len(self._buffer) - d:][:steps] if d else []
+            late = list(self.history)[len(self.history) - d:][:steps] if d else []
             shifted = np.concatenate([np.stack(late), x[: steps - d]]) if late else x
-            self._buffer.extend(x[-(self.max_delay + 1):].copy())
+            self.history.extend(x[-(self.max_delay + 1):].copy())
             return self._map(f, shifted)
         y = np.zeros((steps, *x.shape[1 : x.ndim - len(self.in_shape)], *self.out_shape), dtype=self.dtype)
         for d, f in self.groups:
             for t in range(min(d, steps)):
-                y[t] += self._map(f, self._buffer[t - d])
+                y[t] += self._map(f, self.history[t - d])
             if d < steps:
                 y[d:] += self._map(f, x[: steps - d])
         if self.const is not None:
             y += self.const
-        self._buffer.extend(x[-(self.max_delay + 1):].copy())
+        self.history.extend(x[-(self.max_delay + 1):].copy())
         return y
 
     def reset(self, batch: int) -> None:
         zero = np.zeros((batch, *self.in_shape), dtype=self.dtype)
-        self._buffer = deque([zero] * (self.max_delay + 1), maxlen=self.max_delay + 1)
+        self.history = deque([zero] * (self.max_delay + 1), maxlen=self.max_delay + 1)
 
     def _emit(self, offset: int) -> np.ndarray:
         y = None
         for d, f in self.groups:
-            part = self._map(f, self._buffer[-1 - d + offset])
+            part = self._map(f, self.history[-1 - d + offset])
             y = part if y is None else y + part
         if self.const is not None:
             y = y + self.const
         return y
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        self._buffer.append(x)
+        self.history.append(x)
         return self._emit(0)
 
     def peek(self) -> np.ndarray:
         return self._emit(1)  # x[t] is not pushed yet: x[t - d] sits at position -d
 
     def push(self, x: np.ndarray) -> None:
-        self._buffer.append(x)
+        self.history.append(x)
 
 
 # -- neurons --------------------------------------------------------------------------------------------
@@ -608,8 +608,15 @@ class IntegerConv:
         self.conv.set_engine(engine)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        acc = fixed.floor_shift(self.conv(x), self.op.weight_exp)
-        return fixed.wrap_signed(acc, self.op.wrap_bits) if self.op.wrap_bits else acc
+        """The shift and the wrap are skipped where they are the identity: exponent 0, and |acc| provably below
+        2^(wrap_bits - 1) (max|x| times the largest sum of |weight| over a kernel, shifted)."""
+        acc, xmax = self.conv.exact(x)
+        exp, bits = self.op.weight_exp, self.op.wrap_bits
+        if exp:
+            acc = fixed.floor_shift(acc, exp)
+        most = xmax * self.conv.bound
+        most = most << exp if exp > 0 else -(-most >> -exp)     # floor(-most / 2^k) is -ceil(most / 2^k)
+        return fixed.wrap_signed(acc, bits) if bits and most >= 1 << (bits - 1) else acc
 
 
 @register_kernel(O.QConv, mode="integer")

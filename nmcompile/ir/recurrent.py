@@ -129,7 +129,7 @@ def recurrent_loop(external, history, depth, tiles, csr_starts, csr_targets, csr
                 for k in range(count):
                     drive[0, b - first] += projected[k, t + 1 - late[k], b]
             if plain:
-                J.integer_neuron_plain(drive, u[first:stop], v[first:stop], du_plus, dv, vth, bias, clears_current,
+                J.integer_neuron_fixed(drive, u[first:stop], v[first:stop], du_plus, dv, vth, bias, clears_current,
                                        compare_ge, reset_mode, spikes, 0, size)
             else:
                 left = refractory_left[first:stop] if refractory > 0 else no_refractory
@@ -254,7 +254,7 @@ class RecurrentLoop:
                 if self.neuron in previous:
                     history[-1] = previous[self.neuron].reshape(batch, size)
             else:
-                buffer = kernels[p.name]._buffer
+                buffer = kernels[p.name].history
                 history[-1 - back] = buffer[len(buffer) - 1 - back + int(p.recurrent_in)].reshape(batch, size)
         return history
 
@@ -298,7 +298,7 @@ class RecurrentLoop:
         values[self.neuron] = history[self.depth :].reshape(steps, batch, *shape)
         for k, p in enumerate(self.projections):
             values[p.name] = projected[k, 1:]
-            buffer = kernels[p.name]._buffer                  # its inputs N[t - r_in] of the last d + 1 steps
+            buffer = kernels[p.name].history                  # its inputs N[t - r_in] of the last d + 1 steps
             last = self.depth + steps - int(p.recurrent_in)
             buffer.extend(history[i].copy() for i in range(last - p.delay - 1, last))
 

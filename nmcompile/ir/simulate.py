@@ -27,6 +27,7 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import ENGINES, Kernel, make_kernel
 
 MODES = ("float64", "float32", "integer")
+SPIKE_DTYPES = ("int64", "int8")
 
 
 @dataclass
@@ -65,8 +66,9 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
             raise ShapeError(f"no data for input '{name}'")
         x = np.asarray(inputs[name])
         shape = shapes[name]
-        if x.ndim < 2:
-            raise ShapeError(f"input '{name}' must be [T, B, ...], got an array of shape {x.shape}")
+        if x.ndim < 3 and (x.ndim < 2 or int(np.prod(shapes[name])) > 1):
+            raise ShapeError(f"input '{name}' must be [T, B, *{tuple(shapes[name])}] (steps, samples, values), got "
+                             f"an array of shape {x.shape}")
         if x.shape[2:] != tuple(shape):
             if int(np.prod(x.shape[2:])) != int(np.prod(shape)):
                 raise ShapeError(f"input '{name}' has {int(np.prod(x.shape[2:]))} values per step but the "
@@ -80,8 +82,15 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
     return prepared
 
 
-def _convert(name: str, x: np.ndarray, mode: str) -> np.ndarray:
-    """Input `name` (or a chunk of its steps) checked and cast to the dtype of `mode`."""
+NARROW_SPIKES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8))  # input dtypes a fused chain reads as is
+
+
+def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.ndarray:
+    """Input `name` (or a chunk of its steps) checked and cast to the dtype of `mode`; with `narrow` (an input only
+    fused chains read, integer mode) a bool/int8/uint8 array stays one byte per value (bool seen as uint8): the chain
+    lists its active inputs from it and checks that every value is 0 or 1."""
+    if narrow and mode == "integer" and x.dtype in NARROW_SPIKES:
+        return x.view(np.uint8) if x.dtype == np.bool_ else x
     if mode == "integer":
         if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
             raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
@@ -113,10 +122,15 @@ class Simulator:
     each node's values of a chunk under CHUNK_BYTES, FLOAT32_CHUNK_BYTES in float32, or FUSED_CHUNK_BYTES for the
     longer chunks a fused chain asks for, at least one), so beyond the caller's input and the returned
     outputs its memory does not grow with T. `record=True` keeps every node's values and every state at every step,
-    so it runs as one chunk and its memory grows with T."""
+    so it runs as one chunk and its memory grows with T.
+
+    Spikes in one byte (integer mode): `spike_dtype='int8'` returns the Outputs fed by a spiking neuron layer as
+    int8 0/1 arrays, an eighth of the int64 default's memory; inputs given as bool, int8 or uint8 spikes are read
+    as they are by a fused chain (ir/chain.py) that is their only reader, instead of being copied to int64. The
+    spikes are the same either way; with both, a fused chain reads and writes one byte per spike."""
 
     def __init__(self, graph: Graph, mode: str | None = None, *, engine: str = "compiled",
-                 chunk_steps: int | None = None):
+                 chunk_steps: int | None = None, spike_dtype: str = "int64"):
         graph.verify()
         if mode is None:
             mode = "integer" if graph.is_integer else "float64"
@@ -128,11 +142,17 @@ class Simulator:
             raise UnsupportedError(f"unknown simulation engine {engine!r}; use one of {ENGINES}")
         if chunk_steps is not None and chunk_steps < 1:
             raise UnsupportedError(f"chunk_steps must be >= 1, got {chunk_steps}")
+        if spike_dtype not in SPIKE_DTYPES:
+            raise UnsupportedError(f"unknown spike dtype {spike_dtype!r}; use one of {SPIKE_DTYPES}")
+        if spike_dtype != "int64" and mode != "integer":
+            raise UnsupportedError(f"spike_dtype={spike_dtype!r} is an integer-mode option; {mode} outputs keep "
+                                   f"the mode's dtype")
         self.graph = graph
         self.mode = mode
         self.engine = engine
         self.chunk_steps = chunk_steps
         self.dtype = np.dtype(np.int64) if mode == "integer" else np.dtype(mode)
+        self.spike_dtype = np.dtype(spike_dtype)
         self.shapes = graph.shapes()
         self.components = graph.strongly_connected()
         self._order = graph.order()      # computed once: a short run of one sample would spend ~0.15 ms on it
@@ -162,6 +182,20 @@ class Simulator:
                                   if self.engine == "compiled" and self.mode == "integer" else {})
         return self._found_chains
 
+    def output_dtype(self, name: str) -> np.dtype:
+        """The dtype of Output `name`'s values in a run: `spike_dtype` when its one source is a spiking integer
+        neuron layer (values 0 or 1), else the mode's."""
+        edges = self.graph.in_edges(name)
+        source = self.graph.node(edges[0].src) if len(edges) == 1 else None
+        spikes = source is not None and source.kind == "QNeuron" and source.spiking
+        return self.spike_dtype if spikes else self.dtype
+
+    def _chain_inputs(self) -> set[str]:
+        """The Input nodes that only fused chains read (their narrow spikes need no int64 copy)."""
+        heads = {chain.head for chain in self._chains().values()}
+        return {name for name in self.graph.inputs
+                if self.graph.out_edges(name) and all(e.dst in heads for e in self.graph.out_edges(name))}
+
     def _chunk(self, steps: int, batch: int, record: bool) -> int:
         """Steps per chunk of a run of `steps` steps."""
         if record or not all(k.chunkable for k in self._kernels().values()):
@@ -185,10 +219,13 @@ class Simulator:
         steps, batch = next(iter(raw.values())).shape[:2]
         self.start(batch)
         chunk = self._chunk(steps, batch, record)
-        outputs = {name: np.zeros((steps, batch, *self.shapes[name]), dtype=self.dtype) for name in graph.outputs}
+        outputs = {name: np.zeros((steps, batch, *self.shapes[name]), dtype=self.output_dtype(name))
+                   for name in graph.outputs}
+        narrow = set() if record else self._chain_inputs()
         values: dict[str, np.ndarray] = {}
         for first in range(0, max(steps, 1), chunk):
-            part = {name: _convert(name, x[first : first + chunk], self.mode) for name, x in raw.items()}
+            part = {name: _convert(name, x[first : first + chunk], self.mode, name in narrow)
+                    for name, x in raw.items()}
             values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()})
             for name in graph.outputs:
                 outputs[name][first : first + chunk] = values[name]
@@ -209,7 +246,7 @@ class Simulator:
         _run_stepwise(graph, order, kernels, values, steps, batch, self.shapes, self.dtype, record,
                       learn=self.plastic)
         states = {n: kernels[n].states() for n in order if record and kernels[n].states()}
-        outputs = {name: values[name] for name in graph.outputs}
+        outputs = {name: values[name].astype(self.output_dtype(name), copy=False) for name in graph.outputs}
         weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
         return SimResult(self.mode, outputs, values if record else {}, states, weights)
 
@@ -234,6 +271,8 @@ class Simulator:
                     values[chain.last] = spikes
                     fused.update(chain.followers)
                     continue
+                if chain is not None and values[chain.source].dtype != self.dtype:   # narrow input spikes
+                    values[chain.source] = values[chain.source].astype(self.dtype)
                 x = _gather(graph, first, values, steps, batch, self.shapes, self.dtype, previous)
                 values[first] = _run_held(kernels[first], graph.node(first), x, record, self._stream_step)
             elif (loop := _recurrent_loop(graph, component, kernels)) is not None:
@@ -268,14 +307,14 @@ class Simulator:
             raise ShapeError(f"stream started with batch {self._stream_batch} but a chunk has batch {batch}")
         if not self.plastic:
             values = self._advance(values, False)
-            return {name: values[name] for name in self.graph.outputs}
+            return {name: values[name].astype(self.output_dtype(name), copy=False) for name in self.graph.outputs}
         order = [n for n in self._stream_order if self.graph.node(n).kind != "Input"]
         _run_stepwise(self.graph, order, self._stream_kernels, values, steps, batch, self.shapes, self.dtype,
                       False, previous=self._stream_prev, learn=self.plastic, first_step=self._stream_step)
         self._stream_step += steps
         for name in self.graph.nodes:
             self._stream_prev[name] = values[name][-1]
-        return {name: values[name] for name in self.graph.outputs}
+        return {name: values[name].astype(self.output_dtype(name), copy=False) for name in self.graph.outputs}
 
 
 def simulate(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray], *, mode: str | None = None,

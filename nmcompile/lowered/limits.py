@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from nmcompile.errors import UnsupportedError
+from nmcompile.errors import ResourceError, UnsupportedError
 from nmcompile.ir import fixed
 from nmcompile.ir.rest import restless_neurons
 from nmcompile.lowered.network import Layer, LoweredNetwork, Projection
@@ -30,6 +30,28 @@ def refuse(where: str, what: str, field: str, limit: object, ok: Callable[[Targe
     supported = f"supported by: {', '.join(able)}" if able else "no target supports it"
     raise UnsupportedError(f"{where}: {what} is not supported by {target.name} ({supported}; {target.name} {field}: "
                            f"{limit})")
+
+
+def more_chips_advice(target: Target, cores: int) -> str:
+    """What to change when a network needs `cores` cores: more chips where the target can span them, else a smaller
+    network (the per-core limits are those of `nmcompile targets`)."""
+    chips = -(-cores // target.cores_per_chip)
+    if target.max_chips is None or chips <= target.max_chips:
+        return f"it needs {chips} chips: pass --chips {chips}"
+    return (f"{target.name} spans at most {target.max_chips} chip(s) ({target.max_chips * target.cores_per_chip} "
+            "core(s)), so make the network smaller: fewer neurons, or fewer synapses per layer")
+
+
+def check_network_size(neurons: int, target: Target) -> None:
+    """Before the passes run: a network of `neurons` neurons (a lower bound of what partition places) that no
+    number of chips the target can span holds is refused, naming the limit; the exact fit is partition's."""
+    if target.max_chips is None:
+        return
+    capacity = target.max_chips * target.cores_per_chip * target.neurons_per_core
+    if neurons > capacity:
+        raise ResourceError(f"the network has {neurons:,} neurons; {target.name} holds at most {capacity:,} "
+                            f"({target.max_chips} chip(s) x {target.cores_per_chip} core(s) x "
+                            f"{target.neurons_per_core:,} neurons): make the network smaller")
 
 
 def _options(values: tuple[str, ...]) -> str:

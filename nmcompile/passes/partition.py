@@ -32,6 +32,7 @@ from nmcompile.errors import ResourceError
 from nmcompile.ir.graph import Graph
 from nmcompile.lowered import Projection, lower_network
 from nmcompile.lowered.boxes import Box, box_flat_indices, box_volume, distinct, flat_range_to_boxes
+from nmcompile.lowered.limits import more_chips_advice
 from nmcompile.lowered.network import boxes_over, neuron_cores
 from nmcompile.passes import PassContext
 from nmcompile.passes.partition_bound import kernel_stored, lower_bound
@@ -578,12 +579,11 @@ def _place(costs, projs, rates, target, cap):
             if used > target.total_cores:
                 neurons = sum(int(np.prod(c.shape)) for c in costs.values())
                 layer = int(np.prod(costs[t.layer].shape))
-                chips = math.ceil(n_cores / target.cores_per_chip)
                 raise ResourceError(
                     f"layer '{t.layer}' ({layer:,} neurons) does not fit: the network ({neurons:,} neurons) needs "
                     f"{n_cores} cores but {target.name} has {target.total_cores} ({target.cores_per_chip} per chip x "
                     f"{target.chips} chip(s), {target.neurons_per_core:,} neurons per core); cores run out at this "
-                    f"layer; it needs {chips} chips: pass --chips {chips}")
+                    f"layer; {more_chips_advice(target, n_cores)}")
     core_chip = [k // target.cores_per_chip for k in range(n_cores)]
     where = neuron_cores(tiles, {name: c.shape for name, c in costs.items()})
     total, chips, fan_out, links = traffic(tiles, projs, costs, where, rates, core_chip, n_cores)

@@ -8,6 +8,7 @@ as stored (the target's 8-bit format) and inside [w_min, w_max]. Without the opt
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -72,3 +73,23 @@ def run(graph: Graph, ctx: PassContext) -> Graph:
         lines.append(f"{name} -> {post}: {op.weight.shape[1]} x {op.weight.shape[0]} synapses learn ({rule})")
     ctx.reports["stdp"] = StdpReport(lines)
     return g
+
+
+def rule_from_flags(items: Sequence[str], layers: Sequence[str]) -> dict[str, int]:
+    """The rule parameters of `--stdp-param KEY=VALUE` items, checked before the passes run: refused without
+    `--stdp` layers (nothing to apply them to) and for an unknown key. Their ranges are checked by `run`."""
+    if items and not layers:
+        raise UnsupportedError("--stdp-param needs --stdp PROJECTION: it sets the rule of the plastic projections")
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            params[key.strip()] = int(value)
+        except ValueError:
+            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER") from None
+        if not sep:
+            raise UnsupportedError(f"--stdp-param {item!r}: expected KEY=INTEGER")
+        if key.strip() not in STDP_PARAMETERS:
+            raise UnsupportedError(f"--stdp-param {item!r}: unknown STDP parameter(s) {key.strip()}; known: "
+                                   + ", ".join(STDP_PARAMETERS))
+    return params

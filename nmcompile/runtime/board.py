@@ -271,12 +271,13 @@ def boards_for(target: str) -> str:
 
 class RefBoard(BaseBoard):
     """The reference simulator as a board. Float graphs run in float64 (or float32), integer graphs and
-    compiled artifacts in the integer model, unless `integer` asks to quantize first."""
+    compiled artifacts in the integer model, unless `integer` asks to quantize first; a precision given for an
+    integer graph is refused."""
 
     scheme = "ref"
     options = (flag_option("integer"), choice_option("precision", "float64", "float32"))
 
-    def __init__(self, integer: bool = False, precision: str = "float64", progress: Progress | None = None):
+    def __init__(self, integer: bool = False, precision: str | None = None, progress: Progress | None = None):
         super().__init__(progress)
         self.integer = integer
         self.precision = precision
@@ -294,7 +295,10 @@ class RefBoard(BaseBoard):
                 "--integer needs a quantized network (an integer IR file or a compiled artifact); "
                 "this one is float"
             )
-        mode = "integer" if graph.is_integer else self.precision
+        if graph.is_integer and self.precision is not None:
+            raise UnsupportedError(f"precision {self.precision} (--float32, ref://?precision=) applies to float "
+                                   "networks; this one is quantized and runs in the integer model")
+        mode = "integer" if graph.is_integer else self.precision or "float64"
         self._sim = Simulator(graph, mode)
         self.latency = graph.latency
         self.outputs = list(graph.outputs)

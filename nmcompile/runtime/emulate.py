@@ -5,23 +5,22 @@ real one, so `run`/`verify --board URL` exercise the host code a user runs again
                                                     any free port); prints `LISTEN udp://HOST:PORT`; PEs by the
                                                     kernel's rules in numpy (--pe model) or by QEMU (--pe qemu)
     fpga artifact, --listen pty                     the Verilated RTL of the artifact's design behind a
-                                                    pseudo-terminal; prints `PTY /dev/pts/N` for serial:///dev/pts/N;
-                                                    it exits when the host closes the port after using it
+                                                    pseudo-terminal (nmcompile.runtime.pty_emulator); prints
+                                                    `PTY /dev/pts/N` for serial:///dev/pts/N; hosts may open and
+                                                    close the port again and again, each session with a fresh model
 
-Both run until SIGTERM or Ctrl-C. The artifact picks the board kind (and for fpga the design size); the host still
-loads the network over the wire, as on a real board.
+Both serve session after session until SIGTERM or Ctrl-C. The artifact picks the board kind (and for fpga the
+design size); the host still loads the network over the wire, as on a real board.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
 from nmcompile import artifact
-from nmcompile.errors import BoardError, UnsupportedError
+from nmcompile.errors import UnsupportedError
 
 
 def parse_udp_listen(listen: str) -> tuple[str, int]:
@@ -51,33 +50,9 @@ def emulate(path: Path, listen: str, pe: str, announce: Callable[[str], None],
             raise UnsupportedError(f"--listen {listen!r}: an fpga board is emulated behind a pty: --listen pty")
         if pe != "model":
             raise UnsupportedError("--pe chooses how spinnaker2 PEs compute; an fpga board is the Verilated RTL")
-        _serve_pty(art.path / "fpga", announce, log)
+        from nmcompile.runtime.pty_emulator import serve_pty
+
+        serve_pty(art.path / "fpga", announce, log)
     else:
         raise UnsupportedError(f"{path}: nmcompile emulate serves spinnaker2 (udp://) and fpga (pty) boards; this "
                                f"artifact is for {art.target}")
-
-
-def _serve_pty(project: Path, announce: Callable[[str], None], log: Callable[[str], None]) -> None:
-    from nmcompile.runtime.verilator_build import build_model
-
-    binary = build_model(project, log=log)
-    try:
-        proc = subprocess.Popen([str(binary), "--pty"], cwd=project, stdout=subprocess.PIPE, text=True)
-    except OSError as err:
-        raise BoardError(f"cannot start the Verilated model {binary}: {err}") from None
-    previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
-    try:
-        words = proc.stdout.readline().split()
-        if len(words) != 2 or words[0] != "PTY":
-            raise BoardError(f"the Verilated model {binary} did not open a pty")
-        announce(f"PTY {words[1]}")
-        proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        proc.wait()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()

@@ -46,6 +46,23 @@ SPECS = "serial (in this process), local://N (N worker processes; local: one per
 INSTALL_DASK = "pip install 'nmcompile[cluster]' (or: pip install dask distributed)"
 
 
+def _script_hint() -> str:
+    """Where the main module is a script without a `__main__` guard: the other way a spawned worker dies at once
+    (it re-runs the script, which starts an executor again)."""
+    import sys
+
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    try:
+        guarded = path is None or "__main__" in Path(path).read_text(errors="replace")
+    except OSError:
+        guarded = True
+    if not guarded:
+        return ("; or, in a script, the executor was started outside `if __name__ == \"__main__\":`, which every "
+                "worker re-runs when it starts")
+    return ""
+
+
 class ExecutorError(NmcError):
     """An executor failed: a scheduler that does not answer, a worker process that died, a lost connection."""
 
@@ -201,7 +218,7 @@ class LocalExecutor(Executor):
                     outcome = future.result()
                 except BrokenProcessPool:
                     raise ExecutorError(f"{names[i]}: a worker process of {self.spec} died (killed, or out of "
-                                        "memory)") from None
+                                        f"memory{_script_hint()})") from None
                 except Exception as err:
                     err.add_note(f"in {names[i]} on {self.spec}")
                     raise
@@ -510,7 +527,8 @@ def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact
                executor: Executor, shards: int | None = None, progress: Progress | None = None,
                bar: Any = None) -> ShardedRun:
     """`run_sharded`, also returning the latency the boards reported and the shard ranges. `bar`: a ProgressBar
-    (nmcompile.runtime.progress) the workers advance by steps x samples as they go, when it is enabled."""
+    (nmcompile.runtime.progress) the workers advance by sample-steps as they go, when it is enabled; messages to
+    `progress` then go through `bar.above` so they never share the bar's line."""
     import numpy as np
 
     from nmcompile.runtime.board import known_schemes, open_board
@@ -531,6 +549,8 @@ def run_shards(board_url: str, board_options: Mapping[str, str] | None, artifact
     count = len(bounds)
     labels = [f"shard {i + 1}/{count} (samples {a}..{b - 1})" if b > a else f"shard {i + 1}/{count} (no samples)"
               for i, (a, b) in enumerate(bounds)]
+    if progress is not None and bar is not None and bar.enabled:
+        progress = bar.above(progress)            # shard messages on their own lines, the bar redrawn below
     report = progress or (lambda message: None)
     source = _describe_source(artifact_or_source, executor)
     options = {str(k): str(v) for k, v in (board_options or {}).items()}

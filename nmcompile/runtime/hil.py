@@ -3,6 +3,11 @@
     result = verify_artifact(Path("out"), "lava://", progress=print)
     result = verify_artifact(Path("out"), "verilator://", executor="local://4")   # samples sharded over 4 processes
     result.passed, result.lines(), result.junit_xml()
+    result = verify_reporting_errors(Path("out"), "serial:///dev/ttyUSB0")     # a board failing: result.error
+
+A board that fails during the run (no answer, a device that cannot be opened, a corrupt frame, a worker that
+died: `BoardError`, `ExecutorError`) ends the check; `verify_reporting_errors` keeps that one-line error in the
+result, so the JUnit report still says what happened (a testcase `run` with an <error> element, errors="1").
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from nmcompile import artifact
-from nmcompile.errors import UnsupportedError
+from nmcompile.errors import BoardError, NmcError, UnsupportedError
 from nmcompile.runtime.board import Board, Progress, open_board
-from nmcompile.runtime.executors import Executor, run_sharded, using_executor
+from nmcompile.runtime.executors import Executor, ExecutorError, run_sharded, using_executor
+
+RUN_FAILURES = (BoardError, ExecutorError)      # a board or its workers failing while the check runs
 
 
 @dataclass
@@ -33,25 +40,39 @@ class VerifyResult:
     artifact: Path
     board: str
     checks: list[Check] = field(default_factory=list)
+    error: NmcError | None = None              # the failure that ended the run (RUN_FAILURES); no checks then
+    error_seconds: float = 0.0                 # how long the run went before it
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return self.error is None and bool(self.checks) and all(c.passed for c in self.checks)
 
     def lines(self) -> list[str]:
+        """PASS/FAIL per check and the verdict; nothing for a run that ended in an error (its one line is the
+        report)."""
+        if self.error is not None:
+            return []
         lines = [f"{'PASS' if c.passed else 'FAIL'} {c.name}: {c.detail}" for c in self.checks]
         verdict = "equals" if self.passed else "DIFFERS FROM"
         lines.append(f"{self.board} {verdict} the integer reference of {self.artifact}")
         return lines
 
     def junit_xml(self) -> bytes:
-        suite = ET.Element("testsuite", name="nmcompile-verify", tests=str(len(self.checks)),
-                           failures=str(sum(not c.passed for c in self.checks)), errors="0",
-                           time=f"{sum(c.seconds for c in self.checks):.3f}")
+        """One testcase per check (a <failure> when it differs); a run that ended in an error is one testcase `run`
+        with an <error> element whose message is the error's one line."""
+        errors = int(self.error is not None)
+        suite = ET.Element("testsuite", name="nmcompile-verify", tests=str(len(self.checks) + errors),
+                           failures=str(sum(not c.passed for c in self.checks)), errors=str(errors),
+                           time=f"{sum(c.seconds for c in self.checks) + self.error_seconds:.3f}")
         for c in self.checks:
             case = ET.SubElement(suite, "testcase", classname=f"{self.board}", name=c.name, time=f"{c.seconds:.3f}")
             if not c.passed:
                 ET.SubElement(case, "failure", message=c.detail).text = c.detail
+        if self.error is not None:
+            case = ET.SubElement(suite, "testcase", classname=f"{self.board}", name="run",
+                                 time=f"{self.error_seconds:.3f}")
+            ET.SubElement(case, "error", message=str(self.error), type=type(self.error).__name__).text = \
+                str(self.error)
         return ET.tostring(ET.ElementTree(suite).getroot(), encoding="utf-8", xml_declaration=True)
 
 
@@ -104,6 +125,18 @@ def verify_artifact(path: Path, board_url: str, board: Board | None = None,
             result.checks.append(Check(f"output {name}", False, f"{mismatches} values differ; "
                                        f"{first_difference(reference, got, name)}", seconds))
     return result
+
+
+def verify_reporting_errors(path: Path, board_url: str, progress: Progress | None = None,
+                            executor: Executor | str | None = None) -> VerifyResult:
+    """verify_artifact, except that a board or its workers failing during the run (RUN_FAILURES) give a result
+    whose `error` is that failure instead of raising it. Errors in the arguments (the artifact, the board URL, the
+    executor spec) are raised as before."""
+    start = time.perf_counter()
+    try:
+        return verify_artifact(path, board_url, progress=progress, executor=executor)
+    except RUN_FAILURES as err:
+        return VerifyResult(path, board_url, error=err, error_seconds=time.perf_counter() - start)
 
 
 def _weight_check(name: str, reference: np.ndarray, got, seconds: float) -> Check:

@@ -1,7 +1,9 @@
-"""Progress of a long run on a board: a one-line bar on a terminal (steps done, steps/s, ETA), nothing otherwise.
+"""Progress of a long run on a board: a one-line bar on a terminal (sample-steps done, their rate, ETA), nothing
+otherwise. A sample-step is one step of one sample: a run of T steps x B samples is T * B sample-steps.
 
-    bar = ProgressBar(total_steps, stream=sys.stderr)      # enabled only when stream is a terminal
+    bar = ProgressBar(steps * samples, stream=sys.stderr)  # enabled only when stream is a terminal
     outputs = run_in_slices(board, spikes, bar)            # board.run_all over slices of samples, bar updated
+    say = bar.above(print_to_stderr)                       # a message printed on its own line, the bar redrawn below
 
 Every board runs each sample from a fresh state, so running the samples slice by slice gives the same spikes as
 one run_all; slices are sized from the board's measured fixed cost per run (run_in_slices). A single sample is
@@ -10,7 +12,8 @@ streamed in slices of steps on boards that stream (the state is kept between sli
 With an executor (`nmcompile run --executor`), each worker runs its shard in slices the same way and sends the
 steps x samples it finished through a queue of the executor (`Executor.progress_queue`: in process, a
 multiprocessing manager's queue, a Dask distributed Queue); `WorkerProgress` drains it into the bar from a thread
-of this process while the jobs run.
+of this process while the jobs run. Messages printed meanwhile (a shard finished) go through `bar.above`, which
+blanks the bar's line first, so a message never shares a line with the bar.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import queue
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, TextIO
 
 import numpy as np
@@ -37,16 +41,18 @@ def format_seconds(seconds: float) -> str:
 
 
 class ProgressBar:
-    """`[#####.....] 1200/5000 steps  340 steps/s  ETA 11s` rewritten in place; enabled when `stream` is a
-    terminal (or `enabled` says so), silent otherwise."""
+    """`[#####.....] 1200/5000 sample-steps  340 sample-steps/s  ETA 11s` rewritten in place; enabled when
+    `stream` is a terminal (or `enabled` says so), silent otherwise. Safe to update from several threads."""
 
     def __init__(self, total: int, stream: TextIO | None = None, enabled: bool | None = None, width: int = 30,
-                 unit: str = "steps"):
+                 unit: str = "sample-steps"):
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = enabled if enabled is not None else bool(getattr(self.stream, "isatty", lambda: False)())
         self.total, self.width, self.unit = max(total, 0), width, unit
         self.done = 0
         self.start = time.perf_counter()
+        self._lock = threading.RLock()
+        self._shown = 0                 # characters of the bar on the terminal's current line (0: none)
 
     def line(self) -> str:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
@@ -58,19 +64,43 @@ class ProgressBar:
                 f"{rate:,.0f} {self.unit}/s  ETA {format_seconds(eta)}")
 
     def update(self, count: int) -> None:
-        self.done = min(self.done + count, self.total)
-        if self.enabled:
-            self.stream.write("\r" + self.line())
-            self.stream.flush()
+        with self._lock:
+            self.done = min(self.done + count, self.total)
+            if self.enabled:
+                self._draw()
+
+    def _draw(self) -> None:
+        text = self.line()
+        self.stream.write("\r" + text + " " * max(self._shown - len(text), 0))
+        self.stream.flush()
+        self._shown = max(self._shown, len(text))
+
+    def above(self, write: Callable[[str], Any]) -> Callable[[str], None]:
+        """`write` (a one-line message printer on the bar's terminal) made to blank the bar's line first and draw
+        the bar again below the message."""
+        def say(message: str) -> None:
+            with self._lock:
+                if not (self.enabled and self._shown):
+                    write(message)
+                    return
+                self.stream.write("\r" + " " * self._shown + "\r")
+                self.stream.flush()
+                self._shown = 0
+                write(message)
+                self._draw()
+        return say
 
     def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\r" + self.line() + "\n")
-            self.stream.flush()
+        with self._lock:
+            if self.enabled:
+                self._draw()
+                self.stream.write("\n")
+                self.stream.flush()
+                self._shown = 0
 
 
 def run_in_slices(board, spikes: np.ndarray, bar: ProgressBar, updates: int = 50) -> dict[str, np.ndarray]:
-    """board.run_all(spikes) over slices of samples, updating `bar` by steps x samples after each slice. Without an
+    """board.run_all(spikes) over slices of samples, updating `bar` by sample-steps after each slice. Without an
     enabled bar the whole batch runs at once.
 
     Slice sizes adapt to the board: the first two slices (1 and 2 samples) measure a run's fixed cost c (starting

@@ -131,14 +131,17 @@ def spike_file_cases(fx: Fixtures) -> Iterator[Case]:
         path = fx.work / f"spk-{name.replace(' ', '_')}.npz"
         path.write_bytes(data)
         files[name] = path
+    npy = fx.work / "spk-npy.npy"
+    np.save(npy, np.ones((5, 2, 12), np.float32))
+    files["npy array"] = npy
     files["missing"] = fx.work / "no-such.npz"
     files["directory"] = fx.work
     files["/dev/null"] = Path("/dev/null")
     for name, path in files.items():
-        expect = "ok" if name in valid else "error"
+        expect = "ok" if name in valid or name == "npy array" else "error"
         yield Case("spike files", f"run --input ({name})",
                    ["run", str(fx.nmir), "--input", str(path), "--output", str(fx.fresh("o"))], expect)
-        if name in ("T=0", "B=0", "width 11", "2-D", "value 2", "pickled object", "truncated", "int8"):
+        if name in ("T=0", "B=0", "width 11", "2-D", "value 2", "pickled object", "truncated", "int8", "npy array"):
             yield Case("spike files", f"compile --calibration-spikes ({name})",
                        ["compile", str(fx.nmir), "--target", "fpga", "-o", str(fx.fresh("c")),
                         "--calibration-spikes", str(path)], expect)
@@ -366,6 +369,8 @@ def flag_cases(fx: Fixtures) -> Iterator[Case]:
         "--stop-after bogus": ["--stop-after", "nope"],
         "--dump-after bogus": ["--dump-after", "nope"],
         "--stdp unknown projection": ["--stdp", "nope"],
+        "--stdp-param without --stdp": ["--stdp-param", "ltp_shift=2"],
+        "--chips 2 on fpga": ["--chips", "2"],
     }
     for name, extra in errors.items():
         target = "loihi2" if "loihi2" in name else "fpga"
@@ -396,6 +401,9 @@ def board_url_cases(fx: Fixtures) -> Iterator[Case]:
         yield Case("board URLs", f"run --board {url!r}",
                    ["run", art, "--board", url, "--input", str(fx.spikes), "--output", str(fx.fresh("o"))], "error")
     yield Case("board URLs", "verify on the wrong target's board", ["verify", art, "--board", "lava://"], "error")
+    for extra in (["--float32"], ["--board", "ref://?precision=float32"], ["--board", "verilator://", "--integer"]):
+        yield Case("board URLs", f"run ART {' '.join(extra)}",
+                   ["run", art, *extra, "--input", str(fx.spikes), "--output", str(fx.fresh("o"))], "error")
     yield Case("board URLs", "run a network file on verilator://",
                ["run", str(fx.nmir), "--board", "verilator://", "--input", str(fx.spikes), "--output",
                 str(fx.fresh("o"))], "error")

@@ -149,6 +149,29 @@ def test_conv_wraps_output_to_24_bits():
     assert r.output[1, 0, 0, 0, 0] == fixed.wrap_signed(np.array(1 << 23), 24) == -(1 << 23)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(-3, 3), st.sampled_from([0, 6, 10, 24]), st.sampled_from([1, 3, 200]),
+       st.sampled_from(["numpy", "compiled"]))
+def test_conv_shift_and_wrap_follow_their_definition(seed, exp, bits, xmax, engine):
+    """wrap_signed(floor_shift(conv(x, W), exp), bits), whichever steps the kernel can prove to be the identity."""
+    from nmcompile.ir.arraymath import conv
+    from nmcompile.ir.simulate import Simulator
+
+    rng = np.random.default_rng(seed)
+    weight = rng.integers(-60, 61, (3, 2, 3, 3))
+    g = Graph("c")
+    g.add("in", O.Input(shape=(2, 6, 6)))
+    g.add("conv", O.QConv(weight=weight, weight_exp=exp, wrap_bits=bits, delay=0))
+    g.add("out", O.Output(shape=(3, 4, 4)))
+    g.chain("in", "conv", "out")
+    x = rng.integers(-xmax, xmax + 1, (3, 2, 2, 6, 6)) * (rng.random((3, 2, 2, 6, 6)) < 0.3)
+    expected = fixed.floor_shift(conv(x.reshape(6, 2, 6, 6), weight, (1, 1), (0, 0), (1, 1), 1), exp)
+    if bits:
+        expected = fixed.wrap_signed(expected, bits)
+    out = Simulator(g, engine=engine).run(x).output
+    np.testing.assert_array_equal(out, expected.reshape(out.shape))
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(-300, 300), st.sampled_from(fixed.SIGN_MODES), st.integers(1, 8))
 def test_prepared_weights_stay_in_their_declared_range(w, mode, bits):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 import time
@@ -159,7 +160,7 @@ def test_serial_and_local_pool_equal_one_run(artifacts):
 
 @pytest.mark.parametrize("spec", ["serial", "local://2", "dask"])
 def test_workers_advance_the_progress_bar(artifacts, spec, request):
-    """Each worker runs its shard in slices and reports the steps x samples it finished: the bar reaches the total
+    """Each worker runs its shard in slices and reports the sample-steps it finished: the bar reaches the total
     in several updates, and the outputs are those of one run."""
     import io
 
@@ -174,7 +175,7 @@ def test_workers_advance_the_progress_bar(artifacts, spec, request):
         run = run_shards("ref://", {}, artifacts["rnn"], x, executor, bar=bar)
     assert_same(run.outputs, run_all(artifacts["rnn"], x))
     lines = stream.getvalue().split("\r")[1:]
-    assert bar.done == 25 * 9 and lines[-1].startswith(f"[{'#' * 30}] 225/225 steps")
+    assert bar.done == 25 * 9 and lines[-1].startswith(f"[{'#' * 30}] 225/225 sample-steps")
     assert len(lines) >= 3, "progress came in one piece"       # per shard: slices of 1, 2 and the rest
     silent = ProgressBar(225, stream=io.StringIO())                # not a terminal: off, and no slicing
     with open_executor("serial") as executor:
@@ -207,7 +208,47 @@ def test_run_with_a_local_pool_shows_the_bar_on_a_terminal_only(artifacts, tmp_p
     finally:
         os.close(master)
     assert proc.returncode == 0
-    assert "150/150 steps" in seen.decode(errors="replace"), seen[-500:]
+    text = seen.decode(errors="replace")
+    assert "150/150 sample-steps" in text, seen[-500:]     # 25 steps (13 + 12 silent) x 6 samples: named as such
+    shard_lines = [line for line in on_screen(text) if "done in" in line]
+    assert len(shard_lines) == 2, text
+    for line in shard_lines:                                # each on a line of its own, never glued onto the bar
+        assert re.fullmatch(r"shard [12]/2 \(samples \d\.\.\d\) done in [\d.]+ s", line), repr(line)
+
+
+def on_screen(text: str) -> list[str]:
+    """The lines a terminal shows for `text`: a carriage return moves to column 0, later characters overwrite."""
+    lines = []
+    for raw in text.replace("\r\n", "\n").split("\n"):
+        row: list[str] = []
+        column = 0
+        for char in raw:
+            if char == "\r":
+                column = 0
+                continue
+            if column < len(row):
+                row[column] = char
+            else:
+                row.append(char)
+            column += 1
+        lines.append("".join(row).rstrip())
+    return lines
+
+
+def test_a_message_above_the_bar_blanks_its_line_first():
+    import io
+
+    from nmcompile.runtime.progress import ProgressBar
+
+    stream = io.StringIO()
+    bar = ProgressBar(5000, stream=stream, enabled=True)
+    bar.update(2500)
+    bar.above(lambda message: stream.write(message + "\n"))("shard 1/2 (samples 0..99) done in 1.0 s")
+    bar.update(2500)
+    bar.close()
+    shown = on_screen(stream.getvalue())
+    assert shown[0] == "shard 1/2 (samples 0..99) done in 1.0 s"
+    assert shown[1].startswith(f"[{'#' * 30}] 5000/5000 sample-steps") and shown[2:] == [""]
 
 
 def test_dask_cluster_equals_one_run(artifacts, dask_cluster):
@@ -251,6 +292,18 @@ def test_a_failing_shard_names_itself(artifacts):
         run_sharded("nope://", {}, artifacts["rnn"], inputs(8, 4, 12), SerialExecutor())
     with pytest.raises(UnsupportedError, match="an opened board runs in this process"):
         verify_artifact(artifacts["rnn"], "ref://", board=open_board("ref://"), executor="local://2")
+
+
+def test_a_script_without_a_main_guard_is_named_when_its_workers_die(tmp_path):
+    """local:// spawns its workers, which re-run an unguarded script and die starting an executor of their own."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("from nmcompile.runtime.executors import open_executor\n"
+                      "with open_executor('local://2') as pool:\n"
+                      "    pool.map(abs, [-1, -2])\n")
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode != 0
+    assert "a worker process of local://2 died" in run.stderr and "if __name__ ==" in run.stderr
 
 
 @pytest.mark.parametrize(("spec", "message"), [

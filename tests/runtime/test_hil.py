@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from nmcompile.api import CompileRequest, compile_network
+from nmcompile.errors import BoardError, UnsupportedError
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.serialize import save
 from nmcompile.runtime.board import RefBoard
-from nmcompile.runtime.hil import verify_artifact
+from nmcompile.runtime.hil import verify_artifact, verify_reporting_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,3 +72,47 @@ def test_verify_errors_are_one_line(compiled, tmp_path):
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
     proc = nmcompile("verify", str(compiled), "--board", "smoke://")
     assert proc.returncode == 1 and "unknown board scheme 'smoke://'" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def compiled_fpga(tmp_path_factory) -> Path:
+    rng = np.random.default_rng(1)
+    g = Graph("tiny")
+    g.add("in", O.Input(shape=(12,)))
+    g.add("fc", O.Linear(weight=rng.normal(0.4, 0.5, (8, 12))))
+    g.add("lif", O.LIF(shape=(8,), beta=0.9, threshold=1.0))
+    g.add("out", O.Output(shape=(8,)))
+    g.chain("in", "fc", "lif", "out")
+    work = tmp_path_factory.mktemp("hil-fpga")
+    out = work / "tiny-fpga"
+    compile_network(CompileRequest(source=save(g, work / "tiny.nmir"), target="fpga", out=out,
+                                   reference_samples=2), log=lambda m: None)
+    return out
+
+
+def test_a_board_error_still_writes_the_junit_report(compiled_fpga, tmp_path):
+    junit = tmp_path / "err.xml"
+    proc = nmcompile("verify", str(compiled_fpga), "--board", "serial:///dev/nmc-no-such-port", "--junit",
+                     str(junit))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: cannot open"), proc.stderr
+    assert proc.stdout == ""                               # no PASS/FAIL verdict for a run that never ran
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("1", "0", "1")
+    case = suite.find("testcase")
+    assert case.get("name") == "run" and case.get("classname") == "serial:///dev/nmc-no-such-port"
+    assert case.find("error").get("message") == lines[0].removeprefix("error: ")
+    assert case.find("error").get("type") == "BoardError"
+
+
+def test_argument_errors_write_no_junit_report(compiled, tmp_path):
+    junit = tmp_path / "none.xml"
+    proc = nmcompile("verify", str(compiled), "--board", "smoke://", "--junit", str(junit))
+    assert proc.returncode == 1 and not junit.exists()
+
+
+def test_verify_reporting_errors_keeps_the_board_error(compiled_fpga):
+    result = verify_reporting_errors(compiled_fpga, "serial:///dev/nmc-no-such-port")
+    assert isinstance(result.error, BoardError) and not result.passed and result.lines() == []
+    with pytest.raises(UnsupportedError, match="unknown board scheme"):
+        verify_reporting_errors(compiled_fpga, "smoke://")

@@ -77,7 +77,7 @@ def test_progress_bar_and_slices(tmp_path):
         sliced = run_in_slices(board, x, bar, updates=3)["out"]
         np.testing.assert_array_equal(sliced, board.run_all(x)["out"])
     bar.close()
-    assert out.getvalue().count("\r") >= 3 and "84/84 steps" in out.getvalue() and "ETA" in out.getvalue()
+    assert out.getvalue().count("\r") >= 3 and "84/84 sample-steps" in out.getvalue() and "ETA" in out.getvalue()
     assert not ProgressBar(5, stream=io.StringIO()).enabled             # not a terminal: silent
     one = ProgressBar(12, stream=io.StringIO(), enabled=True)             # one sample: streamed in slices of steps
     with open_board("ref://") as board:
@@ -141,7 +141,8 @@ def test_the_pytest_plugin_runs_the_conformance_suite_on_a_board(tmp_path):
 
 
 def test_run_shows_a_progress_bar_on_a_terminal(tmp_path):
-    """stderr on a pseudo-terminal: the bar (steps, steps/s, ETA) is drawn; the output file is the same."""
+    """stderr on a pseudo-terminal: the bar (sample-steps, their rate, ETA) is drawn; the output file is the
+    same."""
     import pty
 
     rng = np.random.default_rng(5)
@@ -168,4 +169,4 @@ def test_run_shows_a_progress_bar_on_a_terminal(tmp_path):
         os.close(master)
     assert done.returncode == 0
     text = shown.decode()
-    assert "120/120 steps" in text and "steps/s" in text and "ETA" in text and "\r" in text
+    assert "120/120 sample-steps" in text and "sample-steps/s" in text and "ETA" in text and "\r" in text

@@ -5,14 +5,18 @@ BoardError line, never in wrong or missing spikes."""
 from __future__ import annotations
 
 import shutil
+import struct
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
+import serial
 
 from nmcompile import artifact
 from nmcompile.errors import BoardError
+from nmcompile.protocols.fpga_uart import Command, frame
 from nmcompile.runtime.fpga_board import VerilatorBoard
 from nmcompile.runtime.fpga_link import FpgaLink
 from nmcompile.testing.uart_faults import FaultyStream
@@ -64,18 +68,31 @@ def test_a_board_that_dies_mid_stream_is_reported(project):  # noqa: F811
             next(stream)
 
 
-def test_emulate_serves_the_rtl_on_a_pty_for_serial_urls(project):  # noqa: F811
+def test_emulate_serves_the_rtl_on_a_pty_session_after_session(project):  # noqa: F811
+    """Hosts come and go on the pty as on a serial port: a second verify after the first, and one after a host that
+    left a STREAM half done, each start from a fresh board; the emulator runs until SIGTERM."""
     cli = [sys.executable, "-m", "nmcompile"]
     proc = subprocess.Popen([*cli, "emulate", str(project), "--listen", "pty"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline().split()
         assert line and line[0] == "PTY", proc.stderr.read()
-        done = subprocess.run([*cli, "verify", str(project), "--board", f"serial://{line[1]}?timeout=20"],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stdout + done.stderr
+        url = f"serial://{line[1]}?timeout=20"
+        for session in range(2):
+            done = subprocess.run([*cli, "verify", str(project), "--board", url], capture_output=True, text=True,
+                                  timeout=120)
+            assert done.returncode == 0, f"session {session + 1}: {done.stdout + done.stderr}"
+            assert proc.poll() is None, "the emulator ended with the host's session"
+            if session == 0:                             # a host that starts a long STREAM and goes away
+                with serial.Serial(line[1], 1_000_000, timeout=0.05) as port:
+                    port.write(frame(Command.STREAM, struct.pack("<I", 1000)))
+                    port.flush()
+                    time.sleep(0.2)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+        stderr = proc.stderr.read()
         proc.stdout.close()
         proc.stderr.close()
+    assert proc.returncode == 0, stderr
+    assert "session 3: a host opened" in stderr, stderr

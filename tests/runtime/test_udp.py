@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -215,17 +216,22 @@ def test_emulate_and_verify_on_the_command_line(s2, tmp_path):
     assert bad.returncode == 1 and bad.stderr.startswith("error: --listen 'pty'")
 
 
-def test_no_board_at_the_address_is_one_error_line(s2, tmp_path):
+def test_no_board_at_the_address_is_one_error_line_and_a_junit_error(s2, tmp_path):
     quiet = EmulatedBoard("127.0.0.1", 0)                     # bound but never served: a board that does not answer
+    junit = tmp_path / "err.xml"
     try:
         done = subprocess.run([sys.executable, "-m", "nmcompile", "verify", str(s2), "--board",
-                               f"udp://127.0.0.1:{quiet.address[1]}?timeout=1"], capture_output=True, text=True,
-                              timeout=60)
+                               f"udp://127.0.0.1:{quiet.address[1]}?timeout=1", "--junit", str(junit)],
+                              capture_output=True, text=True, timeout=60)
     finally:
         quiet.close()
+    message = (f"the board at udp://127.0.0.1:{quiet.address[1]} stopped answering (nothing for 1 s; 1 message(s) "
+               "unacknowledged)")
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"error: the board at udp://127.0.0.1:{quiet.address[1]} stopped "
-                                                "answering (nothing for 1 s; 1 message(s) unacknowledged)"]
+    assert done.stderr.strip().splitlines() == [f"error: {message}"]
+    suite = ET.parse(junit).getroot()                         # CI gets its report exactly when the board fails
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("1", "0", "1")
+    assert suite.find("testcase/error").get("message") == message
 
 
 def test_a_host_faster_than_the_board_loses_nothing(s2, board):

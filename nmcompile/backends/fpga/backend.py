@@ -16,6 +16,7 @@ BACKEND = Backend(
         BackendOption("fpga_engines", "fpga: neuron engines working in parallel, 1..8 (default: the most that fit "
                                       "--fpga-part by estimate and shorten the busiest engine's step).", metavar="N"),
     ),
+    check_options="nmcompile.backends.fpga.emit:check_options",
     boards={"verilator": "nmcompile.runtime.fpga_board:VerilatorBoard",
             "serial": "nmcompile.runtime.fpga_board:SerialBoard"},
     conformance=("verilator://",),

@@ -310,20 +310,29 @@ def layout(config: FpgaConfig, size: DesignSize, part: str) -> dict:
     }
 
 
+def check_options(options: dict) -> None:
+    """--fpga-part and --fpga-engines, checked before the compile's passes run (and again by emit)."""
+    from nmcompile.backends.fpga.synth import PARTS
+
+    part = options.get("fpga_part")
+    if part is not None and part not in PARTS:
+        raise UnsupportedError(f"--fpga-part: unknown FPGA part {part!r}; known: {', '.join(PARTS)}")
+    engines = options.get("fpga_engines")
+    if engines is not None and (not str(engines).isdigit() or not 1 <= int(engines) <= MAX_ENGINES):
+        raise UnsupportedError(f"--fpga-engines must be an integer 1..{MAX_ENGINES} (got {engines!r})")
+
+
 def emit(view: LoweredNetwork, target, options: dict, log) -> Emitted:
-    from nmcompile.backends.fpga.synth import DEFAULT_PART, PARTS
+    from nmcompile.backends.fpga.synth import DEFAULT_PART
 
     check_target(view, target)
+    check_options(options)
     part = options.get("fpga_part") or DEFAULT_PART
-    if part not in PARTS:
-        raise UnsupportedError(f"unknown FPGA part {part!r}; known: {', '.join(PARTS)}")
     engines = options.get("fpga_engines")
     if engines is None:
         from nmcompile.backends.fpga.budget import choose_engines
 
         engines = choose_engines(view, target, part)
-    elif not str(engines).isdigit() or not 1 <= int(engines) <= MAX_ENGINES:
-        raise UnsupportedError(f"--fpga-engines must be an integer 1..{MAX_ENGINES} (got {engines!r})")
     config = lower(view, target, int(engines))
     size = DesignSize.for_config(config)
     files = {"fpga/nmc_top.v": top_verilog(config, size).encode(),
