@@ -23,7 +23,7 @@ events count each nonzero input once per synapse it reaches and the add rate is 
 add loop over L1-resident data, per core, times the cores).
 
     python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
-                                        [--nodes]
+                                        [--nodes] [--batches 1,128]
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def section_snntorch(args, rate: float, cores: int) -> None:
     print(f"{'network':<46} {'batch':>5} {'snnTorch f32':>12} {'nmc f32':>9} {'ratio':>6} {'nmc f64':>9} "
           f"{'ratio':>6} {'f32 flips':>9} {'bound':>9} {'f32 x bound':>11}")
     for case in (digits_case, nmnist_case):
-        for batch in (1, 128):
+        for batch in args.batches:
             name, model, trace, graph, x = case(batch)
             sim32, sim64 = Simulator(graph, "float32"), Simulator(graph, "float64")
             sim32.run(x[:2]), sim64.run(x[:2])
@@ -212,23 +212,29 @@ def section_snntorch(args, rate: float, cores: int) -> None:
             print(f"{name:<46} {batch:>5} {t_torch:>11.4f}s {t32:>8.4f}s {t_torch / t32:>5.1f}x {t64:>8.4f}s "
                   f"{t_torch / t64:>5.1f}x {flips:>9} {bound * 1e3:>7.3f}ms {t32 / bound:>10.1f}x")
             if args.nodes:
-                print("    float32 per node (best of --repeats, wall): " + "  ".join(
-                    f"{node} {graph.node(node).kind} {seconds * 1e3:.2f}ms"
-                    for node, seconds in node_times(sim32, x, args.repeats).items() if seconds >= 1e-4))
+                for title, times in (("best of --repeats, wall", node_times(sim32, x, args.repeats)),
+                                     ("one thread, CPU, best of 5 x --repeats",
+                                      one_thread_cpu_times(sim32, x, 5 * args.repeats))):
+                    print(f"    float32 per node ({title}): " + "  ".join(
+                        f"{node} {graph.node(node).kind} {seconds * 1e3:.2f}ms" for node, seconds in times.items()
+                        if seconds >= 1e-4 and node != WHOLE_RUN) + f"  whole run {times[WHOLE_RUN] * 1e3:.2f}ms")
 
 
-def node_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
-    """Wall seconds each node's kernel spends in a run of `sim` over x (summed over the run's chunks), the best of
-    `repeats` runs per node: where a run's time goes."""
+WHOLE_RUN = ("whole run",)      # node_times' key of the whole run (no node name)
+
+
+def node_times(sim, x: np.ndarray, repeats: int, clock=time.perf_counter) -> dict[str, float]:
+    """Seconds of `clock` (wall by default) each node's kernel spends in a run of `sim` over x (summed over the run's
+    chunks), the best of `repeats` runs per node: where a run's time goes; WHOLE_RUN is the whole run's best."""
     kernels = sim._kernels()
     spent: dict[str, float] = {}
     originals = {name: kernel.run_chunk for name, kernel in kernels.items()}
 
     def timed(name: str, run_chunk):
         def run(values, record=False):
-            start = time.perf_counter()
+            start = clock()
             result = run_chunk(values, record)
-            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            spent[name] = spent.get(name, 0.0) + clock() - start
             return result
         return run
 
@@ -238,13 +244,30 @@ def node_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
             kernel.run_chunk = timed(name, originals[name])
         for _ in range(repeats):
             spent.clear()
+            start = clock()
             sim.run(x)
+            spent[WHOLE_RUN] = clock() - start
             for name, seconds in spent.items():
                 best[name] = min(best.get(name, float("inf")), seconds)
     finally:
         for kernel in kernels.values():
             del kernel.run_chunk             # the class's method again
     return best
+
+
+def one_thread_cpu_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """`node_times` in CPU seconds of the calling thread with every loop on it (OMP_NUM_THREADS=1 for
+    jit.worker_threads; torch runs on the calling thread anyway): the work of a run, which other jobs on the machine
+    disturb far less than its wall time."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
+    try:
+        return node_times(sim, x, repeats, time.thread_time)
+    finally:
+        if threads is None:
+            del os.environ["OMP_NUM_THREADS"]
+        else:
+            os.environ["OMP_NUM_THREADS"] = threads
 
 
 # -- recurrent layers: the compiled recurrent loop against the step loop and snnTorch's RLeaky ---------------------
@@ -459,6 +482,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nodes", action="store_true", help="snntorch: also the float32 run's time per node")
+    parser.add_argument("--batches", type=lambda text: [int(b) for b in text.split(",")], default=[1, 128],
+                        help="snntorch: the batch sizes (default 1,128)")
     parser.add_argument("--child-memory", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--chunked", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--child-jit", action="store_true", help=argparse.SUPPRESS)

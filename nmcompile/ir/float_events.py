@@ -14,8 +14,11 @@ docs/semantics.md allows for float32 only. float64 products never come here.
 Each row (one step of one sample) accumulates in a channels-last scratch map [OH, OW, C_out] (the output channels of
 one position are contiguous, so every event is a few vector adds of C_out lanes), which is then stored transposed to
 the [C_out, OH, OW] layout of the IR. Rows are split over the process's cores (the loops release the GIL) when a call
-brings enough work (an estimated PARALLEL_MIN_SECONDS). The nonzero inputs of a line are listed from a comparison
-bit mask per 16 values, one step per set bit (a branch per input value would be mispredicted at every spike).
+brings enough work (an estimated PARALLEL_MIN_SECONDS). The nonzero inputs of a channel's whole plane are listed
+first, 16 values per vector compare and compress-store (no branch on the values), then its events run in one loop
+whose per-input geometry is a table lookup: listing them line by line, one step per set bit of a 16-bit mask, cost
+about 15 ns per input in mispredicted loop exits (measured on 30 x 30 planes at 7 % density: 31 -> 20 ns per input
+of the strided 12->32 5x5 layer, 1.45 -> 1.17 ms per 100 rows of the 2->12 5x5 layer, one thread).
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ import math
 import numpy as np
 
 from nmcompile.ir import jit
-from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
+from nmcompile.ir.spare import SpareOutputs
+from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
 
 LANES = VECTOR           # output channels are padded to a multiple of this in the scratch map: every run of adds is
                          # whole vectors of 16 float32 (512 bits)
 
 # The cost model that chooses between this scatter and torch's dense kernels (arraymath.Convolution), in ns of one
 # core, fitted to `bench_simulate.py --sections convolution` (benchmarks/README.md, 2026-12-01, Xeon with AVX-512):
-EVENT_VECTOR_NS = 2.0    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop):
-                         # measured 1.1-1.3 ns on the 2->12 5x5 and 16->32 3x3 layers, 1.75-3 ns on the 12->32 5x5/2
-                         # layer; the larger value keeps torch on the strided layer near its crossover
+EVENT_VECTOR_NS = 1.6    # one vector add of a run (load, add, store of 16 lanes, with its share of the loop and of
+                         # its input's table lookup): measured 1.2 ns on the 2->12 5x5 layer, 1.4 on the 16->32 3x3,
+                         # 1.7 on the 12->32 5x5/2 layer (short runs) since the inputs are listed per plane
 EVENT_INPUT_NS = 0.6     # listing one input value (every input of every row is visited once)
 EVENT_TILE_NS = 60.0     # storing 16 positions x 16 channels channels-first (a transpose) and resetting them
 TORCH_MULTIPLY_ADDS_PER_NS = 70.0   # torch's blocked float32 kernels on one core when a window has at least
@@ -43,7 +47,7 @@ PARALLEL_MIN_SECONDS = 5e-4         # an estimated scatter from this long is spl
 
 
 @jit.jit
-def conv_events(x, weight_runs, row_targets, row_steps, col_targets, bias, out_w, out, scratch, active):
+def conv_events(x, weight_runs, targets, row_steps, bias, out_w, out, scratch, listed):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
 
@@ -52,52 +56,44 @@ def conv_events(x, weight_runs, row_targets, row_steps, col_targets, bias, out_w
     [OH * OW * lanes] (flat; C_out padded with zeros to `lanes`, a multiple of LANES) each kernel row adds one
     contiguous run. weight_runs [C_in, KH, sw, n, lanes] holds those runs: [c, ky, q, j] is
     weight[:, c, ky, q + (length_q - 1 - j) * sw] (ascending output columns). An input row y reaches the kernel rows
-    ky0, ky0 + ky_step, ... of the output rows oy0, oy0 + oy_step, ... (oy_step <= 0). The geometry is in tables (no
-    division in the loop): row_targets [H, 3] holds (oy0, ky0, number of kernel rows) per input row, row_steps
-    (ky_step, oy_step); col_targets [W, 3] gives for input column xx its first output column, the offset of its run
-    in weight_runs[c, ky] and the run's length in vectors of VECTOR lanes (0: it reaches no output). The runs of an
-    input are one `add_runs` (nmcompile.ir.vector_ops), in ascending ky. bias [lanes] is each position's starting
+    ky0, ky0 + ky_step, ... of the output rows oy0, oy0 + oy_step, ... (oy_step <= 0; row_steps holds (ky_step,
+    oy_step)). The geometry is a table (no division in the loop): targets [H * W, 4] holds for the input position
+    p = y * W + xx the scratch offset of its first run, the offset of its first run in weight_runs[c], its number of
+    runs (kernel rows) and the length of each in vectors of VECTOR lanes (0 runs: it reaches no output). The runs of
+    an input are one `add_runs` (nmcompile.ir.vector_ops), in ascending ky. bias [lanes] is each position's starting
     value: the scratch holds it on entry and is left holding it again (the pass that stores a row transposed into
     out [R, C_out, OH * OW] (OW = out_w) puts the bias back), so a row costs one pass over the scratch besides its
-    events. active [W] lists the nonzero columns of an input line (a bit mask per vector of 16 inputs, then one
-    step per set bit)."""
+    events. The nonzero inputs of each channel's plane are listed first, 16 at a time (`list_nonzero`, into
+    listed [H * W + VECTOR], int32), in ascending p: so the sum of an output adds its inputs in the order (c, y, x),
+    and no loop's trip count depends on where the spikes are but the one over the plane's events."""
     rows, c_in, height, width = x.shape
-    kernel_h, lanes = weight_runs.shape[1], weight_runs.shape[4]
+    lanes = weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
     per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
+    per_channel = weight_runs.shape[1] * per_kernel_row
     flat_w = weight_runs.reshape(-1)
     groups = lanes // VECTOR
+    plane_size = height * width
+    plane_vectors = plane_size - plane_size % VECTOR
     at_step, w_step = row_steps[1] * out_w * lanes, row_steps[0] * per_kernel_row
     for r in range(rows):
         for c in range(c_in):
-            for y in range(height):
-                kernel_rows = row_targets[y, 2]
-                if kernel_rows == 0:
-                    continue
-                line = x[r, c, y]
-                count = 0
-                if width < VECTOR:
-                    for xx in range(width):
-                        active[count] = xx
-                        count += line[xx] != 0
-                for start in range(0, width if width >= VECTOR else 0, VECTOR):
-                    loaded = min(start, width - VECTOR)        # the last vector of a line overlaps the one before
-                    mask = nonzero_mask(line, loaded) >> np.uint64(start - loaded)
-                    while mask:
-                        active[count] = start + lowest_bit(mask)
-                        count += 1
-                        mask &= mask - np.uint64(1)
-                line_at = row_targets[y, 0] * out_w * lanes
-                line_w = (c * kernel_h + row_targets[y, 1]) * per_kernel_row
-                for n in range(count):
-                    xx = active[n]
-                    value = line[xx]
-                    at, wat = line_at + col_targets[xx, 0] * lanes, line_w + col_targets[xx, 1]
-                    if value == 1:
-                        add_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2])
-                    else:
-                        add_scaled_runs(scratch, at, at_step, flat_w, wat, w_step, kernel_rows, col_targets[xx, 2],
-                                        value)
+            plane = x[r, c].reshape(-1)
+            count = 0
+            for start in range(0, plane_vectors, VECTOR):
+                count += list_nonzero(plane, start, listed, count)
+            for p in range(plane_vectors, plane_size):
+                listed[count] = p
+                count += plane[p] != 0
+            channel_w = c * per_channel
+            for n in range(count):
+                p = listed[n]
+                value = plane[p]
+                at, wat, runs, vectors = targets[p, 0], channel_w + targets[p, 1], targets[p, 2], targets[p, 3]
+                if value == 1:
+                    add_runs(scratch, at, at_step, flat_w, wat, w_step, runs, vectors)
+                else:
+                    add_scaled_runs(scratch, at, at_step, flat_w, wat, w_step, runs, vectors, value)
         row_out = out[r].reshape(-1)
         whole = positions - positions % VECTOR
         for first in range(0, whole, VECTOR):
@@ -137,7 +133,8 @@ class EventConvolution:
         self.c_in, self.c_out, self.kernel = c_in, c_out, (kernel_h, kernel_w)
         common = math.gcd(self.stride[0], self.dilation_h)
         self.row_steps = np.array([self.stride[0] // common, -(self.dilation_h // common)], np.int64)
-        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self._spares = SpareOutputs()       # the output array of an earlier call, once nothing holds it (ir/spare.py)
 
     @staticmethod
     def applies(dilation, groups: int) -> bool:
@@ -149,10 +146,12 @@ class EventConvolution:
         return ((height + 2 * ph - self.dilation_h * (self.kernel[0] - 1) - 1) // sh + 1,
                 (width + 2 * pw - self.kernel[1]) // sw + 1)
 
-    def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """conv_events' row_targets, col_targets and the scratch's starting value (the bias at every position) for
-        inputs of height x width (built once per size). The kernel rows an input row reaches, in ascending ky, are
-        every (sh / g)-th with output rows dh / g apart (g = gcd(sh, dh)): `row_steps`."""
+    def tables(self, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """conv_events' targets and the scratch's starting value (the bias at every position) for inputs of
+        height x width (built once per size), from the targets of each input row (first output row, first kernel
+        row, number of kernel rows) and column (first output column, offset of its run, the run's vectors). The
+        kernel rows an input row reaches, in ascending ky, are every (sh / g)-th with output rows dh / g apart
+        (g = gcd(sh, dh)): `row_steps`."""
         if (height, width) not in self._tables:
             (sh, sw), (ph, pw) = self.stride, self.padding
             out_h, out_w = self.out_size(height, width)
@@ -172,7 +171,13 @@ class EventConvolution:
                 if stop_j > first_j:
                     cols[xx] = (last_col - (length - 1) + first_j, (phase * self.longest + first_j) * self.lanes,
                                 (stop_j - first_j) * self.lanes // VECTOR)
-            self._tables[height, width] = rows, cols, np.tile(self.bias, out_h * out_w)
+            per_kernel_row = self.weight_runs.shape[2] * self.weight_runs.shape[3] * self.lanes
+            targets = np.zeros((height, width, 4), np.int64)
+            targets[..., 0] = rows[:, None, 0] * out_w * self.lanes + cols[None, :, 0] * self.lanes
+            targets[..., 1] = rows[:, None, 1] * per_kernel_row + cols[None, :, 1]
+            targets[..., 2] = np.where(cols[None, :, 2] > 0, rows[:, None, 2], 0)
+            targets[..., 3] = cols[None, :, 2]
+            self._tables[height, width] = targets.reshape(-1, 4), np.tile(self.bias, out_h * out_w)
         return self._tables[height, width]
 
     def costs(self, x: np.ndarray, active: int) -> tuple[float, float]:
@@ -202,14 +207,14 @@ class EventConvolution:
         x4 = np.ascontiguousarray(x[:, :, None, :] if one_d else x, dtype=np.float32)
         rows = x4.shape[0]
         out_h, out_w = self.out_size(x4.shape[2], x4.shape[3])
-        row_targets, col_targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
-        out = np.empty((rows, self.c_out, out_h * out_w), dtype=np.float32)
+        targets, bias_map = self.tables(x4.shape[2], x4.shape[3])
+        out = self._spares.take((rows, self.c_out, out_h * out_w), np.dtype(np.float32))
         active = int(np.count_nonzero(x4.view(np.int32))) if active is None else active   # bits: faster
         seconds = self.costs(x4, active)[0]
 
         def run(first: int, stop: int) -> None:
-            conv_events(x4[first:stop], self.weight_runs, row_targets, self.row_steps, col_targets, self.bias, out_w,
-                        out[first:stop], bias_map.copy(), np.empty(x4.shape[3], np.int64))
+            conv_events(x4[first:stop], self.weight_runs, targets, self.row_steps, self.bias, out_w, out[first:stop],
+                        bias_map.copy(), np.empty(x4.shape[2] * x4.shape[3] + VECTOR, np.int32))
 
         jit.split_rows(rows, seconds >= PARALLEL_MIN_SECONDS, run)
         return out.reshape(rows, self.c_out, *((out_w,) if one_d else (out_h, out_w)))

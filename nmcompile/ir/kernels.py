@@ -29,6 +29,7 @@ from nmcompile.ir import arraymath, fixed
 from nmcompile.ir import ops as O
 from nmcompile.ir.base import Op, Shape
 from nmcompile.ir.neurons import NeuronOp
+from nmcompile.ir.spare import SpareOutputs
 
 Apply = Callable[[np.ndarray], np.ndarray]
 
@@ -231,7 +232,9 @@ class NeuronKernel(Kernel):
 
     def run_chunk(self, x: np.ndarray, record: bool = False) -> np.ndarray:
         steps, batch = x.shape[0], x.shape[1]
-        out = np.empty((steps, batch, *self.out_shape), dtype=self.dtype)
+        if "_spares" not in self.__dict__:       # outputs of earlier calls that nothing holds any more (ir/spare.py)
+            self._spares = SpareOutputs()
+        out = self._spares.take((steps, batch, *self.out_shape), self.dtype)
         rec = {k: np.empty_like(out) for k in self.state_names} if record else {}
         if self.fused:
             self._run_fused(np.ascontiguousarray(x, dtype=self.dtype), out, rec)

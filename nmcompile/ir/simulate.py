@@ -106,6 +106,10 @@ CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 
                          # a step wider than that is a chunk of its own
 FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain (ir/chain.py), which asks for longer chunks: the bound on one node's
                              # values for a chunk (64 MiB) then
+FLOAT32_CHUNK_BYTES = 1 << 23  # float32 runs: the bound on one node's values for a chunk (8 MiB; at batch 1 of the
+                               # N-MNIST-sized conv net of benchmarks/bench_simulate.py, 194 steps of 10,800 values:
+                               # each further chunk cost it about 1 ms of calls, thread wake-ups and scratch set-up
+                               # against 7 ms for the whole run of 100 steps, benchmarks/README.md)
 
 
 class Simulator:
@@ -115,8 +119,8 @@ class Simulator:
     vectorised reference they are tested against; identical bits).
 
     Memory: `run` streams the input through the network in chunks of `chunk_steps` steps (default: as many as keep
-    each node's values of a chunk under CHUNK_BYTES, or FUSED_CHUNK_BYTES for the longer chunks a fused chain asks
-    for, at least one), so beyond the caller's input and the returned
+    each node's values of a chunk under CHUNK_BYTES, FLOAT32_CHUNK_BYTES in float32, or FUSED_CHUNK_BYTES for the
+    longer chunks a fused chain asks for, at least one), so beyond the caller's input and the returned
     outputs its memory does not grow with T. `record=True` keeps every node's values and every state at every step,
     so it runs as one chunk and its memory grows with T.
 
@@ -200,6 +204,9 @@ class Simulator:
             return self.chunk_steps
         widest = max(int(np.prod(shape)) for shape in self.shapes.values())
         per_step = max(batch * widest * self.dtype.itemsize, 1)
+        if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
+            longest = max(1, FLOAT32_CHUNK_BYTES // per_step)
+            return -(-steps // -(-steps // longest)) if steps else 1
         fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice,
         fused = [min(steps, max(1, FUSED_CHUNK_BYTES // per_step)) for steps in fused]  # bounded for the other nodes
         return max(1, CHUNK_BYTES // per_step, *fused)

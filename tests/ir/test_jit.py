@@ -272,6 +272,44 @@ def test_float32_conv_through_torch_is_close_and_float64_is_unchanged():
     np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("one_d", [False, True])
+def test_torch_convolution_split_over_threads_fills_one_output(monkeypatch, one_d):
+    """torch's convolution split into shares over threads, each share copied into one output on its own thread:
+    integer convolutions stay exact, float32 ones close to float64 numpy (with the bias)."""
+    from nmcompile.ir import jit
+
+    rng = np.random.default_rng(8)
+    kernel, size = ((3,), (11,)) if one_d else ((3, 2), (7, 6))
+    stride, padding, dilation = ((2,), (1,), (1,)) if one_d else ((2, 1), (1, 0), (1, 1))
+    weight = rng.integers(-255, 256, (5, 3, *kernel))
+    x = rng.integers(-3, 4, (13, 3, *size))
+    monkeypatch.setattr(jit, "PARALLEL_MIN_ADDS", 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    conv = arraymath.Convolution(weight, stride, padding, dilation, 1, np.dtype(np.int64))
+    np.testing.assert_array_equal(conv(x), arraymath.int_conv(x, weight, stride, padding, dilation, 1))
+    bias = rng.normal(0, 1, (5,) + (1,) * len(size))
+    reference = arraymath.conv(x.astype(np.float64), weight.astype(np.float64), stride, padding, dilation, 1) + bias
+    conv32 = arraymath.Convolution(weight.astype(np.float32), stride, padding, dilation, 1, np.dtype(np.float32),
+                                   bias.astype(np.float32))
+    fast = conv32._torch(x.astype(np.float32), with_bias=True)
+    assert fast.dtype == np.float32 and fast.shape == reference.shape
+    np.testing.assert_allclose(fast, reference, rtol=1e-5, atol=1e-3)
+
+
+def test_nonzero_estimate_counts_at_most_sixteen_rows():
+    """Exact up to ESTIMATE_ROWS rows; beyond, the sampled rows' count scaled to all rows (exact when every row has
+    the same count); -0.0 counts, as in count_nonzero_bits."""
+    x = np.zeros((10, 3, 4), np.float32)
+    x[2, 1, 1], x[7, 0, 0] = 1.0, -0.0
+    assert arraymath.estimate_nonzero(x) == 2
+    rows = np.zeros((100, 50), np.float32)
+    rows[:, :7] = 1.0
+    assert arraymath.estimate_nonzero(rows) == 700
+    rows[1::2] = 0.0        # the sampled rows 0, 7, 14, ... alternate between full and empty
+    assert 0 < arraymath.estimate_nonzero(rows) < 700
+    assert arraymath.estimate_nonzero(rows.T) == np.count_nonzero(rows)      # not contiguous: counted whole
+
+
 def test_row_parallel_accumulation_equals_one_thread(monkeypatch):
     from nmcompile.ir import jit
 

@@ -220,3 +220,25 @@ def test_flattened_input_is_reshaped():
     g.chain("in", "flat", "out")
     x = np.arange(4.0).reshape(1, 1, 4)
     np.testing.assert_array_equal(simulate(g, x).output, x)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 300])
+def test_float32_chunks_are_bounded_in_bytes_and_equal_in_length(rng, batch):
+    """A float32 run takes as many steps per chunk as keep each node's values under FLOAT32_CHUNK_BYTES (at least
+    one), in chunks of equal length: memory stays bounded whatever T, and no short last chunk pays the per-chunk
+    costs for a few steps. The chunked run equals the same run in single steps."""
+    from nmcompile.ir.simulate import FLOAT32_CHUNK_BYTES
+
+    g = mlp(rng, (40, 900, 3))
+    sim = Simulator(g, "float32")
+    per_step = batch * 900 * 4
+    longest = max(1, FLOAT32_CHUNK_BYTES // per_step)
+    for steps in (1, 5, 100, 10_000, 1_000_003):
+        chunk = sim._chunk(steps, batch, False)
+        count = -(-steps // chunk)
+        assert chunk <= longest and count == -(-steps // longest)
+        assert count * chunk - steps < count               # every chunk but the last is full, the last nearly so
+    x = random_spikes(rng, 50, batch, 40).astype(np.float32)
+    whole = sim.run(x).output
+    np.testing.assert_array_equal(whole, Simulator(g, "float32", chunk_steps=1).run(x).output)
+    assert sim._chunk(50, batch, False) == min(50, longest)

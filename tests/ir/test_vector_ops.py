@@ -3,12 +3,14 @@ each lane is one IEEE float32 operation in the same order as numpy's, and the tr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numba
 import numpy as np
 import pytest
 
 from nmcompile.ir import arraymath
-from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, lowest_bit, nonzero_mask, store_transposed
+from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
 
 
 @numba.njit
@@ -27,16 +29,15 @@ def _store_transposed(scratch, lanes, bias, out, positions, c_out, first, group)
 
 
 @numba.njit
-def _nonzero_columns(line, active):
-    """The listing loop of float_events.conv_events for a line of at least VECTOR values."""
+def _nonzero_columns(line, listed):
+    """The listing loop of float_events.conv_events over a channel's plane: whole vectors, then one value per step."""
     width, count = line.shape[0], 0
-    for start in range(0, width, VECTOR):
-        loaded = min(start, width - VECTOR)
-        mask = nonzero_mask(line, loaded) >> np.uint64(start - loaded)
-        while mask:
-            active[count] = start + lowest_bit(mask)
-            count += 1
-            mask &= mask - np.uint64(1)
+    whole = width - width % VECTOR
+    for start in range(0, whole, VECTOR):
+        count += list_nonzero(line, start, listed, count)
+    for p in range(whole, width):
+        listed[count] = p
+        count += line[p] != 0
     return count
 
 
@@ -97,14 +98,46 @@ def test_store_transposed_moves_a_tile_channels_first_and_restores_the_bias(lane
     np.testing.assert_array_equal(restored[kept], original[kept])
 
 
-@pytest.mark.parametrize("width", [16, 17, 30, 34, 64, 70])
-def test_nonzero_columns_from_bit_masks_equal_flatnonzero(width):
+@pytest.mark.parametrize("width", [1, 15, 16, 17, 30, 34, 64, 70, 900])
+def test_nonzero_inputs_from_compress_stores_equal_flatnonzero(width):
+    """list_nonzero packs the indices of nonzero values (-0.0 is zero, as for numpy), ascending; nothing is written
+    past the listed ones but within the vector's 16 slots."""
     rng = np.random.default_rng(width)
     for density in (0.0, 0.1, 0.5, 1.0):
         line = (rng.random(width) < density).astype(np.float32) * rng.normal(0, 1, width).astype(np.float32)
-        active = np.empty(width, np.int64)
-        count = _nonzero_columns(line, active)
-        np.testing.assert_array_equal(active[:count], np.flatnonzero(line))
+        line[rng.random(width) < 0.1] = -0.0
+        listed = np.full(width + VECTOR, -7, np.int32)
+        count = _nonzero_columns(line, listed)
+        np.testing.assert_array_equal(listed[:count], np.flatnonzero(line))
+        assert (listed[count + VECTOR:] == -7).all()
+
+
+def test_nonzero_listing_without_avx512_takes_the_portable_compress_store(tmp_path):
+    """Compiled for a CPU without AVX-512 (NUMBA_CPU_NAME=generic, a fresh cache), list_nonzero takes LLVM's masked
+    compress-store, which LLVM expands into scalar code: the same list."""
+    import subprocess
+    import sys
+
+    script = (
+        "import numba, numpy as np\n"
+        "from nmcompile.ir import vector_ops as V\n"
+        "assert not V.REGISTER_COMPRESS\n"
+        "@numba.njit\n"
+        "def lst(v, out):\n"
+        "    c = 0\n"
+        "    for s in range(0, v.shape[0] - 15, 16):\n"
+        "        c += V.list_nonzero(v, s, out, c)\n"
+        "    return c\n"
+        "v = (np.random.default_rng(3).random(64) < 0.3).astype(np.float32)\n"
+        "out = np.empty(80, np.int32)\n"
+        "c = lst(v, out)\n"
+        "assert np.array_equal(out[:c], np.flatnonzero(v)), (out[:c], np.flatnonzero(v))\n"
+        "print(c)\n")
+    env = {**__import__("os").environ, "NUMBA_CPU_NAME": "generic", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) > 0
 
 
 def test_float32_linear_uses_torch_within_the_summation_bound_and_float64_stays_numpy():
@@ -129,4 +162,4 @@ def test_intrinsics_refuse_arrays_they_cannot_index_by_pointer():
     with pytest.raises(numba.core.errors.TypingError):
         _add_runs(strided, 0, 0, np.zeros(VECTOR, np.float32), 0, 0, 1, 1)
     with pytest.raises(numba.core.errors.TypingError):
-        _nonzero_columns(np.zeros(2 * VECTOR), np.empty(2 * VECTOR, np.int64))
+        _nonzero_columns(np.zeros(2 * VECTOR), np.empty(3 * VECTOR, np.int32))
