@@ -41,18 +41,36 @@ def emulate(path: Path, listen: str, pe: str, announce: Callable[[str], None],
     """Serve the board an artifact's target runs on (see the module doc) until stopped."""
     art = artifact.read(path)
     if art.target == "spinnaker2":
-        from nmcompile.runtime.udp_emulator import serve_udp
+        from nmcompile.runtime.udp_emulator import EmulatedBoard
 
         host, port = parse_udp_listen(listen)
-        serve_udp(host, port, pe, announce, log)
+        board = EmulatedBoard(host, port, pe=pe, log=log)
+        serve_until_stopped(board, f"LISTEN udp://{board.address[0]}:{board.address[1]}", announce)
     elif art.target == "fpga":
         if listen != "pty":
             raise UnsupportedError(f"--listen {listen!r}: an fpga board is emulated behind a pty: --listen pty")
         if pe != "model":
             raise UnsupportedError("--pe chooses how spinnaker2 PEs compute; an fpga board is the Verilated RTL")
-        from nmcompile.runtime.pty_emulator import serve_pty
+        from nmcompile.runtime.pty_emulator import PtyBoard
 
-        serve_pty(art.path / "fpga", announce, log)
+        board = PtyBoard(art.path / "fpga", log=log)
+        serve_until_stopped(board, f"PTY {board.device}", announce)
     else:
         raise UnsupportedError(f"{path}: nmcompile emulate serves spinnaker2 (udp://) and fpga (pty) boards; this "
                                f"artifact is for {art.target}")
+
+
+def serve_until_stopped(board, announcement: str, announce: Callable[[str], None]) -> None:
+    """`announce(announcement)`, then `board.serve()` until SIGTERM (which calls `board.stop()`) or Ctrl-C; the board
+    is closed in every case."""
+    import signal
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: board.stop())
+    try:
+        announce(announcement)
+        board.serve()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        board.close()

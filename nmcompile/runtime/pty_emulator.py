@@ -153,19 +153,3 @@ class PtyBoard:
         self._stop_model()
         self.model = self._start_model()
         self.log(f"session {self.sessions}: the host closed {self.device}; a fresh model waits for the next one")
-
-
-def serve_pty(project: Path, announce: Callable[[str], None], log: Callable[[str], None] | None = None) -> None:
-    """Serve the board until SIGTERM/SIGINT; `announce` gets 'PTY /dev/pts/N' once the first model runs."""
-    import signal
-
-    board = PtyBoard(project, log=log)
-    previous = signal.signal(signal.SIGTERM, lambda *_: board.stop())
-    try:
-        announce(f"PTY {board.device}")
-        board.serve()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        board.close()

@@ -271,19 +271,3 @@ class EmulatedBoard:
         if self._work is not None:
             self._work.cleanup()
             self._work = None
-
-
-def serve_udp(host: str, port: int, pe: str, announce, log=None) -> None:
-    """Run an emulated board until SIGTERM/SIGINT; `announce` gets 'LISTEN udp://HOST:PORT' once it listens."""
-    import signal
-
-    board = EmulatedBoard(host, port, pe=pe, log=log)
-    previous = signal.signal(signal.SIGTERM, lambda *_: board.stop())
-    try:
-        announce(f"LISTEN udp://{board.address[0]}:{board.address[1]}")
-        board.serve()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        board.close()

@@ -21,20 +21,25 @@ from nmcompile.runtime.hil import verify_artifact, verify_reporting_errors
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(0)
+def compile_tiny(tmp_path_factory, target: str, seed: int, samples: int) -> Path:
+    """A 12 -> 8 LIF network compiled for `target` with `samples` reference samples."""
+    rng = np.random.default_rng(seed)
     g = Graph("tiny")
     g.add("in", O.Input(shape=(12,)))
     g.add("fc", O.Linear(weight=rng.normal(0.4, 0.5, (8, 12))))
     g.add("lif", O.LIF(shape=(8,), beta=0.9, threshold=1.0))
     g.add("out", O.Output(shape=(8,)))
     g.chain("in", "fc", "lif", "out")
-    work = tmp_path_factory.mktemp("hil")
-    out = work / "tiny-loihi2"
-    compile_network(CompileRequest(source=save(g, work / "tiny.nmir"), target="loihi2", out=out,
-                                   reference_samples=3), log=lambda m: None)
+    work = tmp_path_factory.mktemp(f"hil-{target}")
+    out = work / f"tiny-{target}"
+    compile_network(CompileRequest(source=save(g, work / "tiny.nmir"), target=target, out=out,
+                                   reference_samples=samples), log=lambda m: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    return compile_tiny(tmp_path_factory, "loihi2", 0, 3)
 
 
 def nmcompile(*args: str) -> subprocess.CompletedProcess:
@@ -76,18 +81,7 @@ def test_verify_errors_are_one_line(compiled, tmp_path):
 
 @pytest.fixture(scope="module")
 def compiled_fpga(tmp_path_factory) -> Path:
-    rng = np.random.default_rng(1)
-    g = Graph("tiny")
-    g.add("in", O.Input(shape=(12,)))
-    g.add("fc", O.Linear(weight=rng.normal(0.4, 0.5, (8, 12))))
-    g.add("lif", O.LIF(shape=(8,), beta=0.9, threshold=1.0))
-    g.add("out", O.Output(shape=(8,)))
-    g.chain("in", "fc", "lif", "out")
-    work = tmp_path_factory.mktemp("hil-fpga")
-    out = work / "tiny-fpga"
-    compile_network(CompileRequest(source=save(g, work / "tiny.nmir"), target="fpga", out=out,
-                                   reference_samples=2), log=lambda m: None)
-    return out
+    return compile_tiny(tmp_path_factory, "fpga", 1, 2)
 
 
 def test_a_board_error_still_writes_the_junit_report(compiled_fpga, tmp_path):
