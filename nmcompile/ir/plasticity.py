@@ -3,8 +3,8 @@
 Every sample of a batch learns on its own copy of the weights. Per step the simulator calls `peek()` (the input
 delivered at t with the weights at the start of t), then the neuron layer runs, then `push(x[t])` and
 `learn(post[t])`. Importing this module registers the kernel (nmcompile.ir.simulate does). Engine 'compiled' runs
-the product and the learning step as numba loops (jit.plastic_product, jit.stdp_learn) that update the weights and
-traces in place, operation for operation as `stdp_update`; engine 'numpy' runs the numpy form below.
+the product and the learning step as numba loops (nmcompile.ir.stdp_loops: plastic_product, stdp_learn) that update
+the weights and traces in place, operation for operation as `stdp_update`; engine 'numpy' runs the numpy form below.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ class PlasticLinear(Kernel):
     def peek(self) -> np.ndarray:
         self._pre = self._buffer[0]                                            # x[t - d]
         if self.engine == "compiled":
-            from nmcompile.ir import jit
+            from nmcompile.ir import stdp_loops
 
             total = np.empty(self.post_trace.shape, dtype=np.int64)
-            jit.plastic_product(self.weight, np.ascontiguousarray(self._pre), total)
+            stdp_loops.plastic_product(self.weight, np.ascontiguousarray(self._pre), total)
         else:
             total = np.einsum("boi,bi->bo", self.weight, self._pre)
         return fixed.floor_shift(total, self.op.weight_exp)
@@ -91,10 +91,10 @@ class PlasticLinear(Kernel):
             self.weight, self.pre_trace, self.post_trace = stdp_update(self.op, self.weight, self.pre_trace,
                                                                        self.post_trace, self._pre, post)
             return
-        from nmcompile.ir import jit
+        from nmcompile.ir import stdp_loops
 
         op = self.op
-        jit.stdp_learn(self.weight, self.pre_trace, self.post_trace, np.ascontiguousarray(self._pre),
+        stdp_loops.stdp_learn(self.weight, self.pre_trace, self.post_trace, np.ascontiguousarray(self._pre),
                        np.ascontiguousarray(post), op.pre_decay, op.pre_increment, op.post_decay, op.post_increment,
                        op.ltp_shift, op.ltd_shift, op.w_min, op.w_max)
 
