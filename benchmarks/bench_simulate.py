@@ -216,7 +216,8 @@ def section_snntorch(args, rate: float, cores: int) -> None:
                                      ("one thread, CPU, best of 5 x --repeats",
                                       one_thread_cpu_times(sim32, x, 5 * args.repeats))):
                     print(f"    float32 per node ({title}): " + "  ".join(
-                        f"{node} {graph.node(node).kind} {seconds * 1e3:.2f}ms" for node, seconds in times.items()
+                        f"{node} {graph.node(node).kind if node in graph.nodes else 'fused chain'} "
+                        f"{seconds * 1e3:.2f}ms" for node, seconds in times.items()
                         if seconds >= 1e-4 and node != WHOLE_RUN) + f"  whole run {times[WHOLE_RUN] * 1e3:.2f}ms")
 
 
@@ -224,11 +225,21 @@ WHOLE_RUN = ("whole run",)      # node_times' key of the whole run (no node name
 
 
 def node_times(sim, x: np.ndarray, repeats: int, clock=time.perf_counter) -> dict[str, float]:
-    """Seconds of `clock` (wall by default) each node's kernel spends in a run of `sim` over x (summed over the run's
-    chunks), the best of `repeats` runs per node: where a run's time goes; WHOLE_RUN is the whole run's best."""
+    """Seconds of `clock` (wall by default) each node's kernel, or fused chain (keyed "first..last", ir/chain.py and
+    ir/float_chain.py), spends in a run of `sim` over x (summed over the run's chunks), the best of `repeats` runs per
+    node: where a run's time goes; WHOLE_RUN is the whole run's best."""
     kernels = sim._kernels()
+    chains = {f"{chain.head}..{chain.last}": chain for chain in sim._chains().values()}
     spent: dict[str, float] = {}
     originals = {name: kernel.run_chunk for name, kernel in kernels.items()}
+
+    def timed_chain(name: str, run):
+        def chain_run(*args):
+            start = clock()
+            result = run(*args)
+            spent[name] = spent.get(name, 0.0) + clock() - start
+            return result
+        return chain_run
 
     def timed(name: str, run_chunk):
         def run(values, record=False):
@@ -242,6 +253,8 @@ def node_times(sim, x: np.ndarray, repeats: int, clock=time.perf_counter) -> dic
     try:
         for name, kernel in kernels.items():
             kernel.run_chunk = timed(name, originals[name])
+        for name, chain in chains.items():
+            chain.run = timed_chain(name, chain.run)
         for _ in range(repeats):
             spent.clear()
             start = clock()
@@ -252,6 +265,8 @@ def node_times(sim, x: np.ndarray, repeats: int, clock=time.perf_counter) -> dic
     finally:
         for kernel in kernels.values():
             del kernel.run_chunk             # the class's method again
+        for chain in chains.values():
+            del chain.run
     return best
 
 

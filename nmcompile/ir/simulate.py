@@ -174,12 +174,18 @@ class Simulator:
         return self._built
 
     def _chains(self) -> dict:
-        """The fused feed-forward chains by first node (nmcompile.ir.chain; compiled engine, integer mode)."""
+        """The fused feed-forward chains by first node (compiled engine): integer (nmcompile.ir.chain) or float32
+        (nmcompile.ir.float_chain) ones."""
         if self._found_chains is None:
-            from nmcompile.ir.chain import find_chains
+            self._found_chains = {}
+            if self.engine == "compiled" and self.mode == "integer":
+                from nmcompile.ir.chain import find_chains
 
-            self._found_chains = (find_chains(self.graph, self._kernels(), self.components)
-                                  if self.engine == "compiled" and self.mode == "integer" else {})
+                self._found_chains = find_chains(self.graph, self._kernels(), self.components)
+            elif self.engine == "compiled" and self.mode == "float32":
+                from nmcompile.ir.float_chain import find_float_chains
+
+                self._found_chains = find_float_chains(self.graph, self._kernels(), self.components)
         return self._found_chains
 
     def output_dtype(self, name: str) -> np.dtype:
@@ -202,7 +208,10 @@ class Simulator:
             return max(steps, 1)
         if self.chunk_steps is not None:
             return self.chunk_steps
-        widest = max(int(np.prod(shape)) for shape in self.shapes.values())
+        inner = set()           # float32: the nodes inside a fused chain (ir/float_chain.py) hold no values
+        if self.mode == "float32":
+            inner = {name for chain in self._chains().values() for name in (chain.head, *chain.followers[:-1])}
+        widest = max(int(np.prod(shape)) for name, shape in self.shapes.items() if name not in inner)
         per_step = max(batch * widest * self.dtype.itemsize, 1)
         if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
             longest = max(1, FLOAT32_CHUNK_BYTES // per_step)

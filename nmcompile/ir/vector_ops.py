@@ -14,6 +14,12 @@ of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 
                                                        = scratch[(first + p) * lanes + 16 group + o]
         then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
 
+    add_event_rows(target, at, source, listed, first, stop, per_channel, start, count)
+        target[at + i] += the sum over e = first .. stop - 1 (in order) of
+                          source[(listed[e] & 0xFFFF) * per_channel + start + i]          for i < 16 count
+        (the events (position << 16) | channel of one position, nmcompile.ir.neuron_vector: each vector of sums
+        is loaded once, takes every event's row in a register, and is stored once)
+
     count = list_nonzero(values, start, listed, at)
         listed[at : at + count] = the indices start + i (int32, ascending) of the i < 16 with values[start + i] != 0
         (one vector load and one vector store: the caller keeps start + 16 <= len(values) and at + 16 <= len(listed);
@@ -165,10 +171,44 @@ def store_transposed(typingctx, scratch, lanes, bias, out, positions, c_out, fir
     return types.void(scratch, lanes, bias, out, positions, c_out, first, group), codegen
 
 
+def _int32_list(listed) -> bool:
+    """Whether `listed` is a C-contiguous int32 array (a list of indices or events)."""
+    return isinstance(listed, types.Array) and listed.layout == "C" and listed.dtype == types.int32
+
+
+@intrinsic
+def add_event_rows(typingctx, target, at, source, listed, first, stop, per_channel, start, count):
+    if not (_float32_rows(target, source) and _int32_list(listed)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        sig = signature.args
+        target = _element(context, builder, sig[0], args[0], args[1], sig[1])
+        source_data = context.make_array(sig[2])(context, builder, args[2]).data
+        listed_data = context.make_array(sig[3])(context, builder, args[3]).data
+        first, stop, per_channel, start, count = (context.cast(builder, args[i], sig[i], types.intp)
+                                                  for i in (4, 5, 6, 7, 8))
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (k, _):
+            offset = builder.mul(k, ir.Constant(intp, VECTOR))
+            to = builder.bitcast(builder.gep(target, [offset]), _VECTOR_TYPE.as_pointer())
+            acc = cgutils.alloca_once_value(builder, builder.load(to, align=4))
+            base = builder.add(start, offset)
+            with cgutils.for_range_slice(builder, first, stop, ir.Constant(intp, 1)) as (e, _):
+                event = builder.zext(builder.load(builder.gep(listed_data, [e])), intp)
+                row = builder.mul(builder.and_(event, ir.Constant(intp, 0xFFFF)), per_channel)
+                piece = builder.load(builder.bitcast(builder.gep(source_data, [builder.add(row, base)]),
+                                                     _VECTOR_TYPE.as_pointer()), align=4)
+                builder.store(builder.fadd(builder.load(acc), piece), acc)
+            builder.store(builder.load(acc), to, align=4)
+        return context.get_dummy_value()
+
+    return types.void(target, at, source, listed, first, stop, per_channel, start, count), codegen
+
+
 @intrinsic
 def list_nonzero(typingctx, values, start, listed, at):
-    if not (_float32_rows(values) and isinstance(listed, types.Array) and listed.layout == "C"
-            and listed.dtype == types.int32):
+    if not (_float32_rows(values) and _int32_list(listed)):
         return None
 
     def codegen(context, builder, signature, args):

@@ -1,0 +1,465 @@
+"""Fused float32 feed-forward chains: (Conv2d | Linear -> LIF | IF) pairs, repeated, run sample by sample.
+
+A chain is a run of pairs P_1 -> N_1 -> P_2 -> N_2 ... -> P_L -> N_L (L >= 1; a Flatten may stand between N_k and a
+Linear P_{k+1}) in which every P_k is a float Conv2d (groups 1, no dilation; P_1 may have a dilation along the height)
+or a Linear without delays, every N_k a float LIF or IF (spiking, any reset mode and timing, no refractory period,
+start step 0), every node but N_L has exactly one consumer, the next node of the chain, and at least one P_k is a
+convolution. `float_chain_chunk` runs a chunk's steps for one sample at a time, every layer of a step before the
+next step, so each sample's state (every layer's v and sums, about 4 bytes per neuron) stays in the core's cache;
+samples are split over `jit.worker_threads()` threads.
+
+Layout: inside the chain a layer's values are channels-last, [position][lane] with the channels padded to `lanes`
+(a multiple of 16; a Linear layer is one position). Padded lanes never fire (threshold: the largest float32, no
+drive). The spikes of N_k are listed as events (position << 16) | channel in ascending (position, channel) order
+(nmcompile.ir.neuron_vector.update_and_list), and P_{k+1} reads only those:
+
+- P_1 reads the chain's input (the source's values, channels-first): the nonzero values of each channel's plane,
+  in (channel, row, column) order, each adding its kernel slice (x times it where x != 1) to the sums it reaches
+  (nmcompile.ir.float_events' scatter, with its tables); a Linear P_1 adds the weight row of each nonzero input.
+- a convolution P_{k+1} sums each output position in registers over the events of its window, row by row of the
+  window, each row's events in (column, channel) order (nmcompile.ir.window_sums), from its bias;
+- a Linear P_{k+1} adds the weight row of each event to its sums, which start at its bias.
+
+So each sum starts at its bias and adds its inputs in the order (row, column, channel) of the layer before (the
+input's own order (channel, row, column) for P_1): one IEEE float32 addition per lane and input, a summation order
+other than the unfused engine's (torch's kernels or its (channel, row, column) scatter), which docs/semantics.md
+allows for float32; integer-valued weights give exact sums either way (tests/ir/test_float_chain.py). The neuron
+update is jit.float_neuron's, operation for operation, in 16-lane vectors. Nothing of the inner layers is
+written to memory as [T, B, N] values. The chain keeps every layer's v in one channels-last array and gives each
+neuron kernel a channels-first view of it as its v, so the kernels hold the state between chunks without a copy
+(`FusedFloatChain._state_for`).
+
+Dense layers alone are not fused: there the unfused engine's torch product over a whole chunk of steps and samples
+is as fast or faster, and the sample-by-sample loop's per-step calls are not paid back (bench_simulate's digits MLP,
+64 -> 64 LIF -> 10 LIF, T = 25: fused against unfused 0.19 against 0.29 ms at batch 1, 0.43 against 0.42 ms at
+batch 16, 1.61 against 1.45 ms at batch 128).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nmcompile.ir import jit
+from nmcompile.ir import ops as O
+from nmcompile.ir.event_product import aligned_copy
+from nmcompile.ir.float_events import EventConvolution
+from nmcompile.ir.graph import Graph
+from nmcompile.ir.kernels import FloatNeuron, Kernel
+from nmcompile.ir.neuron_vector import CHANNEL_BITS, neuron_flags, update_and_list
+from nmcompile.ir.vector_ops import VECTOR, add_event_rows, add_runs, add_scaled_runs, list_nonzero
+from nmcompile.ir.window_sums import outputs_per_pass, window_sums
+
+PLANES, GATHER, EVENTS = 0, 1, 2       # how a layer's product reads its input (the module docstring's three cases)
+MAX_POSITIONS = 1 << (31 - CHANNEL_BITS)   # positions an event can name (int32 events)
+MAX_CHANNELS = 1 << CHANNEL_BITS
+PARALLEL_MIN_UPDATES = 1 << 15   # neuron updates (steps x samples x neurons) of a chunk from which samples are
+                                 # split over threads (about 0.1 ms of work)
+
+# geometry[k] columns
+KIND, POSITIONS, LANES, CHANNELS, IN_H, IN_W, OUT_H, OUT_W, KH, KW, SH, SW, PH, PW, AT_STEP, W_STEP, PER_CHANNEL, \
+    OUTPUTS = range(18)
+GEOMETRY = 18
+
+
+@jit.jit
+def _input_products(x, t, b, weights, table, geometry, sums, listed):
+    """P_1's sums (from their bias, in `sums`) for step t of sample b: each nonzero input of each channel's plane
+    x[t, b, c] (in order) adds its runs, scaled by its value where it is not 1."""
+    planes, plane_size = x.shape[2], x.shape[3]
+    at_step, w_step, per_channel = geometry[AT_STEP], geometry[W_STEP], geometry[PER_CHANNEL]
+    whole = plane_size - plane_size % VECTOR
+    for c in range(planes):
+        plane = x[t, b, c]
+        count = 0
+        for start in range(0, whole, VECTOR):
+            count += list_nonzero(plane, start, listed, count)
+        for p in range(whole, plane_size):
+            listed[count] = p
+            count += plane[p] != 0
+        channel_w = c * per_channel
+        for n in range(count):
+            p = listed[n]
+            value = plane[p]
+            if value == 1:
+                add_runs(sums, table[p, 0], at_step, weights, channel_w + table[p, 1], w_step, table[p, 2],
+                         table[p, 3])
+            else:
+                add_scaled_runs(sums, table[p, 0], at_step, weights, channel_w + table[p, 1], w_step, table[p, 2],
+                                table[p, 3], value)
+
+
+@jit.jit
+def _event_products(sums, at, weights, table, geometry, listed, count):
+    """A Linear P_{k+1}'s sums (from their bias) plus the weight rows of the events listed[:count]: the events of one
+    position in one pass over its rows (nmcompile.ir.vector_ops.add_event_rows)."""
+    per_channel = geometry[PER_CHANNEL]
+    n = 0
+    while n < count:
+        p = listed[n] >> CHANNEL_BITS
+        m = n + 1
+        while m < count and listed[m] >> CHANNEL_BITS == p:
+            m += 1
+        add_event_rows(sums, at, weights, listed, n, m, per_channel, table[p, 1], table[p, 3])
+        n = m
+
+
+@jit.jit
+def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans):
+    """A convolution P_{k+1}'s sums, OUTPUTS consecutive output positions of a row at a time, each summed over the
+    events of its window (nmcompile.ir.window_sums; starts[q]: the index in `listed` of the first event at input
+    position >= q). The weights [in lanes][KH][KW + 2 (OUTPUTS - 1) SW][lanes] have the kernel in the middle columns,
+    so output j of a group reads the kernel columns of its own window and zeros elsewhere."""
+    in_h, in_w, out_h, out_w = geometry[IN_H], geometry[IN_W], geometry[OUT_H], geometry[OUT_W]
+    kh, kw, sh, sw, ph, pw = geometry[KH], geometry[KW], geometry[SH], geometry[SW], geometry[PH], geometry[PW]
+    lanes, outputs = geometry[LANES], geometry[OUTPUTS]
+    padded_w, margin = kw + 2 * (outputs - 1) * sw, (outputs - 1) * sw
+    for oy in range(out_h):
+        first_ky = max(0, ph - oy * sh)
+        stop_ky = min(kh, in_h + ph - oy * sh)
+        for ox in range(0, out_w, outputs):
+            stored = min(outputs, out_w - ox)
+            x0 = ox * sw - pw                                 # the first column of output ox's window
+            xa, xb = max(x0, 0), min(x0 + (stored - 1) * sw + kw, in_w)
+            rows = 0
+            for ky in range(first_ky, stop_ky if xa < xb else first_ky):     # none: the window is all padding
+                row = (oy * sh - ph + ky) * in_w
+                spans[rows, 0] = starts[row + xa]
+                spans[rows, 1] = starts[row + xb]
+                spans[rows, 2] = (ky * padded_w - row - x0 + margin) * lanes   # + position * lanes: (ky, kx)
+                rows += 1
+            window_sums(sums, at + (oy * out_w + ox) * lanes, stored, bias, weights, listed, spans, rows, lanes,
+                        geometry[PER_CHANNEL], sw * lanes, outputs)
+
+
+@jit.jit
+def float_chain_chunk(first, stop, x, geometry, weights, tables, biases, params, flags, state, out):
+    """Steps 0..T-1 of a chunk through the chain for the samples first..stop-1 (module docstring): x [T, B, planes,
+    plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY] and per layer its weights,
+    table, bias (per lane), neuron parameters [5, lanes or size] (channels-last) and update flags
+    (nmcompile.ir.neuron_vector); state [B, sum of the layers' sizes] every layer's v (channels-last, updated);
+    out [T, B, N_L] receives the last layer's spikes (channels-first)."""
+    steps = x.shape[0]
+    layers = geometry.shape[0]
+    total, widest, most_positions, most_rows = 0, x.shape[3], 0, 1      # the input's planes are listed too
+    for k in range(layers):
+        size = geometry[k, POSITIONS] * geometry[k, LANES]
+        total += size
+        widest = max(widest, size)
+        most_positions = max(most_positions, geometry[k, POSITIONS])
+        most_rows = max(most_rows, geometry[k, KH])
+    raw = np.empty(total + VECTOR, np.float32)
+    shift = (-raw.ctypes.data % 64) // 4                  # 64-byte aligned: whole vectors never straddle a line
+    sums = raw[shift:shift + total]
+    spikes = np.empty(widest + VECTOR, np.float32)
+    listed = np.empty(widest + VECTOR, np.int32)
+    starts = np.empty(most_positions + 1, np.int32)
+    spans = np.empty((most_rows, 3), np.int64)
+    for b in range(first, stop):
+        v = state[b]
+        at = 0
+        for k in range(layers):                           # the sums at their bias
+            lanes = geometry[k, LANES]
+            for p in range(geometry[k, POSITIONS]):
+                sums[at + p * lanes:at + (p + 1) * lanes] = biases[k]
+            at += geometry[k, POSITIONS] * lanes
+        for t in range(steps):
+            _input_products(x, t, b, weights[0], tables[0], geometry[0], sums, listed)
+            at = 0
+            for k in range(layers):
+                positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
+                size = positions * lanes
+                count = update_and_list(v, sums, biases[k], params[k], at, size, lanes, flags[k], spikes, listed,
+                                        starts)
+                if k + 1 == layers:
+                    channels = geometry[k, CHANNELS]
+                    for c in range(channels):
+                        for p in range(positions):
+                            out[t, b, c * positions + p] = spikes[p * lanes + c]
+                    break
+                following = at + size
+                if geometry[k + 1, KIND] == GATHER:
+                    _gathered_products(sums, following, weights[k + 1], biases[k + 1], geometry[k + 1], listed,
+                                       starts, spans)
+                else:
+                    _event_products(sums, following, weights[k + 1], tables[k + 1], geometry[k + 1], listed, count)
+                at = following
+
+
+def _lanes(channels: int) -> int:
+    return -(-channels // VECTOR) * VECTOR
+
+
+@dataclass
+class FloatChainLayer:
+    """One (projection, neuron) pair of a chain, its kernels' ops, and the flatten between it and the pair before."""
+
+    projection: str
+    neuron: str
+    kernel: FloatNeuron
+    flatten: str | None = None
+
+
+class FusedFloatChain:
+    """A chain found by `find_float_chains`: `run(x, step0, out)` advances it by a chunk x [T, B, *in] of its input."""
+
+    def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
+        self.source = source
+        self.layers = layers
+        self.head = layers[0].projection
+        self.last = layers[-1].neuron
+        self.output: str | None = None
+        self.followers = [n for layer in layers for n in (layer.flatten, layer.projection, layer.neuron) if n][1:]
+        shapes = graph.shapes()
+        in_shape = tuple(shapes[source])
+        # the input's planes: a convolution's channels, else one plane of all values
+        self.planes = in_shape[0] if isinstance(graph.node(self.head), O.Conv2d) else 1
+        rows, weights, tables, biases, params, flags = [], [], [], [], [], []
+        previous: tuple[int, int, int] | None = None      # (positions, lanes, channels) of the layer before
+        for k, layer in enumerate(layers):
+            op = graph.node(layer.projection)
+            out_shape = tuple(shapes[layer.projection])
+            row = np.zeros(GEOMETRY, np.int64)
+            if isinstance(op, O.Conv2d):
+                channels, out_h, out_w = out_shape
+                positions, lanes = out_h * out_w, _lanes(channels)
+                bias = np.zeros(lanes, np.float32)
+                if op.bias is not None:
+                    bias[:channels] = np.asarray(op.bias, np.float32).reshape(-1)
+                if k == 0:
+                    w, table = self._input_convolution(op, in_shape, row)
+                else:
+                    w, table = self._gathered_convolution(op, in_shape, lanes, previous[1], row), None
+                row[OUT_H], row[OUT_W] = out_h, out_w
+            else:                                         # Linear
+                channels, positions, lanes = out_shape[0], 1, _lanes(out_shape[0])
+                bias = np.zeros(lanes, np.float32)
+                if op.bias is not None:
+                    bias[:channels] = np.asarray(op.bias, np.float32)
+                w, table = self._linear(op, k, previous, in_shape, lanes, row)
+            row[POSITIONS], row[LANES], row[CHANNELS] = positions, lanes, channels
+            rows.append(row)
+            weights.append(aligned_copy(w.reshape(-1).astype(np.float32)))
+            tables.append(np.zeros((1, 4), np.int64) if table is None else np.ascontiguousarray(table, np.int64))
+            biases.append(aligned_copy(bias))
+            params.append(aligned_copy(self._neuron_params(layer.kernel, channels, positions, lanes)))
+            flags.append(self._neuron_flags(layer.kernel, k + 1 == len(layers)))
+            previous = (positions, lanes, channels)
+            in_shape = out_shape
+        self.geometry = np.stack(rows)
+        self.weights, self.tables, self.biases = tuple(weights), tuple(tables), tuple(biases)
+        self.params = tuple(params)
+        self.flags = np.array(flags, np.int64)
+        self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
+        self._state: np.ndarray | None = None
+        self._views: list[np.ndarray] = []
+
+    def _state_for(self, batch: int) -> np.ndarray:
+        """Every layer's v, channels-last [B, sum of sizes]: the chain's own array, whose channels-first views are
+        the kernels' v (so the kernels hold the state between chunks without a copy); read from the kernels when one
+        of them was given a new v since (a reset, or a chunk run unfused)."""
+        kernels = [layer.kernel for layer in self.layers]
+        if (self._state is not None and self._state.shape[0] == batch
+                and all(k.v is view for k, view in zip(kernels, self._views, strict=True))):
+            return self._state
+        sizes = [int(row[POSITIONS] * row[LANES]) for row in self.geometry]
+        state = aligned_copy(np.zeros((batch, sum(sizes)), np.float32))
+        views, at = [], 0
+        for kernel, row, size in zip(kernels, self.geometry, sizes, strict=True):
+            positions, lanes, channels = int(row[POSITIONS]), int(row[LANES]), int(row[CHANNELS])
+            view = state[:, at:at + size].reshape(batch, positions, lanes)[:, :, :channels].transpose(0, 2, 1)
+            view[...] = np.asarray(kernel.v, np.float32).reshape(batch, channels, positions)
+            kernel.v = view.reshape(batch, *kernel.out_shape)
+            views.append(kernel.v)
+            at += size
+        self._state, self._views = state, views
+        return state
+
+    # -- preparation -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _input_convolution(op, in_shape, row) -> tuple[np.ndarray, np.ndarray]:
+        """P_1 as a convolution over the input planes: float_events' weight runs and tables."""
+        bias = None if op.bias is None else np.asarray(op.bias, np.float32).reshape(-1)
+        events = EventConvolution(op.weight, op.stride, op.padding, op.dilation, bias)
+        _, height, width = in_shape
+        targets = events.tables(height, width)[0]
+        out_w = events.out_size(height, width)[1]
+        per_kernel_row = events.weight_runs.shape[2] * events.weight_runs.shape[3] * events.lanes
+        row[KIND] = PLANES
+        row[AT_STEP] = events.row_steps[1] * out_w * events.lanes
+        row[W_STEP] = events.row_steps[0] * per_kernel_row
+        row[PER_CHANNEL] = events.weight_runs.shape[1] * per_kernel_row
+        return events.weight_runs, targets
+
+    @staticmethod
+    def _gathered_convolution(op, in_shape, lanes: int, in_lanes: int, row) -> np.ndarray:
+        """A convolution P_{k+1} for window_sums: weights [in_lanes][KH][KW + 2 margin][lanes], the kernel in columns
+        margin .. margin + KW - 1 (margin = (OUTPUTS - 1) x stride), zero elsewhere and for padded channels."""
+        weight = np.asarray(op.weight, np.float32)
+        c_out, c_in, kernel_h, kernel_w = weight.shape
+        outputs = outputs_per_pass(lanes)
+        margin = (outputs - 1) * op.stride[1]
+        layout = np.zeros((in_lanes, kernel_h, kernel_w + 2 * margin, lanes), np.float32)
+        layout[:c_in, :, margin:margin + kernel_w, :c_out] = weight.transpose(1, 2, 3, 0)
+        row[KIND] = GATHER
+        row[IN_H], row[IN_W] = in_shape[1], in_shape[2]
+        row[KH], row[KW] = kernel_h, kernel_w
+        row[SH], row[SW] = op.stride
+        row[PH], row[PW] = op.padding
+        row[PER_CHANNEL] = kernel_h * (kernel_w + 2 * margin) * lanes
+        row[OUTPUTS] = outputs
+        return layout
+
+    @staticmethod
+    def _linear(op, k: int, previous, in_shape, lanes: int, row) -> tuple[np.ndarray, np.ndarray]:
+        """A Linear P_k: weight rows [positions][in lanes][lanes] in the order its input's events name them, and a
+        table of (0, first row of the position, 1 run, vectors)."""
+        weight = np.asarray(op.weight, np.float32)            # [out, in], in channels-first order
+        out_features = weight.shape[0]
+        if k == 0:                                        # the input: one plane of N values
+            positions, in_lanes, channels = int(np.prod(in_shape)), 1, 1
+            row[KIND] = PLANES
+            row[PER_CHANNEL] = 0
+        else:
+            positions, in_lanes, channels = previous
+            row[KIND] = EVENTS
+            row[PER_CHANNEL] = lanes
+        layout = np.zeros((positions, in_lanes, lanes), np.float32)
+        layout[:, :channels, :out_features] = weight.reshape(out_features, channels, positions).transpose(2, 1, 0)
+        table = np.zeros((positions, 4), np.int64)
+        table[:, 1] = np.arange(positions) * in_lanes * lanes
+        table[:, 2] = 1
+        table[:, 3] = lanes // VECTOR
+        return layout, table
+
+    @staticmethod
+    def _neuron_params(kernel: FloatNeuron, channels: int, positions: int, lanes: int) -> np.ndarray:
+        """beta, gain, bias, threshold, v_reset channels-last: [5, lanes] where every parameter is one value per
+        channel (as for scalars), else [5, positions * lanes]; padded lanes never fire."""
+        p, size = kernel.p, channels * positions
+        values = [kernel._flat(p["beta"]) if kernel.beta is not None else np.ones(size, np.float32),
+                  kernel._flat(p["gain"]), kernel._flat(p["bias"]), kernel._flat(p["threshold"]),
+                  kernel._flat(p["v_reset"])]
+        grids = [np.asarray(value, np.float32).reshape(channels, positions) for value in values]
+        per_channel = all(np.array_equal(grid, np.repeat(grid[:, :1], positions, axis=1)) for grid in grids)
+        columns = 1 if per_channel else positions
+        pads = (1.0, 1.0, 0.0, float(np.finfo(np.float32).max), 0.0)
+        out = np.empty((5, columns, lanes), np.float32)
+        for r, (grid, pad) in enumerate(zip(grids, pads, strict=True)):
+            out[r] = pad
+            out[r, :, :channels] = grid[:, :columns].T
+        return out.reshape(5, -1)
+
+    @staticmethod
+    def _neuron_flags(kernel: FloatNeuron, last: bool) -> int:
+        op = kernel.op
+        return neuron_flags(kernel.unit_gain, kernel.beta is not None, kernel.zero_bias, op.compare == ">=",
+                            jit._MODES[op.reset_mode], jit._TIMINGS[op.reset_timing], last)
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray:
+        """The last layer's spikes [T, B, *shape] (float32) for the chunk x [T, B, *in] (float32), every state
+        advanced, written into `out` when it is a C-contiguous float32 array of that shape."""
+        steps, batch = x.shape[:2]
+        shape = (steps, batch, *self.layers[-1].kernel.out_shape)
+        if out is None or out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
+            out = np.empty(shape, np.float32)
+        if not steps or not batch:
+            return out
+        x4 = np.ascontiguousarray(x, dtype=np.float32).reshape(steps, batch, self.planes, -1)
+        state = self._state_for(batch)
+        updates = steps * batch * sum(self.sizes)
+
+        def part(first: int, stop: int) -> None:
+            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.tables, self.biases,
+                              self.params, self.flags, state, out.reshape(steps, batch, -1))
+
+        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, 1)
+        return out
+
+
+def _plain_float_neuron(graph: Graph, kernels: dict[str, Kernel], name: str) -> FloatNeuron | None:
+    """The kernel of `name` if it is a spiking float32 LIF/IF without refractory period, with start step 0."""
+    kernel, op = kernels[name], graph.node(name)
+    if type(kernel) is not FloatNeuron or not isinstance(op, (O.LIF, O.IF)) or kernel.dtype != np.float32:
+        return None
+    if not op.spiking or op.refractory or int(getattr(op, "start_step", 0)):
+        return None
+    return kernel
+
+
+def _projection_fits(graph: Graph, name: str, first: bool, in_shape) -> bool:
+    """Whether `name` is a projection the chain runs: a Conv2d (groups 1; no dilation, except along the height for
+    P_1) on a [C, H, W] input, or a Linear without delays, whose inputs and outputs an int32 event can name."""
+    op = graph.node(name)
+    if isinstance(op, O.Linear):
+        return (op.delays is None or not np.any(op.delays)) and op.weight.shape[0] < MAX_CHANNELS
+    if not isinstance(op, O.Conv2d) or op.groups != 1 or len(in_shape) != 3:
+        return False
+    if tuple(op.dilation) != (1, 1) and not (first and EventConvolution.applies(op.dilation, op.groups)):
+        return False
+    out_shape = graph.shapes()[name]
+    return (in_shape[1] * in_shape[2] < MAX_POSITIONS and out_shape[1] * out_shape[2] < MAX_POSITIONS
+            and max(in_shape[0], out_shape[0]) < MAX_CHANNELS)
+
+
+def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list[list[str]]) \
+        -> dict[str, FusedFloatChain]:
+    """The maximal float32 chains of the graph by their first projection's name (see the module docstring)."""
+    alone = {c[0] for c in components if len(c) == 1 and not any(e.src == c[0] for e in graph.in_edges(c[0]))}
+    shapes = graph.shapes()
+
+    def only_consumer(name: str) -> str | None:
+        edges = graph.out_edges(name)
+        return edges[0].dst if len(edges) == 1 and not edges[0].recurrent else None
+
+    def single_input(name: str) -> bool:
+        edges = graph.in_edges(name)
+        return name in alone and len(edges) == 1 and not edges[0].recurrent
+
+    def pair(name: str, first: bool) -> FloatChainLayer | None:
+        if not single_input(name):
+            return None
+        source = graph.in_edges(name)[0].src
+        if not _projection_fits(graph, name, first, tuple(shapes[source])):
+            return None
+        neuron = only_consumer(name)
+        if neuron is None or not single_input(neuron):
+            return None
+        kernel = _plain_float_neuron(graph, kernels, neuron)
+        return None if kernel is None else FloatChainLayer(name, neuron, kernel)
+
+    def next_pair(neuron: str, used: set[str]) -> FloatChainLayer | None:
+        following = only_consumer(neuron)
+        flatten = None
+        if following is not None and graph.node(following).kind == "Flatten" and single_input(following):
+            flatten, following = following, only_consumer(following)
+        if following is None or following in used:
+            return None
+        if flatten is not None and graph.node(following).kind != "Linear":
+            return None
+        if graph.node(following).kind == "Linear" and len(shapes[neuron]) not in (1, 3):
+            return None
+        after = pair(following, False)
+        if after is not None:
+            after.flatten = flatten
+        return after
+
+    chains: dict[str, FusedFloatChain] = {}
+    used: set[str] = set()
+    for name in graph.order():
+        layer = None if name in used else pair(name, True)
+        if layer is None:
+            continue
+        layers = [layer]
+        while (after := next_pair(layers[-1].neuron, used)) is not None:
+            layers.append(after)
+        if not any(isinstance(graph.node(item.projection), O.Conv2d) for item in layers):
+            continue      # dense layers alone: torch's product over the whole chunk is as fast (module docstring)
+        used.update(n for item in layers for n in (item.flatten, item.projection, item.neuron) if n)
+        found = chains[layer.projection] = FusedFloatChain(graph, graph.in_edges(layer.projection)[0].src, layers)
+        reader = only_consumer(found.last)
+        if reader is not None and graph.node(reader).kind == "Output" and len(graph.in_edges(reader)) == 1:
+            found.output = reader
+    return chains
