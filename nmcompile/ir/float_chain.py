@@ -44,11 +44,11 @@ import numpy as np
 from nmcompile.ir import jit
 from nmcompile.ir import ops as O
 from nmcompile.ir.event_product import aligned_copy
-from nmcompile.ir.float_events import EventConvolution
+from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron, Kernel
 from nmcompile.ir.neuron_vector import CHANNEL_BITS, neuron_flags, update_and_list
-from nmcompile.ir.vector_ops import VECTOR, add_event_rows, add_runs, add_scaled_runs, list_nonzero
+from nmcompile.ir.vector_ops import VECTOR, add_event_rows
 from nmcompile.ir.window_sums import outputs_per_pass, window_sums
 
 PLANES, GATHER, EVENTS = 0, 1, 2       # how a layer's product reads its input (the module docstring's three cases)
@@ -66,28 +66,10 @@ GEOMETRY = 18
 @jit.jit
 def _input_products(x, t, b, weights, table, geometry, sums, listed):
     """P_1's sums (from their bias, in `sums`) for step t of sample b: each nonzero input of each channel's plane
-    x[t, b, c] (in order) adds its runs, scaled by its value where it is not 1."""
-    planes, plane_size = x.shape[2], x.shape[3]
-    at_step, w_step, per_channel = geometry[AT_STEP], geometry[W_STEP], geometry[PER_CHANNEL]
-    whole = plane_size - plane_size % VECTOR
-    for c in range(planes):
-        plane = x[t, b, c]
-        count = 0
-        for start in range(0, whole, VECTOR):
-            count += list_nonzero(plane, start, listed, count)
-        for p in range(whole, plane_size):
-            listed[count] = p
-            count += plane[p] != 0
-        channel_w = c * per_channel
-        for n in range(count):
-            p = listed[n]
-            value = plane[p]
-            if value == 1:
-                add_runs(sums, table[p, 0], at_step, weights, channel_w + table[p, 1], w_step, table[p, 2],
-                         table[p, 3])
-            else:
-                add_scaled_runs(sums, table[p, 0], at_step, weights, channel_w + table[p, 1], w_step, table[p, 2],
-                                table[p, 3], value)
+    x[t, b, c] (in order) adds its runs, scaled by its value where it is not 1 (float_events.scatter_plane)."""
+    for c in range(x.shape[2]):
+        scatter_plane(x[t, b, c], c * geometry[PER_CHANNEL], weights, table, geometry[AT_STEP], geometry[W_STEP], sums,
+                      listed)
 
 
 @jit.jit

@@ -47,6 +47,30 @@ PARALLEL_MIN_SECONDS = 5e-4         # an estimated scatter from this long is spl
 
 
 @jit.jit
+def scatter_plane(plane, channel_w, weights, targets, at_step, w_step, scratch, listed):
+    """The events of one input channel's plane (flat, C-contiguous) added into the channels-last scratch: its
+    nonzero values listed 16 at a time in ascending position p (into listed, int32, len(plane) + VECTOR), then each
+    adds its runs (targets[p]: scratch offset, weight offset from channel_w, runs, vectors; conv_events), times the
+    value where it is not 1."""
+    plane_size = plane.shape[0]
+    whole = plane_size - plane_size % VECTOR
+    count = 0
+    for start in range(0, whole, VECTOR):
+        count += list_nonzero(plane, start, listed, count)
+    for p in range(whole, plane_size):
+        listed[count] = p
+        count += plane[p] != 0
+    for n in range(count):
+        p = listed[n]
+        value = plane[p]
+        at, wat, runs, vectors = targets[p, 0], channel_w + targets[p, 1], targets[p, 2], targets[p, 3]
+        if value == 1:
+            add_runs(scratch, at, at_step, weights, wat, w_step, runs, vectors)
+        else:
+            add_scaled_runs(scratch, at, at_step, weights, wat, w_step, runs, vectors, value)
+
+
+@jit.jit
 def conv_events(x, weight_runs, targets, row_steps, bias, out_w, out, scratch, listed):
     """out[r] = bias + the events of x[r] (module docstring) for every row r of x [R, C_in, H, W] (groups 1, width
     dilation 1).
@@ -66,34 +90,17 @@ def conv_events(x, weight_runs, targets, row_steps, bias, out_w, out, scratch, l
     events. The nonzero inputs of each channel's plane are listed first, 16 at a time (`list_nonzero`, into
     listed [H * W + VECTOR], int32), in ascending p: so the sum of an output adds its inputs in the order (c, y, x),
     and no loop's trip count depends on where the spikes are but the one over the plane's events."""
-    rows, c_in, height, width = x.shape
+    rows, c_in = x.shape[0], x.shape[1]
     lanes = weight_runs.shape[4]
     c_out, positions = out.shape[1], out.shape[2]
     per_kernel_row = weight_runs.shape[2] * weight_runs.shape[3] * lanes
     per_channel = weight_runs.shape[1] * per_kernel_row
     flat_w = weight_runs.reshape(-1)
     groups = lanes // VECTOR
-    plane_size = height * width
-    plane_vectors = plane_size - plane_size % VECTOR
     at_step, w_step = row_steps[1] * out_w * lanes, row_steps[0] * per_kernel_row
     for r in range(rows):
         for c in range(c_in):
-            plane = x[r, c].reshape(-1)
-            count = 0
-            for start in range(0, plane_vectors, VECTOR):
-                count += list_nonzero(plane, start, listed, count)
-            for p in range(plane_vectors, plane_size):
-                listed[count] = p
-                count += plane[p] != 0
-            channel_w = c * per_channel
-            for n in range(count):
-                p = listed[n]
-                value = plane[p]
-                at, wat, runs, vectors = targets[p, 0], channel_w + targets[p, 1], targets[p, 2], targets[p, 3]
-                if value == 1:
-                    add_runs(scratch, at, at_step, flat_w, wat, w_step, runs, vectors)
-                else:
-                    add_scaled_runs(scratch, at, at_step, flat_w, wat, w_step, runs, vectors, value)
+            scatter_plane(x[r, c].reshape(-1), c * per_channel, flat_w, targets, at_step, w_step, scratch, listed)
         row_out = out[r].reshape(-1)
         whole = positions - positions % VECTOR
         for first in range(0, whole, VECTOR):
