@@ -37,7 +37,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from nmcompile.ir import jit
-from nmcompile.ir.vector_ops import REGISTER_COMPRESS, VECTOR
+from nmcompile.ir.vector_ops import REGISTER_COMPRESS, VECTOR, _float32_rows, _int32_list
 
 CHANNEL_BITS = 16            # an event is (position << CHANNEL_BITS) | channel in one int32
 UNIT_GAIN, HAS_BETA, ZERO_BIAS, COMPARE_GE, STORE_SPIKES, RESET_SHIFT, TIMING_SHIFT = 1, 2, 4, 8, 16, 5, 7
@@ -53,15 +53,10 @@ def neuron_flags(unit_gain: bool, has_beta: bool, zero_bias: bool, compare_ge: b
             | STORE_SPIKES * store_spikes | reset_mode << RESET_SHIFT | timing << TIMING_SHIFT)
 
 
-def _float32_c(*array_types) -> bool:
-    return all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == types.float32 for t in array_types)
-
-
 @intrinsic
 def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, spikes, listed, starts):
-    if not (_float32_c(v, sums, bias, params, spikes) and v.ndim == 1 and params.ndim == 2
-            and isinstance(listed, types.Array) and listed.layout == "C" and listed.dtype == types.int32
-            and isinstance(starts, types.Array) and starts.dtype == types.int32):
+    if not (_float32_rows(v, sums, bias, params, spikes) and v.ndim == 1 and params.ndim == 2
+            and _int32_list(listed) and _int32_list(starts)):
         return None
 
     def codegen(context, builder, signature, args):
