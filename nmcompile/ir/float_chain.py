@@ -206,9 +206,6 @@ class FusedFloatChain:
             if isinstance(op, O.Conv2d):
                 channels, out_h, out_w = out_shape
                 positions, lanes = out_h * out_w, _lanes(channels)
-                bias = np.zeros(lanes, np.float32)
-                if op.bias is not None:
-                    bias[:channels] = np.asarray(op.bias, np.float32).reshape(-1)
                 if k == 0:
                     w, table = self._input_convolution(op, in_shape, row)
                 else:
@@ -216,10 +213,10 @@ class FusedFloatChain:
                 row[OUT_H], row[OUT_W] = out_h, out_w
             else:                                         # Linear
                 channels, positions, lanes = out_shape[0], 1, _lanes(out_shape[0])
-                bias = np.zeros(lanes, np.float32)
-                if op.bias is not None:
-                    bias[:channels] = np.asarray(op.bias, np.float32)
                 w, table = self._linear(op, k, previous, in_shape, lanes, row)
+            bias = np.zeros(lanes, np.float32)                # per lane; padded lanes 0
+            if op.bias is not None:
+                bias[:channels] = np.asarray(op.bias, np.float32).reshape(-1)
             row[POSITIONS], row[LANES], row[CHANNELS] = positions, lanes, channels
             rows.append(row)
             weights.append(aligned_copy(w.reshape(-1).astype(np.float32)))
@@ -318,12 +315,10 @@ class FusedFloatChain:
     @staticmethod
     def _neuron_params(kernel: FloatNeuron, channels: int, positions: int, lanes: int) -> np.ndarray:
         """beta, gain, bias, threshold, v_reset channels-last: [5, lanes] where every parameter is one value per
-        channel (as for scalars), else [5, positions * lanes]; padded lanes never fire."""
-        p, size = kernel.p, channels * positions
-        values = [kernel._flat(p["beta"]) if kernel.beta is not None else np.ones(size, np.float32),
-                  kernel._flat(p["gain"]), kernel._flat(p["bias"]), kernel._flat(p["threshold"]),
-                  kernel._flat(p["v_reset"])]
-        grids = [np.asarray(value, np.float32).reshape(channels, positions) for value in values]
+        channel (as for scalars), else [5, positions * lanes]; padded lanes never fire. The values are those the
+        unfused loop takes (jit._float_arguments: [N] arrays, beta 1 for IF)."""
+        flat = jit._float_arguments(kernel)[2:7]              # beta, gain, bias, threshold, v_reset
+        grids = [np.asarray(value, np.float32).reshape(channels, positions) for value in flat]
         per_channel = all(np.array_equal(grid, np.repeat(grid[:, :1], positions, axis=1)) for grid in grids)
         columns = 1 if per_channel else positions
         pads = (1.0, 1.0, 0.0, float(np.finfo(np.float32).max), 0.0)
@@ -335,9 +330,10 @@ class FusedFloatChain:
 
     @staticmethod
     def _neuron_flags(kernel: FloatNeuron, last: bool) -> int:
-        op = kernel.op
-        return neuron_flags(kernel.unit_gain, kernel.beta is not None, kernel.zero_bias, op.compare == ">=",
-                            jit._MODES[op.reset_mode], jit._TIMINGS[op.reset_timing], last)
+        """update_and_list's flags: the unfused loop's (jit._float_arguments), and whether to store the spikes."""
+        args = jit._float_arguments(kernel)
+        has_beta, unit_gain, zero_bias, compare_ge, reset_mode, timing = (args[i] for i in (11, 12, 13, 16, 17, 18))
+        return neuron_flags(unit_gain, has_beta, zero_bias, compare_ge, reset_mode, timing, last)
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray:
