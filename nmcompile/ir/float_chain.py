@@ -73,18 +73,11 @@ def _input_products(x, t, b, weights, table, geometry, sums, listed):
 
 
 @jit.jit
-def _event_products(sums, at, weights, table, geometry, listed, count):
-    """A Linear P_{k+1}'s sums (from their bias) plus the weight rows of the events listed[:count]: the events of one
-    position in one pass over its rows (nmcompile.ir.vector_ops.add_event_rows)."""
-    per_channel = geometry[PER_CHANNEL]
-    n = 0
-    while n < count:
-        p = listed[n] >> CHANNEL_BITS
-        m = n + 1
-        while m < count and listed[m] >> CHANNEL_BITS == p:
-            m += 1
-        add_event_rows(sums, at, weights, listed, n, m, per_channel, table[p, 1], table[p, 3])
-        n = m
+def _event_products(sums, at, weights, geometry, listed, count):
+    """A Linear P_{k+1}'s sums (from their bias) plus the weight rows of the events listed[:count], in order, each
+    vector of sums in a register across all events (nmcompile.ir.vector_ops.add_event_rows)."""
+    add_event_rows(sums, at, weights, listed, 0, count, geometry[W_STEP], geometry[PER_CHANNEL],
+                   geometry[LANES] // VECTOR)
 
 
 @jit.jit
@@ -165,7 +158,7 @@ def float_chain_chunk(first, stop, x, geometry, weights, tables, biases, params,
                     _gathered_products(sums, following, weights[k + 1], biases[k + 1], geometry[k + 1], listed,
                                        starts, spans)
                 else:
-                    _event_products(sums, following, weights[k + 1], tables[k + 1], geometry[k + 1], listed, count)
+                    _event_products(sums, following, weights[k + 1], geometry[k + 1], listed, count)
                 at = following
 
 
@@ -291,9 +284,10 @@ class FusedFloatChain:
         return layout
 
     @staticmethod
-    def _linear(op, k: int, previous, in_shape, lanes: int, row) -> tuple[np.ndarray, np.ndarray]:
-        """A Linear P_k: weight rows [positions][in lanes][lanes] in the order its input's events name them, and a
-        table of (0, first row of the position, 1 run, vectors)."""
+    def _linear(op, k: int, previous, in_shape, lanes: int, row) -> tuple[np.ndarray, np.ndarray | None]:
+        """A Linear P_k: weight rows [positions][in lanes][lanes] in the order its input's events name them; for P_1
+        a table of (0, first row of the position, 1 run, vectors) for the input's scatter, else None (an event's
+        row starts at position x W_STEP + channel x PER_CHANNEL)."""
         weight = np.asarray(op.weight, np.float32)            # [out, in], in channels-first order
         out_features = weight.shape[0]
         if k == 0:                                        # the input: one plane of N values
@@ -303,9 +297,11 @@ class FusedFloatChain:
         else:
             positions, in_lanes, channels = previous
             row[KIND] = EVENTS
-            row[PER_CHANNEL] = lanes
+            row[W_STEP], row[PER_CHANNEL] = in_lanes * lanes, lanes
         layout = np.zeros((positions, in_lanes, lanes), np.float32)
         layout[:, :channels, :out_features] = weight.reshape(out_features, channels, positions).transpose(2, 1, 0)
+        if k > 0:
+            return layout, None
         table = np.zeros((positions, 4), np.int64)
         table[:, 1] = np.arange(positions) * in_lanes * lanes
         table[:, 2] = 1

@@ -98,6 +98,8 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
         return x.astype(np.int64, copy=False)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise ShapeError(f"input '{name}' holds NaN or inf")
+    if x.dtype == mode and x.flags.c_contiguous:
+        return x                          # read in place: no kernel writes to its input
     return x.astype(mode)
 
 

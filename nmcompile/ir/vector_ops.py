@@ -14,11 +14,12 @@ of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 
                                                        = scratch[(first + p) * lanes + 16 group + o]
         then scratch[(first + p) * lanes + 16 group + o] = bias[16 group + o] for every p, o < 16
 
-    add_event_rows(target, at, source, listed, first, stop, per_channel, start, count)
+    add_event_rows(target, at, source, listed, first, stop, per_position, per_channel, count)
         target[at + i] += the sum over e = first .. stop - 1 (in order) of
-                          source[(listed[e] & 0xFFFF) * per_channel + start + i]          for i < 16 count
-        (the events (position << 16) | channel of one position, nmcompile.ir.neuron_vector: each vector of sums
-        is loaded once, takes every event's row in a register, and is stored once)
+                          source[(listed[e] >> 16) * per_position + (listed[e] & 0xFFFF) * per_channel + i]
+                                                                                          for i < 16 count
+        (the events (position << 16) | channel, nmcompile.ir.neuron_vector: each vector of sums is loaded once,
+        takes every event's row in a register, and is stored once)
 
     count = list_nonzero(values, start, listed, at)
         listed[at : at + count] = the indices start + i (int32, ascending) of the i < 16 with values[start + i] != 0
@@ -177,7 +178,7 @@ def _int32_list(listed) -> bool:
 
 
 @intrinsic
-def add_event_rows(typingctx, target, at, source, listed, first, stop, per_channel, start, count):
+def add_event_rows(typingctx, target, at, source, listed, first, stop, per_position, per_channel, count):
     if not (_float32_rows(target, source) and _int32_list(listed)):
         return None
 
@@ -187,23 +188,23 @@ def add_event_rows(typingctx, target, at, source, listed, first, stop, per_chann
         target = _element(context, builder, sig[0], args[0], args[1], sig[1])
         source_data = context.make_array(sig[2])(context, builder, args[2]).data
         listed_data = context.make_array(sig[3])(context, builder, args[3]).data
-        first, stop, per_channel, start, count = (context.cast(builder, args[i], sig[i], types.intp)
-                                                  for i in (4, 5, 6, 7, 8))
+        first, stop, per_position, per_channel, count = (context.cast(builder, args[i], sig[i], types.intp)
+                                                         for i in (4, 5, 6, 7, 8))
         with cgutils.for_range_slice(builder, ir.Constant(intp, 0), count, ir.Constant(intp, 1)) as (k, _):
             offset = builder.mul(k, ir.Constant(intp, VECTOR))
             to = builder.bitcast(builder.gep(target, [offset]), _VECTOR_TYPE.as_pointer())
             acc = cgutils.alloca_once_value(builder, builder.load(to, align=4))
-            base = builder.add(start, offset)
             with cgutils.for_range_slice(builder, first, stop, ir.Constant(intp, 1)) as (e, _):
                 event = builder.zext(builder.load(builder.gep(listed_data, [e])), intp)
-                row = builder.mul(builder.and_(event, ir.Constant(intp, 0xFFFF)), per_channel)
-                piece = builder.load(builder.bitcast(builder.gep(source_data, [builder.add(row, base)]),
+                row = builder.add(builder.mul(builder.lshr(event, ir.Constant(intp, 16)), per_position),
+                                  builder.mul(builder.and_(event, ir.Constant(intp, 0xFFFF)), per_channel))
+                piece = builder.load(builder.bitcast(builder.gep(source_data, [builder.add(row, offset)]),
                                                      _VECTOR_TYPE.as_pointer()), align=4)
                 builder.store(builder.fadd(builder.load(acc), piece), acc)
             builder.store(builder.load(acc), to, align=4)
         return context.get_dummy_value()
 
-    return types.void(target, at, source, listed, first, stop, per_channel, start, count), codegen
+    return types.void(target, at, source, listed, first, stop, per_position, per_channel, count), codegen
 
 
 @intrinsic

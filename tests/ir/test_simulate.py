@@ -242,3 +242,19 @@ def test_float32_chunks_are_bounded_in_bytes_and_equal_in_length(rng, batch):
     whole = sim.run(x).output
     np.testing.assert_array_equal(whole, Simulator(g, "float32", chunk_steps=1).run(x).output)
     assert sim._chunk(50, batch, False) == min(50, longest)
+
+
+@pytest.mark.parametrize("mode", ["float32", "float64"])
+def test_an_input_of_the_mode_dtype_is_read_in_place_and_left_unchanged(rng, mode):
+    """A C-contiguous input already of the mode's dtype is not copied (a batch of N-MNIST-sized frames is hundreds
+    of MB); no kernel, fused or not, writes to it."""
+    from tests.ir.test_float_chain import conv_graph
+
+    conv = conv_graph(rng, (2, 9, 9), [("conv", 5, 3, 1, 0, "LIF"), ("conv", 7, 3, 2, 1, "LIF"),
+                                       ("linear", 4, "IF")], real=True)
+    for g in (mlp(rng, (6, 8, 4), recurrent=True), conv):
+        x = random_spikes(rng, 9, 3, tuple(g.shapes()[g.inputs[0]])).astype(mode)
+        before = x.copy()
+        out = Simulator(g, mode, chunk_steps=4).run(x).output
+        np.testing.assert_array_equal(x, before)
+        assert out.dtype == mode
