@@ -328,8 +328,8 @@ class FusedFloatChain:
     def _neuron_flags(kernel: FloatNeuron, last: bool) -> int:
         """update_and_list's flags: the unfused loop's (jit._float_arguments), and whether to store the spikes."""
         args = jit._float_arguments(kernel)
-        has_beta, unit_gain, zero_bias, compare_ge, reset_mode, timing = (args[i] for i in (11, 12, 13, 16, 17, 18))
-        return neuron_flags(unit_gain, has_beta, zero_bias, compare_ge, reset_mode, timing, last)
+        zero_bias, compare_ge, reset_mode, timing = (args[i] for i in (13, 16, 17, 18))
+        return neuron_flags(zero_bias, compare_ge, reset_mode, timing, last)
 
     # -- running ---------------------------------------------------------------------------------------------
     def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray:
