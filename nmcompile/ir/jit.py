@@ -321,15 +321,28 @@ _pool_threads = 0
 
 def worker_threads() -> int:
     """Threads for the row-parallel loops: OMP_NUM_THREADS when set (the local executor's workers set it to their
-    share of the cores), else the CPUs this process may run on that the 1-minute load average leaves idle, plus
-    this thread (measured on a 2-core machine at load average 7: a helper thread that waits for a busy core made a
-    single-sample run 2.5x slower)."""
+    share of the cores), else the CPUs this process may run on less the threads other work keeps busy
+    (`busy_elsewhere`), at least 1 (measured on a 2-core machine at load average 7: a helper thread that waits for a
+    busy core made a single-sample run 2.5x slower)."""
     configured = os.environ.get("OMP_NUM_THREADS", "")
     if configured.isdigit():
         return max(1, int(configured))
     cpus = len(os.sched_getaffinity(0))
-    idle = int(cpus - os.getloadavg()[0] + 0.5)      # this process's own thread counts in the load: +1 below
-    return max(1, min(cpus, idle + 1))
+    return max(1, min(cpus, cpus - busy_elsewhere()))
+
+
+def busy_elsewhere(loadavg: str | None = None) -> int:
+    """Runnable threads besides the calling one, now: the running count of /proc/loadavg ("0.52 0.58 0.59 3/412 9")
+    less 1, where Linux has it, else the 1-minute load average less 1, rounded. The 1-minute average counts this
+    process's own recent threads as other work: after a minute of a two-thread run on 2 cores it reads 1.6 and the
+    next chunks would run on one thread."""
+    try:
+        if loadavg is None:
+            with open("/proc/loadavg") as f:
+                loadavg = f.read()
+        return max(0, int(loadavg.split()[3].split("/")[0]) - 1)
+    except (OSError, IndexError, ValueError):
+        return max(0, int(os.getloadavg()[0] - 1 + 0.5))
 
 
 def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active: int) -> np.ndarray:

@@ -409,3 +409,21 @@ def test_compiled_stdp_equals_numpy(seed, decay, shift, increment, graded):
     np.testing.assert_array_equal(compiled.weights["fc"], reference.weights["fc"])
     for key, value in reference.states["n"].items():
         np.testing.assert_array_equal(compiled.states["n"][key], value)
+
+
+def test_worker_threads_count_other_work_now_not_this_process_past_minute(monkeypatch):
+    """The threads of the row-parallel loops: OMP_NUM_THREADS, else the CPUs less the threads runnable elsewhere now
+    (/proc/loadavg's running count less the calling thread): a minute of this process's own two-thread work, which
+    lifts the load average to 1.6 on 2 cores, must not halve the next chunks."""
+    from nmcompile.ir import jit
+
+    assert jit.busy_elsewhere("1.62 1.20 0.90 1/412 9093") == 0      # only the caller runs: its own past is no load
+    assert jit.busy_elsewhere("7.00 6.90 6.50 8/412 9093") == 7
+    assert jit.busy_elsewhere("garbage") >= 0                         # unreadable: the load average instead
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(jit.os, "sched_getaffinity", lambda _: {0, 1})
+    for busy, threads in ((0, 2), (1, 1), (7, 1)):
+        monkeypatch.setattr(jit, "busy_elsewhere", lambda busy=busy: busy)
+        assert jit.worker_threads() == threads
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert jit.worker_threads() == 3
