@@ -19,31 +19,63 @@ inside the installed package), so later processes load it instead of compiling a
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import os
+import shutil
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+SOURCES_KEPT_DAYS = 7        # a cache of other sources unused this long is removed
+
 
 def cache_dir() -> Path:
-    """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR if set, else the user cache directory
-    (platformdirs: ~/.cache/nmcompile/numba on Linux), else, when that cannot be written (a read-only home),
-    a per-user directory under the system's temporary directory."""
+    """Where numba keeps the compiled kernels: $NUMBA_CACHE_DIR if set, else a directory named after the sources
+    (`sources_key()`) in the user cache directory (platformdirs: ~/.cache/nmcompile/numba on Linux), else, when that
+    cannot be written (a read-only home), in a per-user directory under the system's temporary directory.
+
+    numba checks a cached function against its own file's time stamp only: after an edit of a module it inlines
+    (an intrinsic of vector_ops, say), it would load the stale machine code. Keyed by the sources, every change of
+    nmcompile/ir starts a cache of its own; the caches of other sources unused for SOURCES_KEPT_DAYS are removed."""
     configured = os.environ.get("NUMBA_CACHE_DIR")
     if configured:
         return Path(configured)
     from platformdirs import user_cache_dir
 
-    for candidate in (Path(user_cache_dir("nmcompile")) / "numba",
-                      Path(tempfile.gettempdir()) / f"nmcompile-numba-{os.getuid()}"):
+    key = f"sources-{sources_key()}"
+    for base in (Path(user_cache_dir("nmcompile")) / "numba",
+                 Path(tempfile.gettempdir()) / f"nmcompile-numba-{os.getuid()}"):
+        candidate = base / key
         try:
             candidate.mkdir(parents=True, exist_ok=True)
+            os.utime(candidate)                       # its time of last use, for the pruning of the others
         except OSError:
             continue
         if os.access(candidate, os.W_OK):
+            _prune_other_sources(base, key)
             return candidate
     raise OSError("no writable directory for numba's cache; set NUMBA_CACHE_DIR")
+
+
+def sources_key() -> str:
+    """A digest of the compiled modules' sources (nmcompile/ir/*.py), 16 hex digits."""
+    digest = hashlib.sha1()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _prune_other_sources(base: Path, key: str) -> None:
+    """Remove the caches of other sources under `base` unused for SOURCES_KEPT_DAYS (best effort)."""
+    oldest = time.time() - SOURCES_KEPT_DAYS * 86400
+    for other in base.glob("sources-*"):
+        try:
+            if other.name != key and other.stat().st_mtime < oldest:
+                shutil.rmtree(other, ignore_errors=True)
+        except OSError:
+            pass
 
 
 _CACHE = cache_dir()

@@ -342,13 +342,15 @@ def test_neuron_ranges_split_over_threads_equal_numpy(monkeypatch):
 
 
 def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
-    """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba (platformdirs), never into the package."""
+    """A fresh process compiles into XDG_CACHE_HOME/nmcompile/numba/sources-<digest of nmcompile/ir> (platformdirs),
+    never into the package; the caches of other sources unused for a week are removed."""
     import os
     import subprocess
     import sys
     from pathlib import Path
 
     import nmcompile
+    from nmcompile.ir import jit
 
     code = ("import numpy as np, numba\n"
             "from nmcompile.ir import jit\n"
@@ -358,13 +360,37 @@ def test_compiled_kernels_are_cached_in_the_user_cache_directory(tmp_path):
             "print(jit.cache_dir()); print(numba.config.CACHE_DIR)\n")
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_CACHE_DIR"}
     env["XDG_CACHE_HOME"] = str(tmp_path / "cache")
+    base = tmp_path / "cache" / "nmcompile" / "numba"
+    stale, recent = base / "sources-0123456789abcdef", base / "sources-fedcba9876543210"
+    for other, age_days in ((stale, 8), (recent, 1)):
+        other.mkdir(parents=True)
+        os.utime(other, (os.path.getatime(other), os.path.getmtime(other) - age_days * 86400))
     package = Path(nmcompile.__file__).parent
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=package.parent).stdout.split()
-    expected = tmp_path / "cache" / "nmcompile" / "numba"
+    expected = base / f"sources-{jit.sources_key()}"
     assert out == [str(expected), str(expected)]
+    assert not stale.exists() and recent.exists()
     assert list(expected.rglob("*.nbi")) and list(expected.rglob("*.nbc"))
     assert not list(package.rglob("*.nbi"))
+
+
+def test_the_cache_key_follows_every_compiled_module(tmp_path, monkeypatch):
+    """numba checks a cached function against its own file only; the key covers every module of nmcompile/ir, so an
+    edit of a module whose intrinsics another inlines (window_sums into float_chain) gives a cache of its own."""
+    import shutil
+    from pathlib import Path
+
+    from nmcompile.ir import jit
+
+    copy = tmp_path / "ir"
+    shutil.copytree(Path(jit.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(jit, "__file__", str(copy / "jit.py"))
+    before = jit.sources_key()
+    assert before == jit.sources_key() and len(before) == 16
+    with open(copy / "window_sums.py", "a") as f:
+        f.write("# an edit\n")
+    assert jit.sources_key() != before
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 5])
