@@ -107,10 +107,13 @@ def conv_chains(draw):
     seed = draw(st.integers(0, 2**32 - 1))
     c_in = draw(st.integers(1, 3))
     size = draw(st.integers(9, 14))
-    layers = []
+    side, layers = size, []
     for _ in range(draw(st.integers(1, 2))):
-        layers.append(("conv", draw(st.sampled_from([1, 5, 16, 17, 40, 70])), draw(st.integers(1, 4)),
-                       draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.sampled_from(["LIF", "IF"]))))
+        c_out = draw(st.sampled_from([1, 5, 16, 17, 40, 70]))
+        stride, pad = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+        k = draw(st.integers(1, min(4, side + 2 * pad)))          # a kernel that fits the padded input
+        layers.append(("conv", c_out, k, stride, pad, draw(st.sampled_from(["LIF", "IF"]))))
+        side = (side + 2 * pad - k) // stride + 1
     for _ in range(draw(st.integers(0, 2))):
         layers.append(("linear", draw(st.integers(1, 40)), draw(st.sampled_from(["LIF", "IF"]))))
     return (seed, (c_in, size, size), layers, draw(st.booleans()), draw(st.sampled_from([0.05, 0.3])),
