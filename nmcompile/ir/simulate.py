@@ -106,8 +106,10 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
 CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
                          # the size at which malloc maps fresh pages, whose first-touch faults would dominate);
                          # a step wider than that is a chunk of its own
-FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain (ir/chain.py), which asks for longer chunks: the bound on one node's
-                             # values for a chunk (64 MiB) then
+FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain (ir/chain.py, ir/float_chain.py), which asks for longer chunks:
+                             # the bound on one node's values for a chunk (64 MiB) then. A float32 chain loads each
+                             # sample's state once per chunk: the conv net of benchmarks/bench_simulate.py at batch
+                             # 128 (2 threads) took 0.43 s in chunks of 7 steps (8 MiB of input), 0.37 s in 50
 FLOAT32_CHUNK_BYTES = 1 << 23  # float32 runs: the bound on one node's values for a chunk (8 MiB; at batch 1 of the
                                # N-MNIST-sized conv net of benchmarks/bench_simulate.py, 194 steps of 10,800 values:
                                # each further chunk cost it about 1 ms of calls, thread wake-ups and scratch set-up
@@ -216,7 +218,8 @@ class Simulator:
         widest = max(int(np.prod(shape)) for name, shape in self.shapes.items() if name not in inner)
         per_step = max(batch * widest * self.dtype.itemsize, 1)
         if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
-            longest = max(1, FLOAT32_CHUNK_BYTES // per_step)
+            bound = FUSED_CHUNK_BYTES if inner else FLOAT32_CHUNK_BYTES
+            longest = max(1, bound // per_step)
             return -(-steps // -(-steps // longest)) if steps else 1
         fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice,
         fused = [min(steps, max(1, FUSED_CHUNK_BYTES // per_step)) for steps in fused]  # bounded for the other nodes

@@ -258,3 +258,18 @@ def test_an_input_of_the_mode_dtype_is_read_in_place_and_left_unchanged(rng, mod
         out = Simulator(g, mode, chunk_steps=4).run(x).output
         np.testing.assert_array_equal(x, before)
         assert out.dtype == mode
+
+
+def test_a_float32_chain_takes_the_fused_chunk_bound():
+    """With a fused float32 chain only the nodes outside it hold values, bounded by FUSED_CHUNK_BYTES (a chain loads
+    each sample's state once per chunk); without one, FLOAT32_CHUNK_BYTES."""
+    from nmcompile.ir.simulate import FLOAT32_CHUNK_BYTES, FUSED_CHUNK_BYTES
+    from tests.ir.test_float_chain import conv_graph
+
+    g = conv_graph(np.random.default_rng(0), (2, 34, 34), [("conv", 12, 5, 1, 0, "LIF"), ("linear", 10, "LIF")])
+    per_step = 128 * 2 * 34 * 34 * 4                          # the input is the widest node outside the chain
+    steps = 1000
+    longest = FUSED_CHUNK_BYTES // per_step
+    assert Simulator(g, "float32")._chunk(steps, 128, False) == -(-steps // -(-steps // longest))
+    unfused = max(1, FLOAT32_CHUNK_BYTES // (128 * 12 * 30 * 30 * 4))     # the convolution's values count then
+    assert Simulator(g, "float32", engine="numpy")._chunk(steps, 128, False) == -(-steps // -(-steps // unfused))
