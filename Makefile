@@ -47,8 +47,9 @@ LAVA_PYTHON := $(LAVA_VENV)/bin/python
 LAVA_STAMP := $(LAVA_VENV)/.installed
 WITH_LAVA := NMC_LAVA_PYTHON=$(LAVA_PYTHON)
 
+# two pytest-xdist workers: CI has 2 cores (the suite took 14-16 min in one process on a warm numba cache, 10 min in two)
 test: setup lint lava-env lava-netx tools
-	$(WITH_LAVA) $(BIN)/python -m pytest -q
+	$(WITH_LAVA) $(BIN)/python -m pytest -q -n 2
 
 demo: setup lava-env tools
 	$(WITH_LAVA) $(BIN)/python examples/demo.py
