@@ -241,3 +241,15 @@ def test_a_cpu_without_avx512_takes_the_portable_listing(tmp_path):
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-1] == "same"
+
+
+def test_neuron_flags_name_only_updates_that_exist():
+    """neuron_vector's switch runs no loop for a flags word outside its 36 variants: neuron_flags refuses to make
+    one."""
+    from nmcompile.ir import jit
+    from nmcompile.ir.neuron_vector import neuron_flags
+
+    assert neuron_flags(True, False, jit.RESET_ZERO, jit.TIMING_SNNTORCH, True) > 0
+    for reset_mode, timing in ((3, jit.TIMING_IMMEDIATE), (jit.RESET_ZERO, 3)):
+        with pytest.raises(ValueError, match="no neuron update"):
+            neuron_flags(False, False, reset_mode, timing, False)
