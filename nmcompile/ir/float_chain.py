@@ -109,10 +109,10 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
 
 
 @jit.jit
-def float_chain_chunk(first, stop, x, geometry, weights, tables, biases, params, flags, state, out):
+def float_chain_chunk(first, stop, x, geometry, weights, table, biases, params, flags, state, out):
     """Steps 0..T-1 of a chunk through the chain for the samples first..stop-1 (module docstring): x [T, B, planes,
-    plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY] and per layer its weights,
-    table, bias (per lane), neuron parameters [5, lanes or size] (channels-last) and update flags
+    plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY], P_1's scatter table, and per
+    layer its weights, bias (per lane), neuron parameters [5, lanes or size] (channels-last) and update flags
     (nmcompile.ir.neuron_vector); state [B, sum of the layers' sizes] every layer's v (channels-last, updated);
     out [T, B, N_L] receives the last layer's spikes (channels-first)."""
     steps = x.shape[0]
@@ -140,7 +140,7 @@ def float_chain_chunk(first, stop, x, geometry, weights, tables, biases, params,
                 sums[at + p * lanes:at + (p + 1) * lanes] = biases[k]
             at += geometry[k, POSITIONS] * lanes
         for t in range(steps):
-            _input_products(x, t, b, weights[0], tables[0], geometry[0], sums, listed)
+            _input_products(x, t, b, weights[0], table, geometry[0], sums, listed)
             at = 0
             for k in range(layers):
                 positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
@@ -190,7 +190,7 @@ class FusedFloatChain:
         in_shape = tuple(shapes[source])
         # the input's planes: a convolution's channels, else one plane of all values
         self.planes = in_shape[0] if isinstance(graph.node(self.head), O.Conv2d) else 1
-        rows, weights, tables, biases, params, flags = [], [], [], [], [], []
+        rows, weights, biases, params, flags = [], [], [], [], []
         previous: tuple[int, int, int] | None = None      # (positions, lanes, channels) of the layer before
         for k, layer in enumerate(layers):
             op = graph.node(layer.projection)
@@ -213,14 +213,15 @@ class FusedFloatChain:
             row[POSITIONS], row[LANES], row[CHANNELS] = positions, lanes, channels
             rows.append(row)
             weights.append(aligned_copy(w.reshape(-1).astype(np.float32)))
-            tables.append(np.zeros((1, 4), np.int64) if table is None else np.ascontiguousarray(table, np.int64))
+            if k == 0:
+                self.table = np.ascontiguousarray(table, np.int64)     # P_1's scatter table
             biases.append(aligned_copy(bias))
             params.append(aligned_copy(self._neuron_params(layer.kernel, channels, positions, lanes)))
             flags.append(self._neuron_flags(layer.kernel, k + 1 == len(layers)))
             previous = (positions, lanes, channels)
             in_shape = out_shape
         self.geometry = np.stack(rows)
-        self.weights, self.tables, self.biases = tuple(weights), tuple(tables), tuple(biases)
+        self.weights, self.biases = tuple(weights), tuple(biases)
         self.params = tuple(params)
         self.flags = np.array(flags, np.int64)
         self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
@@ -346,7 +347,7 @@ class FusedFloatChain:
         updates = steps * batch * sum(self.sizes)
 
         def part(first: int, stop: int) -> None:
-            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.tables, self.biases,
+            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.biases,
                               self.params, self.flags, state, out.reshape(steps, batch, -1))
 
         jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, 1)
