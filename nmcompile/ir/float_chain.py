@@ -82,19 +82,23 @@ def _event_products(sums, at, weights, geometry, listed, count):
 
 @jit.jit
 def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans):
-    """A convolution P_{k+1}'s sums, OUTPUTS consecutive output positions of a row at a time, each summed over the
-    events of its window (nmcompile.ir.window_sums; starts[q]: the index in `listed` of the first event at input
-    position >= q). The weights [in lanes][KH][KW + 2 (OUTPUTS - 1) SW][lanes] have the kernel in the middle columns,
-    so output j of a group reads the kernel columns of its own window and zeros elsewhere."""
+    """A convolution P_{k+1}'s sums, a group of consecutive output positions of a row at a time (each row in
+    ceil(OUT_W / OUTPUTS) groups of as equal sizes as possible), each summed over the events of its window
+    (nmcompile.ir.window_sums; starts[q]: the index in `listed` of the first event at input position >= q). The
+    weights [in lanes][KH][KW + 2 (OUTPUTS - 1) SW][lanes] have the kernel in the middle columns, so output j of a
+    group reads the kernel columns of its own window and zeros elsewhere."""
     in_h, in_w, out_h, out_w = geometry[IN_H], geometry[IN_W], geometry[OUT_H], geometry[OUT_W]
     kh, kw, sh, sw, ph, pw = geometry[KH], geometry[KW], geometry[SH], geometry[SW], geometry[PH], geometry[PW]
     lanes, outputs = geometry[LANES], geometry[OUTPUTS]
     padded_w, margin = kw + 2 * (outputs - 1) * sw, (outputs - 1) * sw
+    groups = (out_w + outputs - 1) // outputs
+    smaller, larger = out_w // groups, out_w % groups     # the first `larger` groups have one output more
     for oy in range(out_h):
         first_ky = max(0, ph - oy * sh)
         stop_ky = min(kh, in_h + ph - oy * sh)
-        for ox in range(0, out_w, outputs):
-            stored = min(outputs, out_w - ox)
+        ox = 0
+        for group in range(groups):
+            stored = smaller + (group < larger)
             x0 = ox * sw - pw                                 # the first column of output ox's window
             xa, xb = max(x0, 0), min(x0 + (stored - 1) * sw + kw, in_w)
             rows = 0
@@ -105,7 +109,8 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
                 spans[rows, 2] = (ky * padded_w - row - x0 + margin) * lanes   # + position * lanes: (ky, kx)
                 rows += 1
             window_sums(sums, at + (oy * out_w + ox) * lanes, stored, bias, weights, listed, spans, rows, lanes,
-                        geometry[PER_CHANNEL], sw * lanes, outputs)
+                        geometry[PER_CHANNEL], sw * lanes)
+            ox += stored
 
 
 @jit.jit

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from nmcompile.ir import arraymath
-from nmcompile.ir.vector_ops import VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
+from nmcompile.ir.vector_ops import MAX_UNROLLED_RUN, VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
 
 
 @numba.njit
@@ -42,11 +42,13 @@ def _nonzero_columns(line, listed):
 
 
 @pytest.mark.parametrize("scaled", [False, True])
-def test_add_runs_equals_numpy_lane_for_lane(scaled):
-    rng = np.random.default_rng(0)
-    target = rng.normal(0, 1, 40 * VECTOR).astype(np.float32)
-    source = rng.normal(0, 1, 30 * VECTOR).astype(np.float32)
-    at, at_step, start, start_step, runs, count = 35 * VECTOR, -6 * VECTOR, 3 * VECTOR, 7 * VECTOR, 3, 2
+@pytest.mark.parametrize("count", [0, 1, 2, 5, MAX_UNROLLED_RUN, MAX_UNROLLED_RUN + 1, 13])
+def test_add_runs_equals_numpy_lane_for_lane(scaled, count):
+    """Every unrolled run length, and the loop beyond them (and an empty run: no add)."""
+    rng = np.random.default_rng(count)
+    at, at_step, start, start_step, runs = 45 * VECTOR, -15 * VECTOR, 3 * VECTOR, 14 * VECTOR, 3
+    target = rng.normal(0, 1, 60 * VECTOR).astype(np.float32)
+    source = rng.normal(0, 1, 50 * VECTOR).astype(np.float32)
     scale = np.float32(-2.75)
     expected = target.copy()
     for run in range(runs):               # numpy: product then sum, both rounded to float32, run after run
