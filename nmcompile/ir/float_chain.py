@@ -13,15 +13,20 @@ Layout: inside the chain a layer's values are channels-last, [position][lane] wi
 drive). The spikes of N_k are listed as events (position << 16) | channel in ascending (position, channel) order
 (nmcompile.ir.neuron_vector.update_and_list), and P_{k+1} reads only those:
 
-- P_1 reads the chain's input (the source's values, channels-first): the nonzero values of each channel's plane,
-  in (channel, row, column) order, each adding its kernel slice (x times it where x != 1) to the sums it reaches
-  (nmcompile.ir.float_events' scatter, with its tables); a Linear P_1 adds the weight row of each nonzero input.
+- P_1 reads the chain's input (the source's values, channels-first): where the convolution has a window table
+  (nmcompile.ir.window_table: C_in x KW <= 10, e.g. a DVS input's two polarities and a kernel 5 wide) and a step's
+  planes are binary, each output sums one table entry per kernel row (the row's weights under the window's set bits,
+  summed in (c, kx) order) onto its bias, in ascending ky; otherwise (a graded value, NaN, or no table) the nonzero
+  values of each channel's plane, in (channel, row, column) order, each add their kernel slice (x times it where
+  x != 1) to the sums they reach (nmcompile.ir.float_events' scatter, with its tables); a Linear P_1 adds the weight
+  row of each nonzero input.
 - a convolution P_{k+1} sums each output position in registers over the events of its window, row by row of the
   window, each row's events in (column, channel) order (nmcompile.ir.window_sums), from its bias;
 - a Linear P_{k+1} adds the weight row of each event to its sums, which start at its bias.
 
-So each sum starts at its bias and adds its inputs in the order (row, column, channel) of the layer before (the
-input's own order (channel, row, column) for P_1): one IEEE float32 addition per lane and input, a summation order
+So each sum starts at its bias and adds its inputs in the order (row, column, channel) of the layer before (for P_1
+the input's own order (channel, row, column), or a binary step's kernel rows): one IEEE float32 addition per lane and
+input (per kernel row for a table), a summation order
 other than the unfused engine's (torch's kernels or its (channel, row, column) scatter), which docs/semantics.md
 allows for float32; integer-valued weights give exact sums either way (tests/ir/test_float_chain.py). The neuron
 update is jit.float_neuron's, operation for operation, in 16-lane vectors. Nothing of the inner layers is
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nmcompile.ir import jit
+from nmcompile.ir import jit, window_table
 from nmcompile.ir import ops as O
 from nmcompile.ir.event_product import aligned_copy
 from nmcompile.ir.float_events import EventConvolution, scatter_plane
@@ -50,6 +55,7 @@ from nmcompile.ir.kernels import FloatNeuron, Kernel
 from nmcompile.ir.neuron_vector import CHANNEL_BITS, neuron_flags, update_and_list
 from nmcompile.ir.vector_ops import VECTOR, add_event_rows
 from nmcompile.ir.window_sums import outputs_per_pass, window_sums
+from nmcompile.ir.window_table import table_products
 
 PLANES, GATHER, EVENTS = 0, 1, 2       # how a layer's product reads its input (the module docstring's three cases)
 MAX_POSITIONS = 1 << (31 - CHANNEL_BITS)   # positions an event can name (int32 events)
@@ -59,8 +65,8 @@ PARALLEL_MIN_UPDATES = 1 << 15   # neuron updates (steps x samples x neurons) of
 
 # geometry[k] columns
 KIND, POSITIONS, LANES, CHANNELS, IN_H, IN_W, OUT_H, OUT_W, KH, KW, SH, SW, PH, PW, AT_STEP, W_STEP, PER_CHANNEL, \
-    OUTPUTS = range(18)
-GEOMETRY = 18
+    OUTPUTS, DH, ROW_TABLE = range(20)
+GEOMETRY = 20
 
 
 @jit.jit
@@ -114,7 +120,15 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
 
 
 @jit.jit
-def float_chain_chunk(first, stop, x, geometry, weights, table, biases, params, flags, state, out):
+def _table_products(planes, row_table, bias, sums, geometry, row_words, patterns, rows):
+    """P_1's sums for one step of one sample by window_table, if its input planes are binary (True)."""
+    return table_products(planes, row_table, bias, sums, 0, geometry[IN_H], geometry[IN_W], geometry[OUT_H],
+                          geometry[OUT_W], geometry[KH], geometry[KW], geometry[SH], geometry[SW], geometry[PH],
+                          geometry[PW], geometry[DH], geometry[LANES], row_words, patterns, rows)
+
+
+@jit.jit
+def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biases, params, flags, state, out):
     """Steps 0..T-1 of a chunk through the chain for the samples first..stop-1 (module docstring): x [T, B, planes,
     plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY], P_1's scatter table, and per
     layer its weights, bias (per lane), neuron parameters [5, lanes or size] (channels-last) and update flags
@@ -136,6 +150,10 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, biases, params, 
     listed = np.empty(widest + VECTOR, np.int32)
     starts = np.empty(most_positions + 1, np.int32)
     spans = np.empty((most_rows, 3), np.int64)
+    by_table = geometry[0, ROW_TABLE] != 0
+    row_words = np.empty((x.shape[2], geometry[0, IN_H]), np.int64)
+    patterns = np.zeros((geometry[0, IN_H] + 1) * geometry[0, OUT_W], np.int64)
+    rows = np.empty((geometry[0, KH], 2), np.int64)
     for b in range(first, stop):
         v = state[b]
         at = 0
@@ -145,7 +163,9 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, biases, params, 
                 sums[at + p * lanes:at + (p + 1) * lanes] = biases[k]
             at += geometry[k, POSITIONS] * lanes
         for t in range(steps):
-            _input_products(x, t, b, weights[0], table, geometry[0], sums, listed)
+            if not (by_table and _table_products(x[t, b], row_table, biases[0], sums, geometry[0], row_words,
+                                                 patterns, rows)):
+                _input_products(x, t, b, weights[0], table, geometry[0], sums, listed)
             at = 0
             for k in range(layers):
                 positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
@@ -196,6 +216,7 @@ class FusedFloatChain:
         # the input's planes: a convolution's channels, else one plane of all values
         self.planes = in_shape[0] if isinstance(graph.node(self.head), O.Conv2d) else 1
         rows, weights, biases, params, flags = [], [], [], [], []
+        self.row_table = np.zeros(VECTOR, np.float32)    # P_1's window_table, where it has one (ROW_TABLE)
         previous: tuple[int, int, int] | None = None      # (positions, lanes, channels) of the layer before
         for k, layer in enumerate(layers):
             op = graph.node(layer.projection)
@@ -206,6 +227,7 @@ class FusedFloatChain:
                 positions, lanes = out_h * out_w, _lanes(channels)
                 if k == 0:
                     w, table = self._input_convolution(op, in_shape, row)
+                    self.row_table = self._row_table(op, in_shape, lanes, row)
                 else:
                     w, table = self._gathered_convolution(op, in_shape, lanes, previous[1], row), None
                 row[OUT_H], row[OUT_W] = out_h, out_w
@@ -269,6 +291,18 @@ class FusedFloatChain:
         row[W_STEP] = events.row_steps[0] * per_kernel_row
         row[PER_CHANNEL] = events.weight_runs.shape[1] * per_kernel_row
         return events.weight_runs, targets
+
+    @staticmethod
+    def _row_table(op, in_shape, lanes: int, row) -> np.ndarray:
+        """P_1's window_table (flat) and its geometry where it has one (window_table.applies), else a placeholder."""
+        c_in, height, width = in_shape
+        kernel_h, kernel_w = op.weight.shape[2:]
+        row[IN_H], row[IN_W], row[KH], row[KW] = height, width, kernel_h, kernel_w
+        row[SH], row[SW], row[PH], row[PW], row[DH] = *op.stride, *op.padding, op.dilation[0]
+        if not window_table.applies(c_in, kernel_h, kernel_w, width, op.padding[1], lanes):
+            return np.zeros(VECTOR, np.float32)
+        row[ROW_TABLE] = 1
+        return aligned_copy(window_table.build_table(np.asarray(op.weight, np.float32), lanes).reshape(-1))
 
     @staticmethod
     def _gathered_convolution(op, in_shape, lanes: int, in_lanes: int, row) -> np.ndarray:
@@ -352,7 +386,7 @@ class FusedFloatChain:
         updates = steps * batch * sum(self.sizes)
 
         def part(first: int, stop: int) -> None:
-            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.biases,
+            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.row_table, self.biases,
                               self.params, self.flags, state, out.reshape(steps, batch, -1))
 
         jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, 1)

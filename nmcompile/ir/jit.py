@@ -387,6 +387,35 @@ def accumulate(x: np.ndarray, weight_t: np.ndarray, acc_dtype: np.dtype, active:
     return out
 
 
+@jit
+def _exponents_all_set(bits, first, stop, exponent):
+    """Whether some bits[first:stop] & exponent == exponent (an IEEE float with every exponent bit set: inf or
+    NaN), without an early exit (so LLVM makes it a vector reduction)."""
+    found = False
+    for i in range(first, stop):
+        found |= (bits[i] & exponent) == exponent
+    return found
+
+
+FINITE_PARALLEL_MIN = 1 << 22    # values from which `all_finite` splits the array over the threads
+
+
+def all_finite(x: np.ndarray) -> bool:
+    """np.all(np.isfinite(x)) for a float32/float64 array, in one pass over its bits without a temporary array,
+    split over `worker_threads()` threads from FINITE_PARALLEL_MIN values (measured at batch 128 of
+    bench_simulate's conv net, a 59 MB chunk: 10.6 ms with numpy, which writes and reads a bool array first)."""
+    flat = np.ascontiguousarray(x).reshape(-1)
+    if flat.dtype == np.float32:
+        bits, exponent = flat.view(np.int32), np.int32(0x7F800000)
+    elif flat.dtype == np.float64:
+        bits, exponent = flat.view(np.int64), np.int64(0x7FF0000000000000)
+    else:
+        return bool(np.all(np.isfinite(flat)))
+    found = split_rows(flat.size, flat.size >= FINITE_PARALLEL_MIN,
+                       lambda a, b: _exponents_all_set(bits, a, b, exponent), 1)
+    return not any(found)
+
+
 PARALLEL_MIN_UPDATES = 1 << 17   # neuron updates per call (~150 us) from which `integer_neuron_plain` is split
 PIECES_PER_THREAD = 4            # row ranges per thread: a thread that gets no CPU leaves its share to the others
 

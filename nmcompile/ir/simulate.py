@@ -96,11 +96,24 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
             raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
                              "spikes (0/1) or integer currents")
         return x.astype(np.int64, copy=False)
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+    if x.dtype.kind == "f" and not _all_finite(x):
         raise ShapeError(f"input '{name}' holds NaN or inf")
     if x.dtype == mode and x.flags.c_contiguous:
         return x                          # read in place: no kernel writes to its input
     return x.astype(mode)
+
+
+FINITE_JIT_MIN = 1 << 22   # input values from which the finiteness check is jit.all_finite's (else numpy's)
+
+
+def _all_finite(x: np.ndarray) -> bool:
+    """Whether every value of the float array x is finite: numpy's test for small arrays, jit.all_finite's one pass
+    over the bits (split over the threads) from FINITE_JIT_MIN values."""
+    if x.size < FINITE_JIT_MIN:
+        return bool(np.all(np.isfinite(x)))
+    from nmcompile.ir import jit
+
+    return jit.all_finite(x)
 
 
 CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below

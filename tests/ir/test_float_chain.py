@@ -253,3 +253,17 @@ def test_neuron_flags_name_only_updates_that_exist():
     for reset_mode, timing in ((3, jit.TIMING_IMMEDIATE), (jit.RESET_ZERO, 3)):
         with pytest.raises(ValueError, match="no neuron update"):
             neuron_flags(False, False, reset_mode, timing, False)
+
+
+def test_binary_input_steps_take_the_first_convolutions_table():
+    """A DVS-like first layer (2 channels, 5 wide) has a window table (nmcompile.ir.window_table) and a 3-channel
+    one has not; a run whose steps are binary in some samples and graded in others gives the unfused bits (integer
+    weights: exact in either order)."""
+    rng = np.random.default_rng(3)
+    for channels, has_table in ((2, 1), (3, 0)):
+        g = conv_graph(rng, (channels, 12, 12), [("conv", 12, 5, 1, 1, "LIF"), ("linear", 10, "LIF")])
+        chain = Simulator(g, "float32")._chains()["p0"]
+        assert chain.geometry[0, float_chain.ROW_TABLE] == has_table
+        x = inputs(rng, 8, 3, (channels, 12, 12), 0.2, False)
+        x[::2, 1] *= rng.integers(-2, 4, x[::2, 1].shape).astype(np.float32)    # sample 1: every other step graded
+        assert_fused_equals_unfused(g, x)

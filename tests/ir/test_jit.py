@@ -453,3 +453,25 @@ def test_worker_threads_count_other_work_now_not_this_process_past_minute(monkey
         assert jit.worker_threads() == threads
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert jit.worker_threads() == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_equals_numpy_wherever_the_bad_value_is(monkeypatch, dtype):
+    """One pass over the bits, split over threads (every value position reaches a piece: the first, the last, a
+    piece boundary); a non-contiguous view is read as its values."""
+    from nmcompile.ir import jit
+
+    monkeypatch.setattr(jit, "FINITE_PARALLEL_MIN", 64)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1e30 if dtype == np.float32 else 1e300, 1001).astype(dtype)
+    assert jit.all_finite(x)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in (0, 333, 334, 667, 1000):
+            y = x.copy()
+            y[where] = bad
+            assert jit.all_finite(y) == bool(np.all(np.isfinite(y))) is False
+    y = x.copy()
+    y[1::2] = np.nan
+    assert jit.all_finite(y[::2]) and not jit.all_finite(y[1::2])
+    assert jit.all_finite(np.array([np.finfo(dtype).max, -np.finfo(dtype).max, 0.0, -0.0], dtype))

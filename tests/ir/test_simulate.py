@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from nmcompile.errors import ShapeError, UnsupportedError
 from nmcompile.ir import ops as O
+from nmcompile.ir import simulate as simulate_module
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import Simulator, simulate
 from tests.conftest import mlp, random_spikes
@@ -198,7 +199,7 @@ def test_record_gives_every_layer_and_state(rng):
     assert r.values["fc1"].shape == (10, 2, 4)
 
 
-def test_input_errors(rng):
+def test_input_errors(rng, monkeypatch):
     g = mlp(rng)
     with pytest.raises(ShapeError, match="expects shape"):
         simulate(g, np.zeros((5, 1, 7)))
@@ -206,6 +207,13 @@ def test_input_errors(rng):
         simulate(g, np.zeros(6))
     with pytest.raises(ShapeError, match="NaN or inf"):
         simulate(g, np.full((2, 1, 6), np.nan))
+    for mode in ("float32", "float64"):                 # the compiled check of large inputs, made to apply here
+        bad = np.zeros((3, 2, 6))
+        bad[2, 1, 5] = -np.inf
+        with monkeypatch.context() as m:
+            m.setattr(simulate_module, "FINITE_JIT_MIN", 0)
+            with pytest.raises(ShapeError, match="NaN or inf"):
+                simulate(g, bad.astype(mode), mode=mode)
     with pytest.raises(UnsupportedError, match="mode"):
         simulate(g, np.zeros((2, 1, 6)), mode="float16")
     with pytest.raises(UnsupportedError, match="integer"):
