@@ -55,7 +55,7 @@ from nmcompile.ir.kernels import FloatNeuron, Kernel
 from nmcompile.ir.neuron_vector import CHANNEL_BITS, neuron_flags, update_and_list
 from nmcompile.ir.vector_ops import VECTOR, add_event_rows
 from nmcompile.ir.window_sums import outputs_per_pass, window_sums
-from nmcompile.ir.window_table import table_products
+from nmcompile.ir.window_table import find_patterns, kernel_rows, table_row_sums
 
 PLANES, GATHER, EVENTS = 0, 1, 2       # how a layer's product reads its input (the module docstring's three cases)
 MAX_POSITIONS = 1 << (31 - CHANNEL_BITS)   # positions an event can name (int32 events)
@@ -120,11 +120,19 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
 
 
 @jit.jit
-def _table_products(planes, row_table, bias, sums, geometry, row_words, patterns, rows):
-    """P_1's sums for one step of one sample by window_table, if its input planes are binary (True)."""
-    return table_products(planes, row_table, bias, sums, 0, geometry[IN_H], geometry[IN_W], geometry[OUT_H],
-                          geometry[OUT_W], geometry[KH], geometry[KW], geometry[SH], geometry[SW], geometry[PH],
-                          geometry[PW], geometry[DH], geometry[LANES], row_words, patterns, rows)
+def _first_layer_by_table(planes, row_table, patterns, rows, row_sums, v, bias, params, geometry, flags, spikes,
+                          listed, starts):
+    """N_1's update for a binary step of P_1 by window table (its patterns found): each output row's sums into
+    row_sums (one row, in cache), then that row's neuron update; the events' count."""
+    in_h, out_h, out_w, lanes = geometry[IN_H], geometry[OUT_H], geometry[OUT_W], geometry[LANES]
+    entries = 1 << (planes.shape[0] * geometry[KW])
+    count = 0
+    for oy in range(out_h):
+        kernel_rows(oy, in_h, out_w, geometry[KH], geometry[SH], geometry[PH], geometry[DH], entries, lanes, rows)
+        table_row_sums(row_sums, 0, bias, row_table, patterns, rows, geometry[KH], out_w, lanes)
+        count = update_and_list(v, row_sums, -oy * out_w * lanes, bias, params, 0, oy * out_w, (oy + 1) * out_w,
+                                lanes, flags, spikes, listed, count, starts)
+    return count
 
 
 @jit.jit
@@ -150,10 +158,12 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
     listed = np.empty(widest + VECTOR, np.int32)
     starts = np.empty(most_positions + 1, np.int32)
     spans = np.empty((most_rows, 3), np.int64)
-    by_table = geometry[0, ROW_TABLE] != 0
+    table_ready = geometry[0, ROW_TABLE] != 0
     row_words = np.empty((x.shape[2], geometry[0, IN_H]), np.int64)
-    patterns = np.zeros((geometry[0, IN_H] + 1) * geometry[0, OUT_W], np.int64)
+    patterns = np.zeros((geometry[0, IN_H] + 1) * geometry[0, OUT_W], np.int64)   # the last row: a padding row's
     rows = np.empty((geometry[0, KH], 2), np.int64)
+    row_raw = np.empty(geometry[0, OUT_W] * geometry[0, LANES] + VECTOR, np.float32)
+    row_sums = row_raw[(-row_raw.ctypes.data % 64) // 4:]
     for b in range(first, stop):
         v = state[b]
         at = 0
@@ -163,15 +173,21 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
                 sums[at + p * lanes:at + (p + 1) * lanes] = biases[k]
             at += geometry[k, POSITIONS] * lanes
         for t in range(steps):
-            if not (by_table and _table_products(x[t, b], row_table, biases[0], sums, geometry[0], row_words,
-                                                 patterns, rows)):
-                _input_products(x, t, b, weights[0], table, geometry[0], sums, listed)
+            g = geometry[0]
+            by_table = table_ready and find_patterns(x[t, b], g[IN_H], g[IN_W], g[OUT_W], g[KW], g[SW], g[PW],
+                                                     g[LANES], row_words, patterns)
+            if not by_table:
+                _input_products(x, t, b, weights[0], table, g, sums, listed)
             at = 0
             for k in range(layers):
                 positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
                 size = positions * lanes
-                count = update_and_list(v, sums, biases[k], params[k], at, size, lanes, flags[k], spikes, listed,
-                                        starts)
+                if k == 0 and by_table:                   # P_1's sums by table, row by row into N_1's update
+                    count = _first_layer_by_table(x[t, b], row_table, patterns, rows, row_sums, v, biases[0],
+                                                  params[0], g, flags[0], spikes, listed, starts)
+                else:
+                    count = update_and_list(v, sums, at, biases[k], params[k], at, 0, positions, lanes, flags[k],
+                                            spikes, listed, 0, starts)
                 if k + 1 == layers:
                     channels = geometry[k, CHANNELS]
                     for c in range(channels):

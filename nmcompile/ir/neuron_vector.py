@@ -1,12 +1,13 @@
 """The float32 LIF/IF update of a channels-last layer in vectors of 16 lanes, listing the neurons that fire.
 
-    count = update_and_list(v, sums, bias, params, at, size, lanes, flags, spikes, listed, starts)
+    count = update_and_list(v, sums, sums_at, bias, params, at, first, stop, lanes, flags, spikes, listed, found,
+                            starts)
 
-For every n < size (size a multiple of `lanes`, `lanes` a multiple of VECTOR; position q = n // lanes, channel
-c = n % lanes), with x = sums[at + n], the state v[at + n] (v and sums hold every layer of a chain, this one from
-`at`) and the rows of params [5, m] (beta, gain, bias, threshold, v_reset; per channel, params[:, c], when m = lanes,
-else per neuron, params[:, n]), the operations of jit.float_neuron (no refractory period, batch norm or synaptic
-current) in its order:
+For the positions q = first .. stop - 1 of the layer, i.e. every n = q lanes + c (`lanes` a multiple of VECTOR,
+channel c < lanes), with x = sums[sums_at + n], the state v[at + n] (v holds every layer of a chain, this one from
+`at`; sums the same, sums_at = at, or a buffer of some of its positions) and the rows of params [5, m] (beta,
+gain, bias, threshold, v_reset; per channel, params[:, c], when m = lanes, else per neuron, params[:, n]), the
+operations of jit.float_neuron (no refractory period, batch norm or synaptic current) in its order:
 
     drive = gain * x           (jit.float_neuron skips the product for unit gain: gain is 1 there, the same value)
     h     = beta * v + drive   (beta is 1 for IF, where jit.float_neuron adds v: the same value)
@@ -18,13 +19,14 @@ current) in its order:
     spike = 1 if cross(h) else 0
     immediate timing:          h = v_reset if spike and reset zero;  h = h - spike * threshold if reset subtract
     snntorch_immediate timing: h = h - (spike - p) * threshold
-    v[at + n] = h;   sums[at + n] = bias[c] (the sums start the next step at the projection's bias);
+    v[at + n] = h;   sums[sums_at + n] = bias[c] (the sums start the next step at the projection's bias);
     spikes[n] = spike          with store_spikes
 
 each an IEEE float32 operation (a product, then a sum: no fused multiply-add), so v and the spikes equal those of
 the neuron kernel given the same x. The neurons that fire are listed as events (q << 16) | c in ascending n into
-listed, and their number is returned; starts[q] is the index in listed of the first event of position q or after
-(starts[size // lanes] = count). One vector compare, one compress (AVX-512 vpcompressd, or LLVM's expansion
+listed from listed[found] (the events of earlier positions, listed by earlier calls), and found plus their number
+is returned; starts[q] is the index in listed of the first event of position q or after (starts[stop] = the
+returned count). One vector compare, one compress (AVX-512 vpcompressd, or LLVM's expansion
 elsewhere) and one population count per 16 neurons, no branch on the values. flags (int64) packs zero_bias (1),
 compare_ge (2), store_spikes (4), the reset mode (8 x jit.RESET_*) and the timing (32 x jit.TIMING_*). Each of the
 36 combinations of zero_bias, compare_ge, reset mode and timing has a loop of its own, chosen once per call: with
@@ -69,7 +71,8 @@ _VECTOR_TYPE = ir.VectorType(_FLOAT, VECTOR)
 
 
 @intrinsic
-def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, spikes, listed, starts):
+def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, lanes, flags, spikes, listed, found,
+                    starts):
     if not (_float32_rows(v, sums, bias, params, spikes) and v.ndim == 1 and params.ndim == 2
             and _int32_list(listed) and _int32_list(starts)):
         return None
@@ -87,11 +90,12 @@ def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, sp
         def scalar(i):
             return context.cast(builder, args[i], signature.args[i], types.intp)
 
-        v_data, sums_data, bias_data, params_data = data(0), data(1), data(2), data(3)
-        spikes_data, listed_data, starts_data = data(8), data(9), data(10)
-        at, size, lanes, flags = scalar(4), scalar(5), scalar(6), scalar(7)
-        sums_data, v_data = builder.gep(sums_data, [at]), builder.gep(v_data, [at])
-        width = builder.extract_value(context.make_array(signature.args[3])(context, builder, args[3]).shape, 1)
+        v_data, sums_data, bias_data, params_data = data(0), data(1), data(3), data(4)
+        spikes_data, listed_data, starts_data = data(10), data(11), data(13)
+        sums_at, at, first_position, stop_position = scalar(2), scalar(5), scalar(6), scalar(7)
+        lanes, flags, found_before = scalar(8), scalar(9), scalar(12)
+        sums_data, v_data = builder.gep(sums_data, [sums_at]), builder.gep(v_data, [at])
+        width = builder.extract_value(context.make_array(signature.args[4])(context, builder, args[4]).shape, 1)
         per_neuron = builder.icmp_unsigned("!=", width, lanes)
         rows = [builder.gep(params_data, [builder.mul(ir.Constant(intp, r), width)]) for r in range(5)]
 
@@ -107,10 +111,9 @@ def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, sp
                 f"llvm.masked.compressstore.v{VECTOR}i32")
         popcount = cgutils.get_or_insert_function(builder.module, ir.FunctionType(mask_bits, [mask_bits]),
                                                   f"llvm.ctpop.i{VECTOR}")
-        found = cgutils.alloca_once_value(builder, ir.Constant(intp, 0))
+        found = cgutils.alloca_once_value(builder, found_before)
         step = ir.Constant(intp, VECTOR)
         zero = ir.Constant(intp, 0)
-        positions = builder.udiv(size, lanes)
 
         def load(pointer, n):
             return builder.load(builder.bitcast(builder.gep(pointer, [n]), vector_ptr), align=4)
@@ -177,7 +180,7 @@ def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, sp
             if vectors:
                 offsets = [ir.Constant(intp, g * VECTOR) for g in range(vectors)]
                 held = [([load(row, offset) for row in rows], load(bias_data, offset)) for offset in offsets]
-            with cgutils.for_range_slice(builder, zero, positions, ir.Constant(intp, 1)) as (position, _):
+            with cgutils.for_range_slice(builder, first_position, stop_position, ir.Constant(intp, 1)) as (position, _):
                 first = builder.mul(position, ir.Constant(intp, vectors * VECTOR) if vectors else lanes)
                 tag0 = builder.shl(position, ir.Constant(intp, CHANNEL_BITS))
                 builder.store(builder.trunc(builder.load(found), index), builder.gep(starts_data, [position]))
@@ -220,7 +223,8 @@ def update_and_list(typingctx, v, sums, bias, params, at, size, lanes, flags, sp
             variant_loops(variant)
             builder.branch(done)
         builder.position_at_end(done)
-        builder.store(builder.trunc(builder.load(found), index), builder.gep(starts_data, [positions]))
+        builder.store(builder.trunc(builder.load(found), index), builder.gep(starts_data, [stop_position]))
         return builder.load(found)
 
-    return types.int64(v, sums, bias, params, at, size, lanes, flags, spikes, listed, starts), codegen
+    return types.int64(v, sums, sums_at, bias, params, at, first, stop, lanes, flags, spikes, listed, found,
+                       starts), codegen

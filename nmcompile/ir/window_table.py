@@ -169,13 +169,11 @@ def _row_bits(plane, start, width, pad):
     return bits << pad, graded != 0
 
 
-@jit.jit
-def table_products(planes, table, bias, sums, at, in_h, in_w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, lanes,
-                   row_words, patterns, rows):
-    """The sums (module docstring) of every output position, channels-last from sums[at], for the input planes
-    [C_in, H * W] of one step of one sample, if they are binary: True; else False with the sums untouched.
-    Scratch: row_words [C_in, H], patterns [(H + 1) * OW] (its last row 0: the pattern of a padding row), rows
-    [KH, 2]."""
+@jit.inline
+def find_patterns(planes, in_h, in_w, out_w, kw, sw, pw, lanes, row_words, patterns):
+    """patterns[y OW + ox] = the pattern (module docstring) of input row y at output column ox, times lanes, for the
+    input planes [C_in, H * W] of one step of one sample, if they are binary: True; else False (patterns unchanged
+    or partly written). row_words [C_in, H] is scratch."""
     c_in = planes.shape[0]
     for c in range(c_in):
         for y in range(in_h):
@@ -184,7 +182,7 @@ def table_products(planes, table, bias, sums, at, in_h, in_w, out_h, out_w, kh, 
                 return False
             row_words[c, y] = bits
     window = (1 << kw) - 1
-    for y in range(in_h):                                 # each input row's pattern at every output column
+    for y in range(in_h):
         base = y * out_w
         first = row_words[0, y]
         if c_in == 2:                                     # one pass (a DVS input's two polarities)
@@ -201,11 +199,30 @@ def table_products(planes, table, bias, sums, at, in_h, in_w, out_h, out_w, kh, 
                 patterns[base + ox] |= ((word >> (ox * sw)) & window) << (c * kw)
         for ox in range(out_w):
             patterns[base + ox] *= lanes
-    entries = 1 << (c_in * kw)
+    return True
+
+
+@jit.inline
+def kernel_rows(oy, in_h, out_w, kh, sh, ph, dh, entries, lanes, rows):
+    """rows [KH, 2] for output row oy (table_row_sums): each kernel row's row of patterns (row H, all 0, for a
+    padding row) and table offset."""
+    for ky in range(kh):
+        y = oy * sh - ph + ky * dh
+        rows[ky, 0] = (y if 0 <= y < in_h else in_h) * out_w
+        rows[ky, 1] = ky * entries * lanes
+
+
+@jit.jit
+def table_products(planes, table, bias, sums, at, in_h, in_w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, lanes,
+                   row_words, patterns, rows):
+    """The sums (module docstring) of every output position, channels-last from sums[at], for the input planes
+    [C_in, H * W] of one step of one sample, if they are binary: True; else False with the sums untouched.
+    Scratch: row_words [C_in, H], patterns [(H + 1) * OW] (its last row 0: the pattern of a padding row), rows
+    [KH, 2]. (A fused chain runs the same pieces, each output row's sums into its neuron update.)"""
+    if not find_patterns(planes, in_h, in_w, out_w, kw, sw, pw, lanes, row_words, patterns):
+        return False
+    entries = 1 << (planes.shape[0] * kw)
     for oy in range(out_h):
-        for ky in range(kh):
-            y = oy * sh - ph + ky * dh
-            rows[ky, 0] = (y if 0 <= y < in_h else in_h) * out_w
-            rows[ky, 1] = ky * entries * lanes
+        kernel_rows(oy, in_h, out_w, kh, sh, ph, dh, entries, lanes, rows)
         table_row_sums(sums, at + oy * out_w * lanes, bias, table, patterns, rows, kh, out_w, lanes)
     return True
