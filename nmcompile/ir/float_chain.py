@@ -65,8 +65,8 @@ PARALLEL_MIN_UPDATES = 1 << 15   # neuron updates (steps x samples x neurons) of
 
 # geometry[k] columns
 KIND, POSITIONS, LANES, CHANNELS, IN_H, IN_W, OUT_H, OUT_W, KH, KW, SH, SW, PH, PW, AT_STEP, W_STEP, PER_CHANNEL, \
-    OUTPUTS, DH, ROW_TABLE = range(20)
-GEOMETRY = 20
+    OUTPUTS, DH, ROW_TABLE, IN_CHANNELS = range(21)
+GEOMETRY = 21
 
 
 @jit.jit
@@ -120,18 +120,24 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
 
 
 @jit.jit
-def _first_layer_by_table(planes, row_table, patterns, rows, row_sums, v, bias, params, geometry, flags, spikes,
-                          listed, starts):
-    """N_1's update for a binary step of P_1 by window table (its patterns found): each output row's sums into
-    row_sums (one row, in cache), then that row's neuron update; the events' count."""
-    in_h, out_h, out_w, lanes = geometry[IN_H], geometry[OUT_H], geometry[OUT_W], geometry[LANES]
-    entries = 1 << (planes.shape[0] * geometry[KW])
-    count = 0
-    for oy in range(out_h):
-        kernel_rows(oy, in_h, out_w, geometry[KH], geometry[SH], geometry[PH], geometry[DH], entries, lanes, rows)
-        table_row_sums(row_sums, 0, bias, row_table, patterns, rows, geometry[KH], out_w, lanes)
-        count = update_and_list(v, row_sums, -oy * out_w * lanes, bias, params, 0, oy * out_w, (oy + 1) * out_w,
-                                lanes, flags, spikes, listed, count, starts)
+def _layer_update(v, sums, at, bias, params, positions, lanes, flags, spikes, listed, starts, geometry, by_table,
+                  row_table, patterns, rows, row_sums):
+    """N_k's update (nmcompile.ir.neuron_vector.update_and_list) from its sums at `at`, or, `by_table` (N_1, a
+    binary step whose patterns are found), from P_1's window-table sums computed an output row at a time into
+    row_sums (one row, in cache), each row's update after its sums; the events' count. One call site of
+    update_and_list: its 108 loops compile once (about 4 s)."""
+    row_count, per_row = (geometry[OUT_H], geometry[OUT_W]) if by_table else (1, positions)
+    entries = 1 << (geometry[IN_CHANNELS] * geometry[KW])
+    count = np.int64(0)
+    for r in range(row_count):
+        first = r * per_row
+        if by_table:
+            kernel_rows(r, geometry[IN_H], per_row, geometry[KH], geometry[SH], geometry[PH], geometry[DH], entries,
+                        lanes, rows)
+            table_row_sums(row_sums, 0, bias, row_table, patterns, rows, geometry[KH], per_row, lanes)
+        source, source_at = (row_sums, -first * lanes) if by_table else (sums, at)
+        count = update_and_list(v, source, source_at, bias, params, at, first, first + per_row, lanes, flags, spikes,
+                                listed, count, starts)
     return count
 
 
@@ -182,12 +188,9 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
             for k in range(layers):
                 positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
                 size = positions * lanes
-                if k == 0 and by_table:                   # P_1's sums by table, row by row into N_1's update
-                    count = _first_layer_by_table(x[t, b], row_table, patterns, rows, row_sums, v, biases[0],
-                                                  params[0], g, flags[0], spikes, listed, starts)
-                else:
-                    count = update_and_list(v, sums, at, biases[k], params[k], at, 0, positions, lanes, flags[k],
-                                            spikes, listed, 0, starts)
+                count = _layer_update(v, sums, np.int64(at), biases[k], params[k], positions, lanes, flags[k], spikes,
+                                      listed, starts, geometry[k], k == 0 and by_table, row_table, patterns, rows,
+                                      row_sums)      # np.int64: a literal 0 would be a signature (a compile) more
                 if k + 1 == layers:
                     channels = geometry[k, CHANNELS]
                     for c in range(channels):
@@ -313,7 +316,7 @@ class FusedFloatChain:
         """P_1's window_table (flat) and its geometry where it has one (window_table.applies), else a placeholder."""
         c_in, height, width = in_shape
         kernel_h, kernel_w = op.weight.shape[2:]
-        row[IN_H], row[IN_W], row[KH], row[KW] = height, width, kernel_h, kernel_w
+        row[IN_CHANNELS], row[IN_H], row[IN_W], row[KH], row[KW] = c_in, height, width, kernel_h, kernel_w
         row[SH], row[SW], row[PH], row[PW], row[DH] = *op.stride, *op.padding, op.dilation[0]
         if not window_table.applies(c_in, kernel_h, kernel_w, width, op.padding[1], lanes):
             return np.zeros(VECTOR, np.float32)
