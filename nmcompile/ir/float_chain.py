@@ -408,7 +408,10 @@ class FusedFloatChain:
             float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.row_table, self.biases,
                               self.params, self.flags, state, out.reshape(steps, batch, -1))
 
-        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, 1)
+        # jit.PIECES_PER_THREAD ranges per thread, taken in turn: a thread slowed by other work (a busy core) takes
+        # fewer (conv net of bench_simulate at batch 128, 2 threads, 12 runs in turn with one range per thread: the
+        # same 0.33-0.39 s when the machine was quiet, 0.45-0.51 against 0.55-0.62 s when it was not)
+        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part)
         return out
 
 
