@@ -62,6 +62,11 @@ MAX_POSITIONS = 1 << (31 - CHANNEL_BITS)   # positions an event can name (int32 
 MAX_CHANNELS = 1 << CHANNEL_BITS
 PARALLEL_MIN_UPDATES = 1 << 15   # neuron updates (steps x samples x neurons) of a chunk from which samples are
                                  # split over threads (about 0.1 ms of work)
+PIECES_PER_THREAD = 8            # sample ranges per thread, taken in turn, so a thread on a slower core takes fewer:
+                                 # on the 2-vCPU machine of benchmarks/README.md one vCPU ran the chain up to 1.45x
+                                 # slower than the other for minutes; the conv net of bench_simulate at batch 128 (2
+                                 # threads, runs in turn): 1 range per thread 0.33-0.62 s, 4: 0.23-0.37 s, 8: 0.20-0.30
+                                 # s, 16: 0.23-0.30 s
 
 # geometry[k] columns
 KIND, POSITIONS, LANES, CHANNELS, IN_H, IN_W, OUT_H, OUT_W, KH, KW, SH, SW, PH, PW, AT_STEP, W_STEP, PER_CHANNEL, \
@@ -408,10 +413,7 @@ class FusedFloatChain:
             float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.row_table, self.biases,
                               self.params, self.flags, state, out.reshape(steps, batch, -1))
 
-        # jit.PIECES_PER_THREAD ranges per thread, taken in turn: a thread slowed by other work (a busy core) takes
-        # fewer (conv net of bench_simulate at batch 128, 2 threads, 12 runs in turn with one range per thread: the
-        # same 0.33-0.39 s when the machine was quiet, 0.45-0.51 against 0.55-0.62 s when it was not)
-        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part)
+        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, PIECES_PER_THREAD)
         return out
 
 
