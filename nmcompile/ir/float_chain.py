@@ -52,7 +52,7 @@ from nmcompile.ir.event_product import aligned_copy
 from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron, Kernel
-from nmcompile.ir.neuron_vector import CHANNEL_BITS, neuron_flags, update_and_list
+from nmcompile.ir.neuron_vector import CHANNEL_BITS, KEEP_SUMS, neuron_flags, update_and_list
 from nmcompile.ir.vector_ops import VECTOR, add_event_rows
 from nmcompile.ir.window_sums import outputs_per_pass, window_sums
 from nmcompile.ir.window_table import find_patterns, kernel_rows, table_row_sums
@@ -193,8 +193,10 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
             for k in range(layers):
                 positions, lanes = geometry[k, POSITIONS], geometry[k, LANES]
                 size = positions * lanes
-                count = _layer_update(v, sums, np.int64(at), biases[k], params[k], positions, lanes, flags[k], spikes,
-                                      listed, starts, geometry[k], k == 0 and by_table, row_table, patterns, rows,
+                table_rows = k == 0 and by_table
+                layer_flags = flags[k] | KEEP_SUMS if table_rows else flags[k]     # a row buffer: nothing to reset
+                count = _layer_update(v, sums, np.int64(at), biases[k], params[k], positions, lanes, layer_flags,
+                                      spikes, listed, starts, geometry[k], table_rows, row_table, patterns, rows,
                                       row_sums)      # np.int64: a literal 0 would be a signature (a compile) more
                 if k + 1 == layers:
                     channels = geometry[k, CHANNELS]
@@ -268,7 +270,8 @@ class FusedFloatChain:
                 self.table = np.ascontiguousarray(table, np.int64)     # P_1's scatter table
             biases.append(aligned_copy(bias))
             params.append(aligned_copy(self._neuron_params(layer.kernel, channels, positions, lanes)))
-            flags.append(self._neuron_flags(layer.kernel, k + 1 == len(layers)))
+            flags.append(self._neuron_flags(layer.kernel, k + 1 == len(layers))
+                         | (KEEP_SUMS if row[KIND] == GATHER else 0))     # window_sums writes every sum
             previous = (positions, lanes, channels)
             in_shape = out_shape
         self.geometry = np.stack(rows)

@@ -19,8 +19,8 @@ operations of jit.float_neuron (no refractory period, batch norm or synaptic cur
     spike = 1 if cross(h) else 0
     immediate timing:          h = v_reset if spike and reset zero;  h = h - spike * threshold if reset subtract
     snntorch_immediate timing: h = h - (spike - p) * threshold
-    v[at + n] = h;   sums[sums_at + n] = bias[c] (the sums start the next step at the projection's bias);
-    spikes[n] = spike          with store_spikes
+    v[at + n] = h;   sums[sums_at + n] = bias[c] (the sums start the next step at the projection's bias) unless
+    keep_sums (a projection that writes its sums rather than adding to them);   spikes[n] = spike with store_spikes
 
 each an IEEE float32 operation (a product, then a sum: no fused multiply-add), so v and the spikes equal those of
 the neuron kernel given the same x. The neurons that fire are listed as events (q << 16) | c in ascending n into
@@ -28,7 +28,8 @@ listed from listed[found] (the events of earlier positions, listed by earlier ca
 is returned; starts[q] is the index in listed of the first event of position q or after (starts[stop] = the
 returned count). One vector compare, one compress (AVX-512 vpcompressd, or LLVM's expansion
 elsewhere) and one population count per 16 neurons, no branch on the values. flags (int64) packs zero_bias (1),
-compare_ge (2), store_spikes (4), the reset mode (8 x jit.RESET_*) and the timing (32 x jit.TIMING_*). Each of the
+compare_ge (2), store_spikes (4), the reset mode (8 x jit.RESET_*), the timing (32 x jit.TIMING_*) and keep_sums
+(128; store_spikes and keep_sums are tested per vector, a branch taken the same way throughout a call). Each of the
 36 combinations of zero_bias, compare_ge, reset mode and timing has a loop of its own, chosen once per call: with
 one loop that tested the flags per vector (LLVM turns such selects into about 13 branches per 16 neurons),
 bench_simulate's conv net chain took 10-13% longer (one thread, per sample-step, four rounds in one process). Where the
@@ -47,7 +48,7 @@ from nmcompile.ir import jit
 from nmcompile.ir.vector_ops import REGISTER_COMPRESS, VECTOR, _float32_rows, _int32_list
 
 CHANNEL_BITS = 16            # an event is (position << CHANNEL_BITS) | channel in one int32
-ZERO_BIAS, COMPARE_GE, STORE_SPIKES, RESET_SHIFT, TIMING_SHIFT = 1, 2, 4, 3, 5
+ZERO_BIAS, COMPARE_GE, STORE_SPIKES, RESET_SHIFT, TIMING_SHIFT, KEEP_SUMS = 1, 2, 4, 3, 5, 128
 _VARIANTS = [(zero_bias, compare_ge, reset, timing) for zero_bias in (False, True) for compare_ge in (False, True)
              for reset in (jit.RESET_NONE, jit.RESET_ZERO, jit.RESET_SUBTRACT)
              for timing in (jit.TIMING_IMMEDIATE, jit.TIMING_DELAYED, jit.TIMING_SNNTORCH)]
@@ -101,6 +102,8 @@ def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, 
 
         store_spikes = builder.icmp_unsigned("!=", builder.and_(flags, ir.Constant(intp, STORE_SPIKES)),
                                              ir.Constant(intp, 0))
+        reset_sums = builder.icmp_unsigned("==", builder.and_(flags, ir.Constant(intp, KEEP_SUMS)),
+                                           ir.Constant(intp, 0))
         zeros, ones = ir.Constant(_VECTOR_TYPE, [0.0] * VECTOR), ir.Constant(_VECTOR_TYPE, [1.0] * VECTOR)
         lane_numbers = ir.Constant(indices_type, list(range(VECTOR)))
         compress = cgutils.get_or_insert_function(
@@ -160,7 +163,8 @@ def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, 
             store(h, v_data, n)
             with builder.if_then(store_spikes):
                 store(spike, spikes_data, n)
-            store(bias, sums_data, n)
+            with builder.if_then(reset_sums):
+                store(bias, sums_data, n)
             tags = builder.add(builder.shuffle_vector(
                 builder.insert_element(ir.Constant(indices_type, None), tag, ir.Constant(index, 0)),
                 ir.Constant(indices_type, None), ir.Constant(indices_type, [0] * VECTOR)), lane_numbers)
@@ -213,7 +217,7 @@ def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, 
                 builder.branch(joined)
             builder.position_at_end(joined)
 
-        key = builder.and_(flags, ir.Constant(intp, ~STORE_SPIKES))
+        key = builder.and_(flags, ir.Constant(intp, ~(STORE_SPIKES | KEEP_SUMS)))
         done = builder.append_basic_block("variants_done")
         choice = builder.switch(key, done)            # flags outside the variants (none made by neuron_flags): no loop
         for variant in _VARIANTS:
