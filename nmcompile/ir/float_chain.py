@@ -149,10 +149,11 @@ def _layer_update(v, sums, at, bias, params, positions, lanes, flags, spikes, li
 @jit.jit
 def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biases, params, flags, state, out):
     """Steps 0..T-1 of a chunk through the chain for the samples first..stop-1 (module docstring): x [T, B, planes,
-    plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY], P_1's scatter table, and per
-    layer its weights, bias (per lane), neuron parameters [5, lanes or size] (channels-last) and update flags
-    (nmcompile.ir.neuron_vector); state [B, sum of the layers' sizes] every layer's v (channels-last, updated);
-    out [T, B, N_L] receives the last layer's spikes (channels-first)."""
+    plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY], P_1's scatter table and window
+    table (row_table, used for binary steps where geometry[0, ROW_TABLE]), and per layer its weights, bias (per
+    lane), neuron parameters [5, lanes or size] (channels-last) and update flags (nmcompile.ir.neuron_vector);
+    state [B, sum of the layers' sizes] every layer's v (channels-last, updated); out [T, B, N_L] receives the last
+    layer's spikes (channels-first)."""
     steps = x.shape[0]
     layers = geometry.shape[0]
     total, widest, most_positions, most_rows = 0, x.shape[3], 0, 1      # the input's planes are listed too

@@ -45,7 +45,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from nmcompile.ir import jit
-from nmcompile.ir.vector_ops import REGISTER_COMPRESS, VECTOR, _float32_rows, _int32_list
+from nmcompile.ir.vector_ops import REGISTER_COMPRESS, VECTOR, _array_data, _float32_rows, _int32_list
 
 CHANNEL_BITS = 16            # an event is (position << CHANNEL_BITS) | channel in one int32
 ZERO_BIAS, COMPARE_GE, STORE_SPIKES, RESET_SHIFT, TIMING_SHIFT, KEEP_SUMS = 1, 2, 4, 3, 5, 128
@@ -85,8 +85,7 @@ def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, 
         mask_bits = ir.IntType(VECTOR)
         vector_ptr = _VECTOR_TYPE.as_pointer()
 
-        def data(i):
-            return context.make_array(signature.args[i])(context, builder, args[i]).data
+        data = _array_data(context, builder, signature, args)
 
         def scalar(i):
             return context.cast(builder, args[i], signature.args[i], types.intp)

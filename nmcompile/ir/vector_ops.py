@@ -70,6 +70,15 @@ def _float32_rows(*array_types) -> bool:
     return all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == types.float32 for t in array_types)
 
 
+def _array_data(context, builder, signature, args):
+    """data(i): the data pointer of an intrinsic's array argument i."""
+
+    def data(i):
+        return context.make_array(signature.args[i])(context, builder, args[i]).data
+
+    return data
+
+
 def _element(context, builder, array_type, array, index, index_type):
     """A float* to array.data[index] (a C-contiguous 1-D float32 array)."""
     data = context.make_array(array_type)(context, builder, array).data

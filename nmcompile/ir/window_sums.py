@@ -36,7 +36,7 @@ from numba.extending import intrinsic
 
 from nmcompile.ir import jit
 from nmcompile.ir.neuron_vector import CHANNEL_BITS
-from nmcompile.ir.vector_ops import VECTOR, _float32_rows, _int32_list
+from nmcompile.ir.vector_ops import VECTOR, _array_data, _float32_rows, _int32_list
 
 BLOCK_VECTORS = 4             # vectors of lanes per pass (4 x 16 lanes: 64 output channels)
 MAX_ACCUMULATORS = 8          # vectors of sums held in registers per pass (outputs x vectors)
@@ -67,8 +67,7 @@ def _group_sums(outputs: int, vectors: int):
             sig = signature.args
             vector_ptr = _VECTOR_TYPE.as_pointer()
 
-            def data(i):
-                return context.make_array(sig[i])(context, builder, args[i]).data
+            data = _array_data(context, builder, signature, args)
 
             def vector_at(pointer, offset):
                 return builder.bitcast(builder.gep(pointer, [offset]), vector_ptr)

@@ -30,7 +30,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 
 from nmcompile.ir import jit
-from nmcompile.ir.vector_ops import _VECTOR_TYPE, VECTOR, _float32_rows
+from nmcompile.ir.vector_ops import _VECTOR_TYPE, VECTOR, _array_data, _float32_rows
 
 TABLE_BITS = 10              # C_in x KW: the 2 polarity channels of a DVS input with a kernel 5 wide
 TABLE_MAX_BYTES = 1 << 20    # the table of one convolution, [KH, 2^(C_in KW), lanes] float32
@@ -103,8 +103,7 @@ def table_row_sums(typingctx, sums, at, bias, table, patterns, rows, kh, out_w, 
         sig = signature.args
         vector_ptr = _VECTOR_TYPE.as_pointer()
 
-        def data(i):
-            return context.make_array(sig[i])(context, builder, args[i]).data
+        data = _array_data(context, builder, signature, args)
 
         sums_data, bias_data, table_data, patterns_data, rows_data = (data(i) for i in (0, 2, 3, 4, 5))
         at, kh, out_w, lanes = (context.cast(builder, args[i], sig[i], types.intp) for i in (1, 6, 7, 8))
