@@ -156,8 +156,8 @@ def update_and_list(typingctx, v, sums, sums_at, bias, params, at, first, stop, 
             return h, spike, fire
 
         def vector(variant, n, tag, parameters, bias):
-            """Update the 16 neurons from n (tag: the event of the first), reset their sums to `bias`, list those
-            that fire."""
+            """Update the 16 neurons from n (tag: the event of the first), reset their sums to `bias` (unless
+            keep_sums), list those that fire."""
             h, spike, fire = update(n, variant, parameters)
             store(h, v_data, n)
             with builder.if_then(store_spikes):
