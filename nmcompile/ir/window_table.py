@@ -15,8 +15,9 @@ one IEEE float32 addition per lane and kernel row, in ascending ky: a summation 
 partial sum first), which docs/semantics.md allows for float32; integer-valued weights give exact sums in any order.
 The cost is KH vector adds per output position and 16 lanes whatever the input's density, against the scatter's
 KH x ceil(KW / sw) read-modify-writes per nonzero input (nmcompile.ir.float_events): at the N-MNIST-sized conv net's
-10 % input, 5 adds per output against about 6 scatter updates per output. A step with any other value (a graded
-input, or NaN) returns False and leaves the sums as they were: the caller scatters it instead.
+10 % input, 5 adds per output against about 6 scatter updates per output. For a step with any other value (a graded
+input, or NaN) `find_patterns` returns False: the caller scatters it instead (nmcompile.ir.float_chain runs these
+pieces an output row at a time, each row's sums into its neuron update).
 
 Each input row's bits are found 16 values at a time (one vector compare against 0 and one against 1), then held in
 one int64 per channel and row, shifted left by pw: so a row, with its padding, must fit in 62 bits (`applies`).
@@ -209,19 +210,3 @@ def kernel_rows(oy, in_h, out_w, kh, sh, ph, dh, entries, lanes, rows):
         y = oy * sh - ph + ky * dh
         rows[ky, 0] = (y if 0 <= y < in_h else in_h) * out_w
         rows[ky, 1] = ky * entries * lanes
-
-
-@jit.jit
-def table_products(planes, table, bias, sums, at, in_h, in_w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, lanes,
-                   row_words, patterns, rows):
-    """The sums (module docstring) of every output position, channels-last from sums[at], for the input planes
-    [C_in, H * W] of one step of one sample, if they are binary: True; else False with the sums untouched.
-    Scratch: row_words [C_in, H], patterns [(H + 1) * OW] (its last row 0: the pattern of a padding row), rows
-    [KH, 2]. (A fused chain runs the same pieces, each output row's sums into its neuron update.)"""
-    if not find_patterns(planes, in_h, in_w, out_w, kw, sw, pw, lanes, row_words, patterns):
-        return False
-    entries = 1 << (planes.shape[0] * kw)
-    for oy in range(out_h):
-        kernel_rows(oy, in_h, out_w, kh, sh, ph, dh, entries, lanes, rows)
-        table_row_sums(sums, at + oy * out_w * lanes, bias, table, patterns, rows, kh, out_w, lanes)
-    return True

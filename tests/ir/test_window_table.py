@@ -4,6 +4,7 @@ scatter's exactly where every sum is exact (integer weights); a graded step is l
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -32,6 +33,21 @@ def test_table_entries_are_sums_in_ascending_bit_order():
     assert np.signbit(table[:, 0]).all()                                 # the empty pattern adds an exact -0.0
 
 
+@numba.njit
+def table_products(planes, table, bias, sums, in_h, in_w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, lanes):
+    """window_table's pieces as the fused chain runs them (float_chain._layer_update, less the neuron update): the
+    sums of every output position for one step's planes [C_in, H * W] if they are binary (True), else False."""
+    patterns = np.zeros((in_h + 1) * out_w, np.int64)             # the last row: a padding row's patterns, 0
+    if not window_table.find_patterns(planes, in_h, in_w, out_w, kw, sw, pw, lanes,
+                                      np.empty((planes.shape[0], in_h), np.int64), patterns):
+        return False
+    rows = np.empty((kh, 2), np.int64)
+    for oy in range(out_h):
+        window_table.kernel_rows(oy, in_h, out_w, kh, sh, ph, dh, 1 << (planes.shape[0] * kw), lanes, rows)
+        window_table.table_row_sums(sums, oy * out_w * lanes, bias, table, patterns, rows, kh, out_w, lanes)
+    return True
+
+
 def run_table(x_planes, weight, bias, stride, padding, dilation_h, lanes):
     """window_table's sums [OH, OW, lanes] and its return value for one step's planes [C_in, H, W]."""
     c_in, height, width = x_planes.shape
@@ -42,10 +58,9 @@ def run_table(x_planes, weight, bias, stride, padding, dilation_h, lanes):
     bias_lanes = aligned_copy(np.zeros(lanes, np.float32))
     bias_lanes[:weight.shape[0]] = bias
     sums = aligned_copy(np.full(out_h * out_w * lanes + VECTOR, 7.0, np.float32))
-    done = window_table.table_products(
-        np.ascontiguousarray(x_planes.reshape(c_in, -1), np.float32), table, bias_lanes, sums, 0, height, width,
-        out_h, out_w, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation_h, lanes,
-        np.empty((c_in, height), np.int64), np.zeros((height + 1) * out_w, np.int64), np.empty((kh, 2), np.int64))
+    done = table_products(np.ascontiguousarray(x_planes.reshape(c_in, -1), np.float32), table, bias_lanes, sums,
+                          height, width, out_h, out_w, kh, kw, stride[0], stride[1], padding[0], padding[1],
+                          dilation_h, lanes)
     return done, sums[:out_h * out_w * lanes].reshape(out_h, out_w, lanes)
 
 
