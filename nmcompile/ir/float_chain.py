@@ -54,7 +54,7 @@ from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron, Kernel
 from nmcompile.ir.neuron_vector import CHANNEL_BITS, KEEP_SUMS, neuron_flags, update_and_list
 from nmcompile.ir.vector_ops import VECTOR, add_event_rows
-from nmcompile.ir.window_sums import outputs_per_pass, window_sums
+from nmcompile.ir.window_sums import OUTPUTS_PER_PASS, append_offsets, event_offsets, window_sums
 from nmcompile.ir.window_table import find_patterns, kernel_rows, table_row_sums
 
 PLANES, GATHER, EVENTS = 0, 1, 2       # how a layer's product reads its input (the module docstring's three cases)
@@ -92,16 +92,18 @@ def _event_products(sums, at, weights, geometry, listed, count):
 
 
 @jit.jit
-def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans):
+def _gathered_products(sums, at, weights, bias, geometry, listed, count, starts, offsets, flat):
     """A convolution P_{k+1}'s sums, a group of consecutive output positions of a row at a time (each row in
     ceil(OUT_W / OUTPUTS) groups of as equal sizes as possible), each summed over the events of its window
-    (nmcompile.ir.window_sums; starts[q]: the index in `listed` of the first event at input position >= q). The
-    weights [in lanes][KH][KW + 2 (OUTPUTS - 1) SW][lanes] have the kernel in the middle columns, so output j of a
-    group reads the kernel columns of its own window and zeros elsewhere."""
+    (nmcompile.ir.window_sums; listed[:count] the events, starts[q]: the index in `listed` of the first event at
+    input position >= q; offsets and flat: scratch lists). The weights [in lanes][KH][KW + 2 (OUTPUTS - 1) SW][lanes]
+    have the kernel in the middle columns, so output j of a group reads the kernel columns of its own window and zeros
+    elsewhere."""
     in_h, in_w, out_h, out_w = geometry[IN_H], geometry[IN_W], geometry[OUT_H], geometry[OUT_W]
     kh, kw, sh, sw, ph, pw = geometry[KH], geometry[KW], geometry[SH], geometry[SW], geometry[PH], geometry[PW]
     lanes, outputs = geometry[LANES], geometry[OUTPUTS]
     padded_w, margin = kw + 2 * (outputs - 1) * sw, (outputs - 1) * sw
+    event_offsets(offsets, listed, count, lanes, geometry[PER_CHANNEL])
     groups = (out_w + outputs - 1) // outputs
     smaller, larger = out_w // groups, out_w % groups     # the first `larger` groups have one output more
     for oy in range(out_h):
@@ -112,15 +114,13 @@ def _gathered_products(sums, at, weights, bias, geometry, listed, starts, spans)
             stored = smaller + (group < larger)
             x0 = ox * sw - pw                                 # the first column of output ox's window
             xa, xb = max(x0, 0), min(x0 + (stored - 1) * sw + kw, in_w)
-            rows = 0
+            listed_here = 0
             for ky in range(first_ky, stop_ky if xa < xb else first_ky):     # none: the window is all padding
                 row = (oy * sh - ph + ky) * in_w
-                spans[rows, 0] = starts[row + xa]
-                spans[rows, 1] = starts[row + xb]
-                spans[rows, 2] = (ky * padded_w - row - x0 + margin) * lanes   # + position * lanes: (ky, kx)
-                rows += 1
-            window_sums(sums, at + (oy * out_w + ox) * lanes, stored, bias, weights, listed, spans, rows, lanes,
-                        geometry[PER_CHANNEL], sw * lanes)
+                listed_here = append_offsets(flat, listed_here, offsets, starts[row + xa], starts[row + xb],
+                                             (ky * padded_w - row - x0 + margin) * lanes)   # (ky, kx) of output 0
+            window_sums(sums, at + (oy * out_w + ox) * lanes, stored, bias, weights, flat, listed_here, lanes,
+                        sw * lanes)
             ox += stored
 
 
@@ -156,20 +156,20 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
     layer's spikes (channels-first)."""
     steps = x.shape[0]
     layers = geometry.shape[0]
-    total, widest, most_positions, most_rows = 0, x.shape[3], 0, 1      # the input's planes are listed too
+    total, widest, most_positions = 0, x.shape[3], 0      # the input's planes are listed too
     for k in range(layers):
         size = geometry[k, POSITIONS] * geometry[k, LANES]
         total += size
         widest = max(widest, size)
         most_positions = max(most_positions, geometry[k, POSITIONS])
-        most_rows = max(most_rows, geometry[k, KH])
     raw = np.empty(total + VECTOR, np.float32)
     shift = (-raw.ctypes.data % 64) // 4                  # 64-byte aligned: whole vectors never straddle a line
     sums = raw[shift:shift + total]
     spikes = np.empty(widest + VECTOR, np.float32)
     listed = np.empty(widest + VECTOR, np.int32)
     starts = np.empty(most_positions + 1, np.int32)
-    spans = np.empty((most_rows, 3), np.int64)
+    offsets = np.empty(widest + VECTOR, np.int32)         # a gathered layer's events as weight offsets
+    flat = np.empty(widest + VECTOR, np.int32)            # ... a group's list of them (window_sums)
     table_ready = geometry[0, ROW_TABLE] != 0
     row_words = np.empty((x.shape[2], geometry[0, IN_H]), np.int64)
     patterns = np.zeros((geometry[0, IN_H] + 1) * geometry[0, OUT_W], np.int64)   # the last row: a padding row's
@@ -208,7 +208,7 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
                 following = at + size
                 if geometry[k + 1, KIND] == GATHER:
                     _gathered_products(sums, following, weights[k + 1], biases[k + 1], geometry[k + 1], listed,
-                                       starts, spans)
+                                       count, starts, offsets, flat)
                 else:
                     _event_products(sums, following, weights[k + 1], geometry[k + 1], listed, count)
                 at = following
@@ -338,7 +338,7 @@ class FusedFloatChain:
         margin .. margin + KW - 1 (margin = (OUTPUTS - 1) x stride), zero elsewhere and for padded channels."""
         weight = np.asarray(op.weight, np.float32)
         c_out, c_in, kernel_h, kernel_w = weight.shape
-        outputs = outputs_per_pass(lanes)
+        outputs = OUTPUTS_PER_PASS
         margin = (outputs - 1) * op.stride[1]
         layout = np.zeros((in_lanes, kernel_h, kernel_w + 2 * margin, lanes), np.float32)
         layout[:c_in, :, margin:margin + kernel_w, :c_out] = weight.transpose(1, 2, 3, 0)
@@ -433,7 +433,8 @@ def _plain_float_neuron(graph: Graph, kernels: dict[str, Kernel], name: str) -> 
 
 def _projection_fits(graph: Graph, name: str, first: bool, in_shape) -> bool:
     """Whether `name` is a projection the chain runs: a Conv2d (groups 1; no dilation, except along the height for
-    P_1) on a [C, H, W] input, or a Linear without delays, whose inputs and outputs an int32 event can name."""
+    P_1) on a [C, H, W] input, or a Linear without delays, whose inputs and outputs an int32 event can name (and
+    whose weights, for a gathered convolution, an int32 offset can index: window_sums)."""
     op = graph.node(name)
     if isinstance(op, O.Linear):
         return (op.delays is None or not np.any(op.delays)) and op.weight.shape[0] < MAX_CHANNELS
@@ -442,8 +443,10 @@ def _projection_fits(graph: Graph, name: str, first: bool, in_shape) -> bool:
     if tuple(op.dilation) != (1, 1) and not (first and EventConvolution.applies(op.dilation, op.groups)):
         return False
     out_shape = graph.shapes()[name]
+    c_out, c_in, kernel_h, kernel_w = op.weight.shape
+    gathered_weights = _lanes(c_in) * kernel_h * (kernel_w + 2 * (OUTPUTS_PER_PASS - 1) * op.stride[1]) * _lanes(c_out)
     return (in_shape[1] * in_shape[2] < MAX_POSITIONS and out_shape[1] * out_shape[2] < MAX_POSITIONS
-            and max(in_shape[0], out_shape[0]) < MAX_CHANNELS)
+            and max(in_shape[0], out_shape[0]) < MAX_CHANNELS and (first or gathered_weights < 1 << 31))
 
 
 def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list[list[str]]) \

@@ -267,3 +267,49 @@ def test_binary_input_steps_take_the_first_convolutions_table():
         x = inputs(rng, 8, 3, (channels, 12, 12), 0.2, False)
         x[::2, 1] *= rng.integers(-2, 4, x[::2, 1].shape).astype(np.float32)    # sample 1: every other step graded
         assert_fused_equals_unfused(g, x)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 3), st.integers(0, 2), st.integers(1, 4),
+       st.sampled_from([3, 12, 40]), st.sampled_from([5, 16, 32, 40, 70]), st.sampled_from([0.05, 0.6]))
+def test_gathered_sums_follow_the_documented_order(seed, stride, pad, k, c_in, c_out, rate):
+    """The inner convolution's sums with real weights, bit for bit, against float32 sums taken in the documented
+    order: from the bias, rows of the window in order, each row's events in (column, channel) order. Channel counts
+    across 1 to 5 vectors of lanes (blocks of 4), stride and padding, and rows of more than 16 events (rate 0.6)."""
+    from nmcompile.ir.float_chain import _gathered_products
+
+    rng = np.random.default_rng(seed)
+    side = 9
+    g = conv_graph(rng, (1, side, side), [("conv", c_in, 1, 1, 0, "IF"), ("conv", c_out, k, stride, pad, "IF")],
+                   real=True)
+    chain = Simulator(g, "float32")._chains()["p0"]
+    row = chain.geometry[1]
+    assert row[float_chain.KIND] == float_chain.GATHER
+    in_lanes, lanes = int(chain.geometry[0, float_chain.LANES]), int(row[float_chain.LANES])
+    out_h, out_w = int(row[float_chain.OUT_H]), int(row[float_chain.OUT_W])
+    fire = rng.random((side * side, c_in)) < rate
+    positions, channels = np.nonzero(fire)
+    count = len(positions)
+    listed = np.zeros(side * side * in_lanes + 16, np.int32)
+    listed[:count] = (positions << 16) | channels
+    starts = np.searchsorted(positions, np.arange(side * side + 1)).astype(np.int32)
+    sums = np.full(out_h * out_w * lanes + 16, np.nan, np.float32)
+    scratch = [np.zeros(side * side * in_lanes + 16, np.int32) for _ in range(2)]
+    _gathered_products(sums, np.int64(0), chain.weights[1], chain.biases[1], row, listed, np.int64(count), starts,
+                       *scratch)
+
+    op = g.node("p1")
+    weight, bias = np.asarray(op.weight, np.float32), np.asarray(chain.biases[1][:c_out])
+    expected = np.empty((out_h, out_w, c_out), np.float32)
+    for oy in range(out_h):
+        for ox in range(out_w):
+            total = bias.copy()
+            for ky in range(k):
+                y = oy * stride - pad + ky
+                for x in range(max(ox * stride - pad, 0), min(ox * stride - pad + k, side)):
+                    if 0 <= y < side:
+                        for c in np.flatnonzero(fire[y * side + x]):
+                            total = total + weight[:, c, ky, x - (ox * stride - pad)]     # float32, in order
+            expected[oy, ox] = total
+    got = sums[:out_h * out_w * lanes].reshape(out_h, out_w, lanes)
+    np.testing.assert_array_equal(got[:, :, :c_out], expected)      # == : an added exact zero may turn -0 into 0
