@@ -17,7 +17,9 @@
 5. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
 6. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
-Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted), and is
+Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted; snnTorch and
+nmcompile's float32 run in turn, round by round, in `snntorch` and `recurrent`, so a slower minute of the machine
+falls on both), and is
 printed next to its physical bound: (synaptic events + neuron updates) / the machine's add rate, where synaptic
 events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
 add loop over L1-resident data, per core, times the cores).
@@ -107,12 +109,20 @@ def loop_integer(weights: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, 
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
-    best, result = float("inf"), None
+    return best_times_in_turn([fn], repeats)[0]
+
+
+def best_times_in_turn(fns, repeats: int) -> list[tuple[float, object]]:
+    """(best wall time, last result) of each of `fns`, run in turn round by round (`repeats` rounds): a slower minute
+    of a shared machine (benchmarks/README.md: two vCPUs whose speed changes over minutes) falls on both sides of a
+    ratio rather than on one."""
+    best, results = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, result
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[i] = fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return list(zip(best, results, strict=True))
 
 
 def section_loop(args, rate: float, cores: int) -> None:
@@ -199,8 +209,9 @@ def section_snntorch(args, rate: float, cores: int) -> None:
             name, model, trace, graph, x = case(batch)
             sim32, sim64 = Simulator(graph, "float32"), Simulator(graph, "float64")
             sim32.run(x[:2]), sim64.run(x[:2])
-            t_torch, theirs = best_time(lambda m=model, t=trace, x=x: torch_forward(m, t, x), args.repeats)
-            t32, ours32 = best_time(lambda s=sim32, x=x: s.run(x).output, args.repeats)
+            (t_torch, theirs), (t32, ours32) = best_times_in_turn(
+                [lambda m=model, t=trace, x=x: torch_forward(m, t, x), lambda s=sim32, x=x: s.run(x).output],
+                args.repeats)
             t64, ours64 = best_time(lambda s=sim64, x=x: s.run(x).output, 1)   # numpy convolutions: slow, once
             with float64_model(model) as m64:
                 theirs64 = torch_forward(m64, trace, x.astype(np.float64))
@@ -353,8 +364,8 @@ def section_recurrent(args) -> None:
         x = (rng.random((steps, batch, n)) < 0.1).astype(np.float32)
         sim = Simulator(graph, "float32")
         sim.run(x[:2])
-        t_torch, theirs = best_time(lambda x=x: torch_forward(model, trace, x), args.repeats)
-        t32, ours = best_time(lambda s=sim, x=x: s.run(x).output, args.repeats)
+        (t_torch, theirs), (t32, ours) = best_times_in_turn(
+            [lambda x=x: torch_forward(model, trace, x), lambda s=sim, x=x: s.run(x).output], args.repeats)
         # the step loop: the numpy engine (numpy's sgemm per step), once
         t_step, stepwise = best_time(lambda x=x: Simulator(graph, "float32", engine="numpy").run(x).output, 1)
         flips = int(np.count_nonzero(ours != theirs.reshape(ours.shape)))

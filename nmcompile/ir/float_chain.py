@@ -53,7 +53,7 @@ from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron, Kernel
 from nmcompile.ir.neuron_vector import CHANNEL_BITS, KEEP_SUMS, neuron_flags, update_and_list
-from nmcompile.ir.vector_ops import VECTOR, add_event_rows
+from nmcompile.ir.vector_ops import VECTOR, add_event_rows, prefetch_array
 from nmcompile.ir.window_sums import OUTPUTS_PER_PASS, append_offsets, event_offsets, window_sums
 from nmcompile.ir.window_table import find_patterns, kernel_rows, table_row_sums
 
@@ -185,6 +185,10 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
                 sums[at + p * lanes:at + (p + 1) * lanes] = biases[k]
             at += geometry[k, POSITIONS] * lanes
         for t in range(steps):
+            if t + 1 < steps:                             # the next step's input, in cache by the time it is read
+                prefetch_array(x[t + 1, b])
+            elif b + 1 < stop:
+                prefetch_array(x[0, b + 1])
             g = geometry[0]
             by_table = table_ready and find_patterns(x[t, b], g[IN_H], g[IN_W], g[OUT_W], g[KW], g[SW], g[PW],
                                                      g[LANES], row_words, patterns)

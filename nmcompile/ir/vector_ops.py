@@ -29,6 +29,10 @@ of VECTOR float32 lanes (512 bits; LLVM splits them into 256-bit halves on AVX2 
         the indices (in a register, or LLVM's masked compress-store where AVX-512 is missing, which LLVM expands), the
         mask's population count is the count; no branch depends on the values
 
+    prefetch_array(values)
+        asks the CPU to bring a C-contiguous array's memory into its caches, a 64-byte line at a time (LLVM's
+        llvm.prefetch: read, highest locality, data); the values are not read and nothing else changes
+
 Each add is one float32 addition per lane in IEEE order (the product and the sum of `add_scaled_runs` are two
 rounded operations, as numpy's `target + s * source`); the transpose moves values without changing them (a 16 x 16
 transpose in four rounds of two-input shuffles).
@@ -280,3 +284,29 @@ def list_nonzero(typingctx, values, start, listed, at):
         return builder.zext(builder.call(popcount, [builder.bitcast(mask, mask_bits)]), ir.IntType(64))
 
     return types.int64(values, start, listed, at), codegen
+
+
+_PREFETCH_LINE = 64          # bytes per prefetch (a cache line of x86-64 CPUs)
+
+
+@intrinsic
+def prefetch_array(typingctx, values):
+    if not (isinstance(values, types.Array) and values.layout == "C"):
+        return None
+
+    def codegen(context, builder, signature, args):
+        intp = context.get_value_type(types.intp)
+        array_type = signature.args[0]
+        array = context.make_array(array_type)(context, builder, args[0])
+        byte_pointer, flag = ir.IntType(8).as_pointer(), ir.IntType(32)
+        start = builder.bitcast(array.data, byte_pointer)
+        size = builder.mul(array.nitems,
+                           ir.Constant(intp, context.get_abi_sizeof(context.get_data_type(array_type.dtype))))
+        prefetch = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, flag, flag, flag]), "llvm.prefetch.p0")
+        read, highest_locality, data_cache = (ir.Constant(flag, value) for value in (0, 3, 1))
+        with cgutils.for_range_slice(builder, ir.Constant(intp, 0), size, ir.Constant(intp, _PREFETCH_LINE)) as (k, _):
+            builder.call(prefetch, [builder.gep(start, [k]), read, highest_locality, data_cache])
+        return context.get_dummy_value()
+
+    return types.void(values), codegen
