@@ -17,12 +17,11 @@
 5. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
 6. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
-Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted; snnTorch and
-nmcompile's float32 run in turn, round by round, in `snntorch` and `recurrent`, so a slower minute of the machine
-falls on both), and is
-printed next to its physical bound: (synaptic events + neuron updates) / the machine's add rate, where synaptic
-events count each nonzero input once per synapse it reaches and the add rate is measured here (a compiled float32
-add loop over L1-resident data, per core, times the cores).
+Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted; in `snntorch`
+and `recurrent`, snnTorch and nmcompile's float32 run in turn, round by round, each timed run right after an
+untimed one of its own: `best_times_in_turn`), and is printed next to its physical bound: (synaptic events +
+neuron updates) / the machine's add rate, where synaptic events count each nonzero input once per synapse it reaches
+and the add rate is measured here (a compiled float32 add loop over L1-resident data, per core, times the cores).
 
     python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
                                         [--nodes] [--batches 1,128]
@@ -113,12 +112,15 @@ def best_time(fn, repeats: int) -> tuple[float, object]:
 
 
 def best_times_in_turn(fns, repeats: int) -> list[tuple[float, object]]:
-    """(best wall time, last result) of each of `fns`, run in turn round by round (`repeats` rounds): a slower minute
-    of a shared machine (benchmarks/README.md: two vCPUs whose speed changes over minutes) falls on both sides of a
-    ratio rather than on one."""
+    """(best wall time, last result) of each of `fns`, run in turn round by round (`repeats` rounds), so a slower
+    minute of a shared machine (benchmarks/README.md: two vCPUs whose speed changes over minutes) falls on both sides
+    of a ratio rather than on one. In its turn each function runs once untimed first: the first run after another
+    workload is a cold one (the digits MLP at batch 1: 0.9-1.4 ms, then 0.3-0.4 ms), and the timed run measures the
+    warm one, as consecutive repeats do."""
     best, results = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
+            fn()
             start = time.perf_counter()
             results[i] = fn()
             best[i] = min(best[i], time.perf_counter() - start)
