@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from nmcompile.ir import arraymath
-from nmcompile.ir.vector_ops import MAX_UNROLLED_RUN, VECTOR, add_runs, add_scaled_runs, list_nonzero, store_transposed
+from nmcompile.ir.vector_ops import (
+    MAX_UNROLLED_RUN,
+    VECTOR,
+    add_runs,
+    add_scaled_runs,
+    list_nonzero,
+    prefetch_array,
+    store_transposed,
+)
 
 
 @numba.njit
@@ -165,3 +173,22 @@ def test_intrinsics_refuse_arrays_they_cannot_index_by_pointer():
         _add_runs(strided, 0, 0, np.zeros(VECTOR, np.float32), 0, 0, 1, 1)
     with pytest.raises(numba.core.errors.TypingError):
         _nonzero_columns(np.zeros(2 * VECTOR), np.empty(3 * VECTOR, np.int32))
+
+
+@numba.njit
+def _prefetch_rows(x):
+    for t in range(x.shape[0]):
+        prefetch_array(x[t])
+    return x.shape[0]
+
+
+def test_prefetch_is_a_hint_that_changes_nothing():
+    """prefetch_array compiles for C-contiguous arrays of any dtype and size (empty too) and leaves them as they were;
+    a strided array has no signature."""
+    for x in (np.arange(3 * 2 * 1156, dtype=np.float32).reshape(3, 2, 1156), np.ones((4, 7), np.int8),
+              np.zeros((2, 0), np.float64)):
+        before = x.copy()
+        assert _prefetch_rows(x) == x.shape[0]
+        np.testing.assert_array_equal(x, before)
+    with pytest.raises(numba.core.errors.TypingError):
+        _prefetch_rows(np.zeros((4, 8), np.float32)[:, ::2])
