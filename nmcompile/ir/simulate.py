@@ -16,6 +16,7 @@ output is 0 (no spikes; a readout outputs 0 too, as nothing before step 0 does i
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -66,11 +67,11 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
             raise ShapeError(f"no data for input '{name}'")
         x = np.asarray(inputs[name])
         shape = shapes[name]
-        if x.ndim < 3 and (x.ndim < 2 or int(np.prod(shapes[name])) > 1):
+        if x.ndim < 3 and (x.ndim < 2 or math.prod(shapes[name]) > 1):
             raise ShapeError(f"input '{name}' must be [T, B, *{tuple(shapes[name])}] (steps, samples, values), got "
                              f"an array of shape {x.shape}")
         if x.shape[2:] != tuple(shape):
-            if int(np.prod(x.shape[2:])) != int(np.prod(shape)):
+            if math.prod(x.shape[2:]) != math.prod(shape):
                 raise ShapeError(f"input '{name}' has {int(np.prod(x.shape[2:]))} values per step but the "
                                  f"network expects shape {tuple(shape)} ({int(np.prod(shape))} values)")
             x = x.reshape(x.shape[:2] + tuple(shape))
@@ -228,7 +229,8 @@ class Simulator:
         inner = set()           # float32: the nodes inside a fused chain (ir/float_chain.py) hold no values
         if self.mode == "float32":
             inner = {name for chain in self._chains().values() for name in (chain.head, *chain.followers[:-1])}
-        widest = max(int(np.prod(shape)) for name, shape in self.shapes.items() if name not in inner)
+        # math.prod: np.prod of a shape tuple costs ~7 us a call (40 us of a 1.2 ms run of the digits MLP at batch 128)
+        widest = max(math.prod(shape) for name, shape in self.shapes.items() if name not in inner)
         per_step = max(batch * widest * self.dtype.itemsize, 1)
         if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
             bound = FUSED_CHUNK_BYTES if inner else FLOAT32_CHUNK_BYTES
