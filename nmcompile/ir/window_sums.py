@@ -27,8 +27,8 @@ building the list takes no branch on the events either (a second copy only for a
 the 12 -> 32 5x5/2 layer of that net (one thread, its product alone, 200 random steps at the net's 6.6% rate, in
 turn in one process): a loop per window row, four outputs per pass 11.6-14.8 us per step; flat lists with four
 outputs 8.4-10.7, three 7.4-10.4, two 6.8-9.6, one 8.5-12 (more groups, each a loop: more mispredicted ends). Fewer
-outputs per pass also add fewer zeros: a group of G outputs with stride s and a kernel K wide reads 2 (G - 1) s + K
-columns for G K useful ones.
+outputs per pass also add fewer zeros: with stride s and a kernel K wide each of a group's G outputs adds the events
+of (G - 1) s + K columns, of which K are its own (2 outputs, 5 wide, stride 2: 5 of 7).
 
 The sums of a group (outputs x vectors of 16 lanes, at most 8 vectors) are registers across the loop over its
 events: numba's own loops keep them in memory, where each event's adds would wait for the previous event's stores.
