@@ -108,19 +108,21 @@ def loop_integer(weights: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, 
 
 
 def best_time(fn, repeats: int) -> tuple[float, object]:
-    return best_times_in_turn([fn], repeats)[0]
+    """(best wall time of `repeats` consecutive runs of fn, its last result)."""
+    return best_times_in_turn([fn], repeats, untimed_first=False)[0]
 
 
-def best_times_in_turn(fns, repeats: int) -> list[tuple[float, object]]:
+def best_times_in_turn(fns, repeats: int, untimed_first: bool = True) -> list[tuple[float, object]]:
     """(best wall time, last result) of each of `fns`, run in turn round by round (`repeats` rounds), so a slower
     minute of a shared machine (benchmarks/README.md: two vCPUs whose speed changes over minutes) falls on both sides
-    of a ratio rather than on one. In its turn each function runs once untimed first: the first run after another
-    workload is a cold one (the digits MLP at batch 1: 0.9-1.4 ms, then 0.3-0.4 ms), and the timed run measures the
-    warm one, as consecutive repeats do."""
+    of a ratio rather than on one. With `untimed_first` each function runs once untimed in its turn first: the first
+    run after another workload is a cold one (the digits MLP at batch 1: 0.9-1.4 ms, then 0.3-0.4 ms), and the timed
+    run measures the warm one, as consecutive repeats do."""
     best, results = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(repeats):
         for i, fn in enumerate(fns):
-            fn()
+            if untimed_first:
+                fn()
             start = time.perf_counter()
             results[i] = fn()
             best[i] = min(best[i], time.perf_counter() - start)

@@ -72,8 +72,8 @@ def _prepare_inputs(graph: Graph, inputs: np.ndarray | Mapping[str, np.ndarray],
                              f"an array of shape {x.shape}")
         if x.shape[2:] != tuple(shape):
             if math.prod(x.shape[2:]) != math.prod(shape):
-                raise ShapeError(f"input '{name}' has {int(np.prod(x.shape[2:]))} values per step but the "
-                                 f"network expects shape {tuple(shape)} ({int(np.prod(shape))} values)")
+                raise ShapeError(f"input '{name}' has {math.prod(x.shape[2:])} values per step but the "
+                                 f"network expects shape {tuple(shape)} ({math.prod(shape)} values)")
             x = x.reshape(x.shape[:2] + tuple(shape))
         if steps_batch is None:
             steps_batch = x.shape[:2]
