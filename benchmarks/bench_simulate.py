@@ -14,8 +14,12 @@
    engine's step loop, outputs asserted identical, with the bound at the int16 add rate. Float: snnTorch's RLeaky
    forward (the same weights) against the float32 model (its compiled loop, nmcompile.ir.recurrent_float) and the
    numpy engine's float32 step loop, differing spikes counted against both.
-5. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
-6. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
+5. `linear`: the float32 Linear product (nmcompile.ir.linear_sums) against torch's `linear`, both on one thread,
+   on the digits MLP's two layers (their recorded inputs at batch 128) and on random inputs (spikes and graded values,
+   small and large layers): its events form, its dense form (the same bits, asserted) and the one it chooses per
+   block of rows, with the outputs that differ from torch's counted.
+6. `memory`: peak RSS of a run of the digits example for T = 1k, 10k, 100k (each in its own process).
+7. `jit`: the one-off cost of compiling the numba kernels into an empty cache, and of loading them from it.
 
 Every timed figure is the best of `--repeats` runs after a warm-up run (compilation is never counted; in `snntorch`
 and `recurrent`, snnTorch and nmcompile's float32 run in turn, round by round, each timed run right after an
@@ -23,7 +27,7 @@ untimed one of its own: `best_times_in_turn`), and is printed next to its physic
 neuron updates) / the machine's add rate, where synaptic events count each nonzero input once per synapse it reaches
 and the add rate is measured here (a compiled float32 add loop over L1-resident data, per core, times the cores).
 
-    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,memory,jit] [--repeats 3]
+    python benchmarks/bench_simulate.py [--sections loop,snntorch,convolution,recurrent,linear,memory,jit] [--repeats 3]
                                         [--nodes] [--batches 1,128]
 """
 
@@ -428,6 +432,71 @@ def section_convolution(args) -> None:
         os.environ["OMP_NUM_THREADS"] = threads
 
 
+def section_linear(args) -> None:
+    """nmcompile.ir.linear_sums.LinearSums against torch's float32 `linear`, both on one thread (CPU time of the
+    calling thread, best of `--repeats` x 5): the events form, the dense form and the chosen one ("auto"); the
+    events and dense forms are asserted bit-identical, and the outputs that differ from torch's are counted."""
+    import torch
+    import torch.nn.functional as F
+
+    from nmcompile.ir.arraymath import one_torch_thread
+    from nmcompile.ir.linear_sums import LinearSums
+    from nmcompile.ir.simulate import Simulator
+
+    def cpu_time(fn) -> float:
+        fn()
+        best = float("inf")
+        for _ in range(args.repeats * 5):
+            start = time.thread_time()
+            fn()
+            best = min(best, time.thread_time() - start)
+        return best
+
+    rng = np.random.default_rng(3)
+    _, _, _, graph, x = digits_case(128)
+    recorded = Simulator(graph, "float32").run(x, record=True).values
+    cases = []
+    for node, source in (("0", "input"), ("2", "1")):
+        op, values = graph.node(node), recorded[source]
+        cases.append((f"digits layer {node} ({op.weight.shape[1]}->{op.weight.shape[0]})", op.weight, op.bias,
+                      values.reshape(-1, values.shape[-1]), "spikes"))
+    for inputs, outputs, rows, density, kind in ((64, 64, 3200, 1.0, "graded"), (200, 300, 128, 0.5, "graded"),
+                                                 (784, 1000, 3200, 1.0, "graded"), (784, 128, 3200, 0.1, "spikes"),
+                                                 (1000, 1000, 3200, 0.05, "spikes")):
+        weight, bias = rng.normal(0, 0.3, (outputs, inputs)), rng.normal(0, 0.1, outputs)
+        values = (rng.random((rows, inputs)) < density).astype(np.float32)
+        if kind == "graded":
+            values *= rng.random(values.shape).astype(np.float32)
+        cases.append((f"random {inputs}->{outputs}", weight, bias, values, kind))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"       # the product's rows on the calling thread only (jit.worker_threads)
+    print(f"\n[linear] float32 Linear (fused multiply-adds in input order) vs torch's linear, one thread each, "
+          f"best of {args.repeats * 5} (thread CPU time)")
+    print(f"{'layer':<28} {'rows':>5} {'input':>6} {'density':>7} {'events':>9} {'dense':>9} {'auto':>9} "
+          f"{'torch':>9} {'torch/auto':>10} {'differ':>7}")
+    for name, weight, bias, values, kind in cases:
+        values = np.ascontiguousarray(values, dtype=np.float32)
+        linear = LinearSums(weight, bias)
+        events, dense = linear(values, 2.0), linear(values, -1.0)
+        if not np.array_equal(events.view(np.int32), dense.view(np.int32)):
+            raise SystemExit(f"{name}: the events and dense forms differ")
+        tw = torch.from_numpy(np.asarray(weight, np.float32))
+        tb = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
+        with one_torch_thread(), torch.no_grad():
+            theirs = F.linear(torch.from_numpy(values), tw, tb).numpy()
+            t_torch = cpu_time(lambda v=values, tw=tw, tb=tb: F.linear(torch.from_numpy(v), tw, tb))
+        t_events = cpu_time(lambda v=values, f=linear: f(v, 2.0))
+        t_dense = cpu_time(lambda v=values, f=linear: f(v, -1.0))
+        t_auto = cpu_time(lambda v=values, f=linear: f(v))
+        print(f"{name:<28} {values.shape[0]:>5} {kind:>6} {np.count_nonzero(values) / values.size:>7.3f} "
+              f"{t_events * 1e3:>7.3f}ms {t_dense * 1e3:>7.3f}ms {t_auto * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
+              f"{t_torch / t_auto:>9.2f}x {np.count_nonzero(events != theirs):>7}")
+    if threads is None:
+        del os.environ["OMP_NUM_THREADS"]
+    else:
+        os.environ["OMP_NUM_THREADS"] = threads
+
+
 # -- memory and compilation, each measured in a fresh process --------------------------------------------------
 MEMORY_BATCH = 16
 
@@ -505,7 +574,7 @@ def section_jit() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", default="loop,snntorch,convolution,recurrent,memory,jit")
+    parser.add_argument("--sections", default="loop,snntorch,convolution,recurrent,linear,memory,jit")
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--neurons", type=int, default=1024)
@@ -534,6 +603,8 @@ def main() -> None:
         section_convolution(args)
     if "recurrent" in sections:
         section_recurrent(args)
+    if "linear" in sections:
+        section_linear(args)
     if "memory" in sections:
         section_memory(args)
     if "jit" in sections:

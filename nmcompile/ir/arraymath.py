@@ -264,18 +264,18 @@ class Convolution:
 
 
 class Float32Linear:
-    """x @ weight.T (+ bias) for float32 x [rows, in]. Engine 'compiled': torch's kernel on the calling thread (the
-    kernel snnTorch's own forward runs, so its sums are torch's; numpy's multithreaded OpenBLAS product leaves its
-    threads spinning after each call, against the simulator's own threads on the next node: at batch 128 of the
-    N-MNIST-sized conv net of bench_simulate.py every other node ran up to 2x slower); engine 'numpy': numpy's
-    product. float64 products never come here (they stay numpy's, bit for bit)."""
+    """x @ weight.T (+ bias) for float32 x [rows, in]. Engine 'compiled': nmcompile.ir.linear_sums, each output one
+    sum of fused multiply-adds in input order from zero, then the bias, over the nonzero inputs (or all of them: the
+    same bits), whatever the call's rows, threads or machine (torch's CPU kernel, used here before, sums a row
+    otherwise when a call has fewer than 16 rows, and splits long sums into blocks whose sizes depend on the shape);
+    engine 'numpy': numpy's product. float64 products never come here (they stay numpy's, bit for bit)."""
 
     engine = "compiled"
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray | None):
         self.weight_t = np.ascontiguousarray(np.asarray(weight, np.float32).T)
         self.bias = None if bias is None else np.asarray(bias, np.float32)
-        self._torch: tuple | None = None
+        self._sums = None
 
     def set_engine(self, engine: str) -> None:
         self.engine = engine
@@ -283,15 +283,11 @@ class Float32Linear:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.engine != "compiled" or x.dtype != np.float32:
             return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
-        import torch
-        import torch.nn.functional as F
+        if self._sums is None:
+            from nmcompile.ir.linear_sums import LinearSums  # numba: only when a compiled product runs
 
-        if self._torch is None:
-            self._torch = (torch.from_numpy(np.ascontiguousarray(self.weight_t.T)),
-                           None if self.bias is None else torch.from_numpy(self.bias))
-        weight, bias = self._torch
-        with one_torch_thread(), torch.no_grad():
-            return F.linear(torch.from_numpy(np.ascontiguousarray(x)), weight, bias).numpy()
+            self._sums = LinearSums(self.weight_t.T, self.bias)
+        return self._sums(np.ascontiguousarray(x))
 
 
 @contextlib.contextmanager

@@ -150,7 +150,7 @@ def test_nonzero_listing_without_avx512_takes_the_portable_compress_store(tmp_pa
     assert int(done.stdout.split()[-1]) > 0
 
 
-def test_float32_linear_uses_torch_within_the_summation_bound_and_float64_stays_numpy():
+def test_float32_linear_stays_within_the_summation_bound_and_the_numpy_engine_is_numpy():
     rng = np.random.default_rng(2)
     weight, bias = rng.normal(0, 1, (10, 300)), rng.normal(0, 1, 10)
     x = (rng.random((7, 300)) < 0.2).astype(np.float32)
