@@ -39,7 +39,8 @@ TILE_VECTORS = 4        # vectors of 16 output lanes per pass (64 outputs)
 EVENT_ROWS = 4          # rows summed at once by the events form
 DENSE_ROWS = 4          # rows summed at once by the dense form
 DENSE_DEPTH = 128       # inputs per block of the dense form (128 x 64 lanes x 4 bytes: a 32 KiB weight tile)
-ROW_BLOCK = 64          # rows listed, and given one form, at a time
+ROW_BLOCK = 64          # rows listed, and given one form, at a time (fewer where their scratch would pass
+SCRATCH_BYTES = 1 << 22  # bytes of a block's event lists and dense sums, 4 MiB)
 MAX_LISTED = (1 << 31) - 1   # values of the rows of one linear_rows call (int32 indices)
 DENSE_FROM = 0.4        # the dense form from this fraction of nonzero inputs in a block (benchmarks/README.md)
 
@@ -215,21 +216,21 @@ def dense_row_sums(typingctx, sums, sums_at, sums_stride, weights, weights_at, w
 
 
 @jit.jit
-def linear_rows(x, weights, bias, out, first, stop, dense_from):
+def linear_rows(x, weights, bias, out, first, stop, dense_from, block_rows):
     """out[r] for the rows first .. stop-1 of x [rows, K] (the module docstring's sums): weights W^T in tiles of up to
     TILE_VECTORS x 16 lanes (`tiled_weights`), bias [lanes] (+0 past N and for a -0 bias), out [rows, N]. Each block of
-    ROW_BLOCK rows takes the dense form where more than `dense_from` of its inputs are nonzero (2: never, -1: always;
-    the same bits either way)."""
+    `block_rows` rows takes the dense form where more than `dense_from` of its inputs are nonzero (2: never, -1:
+    always; the same bits either way)."""
     inputs, lanes, outputs = x.shape[1], bias.shape[0], out.shape[1]
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     whole = inputs // VECTOR * VECTOR
     per_row = inputs + VECTOR                         # list_nonzero may write 16 indices past a row's count
-    listed = np.empty(ROW_BLOCK * per_row, np.int32)
-    counts = np.empty(ROW_BLOCK, np.int64)
-    sums = np.empty(ROW_BLOCK * lanes, np.float32)
+    listed = np.empty(block_rows * per_row, np.int32)
+    counts = np.empty(block_rows, np.int64)
+    sums = np.empty(block_rows * lanes, np.float32)
     tile_lanes = TILE_VECTORS * VECTOR
-    for block in range(first, stop, ROW_BLOCK):
-        end = min(stop, block + ROW_BLOCK)
+    for block in range(first, stop, block_rows):
+        end = min(stop, block + block_rows)
         nonzero = 0
         for r in range(block, end):
             at = (r - block) * per_row
@@ -291,18 +292,24 @@ class LinearSums:
         if bias is not None:
             self.bias[:outputs] = np.asarray(bias, np.float32) + np.float32(0)     # -0 + 0 = +0
 
-    def __call__(self, x: np.ndarray, dense_from: float = DENSE_FROM) -> np.ndarray:
+    def __call__(self, x: np.ndarray, dense_from: float = DENSE_FROM, block_rows: int | None = None) -> np.ndarray:
+        """x [rows, K] @ W^T + bias; `dense_from` and `block_rows` (default: ROW_BLOCK, fewer for very wide layers)
+        choose the form per block of rows (`linear_rows`), never the result."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
         rows = x.shape[0]
         out = np.empty((rows, self.outputs), np.float32)
         if not rows or not self.outputs:
             return out
         inputs = self.inputs
+        if block_rows is None:
+            block_rows = max(1, min(ROW_BLOCK, SCRATCH_BYTES // (4 * (inputs + VECTOR + len(self.bias)))))
         most_rows = max(1, MAX_LISTED // max(inputs, 1))      # events are int32 flat indices into the rows of a call
 
         def part(first: int, stop: int) -> None:
             for start in range(first, stop, most_rows):
                 end = min(stop, start + most_rows)
-                linear_rows(x[start:end], self.weights, self.bias, out[start:end], 0, end - start, dense_from)
+                linear_rows(x[start:end], self.weights, self.bias, out[start:end], 0, end - start, dense_from,
+                            block_rows)
 
         jit.split_rows(rows, rows * inputs * self.outputs >= jit.PARALLEL_MIN_ADDS, part)
         return out

@@ -84,6 +84,8 @@ def test_a_row_does_not_depend_on_its_call(monkeypatch):
     whole = linear(x)
     for first, stop in ((0, 1), (5, 12), (100, 203), (17, 18)):
         np.testing.assert_array_equal(bits(linear(x[first:stop])), bits(whole[first:stop]))
+    for block_rows in (1, 3):                              # blocks of a very wide layer (SCRATCH_BYTES)
+        np.testing.assert_array_equal(bits(linear(x, block_rows=block_rows)), bits(whole))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setattr(jit, "PARALLEL_MIN_ADDS", 0)       # rows split over two threads
     np.testing.assert_array_equal(bits(linear(x)), bits(whole))
