@@ -111,6 +111,17 @@ def loop_integer(weights: list[np.ndarray], x: np.ndarray) -> tuple[np.ndarray, 
     return out, events
 
 
+def best_thread_time(repeats: int, fn) -> float:
+    """The best CPU time of the calling thread over `repeats` runs of fn, after one untimed run."""
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.thread_time()
+        fn()
+        best = min(best, time.thread_time() - start)
+    return best
+
+
 def best_time(fn, repeats: int) -> tuple[float, object]:
     """(best wall time of `repeats` consecutive runs of fn, its last result)."""
     return best_times_in_turn([fn], repeats, untimed_first=False)[0]
@@ -398,15 +409,6 @@ def section_convolution(args) -> None:
     from nmcompile.ir.arraymath import count_nonzero_bits, one_torch_thread
     from nmcompile.ir.float_events import EventConvolution
 
-    def cpu_time(fn) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(args.repeats * 5):
-            start = time.thread_time()
-            fn()
-            best = min(best, time.thread_time() - start)
-        return best
-
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"       # the scatter on the calling thread only (jit.worker_threads)
     rng = np.random.default_rng(2)
@@ -419,10 +421,10 @@ def section_convolution(args) -> None:
         for density in (0.005, 0.01, 0.02, 0.05, 0.1):
             x = (rng.random((48, c_in, size, size)) < density).astype(np.float32)
             scatter, dense = events.costs(x, count_nonzero_bits(x))
-            t_events = cpu_time(lambda e=events, x=x: e(x))
+            t_events = best_thread_time(args.repeats * 5, lambda e=events, x=x: e(x))
             with one_torch_thread(), torch.no_grad():
                 tx, tw = torch.from_numpy(x), torch.from_numpy(weight)
-                t_torch = cpu_time(lambda tx=tx, tw=tw, s=stride: F.conv2d(tx, tw, None, s))
+                t_torch = best_thread_time(args.repeats * 5, lambda tx=tx, tw=tw, s=stride: F.conv2d(tx, tw, None, s))
             chosen = "events" if scatter <= dense else "torch"
             print(f"{name:<30} {density:>7.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
                   f"{t_torch / t_events:>11.2f}x {scatter / dense:>6.2f} {chosen:>7}")
@@ -442,15 +444,6 @@ def section_linear(args) -> None:
     from nmcompile.ir.arraymath import one_torch_thread
     from nmcompile.ir.linear_sums import LinearSums
     from nmcompile.ir.simulate import Simulator
-
-    def cpu_time(fn) -> float:
-        fn()
-        best = float("inf")
-        for _ in range(args.repeats * 5):
-            start = time.thread_time()
-            fn()
-            best = min(best, time.thread_time() - start)
-        return best
 
     rng = np.random.default_rng(3)
     _, _, _, graph, x = digits_case(128)
@@ -484,10 +477,11 @@ def section_linear(args) -> None:
         tb = None if bias is None else torch.from_numpy(np.asarray(bias, np.float32))
         with one_torch_thread(), torch.no_grad():
             theirs = F.linear(torch.from_numpy(values), tw, tb).numpy()
-            t_torch = cpu_time(lambda v=values, tw=tw, tb=tb: F.linear(torch.from_numpy(v), tw, tb))
-        t_events = cpu_time(lambda v=values, f=linear: f(v, 2.0))
-        t_dense = cpu_time(lambda v=values, f=linear: f(v, -1.0))
-        t_auto = cpu_time(lambda v=values, f=linear: f(v))
+            t_torch = best_thread_time(args.repeats * 5,
+                                       lambda v=values, tw=tw, tb=tb: F.linear(torch.from_numpy(v), tw, tb))
+        t_events = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, 2.0))
+        t_dense = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, -1.0))
+        t_auto = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v))
         print(f"{name:<28} {values.shape[0]:>5} {kind:>6} {np.count_nonzero(values) / values.size:>7.3f} "
               f"{t_events * 1e3:>7.3f}ms {t_dense * 1e3:>7.3f}ms {t_auto * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
               f"{t_torch / t_auto:>9.2f}x {np.count_nonzero(events != theirs):>7}")

@@ -644,18 +644,16 @@ def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.n
         _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
             reset_mode, _, _, zero, one = args
         rows, flat_out = kernel._rows(v), out.reshape(flat_x.shape)
-        size = flat_x.shape[2]
-        if 1 < size < SHORT_ROW and batch > 1:          # the batch as one row, the parameters repeated per sample
-            beta, gain, bias, threshold, v_reset = _repeated_parameters(kernel, batch, (beta, gain, bias, threshold,
-                                                                                        v_reset))
-            steps = flat_x.shape[0]
-            float_neuron_plain(flat_x.reshape(steps, 1, -1), rows.reshape(1, -1), beta, gain, bias, threshold,
-                               v_reset, has_beta, unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
-                               flat_out.reshape(steps, 1, -1))
-            kernel.v = v
-            return
+        steps, size = flat_x.shape[0], flat_x.shape[2]
+        short = 1 < size < SHORT_ROW and batch > 1       # a range of samples as one row, parameters repeated per sample
+        repeated = _repeated_parameters(kernel, batch, (beta, gain, bias, threshold, v_reset)) if short else ()
 
         def run(first: int, stop: int) -> None:      # samples are independent: split over the cores
+            if short:
+                float_neuron_plain(flat_x[:, first:stop].reshape(steps, 1, -1), rows[first:stop].reshape(1, -1),
+                                   *(p[first * size:stop * size] for p in repeated), has_beta, unit_gain, zero_bias,
+                                   compare_ge, reset_mode, zero, one, flat_out[:, first:stop].reshape(steps, 1, -1))
+                return
             float_neuron_plain(flat_x[:, first:stop], rows[first:stop], beta, gain, bias, threshold, v_reset,
                                has_beta, unit_gain, zero_bias, compare_ge, reset_mode, zero, one,
                                flat_out[:, first:stop])

@@ -7,10 +7,11 @@ For x [rows, K] (float32) and the weights W [N, K], every output is
     out[r, j] = acc + bias[j]               (bias 0 where the Linear has none; a bias of -0 counts as +0)
 
 each fma one IEEE float32 fused multiply-add (one rounding; an input of 1 makes it the sum acc + W[j, k], rounded
-once). Skipping a zero input changes nothing: with finite weights (ops verify them) fma(±0, w, acc) = acc + ±0 = acc
+once). Skipping a zero input changes nothing where the weights are finite in float32: fma(±0, w, acc) = acc + ±0 = acc
 for every acc but -0, and a -0 sum only ends as an output of -0 + bias, which equals +0 + bias once a -0 bias counts
 as +0. So the two forms below give identical bits, and `linear_rows` picks one per block of rows by the block's
-density, never changing a result:
+density, never changing a result (a layer with a weight beyond float32's range, inf here, where fma(0, inf, acc)
+would be NaN, takes the events form only):
 
     events   each row lists its nonzero inputs (vector_ops.list_nonzero) and sums the weight rows of those only, up to
              EVENT_ROWS rows at once (their sums are independent chains the CPU overlaps), TILE_VECTORS vectors of
@@ -287,7 +288,12 @@ class LinearSums:
         outputs, inputs = weight.shape
         lanes = max(VECTOR, -(-outputs // VECTOR) * VECTOR)
         self.outputs, self.inputs = outputs, inputs
-        self.weights = tiled_weights(np.asarray(weight, np.float32), lanes)
+        with np.errstate(over="ignore"):                 # a weight beyond float32's range becomes inf
+            weight32 = np.asarray(weight, np.float32)
+        self.weights = tiled_weights(weight32, lanes)
+        # a weight beyond float32's range is inf here, and fma(0, inf, acc) is NaN: only the events form, which
+        # skips zero inputs (the definition), keeps the result independent of the block's density
+        self.dense_allowed = bool(np.all(np.isfinite(weight32)))
         self.bias = np.zeros(lanes, np.float32)
         if bias is not None:
             self.bias[:outputs] = np.asarray(bias, np.float32) + np.float32(0)     # -0 + 0 = +0
@@ -296,6 +302,10 @@ class LinearSums:
         """x [rows, K] @ W^T + bias; `dense_from` and `block_rows` (default: ROW_BLOCK, fewer for very wide layers)
         choose the form per block of rows (`linear_rows`), never the result."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.inputs:
+            raise ValueError(f"a Linear of {self.inputs} inputs got values of shape {x.shape}")
+        if not self.dense_allowed:
+            dense_from = 2.0
         rows = x.shape[0]
         out = np.empty((rows, self.outputs), np.float32)
         if not rows or not self.outputs:

@@ -28,6 +28,7 @@ def graded(rng: np.random.Generator, rows: int, inputs: int, rate: float) -> np.
     x[rng.random(x.shape) < 0.05] = -0.0
     if x.size > 8:
         x.flat[3], x.flat[7] = np.inf, np.nan
+    x[::3, 0] = 1e-30                                    # rows whose first sum underflows to -0 (weight -1e-30)
     return x
 
 
@@ -36,6 +37,9 @@ def graded(rng: np.random.Generator, rows: int, inputs: int, rate: float) -> np.
 def test_the_events_and_dense_forms_give_the_same_bits(inputs, outputs):
     rng = np.random.default_rng(inputs * 1000 + outputs)
     weight = rng.normal(0, 0.5, (outputs, inputs))
+    weight[rng.random(weight.shape) < 0.1] = 0.0
+    weight[rng.random(weight.shape) < 0.1] = -0.0
+    weight[:, 0] = -1e-30                                # with an input of 1e-30 below: a product that rounds to -0
     bias = rng.normal(0, 0.1, outputs)
     bias[0] = -0.0
     for rate in (0.05, 0.5, 1.0):
@@ -91,6 +95,21 @@ def test_a_row_does_not_depend_on_its_call(monkeypatch):
     np.testing.assert_array_equal(bits(linear(x)), bits(whole))
 
 
+def test_a_weight_beyond_float32_keeps_the_events_form():
+    """1e39 is inf in float32, where fma(0, inf, acc) would be NaN: the layer skips zero inputs in every block, so a
+    row's result does not depend on how dense the rest of its block is."""
+    linear = LinearSums(np.array([[1e39, 2.0, 1.0]]), None)
+    alone = linear(np.array([[0, 1, 0]], np.float32))
+    in_a_dense_block = linear(np.array([[0, 1, 0]] + [[1, 1, 1]] * 7, np.float32))
+    assert alone[0, 0] == 2.0 and in_a_dense_block[0, 0] == 2.0 and np.isinf(in_a_dense_block[1, 0])
+    assert linear(np.array([[0, 1, 0]], np.float32), DENSE_ONLY)[0, 0] == 2.0
+
+
+def test_a_wrong_input_width_is_refused():
+    with pytest.raises(ValueError, match="3 inputs"):
+        LinearSums(np.ones((2, 3)), None)(np.ones((4, 5), np.float32))
+
+
 def test_no_inputs_or_no_rows():
     linear = LinearSums(np.zeros((3, 0)), np.array([1.0, -0.0, 2.0]))
     np.testing.assert_array_equal(bits(linear(np.zeros((4, 0), np.float32))),
@@ -107,8 +126,9 @@ def test_a_float32_network_gives_the_same_bits_whatever_the_schedule(rng):
     whole = Simulator(graph, "float32").run(x, record=True)
     for chunk in (1, 5):
         chunked = Simulator(graph, "float32", chunk_steps=chunk)
-        streamed = chunked.run(x)
-        np.testing.assert_array_equal(streamed.output, whole.output)
+        np.testing.assert_array_equal(chunked.run(x).output, whole.output)
+        for layer in ("lif0", "lif1", "lif2"):
+            np.testing.assert_array_equal(bits(chunked._kernels()[layer].v), bits(whole.states[layer]["v"][-1]))
     for sample in range(5):
         alone = Simulator(graph, "float32")
         alone.start(1)
