@@ -65,6 +65,23 @@ def _splat(builder, value, vector_type=_VECTOR_TYPE):
                                   ir.Constant(ir.VectorType(_INT32, VECTOR), [0] * VECTOR))
 
 
+def _arguments(context, builder, signature, args):
+    """An intrinsic's argument readers: data(i), array argument i's data pointer; index(i), scalar argument i as an
+    intp; constant(n), an intp constant."""
+    intp = context.get_value_type(types.intp)
+
+    def data(i):
+        return context.make_array(signature.args[i])(context, builder, args[i]).data
+
+    def index(i):
+        return context.cast(builder, args[i], signature.args[i], types.intp)
+
+    def constant(n):
+        return ir.Constant(intp, n)
+
+    return data, index, constant
+
+
 @intrinsic
 def event_row_sums(typingctx, out, out_at, out_stride, valid, weights, weights_at, weight_stride, listed, list_at,
                    list_stride, counts, count_at, values, base, base_stride, bias, bias_at, vectors, rows):
@@ -79,18 +96,8 @@ def event_row_sums(typingctx, out, out_at, out_stride, valid, weights, weights_a
         return None
 
     def codegen(context, builder, signature, args):
+        data, index, constant = _arguments(context, builder, signature, args)
         intp = context.get_value_type(types.intp)
-        sig = signature.args
-
-        def data(i):
-            return context.make_array(sig[i])(context, builder, args[i]).data
-
-        def index(i):
-            return context.cast(builder, args[i], sig[i], types.intp)
-
-        def constant(n):
-            return ir.Constant(intp, n)
-
         out_data, weights_data, listed_data, counts_data, values_data, bias_data = (data(i) for i in (0, 4, 7, 10,
                                                                                                        12, 15))
         (out_at, out_stride, valid, weights_at, weight_stride, list_at, list_stride, count_at, base, base_stride,
@@ -164,18 +171,7 @@ def dense_row_sums(typingctx, sums, sums_at, sums_stride, weights, weights_at, w
         return None
 
     def codegen(context, builder, signature, args):
-        intp = context.get_value_type(types.intp)
-        sig = signature.args
-
-        def data(i):
-            return context.make_array(sig[i])(context, builder, args[i]).data
-
-        def index(i):
-            return context.cast(builder, args[i], sig[i], types.intp)
-
-        def constant(n):
-            return ir.Constant(intp, n)
-
+        data, index, constant = _arguments(context, builder, signature, args)
         sums_data, weights_data, values_data = data(0), data(3), data(6)
         sums_at, sums_stride, weights_at, weight_stride, value_at, value_stride, first, stop, rows, vectors = (
             index(i) for i in (1, 2, 4, 5, 7, 8, 9, 10, 11, 12))
