@@ -152,7 +152,7 @@ class DelayedSum(Kernel):
     def set_engine(self, engine: str) -> None:
         super().set_engine(engine)
         for _, f in self.groups:
-            if hasattr(f, "set_engine"):            # SpikeProduct, IntegerConv: products with an engine choice
+            if hasattr(f, "set_engine"):            # SpikeProduct, IntegerConv, Float32Linear: an engine choice
                 f.set_engine(engine)
 
     def run(self, x: np.ndarray, record: bool = False) -> np.ndarray:
@@ -186,9 +186,9 @@ class DelayedSum(Kernel):
 
     def _emit(self, offset: int) -> np.ndarray:
         y = None
-        for d, f in self.groups:
+        for d, f in self.groups:       # from zero, as run_chunk's sums (the same bits, the sign of a zero too)
             part = self._map(f, self.history[-1 - d + offset])
-            y = part if y is None else y + part
+            y = np.zeros_like(part) + part if y is None else y + part
         if self.const is not None:
             y = y + self.const
         return y
@@ -517,8 +517,11 @@ def _linear(op: O.Linear, in_shape: Shape | None, out_shape: Shape, dtype: np.dt
         if bias is None:
             return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t)
         return MapKernel(in_shape, out_shape, dtype, lambda x: x @ w_t + bias)
-    groups = _linear_groups(op.weight.astype(dtype), op.delays,
-                            lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
+    if dtype == np.float32:     # each delay group's product in the row's own order (arraymath.Float32Linear)
+        groups = _linear_groups(op.weight.astype(dtype), op.delays, lambda w: arraymath.Float32Linear(w, None))
+    else:
+        groups = _linear_groups(op.weight.astype(dtype), op.delays,
+                                lambda w: (lambda wt: lambda x: x @ wt)(np.ascontiguousarray(w.T)))
     return DelayedSum(in_shape, out_shape, dtype, groups, const=bias)
 
 

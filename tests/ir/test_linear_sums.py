@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from nmcompile.ir import jit
+from nmcompile.ir import ops as O
+from nmcompile.ir.graph import Graph
 from nmcompile.ir.linear_sums import LinearSums
 from nmcompile.ir.simulate import Simulator
 from tests.conftest import mlp
@@ -137,3 +139,25 @@ def test_a_float32_network_gives_the_same_bits_whatever_the_schedule(rng):
         for layer in ("lif0", "lif1", "lif2"):
             np.testing.assert_array_equal(bits(alone._kernels()[layer].v.reshape(-1)),
                                           bits(whole.states[layer]["v"][-1, sample].reshape(-1)))
+
+
+def test_a_delayed_linear_gives_the_same_bits_whatever_the_schedule():
+    """A float32 Linear with per-synapse delays sums each delay group with the same product: a sample alone, fed a
+    step at a time, ends with the membrane potentials of the batched run (numpy's product, used before, summed a
+    one-row call in another order)."""
+    rng = np.random.default_rng(5)
+    graph = Graph("delayed")
+    graph.connect(graph.add("input", O.Input(shape=(300,))),
+                  graph.add("fc", O.Linear(weight=rng.normal(0, 1, (50, 300)), bias=rng.normal(0, 0.1, 50),
+                                           delays=rng.integers(0, 3, (50, 300)))))
+    graph.connect("fc", graph.add("lif", O.LIF(shape=(50,), beta=0.9, threshold=4.0)))
+    graph.connect("lif", graph.add("output", O.Output(shape=(50,))))
+    x = rng.normal(0, 1, (6, 9, 300)).astype(np.float32)
+    whole = Simulator(graph, "float32").run(x, record=True)
+    for sample in range(9):
+        alone = Simulator(graph, "float32")
+        alone.start(1)
+        spikes = [alone.feed(x[t : t + 1, sample : sample + 1])["output"] for t in range(6)]
+        np.testing.assert_array_equal(np.concatenate(spikes)[:, 0], whole.output[:, sample])
+        np.testing.assert_array_equal(bits(alone._kernels()["lif"].v.reshape(-1)),
+                                      bits(whole.states["lif"]["v"][-1, sample]))
