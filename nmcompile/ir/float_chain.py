@@ -27,17 +27,18 @@ drive). The spikes of N_k are listed as events (position << 16) | channel in asc
 So each sum starts at its bias and adds its inputs in the order (row, column, channel) of the layer before (for P_1
 the input's own order (channel, row, column), or a binary step's kernel rows): one IEEE float32 addition per lane and
 input (per kernel row for a table), a summation order
-other than the unfused engine's (torch's kernels or its (channel, row, column) scatter), which docs/semantics.md
+other than the unfused engine's (torch's kernels or its (channel, row, column) scatter for a convolution; for a Linear,
+nmcompile.ir.linear_sums: from zero, the bias last), which docs/semantics.md
 allows for float32; integer-valued weights give exact sums either way (tests/ir/test_float_chain.py). The neuron
 update is jit.float_neuron's, operation for operation, in 16-lane vectors. Nothing of the inner layers is
 written to memory as [T, B, N] values. The chain keeps every layer's v in one channels-last array and gives each
 neuron kernel a channels-first view of it as its v, so the kernels hold the state between chunks without a copy
 (`FusedFloatChain._state_for`).
 
-Dense layers alone are not fused: there the unfused engine's torch product over a whole chunk of steps and samples
-is as fast or faster, and the sample-by-sample loop's per-step calls are not paid back (bench_simulate's digits MLP,
-64 -> 64 LIF -> 10 LIF, T = 25: fused against unfused 0.19 against 0.29 ms at batch 1, 0.43 against 0.42 ms at
-batch 16, 1.61 against 1.45 ms at batch 128).
+Dense layers alone are not fused: there the unfused engine's product over a whole chunk of steps and samples (torch's
+when this was measured, before nmcompile.ir.linear_sums) is as fast or faster, and the sample-by-sample loop's
+per-step calls are not paid back (bench_simulate's digits MLP, 64 -> 64 LIF -> 10 LIF, T = 25: fused against unfused
+0.19 against 0.29 ms at batch 1, 0.43 against 0.42 ms at batch 16, 1.61 against 1.45 ms at batch 128).
 """
 
 from __future__ import annotations
@@ -505,7 +506,7 @@ def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list
         while (after := next_pair(layers[-1].neuron, used)) is not None:
             layers.append(after)
         if not any(isinstance(graph.node(item.projection), O.Conv2d) for item in layers):
-            continue      # dense layers alone: torch's product over the whole chunk is as fast (module docstring)
+            continue      # dense layers alone: the unfused product over the whole chunk is as fast (module docstring)
         used.update(n for item in layers for n in (item.flatten, item.projection, item.neuron) if n)
         found = chains[layer.projection] = FusedFloatChain(graph, graph.in_edges(layer.projection)[0].src, layers)
         reader = only_consumer(found.last)
