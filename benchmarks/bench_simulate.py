@@ -34,6 +34,7 @@ and the add rate is measured here (a compiled float32 add loop over L1-resident 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -300,19 +301,27 @@ def node_times(sim, x: np.ndarray, repeats: int, clock=time.perf_counter) -> dic
     return best
 
 
-def one_thread_cpu_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
-    """`node_times` in CPU seconds of the calling thread with every loop on it (OMP_NUM_THREADS=1 for
-    jit.worker_threads; torch runs on the calling thread anyway): the work of a run, which other jobs on the machine
-    disturb far less than its wall time."""
+@contextlib.contextmanager
+def loops_on_calling_thread():
+    """nmcompile's compiled loops on the calling thread only (OMP_NUM_THREADS=1 for jit.worker_threads), restored
+    afterwards."""
     threads = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"
     try:
-        return node_times(sim, x, repeats, time.thread_time)
+        yield
     finally:
         if threads is None:
             del os.environ["OMP_NUM_THREADS"]
         else:
             os.environ["OMP_NUM_THREADS"] = threads
+
+
+def one_thread_cpu_times(sim, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """`node_times` in CPU seconds of the calling thread with every loop on it (`loops_on_calling_thread`; torch
+    runs on the calling thread anyway): the work of a run, which other jobs on the machine disturb far less than its
+    wall time."""
+    with loops_on_calling_thread():
+        return node_times(sim, x, repeats, time.thread_time)
 
 
 # -- recurrent layers: the compiled recurrent loop against the step loop and snnTorch's RLeaky ---------------------
@@ -398,6 +407,7 @@ CONV_LAYERS = (("conv 2->12, 5x5 on 34x34", 2, 12, 5, 1, 34), ("conv 12->32, 5x5
                ("conv 16->32, 3x3 on 32x32", 16, 32, 3, 1, 32))
 
 
+@loops_on_calling_thread()
 def section_convolution(args) -> None:
     """nmcompile.ir.float_events.EventConvolution against torch's float32 convolution, both on one thread (CPU time
     of the calling thread, best of `--repeats` x 5), 48 rows of random spikes per call, over input densities: the
@@ -409,8 +419,6 @@ def section_convolution(args) -> None:
     from nmcompile.ir.arraymath import count_nonzero_bits, one_torch_thread
     from nmcompile.ir.float_events import EventConvolution
 
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"       # the scatter on the calling thread only (jit.worker_threads)
     rng = np.random.default_rng(2)
     print("\n[convolution] event-driven float32 convolution vs torch's, one thread each, 48 rows of spikes per call, "
           f"best of {args.repeats * 5} (thread CPU time)")
@@ -428,12 +436,9 @@ def section_convolution(args) -> None:
             chosen = "events" if scatter <= dense else "torch"
             print(f"{name:<30} {density:>7.3f} {t_events * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
                   f"{t_torch / t_events:>11.2f}x {scatter / dense:>6.2f} {chosen:>7}")
-    if threads is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
 
 
+@loops_on_calling_thread()
 def section_linear(args) -> None:
     """nmcompile.ir.linear_sums.LinearSums against torch's float32 `linear`, both on one thread (CPU time of the
     calling thread, best of `--repeats` x 5): the events form, the dense form and the chosen one ("auto"); the
@@ -442,7 +447,7 @@ def section_linear(args) -> None:
     import torch.nn.functional as F
 
     from nmcompile.ir.arraymath import one_torch_thread
-    from nmcompile.ir.linear_sums import LinearSums
+    from nmcompile.ir.linear_sums import DENSE_ONLY, EVENTS_ONLY, LinearSums
     from nmcompile.ir.simulate import Simulator
 
     rng = np.random.default_rng(3)
@@ -461,8 +466,6 @@ def section_linear(args) -> None:
         if kind == "graded":
             values *= rng.random(values.shape).astype(np.float32)
         cases.append((f"random {inputs}->{outputs}", weight, bias, values, kind))
-    threads = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"       # the product's rows on the calling thread only (jit.worker_threads)
     print(f"\n[linear] float32 Linear (fused multiply-adds in input order) vs torch's linear, one thread each, "
           f"best of {args.repeats * 5} (thread CPU time)")
     print(f"{'layer':<28} {'rows':>5} {'input':>6} {'density':>7} {'events':>9} {'dense':>9} {'auto':>9} "
@@ -470,7 +473,7 @@ def section_linear(args) -> None:
     for name, weight, bias, values, kind in cases:
         values = np.ascontiguousarray(values, dtype=np.float32)
         linear = LinearSums(weight, bias)
-        events, dense = linear(values, 2.0), linear(values, -1.0)
+        events, dense = linear(values, EVENTS_ONLY), linear(values, DENSE_ONLY)
         if not np.array_equal(events.view(np.int32), dense.view(np.int32)):
             raise SystemExit(f"{name}: the events and dense forms differ")
         tw = torch.from_numpy(np.asarray(weight, np.float32))
@@ -479,16 +482,12 @@ def section_linear(args) -> None:
             theirs = F.linear(torch.from_numpy(values), tw, tb).numpy()
             t_torch = best_thread_time(args.repeats * 5,
                                        lambda v=values, tw=tw, tb=tb: F.linear(torch.from_numpy(v), tw, tb))
-        t_events = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, 2.0))
-        t_dense = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, -1.0))
+        t_events = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, EVENTS_ONLY))
+        t_dense = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v, DENSE_ONLY))
         t_auto = best_thread_time(args.repeats * 5, lambda v=values, f=linear: f(v))
         print(f"{name:<28} {values.shape[0]:>5} {kind:>6} {np.count_nonzero(values) / values.size:>7.3f} "
               f"{t_events * 1e3:>7.3f}ms {t_dense * 1e3:>7.3f}ms {t_auto * 1e3:>7.3f}ms {t_torch * 1e3:>7.3f}ms "
               f"{t_torch / t_auto:>9.2f}x {np.count_nonzero(events != theirs):>7}")
-    if threads is None:
-        del os.environ["OMP_NUM_THREADS"]
-    else:
-        os.environ["OMP_NUM_THREADS"] = threads
 
 
 # -- memory and compilation, each measured in a fresh process --------------------------------------------------

@@ -287,7 +287,7 @@ class Float32Linear:
             from nmcompile.ir.linear_sums import LinearSums  # numba: only when a compiled product runs
 
             self._sums = LinearSums(self.weight_t.T, self.bias)
-        return self._sums(np.ascontiguousarray(x))
+        return self._sums(x)
 
 
 @contextlib.contextmanager

@@ -43,7 +43,8 @@ DENSE_DEPTH = 128       # inputs per block of the dense form (128 x 64 lanes x 4
 ROW_BLOCK = 64          # rows listed, and given one form, at a time (fewer where their scratch would pass
 SCRATCH_BYTES = 1 << 22  # bytes of a block's event lists and dense sums, 4 MiB)
 MAX_LISTED = (1 << 31) - 1   # values of the rows of one linear_rows call (int32 indices)
-DENSE_FROM = 0.4        # the dense form from this fraction of nonzero inputs in a block (benchmarks/README.md)
+DENSE_FROM = 0.4        # the dense form above this fraction of nonzero inputs in a block (benchmarks/README.md)
+EVENTS_ONLY, DENSE_ONLY = 2.0, -1.0   # dense_from values that force one form (tests, benchmarks)
 
 _VECTOR_TYPE = ir.VectorType(ir.FloatType(), VECTOR)
 _INT32 = ir.IntType(32)
@@ -216,8 +217,8 @@ def dense_row_sums(typingctx, sums, sums_at, sums_stride, weights, weights_at, w
 def linear_rows(x, weights, bias, out, first, stop, dense_from, block_rows):
     """out[r] for the rows first .. stop-1 of x [rows, K] (the module docstring's sums): weights W^T in tiles of up to
     TILE_VECTORS x 16 lanes (`tiled_weights`), bias [lanes] (+0 past N and for a -0 bias), out [rows, N]. Each block of
-    `block_rows` rows takes the dense form where more than `dense_from` of its inputs are nonzero (2: never, -1:
-    always; the same bits either way)."""
+    `block_rows` rows takes the dense form where more than `dense_from` of its inputs are nonzero (EVENTS_ONLY:
+    never, DENSE_ONLY: always; the same bits either way)."""
     inputs, lanes, outputs = x.shape[1], bias.shape[0], out.shape[1]
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     whole = inputs // VECTOR * VECTOR
@@ -301,7 +302,7 @@ class LinearSums:
         if x.ndim != 2 or x.shape[1] != self.inputs:
             raise ValueError(f"a Linear of {self.inputs} inputs got values of shape {x.shape}")
         if not self.dense_allowed:
-            dense_from = 2.0
+            dense_from = EVENTS_ONLY
         rows = x.shape[0]
         out = np.empty((rows, self.outputs), np.float32)
         if not rows or not self.outputs:

@@ -10,11 +10,9 @@ import pytest
 from nmcompile.ir import jit
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
-from nmcompile.ir.linear_sums import LinearSums
+from nmcompile.ir.linear_sums import DENSE_ONLY, EVENTS_ONLY, LinearSums
 from nmcompile.ir.simulate import Simulator
 from tests.conftest import mlp
-
-EVENTS_ONLY, DENSE_ONLY = 2.0, -1.0      # dense_from values that force one form
 
 
 def bits(values: np.ndarray) -> np.ndarray:
