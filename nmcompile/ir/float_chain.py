@@ -35,20 +35,19 @@ written to memory as [T, B, N] values. The chain keeps every layer's v in one ch
 neuron kernel a channels-first view of it as its v, so the kernels hold the state between chunks without a copy
 (`FusedFloatChain._state_for`).
 
-Dense layers alone are not fused: there the unfused engine's product over a whole chunk of steps and samples (torch's
-when this was measured, before nmcompile.ir.linear_sums) is as fast or faster, and the sample-by-sample loop's
-per-step calls are not paid back (bench_simulate's digits MLP, 64 -> 64 LIF -> 10 LIF, T = 25: fused against unfused
-0.19 against 0.29 ms at batch 1, 0.43 against 0.42 ms at batch 16, 1.61 against 1.45 ms at batch 128).
+Dense layers alone (no convolution) form a `nmcompile.ir.dense_chain.DenseChain` instead, which keeps the unfused
+engine's arithmetic: this loop's sample-by-sample per-step calls were not paid back there (bench_simulate's digits
+MLP, 64 -> 64 LIF -> 10 LIF, T = 25: 1.61 against 1.45 ms unfused at batch 128 with torch's product, 3x slower with
+linear_sums').
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from nmcompile.ir import jit, window_table
+from nmcompile.ir import dense_chain, jit, window_table
 from nmcompile.ir import ops as O
+from nmcompile.ir.dense_chain import FloatChainLayer
 from nmcompile.ir.event_product import aligned_copy
 from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
@@ -223,18 +222,10 @@ def _lanes(channels: int) -> int:
     return -(-channels // VECTOR) * VECTOR
 
 
-@dataclass
-class FloatChainLayer:
-    """One (projection, neuron) pair of a chain, its kernels' ops, and the flatten between it and the pair before."""
-
-    projection: str
-    neuron: str
-    kernel: FloatNeuron
-    flatten: str | None = None
-
-
 class FusedFloatChain:
     """A chain found by `find_float_chains`: `run(x, step0, out)` advances it by a chunk x [T, B, *in] of its input."""
+
+    long_chunks = True       # each chunk loads every sample's state once: the simulator's chunks are 64 MiB long
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
         self.source = source
@@ -385,8 +376,8 @@ class FusedFloatChain:
     def _neuron_params(kernel: FloatNeuron, channels: int, positions: int, lanes: int) -> np.ndarray:
         """beta, gain, bias, threshold, v_reset channels-last: [5, lanes] where every parameter is one value per
         channel (as for scalars), else [5, positions * lanes]; padded lanes never fire. The values are those the
-        unfused loop takes (jit._float_arguments: [N] arrays, beta 1 for IF)."""
-        flat = jit._float_arguments(kernel)[2:7]              # beta, gain, bias, threshold, v_reset
+        unfused loop takes (jit.float_arguments: [N] arrays, beta 1 for IF)."""
+        flat = jit.float_arguments(kernel)[2:7]              # beta, gain, bias, threshold, v_reset
         grids = [np.asarray(value, np.float32).reshape(channels, positions) for value in flat]
         per_channel = all(np.array_equal(grid, np.repeat(grid[:, :1], positions, axis=1)) for grid in grids)
         columns = 1 if per_channel else positions
@@ -399,9 +390,10 @@ class FusedFloatChain:
 
     @staticmethod
     def _neuron_flags(kernel: FloatNeuron, last: bool) -> int:
-        """update_and_list's flags: the unfused loop's (jit._float_arguments), and whether to store the spikes."""
-        args = jit._float_arguments(kernel)
-        zero_bias, compare_ge, reset_mode, timing = (args[i] for i in (13, 16, 17, 18))
+        """update_and_list's flags: the unfused loop's (jit.float_arguments), and whether to store the spikes."""
+        args = jit.float_arguments(kernel)
+        zero_bias, compare_ge, reset_mode, timing = (args[jit.FLAGS[name]] for name in
+                                                     ("zero_bias", "compare_ge", "reset_mode", "timing"))
         return neuron_flags(zero_bias, compare_ge, reset_mode, timing, last)
 
     # -- running ---------------------------------------------------------------------------------------------
@@ -455,7 +447,7 @@ def _projection_fits(graph: Graph, name: str, first: bool, in_shape) -> bool:
 
 
 def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list[list[str]]) \
-        -> dict[str, FusedFloatChain]:
+        -> dict[str, FusedFloatChain | dense_chain.DenseChain]:
     """The maximal float32 chains of the graph by their first projection's name (see the module docstring)."""
     alone = {c[0] for c in components if len(c) == 1 and not any(e.src == c[0] for e in graph.in_edges(c[0]))}
     shapes = graph.shapes()
@@ -496,7 +488,7 @@ def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list
             after.flatten = flatten
         return after
 
-    chains: dict[str, FusedFloatChain] = {}
+    chains: dict[str, FusedFloatChain | dense_chain.DenseChain] = {}
     used: set[str] = set()
     for name in graph.order():
         layer = None if name in used else pair(name, True)
@@ -505,10 +497,15 @@ def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list
         layers = [layer]
         while (after := next_pair(layers[-1].neuron, used)) is not None:
             layers.append(after)
-        if not any(isinstance(graph.node(item.projection), O.Conv2d) for item in layers):
-            continue      # dense layers alone: the unfused product over the whole chunk is as fast (module docstring)
+        source = graph.in_edges(layer.projection)[0].src
+        if any(isinstance(graph.node(item.projection), O.Conv2d) for item in layers):
+            found = FusedFloatChain(graph, source, layers)
+        elif dense_chain.fits(graph, layers):
+            found = dense_chain.DenseChain(graph, source, layers)
+        else:
+            continue            # wide dense layers: the unfused product over the whole chunk (dense_chain docstring)
+        chains[layer.projection] = found
         used.update(n for item in layers for n in (item.flatten, item.projection, item.neuron) if n)
-        found = chains[layer.projection] = FusedFloatChain(graph, graph.in_edges(layer.projection)[0].src, layers)
         reader = only_consumer(found.last)
         if reader is not None and graph.node(reader).kind == "Output" and len(graph.in_edges(reader)) == 1:
             found.output = reader

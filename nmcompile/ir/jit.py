@@ -600,8 +600,14 @@ def _records(rec: dict[str, np.ndarray], key: str, dtype: np.dtype) -> np.ndarra
     return np.empty((0, 0, 0), dtype=dtype)
 
 
-def _float_arguments(kernel) -> tuple:
-    """The parameters of `float_neuron` for a kernels.FloatNeuron, built once per kernel."""
+FLOAT_PARAMETERS = 10    # float_arguments' first items: the per-neuron arrays alpha .. bn_shift
+FLAGS = {name: FLOAT_PARAMETERS + k for k, name in enumerate(   # float_arguments' items after them, by name
+    ("cuba", "has_beta", "unit_gain", "zero_bias", "mpbn", "spiking", "compare_ge", "reset_mode", "timing",
+     "refractory", "zero", "one"))}
+
+
+def float_arguments(kernel) -> tuple:
+    """The parameters of `float_neuron` (from alpha to one) for a kernels.FloatNeuron, built once per kernel."""
     if not hasattr(kernel, "_fused_args"):
         op, p, one = kernel.op, kernel.p, kernel.dtype.type(1)
         flat = {k: kernel._flat(p[k]) for k in ("gain", "bias", "threshold", "v_reset")}
@@ -617,6 +623,14 @@ def _float_arguments(kernel) -> tuple:
             kernel.beta is not None, kernel.unit_gain, kernel.zero_bias, kernel.mpbn, op.spiking, op.compare == ">=",
             _MODES[op.reset_mode], _TIMINGS[op.reset_timing], op.refractory, kernel.dtype.type(0), one)
     return kernel._fused_args
+
+
+def plain_float_form(kernel) -> bool:
+    """Whether a kernels.FloatNeuron runs `float_neuron_plain` (when nothing is recorded): spiking, immediate reset,
+    no synaptic current, membrane batch norm or refractory period."""
+    op = kernel.op
+    return (op.spiking and not kernel.cuba and not kernel.mpbn and op.reset_timing == "immediate"
+            and not op.refractory)
 
 
 SHORT_ROW = 32   # neurons per sample below which `float_neuron_plain` runs the batch as one row: LLVM vectorises its
@@ -635,12 +649,11 @@ def _repeated_parameters(kernel, batch: int, parameters: tuple) -> tuple:
 def run_float_neuron(kernel, x: np.ndarray, out: np.ndarray, rec: dict[str, np.ndarray]) -> None:
     """Advance a kernels.FloatNeuron by x [T, B, *shape] (its dtype, contiguous): spikes into out, states into rec
     (when recording), its v (and i) updated."""
-    op, args = kernel.op, _float_arguments(kernel)
+    args = float_arguments(kernel)
     batch = x.shape[1]
     v = np.ascontiguousarray(kernel.v)
     flat_x = x.reshape(x.shape[0], batch, -1)
-    if (op.spiking and not kernel.cuba and not kernel.mpbn and op.reset_timing == "immediate" and not op.refractory
-            and not rec):
+    if plain_float_form(kernel) and not rec:
         _, _, beta, gain, bias, threshold, v_reset, _, _, _, _, has_beta, unit_gain, zero_bias, _, _, compare_ge, \
             reset_mode, _, _, zero, one = args
         rows, flat_out = kernel._rows(v), out.reshape(flat_x.shape)

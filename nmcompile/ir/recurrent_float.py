@@ -252,7 +252,7 @@ class FloatRecurrentLoop:
         plain = (not neuron.cuba and not neuron.mpbn and op.reset_timing == "immediate" and not op.refractory
                  and not record)
         held = min(max(int(getattr(op, "start_step", 0)) - first_step, 0), steps)
-        args = J._float_arguments(neuron)
+        args = J.float_arguments(neuron)
 
         def part(first: int, stop: int) -> None:
             float_recurrent_loop(terms, self.order, history, projected, drive, self.kinds, self.slots,

@@ -120,7 +120,7 @@ def _all_finite(x: np.ndarray) -> bool:
 CHUNK_BYTES = 1 << 21    # bound on one node's values for one chunk of steps (2 MiB: cache-sized, and below
                          # the size at which malloc maps fresh pages, whose first-touch faults would dominate);
                          # a step wider than that is a chunk of its own
-FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain (ir/chain.py, ir/float_chain.py), which asks for longer chunks:
+FUSED_CHUNK_BYTES = 1 << 26  # with a fused chain that asks for longer chunks (ir/chain.py, ir/float_chain.py):
                              # the bound on one node's values for a chunk (64 MiB) then. A float32 chain loads each
                              # sample's state once per chunk: the conv net of benchmarks/bench_simulate.py at batch
                              # 128 (2 threads) took 0.43 s in chunks of 7 steps (8 MiB of input), 0.37 s in 50
@@ -226,14 +226,15 @@ class Simulator:
             return max(steps, 1)
         if self.chunk_steps is not None:
             return self.chunk_steps
-        inner = set()           # float32: the nodes inside a fused chain (ir/float_chain.py) hold no values
+        inner, long_chunks = set(), False    # float32: the nodes inside a fused chain hold no values
         if self.mode == "float32":
             inner = {name for chain in self._chains().values() for name in (chain.head, *chain.followers[:-1])}
+            long_chunks = any(chain.long_chunks for chain in self._chains().values())
         # math.prod: np.prod of a shape tuple costs ~7 us a call (40 us of a 1.2 ms run of the digits MLP at batch 128)
         widest = max(math.prod(shape) for name, shape in self.shapes.items() if name not in inner)
         per_step = max(batch * widest * self.dtype.itemsize, 1)
         if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
-            bound = FUSED_CHUNK_BYTES if inner else FLOAT32_CHUNK_BYTES
+            bound = FUSED_CHUNK_BYTES if long_chunks else FLOAT32_CHUNK_BYTES
             longest = max(1, bound // per_step)
             return -(-steps // -(-steps // longest)) if steps else 1
         fused = [c.chunk_steps(batch) for c in self._chains().values()]   # ir/chain.py: a chain's own choice,
