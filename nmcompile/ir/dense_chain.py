@@ -143,6 +143,7 @@ class DenseChain:
     """A dense chain: `run(x, step0, out)` advances it by a chunk x [T, B, K] of its input (float_chain's interface)."""
 
     long_chunks = False      # a block's state stays in cache across its steps: the float32 chunks suffice
+    checks_finite = False    # its input is checked for NaN and inf before it runs (simulate._convert)
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
         self.source = source

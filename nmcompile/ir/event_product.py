@@ -27,12 +27,19 @@ PARALLEL_MIN_SYNAPSES = 1 << 25  # below this many synapses (rows x inputs x out
 CACHE_LINE = 64
 
 
+def aligned_empty(shape: tuple[int, ...], dtype, alignment: int = CACHE_LINE) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on a cache line (`aligned_copy`)."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + alignment, dtype=np.uint8)
+    start = -raw.ctypes.data % alignment
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def aligned_copy(array: np.ndarray, alignment: int = CACHE_LINE) -> np.ndarray:
     """A C-contiguous copy of `array` whose data starts on a cache line: a tile's 64-byte row of int8 weights is then
     one line, not two (measured: 1.5 against 2.3 us per 1000x1000 row product at 10 % activity, 16-byte offset)."""
-    raw = np.empty(array.nbytes + alignment, dtype=np.uint8)
-    start = -raw.ctypes.data % alignment
-    copy = raw[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
+    copy = aligned_empty(array.shape, array.dtype, alignment)
     copy[...] = array
     return copy
 

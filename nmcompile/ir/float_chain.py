@@ -48,7 +48,7 @@ import numpy as np
 from nmcompile.ir import dense_chain, jit, window_table
 from nmcompile.ir import ops as O
 from nmcompile.ir.dense_chain import FloatChainLayer
-from nmcompile.ir.event_product import aligned_copy
+from nmcompile.ir.event_product import aligned_copy, aligned_empty
 from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron, Kernel
@@ -146,14 +146,31 @@ def _layer_update(v, sums, at, bias, params, positions, lanes, flags, spikes, li
     return count
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+
+
 @jit.jit
-def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biases, params, flags, state, out):
+def _finite_planes(planes):
+    """Whether every value of one step's input planes [planes, plane size] is finite (|x| <= the largest float32 is
+    false for NaN and inf; no early exit, so the loop vectorises)."""
+    flat = planes.reshape(-1)
+    finite = True
+    for i in range(flat.shape[0]):
+        finite &= abs(flat[i]) <= FLOAT32_MAX
+    return finite
+
+
+@jit.jit
+def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biases, params, flags, state, out,
+                      check_finite):
     """Steps 0..T-1 of a chunk through the chain for the samples first..stop-1 (module docstring): x [T, B, planes,
     plane size] the chain's input (float32, channels-first), geometry [L, GEOMETRY], P_1's scatter table and window
     table (row_table, used for binary steps where geometry[0, ROW_TABLE]), and per layer its weights, bias (per
     lane), neuron parameters [5, lanes or size] (channels-last) and update flags (nmcompile.ir.neuron_vector);
     state [B, sum of the layers' sizes] every layer's v (channels-last, updated); out [T, B, N_L] receives the last
-    layer's spikes (channels-first)."""
+    layer's spikes (channels-first). With `check_finite` (an input nobody checked) a step not read through the window
+    table (a binary step is finite) is checked first: False at the first NaN or inf, its sample's states then part
+    advanced; else True."""
     steps = x.shape[0]
     layers = geometry.shape[0]
     total, widest, most_positions = 0, x.shape[3], 0      # the input's planes are listed too
@@ -193,6 +210,8 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
             by_table = table_ready and find_patterns(x[t, b], g[IN_H], g[IN_W], g[OUT_W], g[KW], g[SW], g[PW],
                                                      g[LANES], row_words, patterns)
             if not by_table:
+                if check_finite and not _finite_planes(x[t, b]):
+                    return False
                 _input_products(x, t, b, weights[0], table, g, sums, listed)
             at = 0
             for k in range(layers):
@@ -216,6 +235,21 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
                 else:
                     _event_products(sums, following, weights[k + 1], geometry[k + 1], listed, count)
                 at = following
+    return True
+
+
+@jit.jit
+def _load_state(v, state, at, lanes):
+    """state[b, at + p lanes + c] = v[b, c, p] (a layer's channels-first v, channels-last with padded lanes 0): one
+    pass, where numpy's transposing copy into a zeroed array took 8 ms for the conv net's 8 MB at batch 128."""
+    batch, channels, positions = v.shape
+    for b in range(batch):
+        for p in range(positions):
+            row = at + p * lanes
+            for c in range(channels):
+                state[b, row + c] = v[b, c, p]
+            for c in range(channels, lanes):
+                state[b, row + c] = 0
 
 
 def _lanes(channels: int) -> int:
@@ -226,6 +260,7 @@ class FusedFloatChain:
     """A chain found by `find_float_chains`: `run(x, step0, out)` advances it by a chunk x [T, B, *in] of its input."""
 
     long_chunks = True       # each chunk loads every sample's state once: the simulator's chunks are 64 MiB long
+    checks_finite = True     # run(checked=False) checks an input for NaN and inf as it reads it
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
         self.source = source
@@ -280,20 +315,23 @@ class FusedFloatChain:
         self._views: list[np.ndarray] = []
 
     def _state_for(self, batch: int) -> np.ndarray:
-        """Every layer's v, channels-last [B, sum of sizes]: the chain's own array, whose channels-first views are
-        the kernels' v (so the kernels hold the state between chunks without a copy); read from the kernels when one
-        of them was given a new v since (a reset, or a chunk run unfused)."""
+        """Every layer's v, channels-last [B, sum of sizes]: the chain's own array (one per batch size), whose
+        channels-first views are the kernels' v (so the kernels hold the state between chunks without a copy); read
+        from the kernels when one of them was given a new v since (a reset, or a chunk run unfused)."""
         kernels = [layer.kernel for layer in self.layers]
         if (self._state is not None and self._state.shape[0] == batch
                 and all(k.v is view for k, view in zip(kernels, self._views, strict=True))):
             return self._state
         sizes = [int(row[POSITIONS] * row[LANES]) for row in self.geometry]
-        state = aligned_copy(np.zeros((batch, sum(sizes)), np.float32))
+        state = self._state       # reused for the same batch: a fresh 10 MB array's first-touch page faults took ms
+        if state is None or state.shape != (batch, sum(sizes)):
+            state = aligned_empty((batch, sum(sizes)), np.float32)
         views, at = [], 0
         for kernel, row, size in zip(kernels, self.geometry, sizes, strict=True):
             positions, lanes, channels = int(row[POSITIONS]), int(row[LANES]), int(row[CHANNELS])
+            _load_state(np.ascontiguousarray(kernel.v, np.float32).reshape(batch, channels, positions), state, at,
+                        lanes)
             view = state[:, at:at + size].reshape(batch, positions, lanes)[:, :, :channels].transpose(0, 2, 1)
-            view[...] = np.asarray(kernel.v, np.float32).reshape(batch, channels, positions)
             kernel.v = view.reshape(batch, *kernel.out_shape)
             views.append(kernel.v)
             at += size
@@ -397,9 +435,11 @@ class FusedFloatChain:
         return neuron_flags(zero_bias, compare_ge, reset_mode, timing, last)
 
     # -- running ---------------------------------------------------------------------------------------------
-    def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None) -> np.ndarray:
+    def run(self, x: np.ndarray, step0: int, out: np.ndarray | None = None, checked: bool = True) -> np.ndarray | None:
         """The last layer's spikes [T, B, *shape] (float32) for the chunk x [T, B, *in] (float32), every state
-        advanced, written into `out` when it is a C-contiguous float32 array of that shape."""
+        advanced, written into `out` when it is a C-contiguous float32 array of that shape. `checked=False`: x is an
+        input nobody checked for NaN and inf (the simulator leaves it to the chain, which reads every value anyway);
+        None if it holds one (the states then part advanced: the caller reports it)."""
         steps, batch = x.shape[:2]
         shape = (steps, batch, *self.layers[-1].kernel.out_shape)
         if out is None or out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous:
@@ -410,12 +450,13 @@ class FusedFloatChain:
         state = self._state_for(batch)
         updates = steps * batch * sum(self.sizes)
 
-        def part(first: int, stop: int) -> None:
-            float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.row_table, self.biases,
-                              self.params, self.flags, state, out.reshape(steps, batch, -1))
+        def part(first: int, stop: int) -> bool:
+            return float_chain_chunk(first, stop, x4, self.geometry, self.weights, self.table, self.row_table,
+                                     self.biases, self.params, self.flags, state, out.reshape(steps, batch, -1),
+                                     not checked)
 
-        jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, PIECES_PER_THREAD)
-        return out
+        finite = jit.split_rows(batch, batch > 1 and updates >= PARALLEL_MIN_UPDATES, part, PIECES_PER_THREAD)
+        return out if all(finite) else None
 
 
 def _plain_float_neuron(graph: Graph, kernels: dict[str, Kernel], name: str) -> FloatNeuron | None:

@@ -88,10 +88,13 @@ NARROW_SPIKES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8))  # i
 
 def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.ndarray:
     """Input `name` (or a chunk of its steps) checked and cast to the dtype of `mode`; with `narrow` (an input only
-    fused chains read, integer mode) a bool/int8/uint8 array stays one byte per value (bool seen as uint8): the chain
-    lists its active inputs from it and checks that every value is 0 or 1."""
+    fused chains read that check it themselves) an integer mode's bool/int8/uint8 array stays one byte per value (bool
+    seen as uint8: the chain lists its active inputs from it and checks that every value is 0 or 1), and a float32
+    array is left unchecked (float_chain checks each step it does not read as binary for NaN and inf)."""
     if narrow and mode == "integer" and x.dtype in NARROW_SPIKES:
         return x.view(np.uint8) if x.dtype == np.bool_ else x
+    if narrow and mode == "float32" and x.dtype == np.float32 and x.flags.c_contiguous:
+        return x
     if mode == "integer":
         if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
             raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
@@ -215,8 +218,9 @@ class Simulator:
         return self.spike_dtype if spikes else self.dtype
 
     def _chain_inputs(self) -> set[str]:
-        """The Input nodes that only fused chains read (their narrow spikes need no int64 copy)."""
-        heads = {chain.head for chain in self._chains().values()}
+        """The Input nodes that only fused chains which check their input read (narrow integer spikes need no int64
+        copy, a float32 input no separate finiteness check: `_convert`)."""
+        heads = {chain.head for chain in self._chains().values() if getattr(chain, "checks_finite", True)}
         return {name for name in self.graph.inputs
                 if self.graph.out_edges(name) and all(e.dst in heads for e in self.graph.out_edges(name))}
 
@@ -256,7 +260,8 @@ class Simulator:
         for first in range(0, max(steps, 1), chunk):
             part = {name: _convert(name, x[first : first + chunk], self.mode, name in narrow)
                     for name, x in raw.items()}
-            values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()})
+            values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()},
+                                   unchecked=narrow if self.mode == "float32" else set())
             for name in graph.outputs:
                 outputs[name][first : first + chunk] = values[name]
         self._stream_batch = None
@@ -280,11 +285,12 @@ class Simulator:
         weights = {p: kernels[p].weight.copy() for p, _ in self.plastic}
         return SimResult(self.mode, outputs, values if record else {}, states, weights)
 
-    def _advance(self, values: dict[str, np.ndarray], record: bool,
-                 into: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    def _advance(self, values: dict[str, np.ndarray], record: bool, into: Mapping[str, np.ndarray] | None = None,
+                 unchecked: set[str] | frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
         """Run one chunk of steps (inputs in `values`, converted) through every component, continuing from the
         states the previous chunk left; returns every node's values for the chunk. `into` may give an Output's
-        destination for the chunk, which a fused chain feeding it writes directly."""
+        destination for the chunk, which a fused chain feeding it writes directly; `unchecked`: float32 inputs
+        left to their chains' finiteness check (`_convert`)."""
         graph, kernels, previous = self.graph, self._stream_kernels, self._stream_prev
         steps, batch = next(iter(values.values())).shape[:2]
         chains, fused = ({} if record else self._chains()), set()
@@ -295,8 +301,11 @@ class Simulator:
                 if graph.node(first).kind == "Input" or first in fused:
                     continue
                 chain = chains.get(first)  # a fused chain (ir/chain.py); None: this chunk runs node by node
+                checked = {} if chain is None or chain.source not in unchecked else {"checked": False}
                 spikes = None if chain is None else chain.run(values[chain.source], self._stream_step,
-                                                              (into or {}).get(chain.output))
+                                                              (into or {}).get(chain.output), **checked)
+                if spikes is None and checked:
+                    raise ShapeError(f"input '{chain.source}' holds NaN or inf")
                 if spikes is not None:
                     values[chain.last] = spikes
                     fused.update(chain.followers)

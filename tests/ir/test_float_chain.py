@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmcompile.ir import float_chain
+from nmcompile.ir import float_chain, window_table
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import Simulator
@@ -173,6 +173,33 @@ def test_streamed_chunks_and_repeated_runs_equal_one_run():
     np.testing.assert_array_equal(streamed, whole)
     np.testing.assert_array_equal(Simulator(g, "float32", chunk_steps=1).run(x).output, whole)
     np.testing.assert_array_equal(Simulator(g, "float32").run(x[:, 2:3]).output, whole[:, 2:3])  # samples alone
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("tabled", [True, False])
+def test_a_chain_checks_its_input_for_nan_and_inf(value, tabled, monkeypatch):
+    """A float32 input only chains read is checked by the chain as it reads it (no separate pass): a step that is
+    not binary is checked before its products; NaN or inf anywhere, in any chunk, at any batch, is the same one-line
+    error as elsewhere. Without the window table every step is checked; graded finite values still run."""
+    from nmcompile.errors import ShapeError
+
+    rng = np.random.default_rng(9)
+    g = conv_graph(rng, (2, 8, 8), [("conv", 4, 3, 1, 1, "LIF"), ("linear", 3, "LIF")])
+    if not tabled:
+        monkeypatch.setattr(window_table, "TABLE_MAX_BYTES", 0)
+    x = inputs(rng, 20, 5, (2, 8, 8), 0.3, graded=False)
+    sim = Simulator(g, "float32", chunk_steps=6)
+    assert sim._chain_inputs() == {"in"}
+    assert sim._chains()["p0"].geometry[0, float_chain.ROW_TABLE] == tabled
+    clean = sim.run(x).output
+    for t, b in ((0, 0), (13, 4), (19, 2)):
+        bad = x.copy()
+        bad[t, b, 1, 3, 4] = value
+        with pytest.raises(ShapeError, match="input 'in' holds NaN or inf"):
+            sim.run(bad)
+    np.testing.assert_array_equal(sim.run(x).output, clean)          # the next run starts afresh
+    graded = x * np.float32(1.5)
+    assert_fused_equals_unfused(g, graded)
 
 
 def test_real_weights_flip_rare_spikes_only():
