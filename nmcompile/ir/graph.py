@@ -84,6 +84,7 @@ class Graph:
         self.mapping: object | None = None  # core assignment (set by the partition pass)
         self._nodes: dict[str, Op] = {}
         self._edges: list[Edge] = []
+        self._by_node: tuple[dict[str, list[Edge]], dict[str, list[Edge]]] | None = None  # (in, out) edges per node
 
     # -- building ---------------------------------------------------------------------------------------
     def add(self, name: str, op: Op) -> str:
@@ -101,6 +102,7 @@ class Graph:
         if edge in self._edges:
             raise GraphError(f"duplicate edge {edge}")
         self._edges.append(edge)
+        self._by_node = None
 
     def chain(self, *names: str) -> None:
         """Connect names[0] -> names[1] -> ... (non-recurrent)."""
@@ -115,9 +117,11 @@ class Graph:
         self.node(name)
         del self._nodes[name]
         self._edges = [e for e in self._edges if name not in (e.src, e.dst)]
+        self._by_node = None
 
     def remove_edge(self, edge: Edge) -> None:
         self._edges.remove(edge)
+        self._by_node = None
 
     def copy(self, name: str | None = None) -> Graph:
         g = Graph(self.name if name is None else name, self.dt)
@@ -152,10 +156,22 @@ class Graph:
             raise GraphError(f"no node named '{name}'") from None
 
     def in_edges(self, name: str) -> list[Edge]:
-        return [e for e in self._edges if e.dst == name]
+        return list(self._edges_by_node()[0].get(name, ()))
 
     def out_edges(self, name: str) -> list[Edge]:
-        return [e for e in self._edges if e.src == name]
+        return list(self._edges_by_node()[1].get(name, ()))
+
+    def _edges_by_node(self) -> tuple[dict[str, list[Edge]], dict[str, list[Edge]]]:
+        """Each node's in- and out-edges in edge order, indexed once per change of the edges (a simulator's run
+        asked for them per node and chunk: a scan of every edge each time)."""
+        if self._by_node is None:
+            into: dict[str, list[Edge]] = {}
+            out: dict[str, list[Edge]] = {}
+            for e in self._edges:
+                into.setdefault(e.dst, []).append(e)
+                out.setdefault(e.src, []).append(e)
+            self._by_node = (into, out)
+        return self._by_node
 
     def of_kind(self, *kinds: str) -> list[str]:
         return [n for n, op in self._nodes.items() if op.kind in kinds]

@@ -176,10 +176,17 @@ class Simulator:
         self.spike_dtype = np.dtype(spike_dtype)
         self.shapes = graph.shapes()
         self.components = graph.strongly_connected()
+        # per component: (its nodes, whether it is one node without a self-loop, whether that node is an Input)
+        self._plan = [(component, len(component) == 1 and not any(e.src == component[0]
+                                                                   for e in graph.in_edges(component[0])),
+                       graph.node(component[0]).kind == "Input") for component in self.components]
+        self._outputs = graph.outputs
         self._order = graph.order()      # computed once: a short run of one sample would spend ~0.15 ms on it
         self._stream_batch: int | None = None
         self._built: dict[str, Kernel] | None = None
         self._found_chains: dict | None = None
+        self._found_chain_inputs: set[str] | None = None
+        self._widest: tuple[int, bool] | None = None
         self.plastic = plastic_pairs(graph)
 
     def _kernels(self) -> dict[str, Kernel]:
@@ -220,9 +227,26 @@ class Simulator:
     def _chain_inputs(self) -> set[str]:
         """The Input nodes that only fused chains which check their input read (narrow integer spikes need no int64
         copy, a float32 input no separate finiteness check: `_convert`)."""
-        heads = {chain.head for chain in self._chains().values() if getattr(chain, "checks_finite", True)}
-        return {name for name in self.graph.inputs
+        if self._found_chain_inputs is None:
+            heads = {chain.head for chain in self._chains().values() if getattr(chain, "checks_finite", True)}
+            self._found_chain_inputs = {
+                name for name in self.graph.inputs
                 if self.graph.out_edges(name) and all(e.dst in heads for e in self.graph.out_edges(name))}
+        return self._found_chain_inputs
+
+    def _widest_values(self) -> tuple[int, bool]:
+        """(values per step and sample of the widest node that holds values in a chunk, whether a chain asks for
+        long chunks), found once: float32 fused chains' inner nodes hold none."""
+        if self._widest is None:
+            inner, long_chunks = set(), False
+            if self.mode == "float32":
+                chains = self._chains().values()
+                inner = {name for chain in chains for name in (chain.head, *chain.followers[:-1])}
+                long_chunks = any(chain.long_chunks for chain in chains)
+            # math.prod: np.prod of a shape tuple costs ~7 us a call
+            self._widest = (max(math.prod(shape) for name, shape in self.shapes.items() if name not in inner),
+                            long_chunks)
+        return self._widest
 
     def _chunk(self, steps: int, batch: int, record: bool) -> int:
         """Steps per chunk of a run of `steps` steps."""
@@ -230,12 +254,7 @@ class Simulator:
             return max(steps, 1)
         if self.chunk_steps is not None:
             return self.chunk_steps
-        inner, long_chunks = set(), False    # float32: the nodes inside a fused chain hold no values
-        if self.mode == "float32":
-            inner = {name for chain in self._chains().values() for name in (chain.head, *chain.followers[:-1])}
-            long_chunks = any(chain.long_chunks for chain in self._chains().values())
-        # math.prod: np.prod of a shape tuple costs ~7 us a call (40 us of a 1.2 ms run of the digits MLP at batch 128)
-        widest = max(math.prod(shape) for name, shape in self.shapes.items() if name not in inner)
+        widest, long_chunks = self._widest_values()
         per_step = max(batch * widest * self.dtype.itemsize, 1)
         if self.mode == "float32":          # as many steps as fit, in chunks of equal length (no short last chunk)
             bound = FUSED_CHUNK_BYTES if long_chunks else FLOAT32_CHUNK_BYTES
@@ -254,7 +273,7 @@ class Simulator:
         self.start(batch)
         chunk = self._chunk(steps, batch, record)
         outputs = {name: np.zeros((steps, batch, *self.shapes[name]), dtype=self.output_dtype(name))
-                   for name in graph.outputs}
+                   for name in self._outputs}
         narrow = set() if record else self._chain_inputs()
         values: dict[str, np.ndarray] = {}
         for first in range(0, max(steps, 1), chunk):
@@ -262,7 +281,7 @@ class Simulator:
                     for name, x in raw.items()}
             values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()},
                                    unchecked=narrow if self.mode == "float32" else set())
-            for name in graph.outputs:
+            for name in self._outputs:
                 outputs[name][first : first + chunk] = values[name]
         self._stream_batch = None
         states: dict[str, dict[str, np.ndarray]] = {}
@@ -294,11 +313,10 @@ class Simulator:
         graph, kernels, previous = self.graph, self._stream_kernels, self._stream_prev
         steps, batch = next(iter(values.values())).shape[:2]
         chains, fused = ({} if record else self._chains()), set()
-        for component in self.components:
+        for component, alone, is_input in self._plan:
             first = component[0]
-            recurrent_self = any(e.src == first for e in graph.in_edges(first))
-            if len(component) == 1 and not recurrent_self:
-                if graph.node(first).kind == "Input" or first in fused:
+            if alone:
+                if is_input or first in fused:
                     continue
                 chain = chains.get(first)  # a fused chain (ir/chain.py); None: this chunk runs node by node
                 checked = {} if chain is None or chain.source not in unchecked else {"checked": False}
