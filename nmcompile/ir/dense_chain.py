@@ -139,19 +139,31 @@ def fits(graph: Graph, layers: list[FloatChainLayer]) -> bool:
     return tiled <= MAX_WEIGHT_BYTES
 
 
-class DenseChain:
-    """A dense chain: `run(x, step0, out)` advances it by a chunk x [T, B, K] of its input (float_chain's interface)."""
+class FloatChainNodes:
+    """What the simulator reads of a float32 chain: the node it reads (`source`), its pairs, its first projection
+    (`head`), the nodes after it (`followers`), its last neuron layer (`last`) and the Output that layer feeds alone,
+    which the chain may write directly (`output`, set by the finder)."""
 
-    long_chunks = False      # a block's state stays in cache across its steps: the float32 chunks suffice
-    checks_finite = False    # its input is checked for NaN and inf before it runs (simulate._convert)
+    long_chunks: bool        # whether the simulator should take long chunks (FUSED_CHUNK_BYTES)
+    checks_finite: bool      # whether run(checked=False) checks an input for NaN and inf as it reads it
 
-    def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
+    def __init__(self, source: str, layers: list[FloatChainLayer]):
         self.source = source
         self.layers = layers
         self.head = layers[0].projection
         self.last = layers[-1].neuron
         self.output: str | None = None
         self.followers = [n for layer in layers for n in (layer.flatten, layer.projection, layer.neuron) if n][1:]
+
+
+class DenseChain(FloatChainNodes):
+    """A dense chain: `run(x, step0, out)` advances it by a chunk x [T, B, K] of its input (float_chain's interface)."""
+
+    long_chunks = False      # a block's state stays in cache across its steps: the float32 chunks suffice
+    checks_finite = False    # its input is checked for NaN and inf before it runs (simulate._convert)
+
+    def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
+        super().__init__(source, layers)
         self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
         self.block_samples = max(1, BLOCK_VALUES // max(self.sizes))
         products = [LinearSums(graph.node(layer.projection).weight, _bias(graph.node(layer.projection)))

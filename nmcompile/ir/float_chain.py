@@ -47,7 +47,7 @@ import numpy as np
 
 from nmcompile.ir import dense_chain, jit, window_table
 from nmcompile.ir import ops as O
-from nmcompile.ir.dense_chain import FloatChainLayer
+from nmcompile.ir.dense_chain import FloatChainLayer, FloatChainNodes
 from nmcompile.ir.event_product import aligned_copy, aligned_empty
 from nmcompile.ir.float_events import EventConvolution, scatter_plane
 from nmcompile.ir.graph import Graph
@@ -256,19 +256,14 @@ def _lanes(channels: int) -> int:
     return -(-channels // VECTOR) * VECTOR
 
 
-class FusedFloatChain:
+class FusedFloatChain(FloatChainNodes):
     """A chain found by `find_float_chains`: `run(x, step0, out)` advances it by a chunk x [T, B, *in] of its input."""
 
     long_chunks = True       # each chunk loads every sample's state once: the simulator's chunks are 64 MiB long
     checks_finite = True     # run(checked=False) checks an input for NaN and inf as it reads it
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
-        self.source = source
-        self.layers = layers
-        self.head = layers[0].projection
-        self.last = layers[-1].neuron
-        self.output: str | None = None
-        self.followers = [n for layer in layers for n in (layer.flatten, layer.projection, layer.neuron) if n][1:]
+        super().__init__(source, layers)
         shapes = graph.shapes()
         in_shape = tuple(shapes[source])
         # the input's planes: a convolution's channels, else one plane of all values
