@@ -243,6 +243,8 @@ class ChainLayer:
 class FusedChain:
     """A chain found by `find_chains`: `run(x, step0)` advances it by a chunk x [T, B, in] of its input."""
 
+    checks_input = True      # every narrow (one-byte) input spike is checked to be 0 or 1 as it is read
+
     def __init__(self, source: str, layers: list[ChainLayer]):
         self.source = source
         self.layers = layers

@@ -12,8 +12,8 @@ It computes exactly what the unfused engine computes, operation for operation, s
 
 - each P_k is `nmcompile.ir.linear_sums.linear_rows` on the block's rows of the step (an output depends on its row
   only: from +0, fma(x[k], W[j, k], acc) over the nonzero inputs in order, then + bias);
-- each N_k is `jit.float_neuron_plain` (the common form: immediate reset, no batch norm) or `jit.float_neuron` (any
-  reset timing, membrane batch norm), the functions the unfused FloatNeuron kernel calls, a layer of fewer than
+- each N_k is `jit.float_neuron_plain` (the common form: immediate reset) or `jit.float_neuron` (a delayed or
+  snnTorch reset), the functions the unfused FloatNeuron kernel calls, a layer of fewer than
   `jit.SHORT_ROW` neurons run as one row of the block's samples with its parameters repeated, as there.
 
 Chains are fused only while every layer's weights fit in `MAX_WEIGHT_BYTES` (the whole chain's, tiled), so they stay
@@ -42,8 +42,8 @@ ROW_BLOCK = 64                 # rows of a linear_rows call given one form (line
 
 # geometry[k] columns
 INPUTS, OUTPUTS, WEIGHTS_AT, WEIGHTS_END, BIAS_AT, LANES, PARAMS_AT, PARAMS_LENGTH, STATE_AT, PLAIN, SHORT, \
-    HAS_BETA, UNIT_GAIN, ZERO_BIAS, MPBN, COMPARE_GE, RESET_MODE, TIMING = range(18)
-GEOMETRY = 18
+    HAS_BETA, UNIT_GAIN, ZERO_BIAS, COMPARE_GE, RESET_MODE, TIMING = range(17)
+GEOMETRY = 17
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _update(k, sums, v, destination, geometry, params, zero, one, i_none, left_n
                      _parameter(params, at, length, 1, count), beta, gain, bias, threshold, v_reset,
                      _parameter(params, at, length, 7, count), _parameter(params, at, length, 8, count),
                      _parameter(params, at, length, 9, count), False, g[HAS_BETA] != 0, g[UNIT_GAIN] != 0,
-                     g[ZERO_BIAS] != 0, g[MPBN] != 0, True, g[COMPARE_GE] != 0, g[RESET_MODE], g[TIMING], 0, zero, one,
+                     g[ZERO_BIAS] != 0, False, True, g[COMPARE_GE] != 0, g[RESET_MODE], g[TIMING], 0, zero, one,
                      destination.reshape(1, samples, size), record_none, record_none, False)
 
 
@@ -132,7 +132,7 @@ def fits(graph: Graph, layers: list[FloatChainLayer]) -> bool:
         op, kernel = graph.node(layer.projection), layer.kernel
         if not isinstance(op, O.Linear) or len(shapes[graph.in_edges(layer.projection)[0].src]) != 1:
             return False
-        if kernel.cuba or kernel.op.refractory:
+        if kernel.cuba or kernel.mpbn or kernel.op.refractory:
             return False
         outputs, inputs = op.weight.shape
         tiled += inputs * max(16, -(-outputs // 16) * 16) * 4
@@ -145,7 +145,7 @@ class FloatChainNodes:
     which the chain may write directly (`output`, set by the finder)."""
 
     long_chunks: bool        # whether the simulator should take long chunks (FUSED_CHUNK_BYTES)
-    checks_finite: bool      # whether run(checked=False) checks an input for NaN and inf as it reads it
+    checks_input: bool       # whether run(checked=False) checks an input for NaN and inf as it reads it
 
     def __init__(self, source: str, layers: list[FloatChainLayer]):
         self.source = source
@@ -160,7 +160,7 @@ class DenseChain(FloatChainNodes):
     """A dense chain: `run(x, step0, out)` advances it by a chunk x [T, B, K] of its input (float_chain's interface)."""
 
     long_chunks = False      # a block's state stays in cache across its steps: the float32 chunks suffice
-    checks_finite = False    # its input is checked for NaN and inf before it runs (simulate._convert)
+    checks_input = False     # its input is checked for NaN and inf before it runs (simulate._convert)
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
         super().__init__(source, layers)
@@ -182,8 +182,7 @@ class DenseChain(FloatChainNodes):
             row[PLAIN] = jit.plain_float_form(layer.kernel)
             row[SHORT] = row[PLAIN] and 1 < product.outputs < jit.SHORT_ROW
             for column, flag in ((HAS_BETA, "has_beta"), (UNIT_GAIN, "unit_gain"), (ZERO_BIAS, "zero_bias"),
-                                 (MPBN, "mpbn"), (COMPARE_GE, "compare_ge"), (RESET_MODE, "reset_mode"),
-                                 (TIMING, "timing")):
+                                 (COMPARE_GE, "compare_ge"), (RESET_MODE, "reset_mode"), (TIMING, "timing")):
                 row[column] = args[jit.FLAGS[flag]]
         self._params_block = 0
         self.params = np.zeros(0, np.float32)
@@ -205,13 +204,16 @@ class DenseChain(FloatChainNodes):
         return self.params
 
     def _state_for(self, batch: int) -> np.ndarray:
-        """Every layer's v, layer after layer as [B, N_k] rows of one array whose views are the kernels' v (so the
-        kernels hold the state between chunks); read from the kernels when one was given a new v since (a reset)."""
+        """Every layer's v, layer after layer as [B, N_k] rows of one array (kept for the last batch size) whose views
+        are the kernels' v (so the kernels hold the state between chunks); read from the kernels when one was given a
+        new v since (a reset)."""
         kernels = [layer.kernel for layer in self.layers]
         if (self._state is not None and self._views and self._views[0].shape[0] == batch
                 and all(k.v is view for k, view in zip(kernels, self._views, strict=True))):
             return self._state
-        state = np.empty(batch * sum(self.sizes), np.float32)
+        state = self._state
+        if state is None or state.shape != (batch * sum(self.sizes),):
+            state = np.empty(batch * sum(self.sizes), np.float32)
         views, at = [], 0
         for row, kernel, size in zip(self.geometry, kernels, self.sizes, strict=True):
             row[STATE_AT] = at

@@ -146,7 +146,7 @@ def _layer_update(v, sums, at, bias, params, positions, lanes, flags, spikes, li
     return count
 
 
-FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @jit.jit
@@ -241,7 +241,7 @@ def float_chain_chunk(first, stop, x, geometry, weights, table, row_table, biase
 @jit.jit
 def _load_state(v, state, at, lanes):
     """state[b, at + p lanes + c] = v[b, c, p] (a layer's channels-first v, channels-last with padded lanes 0): one
-    pass, where numpy's transposing copy into a zeroed array took 8 ms for the conv net's 8 MB at batch 128."""
+    pass, where numpy's transposing copy into a zeroed array took 8 ms for the conv net's 10 MB at batch 128."""
     batch, channels, positions = v.shape
     for b in range(batch):
         for p in range(positions):
@@ -260,7 +260,7 @@ class FusedFloatChain(FloatChainNodes):
     """A chain found by `find_float_chains`: `run(x, step0, out)` advances it by a chunk x [T, B, *in] of its input."""
 
     long_chunks = True       # each chunk loads every sample's state once: the simulator's chunks are 64 MiB long
-    checks_finite = True     # run(checked=False) checks an input for NaN and inf as it reads it
+    checks_input = True      # run(checked=False) checks an input for NaN and inf as it reads it
 
     def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
         super().__init__(source, layers)
@@ -310,7 +310,7 @@ class FusedFloatChain(FloatChainNodes):
         self._views: list[np.ndarray] = []
 
     def _state_for(self, batch: int) -> np.ndarray:
-        """Every layer's v, channels-last [B, sum of sizes]: the chain's own array (one per batch size), whose
+        """Every layer's v, channels-last [B, sum of sizes]: the chain's own array (kept for the last batch size), whose
         channels-first views are the kernels' v (so the kernels hold the state between chunks without a copy); read
         from the kernels when one of them was given a new v since (a reset, or a chunk run unfused)."""
         kernels = [layer.kernel for layer in self.layers]

@@ -93,7 +93,7 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
     array is left unchecked (float_chain checks each step it does not read as binary for NaN and inf)."""
     if narrow and mode == "integer" and x.dtype in NARROW_SPIKES:
         return x.view(np.uint8) if x.dtype == np.bool_ else x
-    if narrow and mode == "float32" and x.dtype == np.float32 and x.flags.c_contiguous:
+    if narrow and _left_to_chain(x, mode):
         return x
     if mode == "integer":
         if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
@@ -105,6 +105,11 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
     if x.dtype == mode and x.flags.c_contiguous:
         return x                          # read in place: no kernel writes to its input
     return x.astype(mode)
+
+
+def _left_to_chain(x: np.ndarray, mode: str) -> bool:
+    """Whether `_convert` leaves the float32 chunk x of an input only checking chains read to them (read as it is)."""
+    return mode == "float32" and x.dtype == np.float32 and x.flags.c_contiguous
 
 
 FINITE_JIT_MIN = 1 << 22   # input values from which the finiteness check is jit.all_finite's (else numpy's)
@@ -228,7 +233,7 @@ class Simulator:
         """The Input nodes that only fused chains which check their input read (narrow integer spikes need no int64
         copy, a float32 input no separate finiteness check: `_convert`)."""
         if self._found_chain_inputs is None:
-            heads = {chain.head for chain in self._chains().values() if getattr(chain, "checks_finite", True)}
+            heads = {chain.head for chain in self._chains().values() if chain.checks_input}
             self._found_chain_inputs = {
                 name for name in self.graph.inputs
                 if self.graph.out_edges(name) and all(e.dst in heads for e in self.graph.out_edges(name))}
@@ -277,10 +282,11 @@ class Simulator:
         narrow = set() if record else self._chain_inputs()
         values: dict[str, np.ndarray] = {}
         for first in range(0, max(steps, 1), chunk):
-            part = {name: _convert(name, x[first : first + chunk], self.mode, name in narrow)
-                    for name, x in raw.items()}
+            chunks = {name: x[first : first + chunk] for name, x in raw.items()}
+            part = {name: _convert(name, x, self.mode, name in narrow) for name, x in chunks.items()}
+            unchecked = {name for name in narrow if _left_to_chain(chunks[name], self.mode)}
             values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()},
-                                   unchecked=narrow if self.mode == "float32" else set())
+                                   unchecked=unchecked)
             for name in self._outputs:
                 outputs[name][first : first + chunk] = values[name]
         self._stream_batch = None

@@ -124,6 +124,38 @@ def test_what_does_not_fuse(monkeypatch):
     assert Simulator(mlp(rng, [8, 8, 4]), "float64")._chains() == {}     # float32 runs only
 
 
+def test_a_flatten_between_layers_and_the_chunk_length():
+    """A Flatten between a neuron layer and the next Linear joins the chain; the chain's inner nodes hold no values, so
+    a chunk's length is set by the input and output alone (the float32 bound, FLOAT32_CHUNK_BYTES: a dense chain needs
+    no long chunks)."""
+    from nmcompile.ir.simulate import FLOAT32_CHUNK_BYTES
+
+    rng = np.random.default_rng(5)
+    g = Graph("flattened")
+    g.connect(g.add("in", O.Input(shape=(12,))), g.add("p0", O.Linear(weight=rng.normal(0, 0.7, (30, 12)))))
+    g.connect("p0", g.add("n0", neuron(rng, 30, "LIF")))
+    g.connect("n0", g.add("flat", O.Flatten()))
+    g.connect("flat", g.add("p1", O.Linear(weight=rng.normal(0, 0.7, (7, 30)), bias=rng.normal(0, 0.3, 7))))
+    g.connect("p1", g.add("n1", neuron(rng, 7, "IF")))
+    g.connect("n1", g.add("out", O.Output(shape=(7,))))
+    sim = Simulator(g, "float32")
+    chain = sim._chains()["p0"]
+    assert chain.followers == ["n0", "flat", "p1", "n1"] and not chain.long_chunks
+    assert sim._chunk(10**6, 50, False) == -(-10**6 // -(-10**6 // (FLOAT32_CHUNK_BYTES // (50 * 12 * 4))))
+    assert_fused_equals_unfused(g, inputs(rng, 15, 6, 12, graded=True), chunk_steps=4)
+
+
+def test_nan_or_inf_in_its_input_is_refused():
+    """A dense chain does not check its input itself: the simulator's pass over each chunk does."""
+    from nmcompile.errors import ShapeError
+
+    g = mlp(np.random.default_rng(6), [8, 16, 4])
+    x = inputs(np.random.default_rng(7), 10, 3, 8, graded=True)
+    x[7, 2, 5] = np.nan
+    with pytest.raises(ShapeError, match="input 'in' holds NaN or inf"):
+        Simulator(g, "float32", chunk_steps=4).run(x)
+
+
 @pytest.mark.parametrize("steps, batch", [(0, 3), (5, 0)])
 def test_empty_runs(steps, batch):
     g = mlp(np.random.default_rng(4), [6, 7, 3])

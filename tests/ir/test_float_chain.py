@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nmcompile.ir import float_chain, window_table
+from nmcompile.ir import dense_chain, float_chain, window_table
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.simulate import Simulator
@@ -135,8 +135,8 @@ def test_dense_layers_after_a_convolution(sizes):
     rng = np.random.default_rng(sum(sizes))
     layers = [("linear", n, kind) for n, kind in zip(sizes[1:], ["LIF", "IF", "LIF"], strict=False)]
     alone = conv_graph(rng, (sizes[0],), layers)
-    chains = Simulator(alone, "float32")._chains().values()
-    assert all(type(chain) is not float_chain.FusedFloatChain for chain in chains)
+    chains = list(Simulator(alone, "float32")._chains().values())
+    assert len(chains) == 1 and isinstance(chains[0], dense_chain.DenseChain)
     g = conv_graph(rng, (2, 6, 6), [("conv", sizes[0], 3, 1, 0, "LIF"), *layers])
     assert Simulator(g, "float32")._chains()["p0"].last == f"n{len(layers)}"
     assert_fused_equals_unfused(g, inputs(rng, 20, 3, (2, 6, 6), 0.3, graded=True))
@@ -200,6 +200,26 @@ def test_a_chain_checks_its_input_for_nan_and_inf(value, tabled, monkeypatch):
     np.testing.assert_array_equal(sim.run(x).output, clean)          # the next run starts afresh
     graded = x * np.float32(1.5)
     assert_fused_equals_unfused(g, graded)
+    bad = x.copy()
+    bad[13, 4, 1, 3, 4] = value
+    sim.start(5)                                                      # a stream keeps the separate pass
+    sim.feed(bad[:6])
+    with pytest.raises(ShapeError, match="input 'in' holds NaN or inf"):
+        sim.feed(bad[6:])
+    wide = np.ascontiguousarray(np.concatenate([bad, bad], axis=3))[:, :, :, :8]   # not contiguous: the pass
+    with pytest.raises(ShapeError, match="input 'in' holds NaN or inf"):
+        sim.run(wide)
+
+
+def test_a_float64_input_beyond_float32_is_not_refused_by_the_chain():
+    """A float64 input is checked before its cast to float32 (as without chains): a finite value beyond float32's
+    range becomes inf there and runs, fused or recorded alike."""
+    rng = np.random.default_rng(10)
+    g = conv_graph(rng, (2, 8, 8), [("conv", 4, 3, 1, 1, "LIF"), ("linear", 3, "LIF")])
+    x = inputs(rng, 6, 2, (2, 8, 8), 0.3, graded=False).astype(np.float64)
+    x[2, 1, 0, 4, 4] = 1e39
+    sim = Simulator(g, "float32")
+    np.testing.assert_array_equal(sim.run(x).output, sim.run(x, record=True).output)
 
 
 def test_real_weights_flip_rare_spikes_only():
