@@ -2,11 +2,11 @@
 
 A dense chain is a float_chain chain without a convolution (`float_chain.find_float_chains` finds both): Linear
 projections P_k without delays on 1-D values, each read by a float32 LIF or IF layer N_k (spiking, no refractory
-period, no synaptic current, start step 0) that only P_{k+1} reads (through a Flatten at most). The unfused engine
-runs such a network a node at a time over a whole chunk of steps and samples, writing every layer's [T, B, N] values
-to memory and back, with a Python call per node; `dense_chain_chunk` runs a block of samples through every layer of
-a step before the next step, the block's sums and spikes ([samples, N] each) staying in the core's cache, in one
-compiled call.
+period, synaptic current or membrane batch norm, start step 0) that only P_{k+1} reads (through a Flatten at most).
+The unfused engine runs such a network a node at a time over a whole chunk of steps and samples, writing every
+layer's [T, B, N] values to memory and back, with a Python call per node; `dense_chain_chunk` runs a block of
+samples through every layer of a step before the next step, the block's sums and spikes ([samples, N] each) staying
+in the core's cache, in one compiled call.
 
 It computes exactly what the unfused engine computes, operation for operation, so the bits are the same:
 
@@ -16,8 +16,8 @@ It computes exactly what the unfused engine computes, operation for operation, s
   snnTorch reset), the functions the unfused FloatNeuron kernel calls, a layer of fewer than
   `jit.SHORT_ROW` neurons run as one row of the block's samples with its parameters repeated, as there.
 
-Chains are fused only while every layer's weights fit in `MAX_WEIGHT_BYTES` (the whole chain's, tiled), so they stay
-in the core's cache across the steps: a wider layer, whose product over the whole chunk reuses each weight vector
+Chains are fused only while the whole chain's weights, tiled, fit in `MAX_WEIGHT_BYTES`, so they stay in the core's
+cache across the steps: a wider layer, whose product over the whole chunk reuses each weight vector
 for many rows, runs unfused. Measured on the digits MLP of benchmarks/bench_simulate.py (64 -> 64 LIF -> 10 LIF,
 T = 25, batch 128, one thread): 0.53 ms against 0.97 ms unfused, the same spikes (benchmarks/README.md).
 """
@@ -32,13 +32,12 @@ from nmcompile.ir import jit
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
 from nmcompile.ir.kernels import FloatNeuron
-from nmcompile.ir.linear_sums import DENSE_FROM, EVENTS_ONLY, LinearSums, linear_rows
+from nmcompile.ir.linear_sums import DENSE_FROM, EVENTS_ONLY, ROW_BLOCK, LinearSums, linear_rows
 
-MAX_WEIGHT_BYTES = 1 << 20     # tiled float32 weights of a whole dense chain, at most (half this machine's L2 per
-                               # core: benchmarks/README.md)
+MAX_WEIGHT_BYTES = 1 << 20     # tiled float32 weights of a whole dense chain, at most (half the 2 MiB L2 per core
+                               # of the benchmark machine, lscpu)
 BLOCK_VALUES = 1 << 13         # samples per block x the widest layer's neurons (32 KiB of float32 per scratch row
                                # set: the block's sums and two spike buffers stay in L1/L2)
-ROW_BLOCK = 64                 # rows of a linear_rows call given one form (linear_sums.ROW_BLOCK)
 
 # geometry[k] columns
 INPUTS, OUTPUTS, WEIGHTS_AT, WEIGHTS_END, BIAS_AT, LANES, PARAMS_AT, PARAMS_LENGTH, STATE_AT, PLAIN, SHORT, \
