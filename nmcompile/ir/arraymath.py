@@ -280,14 +280,19 @@ class Float32Linear:
     def set_engine(self, engine: str) -> None:
         self.engine = engine
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.engine != "compiled" or x.dtype != np.float32:
-            return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
+    @property
+    def sums(self):
+        """The compiled engine's product (a linear_sums.LinearSums), its weights laid out on first use."""
         if self._sums is None:
             from nmcompile.ir.linear_sums import LinearSums  # numba: only when a compiled product runs
 
             self._sums = LinearSums(self.weight_t.T, self.bias)
-        return self._sums(x)
+        return self._sums
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.engine != "compiled" or x.dtype != np.float32:
+            return x @ self.weight_t if self.bias is None else x @ self.weight_t + self.bias
+        return self.sums(x)
 
 
 @contextlib.contextmanager

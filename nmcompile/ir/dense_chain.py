@@ -31,8 +31,8 @@ import numpy as np
 from nmcompile.ir import jit
 from nmcompile.ir import ops as O
 from nmcompile.ir.graph import Graph
-from nmcompile.ir.kernels import FloatNeuron
-from nmcompile.ir.linear_sums import DENSE_FROM, EVENTS_ONLY, ROW_BLOCK, LinearSums, linear_rows
+from nmcompile.ir.kernels import FloatNeuron, Kernel
+from nmcompile.ir.linear_sums import DENSE_FROM, EVENTS_ONLY, ROW_BLOCK, linear_rows
 
 MAX_WEIGHT_BYTES = 1 << 20     # tiled float32 weights of a whole dense chain, at most (half the 2 MiB L2 per core
                                # of the benchmark machine, lscpu)
@@ -161,12 +161,11 @@ class DenseChain(FloatChainNodes):
     long_chunks = False      # a block's state stays in cache across its steps: the float32 chunks suffice
     checks_input = False     # its input is checked for NaN and inf before it runs (simulate._convert)
 
-    def __init__(self, graph: Graph, source: str, layers: list[FloatChainLayer]):
+    def __init__(self, kernels: dict[str, Kernel], source: str, layers: list[FloatChainLayer]):
         super().__init__(source, layers)
         self.sizes = [int(np.prod(layer.kernel.out_shape)) for layer in layers]
         self.block_samples = max(1, BLOCK_VALUES // max(self.sizes))
-        products = [LinearSums(graph.node(layer.projection).weight, _bias(graph.node(layer.projection)))
-                    for layer in layers]
+        products = [kernels[layer.projection].fn.sums for layer in layers]   # the unfused kernels' own products
         self.weights = np.concatenate([p.weights for p in products])
         self.biases = np.concatenate([p.bias for p in products])
         self.dense_from = np.array([DENSE_FROM if p.dense_allowed else EVENTS_ONLY for p in products])
@@ -245,7 +244,3 @@ class DenseChain(FloatChainNodes):
         jit.split_rows(batch, batch > 1 and work >= jit.PARALLEL_MIN_ADDS, part)
         return out
 
-
-def _bias(op: O.Linear) -> np.ndarray | None:
-    """The bias as the unfused kernel passes it to its product (kernels._linear: cast to the run's dtype)."""
-    return None if op.bias is None else op.bias.astype(np.float32)

@@ -537,7 +537,7 @@ def find_float_chains(graph: Graph, kernels: dict[str, Kernel], components: list
         if any(isinstance(graph.node(item.projection), O.Conv2d) for item in layers):
             found = FusedFloatChain(graph, source, layers)
         elif dense_chain.fits(graph, layers):
-            found = dense_chain.DenseChain(graph, source, layers)
+            found = dense_chain.DenseChain(kernels, source, layers)
         else:
             continue            # wide dense layers: the unfused product over the whole chunk (dense_chain docstring)
         chains[layer.projection] = found

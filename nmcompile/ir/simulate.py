@@ -88,13 +88,10 @@ NARROW_SPIKES = (np.dtype(np.bool_), np.dtype(np.int8), np.dtype(np.uint8))  # i
 
 def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.ndarray:
     """Input `name` (or a chunk of its steps) checked and cast to the dtype of `mode`; with `narrow` (an input only
-    fused chains read that check it themselves) an integer mode's bool/int8/uint8 array stays one byte per value (bool
-    seen as uint8: the chain lists its active inputs from it and checks that every value is 0 or 1), and a float32
-    array is left unchecked (float_chain checks each step it does not read as binary for NaN and inf)."""
+    fused chains read, integer mode) a bool/int8/uint8 array stays one byte per value (bool seen as uint8): the chain
+    lists its active inputs from it and checks that every value is 0 or 1."""
     if narrow and mode == "integer" and x.dtype in NARROW_SPIKES:
         return x.view(np.uint8) if x.dtype == np.bool_ else x
-    if narrow and _left_to_chain(x, mode):
-        return x
     if mode == "integer":
         if x.dtype.kind == "f" and not (np.all(np.isfinite(x)) and np.array_equal(x, np.round(x))):
             raise ShapeError(f"input '{name}' holds non-integer values; the integer model takes "
@@ -108,7 +105,9 @@ def _convert(name: str, x: np.ndarray, mode: str, narrow: bool = False) -> np.nd
 
 
 def _left_to_chain(x: np.ndarray, mode: str) -> bool:
-    """Whether `_convert` leaves the float32 chunk x of an input only checking chains read to them (read as it is)."""
+    """Whether the chunk x of an input only checking chains read is left to them unconverted and unchecked: float32
+    and contiguous (float_chain checks each step it does not read as binary for NaN and inf); any other array is
+    checked before its cast."""
     return mode == "float32" and x.dtype == np.float32 and x.flags.c_contiguous
 
 
@@ -283,8 +282,9 @@ class Simulator:
         values: dict[str, np.ndarray] = {}
         for first in range(0, max(steps, 1), chunk):
             chunks = {name: x[first : first + chunk] for name, x in raw.items()}
-            part = {name: _convert(name, x, self.mode, name in narrow) for name, x in chunks.items()}
             unchecked = {name for name in narrow if _left_to_chain(chunks[name], self.mode)}
+            part = {name: x if name in unchecked else _convert(name, x, self.mode, name in narrow)
+                    for name, x in chunks.items()}
             values = self._advance(part, record, {name: out[first : first + chunk] for name, out in outputs.items()},
                                    unchecked=unchecked)
             for name in self._outputs:
